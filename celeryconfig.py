@@ -1,0 +1,61 @@
+"""Celery settings: plain lowercase names, read from the environment; imports nothing of the project.
+
+See ../shared/spec/reliability.md for why each of these matters.
+"""
+
+import os
+
+from kombu import Exchange, Queue
+
+broker_url = os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+result_backend = None  # pipeline results are never read
+task_ignore_result = True
+result_expires = 3600
+
+# JSON only: pickle in accept_content is remote code execution.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+
+# At-least-once delivery; every stage is idempotent.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = int(os.environ.get("CELERY_PREFETCH_MULTIPLIER", "1"))
+worker_max_tasks_per_child = int(os.environ.get("CELERY_MAX_TASKS_PER_CHILD", "10000"))
+worker_max_memory_per_child = int(os.environ.get("CELERY_MAX_MEMORY_PER_CHILD_KB", "512000"))
+task_time_limit = int(os.environ.get("CELERY_TASK_TIME_LIMIT", "600"))
+task_soft_time_limit = int(os.environ.get("CELERY_TASK_SOFT_TIME_LIMIT", "540"))
+
+# Redis transport: countdowns, backoffs and time limits stay well below the visibility timeout.
+broker_transport_options = {
+    "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600")),
+    "socket_timeout": 10,
+    "socket_connect_timeout": 2,
+    "retry_on_timeout": False,
+}
+broker_connection_retry_on_startup = True
+broker_connection_timeout = 2
+worker_cancel_long_running_tasks_on_connection_loss = False
+
+task_default_queue = "etl"
+task_queues = (
+    Queue("etl", Exchange("etl"), routing_key="etl"),
+    Queue("dead_letter", Exchange("dead_letter"), routing_key="dead_letter"),
+)
+task_routes = {
+    "etl.dead_letter.*": {"queue": "dead_letter"},
+    "etl.*": {"queue": "etl"},
+}
+
+worker_send_task_events = True
+task_send_sent_event = True
+worker_hijack_root_logger = False
+
+beat_schedule = {
+    "outbox-sweeper": {
+        "task": "etl.beat.sweep_outbox",
+        "schedule": float(os.environ.get("ETL_SWEEP_INTERVAL_SECONDS", "60")),
+        "options": {"queue": "etl", "expires": float(os.environ.get("ETL_SWEEP_INTERVAL_SECONDS", "60"))},
+    },
+}

@@ -1,0 +1,17 @@
+"""The HTTP API: blueprints, JSON provider, error handlers and authentication."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from etl_app.api import auth, health, ingest, openapi, read
+from etl_app.api.errors import register_error_handlers
+from etl_app.api.jsonprovider import OrjsonProvider
+
+
+def init_app(app: Flask) -> None:
+    app.json = OrjsonProvider(app)
+    register_error_handlers(app)
+    auth.init_app(app)
+    for module in (health, ingest, read, openapi):
+        app.register_blueprint(module.bp)

@@ -1,0 +1,192 @@
+"""The OpenAPI 3 document, generated from the registered marshmallow schemas, and its UI."""
+
+from __future__ import annotations
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, Response, current_app, jsonify
+
+import etl_app
+from etl_app.registry import Registry
+
+bp = Blueprint("openapi", __name__)
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict:
+    text = {
+        400: "malformed body",
+        401: "missing or wrong API key",
+        404: "unknown record type or id",
+        413: "body or batch over the limit",
+        415: "wrong Content-Type",
+        422: "validation failed",
+    }
+    return {str(c): _json(ERROR, text[c]) for c in codes}
+
+
+def build_spec(registry: Registry) -> dict:
+    spec = APISpec(
+        title="etl_app",
+        version=etl_app.__version__,
+        openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+        info={"description": "Ingest API of the etl_app Celery ETL service."},
+    )
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    spec.components.schema(
+        "Error",
+        {
+            "type": "object",
+            "properties": {
+                "error": {"type": "string"},
+                "message": {"type": "string"},
+                "errors": {"description": "field errors: {field: [message]} or [{index, errors}]"},
+            },
+            "required": ["error", "message"],
+        },
+    )
+    spec.components.schema(
+        "Accepted",
+        {
+            "type": "object",
+            "properties": {
+                "ingestion_id": {"type": "string", "format": "uuid"},
+                "accepted": {"type": "integer"},
+                "rejected": {"type": "integer"},
+                "errors": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"index": {"type": "integer"}, "errors": {"type": "object"}},
+                    },
+                },
+            },
+        },
+    )
+    for rt in registry:
+        component = rt.schema.__name__
+        spec.components.schema(component, schema=rt.schema)
+        ref = {"$ref": f"#/components/schemas/{component}"}
+        spec.path(
+            path=f"/api/v1/{rt.name}",
+            operations={
+                "post": {
+                    "summary": f"Submit one {rt.name} record",
+                    "tags": [rt.name],
+                    "security": [{"bearer": []}],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": ref}}},
+                    "responses": {
+                        "202": _json({"$ref": "#/components/schemas/Accepted"}, "stored; processing"),
+                        **_errors(400, 401, 404, 413, 415, 422),
+                    },
+                }
+            },
+        )
+        spec.path(
+            path=f"/api/v1/{rt.name}/batch",
+            operations={
+                "post": {
+                    "summary": f"Submit a batch of {rt.name} records (JSON array or NDJSON)",
+                    "tags": [rt.name],
+                    "security": [{"bearer": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"type": "array", "items": ref}},
+                            "application/x-ndjson": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "responses": {
+                        "202": _json({"$ref": "#/components/schemas/Accepted"}, "valid records stored"),
+                        **_errors(400, 401, 404, 413, 415, 422),
+                    },
+                }
+            },
+        )
+    spec.path(
+        path="/api/v1/records/{record_type}/{key}",
+        operations={
+            "get": {
+                "summary": "A stored record with its derived fields and lineage",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {"name": "record_type", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}},
+                ],
+                "responses": {"200": {"description": "the record"}, **_errors(401, 404)},
+            }
+        },
+    )
+    spec.path(
+        path="/api/v1/ingestions/{ingestion_id}",
+        operations={
+            "get": {
+                "summary": "Progress of one ingestion: counts by status",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {
+                        "name": "ingestion_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "format": "uuid"},
+                    }
+                ],
+                "responses": {"200": {"description": "the ingestion"}, **_errors(401, 404)},
+            }
+        },
+    )
+    spec.path(
+        path="/api/v1/record-types",
+        operations={
+            "get": {
+                "summary": "The registered record types and their fields",
+                "security": [{"bearer": []}],
+                "responses": {"200": {"description": "record types"}, **_errors(401)},
+            }
+        },
+    )
+    spec.path(path="/health", operations={"get": {"summary": "Liveness", "responses": {"200": {"description": "up"}}}})
+    spec.path(
+        path="/ready",
+        operations={
+            "get": {
+                "summary": "Readiness: database and broker reachable",
+                "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
+            }
+        },
+    )
+    return spec.to_dict()
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    ext = current_app.extensions
+    if "etl_openapi" not in ext:
+        ext["etl_openapi"] = build_spec(ext["etl"].registry)
+    return jsonify(ext["etl_openapi"])
+
+
+DOCS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>etl_app API</title>
+<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
+<body><div id="ui"></div>
+<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>
+const key = localStorage.getItem("etlApiKey") || prompt("API key (Bearer) for this etl_app");
+if (key) localStorage.setItem("etlApiKey", key);
+SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui",
+  requestInterceptor: (req) => { req.headers.Authorization = "Bearer " + key; return req; }});
+</script>
+<noscript>The machine-readable document is at <a href="/openapi.json">/openapi.json</a>.</noscript>
+</body></html>"""
+
+
+@bp.get("/docs")
+def docs():
+    return Response(DOCS_PAGE, mimetype="text/html")

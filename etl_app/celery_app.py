@@ -1,0 +1,26 @@
+"""Build the Celery app from celeryconfig.py plus the resolved settings."""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+CELERY_CONFIG_MODULE = "celeryconfig"
+
+
+def make_celery(name: str, broker_url: str) -> Celery:
+    app = Celery(name, set_as_current=True)
+    app.config_from_object(CELERY_CONFIG_MODULE)
+    app.conf.broker_url = broker_url
+    import tasks  # noqa: F401  (registers the shared tasks with this app)
+
+    return app
+
+
+@worker_process_init.connect
+def _reset_connections_in_child(**_kwargs) -> None:
+    from celery import current_app
+
+    runtime = getattr(current_app, "etl", None)
+    if runtime is not None:
+        runtime.reset_after_fork()

@@ -1,0 +1,111 @@
+"""The operator's command line: ``etl-app run``, ``etl-app migrate`` and friends."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from etl_app.config import Settings, embedded_env_path, var_dir
+
+PROCESSES = ("web", "worker", "beat", "flower")
+
+
+def _secret_file(path: Path, make) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = make()
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return value
+
+
+@click.group()
+@click.version_option(package_name="etl_app")
+def main() -> None:
+    """etl_app: a Celery task-graph ETL service."""
+
+
+@main.command()
+@click.option("--revision", default="head", show_default=True)
+def migrate(revision: str) -> None:
+    """Apply the database migrations."""
+    from etl_app.migrate import upgrade
+
+    settings = Settings.from_env()
+    if not settings.database_url:
+        raise click.ClickException("DATABASE_URL is not set (or use `etl-app run`, which starts an embedded one)")
+    upgrade(settings.database_url, revision)
+    click.echo(f"database migrated to {revision}")
+
+
+def prepare_environment(env: dict[str, str], var: Path) -> tuple[dict[str, str], object | None]:
+    """Fill in what `make run` needs: embedded servers when no URLs are set, an API key and
+    Flower credentials (generated once under ./var). Returns the environment and the embedded
+    servers handle (or None)."""
+    embedded = None
+    if not env.get("DATABASE_URL") or not (env.get("REDIS_URL") or env.get("CELERY_BROKER_URL")):
+        from etl_app.embedded import EmbeddedServices
+
+        embedded = EmbeddedServices(var)
+        lines = []
+        if not env.get("DATABASE_URL"):
+            env["DATABASE_URL"] = embedded.start_postgres()
+            lines.append(f"DATABASE_URL={env['DATABASE_URL']}")
+        if not (env.get("REDIS_URL") or env.get("CELERY_BROKER_URL")):
+            env["REDIS_URL"] = embedded.start_redis()
+            lines.append(f"REDIS_URL={env['REDIS_URL']}")
+        Path(embedded_env_path(env)).write_text("\n".join(lines) + "\n")
+    env.setdefault("ETL_API_KEYS", _secret_file(var / "api_key", lambda: secrets.token_urlsafe(32)))
+    env.setdefault("FLOWER_BASIC_AUTH", _secret_file(var / "flower_auth", lambda: "admin:" + secrets.token_urlsafe(16)))
+    env.setdefault("ETL_VAR_DIR", str(var))
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    return env, embedded
+
+
+@main.command()
+@click.option("--procfile", default="Procfile", show_default=True, type=click.Path(exists=True, dir_okay=False))
+def run(procfile: str) -> None:
+    """Migrate, then run web, worker, beat and Flower in the foreground (Ctrl-C stops them all).
+
+    With no DATABASE_URL / REDIS_URL set, an embedded PostgreSQL and Redis are started
+    under ./var and stopped again on exit."""
+    from etl_app.migrate import upgrade
+
+    var = Path(var_dir())
+    var.mkdir(parents=True, exist_ok=True)
+    env, embedded = prepare_environment(dict(os.environ), var)
+    try:
+        upgrade(env["DATABASE_URL"])
+        port, flower_port = env.get("PORT", "8000"), env.get("FLOWER_PORT", "5555")
+        click.echo(click.style("etl_app is starting", bold=True))
+        click.echo(f"  API          http://127.0.0.1:{port}/api/v1   (docs: http://127.0.0.1:{port}/docs)")
+        click.echo(f"  API key      {env['ETL_API_KEYS'].split(',')[0]}")
+        click.echo(f"  Flower       http://127.0.0.1:{flower_port}   (basic auth {env['FLOWER_BASIC_AUTH']})")
+        click.echo(f"  database     {'embedded under ' + str(var) if embedded else 'DATABASE_URL'}")
+        click.echo(f"  broker       {'embedded under ' + str(var) if embedded else 'REDIS_URL'}")
+        click.echo(
+            f"  try          curl -H 'Authorization: Bearer {env['ETL_API_KEYS'].split(',')[0]}' "
+            f"http://127.0.0.1:{port}/api/v1/record-types"
+        )
+        honcho = subprocess.Popen(["honcho", "start", "-f", procfile, *PROCESSES], env=env)
+        try:
+            honcho.wait()
+        except KeyboardInterrupt:
+            honcho.send_signal(signal.SIGINT)
+            honcho.wait(timeout=30)
+    finally:
+        if embedded is not None:
+            Path(embedded_env_path(env)).unlink(missing_ok=True)
+            embedded.stop()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

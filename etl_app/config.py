@@ -1,0 +1,108 @@
+"""Settings, read from the environment in one place (12-factor)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+MIB = 1024 * 1024
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    return int(raw) if raw else default
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    return float(raw) if raw else default
+
+
+def var_dir(env: Mapping[str, str] | None = None) -> str:
+    """Where local state lives (embedded servers, generated keys): ``ETL_VAR_DIR`` or ./var."""
+    env = os.environ if env is None else env
+    return env.get("ETL_VAR_DIR") or os.path.join(os.getcwd(), "var")
+
+
+def embedded_env_path(env: Mapping[str, str] | None = None) -> str:
+    """The file `etl-app run` writes the embedded servers' URLs to, so that any process finds them."""
+    return os.path.join(var_dir(env), "embedded.env")
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    """``NAME=value`` lines (as honcho's .env files); a missing file is empty."""
+    out: dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                line = line.strip()
+                if line and not line.startswith("#") and "=" in line:
+                    name, value = line.split("=", 1)
+                    out[name.strip()] = value.strip()
+    except FileNotFoundError:
+        pass
+    return out
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the service. See README's configuration table for the meanings."""
+
+    database_url: str = ""
+    redis_url: str = ""
+    broker_url: str = ""
+    api_keys: tuple[str, ...] = ()
+    max_body_bytes: int = 10 * MIB
+    max_upload_bytes: int = 200 * MIB
+    max_batch_items: int = 50_000
+    chunk_size: int = 500
+    publish_timeout_seconds: float = 2.0
+    outbox_lease_seconds: int = 300
+    sweep_interval_seconds: int = 60
+    sweep_batch_size: int = 5_000
+    retry_backoff_seconds: int = 2
+    retry_backoff_max_seconds: int = 300
+    parent_wait_seconds: int = 900
+    transient_max_retries: int = 8
+    max_deliveries: int = 5
+    db_pool_size: int = 5
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
+        env = dict(os.environ if env is None else env)
+        for name, value in read_env_file(embedded_env_path(env)).items():
+            env.setdefault(name, value)
+        redis_url = env.get("REDIS_URL", "").strip()
+        values = dict(
+            database_url=env.get("DATABASE_URL", "").strip(),
+            redis_url=redis_url,
+            broker_url=env.get("CELERY_BROKER_URL", "").strip() or redis_url,
+            api_keys=tuple(k.strip() for k in env.get("ETL_API_KEYS", "").split(",") if k.strip()),
+            max_body_bytes=_int(env, "ETL_MAX_BODY_BYTES", cls.max_body_bytes),
+            max_upload_bytes=_int(env, "ETL_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
+            max_batch_items=_int(env, "ETL_MAX_BATCH_ITEMS", cls.max_batch_items),
+            chunk_size=_int(env, "ETL_CHUNK_SIZE", cls.chunk_size),
+            publish_timeout_seconds=_float(env, "ETL_PUBLISH_TIMEOUT_SECONDS", cls.publish_timeout_seconds),
+            outbox_lease_seconds=_int(env, "ETL_OUTBOX_LEASE_SECONDS", cls.outbox_lease_seconds),
+            sweep_interval_seconds=_int(env, "ETL_SWEEP_INTERVAL_SECONDS", cls.sweep_interval_seconds),
+            sweep_batch_size=_int(env, "ETL_SWEEP_BATCH_SIZE", cls.sweep_batch_size),
+            retry_backoff_seconds=_int(env, "ETL_RETRY_BACKOFF_SECONDS", cls.retry_backoff_seconds),
+            retry_backoff_max_seconds=_int(env, "ETL_RETRY_BACKOFF_MAX_SECONDS", cls.retry_backoff_max_seconds),
+            parent_wait_seconds=_int(env, "ETL_PARENT_WAIT_SECONDS", cls.parent_wait_seconds),
+            transient_max_retries=_int(env, "ETL_TRANSIENT_MAX_RETRIES", cls.transient_max_retries),
+            max_deliveries=_int(env, "ETL_MAX_DELIVERIES", cls.max_deliveries),
+            db_pool_size=_int(env, "ETL_DB_POOL_SIZE", cls.db_pool_size),
+        )
+        known = {f.name for f in fields(cls)}
+        values.update({k: v for k, v in overrides.items() if k in known})
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.chunk_size < 1:
+            raise ValueError("ETL_CHUNK_SIZE must be at least 1")
+        if self.retry_backoff_max_seconds >= 3000:
+            raise ValueError("ETL_RETRY_BACKOFF_MAX_SECONDS must stay well below the broker visibility timeout")

@@ -1,0 +1,57 @@
+"""Database wiring: the shared metadata, lineage columns and engine creation."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Base(DeclarativeBase):
+    """Declarative base for the service's own tables (outbox, ingestions, dead letters)."""
+
+    metadata = metadata
+
+
+def lineage_columns() -> list[sa.Column]:
+    """The lineage columns every record-type table carries, in a fixed order."""
+    return [
+        sa.Column("ingestion_id", sa.Uuid, nullable=False, index=True),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("enriched_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("persisted_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("schema_version", sa.Integer, nullable=False),
+        sa.Column("source", sa.Text, nullable=True),
+    ]
+
+
+LINEAGE_FIELDS = ("ingestion_id", "received_at", "enriched_at", "persisted_at", "schema_version", "source")
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Accept ``postgresql://`` / ``postgres://`` URLs as is and pin the psycopg 3 driver."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 5, application_name: str = "etl_app") -> sa.Engine:
+    """Create the engine (no connection is made until first use)."""
+    return sa.create_engine(
+        sqlalchemy_url(url),
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={"connect_timeout": 5, "application_name": application_name},
+    )

@@ -1,0 +1,94 @@
+"""The service's own tables: the outbox (raw_records), ingestions and dead letters."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from etl_app.db import Base
+
+# raw_records.status values. `received` until settled; `rejected` is for upload rows
+# refused at parsing (they never enter the pipeline).
+RECEIVED = "received"
+PERSISTED = "persisted"
+DEAD = "dead"
+REJECTED = "rejected"
+STATUSES = (RECEIVED, PERSISTED, DEAD, REJECTED)
+
+TSTZ = sa.DateTime(timezone=True)
+
+
+class Ingestion(Base):
+    """One API call (single, batch, NDJSON or upload) and what it was told."""
+
+    __tablename__ = "ingestions"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
+    record_type: Mapped[str] = mapped_column(sa.Text)
+    source: Mapped[str] = mapped_column(sa.Text)
+    accepted: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    rejected: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    rejections: Mapped[list[Any]] = mapped_column(JSONB, server_default=sa.text("'[]'::jsonb"))
+    created_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(TSTZ)
+
+
+class RawRecord(Base):
+    """The outbox: every accepted record as received, committed before the API answers."""
+
+    __tablename__ = "raw_records"
+    __table_args__ = (
+        sa.CheckConstraint(f"status IN {STATUSES!r}", name="status"),
+        sa.Index("ix_raw_records_ingestion_id_status", "ingestion_id", "status"),
+        sa.Index("ix_raw_records_unsettled", "enqueued_at", postgresql_where=sa.text("status = 'received'")),
+        sa.Index(
+            "ix_raw_records_waiting_on",
+            "waiting_on",
+            postgresql_where=sa.text("status = 'received' AND waiting_on IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    ingestion_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
+    record_type: Mapped[str] = mapped_column(sa.Text)
+    natural_key: Mapped[str | None] = mapped_column(sa.Text)
+    payload: Mapped[Any] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(sa.Text, server_default=RECEIVED)
+    attempts: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    waiting_on: Mapped[str | None] = mapped_column(sa.Text)
+    waiting_since: Mapped[datetime | None] = mapped_column(TSTZ)
+    received_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
+    updated_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
+    enqueued_at: Mapped[datetime | None] = mapped_column(TSTZ)
+
+
+class DeadLetter(Base):
+    """A record that failed for good, with its error; one row per raw record."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (
+        sa.Index("ix_dead_letters_record_type_error_type", "record_type", "error_type"),
+        sa.Index("ix_dead_letters_last_failed_at", "last_failed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    raw_record_id: Mapped[int] = mapped_column(sa.BigInteger, unique=True)
+    ingestion_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, index=True)
+    record_type: Mapped[str] = mapped_column(sa.Text)
+    natural_key: Mapped[str | None] = mapped_column(sa.Text)
+    payload: Mapped[Any] = mapped_column(JSONB)
+    error_type: Mapped[str] = mapped_column(sa.Text)
+    error: Mapped[str] = mapped_column(sa.Text)
+    traceback: Mapped[str | None] = mapped_column(sa.Text)
+    task_name: Mapped[str | None] = mapped_column(sa.Text)
+    attempts: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    status: Mapped[str] = mapped_column(sa.Text, server_default="open")
+    first_failed_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
+    last_failed_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
+    replay_count: Mapped[int] = mapped_column(sa.Integer, server_default="0")

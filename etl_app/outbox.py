@@ -1,0 +1,169 @@
+"""The outbox: accepted records are committed to raw_records before the API answers, then
+published; the sweeper re-drives whatever did not go out or did not settle."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from celery import Celery
+
+from etl_app.jsonsafe import json_safe
+from etl_app.publish import publish_chunks
+from etl_app.registry import RecordType
+
+log = logging.getLogger(__name__)
+
+# Records never published (the broker was down at accept time) are swept after this grace.
+UNPUBLISHED_GRACE_SECONDS = 5
+
+
+@dataclass
+class Accepted:
+    """The outcome of one ingest call."""
+
+    ingestion_id: uuid.UUID
+    record_type: str
+    ids: list[int] = field(default_factory=list)
+    rejections: list[dict[str, Any]] = field(default_factory=list)
+    published: bool = False
+
+    @property
+    def accepted(self) -> int:
+        return len(self.ids)
+
+
+def _jsonb(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def store(
+    conn: sa.Connection,
+    rt: RecordType,
+    payloads: Sequence[Any],
+    *,
+    source: str,
+    received_at: datetime,
+    rejections: list[dict[str, Any]],
+) -> Accepted:
+    """Write the ingestion row and every accepted payload (COPY) in the caller's transaction."""
+    ingestion_id = uuid.uuid4()
+    conn.execute(
+        sa.text(
+            "INSERT INTO ingestions (id, record_type, source, accepted, rejected, rejections, created_at) "
+            "VALUES (:id, :t, :source, :accepted, :rejected, CAST(:rejections AS jsonb), :created_at)"
+        ),
+        {
+            "id": ingestion_id,
+            "t": rt.name,
+            "source": source,
+            "accepted": len(payloads),
+            "rejected": len(rejections),
+            "rejections": _jsonb(json_safe(rejections[:1000])),
+            "created_at": received_at,
+        },
+    )
+    result = Accepted(ingestion_id, rt.name, rejections=rejections)
+    if not payloads:
+        return result
+    ids = [
+        r[0]
+        for r in conn.execute(
+            sa.text("SELECT nextval(pg_get_serial_sequence('raw_records', 'id')) FROM generate_series(1, :n)"),
+            {"n": len(payloads)},
+        )
+    ]
+    cursor = conn.connection.driver_connection.cursor()
+    with cursor.copy(
+        "COPY raw_records (id, ingestion_id, record_type, natural_key, payload, status, received_at, updated_at, "
+        "enqueued_at) FROM STDIN"
+    ) as copy:
+        for raw_id, payload in zip(ids, payloads, strict=True):
+            copy.write_row(
+                (
+                    raw_id,
+                    ingestion_id,
+                    rt.name,
+                    rt.natural_key(payload),
+                    _jsonb(payload),
+                    "received",
+                    received_at,
+                    received_at,
+                    received_at,
+                )
+            )
+    result.ids = ids
+    return result
+
+
+_publisher = ThreadPoolExecutor(max_workers=4, thread_name_prefix="etl-publish")
+
+
+def publish(engine: sa.Engine, celery_app: Celery, accepted: Accepted, *, chunk_size: int, timeout: float) -> bool:
+    """Enqueue the chains after the commit, waiting at most ``timeout`` seconds. If the broker
+    cannot take them in time, mark the records unpublished so the sweeper sends them soon; the
+    caller still answers 202 (the records are durable). A publish that outlives the deadline
+    finishes in the background; a duplicate enqueue is harmless."""
+    if not accepted.ids:
+        return True
+    try:
+        future = _publisher.submit(publish_chunks, celery_app, accepted.record_type, accepted.ids, chunk_size)
+        future.result(timeout=timeout)
+        accepted.published = True
+    except Exception as exc:  # noqa: BLE001 - any broker failure leaves the records to the sweeper
+        log.warning(
+            "could not publish ingestion %s (%d records): %s; the sweeper will",
+            accepted.ingestion_id,
+            len(accepted.ids),
+            exc,
+        )
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.text("UPDATE raw_records SET enqueued_at = NULL WHERE id = ANY(:ids) AND status = 'received'"),
+                    {"ids": accepted.ids},
+                )
+        except Exception as db_exc:  # noqa: BLE001 - then the lease applies instead of the grace
+            log.warning("could not flag unpublished records: %s", db_exc)
+    return accepted.published
+
+
+_CLAIM = sa.text(
+    """
+    WITH due AS (
+        SELECT id FROM raw_records
+        WHERE status = 'received'
+          AND ((enqueued_at IS NULL AND received_at < now() - make_interval(secs => :grace))
+               OR enqueued_at < now() - make_interval(secs => :lease))
+        ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED
+    )
+    UPDATE raw_records r SET enqueued_at = now() FROM due WHERE r.id = due.id
+    RETURNING r.id, r.record_type
+    """
+)
+
+
+def sweep(engine: sa.Engine, celery_app: Celery, *, lease_seconds: int, batch_size: int, chunk_size: int) -> int:
+    """Claim due records (SKIP LOCKED, so several sweepers never take the same ones), publish
+    them in chunks, and commit the claim only once they are out."""
+    total = 0
+    while True:
+        with engine.begin() as conn:
+            rows = conn.execute(
+                _CLAIM, {"grace": UNPUBLISHED_GRACE_SECONDS, "lease": lease_seconds, "limit": batch_size}
+            ).all()
+            by_type: dict[str, list[int]] = {}
+            for raw_id, record_type in rows:
+                by_type.setdefault(record_type, []).append(raw_id)
+            for record_type, ids in by_type.items():
+                publish_chunks(celery_app, record_type, sorted(ids), chunk_size)
+        total += len(rows)
+        if len(rows) < batch_size:
+            return total

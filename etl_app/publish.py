@@ -1,0 +1,66 @@
+"""Sending chains to the broker: after the commit, in chunks, with a short timeout."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from celery import Celery, chain
+
+log = logging.getLogger(__name__)
+
+PIPELINE_QUEUE = "etl"
+DEAD_LETTER_QUEUE = "dead_letter"
+VALIDATE, ENRICH, PERSIST = "etl.validate", "etl.enrich", "etl.persist"
+DEAD_LETTER_TASK = "etl.dead_letter.record"
+
+
+def publish_options() -> dict:
+    """One quick retry; celeryconfig's socket timeouts bound each try. Callers that must not
+    wait at all (the API) also run the publish under a deadline: see outbox.publish."""
+    return {
+        "retry": True,
+        "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2},
+    }
+
+
+def pipeline_chain(celery_app: Celery, record_type: str, ids: Sequence[int], **extra) -> chain:
+    msg = {"type": record_type, "ids": list(ids), **extra}
+    return chain(
+        celery_app.signature(VALIDATE, args=(msg,)),
+        celery_app.signature(ENRICH),
+        celery_app.signature(PERSIST),
+    )
+
+
+def chunked(ids: Sequence[int], size: int) -> list[Sequence[int]]:
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def publish_chunks(
+    celery_app: Celery,
+    record_type: str,
+    ids: Sequence[int],
+    chunk_size: int,
+    *,
+    countdown: float | None = None,
+    **extra,
+) -> int:
+    """Enqueue one validate → enrich → persist chain per chunk; raises if the broker is unreachable."""
+    sent = 0
+    for part in chunked(list(ids), chunk_size):
+        pipeline_chain(celery_app, record_type, part, **extra).apply_async(
+            queue=PIPELINE_QUEUE, countdown=countdown, **publish_options()
+        )
+        sent += 1
+    return sent
+
+
+def publish_dead_letters(celery_app: Celery, record_type: str, failures: list[dict], task_name: str) -> None:
+    """Send failed records through the dead-letter queue (its own consumer writes dead_letters)."""
+    celery_app.send_task(
+        DEAD_LETTER_TASK,
+        args=(record_type, failures, task_name),
+        queue=DEAD_LETTER_QUEUE,
+        **publish_options(),
+    )

@@ -1,0 +1,1 @@
+"""The built-in tutoring record types: one module each, with its table, rules and derive."""

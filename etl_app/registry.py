@@ -1,0 +1,166 @@
+"""The record-type registry: the one place the API, the tasks and the migrations read.
+
+A record type is a marshmallow schema (``schemas/<name>.py``), a derive function and a
+table (``etl_app/record_types/<name>.py``), registered here under its plural name. The
+built-in tutoring types are registered on first use; other packages add their own
+through the ``etl_app.record_types`` entry-point group (each entry point names a
+:class:`RecordType`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import entry_points
+from typing import Any
+
+import marshmallow as ma
+import sqlalchemy as sa
+
+log = logging.getLogger(__name__)
+
+BUILTIN_MODULES = (
+    "etl_app.record_types.tutors",
+    "etl_app.record_types.students",
+    "etl_app.record_types.sessions",
+    "etl_app.record_types.feedback",
+)
+
+FieldErrors = dict[str, list[str]]
+
+
+@dataclass(frozen=True)
+class ParentRef:
+    """A reference from a child record to its parent record type.
+
+    ``field`` is the child's field holding the parent's natural key; ``record_type``
+    the parent's type name; ``must_match`` pairs ``(child_field, parent_field)`` that
+    must agree once the parent exists, else the child is a ``parent_mismatch``.
+    """
+
+    field: str
+    record_type: str
+    must_match: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class RecordType:
+    """Everything the pipeline needs to know about one record type.
+
+    - ``schema``: marshmallow schema class; ``load`` gives Python values (str, int,
+      float, bool, list, ``date``, timezone-aware ``datetime``).
+    - ``check_as_of(data, as_of)``: optional; applies defaults and rules that depend on
+      the record's as-of moment (its ``received_at``); mutates ``data`` and returns
+      field errors (empty when valid).
+    - ``derive(data, as_of, parents)``: returns the derived fields; ``parents`` maps a
+      parent type name to the parent's stored row (a mapping of column values).
+    - ``table``: the SQLAlchemy table on :data:`etl_app.db.metadata` whose columns are
+      the input fields, the derived fields and the lineage columns.
+    """
+
+    name: str
+    key: str
+    schema: type[ma.Schema]
+    derive: Callable[[dict[str, Any], datetime, Mapping[str, Mapping[str, Any]]], dict[str, Any]]
+    table: sa.Table
+    parents: tuple[ParentRef, ...] = ()
+    check_as_of: Callable[[dict[str, Any], datetime], FieldErrors] | None = None
+    schema_version: int = 1
+    description: str = ""
+    _schema_instance: ma.Schema | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def loader(self) -> ma.Schema:
+        """A shared schema instance (schemas are stateless once built)."""
+        if self._schema_instance is None:
+            object.__setattr__(self, "_schema_instance", self.schema())
+        return self._schema_instance  # type: ignore[return-value]
+
+    def validate(self, payload: Any, as_of: datetime) -> tuple[dict[str, Any] | None, FieldErrors]:
+        """Check one payload; return ``(data, {})`` when valid, ``(None, errors)`` otherwise."""
+        if not isinstance(payload, dict):
+            return None, {"_schema": ["Each record must be a JSON object."]}
+        try:
+            data = self.loader.load(payload)
+        except ma.ValidationError as exc:
+            return None, normalise_errors(exc.messages)
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # a value no field rule foresaw
+            log.warning("%s: schema raised %s on a payload; treated as invalid", self.name, type(exc).__name__)
+            return None, {"_schema": [f"the record could not be read: {type(exc).__name__}"]}
+        if self.check_as_of is not None:
+            errors = self.check_as_of(data, as_of)
+            if errors:
+                return None, errors
+        return data, {}
+
+    def natural_key(self, payload: Any) -> str | None:
+        """The natural key of a raw payload, if it has a usable one."""
+        if isinstance(payload, dict):
+            value = payload.get(self.key)
+            if isinstance(value, str):
+                return value.strip()[:64] or None
+        return None
+
+
+def normalise_errors(messages: Any) -> FieldErrors:
+    """marshmallow error messages as ``{field: [message, ...]}`` (nested ones flattened)."""
+    if isinstance(messages, list):
+        return {"_schema": [str(m) for m in messages]}
+    out: FieldErrors = {}
+    for name, value in messages.items():
+        if isinstance(value, dict):
+            for sub, msgs in normalise_errors(value).items():
+                out[f"{name}.{sub}" if sub != "_schema" else str(name)] = msgs
+        elif isinstance(value, list):
+            out[str(name)] = [str(m) for m in value]
+        else:
+            out[str(name)] = [str(value)]
+    return out
+
+
+class Registry:
+    """Record types by name, in registration order."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, RecordType] = {}
+
+    def register(self, record_type: RecordType) -> RecordType:
+        existing = self._types.get(record_type.name)
+        if existing is not None and existing is not record_type:
+            raise ValueError(f"record type {record_type.name!r} is registered already")
+        self._types[record_type.name] = record_type
+        return record_type
+
+    def get(self, name: str) -> RecordType | None:
+        return self._types.get(name)
+
+    def __getitem__(self, name: str) -> RecordType:
+        return self._types[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    def __iter__(self):
+        return iter(self._types.values())
+
+    def names(self) -> list[str]:
+        return list(self._types)
+
+
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, with the built-in and plugged-in types loaded once."""
+    global _registry
+    if _registry is None:
+        registry = Registry()
+        for module_name in BUILTIN_MODULES:
+            registry.register(importlib.import_module(module_name).RECORD_TYPE)
+        for ep in entry_points(group="etl_app.record_types"):
+            registry.register(ep.load())
+        _registry = registry
+    return _registry

@@ -1,0 +1,1 @@
+"""marshmallow schemas of the record types: one module a type, shared fields in ``common``."""

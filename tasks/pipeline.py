@@ -1,0 +1,93 @@
+"""The pipeline stages: etl.validate → etl.enrich → etl.persist, one chain per chunk."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+
+from etl_app import errors, pipeline
+from tasks.base import EtlTask
+
+log = logging.getLogger(__name__)
+
+
+def _failures(failures: list[pipeline.Failure]) -> list[dict]:
+    return [{"id": f.raw_id, "error_type": f.error_type, "error": f.error, "traceback": f.traceback} for f in failures]
+
+
+@shared_task(name="etl.validate", base=EtlTask, bind=True)
+def validate(self: EtlTask, chunk: dict) -> dict | None:
+    """Load the chunk's unsettled raw records and check them against their schema."""
+    rt = self.runtime.registry[chunk["type"]]
+    with self.runtime.engine.connect() as conn:
+        raws = pipeline.load_raw(conn, chunk["ids"])
+    items, failures = pipeline.validate_chunk(rt, raws)
+    self.send_dead_letters(rt.name, _failures(failures))
+    if not items:
+        return None
+    return {"type": rt.name, "items": items, "parent_retries": chunk.get("parent_retries", 0)}
+
+
+@shared_task(name="etl.enrich", base=EtlTask, bind=True)
+def enrich(self: EtlTask, chunk: dict | None) -> dict | None:
+    """Look up parents and compute the derived fields; children of missing parents wait."""
+    if not chunk:
+        return None
+    runtime = self.runtime
+    rt = runtime.registry[chunk["type"]]
+    items = chunk["items"]
+    parent_rows = {}
+    if rt.parents:
+        with runtime.engine.connect() as conn:
+            parent_rows = pipeline.fetch_parents(conn, rt, runtime.registry, items)
+    done, waiting, failures = pipeline.enrich_chunk(rt, items, parent_rows)
+    if waiting:
+        failures += _wait_or_give_up(self, rt.name, waiting, chunk.get("parent_retries", 0))
+    self.send_dead_letters(rt.name, _failures(failures))
+    if not done:
+        return None
+    return {"type": rt.name, "items": done}
+
+
+def _wait_or_give_up(
+    task: EtlTask, record_type: str, waiting: list[pipeline.Waiting], retries: int
+) -> list[pipeline.Failure]:
+    """Retry waiting children with backoff until ETL_PARENT_WAIT_SECONDS have passed since they
+    first waited; then they are dead letters of type missing_parent."""
+    settings = task.runtime.settings
+    now = pipeline.utcnow()
+    budget = timedelta(seconds=settings.parent_wait_seconds)
+    expired = [w for w in waiting if w.item.get("waiting_since") and now - w.item["waiting_since"] >= budget]
+    retry = [w for w in waiting if w not in expired]
+    if retry:
+        countdown = task.backoff(retries)
+        with task.runtime.engine.begin() as conn:
+            pipeline.mark_waiting(conn, retry, now + timedelta(seconds=countdown))
+        task.republish(record_type, [w.item["id"] for w in retry], countdown=countdown, parent_retries=retries + 1)
+    return [
+        pipeline.Failure(
+            w.item["id"],
+            errors.MISSING_PARENT,
+            f"parent {w.parent_ref} not found after waiting {settings.parent_wait_seconds}s",
+        )
+        for w in expired
+    ]
+
+
+@shared_task(name="etl.persist", base=EtlTask, bind=True)
+def persist(self: EtlTask, chunk: dict | None) -> int:
+    """Upsert the chunk and mark its raw records persisted in one transaction; then wake any
+    children that were waiting for these records."""
+    if not chunk:
+        return 0
+    runtime = self.runtime
+    rt = runtime.registry[chunk["type"]]
+    has_children = any(ref.record_type == rt.name for other in runtime.registry for ref in other.parents)
+    with runtime.engine.begin() as conn:
+        keys = pipeline.persist_chunk(conn, rt, chunk["items"])
+        waiting = pipeline.children_waiting_for(conn, rt, keys) if has_children else {}
+    for child_type, ids in waiting.items():
+        self.republish(child_type, ids)
+    return len(keys)

@@ -1,0 +1,164 @@
+"""The app's own processes (gunicorn, celery worker, beat) as real subprocesses for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check: Callable[[], Any], timeout: float, interval: float = 0.2, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Proc:
+    """One subprocess with its log file; killed by pid like an operator (or the OOM killer) would."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}-{int(time.time() * 1000)}.log"
+        self._log = open(self.log_path, "wb")
+        self.popen = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def children(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole process group (the main process and its pool children)."""
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            pass
+        self.popen.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.pid, signal.SIGTERM)
+                self.popen.wait(timeout=15)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                self.kill()
+        self._log.close()
+
+
+class Stack:
+    """Starts and tracks the app's processes for one test module; stops them all at the end."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = {
+            **os.environ,
+            **env,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.log_dir = log_dir
+        self.procs: list[Proc] = []
+        self.web_url: str | None = None
+
+    def _start(self, name: str, argv: list[str], **env: str) -> Proc:
+        proc = Proc(name, argv, {**self.env, **env}, self.log_dir)
+        self.procs.append(proc)
+        return proc
+
+    def worker(self, concurrency: int = 2, name: str = "worker", **env: str) -> Proc:
+        proc = self._start(
+            name,
+            [
+                str(BIN / "celery"),
+                "-A",
+                "wsgi:celery",
+                "worker",
+                "-Q",
+                "etl,dead_letter",
+                "-c",
+                str(concurrency),
+                "--loglevel",
+                "INFO",
+                "--hostname",
+                f"{name}-{os.getpid()}@%h",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            **env,
+        )
+        wait_until(lambda: " ready." in proc.log() or proc.popen.poll() is not None, 60, what=f"{name} to be ready")
+        assert proc.popen.poll() is None, proc.log()
+        return proc
+
+    def beat(self, **env: str) -> Proc:
+        schedule = self.log_dir / f"beat-{time.time_ns()}"
+        return self._start(
+            "beat",
+            [str(BIN / "celery"), "-A", "wsgi:celery", "beat", "--loglevel", "INFO", "--schedule", str(schedule)],
+            **env,
+        )
+
+    def web(self, workers: int = 2, **env: str) -> Proc:
+        port = free_port()
+        proc = self._start(
+            "web",
+            [
+                str(BIN / "gunicorn"),
+                "wsgi:app",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "--threads",
+                "4",
+                "--timeout",
+                "60",
+            ],
+            **env,
+        )
+        self.web_url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            if proc.popen.poll() is not None:
+                raise AssertionError(proc.log())
+            try:
+                return requests.get(f"{self.web_url}/health", timeout=1).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_until(up, 60, what="web to answer /health")
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+        self.procs.clear()
