@@ -65,9 +65,20 @@ def prepare_environment(env: dict[str, str], var: Path) -> tuple[dict[str, str],
     env.setdefault("ETL_API_KEYS", _secret_file(var / "api_key", lambda: secrets.token_urlsafe(32)))
     env.setdefault("FLOWER_BASIC_AUTH", _secret_file(var / "flower_auth", lambda: "admin:" + secrets.token_urlsafe(16)))
     env.setdefault("ETL_VAR_DIR", str(var))
+    env.setdefault("WEB_PORT", env.get("PORT", "8000"))  # the process manager sets PORT per process
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     return env, embedded
+
+
+def _die_with_parent() -> None:
+    """Linux: the process manager gets SIGTERM if the launcher dies, so nothing is orphaned."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 @main.command()
@@ -84,7 +95,7 @@ def run(procfile: str) -> None:
     env, embedded = prepare_environment(dict(os.environ), var)
     try:
         upgrade(env["DATABASE_URL"])
-        port, flower_port = env.get("PORT", "8000"), env.get("FLOWER_PORT", "5555")
+        port, flower_port = env["WEB_PORT"], env.get("FLOWER_PORT", "5555")
         click.echo(click.style("etl_app is starting", bold=True))
         click.echo(f"  API          http://127.0.0.1:{port}/api/v1   (docs: http://127.0.0.1:{port}/docs)")
         click.echo(f"  API key      {env['ETL_API_KEYS'].split(',')[0]}")
@@ -95,7 +106,13 @@ def run(procfile: str) -> None:
             f"  try          curl -H 'Authorization: Bearer {env['ETL_API_KEYS'].split(',')[0]}' "
             f"http://127.0.0.1:{port}/api/v1/record-types"
         )
-        honcho = subprocess.Popen(["honcho", "start", "-f", procfile, *PROCESSES], env=env)
+        honcho = subprocess.Popen(["honcho", "start", "-f", procfile, *PROCESSES], env=env,
+                                  preexec_fn=_die_with_parent)
+
+        def _terminate(signum, _frame):  # SIGTERM: stop the processes, then fall through to cleanup
+            honcho.send_signal(signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, _terminate)
         try:
             honcho.wait()
         except KeyboardInterrupt:

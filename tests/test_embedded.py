@@ -1,0 +1,160 @@
+"""The embedded PostgreSQL and Redis: reachable from other processes, stopped by stop(),
+and a launcher killed with SIGKILL does not break the next start."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import psutil
+import pytest
+
+from etl_app.embedded import EmbeddedServiceError, EmbeddedServices, _processes_in
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def base_dir():
+    """A scratch directory the PostgreSQL account can reach when the tests run as root
+    (pytest's tmp_path sits under a 0700 directory); anything left running in it is killed."""
+    path = Path(tempfile.mkdtemp(prefix="etl-embedded-"))
+    path.chmod(0o755)
+    yield path
+    for sub in path.rglob("*"):
+        if sub.is_dir() and sub.name in ("postgres", "redis"):
+            for proc in _processes_in(sub, "postgres") + _processes_in(sub, "redis-server"):
+                proc.kill()
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _in_subprocess(code: str, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+WRITE_AND_READ = """
+    import sys
+    import psycopg, redis, sqlalchemy as sa
+    db_url, redis_url = sys.argv[1:3]
+    with psycopg.connect(db_url) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS probe (v text)")
+        conn.execute("INSERT INTO probe VALUES ('from psycopg')")
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        row = conn.execute(sa.text("SELECT current_database(), count(*) FROM probe")).one()
+    r = redis.Redis.from_url(redis_url)
+    r.set("probe", "from redis")
+    print(row[0], row[1], r.get("probe").decode())
+"""
+
+
+def test_start_connect_from_another_process_and_stop(base_dir):
+    var = base_dir / "var"
+    services = EmbeddedServices(var)
+    try:
+        db_url = services.start_postgres()
+        redis_url = services.start_redis()
+        assert db_url.startswith("postgresql://postgres@/etl_app?host=")
+        assert redis_url == f"redis://127.0.0.1:{services.redis_port}/0"
+        assert services.start_postgres() == db_url and services.start_redis() == redis_url
+
+        assert _in_subprocess(WRITE_AND_READ, db_url, redis_url).split() == ["etl_app", "1", "from", "redis"]
+        with pytest.raises(EmbeddedServiceError, match="in use by another running launcher"):
+            EmbeddedServices(var).start_redis()
+    finally:
+        pg_pid, redis_pid, port = services.pg_pid, services.redis_pid, services.redis_port
+        socket_file = services.pg_socket_dir / ".s.PGSQL.5432" if services.pg_socket_dir else None
+        services.stop()
+    services.stop()  # idempotent
+
+    assert pg_pid and redis_pid and _gone(pg_pid) and _gone(redis_pid)
+    assert not _port_open(port)
+    assert socket_file is not None and not socket_file.exists()
+    assert not _processes_in(var / "postgres", "postgres")
+    # the lock is free again, and the data survived: a new start sees the table
+    with EmbeddedServices(var) as again:
+        import psycopg
+
+        with psycopg.connect(again.start_postgres()) as conn:
+            assert conn.execute("SELECT count(*) FROM probe").fetchone() == (1,)
+
+
+LAUNCHER = """
+    import json, sys, time
+    from etl_app.embedded import EmbeddedServices
+    s = EmbeddedServices(sys.argv[1])
+    info = dict(db=s.start_postgres(), redis=s.start_redis())
+    info.update(pg_pid=s.pg_pid, redis_pid=s.redis_pid, socket_dir=str(s.pg_socket_dir))
+    print(json.dumps(info), flush=True)
+    time.sleep(120)
+"""
+
+
+def test_next_start_after_launcher_was_killed(base_dir):
+    # A var dir deep enough that PGDATA's socket path exceeds the unix socket limit.
+    var = base_dir / ("d" * 70) / "var"
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(LAUNCHER), str(var)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        old = json.loads(launcher.stdout.readline())
+    finally:
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait(10)
+    assert not old["socket_dir"].startswith(str(var))  # moved to a short directory
+    assert len(str(var / "postgres" / ".s.PGSQL.5432")) > 107
+    # the killed launcher's servers are still up (and hold some data)
+    assert not _gone(old["pg_pid"]) and not _gone(old["redis_pid"])
+    _in_subprocess(WRITE_AND_READ, old["db"], old["redis"])
+
+    with EmbeddedServices(var) as services:
+        db_url, redis_url = services.start_postgres(), services.start_redis()
+        assert _gone(old["pg_pid"]) and _gone(old["redis_pid"])
+        assert services.pg_pid != old["pg_pid"] and services.redis_pid != old["redis_pid"]
+        # PostgreSQL data survives the unclean stop; this wrote a second row
+        assert _in_subprocess(WRITE_AND_READ, db_url, redis_url).split()[:2] == ["etl_app", "2"]
+        pg_pid, redis_pid = services.pg_pid, services.redis_pid
+    assert _gone(pg_pid) and _gone(redis_pid)
+    assert not Path(old["socket_dir"]).exists()  # the short socket directory is removed on stop
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="only as root")
+def test_root_says_which_directory_blocks_the_postgres_account(base_dir):
+    private = base_dir / "private"
+    private.mkdir(mode=0o700)
+    services = EmbeddedServices(private / "var")
+    with pytest.raises(EmbeddedServiceError, match=rf"search \(x\) permission on: {private}"):
+        services.start_postgres()
+    services.stop()
