@@ -34,7 +34,7 @@ def create_app(config: dict[str, Any] | None = None):
     app.config.update({k: v for k, v in config.items() if k.isupper()})
 
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-    celery = make_celery("etl_app", settings.broker_url)
+    celery = make_celery("etl_app", settings.broker_url, settings.broker_key_prefix)
     runtime = Runtime(settings=settings, engine=engine, registry=get_registry(), celery=celery)
     celery.etl = runtime
     app.extensions["celery"] = celery

@@ -8,10 +8,13 @@ from celery.signals import worker_process_init
 CELERY_CONFIG_MODULE = "celeryconfig"
 
 
-def make_celery(name: str, broker_url: str) -> Celery:
+def make_celery(name: str, broker_url: str, key_prefix: str = "") -> Celery:
+    """``key_prefix`` (ETL_BROKER_KEY_PREFIX) keeps several deployments apart on one Redis."""
     app = Celery(name, set_as_current=True)
     app.config_from_object(CELERY_CONFIG_MODULE)
     app.conf.broker_url = broker_url
+    if key_prefix:
+        app.conf.broker_transport_options = {**app.conf.broker_transport_options, "global_keyprefix": key_prefix}
     import tasks  # noqa: F401  (registers the shared tasks with this app)
 
     return app

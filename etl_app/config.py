@@ -52,6 +52,7 @@ class Settings:
     database_url: str = ""
     redis_url: str = ""
     broker_url: str = ""
+    broker_key_prefix: str = ""
     api_keys: tuple[str, ...] = ()
     max_body_bytes: int = 10 * MIB
     max_upload_bytes: int = 200 * MIB
@@ -79,6 +80,7 @@ class Settings:
             database_url=env.get("DATABASE_URL", "").strip(),
             redis_url=redis_url,
             broker_url=env.get("CELERY_BROKER_URL", "").strip() or redis_url,
+            broker_key_prefix=env.get("ETL_BROKER_KEY_PREFIX", "").strip(),
             api_keys=tuple(k.strip() for k in env.get("ETL_API_KEYS", "").split(",") if k.strip()),
             max_body_bytes=_int(env, "ETL_MAX_BODY_BYTES", cls.max_body_bytes),
             max_upload_bytes=_int(env, "ETL_MAX_UPLOAD_BYTES", cls.max_upload_bytes),

@@ -26,7 +26,8 @@ class Runtime:
 
     @property
     def cache(self) -> redis.Redis:
-        """The Redis used as cache (delivery counters); errors from it are treated as misses."""
+        """The Redis used as cache (delivery counters); errors from it are treated as misses.
+        Keys carry ETL_BROKER_KEY_PREFIX, like the broker's."""
         if self._cache is None:
             self._cache = redis.Redis.from_url(
                 self.settings.redis_url or self.settings.broker_url, socket_timeout=1, socket_connect_timeout=1

@@ -109,7 +109,7 @@ class EtlTask(Task):
 
     def _deliveries(self) -> int:
         """How many times this message (this retry of it) was delivered; 0 if Redis is unavailable."""
-        key = f"etl:deliveries:{self.request.id}:{self.request.retries}"
+        key = f"{self.runtime.settings.broker_key_prefix}etl:deliveries:{self.request.id}:{self.request.retries}"
         try:
             pipe = self.runtime.cache.pipeline()
             pipe.incr(key)

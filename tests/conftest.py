@@ -18,29 +18,35 @@ import sqlalchemy as sa
 from etl_app.db import make_engine
 from etl_app.migrate import upgrade
 
-from support import API_KEY, SERVER_URL, redis_db
+from support import API_KEY, KEY_PREFIX, RUN_ID, SERVER_URL, redis_db
 
 
-def _recreate_database(url: str) -> str:
+def _admin_url(url: str) -> str:
     parts = urlsplit(url)
-    name = parts.path.lstrip("/") or "etl_app_test"
-    admin = urlunsplit((parts.scheme, parts.netloc, "/postgres", parts.query, ""))
+    return urlunsplit((parts.scheme, parts.netloc, "/postgres", parts.query, ""))
+
+
+def _drop_database(admin: str, name: str) -> None:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
             (name,),
         )
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
 
 
 @pytest.fixture(scope="session")
-def database_url() -> str:
-    """A fresh database, migrated to head once for the whole run."""
-    url = _recreate_database(SERVER_URL)
+def database_url() -> Iterator[str]:
+    """A fresh database of this run's own (``<name>_<run id>``), migrated to head once, dropped at the end."""
+    parts = urlsplit(SERVER_URL)
+    name = f"{parts.path.lstrip('/') or 'etl_app_test'}_{RUN_ID}"
+    admin = _admin_url(SERVER_URL)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
     upgrade(url)
-    return url
+    yield url
+    _drop_database(admin, name)
 
 
 @pytest.fixture(scope="session")
@@ -52,14 +58,23 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
 
 @pytest.fixture
 def api_redis_url() -> str:
-    """A Redis database no worker consumes: messages published by API tests stay visible."""
-    url = redis_db(14)
-    redis.Redis.from_url(url).flushdb()
-    return url
+    """The Redis that API tests publish to; no worker consumes their keys."""
+    return redis_db(14)
 
 
 @pytest.fixture
-def make_app(database_url: str, api_redis_url: str):
+def broker_prefix(api_redis_url: str) -> Iterator[str]:
+    """This test's own broker keys (queues are ``<prefix>etl`` and ``<prefix>dead_letter``)."""
+    prefix = f"{KEY_PREFIX}{uuid.uuid4().hex[:8]}:"
+    yield prefix
+    client = redis.Redis.from_url(api_redis_url)
+    keys = list(client.scan_iter(f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def make_app(database_url: str, api_redis_url: str, broker_prefix: str):
     from etl_app import create_app
 
     def factory(**overrides):
@@ -67,6 +82,7 @@ def make_app(database_url: str, api_redis_url: str):
             "database_url": database_url,
             "redis_url": api_redis_url,
             "broker_url": api_redis_url,
+            "broker_key_prefix": broker_prefix,
             "api_keys": (API_KEY,),
             **overrides,
         }

@@ -22,15 +22,15 @@ def raw_rows(engine, ingestion_id):
         ).all()
 
 
-def queued_messages(redis_url: str) -> int:
-    return redis.Redis.from_url(redis_url).llen("etl")
+def queued_messages(redis_url: str, prefix: str) -> int:
+    return redis.Redis.from_url(redis_url).llen(f"{prefix}etl")
 
 
 # -- accepted -----------------------------------------------------------------------------------
 
 
 def test_single_record_is_committed_to_the_outbox_before_202_and_a_chain_is_queued(
-    client, auth, engine, unique, api_redis_url
+    client, auth, engine, unique, api_redis_url, broker_prefix
 ):
     r = client.post("/api/v1/tutors", json=tutor(unique), headers=auth)
     assert r.status_code == 202
@@ -39,7 +39,7 @@ def test_single_record_is_committed_to_the_outbox_before_202_and_a_chain_is_queu
     rows = raw_rows(engine, body["ingestion_id"])
     assert [(row.natural_key, row.status) for row in rows] == [(unique, "received")]
     assert rows[0].payload == tutor(unique)  # stored as received
-    assert queued_messages(api_redis_url) == 1
+    assert queued_messages(api_redis_url, broker_prefix) == 1
 
 
 def test_batch_stores_valid_records_and_reports_invalid_ones_by_index(client, auth, engine, unique):
@@ -69,11 +69,11 @@ def test_ndjson_batch_with_a_broken_line_rejects_only_that_line(client, auth, en
     assert body["errors"][1]["index"] == 2 and "grade_level" in body["errors"][1]["errors"]
 
 
-def test_a_batch_is_published_as_chunks_not_one_chain_per_record(make_app, auth, api_redis_url, unique):
+def test_a_batch_is_published_as_chunks_not_one_chain_per_record(make_app, auth, api_redis_url, broker_prefix, unique):
     client = make_app(chunk_size=10).test_client()
     r = client.post("/api/v1/students/batch", json=[student(f"{unique}-{i}") for i in range(25)], headers=auth)
     assert r.status_code == 202
-    assert queued_messages(api_redis_url) == 3
+    assert queued_messages(api_redis_url, broker_prefix) == 3
 
 
 def test_ingestion_reports_counts_by_status(client, auth, unique):

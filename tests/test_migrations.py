@@ -37,17 +37,24 @@ def test_downgrade_to_base_and_back(database_url):
 
     from etl_app.migrate import alembic_config
 
-    scratch = database_url.rsplit("/", 1)[0] + "/etl_app_test_migrations"
-    admin = database_url.rsplit("/", 1)[0] + "/postgres"
+    base, name = database_url.rsplit("/", 1)
+    name += "_migrations"
+    scratch, admin = f"{base}/{name}", f"{base}/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS etl_app_test_migrations")
-        conn.execute("CREATE DATABASE etl_app_test_migrations")
-    cfg = alembic_config(scratch)
-    command.upgrade(cfg, "head")
-    command.downgrade(cfg, "base")
-    with psycopg.connect(scratch) as conn:
-        left = conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
-        ).fetchall()
-    assert left == []
-    command.upgrade(cfg, "head")
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        cfg = alembic_config(scratch)
+        command.upgrade(cfg, "head")
+        command.downgrade(cfg, "base")
+        with psycopg.connect(scratch) as conn:
+            left = conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+            ).fetchall()
+        assert left == []
+        command.upgrade(cfg, "head")
+        with psycopg.connect(scratch) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'raw_records'").fetchone()[0] == 1
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import redis
 import requests
 import sqlalchemy as sa
 
 from procs import Stack, wait_until
-from support import API_KEY, redis_db
+from support import API_KEY, KEY_PREFIX, redis_db
 
 E2E_REDIS = redis_db(15)
 # Short budgets so that a child whose parent never comes is dead-lettered within the test.
@@ -19,8 +18,13 @@ E2E_ENV = {"ETL_PARENT_WAIT_SECONDS": "8", "ETL_RETRY_BACKOFF_SECONDS": "1", "ET
 
 @pytest.fixture(scope="module")
 def stack(database_url, tmp_path_factory) -> Iterator[Stack]:
-    redis.Redis.from_url(E2E_REDIS).flushdb()
-    env = {"DATABASE_URL": database_url, "REDIS_URL": E2E_REDIS, "ETL_API_KEYS": API_KEY, **E2E_ENV}
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": E2E_REDIS,
+        "ETL_API_KEYS": API_KEY,
+        "ETL_BROKER_KEY_PREFIX": f"{KEY_PREFIX}e2e:",
+        **E2E_ENV,
+    }
     s = Stack(env, tmp_path_factory.mktemp("logs"))
     try:
         s.worker()
