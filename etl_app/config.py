@@ -45,6 +45,16 @@ def read_env_file(path: str) -> dict[str, str]:
     return out
 
 
+def _budgets(raw: str) -> dict[str, int]:
+    """``persistence=10,enrichment=3`` → ``{"persistence": 10, "enrichment": 3}``."""
+    out: dict[str, int] = {}
+    for part in raw.split(","):
+        if part.strip():
+            name, _, value = part.partition("=")
+            out[name.strip()] = int(value)
+    return out
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting of the service. See README's configuration table for the meanings."""
@@ -66,6 +76,7 @@ class Settings:
     retry_backoff_max_seconds: int = 300
     parent_wait_seconds: int = 900
     transient_max_retries: int = 8
+    retry_budgets: dict[str, int] = field(default_factory=dict)
     max_deliveries: int = 5
     db_pool_size: int = 5
     extra: dict[str, str] = field(default_factory=dict)
@@ -94,6 +105,7 @@ class Settings:
             retry_backoff_max_seconds=_int(env, "ETL_RETRY_BACKOFF_MAX_SECONDS", cls.retry_backoff_max_seconds),
             parent_wait_seconds=_int(env, "ETL_PARENT_WAIT_SECONDS", cls.parent_wait_seconds),
             transient_max_retries=_int(env, "ETL_TRANSIENT_MAX_RETRIES", cls.transient_max_retries),
+            retry_budgets=_budgets(env.get("ETL_RETRY_BUDGETS", "")),
             max_deliveries=_int(env, "ETL_MAX_DELIVERIES", cls.max_deliveries),
             db_pool_size=_int(env, "ETL_DB_POOL_SIZE", cls.db_pool_size),
         )
@@ -103,8 +115,14 @@ class Settings:
         settings.check()
         return settings
 
+    def max_retries(self, error_type: str) -> int:
+        """Retries allowed for a transient error of this type (ETL_RETRY_BUDGETS, else the default)."""
+        return self.retry_budgets.get(error_type, self.transient_max_retries)
+
     def check(self) -> None:
         if self.chunk_size < 1:
             raise ValueError("ETL_CHUNK_SIZE must be at least 1")
-        if self.retry_backoff_max_seconds >= 3000:
-            raise ValueError("ETL_RETRY_BACKOFF_MAX_SECONDS must stay well below the broker visibility timeout")
+        visibility = int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600"))
+        if self.retry_backoff_max_seconds * 2 > visibility:
+            raise ValueError("ETL_RETRY_BACKOFF_MAX_SECONDS must stay well below the broker visibility timeout "
+                             f"({visibility}s): a countdown longer than it is delivered twice")

@@ -23,7 +23,8 @@ class EtlTask(Task):
 
     Exceptions are sorted once by :func:`etl_app.errors.classify`:
     - transient ones retry with Celery's exponential backoff plus jitter, at most
-      ``ETL_TRANSIENT_MAX_RETRIES`` times; after that the task gives up quietly and its
+      ``ETL_TRANSIENT_MAX_RETRIES`` times (per error type: ``ETL_RETRY_BUDGETS``, e.g.
+      ``persistence=10``); after that the task gives up quietly and its
       records stay ``received`` in the outbox, where the sweeper re-drives them later;
     - anything else at chunk level is split: a chunk of several records is bisected into two
       new chains, so a single bad record is isolated and dead-lettered with its traceback.
@@ -70,7 +71,7 @@ class EtlTask(Task):
     def _handle(self, exc: Exception, chunk: Any) -> Any:
         kind = errors.classify(exc)
         if issubclass(kind, errors.TransientError):
-            budget = self.runtime.settings.transient_max_retries
+            budget = self.runtime.settings.max_retries(kind.error_type)
             if self.request.retries < budget:
                 countdown = self.backoff(self.request.retries)
                 log.warning("%s: %s; retry %d/%d in %.1fs", self.name, exc, self.request.retries + 1, budget, countdown)
