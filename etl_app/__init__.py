@@ -20,6 +20,7 @@ def create_app(config: dict[str, Any] | None = None):
     from etl_app.config import Settings
     from etl_app.db import make_engine
     from etl_app.registry import get_registry
+    from etl_app.relay import Relay
     from etl_app.runtime import Runtime
 
     config = dict(config or {})
@@ -35,7 +36,8 @@ def create_app(config: dict[str, Any] | None = None):
 
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
     celery = make_celery("etl_app", settings.broker_url, settings.broker_key_prefix)
-    runtime = Runtime(settings=settings, engine=engine, registry=get_registry(), celery=celery)
+    relay = Relay(engine, celery, chunk_size=settings.chunk_size)
+    runtime = Runtime(settings=settings, engine=engine, registry=get_registry(), celery=celery, relay=relay)
     celery.etl = runtime
     app.extensions["celery"] = celery
     app.extensions["etl"] = runtime

@@ -52,8 +52,12 @@ def store(
     source: str,
     received_at: datetime,
     rejections: list[dict[str, Any]],
+    relayed: bool = False,
 ) -> Accepted:
-    """Write the ingestion row and every accepted payload (COPY) in the caller's transaction."""
+    """Write the ingestion row and every accepted payload (COPY) in the caller's transaction.
+
+    ``relayed``: leave ``enqueued_at`` unset, for the outbox relay to publish (small
+    submissions); otherwise the caller publishes right after the commit."""
     ingestion_id = uuid.uuid4()
     conn.execute(
         sa.text(
@@ -96,7 +100,7 @@ def store(
                     "received",
                     received_at,
                     received_at,
-                    received_at,
+                    None if relayed else received_at,
                 )
             )
     result.ids = ids

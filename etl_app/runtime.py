@@ -12,6 +12,7 @@ from celery import Celery
 
 from etl_app.config import Settings
 from etl_app.registry import Registry
+from etl_app.relay import Relay
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ class Runtime:
     engine: sa.Engine
     registry: Registry
     celery: Celery
+    relay: Relay | None = None
     _cache: Any = field(default=None, repr=False)
 
     @property

@@ -77,6 +77,8 @@ def broker_prefix(api_redis_url: str) -> Iterator[str]:
 def make_app(database_url: str, api_redis_url: str, broker_prefix: str):
     from etl_app import create_app
 
+    apps = []
+
     def factory(**overrides):
         config = {
             "database_url": database_url,
@@ -86,9 +88,13 @@ def make_app(database_url: str, api_redis_url: str, broker_prefix: str):
             "api_keys": (API_KEY,),
             **overrides,
         }
-        return create_app(config)
+        app = create_app(config)
+        apps.append(app)
+        return app
 
-    return factory
+    yield factory
+    for app in apps:  # no relay thread outlives its test
+        app.extensions["etl"].relay.stop()
 
 
 @pytest.fixture

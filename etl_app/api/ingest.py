@@ -74,10 +74,18 @@ def _accept(
     rejections.sort(key=lambda r: r["index"])
     if not accepted:
         return None
-    with runtime.engine.begin() as conn:
-        result = outbox.store(conn, rt, accepted, source=source, received_at=received_at, rejections=rejections)
     s = runtime.settings
-    outbox.publish(runtime.engine, runtime.celery, result, chunk_size=s.chunk_size, timeout=s.publish_timeout_seconds)
+    relayed = len(accepted) < s.chunk_size  # small submissions share chains through the relay
+    with runtime.engine.begin() as conn:
+        result = outbox.store(
+            conn, rt, accepted, source=source, received_at=received_at, rejections=rejections, relayed=relayed
+        )
+    if relayed:
+        runtime.relay.notify()
+    else:
+        outbox.publish(
+            runtime.engine, runtime.celery, result, chunk_size=s.chunk_size, timeout=s.publish_timeout_seconds
+        )
     return result
 
 
