@@ -40,5 +40,9 @@ format: $(STAMP)  ## apply ruff's formatting and fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+bench: $(STAMP) services  ## measure throughput: raw database limit, naive baseline, batch and single-record paths (python -m bench --help)
+	@$(BIN)/python -c 'import psutil, rich' 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench
+
 clean:  ## remove .venv and ./var (embedded servers' data)
 	rm -rf $(VENV) var

@@ -1,0 +1,179 @@
+"""``python -m bench``: run the phases, print the table, write bench-results/<timestamp>.json."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import env, phases, report
+from bench.procs import ROOT, Processes, start_app
+from bench.progress import console, say
+from bench.rss import Sampler
+
+PHASES = ("raw", "naive", "batch", "single")
+APP_PHASES = ("batch", "single", "soak")
+# (records for raw and batch, naive, single, raw repeats)
+DEFAULTS = {"records": 200_000, "naive": 5_000, "single": 5_000, "raw_repeats": 2}
+QUICK = {"records": 5_000, "naive": 300, "single": 500, "raw_repeats": 1}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="small sizes (under a minute), for a smoke run")
+    p.add_argument("--records", type=int, help="sessions for the raw limit and the batch path (default 200,000)")
+    p.add_argument("--naive-records", type=int, help="sessions for the naive baseline (default 5,000)")
+    p.add_argument("--single-records", type=int, help="sessions for the single-record path (default 5,000)")
+    p.add_argument("--only", help=f"comma-separated phases to run, of {','.join(PHASES)} (default: all)")
+    p.add_argument("--soak", type=int, metavar="N", help="memory soak: N sessions through the batch path")
+    p.add_argument("--raw-chunk", type=int, default=10_000, help="rows a transaction in the raw limit")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--stall-seconds", type=float, default=90, help="give a phase up when nothing moves this long")
+    p.add_argument("--results-dir", type=Path, default=ROOT / "bench-results")
+    args = p.parse_args(argv)
+    sizes = QUICK if args.quick else DEFAULTS
+    args.records = args.records or sizes["records"]
+    args.naive_records = args.naive_records or sizes["naive"]
+    args.single_records = args.single_records or sizes["single"]
+    args.raw_repeats = sizes["raw_repeats"]
+    if args.only:
+        args.phases = [x.strip() for x in args.only.split(",") if x.strip()]
+        unknown = set(args.phases) - set(PHASES)
+        if unknown:
+            p.error(f"unknown phase(s) {', '.join(sorted(unknown))}; choose from {', '.join(PHASES)}")
+    else:
+        args.phases = [] if args.soak else list(PHASES)
+    if args.soak:
+        args.phases.append("soak")
+    return args
+
+
+def _git() -> dict[str, Any]:
+    def run(*cmd: str) -> str:
+        out = subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, check=False)
+        return out.stdout.strip()
+
+    return {"commit": run("rev-parse", "HEAD"), "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
+
+
+def _app_env(database_url: str, redis_url: str, api_key: str, var_dir: Path) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")}
+    return {**base, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "ETL_API_KEYS": api_key,
+            "ETL_VAR_DIR": str(var_dir)}  # fmt: skip
+
+
+def _log_problems(log_dir: Path) -> list[str]:
+    """One note per log with ERROR lines or tracebacks."""
+    notes = []
+    for path in sorted(log_dir.glob("*.log")):
+        lines = path.read_text(errors="replace").splitlines()
+        errors = [line for line in lines if " ERROR" in line or "CRITICAL" in line]
+        tracebacks = sum(1 for line in lines if line.startswith("Traceback"))
+        if errors or tracebacks:
+            first = (errors[0] if errors else "")[:200]
+            notes.append(f"{path.name}: {len(errors)} ERROR lines, {tracebacks} tracebacks; first: {first}")
+    return notes
+
+
+def _interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    begun = time.perf_counter()
+    started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    log_dir = args.results_dir / f"{started_at.replace(':', '').replace('-', '')}-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    database_url, redis_url = env.database_url(), env.redis_url()
+    api_key = "bench-" + secrets.token_urlsafe(16)
+    results: dict[str, Any] = {
+        "started_at": started_at,
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        },
+        "git": _git(),
+        "tuning_env": {k: v for k, v in os.environ.items() if k.startswith(("ETL_", "CELERY_"))},
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "logs": str(log_dir),
+        "phases": {},
+        "notes": [],
+    }
+    procs = Processes(log_dir, _app_env(database_url, redis_url, api_key, log_dir))
+    sampler = Sampler().start()
+    ctx = phases.Context(database_url, redis_url, api_key, procs, sampler, args.seed, args.stall_seconds, log_dir)
+    status = 0
+    try:
+        say(f"scratch database {database_url} (re-created, migrated); Redis {redis_url} (flushed)")
+        env.recreate_database(database_url)
+        env.flush_redis(redis_url)
+        results["machine"].update(env.server_info(database_url))
+        for name in args.phases:
+            results["phases"][name] = _run_phase(name, args, ctx)
+    except KeyboardInterrupt:
+        results["interrupted"] = True
+        status = 130
+        console.print("[red]interrupted: stopping every process the benchmark started[/red]")
+    finally:
+        procs.stop_all()
+        sampler.stop()
+    results["notes"] += _log_problems(log_dir)
+    load = os.getloadavg()[0]
+    if results["machine"]["loadavg_at_start"][0] > 0.5:
+        results["notes"].append(
+            f"the machine was busy when the run began (load average {results['machine']['loadavg_at_start'][0]}): "
+            "other processes share the CPUs and the figures are lower than on a quiet machine"
+        )
+    results["machine"]["loadavg_at_end"] = round(load, 2)
+    results.update(report.derived(results["phases"]))
+    results["total_seconds"] = round(time.perf_counter() - begun, 1)
+    console.print()
+    report.render(results)
+    path = report.write(results, args.results_dir)
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    console.print(f"total {results['total_seconds']:.0f}s; results in {shown}; logs in {log_dir}")
+    return status
+
+
+def _run_phase(name: str, args: argparse.Namespace, ctx: phases.Context) -> dict[str, Any]:
+    """Run one phase; an error is reported in its result, and the next phase still runs."""
+    say(f"[bold]{name}[/bold]")
+    started = time.perf_counter()
+    try:
+        if name in APP_PHASES and ctx.app is None:
+            say("starting the app: the Procfile's web (gunicorn, 2 workers) and worker (celery, -c 2)")
+            ctx.app, ctx.port = start_app(ctx.procs)
+        if name == "raw":
+            result = phases.run_raw(ctx, args.records, args.raw_chunk, args.raw_repeats)
+        elif name == "naive":
+            result = phases.run_naive(ctx, args.naive_records)
+        elif name == "batch":
+            result = phases.run_batch(ctx, args.records)
+        elif name == "single":
+            result = phases.run_single(ctx, args.single_records)
+        else:
+            result = phases.run_soak(ctx, args.soak)
+    except Exception as exc:  # noqa: BLE001 - reported in the results; the next phase still runs
+        console.print(f"[red]{name} failed: {type(exc).__name__}: {exc}[/red]")
+        result = {"error": f"{type(exc).__name__}: {exc}"}
+    result["phase_seconds"] = round(time.perf_counter() - started, 1)
+    say(f"{name} done in {result['phase_seconds']:.0f}s")
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

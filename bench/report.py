@@ -1,0 +1,125 @@
+"""The results: ratios and targets, a rich table, and the JSON file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.table import Table
+
+from bench.progress import console
+
+# (name, what, test on the value, text of the target)
+TARGETS = (
+    ("batch_over_raw", "batch ÷ raw (new rows)", lambda v: v >= 0.15, "≥ 0.15"),
+    ("single_over_naive", "single ÷ naive", lambda v: v >= 3, "≥ 3"),
+    ("api_p99_ms", "single API p99 (ms)", lambda v: v < 25, "< 25"),
+)
+
+
+def derived(phases: dict[str, Any]) -> dict[str, Any]:
+    """Ratios, and each target as met / not met (None when a phase did not run)."""
+    raw, naive = phases.get("raw") or {}, phases.get("naive") or {}
+    batch, single = phases.get("batch") or {}, phases.get("single") or {}
+    values = {
+        "batch_over_raw": _ratio(batch.get("records_per_s"), raw.get("insert_rows_per_s")),
+        "single_over_naive": _ratio(single.get("records_per_s"), naive.get("records_per_s")),
+        "api_p99_ms": (single.get("latency_ms") or {}).get("p99"),
+    }
+    targets = {
+        name: {"value": values[name], "target": text, "met": None if values[name] is None else bool(test(values[name]))}
+        for name, _, test, text in TARGETS
+    }
+    return {"ratios": {k: values[k] for k in ("batch_over_raw", "single_over_naive")}, "targets": targets}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def _n(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}" if isinstance(value, (int, float)) else str(value)
+
+
+def _rss(phase: dict[str, Any], name: str) -> str:
+    return _n((phase.get("peak_rss_mib") or {}).get(name))
+
+
+def _rows(phases: dict[str, Any]) -> list[list[str]]:
+    """measure, records, seconds, records/s, p50, p99, worker MiB, web MiB."""
+    rows = []
+    raw = phases.get("raw")
+    if raw and "runs" in raw:
+        insert_s = min(r["insert_seconds"] for r in raw["runs"])
+        update_s = min(r["update_seconds"] for r in raw["runs"])
+        rows.append(["raw limit: new rows", _n(raw["records"]), _n(insert_s, 2), _n(raw["insert_rows_per_s"])])
+        rows.append(["raw limit: all updates", _n(raw["records"]), _n(update_s, 2), _n(raw["update_rows_per_s"])])
+    naive = phases.get("naive")
+    if naive and "records_per_s" in naive:
+        rows.append(["naive baseline (chain per record)", _n(naive["records"]), _n(naive["seconds"], 2),
+                     _n(naive["records_per_s"]), "", "", _rss(naive, "worker")])  # fmt: skip
+    for key, label in (("batch", "batch path (1,000/request, 2 clients)"), ("single", "single path (8 clients)")):
+        phase = phases.get(key)
+        if phase and "records_per_s" in phase:
+            p50, p99 = _n(phase["latency_ms"]["p50"], 1), _n(phase["latency_ms"]["p99"], 1)
+            figures = [_n(phase["accepted"]), _n(phase["seconds"], 2), _n(phase["records_per_s"]), p50, p99]
+            rows.append([label, *figures, _rss(phase, "worker"), _rss(phase, "web")])
+    return [row + [""] * (8 - len(row)) for row in rows]
+
+
+def render(results: dict[str, Any]) -> None:
+    phases = results["phases"]
+    table = Table(title=f"etl_app bench ({results['started_at']}, {results['machine']['cpus']} CPUs)")
+    for column in ("measure", "records", "seconds", "records/s", "p50 ms", "p99 ms", "worker MiB", "web MiB"):
+        table.add_column(column, justify="left" if column == "measure" else "right")
+    for row in _rows(phases):
+        table.add_row(*row)
+    console.print(table)
+
+    targets = Table(title="targets")
+    for column in ("ratio / figure", "value", "target", "status"):
+        targets.add_column(column)
+    for name, label, _, _ in TARGETS:
+        t = results["targets"][name]
+        status = "-" if t["met"] is None else "[green]met[/green]" if t["met"] else "[red]not met[/red]"
+        targets.add_row(label, _n(t["value"], 3 if "over" in name else 1), t["target"], status)
+    console.print(targets)
+
+    soak = phases.get("soak")
+    if soak and "rss_by_process" in soak:
+        console.print(_soak_table(soak))
+    for key, phase in phases.items():
+        if phase and phase.get("error"):
+            console.print(f"[red]{key}: {phase['error']}[/red]")
+    for note in results.get("notes", []):
+        console.print(f"[yellow]note:[/yellow] {note}")
+
+
+def _soak_table(soak: dict[str, Any]) -> Table:
+    """RSS of every app process at the start, at the first mark (100k) and at the end of the soak."""
+    snaps = soak["rss_by_process"]
+    chosen = [snaps[0], *snaps[1:-1][:1], snaps[-1]]
+    title = f"memory soak: {soak['records']:,} sessions through the batch path, {_n(soak['records_per_s'])}/s"
+    table = Table(title=title)
+    table.add_column("process (pid, command)")
+    for snap in chosen:
+        table.add_column(f"MiB at {snap['settled']:,}", justify="right")
+    rows: dict[str, list[str]] = {}
+    for i, snap in enumerate(chosen):
+        for group, procs in snap.items():
+            if isinstance(procs, dict):
+                for proc, mib in procs.items():
+                    rows.setdefault(f"{group}: {proc}", ["-"] * len(chosen))[i] = _n(mib, 1)
+    for name, values in rows.items():
+        table.add_row(name, *values)
+    return table
+
+
+def write(results: dict[str, Any], directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{results['started_at'].replace(':', '').replace('-', '')}.json"
+    path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    return path
