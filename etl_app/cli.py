@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from etl_app.cli_dlq import dlq_group, status_command
 from etl_app.config import Settings, embedded_env_path, var_dir
 
 PROCESSES = ("web", "worker", "beat", "flower")
@@ -151,6 +152,10 @@ def generate(record_type: str, count: int | None, seed: int, fmt: str, id_prefix
         gen.write_records(records, output, fmt)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+main.add_command(dlq_group, "dlq")
+main.add_command(status_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -51,6 +51,12 @@ class RawRecord(Base):
             "waiting_on",
             postgresql_where=sa.text("status = 'received' AND waiting_on IS NOT NULL"),
         ),
+        # Dead `missing_parent` records keep what they waited for: replayed when that parent lands.
+        sa.Index(
+            "ix_raw_records_dead_waiting_on",
+            "waiting_on",
+            postgresql_where=sa.text("status = 'dead' AND waiting_on IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
@@ -68,13 +74,24 @@ class RawRecord(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(TSTZ)
 
 
+# dead_letters.status values: `open` until replayed or discarded; a replayed record that fails
+# again reopens the same row. dead_letters.last_outcome: what became of the latest replay.
+OPEN = "open"
+REPLAYED = "replayed"
+DISCARDED = "discarded"
+DEAD_LETTER_STATUSES = (OPEN, REPLAYED, DISCARDED)
+OUTCOMES = (REPLAYED, PERSISTED, DEAD)
+
+
 class DeadLetter(Base):
     """A record that failed for good, with its error; one row per raw record."""
 
     __tablename__ = "dead_letters"
     __table_args__ = (
+        sa.CheckConstraint(f"status IN {DEAD_LETTER_STATUSES!r}", name="status"),
         sa.Index("ix_dead_letters_record_type_error_type", "record_type", "error_type"),
         sa.Index("ix_dead_letters_last_failed_at", "last_failed_at"),
+        sa.Index("ix_dead_letters_status_id", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
@@ -92,3 +109,5 @@ class DeadLetter(Base):
     first_failed_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
     last_failed_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
     replay_count: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    last_replayed_at: Mapped[datetime | None] = mapped_column(TSTZ)
+    last_outcome: Mapped[str | None] = mapped_column(sa.Text)

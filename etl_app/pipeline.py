@@ -29,6 +29,7 @@ class Failure:
     error_type: str
     error: str
     traceback: str | None = None
+    waiting_on: str | None = None  # "<type>:<key>" of the parent a missing_parent record waited for
 
 
 def utcnow() -> datetime:
@@ -201,15 +202,22 @@ def persist_chunk(conn: sa.Connection, rt: RecordType, items: Sequence[Mapping[s
         f'WHERE "{rt.table.name}".received_at <= excluded.received_at'
     )
     conn.exec_driver_sql(f'TRUNCATE "{stage}"')
-    conn.execute(
-        sa.text(
-            "UPDATE raw_records SET status = :persisted, updated_at = now(), waiting_on = NULL, last_error = NULL "
-            "WHERE id = ANY(:ids) AND status = :received"
-        ),
-        {"ids": [item["id"] for item in items], "persisted": PERSISTED, "received": RECEIVED},
-    )
+    conn.execute(_MARK_PERSISTED, {"ids": [item["id"] for item in items], "persisted": PERSISTED, "received": RECEIVED})
     return [item["data"][rt.key] for item in rows]
 
+
+# Marks the raw records persisted; a replayed dead letter among them records the outcome.
+_MARK_PERSISTED = sa.text(
+    """
+    WITH done AS (
+        UPDATE raw_records SET status = :persisted, updated_at = now(), waiting_on = NULL, last_error = NULL
+        WHERE id = ANY(:ids) AND status = :received
+        RETURNING id
+    )
+    UPDATE dead_letters d SET last_outcome = :persisted
+    FROM done WHERE d.raw_record_id = done.id AND d.status = 'replayed'
+    """
+)
 
 _LINEAGE_FROM_ITEM = {"ingestion_id", "received_at", "enriched_at"}
 
@@ -222,16 +230,26 @@ def _column_value(rt: RecordType, item: Mapping[str, Any], name: str) -> Any:
     return item["data"].get(name)
 
 
+def parent_refs(record_type: str, keys: Iterable[str]) -> list[str]:
+    """The ``waiting_on`` values naming these parents."""
+    return [f"{record_type}:{k}" for k in keys]
+
+
 def children_waiting_for(conn: sa.Connection, rt: RecordType, keys: Sequence[str]) -> dict[str, list[int]]:
-    """Unsettled records that wait for one of these parents, by record type."""
+    """Unsettled records that wait for one of these parents, by record type.
+
+    The rows are locked (FOR UPDATE) until the caller commits: a child being dead-lettered at
+    this moment is then either seen here, or seen dead by :func:`etl_app.dlq.replay_children`
+    afterwards (call it after this, in the same transaction), or its dead-letter transaction
+    sees this parent committed. No wake-up is lost between the two."""
     if not keys:
         return {}
     rows = conn.execute(
         sa.text(
             "SELECT r.id, r.record_type FROM raw_records r WHERE r.status = 'received' "
-            "AND r.waiting_on = ANY(:refs) ORDER BY r.id"
+            "AND r.waiting_on = ANY(:refs) ORDER BY r.id FOR UPDATE"
         ),
-        {"refs": [f"{rt.name}:{k}" for k in keys]},
+        {"refs": parent_refs(rt.name, keys)},
     )
     out: dict[str, list[int]] = {}
     for raw_id, record_type in rows:
@@ -245,9 +263,11 @@ _DEAD_LETTER = sa.text(
     """
     WITH f AS (
         SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:types AS text[]), CAST(:errs AS text[]),
-                             CAST(:tbs AS text[])) AS f(id, error_type, error, traceback)
+                             CAST(:tbs AS text[]), CAST(:waits AS text[]))
+                      AS f(id, error_type, error, traceback, waiting_on)
     ), dead AS (
-        UPDATE raw_records r SET status = :dead, last_error = f.error, updated_at = now(), waiting_on = NULL
+        UPDATE raw_records r SET status = :dead, last_error = f.error, updated_at = now(),
+            waiting_on = CASE WHEN f.error_type = :missing_parent THEN coalesce(f.waiting_on, r.waiting_on) END
         FROM f WHERE r.id = f.id AND r.status = :received
         RETURNING r.id, r.ingestion_id, r.record_type, r.natural_key, r.payload, r.attempts,
                   f.error_type, f.error, f.traceback
@@ -259,14 +279,19 @@ _DEAD_LETTER = sa.text(
     ON CONFLICT (raw_record_id) DO UPDATE SET
         error_type = excluded.error_type, error = excluded.error, traceback = excluded.traceback,
         task_name = excluded.task_name, attempts = excluded.attempts, payload = excluded.payload,
-        status = 'open', last_failed_at = now()
+        natural_key = excluded.natural_key, status = 'open', last_failed_at = now(), last_outcome = :dead
     RETURNING d.raw_record_id
     """
 )
 
 
 def dead_letter(conn: sa.Connection, failures: Sequence[Failure], task_name: str) -> list[int]:
-    """Mark the records dead and record why, in the caller's transaction; idempotent."""
+    """Mark the records dead and record why, in the caller's transaction; idempotent.
+
+    A ``missing_parent`` record keeps ``waiting_on`` (the parent it waited for), so that it is
+    replayed when that parent lands; other dead records drop it. A record that fails again after
+    a replay reopens its row: error and payload are updated, ``replay_count`` is kept and
+    ``last_outcome`` becomes ``dead``."""
     if not failures:
         return []
     rows = conn.execute(
@@ -276,6 +301,8 @@ def dead_letter(conn: sa.Connection, failures: Sequence[Failure], task_name: str
             "types": [f.error_type for f in failures],
             "errs": [f.error for f in failures],
             "tbs": [f.traceback for f in failures],
+            "waits": [f.waiting_on for f in failures],
+            "missing_parent": errors.MISSING_PARENT,
             "task_name": task_name,
             "dead": DEAD,
             "received": RECEIVED,

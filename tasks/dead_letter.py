@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from etl_app import pipeline
+from etl_app import dlq, errors, pipeline
 from tasks.base import EtlTask
 
 
 @shared_task(name="etl.dead_letter.record", base=EtlTask, bind=True)
 def record(self: EtlTask, record_type: str, failures: list[dict], task_name: str) -> int:
-    """Store each failure once (a redelivery changes nothing); returns how many were new."""
-    rows = [pipeline.Failure(int(f["id"]), f["error_type"], f["error"], f.get("traceback")) for f in failures]
-    with self.runtime.engine.begin() as conn:
-        return len(pipeline.dead_letter(conn, rows, task_name))
+    """Store each failure once (a redelivery changes nothing); returns how many were new.
+
+    A ``missing_parent`` record whose parent landed while it was being dead-lettered is replayed
+    at once (the parent's persist could not see it dead yet)."""
+    rows = [
+        pipeline.Failure(int(f["id"]), f["error_type"], f["error"], f.get("traceback"), f.get("waiting_on"))
+        for f in failures
+    ]
+    orphans = [f.raw_id for f in rows if f.error_type == errors.MISSING_PARENT]
+    runtime = self.runtime
+    with runtime.engine.begin() as conn:
+        new = pipeline.dead_letter(conn, rows, task_name)
+        replayed = dlq.replay_if_parents_exist(conn, runtime.registry, orphans)
+    dlq.publish(runtime.engine, self.app, replayed, chunk_size=runtime.settings.chunk_size, timeout=None)
+    return len(new)

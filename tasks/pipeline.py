@@ -7,14 +7,23 @@ from datetime import timedelta
 
 from celery import shared_task
 
-from etl_app import errors, pipeline
+from etl_app import dlq, errors, pipeline
 from tasks.base import EtlTask
 
 log = logging.getLogger(__name__)
 
 
 def _failures(failures: list[pipeline.Failure]) -> list[dict]:
-    return [{"id": f.raw_id, "error_type": f.error_type, "error": f.error, "traceback": f.traceback} for f in failures]
+    return [
+        {
+            "id": f.raw_id,
+            "error_type": f.error_type,
+            "error": f.error,
+            "traceback": f.traceback,
+            "waiting_on": f.waiting_on,
+        }
+        for f in failures
+    ]
 
 
 @shared_task(name="etl.validate", base=EtlTask, bind=True)
@@ -71,6 +80,7 @@ def _wait_or_give_up(
             w.item["id"],
             errors.MISSING_PARENT,
             f"parent {w.parent_ref} not found after waiting {settings.parent_wait_seconds}s",
+            waiting_on=w.parent_ref,
         )
         for w in expired
     ]
@@ -79,15 +89,23 @@ def _wait_or_give_up(
 @shared_task(name="etl.persist", base=EtlTask, bind=True)
 def persist(self: EtlTask, chunk: dict | None) -> int:
     """Upsert the chunk and mark its raw records persisted in one transaction; then wake any
-    children that were waiting for these records."""
+    children that were waiting for these records, and replay those that were dead-lettered as
+    missing_parent for them."""
     if not chunk:
         return 0
     runtime = self.runtime
     rt = runtime.registry[chunk["type"]]
     has_children = any(ref.record_type == rt.name for other in runtime.registry for ref in other.parents)
+    replayed = dlq.Replayed()
+    waiting: dict[str, list[int]] = {}
     with runtime.engine.begin() as conn:
         keys = pipeline.persist_chunk(conn, rt, chunk["items"])
-        waiting = pipeline.children_waiting_for(conn, rt, keys) if has_children else {}
+        if has_children:
+            waiting = pipeline.children_waiting_for(conn, rt, keys)  # first: see its docstring
+            replayed = dlq.replay_children(conn, rt.name, keys)
+    if replayed.count:
+        log.info("replaying %d missing_parent dead letters whose parent landed", replayed.count)
+    dlq.publish(runtime.engine, self.app, replayed, chunk_size=runtime.settings.chunk_size, timeout=None)
     for child_type, ids in waiting.items():
         self.republish(child_type, ids)
     return len(keys)

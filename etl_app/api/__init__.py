@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from etl_app.api import auth, health, ingest, openapi, read
+from etl_app.api import auth, dead_letters, health, ingest, openapi, read
 from etl_app.api.errors import register_error_handlers
 from etl_app.api.jsonprovider import OrjsonProvider
 
@@ -13,5 +13,5 @@ def init_app(app: Flask) -> None:
     app.json = OrjsonProvider(app)
     register_error_handlers(app)
     auth.init_app(app)
-    for module in (health, ingest, read, openapi):
+    for module in (health, ingest, read, dead_letters, openapi):
         app.register_blueprint(module.bp)

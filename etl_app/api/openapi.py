@@ -7,6 +7,8 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Response, current_app, jsonify
 
 import etl_app
+from etl_app.errors import ERROR_TYPES
+from etl_app.models import DEAD_LETTER_STATUSES
 from etl_app.registry import Registry
 
 bp = Blueprint("openapi", __name__)
@@ -23,6 +25,7 @@ def _errors(*codes: int) -> dict:
         400: "malformed body",
         401: "missing or wrong API key",
         404: "unknown record type or id",
+        409: "not in a state that allows this",
         413: "body or batch over the limit",
         415: "wrong Content-Type",
         422: "validation failed",
@@ -151,6 +154,7 @@ def build_spec(registry: Registry) -> dict:
             }
         },
     )
+    _dead_letter_paths(spec, registry)
     spec.path(path="/health", operations={"get": {"summary": "Liveness", "responses": {"200": {"description": "up"}}}})
     spec.path(
         path="/ready",
@@ -162,6 +166,128 @@ def build_spec(registry: Registry) -> dict:
         },
     )
     return spec.to_dict()
+
+
+def _dead_letter_paths(spec: APISpec, registry: Registry) -> None:
+    security = [{"bearer": []}]
+    tags = ["dead-letters"]
+    filters = [
+        {"name": "record_type", "in": "query", "schema": {"type": "string", "enum": registry.names()}},
+        {"name": "error_type", "in": "query", "schema": {"type": "string", "enum": list(ERROR_TYPES)}},
+        {"name": "ingestion_id", "in": "query", "schema": {"type": "string", "format": "uuid"}},
+        {
+            "name": "since",
+            "in": "query",
+            "description": "only dead letters that last failed at or after this moment",
+            "schema": {"type": "string", "format": "date-time"},
+        },
+        {
+            "name": "status",
+            "in": "query",
+            "schema": {"type": "string", "enum": [*DEAD_LETTER_STATUSES, "all"], "default": "open"},
+        },
+    ]
+    ident = [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}]
+    replayed = {"type": "object", "properties": {"replayed": {"type": "integer"}}}
+    spec.path(
+        path="/api/v1/dead-letters",
+        operations={
+            "get": {
+                "summary": "List dead letters, newest first; pass `next` back as `cursor` for the next page",
+                "tags": tags,
+                "security": security,
+                "parameters": [
+                    *filters,
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {"200": {"description": "`{dead_letters, next, limit}`"}, **_errors(400, 401)},
+            }
+        },
+    )
+    spec.path(
+        path="/api/v1/dead-letters/{id}",
+        operations={
+            "get": {
+                "summary": "One dead letter: payload, error, last 20 traceback lines, attempts, record_status",
+                "tags": tags,
+                "security": security,
+                "parameters": ident,
+                "responses": {"200": {"description": "the dead letter"}, **_errors(401, 404)},
+            },
+            "delete": {
+                "summary": "Discard (same as POST .../discard)",
+                "tags": tags,
+                "security": security,
+                "parameters": ident,
+                "responses": {"200": {"description": "discarded"}, **_errors(401, 404, 409)},
+            },
+        },
+    )
+    spec.path(
+        path="/api/v1/dead-letters/{id}/replay",
+        operations={
+            "post": {
+                "summary": "Replay one open dead letter, optionally with a corrected payload (validated again)",
+                "tags": tags,
+                "security": security,
+                "parameters": ident,
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {"type": "object", "properties": {"payload": {"type": "object"}}}
+                        }
+                    },
+                },
+                "responses": {
+                    "202": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "replayed": {"type": "integer"},
+                                "dead_letter_id": {"type": "integer"},
+                                "raw_record_id": {"type": "integer"},
+                            },
+                        },
+                        "back in the pipeline",
+                    ),
+                    **_errors(400, 401, 404, 409, 415, 422),
+                },
+            }
+        },
+    )
+    spec.path(
+        path="/api/v1/dead-letters/replay",
+        operations={
+            "post": {
+                "summary": "Replay open dead letters matching the filters (JSON body or query), at most 10,000 a call",
+                "tags": tags,
+                "security": security,
+                "parameters": [*filters[:4], {"name": "limit", "in": "query", "schema": {"type": "integer"}}],
+                "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}},
+                "responses": {
+                    "202": _json(
+                        {**replayed, "properties": {**replayed["properties"], "remaining": {"type": "integer"}}},
+                        "`remaining`: matching dead letters still open",
+                    ),
+                    **_errors(400, 401, 415),
+                },
+            }
+        },
+    )
+    spec.path(
+        path="/api/v1/dead-letters/{id}/discard",
+        operations={
+            "post": {
+                "summary": "Discard an open dead letter: no replay, its record stays dead; idempotent",
+                "tags": tags,
+                "security": security,
+                "parameters": ident,
+                "responses": {"200": {"description": "discarded"}, **_errors(401, 404, 409)},
+            }
+        },
+    )
 
 
 @bp.get("/openapi.json")

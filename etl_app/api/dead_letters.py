@@ -1,0 +1,128 @@
+"""Dead-letter endpoints: list, show, replay (one, optionally corrected, or in bulk) and discard.
+
+- ``GET /api/v1/dead-letters``: filters ``record_type``, ``error_type``, ``ingestion_id``,
+  ``since`` (ISO 8601, on ``last_failed_at``), ``status`` (open (default), replayed, discarded,
+  all); ``limit`` (1..500, default 50) and ``cursor``. Newest first; ``next`` is the cursor of the
+  following page, null on the last one.
+- ``POST /api/v1/dead-letters/<id>/replay``: body empty, or ``{"payload": {...}}`` to replay a
+  corrected record (validated again: 422 with field errors when invalid). 409 unless open.
+- ``POST /api/v1/dead-letters/replay``: the same filters, as a JSON object body or as query
+  parameters; replays at most 10,000 open dead letters a call (``limit`` lowers that) and says
+  how many matching ones are still open (``remaining``): call again until it is 0.
+- ``POST /api/v1/dead-letters/<id>/discard`` (or ``DELETE /api/v1/dead-letters/<id>``): the dead
+  letter is closed without replay; its raw record stays dead. Discarding twice is harmless.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+
+from etl_app import dlq
+from etl_app.api.errors import ApiError, error_response
+from etl_app.api.ingest import JSON, parse_json
+from etl_app.runtime import Runtime
+
+bp = Blueprint("dead_letters", __name__, url_prefix="/api/v1/dead-letters")
+
+
+def _runtime() -> Runtime:
+    return current_app.extensions["etl"]
+
+
+def api_error(exc: dlq.DlqError) -> ApiError:
+    """The HTTP answer for a dead-letter domain error."""
+    if isinstance(exc, dlq.InvalidParameter):
+        return ApiError(400, "invalid_parameter", str(exc), parameter=exc.name)
+    if isinstance(exc, dlq.NotFound):
+        return ApiError(404, "not_found", str(exc))
+    if isinstance(exc, dlq.NotOpen):
+        return ApiError(409, "not_open", str(exc), current_status=exc.status)
+    if isinstance(exc, dlq.InvalidPayload):
+        return ApiError(422, "validation_failed", str(exc), errors=exc.errors)
+    return ApiError(400, "bad_request", str(exc))
+
+
+@bp.errorhandler(dlq.DlqError)
+def _dlq_error(exc: dlq.DlqError):
+    err = api_error(exc)
+    return error_response(err.status, err.error, err.message, **err.extra)
+
+
+def _json_object() -> dict[str, Any] | None:
+    """The request's JSON object body, or None when the body is empty."""
+    body = request.get_data(cache=False)
+    if not body.strip():
+        return None
+    if request.mimetype != JSON:
+        raise ApiError(415, "unsupported_media_type", f"Content-Type must be {JSON} (got {request.mimetype or 'none'})")
+    value = parse_json(body)
+    if not isinstance(value, dict):
+        raise ApiError(400, "invalid_body", "the body must be a JSON object")
+    return value
+
+
+def _publish(replayed: dlq.Replayed) -> None:
+    runtime = _runtime()
+    s = runtime.settings
+    dlq.publish(runtime.engine, runtime.celery, replayed, chunk_size=s.chunk_size, timeout=s.publish_timeout_seconds)
+
+
+@bp.get("")
+def list_dead_letters():
+    params = request.args.to_dict()
+    filters = dlq.parse_filters(params, _runtime().registry.names(), extra=("limit", "cursor"))
+    limit = dlq.parse_int(params, "limit", dlq.DEFAULT_LIMIT, 1, dlq.MAX_LIMIT)
+    cursor = dlq.parse_int(params, "cursor", None, 1, 2**63 - 1)
+    with _runtime().engine.connect() as conn:
+        page = dlq.list_dead_letters(conn, filters, limit=limit, cursor=cursor)
+    return jsonify({"dead_letters": page.items, "next": page.next, "limit": page.limit})
+
+
+@bp.get("/<int:dead_letter_id>")
+def get_dead_letter(dead_letter_id: int):
+    with _runtime().engine.connect() as conn:
+        found = dlq.get_dead_letter(conn, dead_letter_id)
+    if found is None:
+        raise dlq.NotFound(dead_letter_id)
+    return jsonify(found)
+
+
+@bp.post("/<int:dead_letter_id>/replay")
+def replay_one(dead_letter_id: int):
+    body = _json_object() or {}
+    unknown = sorted(set(body) - {"payload"})
+    if unknown:
+        raise ApiError(
+            400, "invalid_body", f'unknown field(s) {", ".join(unknown)}; the body is {{"payload": {{...}}}}'
+        )
+    runtime = _runtime()
+    with runtime.engine.begin() as conn:
+        replayed = dlq.replay(conn, runtime.registry, dead_letter_id, body.get("payload", dlq.UNSET))
+    _publish(replayed)
+    return jsonify({"replayed": 1, "dead_letter_id": dead_letter_id, "raw_record_id": replayed.raw_ids[0]}), 202
+
+
+@bp.post("/replay")
+def replay_bulk():
+    body = _json_object()
+    query = request.args.to_dict()
+    if body is not None and query:
+        raise ApiError(400, "invalid_parameter", "give the filters either as a JSON body or as query parameters")
+    params = body if body is not None else query
+    runtime = _runtime()
+    filters = dlq.parse_filters(params, runtime.registry.names(), extra=("limit",))
+    cap = dlq.parse_int(params, "limit", dlq.REPLAY_CAP, 1, dlq.REPLAY_CAP)
+    with runtime.engine.begin() as conn:
+        replayed, remaining = dlq.replay_matching(conn, filters, cap=cap)
+    _publish(replayed)
+    return jsonify({"replayed": replayed.count, "remaining": remaining}), 202
+
+
+@bp.post("/<int:dead_letter_id>/discard")
+@bp.delete("/<int:dead_letter_id>")
+def discard(dead_letter_id: int):
+    with _runtime().engine.begin() as conn:
+        result = dlq.discard(conn, dead_letter_id)
+    return jsonify(result)

@@ -1,0 +1,435 @@
+"""Dead letters you can work with: list, show, replay (one, in bulk, or automatically when a
+missing parent lands) and discard.
+
+Functions take a SQLAlchemy ``Connection``; the caller owns the transaction. A replay happens in
+one transaction: the raw record goes back to ``received`` (with a corrected payload if one was
+given), the dead letter becomes ``replayed`` (``replay_count`` + 1, ``last_replayed_at``,
+``last_outcome = 'replayed'``) and its ingestion is open again. Only after the commit are the
+chains published, with :func:`publish`; if the broker cannot take them, the records stay
+``received`` and the outbox sweeper sends them.
+
+Listing is newest first with keyset pagination: ``next`` is the cursor of the following page
+(pass it back as ``cursor``), ``None`` on the last page.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from etl_app import errors
+from etl_app.models import DEAD, DEAD_LETTER_STATUSES, DISCARDED, OPEN, DeadLetter, RawRecord
+from etl_app.pipeline import parent_refs
+from etl_app.publish import publish_chunks
+from etl_app.registry import FieldErrors, Registry
+
+log = logging.getLogger(__name__)
+
+D = DeadLetter.__table__
+R = RawRecord.__table__
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+REPLAY_CAP = 10_000  # dead letters replayed by one bulk call at most
+TRACEBACK_LINES = 20
+FILTERS = ("record_type", "error_type", "ingestion_id", "since", "status")
+ALL = "all"  # status filter: every status
+_MAX_ID = 2**63 - 1
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+class DlqError(Exception):
+    """Base of what a caller is told: ``message`` says what is wrong."""
+
+
+class InvalidParameter(DlqError):
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name = name
+
+
+class NotFound(DlqError):
+    def __init__(self, dead_letter_id: int) -> None:
+        super().__init__(f"no dead letter {dead_letter_id}")
+
+
+class NotOpen(DlqError):
+    """Only an open dead letter can be replayed or discarded."""
+
+    def __init__(self, dead_letter_id: int, status: str, record_status: str | None) -> None:
+        detail = f" (its record is {record_status})" if record_status else ""
+        super().__init__(f"dead letter {dead_letter_id} is {status}{detail}, not open")
+        self.status = status
+
+
+class InvalidPayload(DlqError):
+    """The corrected payload does not pass the record type's validation; nothing was changed."""
+
+    def __init__(self, field_errors: FieldErrors) -> None:
+        super().__init__("the corrected payload is not valid")
+        self.errors = field_errors
+
+
+# -- filters ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Filters:
+    record_type: str | None = None
+    error_type: str | None = None
+    ingestion_id: uuid.UUID | None = None
+    since: datetime | None = None  # on last_failed_at
+    status: str = OPEN  # or ALL
+
+    def where(self) -> list[sa.ColumnElement[bool]]:
+        out = []
+        if self.record_type is not None:
+            out.append(D.c.record_type == self.record_type)
+        if self.error_type is not None:
+            out.append(D.c.error_type == self.error_type)
+        if self.ingestion_id is not None:
+            out.append(D.c.ingestion_id == self.ingestion_id)
+        if self.since is not None:
+            out.append(D.c.last_failed_at >= self.since)
+        if self.status != ALL:
+            out.append(D.c.status == self.status)
+        return out
+
+
+def parse_filters(params: Mapping[str, Any], record_types: Collection[str], extra: Collection[str] = ()) -> Filters:
+    """Filters from query parameters or a JSON object; an unknown name or a bad value raises
+    :class:`InvalidParameter` naming it (names in ``extra`` are allowed and left to the caller)."""
+    for name in params:
+        if name not in FILTERS and name not in extra:
+            raise InvalidParameter(name, f"unknown parameter; filters are {', '.join(FILTERS)}")
+    values = {name: params[name] for name in FILTERS if params.get(name) not in (None, "")}
+    for name, value in values.items():
+        if not isinstance(value, str):
+            raise InvalidParameter(name, "must be a string")
+    record_type = values.get("record_type")
+    if record_type is not None and record_type not in record_types:
+        raise InvalidParameter("record_type", f"unknown record type {record_type!r}")
+    error_type = values.get("error_type")
+    if error_type is not None and error_type not in errors.ERROR_TYPES:
+        raise InvalidParameter("error_type", f"must be one of {', '.join(errors.ERROR_TYPES)}")
+    status = values.get("status", OPEN)
+    if status not in (*DEAD_LETTER_STATUSES, ALL):
+        raise InvalidParameter("status", f"must be one of {', '.join((*DEAD_LETTER_STATUSES, ALL))}")
+    ingestion_id = None
+    if "ingestion_id" in values:
+        try:
+            ingestion_id = uuid.UUID(values["ingestion_id"])
+        except ValueError:
+            raise InvalidParameter("ingestion_id", "must be a UUID") from None
+    since = None
+    if "since" in values:
+        try:
+            since = datetime.fromisoformat(values["since"])
+        except ValueError:
+            raise InvalidParameter("since", "must be an ISO 8601 timestamp") from None
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+    return Filters(record_type, error_type, ingestion_id, since, status)
+
+
+def parse_int(params: Mapping[str, Any], name: str, default: int | None, lo: int, hi: int) -> int | None:
+    """An integer parameter within ``lo..hi`` (``default`` when absent)."""
+    raw = params.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw) if not isinstance(raw, bool) else None
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise InvalidParameter(name, f"must be an integer from {lo} to {hi}")
+    return value
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+_SUMMARY = (
+    D.c.id,
+    D.c.raw_record_id,
+    D.c.ingestion_id,
+    D.c.record_type,
+    D.c.natural_key,
+    D.c.error_type,
+    D.c.error,
+    D.c.task_name,
+    D.c.attempts,
+    D.c.status,
+    D.c.replay_count,
+    D.c.first_failed_at,
+    D.c.last_failed_at,
+    D.c.last_replayed_at,
+    D.c.last_outcome,
+    R.c.status.label("record_status"),
+)
+_JOINED = D.outerjoin(R, R.c.id == D.c.raw_record_id)
+
+
+@dataclass
+class Page:
+    items: list[dict[str, Any]]
+    next: str | None
+    limit: int
+
+
+def list_dead_letters(
+    conn: sa.Connection, filters: Filters, *, limit: int = DEFAULT_LIMIT, cursor: int | None = None
+) -> Page:
+    """One page of dead letters matching ``filters``, newest first (by id)."""
+    query = sa.select(*_SUMMARY).select_from(_JOINED).where(*filters.where())
+    if cursor is not None:
+        query = query.where(D.c.id < cursor)
+    rows = conn.execute(query.order_by(D.c.id.desc()).limit(limit + 1)).mappings().all()
+    items = [dict(row) for row in rows[:limit]]
+    return Page(items, str(items[-1]["id"]) if len(rows) > limit else None, limit)
+
+
+def get_dead_letter(
+    conn: sa.Connection, dead_letter_id: int, traceback_lines: int | None = TRACEBACK_LINES
+) -> dict[str, Any] | None:
+    """One dead letter with its payload and the last ``traceback_lines`` lines of its traceback
+    (all of them for None); ``record_status`` is the raw record's current status."""
+    if not 0 < dead_letter_id <= _MAX_ID:
+        return None
+    query = sa.select(*_SUMMARY, D.c.payload, D.c.traceback).select_from(_JOINED).where(D.c.id == dead_letter_id)
+    row = conn.execute(query).mappings().first()
+    if row is None:
+        return None
+    out = dict(row)
+    lines = (out["traceback"] or "").splitlines()
+    out["traceback_truncated"] = traceback_lines is not None and len(lines) > traceback_lines
+    if out["traceback_truncated"]:
+        out["traceback"] = "\n".join(lines[-traceback_lines:])
+    return out
+
+
+# -- replay -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Replayed:
+    """What a replay sent back into the pipeline: raw record ids by record type."""
+
+    records: dict[str, list[int]] = field(default_factory=dict)
+    dead_letter_ids: list[int] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.dead_letter_ids)
+
+    @property
+    def raw_ids(self) -> list[int]:
+        return sorted(i for ids in self.records.values() for i in ids)
+
+
+def _replay_sql(picked: str) -> sa.TextClause:
+    """Replay the dead letters ``picked`` selects (columns id, raw_record_id; open ones whose raw
+    record is dead, locked by this transaction) in one statement."""
+    return sa.text(
+        f"""
+        WITH picked AS ({picked}),
+        dl AS (
+            UPDATE dead_letters d SET status = 'replayed', replay_count = d.replay_count + 1,
+                last_replayed_at = now(), last_outcome = 'replayed'
+            FROM picked WHERE d.id = picked.id AND d.status = 'open'
+            RETURNING d.id, d.raw_record_id
+        ), raw AS (
+            UPDATE raw_records r SET status = 'received', waiting_on = NULL, waiting_since = NULL,
+                last_error = NULL, enqueued_at = now(), updated_at = now()
+            FROM dl WHERE r.id = dl.raw_record_id AND r.status = 'dead'
+            RETURNING r.id, r.record_type, r.ingestion_id
+        ), reopened AS (
+            UPDATE ingestions i SET finished_at = NULL
+            WHERE i.id IN (SELECT ingestion_id FROM raw) AND i.finished_at IS NOT NULL
+        )
+        SELECT dl.id, raw.id AS raw_id, raw.record_type FROM dl JOIN raw ON raw.id = dl.raw_record_id
+        ORDER BY raw.id
+        """
+    )
+
+
+_REPLAY_IDS = _replay_sql("SELECT id, raw_record_id FROM dead_letters WHERE id = ANY(:ids)")
+
+
+def _collect(rows: Iterable[sa.Row]) -> Replayed:
+    out = Replayed()
+    for dl_id, raw_id, record_type in rows:
+        out.dead_letter_ids.append(dl_id)
+        out.records.setdefault(record_type, []).append(raw_id)
+    return out
+
+
+def _replay_ids(conn: sa.Connection, dead_letter_ids: Sequence[int]) -> Replayed:
+    if not dead_letter_ids:
+        return Replayed()
+    return _collect(conn.execute(_REPLAY_IDS, {"ids": list(dead_letter_ids)}))
+
+
+UNSET: Any = object()  # no corrected payload (None would be one, and validation refuses it)
+
+
+def replay(conn: sa.Connection, registry: Registry, dead_letter_id: int, payload: Any = UNSET) -> Replayed:
+    """Replay one open dead letter, optionally with a corrected ``payload``, which must pass
+    ``RecordType.validate`` as of the record's ``received_at`` (else :class:`InvalidPayload`,
+    nothing changed). Raises :class:`NotFound` or :class:`NotOpen`."""
+    if not 0 < dead_letter_id <= _MAX_ID:
+        raise NotFound(dead_letter_id)
+    row = conn.execute(
+        sa.select(
+            D.c.id,
+            D.c.status,
+            D.c.record_type,
+            R.c.id.label("raw_id"),
+            R.c.status.label("record_status"),
+            R.c.received_at,
+        )
+        .select_from(D.join(R, R.c.id == D.c.raw_record_id))
+        .where(D.c.id == dead_letter_id)
+        .with_for_update(of=[D, R])
+    ).first()
+    if row is None:
+        raise NotFound(dead_letter_id)
+    if row.status != OPEN or row.record_status != DEAD:
+        raise NotOpen(dead_letter_id, row.status, row.record_status)
+    if payload is not UNSET:
+        rt = registry.get(row.record_type)
+        if rt is None:
+            raise InvalidPayload({"_schema": [f"record type {row.record_type!r} is not registered"]})
+        _, field_errors = rt.validate(payload, row.received_at)
+        if field_errors:
+            raise InvalidPayload(field_errors)
+        conn.execute(
+            sa.text("UPDATE raw_records SET payload = CAST(:payload AS jsonb), natural_key = :key WHERE id = :id"),
+            {"payload": orjson.dumps(payload).decode(), "key": rt.natural_key(payload), "id": row.raw_id},
+        )
+    return _replay_ids(conn, [row.id])
+
+
+def replay_matching(conn: sa.Connection, filters: Filters, *, cap: int = REPLAY_CAP) -> tuple[Replayed, int]:
+    """Replay up to ``cap`` open dead letters matching ``filters`` (oldest first; rows another
+    transaction holds are skipped). Returns what was replayed and how many matching ones stay open."""
+    if filters.status != OPEN:
+        raise InvalidParameter("status", "only open dead letters can be replayed")
+    picked = (
+        sa.select(D.c.id)
+        .select_from(D.join(R, R.c.id == D.c.raw_record_id))
+        .where(*filters.where(), R.c.status == DEAD)
+        .order_by(D.c.id)
+        .limit(cap)
+        .with_for_update(of=[D, R], skip_locked=True)
+    )
+    ids = list(conn.execute(picked).scalars())
+    replayed = _replay_ids(conn, ids)
+    remaining = conn.execute(sa.select(sa.func.count()).select_from(D).where(*filters.where())).scalar_one()
+    return replayed, remaining
+
+
+_REPLAY_CHILDREN = _replay_sql(
+    "SELECT d.id, d.raw_record_id FROM raw_records r JOIN dead_letters d ON d.raw_record_id = r.id "
+    "WHERE r.status = 'dead' AND r.waiting_on = ANY(:refs) AND d.status = 'open' "
+    "AND d.error_type = 'missing_parent' ORDER BY r.id FOR UPDATE OF r, d"
+)
+
+
+def replay_children(conn: sa.Connection, parent_type: str, keys: Sequence[str]) -> Replayed:
+    """Replay the open ``missing_parent`` dead letters that waited for one of these parents (just
+    persisted, in the caller's transaction): one statement. Discarded ones stay discarded."""
+    if not keys:
+        return Replayed()
+    return _collect(conn.execute(_REPLAY_CHILDREN, {"refs": parent_refs(parent_type, keys)}))
+
+
+def replay_if_parents_exist(conn: sa.Connection, registry: Registry, raw_ids: Sequence[int]) -> Replayed:
+    """Of these raw records, replay the open ``missing_parent`` dead letters whose parent is stored
+    by now (it landed while they were being dead-lettered). One query per parent type."""
+    if not raw_ids:
+        return Replayed()
+    rows = conn.execute(
+        sa.text(
+            "SELECT d.id, r.waiting_on FROM raw_records r JOIN dead_letters d ON d.raw_record_id = r.id "
+            "WHERE r.id = ANY(:ids) AND r.status = 'dead' AND r.waiting_on IS NOT NULL "
+            "AND d.status = 'open' AND d.error_type = 'missing_parent'"
+        ),
+        {"ids": list(raw_ids)},
+    ).all()
+    wanted: dict[str, dict[str, list[int]]] = {}
+    for dl_id, ref in rows:
+        parent_type, _, key = ref.partition(":")
+        wanted.setdefault(parent_type, {}).setdefault(key, []).append(dl_id)
+    due: list[int] = []
+    for parent_type, by_key in wanted.items():
+        parent = registry.get(parent_type)
+        if parent is None:
+            continue
+        key_col = parent.table.c[parent.key]
+        for key in conn.execute(sa.select(key_col).where(key_col.in_(sorted(by_key)))).scalars():
+            due.extend(by_key[key])
+    return _replay_ids(conn, sorted(due))
+
+
+def discard(conn: sa.Connection, dead_letter_id: int) -> dict[str, Any]:
+    """Mark an open dead letter discarded (its raw record stays ``dead``); discarding a discarded
+    one again changes nothing. Raises :class:`NotFound`, or :class:`NotOpen` for a replayed one."""
+    if not 0 < dead_letter_id <= _MAX_ID:
+        raise NotFound(dead_letter_id)
+    row = conn.execute(
+        sa.select(D.c.id, D.c.status, R.c.status.label("record_status"))
+        .select_from(_JOINED)
+        .where(D.c.id == dead_letter_id)
+        .with_for_update(of=D)
+    ).first()
+    if row is None:
+        raise NotFound(dead_letter_id)
+    if row.status not in (OPEN, DISCARDED):
+        raise NotOpen(dead_letter_id, row.status, row.record_status)
+    conn.execute(sa.update(D).where(D.c.id == dead_letter_id).values(status=DISCARDED))
+    return {"dead_letter_id": dead_letter_id, "status": DISCARDED, "record_status": row.record_status}
+
+
+# -- publishing ---------------------------------------------------------------------------------
+
+_publisher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="etl-dlq-publish")
+
+
+def publish(engine: sa.Engine, celery_app: Any, replayed: Replayed, *, chunk_size: int, timeout: float | None) -> bool:
+    """After the commit: one chain per chunk and record type. If the broker cannot take them
+    (within ``timeout`` seconds, when given), the records are flagged unpublished (enqueued_at
+    NULL) for the sweeper and False is returned; the replay itself stands."""
+    if not replayed.records:
+        return True
+
+    def send() -> None:
+        for record_type, ids in replayed.records.items():
+            publish_chunks(celery_app, record_type, ids, chunk_size)
+
+    try:
+        if timeout is None:
+            send()
+        else:
+            _publisher.submit(send).result(timeout=timeout)
+        return True
+    except Exception as exc:  # noqa: BLE001 - any broker failure leaves the records to the sweeper
+        log.warning("could not publish %d replayed records: %s; the sweeper will", len(replayed.raw_ids), exc)
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.text("UPDATE raw_records SET enqueued_at = NULL WHERE id = ANY(:ids) AND status = 'received'"),
+                    {"ids": replayed.raw_ids},
+                )
+        except Exception as db_exc:  # noqa: BLE001 - then the lease applies instead of the grace
+            log.warning("could not flag unpublished records: %s", db_exc)
+        return False
