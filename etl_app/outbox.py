@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from celery import Celery
 
 from etl_app.jsonsafe import json_safe
-from etl_app.publish import publish_chunks
+from etl_app.publish import publish_chunks, publish_validated
 from etl_app.registry import RecordType
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ class Accepted:
 
     ingestion_id: uuid.UUID
     record_type: str
+    received_at: datetime | None = None
     ids: list[int] = field(default_factory=list)
     rejections: list[dict[str, Any]] = field(default_factory=list)
     published: bool = False
@@ -74,7 +75,7 @@ def store(
             "created_at": received_at,
         },
     )
-    result = Accepted(ingestion_id, rt.name, rejections=rejections)
+    result = Accepted(ingestion_id, rt.name, received_at=received_at, rejections=rejections)
     if not payloads:
         return result
     ids = [
@@ -110,20 +111,43 @@ def store(
 _publisher = ThreadPoolExecutor(max_workers=4, thread_name_prefix="etl-publish")
 
 
-def publish(engine: sa.Engine, celery_app: Celery, accepted: Accepted, *, chunk_size: int, timeout: float) -> bool:
-    """Enqueue the chains after the commit, waiting at most ``timeout`` seconds. If the broker
-    cannot take them in time, mark the records unpublished so the sweeper sends them soon; the
-    caller still answers 202 (the records are durable). A publish that outlives the deadline
-    finishes in the background; a duplicate enqueue is harmless."""
+def publish(
+    engine: sa.Engine,
+    celery_app: Celery,
+    accepted: Accepted,
+    *,
+    chunk_size: int,
+    timeout: float,
+    validated: list[dict[str, Any]] | None = None,
+) -> bool:
+    """Enqueue the chains after the commit, waiting at most ``timeout`` seconds. ``validated``:
+    the records' loaded values, in the order of ``accepted.ids``, sent along so the worker
+    does not validate them again. If the broker cannot take them in time, mark the records
+    unpublished so the relay or the sweeper sends them later; the caller still answers 202 (the
+    records are durable). A publish that outlives the deadline finishes in the background; a
+    duplicate enqueue is harmless."""
     if not accepted.ids:
         return True
     try:
-        future = _publisher.submit(publish_chunks, celery_app, accepted.record_type, accepted.ids, chunk_size)
+        if validated is None:
+            future = _publisher.submit(publish_chunks, celery_app, accepted.record_type, accepted.ids, chunk_size)
+        else:
+            items = [
+                {
+                    "id": raw_id,
+                    "ingestion_id": str(accepted.ingestion_id),
+                    "received_at": accepted.received_at,
+                    "waiting_since": None,
+                    "data": data,
+                }
+                for raw_id, data in zip(accepted.ids, validated, strict=True)
+            ]
+            future = _publisher.submit(publish_validated, celery_app, accepted.record_type, items, chunk_size)
         future.result(timeout=timeout)
         accepted.published = True
     except Exception as exc:  # noqa: BLE001 - any broker failure leaves the records to the sweeper
         log.warning(
-            "could not publish ingestion %s (%d records): %s; the sweeper will",
+            "could not publish ingestion %s (%d records): %s; left to the relay and the sweeper",
             accepted.ingestion_id,
             len(accepted.ids),
             exc,

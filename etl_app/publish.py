@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 from celery import Celery, chain
 
+from etl_app import chunks
+
 log = logging.getLogger(__name__)
 
 PIPELINE_QUEUE = "etl"
@@ -24,8 +26,8 @@ def publish_options() -> dict:
     }
 
 
-def pipeline_chain(celery_app: Celery, record_type: str, ids: Sequence[int], **extra) -> chain:
-    msg = {"type": record_type, "ids": list(ids), **extra}
+def pipeline_chain(celery_app: Celery, msg: dict) -> chain:
+    """validate → enrich → persist for one chunk message (see etl_app.pipeline for its forms)."""
     return chain(
         celery_app.signature(VALIDATE, args=(msg,)),
         celery_app.signature(ENRICH),
@@ -49,9 +51,19 @@ def publish_chunks(
     """Enqueue one validate → enrich → persist chain per chunk; raises if the broker is unreachable."""
     sent = 0
     for part in chunked(list(ids), chunk_size):
-        pipeline_chain(celery_app, record_type, part, **extra).apply_async(
-            queue=PIPELINE_QUEUE, countdown=countdown, **publish_options()
-        )
+        msg = {"type": record_type, "ids": list(part), **extra}
+        pipeline_chain(celery_app, msg).apply_async(queue=PIPELINE_QUEUE, countdown=countdown, **publish_options())
+        sent += 1
+    return sent
+
+
+def publish_validated(celery_app: Celery, record_type: str, items: Sequence[dict], chunk_size: int) -> int:
+    """Enqueue chains for records the API has just validated: the chunk carries their loaded
+    values, so the schema runs once per record (the validate stage only decodes them)."""
+    sent = 0
+    for part in chunked(list(items), chunk_size):
+        msg = {"type": record_type, "rows": chunks.encode(part), "validated": True}
+        pipeline_chain(celery_app, msg).apply_async(queue=PIPELINE_QUEUE, **publish_options())
         sent += 1
     return sent
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from celery import shared_task
 
-from etl_app import dlq, errors, pipeline
+from etl_app import chunks, dlq, errors, pipeline
 from tasks.base import EtlTask
 
 log = logging.getLogger(__name__)
@@ -28,15 +28,27 @@ def _failures(failures: list[pipeline.Failure]) -> list[dict]:
 
 @shared_task(name="etl.validate", base=EtlTask, bind=True)
 def validate(self: EtlTask, chunk: dict) -> dict | None:
-    """Load the chunk's unsettled raw records and check them against their schema."""
+    """Check the chunk's records against their schema.
+
+    A chunk of raw-record ids (from the relay, the sweeper, a replay or a split) is loaded from
+    the outbox — records already settled are skipped — and validated here. A chunk the API
+    publishes right after validating it carries the loaded values already (``validated``), so
+    the schema does not run twice per record."""
     rt = self.runtime.registry[chunk["type"]]
+    if chunk.get("validated"):
+        return _out(rt, chunks.decode(rt, chunk["rows"]), parent_retries=0)
     with self.runtime.engine.connect() as conn:
         raws = pipeline.load_raw(conn, chunk["ids"])
     items, failures = pipeline.validate_chunk(rt, raws)
     self.send_dead_letters(rt.name, _failures(failures))
+    return _out(rt, items, parent_retries=chunk.get("parent_retries", 0))
+
+
+def _out(rt, items: list[dict], **extra) -> dict | None:
+    """The message for the next stage: the items as one compact string (see etl_app.chunks)."""
     if not items:
         return None
-    return {"type": rt.name, "items": items, "parent_retries": chunk.get("parent_retries", 0)}
+    return {"type": rt.name, "rows": chunks.encode(items), **extra}
 
 
 @shared_task(name="etl.enrich", base=EtlTask, bind=True)
@@ -46,7 +58,7 @@ def enrich(self: EtlTask, chunk: dict | None) -> dict | None:
         return None
     runtime = self.runtime
     rt = runtime.registry[chunk["type"]]
-    items = chunk["items"]
+    items = chunks.decode(rt, chunk["rows"])
     parent_rows = {}
     if rt.parents:
         with runtime.engine.connect() as conn:
@@ -55,9 +67,7 @@ def enrich(self: EtlTask, chunk: dict | None) -> dict | None:
     if waiting:
         failures += _wait_or_give_up(self, rt.name, waiting, chunk.get("parent_retries", 0))
     self.send_dead_letters(rt.name, _failures(failures))
-    if not done:
-        return None
-    return {"type": rt.name, "items": done}
+    return _out(rt, done)
 
 
 def _wait_or_give_up(
@@ -99,7 +109,7 @@ def persist(self: EtlTask, chunk: dict | None) -> int:
     replayed = dlq.Replayed()
     waiting: dict[str, list[int]] = {}
     with runtime.engine.begin() as conn:
-        keys = pipeline.persist_chunk(conn, rt, chunk["items"])
+        keys = pipeline.persist_chunk(conn, rt, chunks.decode(rt, chunk["rows"]))
         if has_children:
             waiting = pipeline.children_waiting_for(conn, rt, keys)  # first: see its docstring
             replayed = dlq.replay_children(conn, rt.name, keys)

@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl_app import outbox, pipeline
+from etl_app import chunks, outbox, pipeline
 from etl_app.registry import get_registry
 
 
@@ -47,7 +47,8 @@ def dead(engine: sa.Engine, record_type: str, payloads: Sequence[dict[str, Any]]
 
 
 def enriched_chunk(engine: sa.Engine, record_type: str, raw_ids: Sequence[int]) -> dict[str, Any]:
-    """What etl.enrich hands to etl.persist for these records (their parents must be stored)."""
+    """What etl.enrich hands to etl.persist for these records (their parents must be stored);
+    ``items`` holds the same records decoded, for calling persist_chunk directly."""
     registry = get_registry()
     rt = registry[record_type]
     with engine.connect() as conn:
@@ -55,7 +56,7 @@ def enriched_chunk(engine: sa.Engine, record_type: str, raw_ids: Sequence[int]) 
         parents = pipeline.fetch_parents(conn, rt, registry, items)
     done, waiting, more = pipeline.enrich_chunk(rt, items, parents)
     assert not failures and not waiting and not more, (failures, waiting, more)
-    return {"type": record_type, "items": done}
+    return {"type": record_type, "rows": chunks.encode(done), "items": done}
 
 
 def land(engine: sa.Engine, record_type: str, payloads: Sequence[dict[str, Any]]) -> outbox.Accepted:

@@ -64,13 +64,15 @@ def _accept(
     runtime = _runtime()
     received_at = utcnow()
     accepted: list[Any] = []
+    loaded: list[dict[str, Any]] = []
     for position, payload in enumerate(payloads):
-        _, field_errors = rt.validate(payload, received_at)
+        data, field_errors = rt.validate(payload, received_at)
         if field_errors:
             index = indexes[position] if indexes is not None else position
             rejections.append({"index": index, "errors": field_errors})
         else:
             accepted.append(payload)
+            loaded.append(data)
     rejections.sort(key=lambda r: r["index"])
     if not accepted:
         return None
@@ -80,12 +82,16 @@ def _accept(
         result = outbox.store(
             conn, rt, accepted, source=source, received_at=received_at, rejections=rejections, relayed=relayed
         )
-    if relayed:
+    published = not relayed and outbox.publish(
+        runtime.engine,
+        runtime.celery,
+        result,
+        chunk_size=s.chunk_size,
+        timeout=s.publish_timeout_seconds,
+        validated=loaded,
+    )
+    if not published:
         runtime.relay.notify()
-    else:
-        outbox.publish(
-            runtime.engine, runtime.celery, result, chunk_size=s.chunk_size, timeout=s.publish_timeout_seconds
-        )
     return result
 
 
