@@ -8,6 +8,7 @@ import orjson
 from flask import Blueprint, current_app, jsonify, request
 
 from etl_app import outbox
+from etl_app.api import metrics
 from etl_app.api.errors import ApiError
 from etl_app.pipeline import utcnow
 from etl_app.registry import RecordType
@@ -74,6 +75,7 @@ def _accept(
             accepted.append(payload)
             loaded.append(data)
     rejections.sort(key=lambda r: r["index"])
+    metrics.count_records(rt.name, len(accepted), len(rejections))
     if not accepted:
         return None
     s = runtime.settings

@@ -155,6 +155,16 @@ def build_spec(registry: Registry) -> dict:
         },
     )
     _dead_letter_paths(spec, registry)
+    spec.path(
+        path="/metrics",
+        operations={
+            "get": {
+                "summary": "Prometheus metrics",
+                "security": [{"bearer": []}],
+                "responses": {"200": {"description": "text format"}},
+            }
+        },
+    )
     spec.path(path="/health", operations={"get": {"summary": "Liveness", "responses": {"200": {"description": "up"}}}})
     spec.path(
         path="/ready",
