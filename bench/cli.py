@@ -14,7 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench import env, phases, report
+from bench.noise import ForeignCpu
 from bench.procs import ROOT, Processes, start_app
 from bench.progress import console, say
 from bench.rss import Sampler
@@ -115,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     procs = Processes(log_dir, _app_env(database_url, redis_url, api_key, log_dir))
     sampler = Sampler().start()
+    foreign = ForeignCpu().start()
     ctx = phases.Context(database_url, redis_url, api_key, procs, sampler, args.seed, args.stall_seconds, log_dir)
     status = 0
     try:
@@ -123,7 +127,15 @@ def main(argv: list[str] | None = None) -> int:
         env.flush_redis(redis_url)
         results["machine"].update(env.server_info(database_url))
         for name in args.phases:
-            results["phases"][name] = _run_phase(name, args, ctx)
+            before = foreign.seconds()
+            results["phases"][name] = phase = _run_phase(name, args, ctx)
+            phase["foreign_cpu_seconds"] = round(foreign.seconds() - before, 1)
+            share = phase["foreign_cpu_seconds"] / (max(phase["phase_seconds"], 0.1) * (os.cpu_count() or 1))
+            if share > 0.05:
+                results["notes"].append(
+                    f"{name}: other programs used {share:.0%} of the CPU time while it ran "
+                    f"({phase['foreign_cpu_seconds']:.0f} CPU-s in {phase['phase_seconds']:.0f} s): its figures are low"
+                )
     except KeyboardInterrupt:
         results["interrupted"] = True
         status = 130
@@ -131,13 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         procs.stop_all()
         sampler.stop()
+        foreign.stop()
     results["notes"] += _log_problems(log_dir)
     load = os.getloadavg()[0]
-    if results["machine"]["loadavg_at_start"][0] > 0.5:
-        results["notes"].append(
-            f"the machine was busy when the run began (load average {results['machine']['loadavg_at_start'][0]}): "
-            "other processes share the CPUs and the figures are lower than on a quiet machine"
-        )
     results["machine"]["loadavg_at_end"] = round(load, 2)
     results.update(report.derived(results["phases"]))
     results["total_seconds"] = round(time.perf_counter() - begun, 1)
@@ -153,6 +161,8 @@ def _run_phase(name: str, args: argparse.Namespace, ctx: phases.Context) -> dict
     """Run one phase; an error is reported in its result, and the next phase still runs."""
     say(f"[bold]{name}[/bold]")
     started = time.perf_counter()
+    me = psutil.Process()
+    cpu_before = sum(me.cpu_times()[:2])
     try:
         if name in APP_PHASES and ctx.app is None:
             say("starting the app: the Procfile's web (gunicorn, 2 workers) and worker (celery, -c 2)")
@@ -171,6 +181,7 @@ def _run_phase(name: str, args: argparse.Namespace, ctx: phases.Context) -> dict
         console.print(f"[red]{name} failed: {type(exc).__name__}: {exc}[/red]")
         result = {"error": f"{type(exc).__name__}: {exc}"}
     result["phase_seconds"] = round(time.perf_counter() - started, 1)
+    result["bench_process_cpu_seconds"] = round(sum(me.cpu_times()[:2]) - cpu_before, 1)
     say(f"{name} done in {result['phase_seconds']:.0f}s")
     return result
 

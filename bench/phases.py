@@ -166,6 +166,7 @@ def run_naive(ctx: Context, records: int) -> dict[str, Any]:
             "seconds": round(seconds, 3),
             "records_per_s": round(records / seconds, 1),
             "peak_rss_mib": ctx.sampler.snapshot(),
+            "cpu_seconds": ctx.sampler.cpu_seconds(),
             "design": "one validate → enrich → persist chain per record, one upsert per transaction",
         }
     finally:
@@ -278,6 +279,7 @@ def _summary(result: LoadResult, records: int, timing: tuple[float, float, int],
         },
         "errors": result.errors[:5],
         "peak_rss_mib": sampler.snapshot(),
+        "cpu_seconds": sampler.cpu_seconds(),
     }
 
 
@@ -352,6 +354,7 @@ def run_soak(ctx: Context, records: int, every: int = 100_000, clients: int = 2)
         "seconds": round(done - started, 1),
         "records_per_s": round(result.accepted / (done - started), 1),
         "peak_rss_mib": ctx.sampler.snapshot(),
+        "cpu_seconds": ctx.sampler.cpu_seconds(),
         "snapshots": [{"settled": s["settled"], **_totals(s)} for s in snapshots],
         "rss_by_process": snapshots,
     }

@@ -169,6 +169,7 @@ def start_app(procs: Processes, web_concurrency: int = 2, worker_concurrency: in
     env = {
         "HOST": "127.0.0.1",
         "PORT": str(port),
+        "WEB_PORT": str(port),
         "WEB_CONCURRENCY": str(web_concurrency),
         "WORKER_CONCURRENCY": str(worker_concurrency),
     }

@@ -88,6 +88,10 @@ def render(results: dict[str, Any]) -> None:
         targets.add_row(label, _n(t["value"], 3 if "over" in name else 1), t["target"], status)
     console.print(targets)
 
+    cpu = _cpu_table(phases)
+    if cpu.row_count:
+        console.print(cpu)
+
     soak = phases.get("soak")
     if soak and "rss_by_process" in soak:
         console.print(_soak_table(soak))
@@ -96,6 +100,22 @@ def render(results: dict[str, Any]) -> None:
             console.print(f"[red]{key}: {phase['error']}[/red]")
     for note in results.get("notes", []):
         console.print(f"[yellow]note:[/yellow] {note}")
+
+
+def _cpu_table(phases: dict[str, Any]) -> Table:
+    """Where the CPU went in each phase (measured part for worker/web; whole phase for the rest)."""
+    table = Table(title="CPU seconds (worker, web: the measured part; bench process, others: the whole phase)")
+    for column in ("phase", "worker main", "worker children", "web main", "web children", "bench process", "others"):
+        table.add_column(column, justify="left" if column == "phase" else "right")
+    for name, phase in phases.items():
+        cpu = (phase or {}).get("cpu_seconds")
+        if not cpu:
+            continue
+        worker, web = cpu.get("worker", {}), cpu.get("web", {})
+        table.add_row(name, _n(worker.get("main"), 1), _n(worker.get("children"), 1), _n(web.get("main"), 1),
+                      _n(web.get("children"), 1), _n(phase.get("bench_process_cpu_seconds"), 1),
+                      _n(phase.get("foreign_cpu_seconds"), 1))  # fmt: skip
+    return table
 
 
 def _soak_table(soak: dict[str, Any]) -> Table:

@@ -1,4 +1,4 @@
-"""Resident memory of process trees, sampled every 0.2 s in a thread."""
+"""Resident memory (sampled every 0.2 s in a thread) and CPU time of process trees."""
 
 from __future__ import annotations
 
@@ -45,6 +45,8 @@ class Sampler:
         self.interval = interval
         self.groups: dict[str, int] = {}
         self.peaks: dict[str, float] = {}
+        self.cpu: dict[str, dict[int, float]] = {}  # group -> pid -> CPU seconds seen last
+        self.cpu_base: dict[str, dict[int, float]] = {}  # the same at the last reset
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
@@ -62,22 +64,46 @@ class Sampler:
             self.groups.pop(name, None)
 
     def reset(self) -> None:
+        self.sample()
         with self._lock:
             self.peaks = {}
+            self.cpu_base = {name: dict(v) for name, v in self.cpu.items()}
 
     def sample(self) -> None:
         with self._lock:
             groups = dict(self.groups)
         for name, pid in groups.items():
-            value = tree_rss(pid)
+            rss, cpu = 0.0, {}
+            for proc in tree(pid):
+                try:
+                    with proc.oneshot():
+                        rss += proc.memory_info().rss / MIB
+                        times = proc.cpu_times()
+                        cpu[proc.pid] = times.user + times.system
+                except psutil.Error:
+                    continue
             with self._lock:
-                self.peaks[name] = max(self.peaks.get(name, 0.0), value)
+                self.peaks[name] = max(self.peaks.get(name, 0.0), rss)
+                self.cpu.setdefault(name, {}).update(cpu)
 
     def snapshot(self) -> dict[str, float]:
         """Peaks since the last reset, in MiB."""
         self.sample()
         with self._lock:
             return {name: round(v, 1) for name, v in self.peaks.items()}
+
+    def cpu_seconds(self) -> dict[str, dict[str, float]]:
+        """CPU seconds each tree used since the last reset: its main process and its children
+        (a process that ended between samples counts up to its last sample)."""
+        self.sample()
+        out = {}
+        with self._lock:
+            for name, pid in self.groups.items():
+                base = self.cpu_base.get(name, {})
+                used = {p: t - base.get(p, 0.0) for p, t in self.cpu.get(name, {}).items()}
+                main = used.pop(pid, 0.0)
+                out[name] = {"main": round(main, 1), "children": round(sum(used.values()), 1)}
+        return out
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

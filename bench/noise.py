@@ -1,0 +1,76 @@
+"""CPU time other programs used during a phase (the machine is shared: their load lowers the figures).
+
+Counted every second over all processes that are neither the benchmark's own (itself and its
+descendants) nor the shared servers (PostgreSQL, Redis), whose time cannot be attributed.
+A process that starts and ends between two samples is missed, so this is a lower bound.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import psutil
+
+SHARED = ("postgres", "redis-server", "redis-serve")
+
+
+class ForeignCpu:
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.me = os.getpid()
+        self._last: dict[int, float] = {}
+        self._total = 0.0
+        self._scanned_at = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="foreign-cpu", daemon=True)
+
+    def start(self) -> ForeignCpu:
+        self._scan()
+        self._thread.start()
+        return self
+
+    def _ours(self) -> set[int]:
+        try:
+            return {self.me, *(p.pid for p in psutil.Process(self.me).children(recursive=True))}
+        except psutil.Error:
+            return {self.me}
+
+    def _scan(self) -> None:
+        ours = self._ours()
+        now = time.time()
+        seen: dict[int, float] = {}
+        added = 0.0
+        for proc in psutil.process_iter(["name", "cpu_times", "create_time"]):
+            info = proc.info
+            if proc.pid in ours or info["cpu_times"] is None or (info["name"] or "").startswith(SHARED):
+                continue
+            used = info["cpu_times"].user + info["cpu_times"].system
+            seen[proc.pid] = used
+            if proc.pid in self._last:
+                added += used - self._last[proc.pid]
+            elif self._scanned_at and (info["create_time"] or 0) >= self._scanned_at:
+                added += used  # started since the last scan: all its time is new
+        with self._lock:
+            self._last = seen
+            self._total += added
+            self._scanned_at = now
+
+    def seconds(self) -> float:
+        """Foreign CPU seconds since start."""
+        with self._lock:
+            return self._total
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._scan()
+            except Exception:  # noqa: BLE001 - a sampling hiccup must not end the benchmark
+                continue
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=3)
