@@ -45,6 +45,26 @@ def _jsonb(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+# Below this many records one INSERT … SELECT FROM unnest(…) beats COPY's extra round trips.
+COPY_THRESHOLD = 64
+
+_INGESTION = (
+    "INSERT INTO ingestions (id, record_type, source, accepted, rejected, rejections, created_at) "
+    "VALUES (:id, :t, :source, :accepted, :rejected, CAST(:rejections AS jsonb), :at)"
+)
+_STORE_SMALL = sa.text(
+    f"WITH ingestion AS ({_INGESTION}) "
+    "INSERT INTO raw_records (ingestion_id, record_type, natural_key, payload, status, received_at, updated_at, "
+    "enqueued_at) SELECT :id, :t, r.key, r.payload, 'received', :at, :at, :enqueued_at "
+    "FROM unnest(CAST(:keys AS text[]), CAST(:payloads AS jsonb[])) WITH ORDINALITY AS r(key, payload, n) "
+    "ORDER BY r.n RETURNING id"
+)
+_STORE_IDS = sa.text(
+    f"WITH ingestion AS ({_INGESTION}) "
+    "SELECT nextval(pg_get_serial_sequence('raw_records', 'id')) FROM generate_series(1, :accepted)"
+)
+
+
 def store(
     conn: sa.Connection,
     rt: RecordType,
@@ -55,36 +75,30 @@ def store(
     rejections: list[dict[str, Any]],
     relayed: bool = False,
 ) -> Accepted:
-    """Write the ingestion row and every accepted payload (COPY) in the caller's transaction.
+    """Write the ingestion row and every accepted payload in the caller's transaction: one
+    statement for a few records, COPY for more.
 
     ``relayed``: leave ``enqueued_at`` unset, for the outbox relay to publish (small
     submissions); otherwise the caller publishes right after the commit."""
     ingestion_id = uuid.uuid4()
-    conn.execute(
-        sa.text(
-            "INSERT INTO ingestions (id, record_type, source, accepted, rejected, rejections, created_at) "
-            "VALUES (:id, :t, :source, :accepted, :rejected, CAST(:rejections AS jsonb), :created_at)"
-        ),
-        {
-            "id": ingestion_id,
-            "t": rt.name,
-            "source": source,
-            "accepted": len(payloads),
-            "rejected": len(rejections),
-            "rejections": _jsonb(json_safe(rejections[:1000])),
-            "created_at": received_at,
-        },
-    )
+    params = {
+        "id": ingestion_id,
+        "t": rt.name,
+        "source": source,
+        "accepted": len(payloads),
+        "rejected": len(rejections),
+        "rejections": _jsonb(json_safe(rejections[:1000])),
+        "at": received_at,
+    }
     result = Accepted(ingestion_id, rt.name, received_at=received_at, rejections=rejections)
-    if not payloads:
-        return result
-    ids = [
-        r[0]
-        for r in conn.execute(
-            sa.text("SELECT nextval(pg_get_serial_sequence('raw_records', 'id')) FROM generate_series(1, :n)"),
-            {"n": len(payloads)},
+    enqueued_at = None if relayed else received_at
+    if len(payloads) < COPY_THRESHOLD:
+        params.update(
+            keys=[rt.natural_key(p) for p in payloads], payloads=[_jsonb(p) for p in payloads], enqueued_at=enqueued_at
         )
-    ]
+        result.ids = [r[0] for r in conn.execute(_STORE_SMALL, params)]
+        return result
+    ids = [r[0] for r in conn.execute(_STORE_IDS, params)]
     cursor = conn.connection.driver_connection.cursor()
     with cursor.copy(
         "COPY raw_records (id, ingestion_id, record_type, natural_key, payload, status, received_at, updated_at, "
@@ -101,7 +115,7 @@ def store(
                     "received",
                     received_at,
                     received_at,
-                    None if relayed else received_at,
+                    enqueued_at,
                 )
             )
     result.ids = ids
