@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.phases:
             before = foreign.seconds()
             results["phases"][name] = phase = _run_phase(name, args, ctx)
-            phase["foreign_cpu_seconds"] = round(foreign.seconds() - before, 1)
+            after = foreign.seconds()
+            phase["foreign_cpu_seconds"] = round(after[0] - before[0], 1)
+            phase["server_cpu_seconds"] = round(after[1] - before[1], 1)
             share = phase["foreign_cpu_seconds"] / (max(phase["phase_seconds"], 0.1) * (os.cpu_count() or 1))
             if share > 0.05:
                 results["notes"].append(

@@ -1,8 +1,9 @@
-"""CPU time other programs used during a phase (the machine is shared: their load lowers the figures).
+"""CPU time of other programs, and of the database and Redis servers, during a phase.
 
-Counted every second over all processes that are neither the benchmark's own (itself and its
-descendants) nor the shared servers (PostgreSQL, Redis), whose time cannot be attributed.
-A process that starts and ends between two samples is missed, so this is a lower bound.
+Counted every second over all processes that are not the benchmark's own (itself and its
+descendants). PostgreSQL and Redis are counted apart ("servers"): they serve the benchmark but
+may serve others too. A process that starts and ends between two samples is missed, so both
+are lower bounds.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class ForeignCpu:
         self.me = os.getpid()
         self._last: dict[int, float] = {}
         self._total = 0.0
+        self._servers = 0.0
         self._scanned_at = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -42,26 +44,28 @@ class ForeignCpu:
         ours = self._ours()
         now = time.time()
         seen: dict[int, float] = {}
-        added = 0.0
+        added = {False: 0.0, True: 0.0}  # by "is a server"
         for proc in psutil.process_iter(["name", "cpu_times", "create_time"]):
             info = proc.info
-            if proc.pid in ours or info["cpu_times"] is None or (info["name"] or "").startswith(SHARED):
+            if proc.pid in ours or info["cpu_times"] is None:
                 continue
             used = info["cpu_times"].user + info["cpu_times"].system
             seen[proc.pid] = used
+            server = (info["name"] or "").startswith(SHARED)
             if proc.pid in self._last:
-                added += used - self._last[proc.pid]
+                added[server] += used - self._last[proc.pid]
             elif self._scanned_at and (info["create_time"] or 0) >= self._scanned_at:
-                added += used  # started since the last scan: all its time is new
+                added[server] += used  # started since the last scan: all its time is new
         with self._lock:
             self._last = seen
-            self._total += added
+            self._total += added[False]
+            self._servers += added[True]
             self._scanned_at = now
 
-    def seconds(self) -> float:
-        """Foreign CPU seconds since start."""
+    def seconds(self) -> tuple[float, float]:
+        """CPU seconds since start: (other programs, PostgreSQL and Redis)."""
         with self._lock:
-            return self._total
+            return self._total, self._servers
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

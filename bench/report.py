@@ -104,8 +104,10 @@ def render(results: dict[str, Any]) -> None:
 
 def _cpu_table(phases: dict[str, Any]) -> Table:
     """Where the CPU went in each phase (measured part for worker/web; whole phase for the rest)."""
-    table = Table(title="CPU seconds (worker, web: the measured part; bench process, others: the whole phase)")
-    for column in ("phase", "worker main", "worker children", "web main", "web children", "bench process", "others"):
+    table = Table(title="CPU seconds (worker, web: the measured part; the rest: the whole phase)")
+    columns = ("phase", "worker main", "worker children", "web main", "web children", "bench process",
+               "PostgreSQL+Redis", "other programs")  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="left" if column == "phase" else "right")
     for name, phase in phases.items():
         cpu = (phase or {}).get("cpu_seconds")
@@ -114,7 +116,7 @@ def _cpu_table(phases: dict[str, Any]) -> Table:
         worker, web = cpu.get("worker", {}), cpu.get("web", {})
         table.add_row(name, _n(worker.get("main"), 1), _n(worker.get("children"), 1), _n(web.get("main"), 1),
                       _n(web.get("children"), 1), _n(phase.get("bench_process_cpu_seconds"), 1),
-                      _n(phase.get("foreign_cpu_seconds"), 1))  # fmt: skip
+                      _n(phase.get("server_cpu_seconds"), 1), _n(phase.get("foreign_cpu_seconds"), 1))  # fmt: skip
     return table
 
 
