@@ -127,16 +127,19 @@ def main(argv: list[str] | None = None) -> int:
         env.flush_redis(redis_url)
         results["machine"].update(env.server_info(database_url))
         for name in args.phases:
-            before = foreign.seconds()
+            before, programs_before = foreign.seconds(), foreign.programs()
             results["phases"][name] = phase = _run_phase(name, args, ctx)
-            after = foreign.seconds()
+            after, programs = foreign.seconds(), foreign.programs()
+            busiest = sorted(((v - programs_before.get(k, 0.0), k) for k, v in programs.items()), reverse=True)[:3]
             phase["foreign_cpu_seconds"] = round(after[0] - before[0], 1)
             phase["server_cpu_seconds"] = round(after[1] - before[1], 1)
             share = phase["foreign_cpu_seconds"] / (max(phase["phase_seconds"], 0.1) * (os.cpu_count() or 1))
             if share > 0.05:
                 results["notes"].append(
                     f"{name}: other programs used {share:.0%} of the CPU time while it ran "
-                    f"({phase['foreign_cpu_seconds']:.0f} CPU-s in {phase['phase_seconds']:.0f} s): its figures are low"
+                    f"({phase['foreign_cpu_seconds']:.0f} CPU-s in {phase['phase_seconds']:.0f} s; "
+                    + ", ".join(f"{k} {v:.0f} s" for v, k in busiest)
+                    + "): its figures are low"
                 )
     except KeyboardInterrupt:
         results["interrupted"] = True

@@ -17,6 +17,14 @@ import psutil
 SHARED = ("postgres", "redis-server", "redis-serve")
 
 
+def _program(argv: list[str]) -> str:
+    """A short name: the script run by an interpreter (``pytest``, ``celery``), else the executable."""
+    words = [os.path.basename(a) for a in argv[:3] if a and not a.startswith("-")]
+    if len(words) > 1 and words[0].startswith("python"):
+        return words[1]
+    return words[0] if words else "?"
+
+
 class ForeignCpu:
     def __init__(self, interval: float = 1.0) -> None:
         self.interval = interval
@@ -24,6 +32,7 @@ class ForeignCpu:
         self._last: dict[int, float] = {}
         self._total = 0.0
         self._servers = 0.0
+        self._by_program: dict[str, float] = {}
         self._scanned_at = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -45,7 +54,8 @@ class ForeignCpu:
         now = time.time()
         seen: dict[int, float] = {}
         added = {False: 0.0, True: 0.0}  # by "is a server"
-        for proc in psutil.process_iter(["name", "cpu_times", "create_time"]):
+        by_program: dict[str, float] = {}
+        for proc in psutil.process_iter(["name", "cmdline", "cpu_times", "create_time"]):
             info = proc.info
             if proc.pid in ours or info["cpu_times"] is None:
                 continue
@@ -53,10 +63,18 @@ class ForeignCpu:
             seen[proc.pid] = used
             server = (info["name"] or "").startswith(SHARED)
             if proc.pid in self._last:
-                added[server] += used - self._last[proc.pid]
+                delta = used - self._last[proc.pid]
             elif self._scanned_at and (info["create_time"] or 0) >= self._scanned_at:
-                added[server] += used  # started since the last scan: all its time is new
+                delta = used  # started since the last scan: all its time is new
+            else:
+                delta = 0.0
+            added[server] += delta
+            if delta and not server:
+                name = _program(info["cmdline"] or [info["name"] or "?"])
+                by_program[name] = by_program.get(name, 0.0) + delta
         with self._lock:
+            for name, delta in by_program.items():
+                self._by_program[name] = self._by_program.get(name, 0.0) + delta
             self._last = seen
             self._total += added[False]
             self._servers += added[True]
@@ -66,6 +84,11 @@ class ForeignCpu:
         """CPU seconds since start: (other programs, PostgreSQL and Redis)."""
         with self._lock:
             return self._total, self._servers
+
+    def programs(self) -> dict[str, float]:
+        """Other programs' CPU seconds since start, by program."""
+        with self._lock:
+            return dict(self._by_program)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
