@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from etl_app import errors
+from etl_app import errors, outbox
 from etl_app.models import DEAD, DEAD_LETTER_STATUSES, DISCARDED, OPEN, DeadLetter, RawRecord
 from etl_app.pipeline import parent_refs
 from etl_app.publish import publish_chunks
@@ -402,13 +401,11 @@ def discard(conn: sa.Connection, dead_letter_id: int) -> dict[str, Any]:
 
 # -- publishing ---------------------------------------------------------------------------------
 
-_publisher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="etl-dlq-publish")
-
 
 def publish(engine: sa.Engine, celery_app: Any, replayed: Replayed, *, chunk_size: int, timeout: float | None) -> bool:
     """After the commit: one chain per chunk and record type. If the broker cannot take them
-    (within ``timeout`` seconds, when given), the records are flagged unpublished (enqueued_at
-    NULL) for the sweeper and False is returned; the replay itself stands."""
+    (within ``timeout`` seconds, when given), the records are flagged unpublished for the relay
+    and the sweeper and False is returned; the replay itself stands."""
     if not replayed.records:
         return True
 
@@ -416,20 +413,4 @@ def publish(engine: sa.Engine, celery_app: Any, replayed: Replayed, *, chunk_siz
         for record_type, ids in replayed.records.items():
             publish_chunks(celery_app, record_type, ids, chunk_size)
 
-    try:
-        if timeout is None:
-            send()
-        else:
-            _publisher.submit(send).result(timeout=timeout)
-        return True
-    except Exception as exc:  # noqa: BLE001 - any broker failure leaves the records to the sweeper
-        log.warning("could not publish %d replayed records: %s; the sweeper will", len(replayed.raw_ids), exc)
-        try:
-            with engine.begin() as conn:
-                conn.execute(
-                    sa.text("UPDATE raw_records SET enqueued_at = NULL WHERE id = ANY(:ids) AND status = 'received'"),
-                    {"ids": replayed.raw_ids},
-                )
-        except Exception as db_exc:  # noqa: BLE001 - then the lease applies instead of the grace
-            log.warning("could not flag unpublished records: %s", db_exc)
-        return False
+    return outbox.send_or_leave(engine, send, replayed.raw_ids, timeout=timeout, what="replayed dead letters")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -125,6 +125,33 @@ def store(
 _publisher = ThreadPoolExecutor(max_workers=4, thread_name_prefix="etl-publish")
 
 
+def send_or_leave(
+    engine: sa.Engine, send: Callable[[], Any], ids: Sequence[int], *, timeout: float | None, what: str
+) -> bool:
+    """Run ``send`` (which publishes the chains of these committed records) within ``timeout``
+    seconds (None: no deadline). If the broker cannot take them, flag the records unpublished
+    (``enqueued_at`` NULL) so the relay or the sweeper sends them later, and return False; the
+    records are durable either way. A send that outlives the deadline finishes in the
+    background; a duplicate enqueue is harmless."""
+    try:
+        if timeout is None:
+            send()
+        else:
+            _publisher.submit(send).result(timeout=timeout)
+        return True
+    except Exception as exc:  # noqa: BLE001 - any broker failure leaves the records to the relay and sweeper
+        log.warning("could not publish %s (%d records): %s; left to the relay and the sweeper", what, len(ids), exc)
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.text("UPDATE raw_records SET enqueued_at = NULL WHERE id = ANY(:ids) AND status = 'received'"),
+                    {"ids": list(ids)},
+                )
+        except Exception as db_exc:  # noqa: BLE001 - then the lease applies instead of the grace
+            log.warning("could not flag unpublished records: %s", db_exc)
+        return False
+
+
 def publish(
     engine: sa.Engine,
     celery_app: Celery,
@@ -134,46 +161,33 @@ def publish(
     timeout: float,
     validated: list[dict[str, Any]] | None = None,
 ) -> bool:
-    """Enqueue the chains after the commit, waiting at most ``timeout`` seconds. ``validated``:
-    the records' loaded values, in the order of ``accepted.ids``, sent along so the worker
-    does not validate them again. If the broker cannot take them in time, mark the records
-    unpublished so the relay or the sweeper sends them later; the caller still answers 202 (the
-    records are durable). A publish that outlives the deadline finishes in the background; a
-    duplicate enqueue is harmless."""
+    """Enqueue an ingestion's chains after the commit (see :func:`send_or_leave`). ``validated``:
+    the records' loaded values, in the order of ``accepted.ids``, sent along so the worker does
+    not validate them again."""
     if not accepted.ids:
         return True
-    try:
-        if validated is None:
-            future = _publisher.submit(publish_chunks, celery_app, accepted.record_type, accepted.ids, chunk_size)
-        else:
-            items = [
-                {
-                    "id": raw_id,
-                    "ingestion_id": str(accepted.ingestion_id),
-                    "received_at": accepted.received_at,
-                    "waiting_since": None,
-                    "data": data,
-                }
-                for raw_id, data in zip(accepted.ids, validated, strict=True)
-            ]
-            future = _publisher.submit(publish_validated, celery_app, accepted.record_type, items, chunk_size)
-        future.result(timeout=timeout)
-        accepted.published = True
-    except Exception as exc:  # noqa: BLE001 - any broker failure leaves the records to the sweeper
-        log.warning(
-            "could not publish ingestion %s (%d records): %s; left to the relay and the sweeper",
-            accepted.ingestion_id,
-            len(accepted.ids),
-            exc,
-        )
-        try:
-            with engine.begin() as conn:
-                conn.execute(
-                    sa.text("UPDATE raw_records SET enqueued_at = NULL WHERE id = ANY(:ids) AND status = 'received'"),
-                    {"ids": accepted.ids},
-                )
-        except Exception as db_exc:  # noqa: BLE001 - then the lease applies instead of the grace
-            log.warning("could not flag unpublished records: %s", db_exc)
+    if validated is None:
+
+        def send() -> Any:
+            return publish_chunks(celery_app, accepted.record_type, accepted.ids, chunk_size)
+    else:
+        items = [
+            {
+                "id": raw_id,
+                "ingestion_id": str(accepted.ingestion_id),
+                "received_at": accepted.received_at,
+                "waiting_since": None,
+                "data": data,
+            }
+            for raw_id, data in zip(accepted.ids, validated, strict=True)
+        ]
+
+        def send() -> Any:
+            return publish_validated(celery_app, accepted.record_type, items, chunk_size)
+
+    accepted.published = send_or_leave(
+        engine, send, accepted.ids, timeout=timeout, what=f"ingestion {accepted.ingestion_id}"
+    )
     return accepted.published
 
 

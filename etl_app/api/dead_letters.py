@@ -66,7 +66,10 @@ def _json_object() -> dict[str, Any] | None:
 def _publish(replayed: dlq.Replayed) -> None:
     runtime = _runtime()
     s = runtime.settings
-    dlq.publish(runtime.engine, runtime.celery, replayed, chunk_size=s.chunk_size, timeout=s.publish_timeout_seconds)
+    if not dlq.publish(
+        runtime.engine, runtime.celery, replayed, chunk_size=s.chunk_size, timeout=s.publish_timeout_seconds
+    ):
+        runtime.relay.notify()  # it retries until the broker takes them
 
 
 @bp.get("")
