@@ -54,8 +54,21 @@ class Proc:
         return self.log_path.read_text(errors="replace")
 
     def children(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True)
-        return [int(p) for p in out.stdout.split()]
+        """Pids of the live (not zombie) child processes, e.g. a celery worker's pool."""
+        import psutil
+
+        try:
+            kids = psutil.Process(self.pid).children()
+        except psutil.NoSuchProcess:
+            return []
+        alive = []
+        for kid in kids:
+            try:
+                if kid.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(kid.pid)
+            except psutil.NoSuchProcess:
+                pass
+        return alive
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the whole process group (the main process and its pool children)."""
@@ -94,13 +107,14 @@ class Stack:
         self.procs.append(proc)
         return proc
 
-    def worker(self, concurrency: int = 2, name: str = "worker", **env: str) -> Proc:
+    def worker(self, concurrency: int = 2, name: str = "worker", app: str = "wsgi:celery", **env: str) -> Proc:
+        """A ``celery worker`` (``app``: the ``-A`` argument), returned once it is ready."""
         proc = self._start(
             name,
             [
                 str(BIN / "celery"),
                 "-A",
-                "wsgi:celery",
+                app,
                 "worker",
                 "-Q",
                 "etl,dead_letter",
@@ -119,11 +133,11 @@ class Stack:
         assert proc.popen.poll() is None, proc.log()
         return proc
 
-    def beat(self, **env: str) -> Proc:
+    def beat(self, app: str = "wsgi:celery", **env: str) -> Proc:
         schedule = self.log_dir / f"beat-{time.time_ns()}"
         return self._start(
             "beat",
-            [str(BIN / "celery"), "-A", "wsgi:celery", "beat", "--loglevel", "INFO", "--schedule", str(schedule)],
+            [str(BIN / "celery"), "-A", app, "beat", "--loglevel", "INFO", "--schedule", str(schedule)],
             **env,
         )
 
@@ -151,12 +165,19 @@ class Stack:
             if proc.popen.poll() is not None:
                 raise AssertionError(proc.log())
             try:
-                return requests.get(f"{self.web_url}/health", timeout=1).status_code == 200
-            except requests.ConnectionError:
+                return requests.get(f"{self.web_url}/health", timeout=2).status_code == 200
+            except (requests.ConnectionError, requests.Timeout):
                 return False
 
         wait_until(up, 60, what="web to answer /health")
         return proc
+
+    def kill_all(self) -> None:
+        """SIGKILL every process of the stack (each whole process group), as a power cut would."""
+        for proc in reversed(self.procs):
+            proc.kill()
+            proc.stop()
+        self.procs.clear()
 
     def stop(self) -> None:
         for proc in reversed(self.procs):

@@ -1,0 +1,189 @@
+"""Fault-test fixtures: a private PostgreSQL and Redis (the tests stop and start them), and
+the app's own processes (gunicorn, celery worker, beat) per test, on the test's own broker keys.
+
+Every test gets a short outbox lease and sweep interval, so that what a fault strands is
+re-driven within seconds rather than minutes. Whatever a test stops is started again at the
+latest in the fixture teardown, before the next test.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from faultlib import RESULTS, Api
+from services import PrivatePostgres, PrivateRedis, wait_for_postgres
+
+from etl_app.db import make_engine
+from etl_app.migrate import upgrade
+from etl_app.registry import get_registry
+
+from procs import Stack
+from support import API_KEY, KEY_PREFIX
+
+TEMPLATE_DB = "etl_app_faults_template"
+# Seconds: the sweeper runs every SWEEP_INTERVAL and re-drives records whose last enqueue is
+# older than LEASE (the production defaults are 60 and 300).
+SWEEP_INTERVAL = 2
+LEASE = 10
+
+BASE_ENV = {
+    "ETL_SWEEP_INTERVAL_SECONDS": str(SWEEP_INTERVAL),
+    "ETL_OUTBOX_LEASE_SECONDS": str(LEASE),
+    "ETL_RETRY_BACKOFF_SECONDS": "1",
+    "ETL_RETRY_BACKOFF_MAX_SECONDS": "4",
+    "ETL_CHUNK_SIZE": "250",
+}
+
+
+@pytest.fixture(scope="session")
+def private_pg() -> Iterator[PrivatePostgres]:
+    """The private PostgreSQL, with a migrated template database each test copies."""
+    pg = PrivatePostgres(database=TEMPLATE_DB)
+    try:
+        pg.start()
+        pg.create_database()
+        upgrade(pg.url)
+        yield pg
+    finally:
+        pg.destroy()
+
+
+@pytest.fixture(scope="session")
+def private_redis() -> Iterator[PrivateRedis]:
+    r = PrivateRedis()
+    try:
+        r.start()
+        yield r
+    finally:
+        r.destroy()
+
+
+@pytest.fixture(autouse=True)
+def services_restored(private_pg: PrivatePostgres, private_redis: PrivateRedis) -> Iterator[None]:
+    """Both private servers run before each test and again after it, whatever it stopped."""
+    private_pg.start()
+    private_redis.start()
+    yield
+    private_redis.resume()
+    private_redis.start()
+    private_pg.start()
+    wait_for_postgres(private_pg.admin_url)
+
+
+@pytest.fixture
+def fault_db_url(private_pg: PrivatePostgres) -> Iterator[str]:
+    """This test's own database (a copy of the migrated template): a sweeper of one test never
+    sees the records another test left behind."""
+    name = f"faults_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(private_pg.admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
+    yield private_pg.url_of(name)
+    wait_for_postgres(private_pg.admin_url)
+    with psycopg.connect(private_pg.admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def fault_engine(fault_db_url: str) -> Iterator[sa.Engine]:
+    eng = make_engine(fault_db_url, pool_size=2, application_name="etl_app-fault-tests")
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def registry():
+    return get_registry()
+
+
+class FaultStack(Stack):
+    """A Stack on the private servers with this test's own broker key prefix."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, prefix: str, redis: PrivateRedis) -> None:
+        super().__init__(env, log_dir)
+        self.prefix = prefix
+        self.redis = redis
+
+    def api(self, timeout: float = 60) -> Api:
+        assert self.web_url, "start web first"
+        return Api(self.web_url, timeout)
+
+    def up(self, concurrency: int = 2, worker_app: str = "wsgi:celery", beat: bool = True) -> Api:
+        """web, worker and beat; returns a client of the web process."""
+        self.worker(concurrency=concurrency, app=worker_app)
+        if beat:
+            self.beat(app=worker_app)
+        self.web()
+        return self.api()
+
+    def wipe_broker_keys(self) -> int:
+        client = self.redis.client()
+        keys = list(client.scan_iter(f"{self.prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        return len(keys)
+
+    def tails(self, lines: int = 40) -> str:
+        out = []
+        for path in sorted(self.log_dir.glob("*.log")):
+            text = path.read_text(errors="replace").splitlines()
+            out.append(f"----- {path.name} (last {lines} lines)\n" + "\n".join(text[-lines:]))
+        return "\n".join(out)
+
+
+@pytest.fixture
+def make_stack(fault_db_url, private_redis, tmp_path, request) -> Iterator:
+    """``make_stack(**env)`` → a FaultStack (nothing started yet); stopped and its broker keys
+    removed at teardown. On failure the tail of every process log is printed."""
+    stacks: list[FaultStack] = []
+
+    def factory(**env: str) -> FaultStack:
+        prefix = f"{KEY_PREFIX}f{uuid.uuid4().hex[:8]}:"
+        full_env = {
+            "DATABASE_URL": fault_db_url,
+            "REDIS_URL": private_redis.url(0),
+            "ETL_API_KEYS": API_KEY,
+            "ETL_BROKER_KEY_PREFIX": prefix,
+            **BASE_ENV,
+            **env,
+        }
+        log_dir = tmp_path / f"stack{len(stacks)}"
+        log_dir.mkdir()
+        stack = FaultStack(full_env, log_dir, prefix, private_redis)
+        stacks.append(stack)
+        return stack
+
+    yield factory
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    for stack in stacks:
+        stack.stop()
+        if failed:
+            print(stack.tails())
+        try:
+            stack.wipe_broker_keys()
+        except Exception as exc:  # noqa: BLE001 - the broker may be down if the test failed badly
+            print(f"could not wipe broker keys: {exc}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not RESULTS:
+        return
+    tr = terminalreporter
+    tr.section("fault scenarios: records submitted / persisted / dead-lettered, time to settle")
+    tr.write_line(f"{'scenario':44} {'submitted':>9} {'persisted':>9} {'dead':>5} {'settle s':>8}  notes")
+    for r in RESULTS:
+        notes = {k: v for k, v in r.items() if k not in {"scenario", "submitted", "persisted", "dead", "settle_s"}}
+        tr.write_line(
+            f"{r['scenario']:44} {r['submitted']:>9} {r['persisted']:>9} {r['dead']:>5} {r['settle_s']:>8}  {notes}"
+        )

@@ -1,0 +1,170 @@
+"""PostgreSQL and the broker stopped under load (the private servers of this directory)."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+import requests
+from faultlib import Clock, assert_exactly_once, outcome, pipeline_messages, report, swept, wait_settled
+from services import wait_for_postgres
+
+from payloads import student
+from procs import wait_until
+
+pytestmark = pytest.mark.slow
+
+COMPARE = ("name", "grade_level")
+DB_OUTAGE_SECONDS = 30
+# A pipeline task's "retries exhausted" log record (the error in it may span lines).
+GAVE_UP = re.compile(r"\] etl\.(?:validate|enrich|persist): (?:(?!\n\[).)*?retries exhausted", re.DOTALL)
+RETRIED = re.compile(r"\] etl\.(?:validate|enrich|persist): (?:(?!\n\[).)*?; retry \d+/", re.DOTALL)
+
+
+def students(prefix: str, n: int) -> list[dict]:
+    return [student(f"{prefix}-{i:05d}", name=f"Student {i}", grade_level=1 + i % 16) for i in range(n)]
+
+
+def test_postgres_stopped_for_30_seconds_while_a_batch_persists(make_stack, private_pg, fault_engine, registry, unique):
+    """Tasks retry with backoff through the outage (the budget outlasts it), then persist."""
+    n = 10_000
+    stack = make_stack(ETL_TRANSIENT_MAX_RETRIES="40")  # backoff 1 s doubling to at most 4 s
+    api = stack.up()
+    worker = stack.procs[0]
+    clock = Clock()
+    ing = api.submit("students/batch", students(unique, n))["ingestion_id"]
+    wait_until(lambda: outcome(fault_engine, [ing]).persisted > 0, 60, 0.05, what="persisting to start")
+    at_stop = outcome(fault_engine, [ing]).persisted
+    stopped = time.monotonic()
+    try:
+        private_pg.stop()
+        wait_until(lambda: RETRIED.search(worker.log()), 30, what="a pipeline task to retry")
+        # The API cannot store anything now: it must say so, quickly, and never answer 202.
+        began = time.monotonic()
+        try:
+            r = api.post("students", student(f"{unique}-during-outage"), timeout=20)
+        except requests.Timeout:
+            raise AssertionError("a POST hung while PostgreSQL was down") from None
+        post_during_outage = (r.status_code, round(time.monotonic() - began, 2))
+        assert r.status_code >= 500, r.text[:500]
+        time.sleep(max(0.0, DB_OUTAGE_SECONDS - (time.monotonic() - stopped)))  # the outage itself
+    finally:
+        private_pg.start()
+    outage = time.monotonic() - stopped
+    wait_for_postgres(private_pg.admin_url)
+
+    wait_settled(fault_engine, [ing], 120)
+    settle = clock()
+    o = assert_exactly_once(fault_engine, registry, [ing], compare=COMPARE)
+    assert (o.persisted, o.dead) == (n, 0)
+    assert at_stop < n, "the outage came after the batch was done"
+    report(
+        f"PostgreSQL down {outage:.0f}s mid-persist",
+        o,
+        settle,
+        persisted_at_stop=at_stop,
+        post_during_outage=post_during_outage,
+        pipeline_retries=len(RETRIED.findall(worker.log())),
+        swept=swept(worker),
+    )
+
+
+def test_postgres_stopped_longer_than_the_retry_budget(make_stack, private_pg, fault_engine, registry, unique):
+    """With two quick retries, every task gives up while PostgreSQL is down: the records stay
+    `received` (not dead, not lost) and the sweeper re-drives them once it is back."""
+    n = 5_000
+    stack = make_stack(ETL_TRANSIENT_MAX_RETRIES="2", ETL_RETRY_BACKOFF_MAX_SECONDS="2")
+    api = stack.up()
+    worker = stack.procs[0]
+    clock = Clock()
+    ing = api.submit("students/batch", students(unique, n))["ingestion_id"]
+    wait_until(lambda: worker.log().count("] succeeded in") >= 10, 60, 0.05, what="the batch to be under way")
+    stopped = time.monotonic()
+    try:
+        private_pg.stop()
+        # Every chain runs into the outage, retries twice and gives up: the broker empties.
+        wait_until(lambda: GAVE_UP.search(worker.log()), 60, what="a task to exhaust its retries")
+        wait_until(
+            lambda: pipeline_messages(stack.redis.client(), stack.prefix) == 0, 60, what="every chain to give up"
+        )
+        gave_up = len(GAVE_UP.findall(worker.log()))
+    finally:
+        private_pg.start()
+    outage = time.monotonic() - stopped
+    wait_for_postgres(private_pg.admin_url)
+    right_after = outcome(fault_engine, [ing])
+    assert right_after.received > 0 and right_after.dead == 0, right_after
+    assert gave_up > 0
+
+    wait_settled(fault_engine, [ing], 120)
+    settle = clock()
+    o = assert_exactly_once(fault_engine, registry, [ing], compare=COMPARE)
+    assert (o.persisted, o.dead) == (n, 0)
+    report(
+        f"PostgreSQL down {outage:.0f}s > retry budget",
+        o,
+        settle,
+        chains_gave_up=gave_up,
+        received_when_db_returned=right_after.received,
+        swept=swept(worker),
+    )
+
+
+def test_the_broker_down_while_the_api_takes_records(make_stack, private_redis, fault_engine, registry, unique):
+    """Paused (SIGSTOP: connections hang) and then killed (data gone): every POST answers 202
+    for what it stored, or 503, within the request timeout; once the broker is back, the
+    sweeper sends what never went out, with nobody touching anything."""
+    stack = make_stack()
+    api = stack.up()
+    api.timeout = 20  # "no hang": a request that takes longer fails the test
+    clock = Clock()
+    ingestions: list[str] = []
+    timings: list[tuple[str, int, float]] = []
+
+    def post(phase: str, path: str, payload) -> None:
+        began = time.monotonic()
+        try:
+            r = api.post(path, payload)
+        except requests.Timeout:
+            raise AssertionError(f"{phase}: POST {path} hung past {api.timeout}s") from None
+        timings.append((phase, r.status_code, time.monotonic() - began))
+        assert r.status_code in (202, 503), (r.status_code, r.text[:500])
+        if r.status_code == 202:
+            ingestions.append(r.json()["ingestion_id"])
+
+    n = 0
+    try:
+        private_redis.pause()
+        for i in range(3):
+            post("paused", "students/batch", students(f"{unique}-p{i}", 500))
+            post("paused", "students", student(f"{unique}-p-single-{i}"))
+            n += 501
+        private_redis.stop()
+        for i in range(3):
+            post("stopped", "students/batch", students(f"{unique}-s{i}", 500))
+            post("stopped", "students", student(f"{unique}-s-single-{i}"))
+            n += 501
+        down = outcome(fault_engine, ingestions)
+        assert down.persisted == 0 and down.received == down.accepted, down
+    finally:
+        private_redis.start()  # empty: whatever was queued before is gone
+    back = clock()
+
+    assert ingestions, "no request was accepted while the broker was down"
+    wait_settled(fault_engine, ingestions, 120)
+    settle = clock()
+    o = assert_exactly_once(fault_engine, registry, ingestions, compare=COMPARE)
+    accepted = sum(1 for t in timings if t[1] == 202)
+    assert o.persisted == o.accepted and o.dead == 0
+    report(
+        "broker paused, then killed, during POSTs",
+        o,
+        settle,
+        requests=len(timings),
+        answered_202=accepted,
+        answered_503=len(timings) - accepted,
+        max_request_s=round(max(t[2] for t in timings), 2),
+        settle_after_broker_back_s=round(settle - back, 1),
+        swept=swept(stack.procs[0]),
+    )
