@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import psycopg
 import sqlalchemy.exc as sa_exc
 
 # Error types of record-types.md, as stored in dead_letters.error_type.
@@ -51,6 +52,11 @@ def classify(exc: BaseException) -> type[PipelineError]:
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return DatabaseUnavailable
     if isinstance(exc, (sa_exc.DataError, sa_exc.IntegrityError)):
+        return RecordRefused
+    # The same errors raised by psycopg itself, unwrapped: COPY runs on the driver's cursor.
+    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return DatabaseUnavailable
+    if isinstance(exc, (psycopg.DataError, psycopg.IntegrityError)):
         return RecordRefused
     try:
         from kombu.exceptions import OperationalError as KombuOperationalError
