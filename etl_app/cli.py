@@ -107,8 +107,7 @@ def run(procfile: str) -> None:
             f"  try          curl -H 'Authorization: Bearer {env['ETL_API_KEYS'].split(',')[0]}' "
             f"http://127.0.0.1:{port}/api/v1/record-types"
         )
-        honcho = subprocess.Popen(["honcho", "start", "-f", procfile, *PROCESSES], env=env,
-                                  preexec_fn=_die_with_parent)
+        honcho = subprocess.Popen(["honcho", "start", "-f", procfile, *PROCESSES], env=env, preexec_fn=_die_with_parent)
 
         def _terminate(signum, _frame):  # SIGTERM: stop the processes, then fall through to cleanup
             honcho.send_signal(signal.SIGTERM)

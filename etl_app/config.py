@@ -124,5 +124,7 @@ class Settings:
             raise ValueError("ETL_CHUNK_SIZE must be at least 1")
         visibility = int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600"))
         if self.retry_backoff_max_seconds * 2 > visibility:
-            raise ValueError("ETL_RETRY_BACKOFF_MAX_SECONDS must stay well below the broker visibility timeout "
-                             f"({visibility}s): a countdown longer than it is delivered twice")
+            raise ValueError(
+                "ETL_RETRY_BACKOFF_MAX_SECONDS must stay well below the broker visibility timeout "
+                f"({visibility}s): a countdown longer than it is delivered twice"
+            )
