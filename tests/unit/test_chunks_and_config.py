@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import sqlalchemy.exc as sa_exc
@@ -53,7 +53,7 @@ def test_dates_come_back_as_dates():
     )
     back = chunks.decode(rt, chunks.encode([{"id": 1, "received_at": AS_OF, "data": data}]))[0]["data"]
     assert back["onboarding_date"] == date(2026, 1, 2)
-    assert back["updated_at"] == AS_OF.astimezone(timezone.utc)
+    assert back["updated_at"] == AS_OF.astimezone(UTC)
 
 
 def test_settings_from_environment_and_retry_budgets():
