@@ -181,9 +181,9 @@ def pytest_terminal_summary(terminalreporter):
         return
     tr = terminalreporter
     tr.section("fault scenarios: records submitted / persisted / dead-lettered, time to settle")
-    tr.write_line(f"{'scenario':44} {'submitted':>9} {'persisted':>9} {'dead':>5} {'settle s':>8}  notes")
+    tr.write_line(f"{'scenario':52} {'submitted':>9} {'persisted':>9} {'dead':>5} {'settle s':>8}  notes")
     for r in RESULTS:
         notes = {k: v for k, v in r.items() if k not in {"scenario", "submitted", "persisted", "dead", "settle_s"}}
         tr.write_line(
-            f"{r['scenario']:44} {r['submitted']:>9} {r['persisted']:>9} {r['dead']:>5} {r['settle_s']:>8}  {notes}"
+            f"{r['scenario']:52} {r['submitted']:>9} {r['persisted']:>9} {r['dead']:>5} {r['settle_s']:>8}  {notes}"
         )

@@ -111,12 +111,17 @@ def test_postgres_stopped_longer_than_the_retry_budget(make_stack, private_pg, f
     )
 
 
-def test_the_broker_down_while_the_api_takes_records(make_stack, private_redis, fault_engine, registry, unique):
+@pytest.mark.parametrize("web_dies", [False, True], ids=["web-lives", "web-killed"])
+def test_the_broker_down_while_the_api_takes_records(
+    make_stack, private_redis, fault_engine, registry, unique, web_dies
+):
     """Paused (SIGSTOP: connections hang) and then killed (data gone): every POST answers 202
-    for what it stored, or 503, within the request timeout; once the broker is back, the
-    sweeper sends what never went out, with nobody touching anything."""
+    for what it stored, or 503, within the request timeout. Once the broker is back, what never
+    went out is sent with nobody touching anything: by the web process's relay while it lives;
+    by the outbox sweeper alone when the web process was SIGKILLed before the broker returned."""
     stack = make_stack()
     api = stack.up()
+    web = next(p for p in stack.procs if p.name == "web")
     api.timeout = 20  # "no hang": a request that takes longer fails the test
     clock = Clock()
     ingestions: list[str] = []
@@ -133,20 +138,19 @@ def test_the_broker_down_while_the_api_takes_records(make_stack, private_redis, 
         if r.status_code == 202:
             ingestions.append(r.json()["ingestion_id"])
 
-    n = 0
     try:
         private_redis.pause()
         for i in range(3):
             post("paused", "students/batch", students(f"{unique}-p{i}", 500))
             post("paused", "students", student(f"{unique}-p-single-{i}"))
-            n += 501
         private_redis.stop()
         for i in range(3):
             post("stopped", "students/batch", students(f"{unique}-s{i}", 500))
             post("stopped", "students", student(f"{unique}-s-single-{i}"))
-            n += 501
         down = outcome(fault_engine, ingestions)
         assert down.persisted == 0 and down.received == down.accepted, down
+        if web_dies:
+            web.kill()
     finally:
         private_redis.start()  # empty: whatever was queued before is gone
     back = clock()
@@ -157,8 +161,11 @@ def test_the_broker_down_while_the_api_takes_records(make_stack, private_redis, 
     o = assert_exactly_once(fault_engine, registry, ingestions, compare=COMPARE)
     accepted = sum(1 for t in timings if t[1] == 202)
     assert o.persisted == o.accepted and o.dead == 0
+    worker = stack.procs[0]
+    if web_dies:
+        assert swept(worker) >= o.accepted, "the sweeper alone should have sent every record"
     report(
-        "broker paused, then killed, during POSTs",
+        "broker paused+killed during POSTs" + (", web SIGKILLed" if web_dies else ""),
         o,
         settle,
         requests=len(timings),
@@ -166,5 +173,5 @@ def test_the_broker_down_while_the_api_takes_records(make_stack, private_redis, 
         answered_503=len(timings) - accepted,
         max_request_s=round(max(t[2] for t in timings), 2),
         settle_after_broker_back_s=round(settle - back, 1),
-        swept=swept(stack.procs[0]),
+        swept=swept(worker),
     )
