@@ -16,7 +16,7 @@ from typing import Any
 
 import psutil
 
-from bench import env, phases, report
+from bench import app_phases, env, phases, report
 from bench.noise import ForeignCpu
 from bench.procs import ROOT, Processes, start_app
 from bench.progress import console, say
@@ -177,11 +177,11 @@ def _run_phase(name: str, args: argparse.Namespace, ctx: phases.Context) -> dict
         elif name == "naive":
             result = phases.run_naive(ctx, args.naive_records)
         elif name == "batch":
-            result = phases.run_batch(ctx, args.records)
+            result = app_phases.run_batch(ctx, args.records)
         elif name == "single":
-            result = phases.run_single(ctx, args.single_records)
+            result = app_phases.run_single(ctx, args.single_records)
         else:
-            result = phases.run_soak(ctx, args.soak)
+            result = app_phases.run_soak(ctx, args.soak)
     except Exception as exc:  # noqa: BLE001 - reported in the results; the next phase still runs
         console.print(f"[red]{name} failed: {type(exc).__name__}: {exc}[/red]")
         result = {"error": f"{type(exc).__name__}: {exc}"}

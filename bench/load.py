@@ -70,7 +70,7 @@ def run_clients(
     bodies: Iterable[tuple[bytes, int]],
     threads: int,
     *,
-    on_accepted: Callable[[int], None] | None = None,
+    on_accepted: Callable[[int, str], None] | None = None,
 ) -> LoadResult:
     """Post every ``(body, records)`` from ``threads`` client threads; wait for all of them."""
     source: Iterator[tuple[bytes, int]] = iter(bodies)
@@ -100,7 +100,7 @@ def run_clients(
                     result.accepted += parsed.get("accepted", 0)
                     result.rejected += parsed.get("rejected", 0)
                     if on_accepted:
-                        on_accepted(parsed.get("accepted", 0))
+                        on_accepted(parsed.get("accepted", 0), parsed["ingestion_id"])
                 else:
                     result.failed += records
                     if len(result.errors) < 5:

@@ -81,7 +81,11 @@ class ForeignCpu:
             self._scanned_at = now
 
     def seconds(self) -> tuple[float, float]:
-        """CPU seconds since start: (other programs, PostgreSQL and Redis)."""
+        """CPU seconds since start: (other programs, PostgreSQL and Redis), freshly scanned."""
+        try:
+            self._scan()
+        except Exception:  # noqa: BLE001 - the last periodic scan will do
+            pass
         with self._lock:
             return self._total, self._servers
 
