@@ -35,6 +35,7 @@ class ForeignCpu:
         self._by_program: dict[str, float] = {}
         self._scanned_at = 0.0
         self._lock = threading.Lock()
+        self._scan_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="foreign-cpu", daemon=True)
 
@@ -50,6 +51,10 @@ class ForeignCpu:
             return {self.me}
 
     def _scan(self) -> None:
+        with self._scan_lock:  # the thread and seconds() both scan: one at a time
+            self._scan_once()
+
+    def _scan_once(self) -> None:
         ours = self._ours()
         now = time.time()
         seen: dict[int, float] = {}
