@@ -72,10 +72,11 @@ class Settings:
     outbox_lease_seconds: int = 300
     sweep_interval_seconds: int = 60
     sweep_batch_size: int = 5_000
+    sweep_max_queue: int = 200
     retry_backoff_seconds: int = 2
     retry_backoff_max_seconds: int = 300
     parent_wait_seconds: int = 900
-    transient_max_retries: int = 8
+    transient_max_retries: int = 6
     retry_budgets: dict[str, int] = field(default_factory=dict)
     max_deliveries: int = 5
     db_pool_size: int = 5
@@ -101,6 +102,7 @@ class Settings:
             outbox_lease_seconds=_int(env, "ETL_OUTBOX_LEASE_SECONDS", cls.outbox_lease_seconds),
             sweep_interval_seconds=_int(env, "ETL_SWEEP_INTERVAL_SECONDS", cls.sweep_interval_seconds),
             sweep_batch_size=_int(env, "ETL_SWEEP_BATCH_SIZE", cls.sweep_batch_size),
+            sweep_max_queue=_int(env, "ETL_SWEEP_MAX_QUEUE", cls.sweep_max_queue),
             retry_backoff_seconds=_int(env, "ETL_RETRY_BACKOFF_SECONDS", cls.retry_backoff_seconds),
             retry_backoff_max_seconds=_int(env, "ETL_RETRY_BACKOFF_MAX_SECONDS", cls.retry_backoff_max_seconds),
             parent_wait_seconds=_int(env, "ETL_PARENT_WAIT_SECONDS", cls.parent_wait_seconds),

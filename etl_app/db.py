@@ -31,10 +31,19 @@ def lineage_columns() -> list[sa.Column]:
         sa.Column("persisted_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("schema_version", sa.Integer, nullable=False),
         sa.Column("source", sa.Text, nullable=True),
+        sa.Column("raw_record_id", sa.BigInteger, nullable=True),
     ]
 
 
-LINEAGE_FIELDS = ("ingestion_id", "received_at", "enriched_at", "persisted_at", "schema_version", "source")
+LINEAGE_FIELDS = (
+    "ingestion_id",
+    "received_at",
+    "enriched_at",
+    "persisted_at",
+    "schema_version",
+    "source",
+    "raw_record_id",
+)
 
 
 def sqlalchemy_url(url: str) -> str:

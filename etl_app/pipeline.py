@@ -182,11 +182,21 @@ def _staging_table(conn: sa.Connection, rt: RecordType) -> str:
 
 
 def persist_chunk(conn: sa.Connection, rt: RecordType, items: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Upsert the chunk (COPY into a staging table, then one INSERT … ON CONFLICT) and mark its
-    raw records persisted, in the caller's transaction. Returns the natural keys written."""
+    """Mark the chunk's raw records persisted and upsert their rows (COPY into a staging table,
+    then one INSERT … ON CONFLICT), in the caller's transaction. Returns the natural keys written.
+
+    Only records still unsettled are written (the first statement locks and filters them), so a
+    late redelivery cannot overwrite what a replay wrote since. Between records of one key the
+    latest wins: ``(received_at, raw_record_id)`` orders them, whatever chunk commits last."""
     if not items:
         return []
-    rows = dedupe_last_wins(rt, items)
+    ids = [item["id"] for item in items]
+    unsettled = {
+        r[0] for r in conn.execute(_MARK_PERSISTED, {"ids": ids, "persisted": PERSISTED, "received": RECEIVED})
+    }
+    rows = dedupe_last_wins(rt, [item for item in items if item["id"] in unsettled])
+    if not rows:
+        return []
     columns = [c.name for c in rt.table.columns if c.name != "persisted_at"]
     stage = _staging_table(conn, rt)
     cursor = conn.connection.driver_connection.cursor()
@@ -195,27 +205,31 @@ def persist_chunk(conn: sa.Connection, rt: RecordType, items: Sequence[Mapping[s
             copy.write_row([_column_value(rt, item, name) for name in columns])
     quoted = ", ".join(f'"{c}"' for c in columns)
     updates = ", ".join(f'"{c}" = excluded."{c}"' for c in [*columns, "persisted_at"] if c != rt.key)
+    table = rt.table.name
     conn.exec_driver_sql(
-        f'INSERT INTO "{rt.table.name}" ({quoted}, persisted_at) '
+        f'INSERT INTO "{table}" ({quoted}, persisted_at) '
         f'SELECT {quoted}, now() FROM "{stage}" ORDER BY "{rt.key}" '
         f'ON CONFLICT ("{rt.key}") DO UPDATE SET {updates} '
-        f'WHERE "{rt.table.name}".received_at <= excluded.received_at'
+        f'WHERE ("{table}".received_at, coalesce("{table}".raw_record_id, 0)) '
+        f"<= (excluded.received_at, excluded.raw_record_id)"
     )
     conn.exec_driver_sql(f'TRUNCATE "{stage}"')
-    conn.execute(_MARK_PERSISTED, {"ids": [item["id"] for item in items], "persisted": PERSISTED, "received": RECEIVED})
     return [item["data"][rt.key] for item in rows]
 
 
-# Marks the raw records persisted; a replayed dead letter among them records the outcome.
+# Marks the raw records persisted and returns those that were still unsettled; a replayed
+# dead letter among them records the outcome.
 _MARK_PERSISTED = sa.text(
     """
     WITH done AS (
         UPDATE raw_records SET status = :persisted, updated_at = now(), waiting_on = NULL, last_error = NULL
         WHERE id = ANY(:ids) AND status = :received
         RETURNING id
+    ), outcome AS (
+        UPDATE dead_letters d SET last_outcome = :persisted
+        FROM done WHERE d.raw_record_id = done.id AND d.status = 'replayed'
     )
-    UPDATE dead_letters d SET last_outcome = :persisted
-    FROM done WHERE d.raw_record_id = done.id AND d.status = 'replayed'
+    SELECT id FROM done
     """
 )
 
@@ -225,6 +239,8 @@ _LINEAGE_FROM_ITEM = {"ingestion_id", "received_at", "enriched_at"}
 def _column_value(rt: RecordType, item: Mapping[str, Any], name: str) -> Any:
     if name in _LINEAGE_FROM_ITEM:
         return item[name]
+    if name == "raw_record_id":
+        return item["id"]
     if name == "schema_version":
         return rt.schema_version
     return item["data"].get(name)

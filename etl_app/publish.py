@@ -76,3 +76,15 @@ def publish_dead_letters(celery_app: Celery, record_type: str, failures: list[di
         queue=DEAD_LETTER_QUEUE,
         **publish_options(),
     )
+
+
+def queue_depth(celery_app: Celery, queue: str) -> int:
+    """Messages waiting in a queue (not those a worker holds unacknowledged); 0 for a queue the
+    broker does not know (yet, or any more: an empty Redis list does not exist)."""
+    from kombu.exceptions import ChannelError
+
+    with celery_app.connection_for_read() as conn:
+        try:
+            return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+        except ChannelError:
+            return 0

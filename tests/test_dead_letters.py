@@ -7,12 +7,12 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from dlq_helpers import bury, dead, dead_letter_row, enriched_chunk, land, raw_row, store
 
 from etl_app import dlq, pipeline
 from etl_app.registry import get_registry
 from tasks.pipeline import persist
 
+from dlq_helpers import bury, dead, dead_letter_row, enriched_chunk, land, raw_row, store
 from payloads import feedback, session, student, tutor
 from support import queue_length
 

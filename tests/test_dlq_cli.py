@@ -7,10 +7,10 @@ import uuid
 import orjson
 import pytest
 from click.testing import CliRunner
-from dlq_helpers import dead, dead_letter_row, raw_row
 
 from etl_app.cli import main
 
+from dlq_helpers import dead, dead_letter_row, raw_row
 from payloads import student
 from support import queue_length, redis_db
 

@@ -8,6 +8,8 @@ from typing import Any
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from etl_app import errors
+
 log = logging.getLogger(__name__)
 
 
@@ -43,5 +45,12 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
+        if errors.classify(exc) is errors.DatabaseUnavailable:  # nothing was stored: the client may retry
+            log.warning("database unavailable: %s", exc)
+            response = error_response(
+                503, "database_unavailable", "the database is unavailable; nothing was stored, try again shortly"
+            )
+            response.headers["Retry-After"] = "5"
+            return response
         log.exception("unhandled error")
         return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")

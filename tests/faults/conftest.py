@@ -15,14 +15,14 @@ from pathlib import Path
 import psycopg
 import pytest
 import sqlalchemy as sa
-from faultlib import RESULTS, Api
-from services import PrivatePostgres, PrivateRedis, wait_for_postgres
 
 from etl_app.db import make_engine
 from etl_app.migrate import upgrade
 from etl_app.registry import get_registry
 
+from faultlib import RESULTS, Api
 from procs import Stack
+from services import PrivatePostgres, PrivateRedis, wait_for_postgres
 from support import API_KEY, KEY_PREFIX
 
 TEMPLATE_DB = "etl_app_faults_template"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-from faultlib import Clock, assert_exactly_once, report, wait_settled
 
+from faultlib import Clock, assert_exactly_once, report, wait_settled
 from payloads import session, student, tutor
 
 pytestmark = pytest.mark.slow

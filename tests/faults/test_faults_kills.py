@@ -6,8 +6,8 @@ import os
 import signal
 
 import pytest
-from faultlib import Clock, assert_exactly_once, log_count, outcome, pipeline_messages, report, swept, wait_settled
 
+from faultlib import Clock, assert_exactly_once, log_count, outcome, pipeline_messages, report, swept, wait_settled
 from payloads import student
 from procs import wait_until
 

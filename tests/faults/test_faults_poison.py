@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
-from faultlib import Clock, assert_exactly_once, log_count, pipeline_messages, report, wait_settled
 
+from faultlib import Clock, assert_exactly_once, log_count, pipeline_messages, report, wait_settled
 from payloads import student
 from procs import wait_until
 
@@ -89,12 +89,6 @@ def test_a_poison_record_that_kills_its_worker_is_dead_lettered_after_its_delive
     )
 
 
-@pytest.mark.xfail(
-    reason="product bug: copies of one key in one batch share received_at, and the upsert keeps whichever "
-    "chunk commits last (etl_app/pipeline.py persist_chunk: WHERE received_at <= excluded.received_at); "
-    "fix: a raw_record_id lineage column and WHERE (received_at, raw_record_id) <= (excluded...)",
-    strict=False,
-)
 def test_the_last_copy_of_a_key_wins_even_when_the_first_copys_chunk_is_delayed(
     make_stack, fault_engine, registry, unique
 ):

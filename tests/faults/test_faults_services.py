@@ -7,11 +7,11 @@ import time
 
 import pytest
 import requests
-from faultlib import Clock, assert_exactly_once, outcome, pipeline_messages, report, swept, wait_settled
-from services import wait_for_postgres
 
+from faultlib import Clock, assert_exactly_once, outcome, pipeline_messages, report, swept, wait_settled
 from payloads import student
 from procs import wait_until
+from services import wait_for_postgres
 
 pytestmark = pytest.mark.slow
 

@@ -67,7 +67,7 @@ def test_settings_from_environment_and_retry_budgets():
         }
     )
     assert s.broker_url == "redis://r:1/0" and s.api_keys == ("a", "b") and s.chunk_size == 100
-    assert (s.max_retries("persistence"), s.max_retries("internal"), s.max_retries("enrichment")) == (12, 3, 8)
+    assert (s.max_retries("persistence"), s.max_retries("internal"), s.max_retries("enrichment")) == (12, 3, 6)
     assert Settings.from_env({"REDIS_URL": "redis://a", "CELERY_BROKER_URL": "redis://b"}).broker_url == "redis://b"
 
 
