@@ -77,16 +77,10 @@ def render(results: dict[str, Any]) -> None:
         table.add_column(column, justify="left" if column == "measure" else "right")
     for row in _rows(phases):
         table.add_row(*row)
-    console.print(table)
-
-    targets = Table(title="targets")
-    for column in ("ratio / figure", "value", "target", "status"):
-        targets.add_column(column)
-    for name, label, _, _ in TARGETS:
-        t = results["targets"][name]
-        status = "-" if t["met"] is None else "[green]met[/green]" if t["met"] else "[red]not met[/red]"
-        targets.add_row(label, _n(t["value"], 3 if "over" in name else 1), t["target"], status)
-    console.print(targets)
+    if table.row_count:
+        console.print(table)
+    if any(t["value"] is not None for t in results["targets"].values()):
+        console.print(_targets_table(results["targets"]))
 
     cpu = _cpu_table(phases)
     if cpu.row_count:
@@ -100,6 +94,17 @@ def render(results: dict[str, Any]) -> None:
             console.print(f"[red]{key}: {phase['error']}[/red]")
     for note in results.get("notes", []):
         console.print(f"[yellow]note:[/yellow] {note}")
+
+
+def _targets_table(targets: dict[str, Any]) -> Table:
+    table = Table(title="targets")
+    for column in ("ratio / figure", "value", "target", "status"):
+        table.add_column(column)
+    for name, label, _, _ in TARGETS:
+        t = targets[name]
+        status = "-" if t["met"] is None else "[green]met[/green]" if t["met"] else "[red]not met[/red]"
+        table.add_row(label, _n(t["value"], 3 if "over" in name else 1), t["target"], status)
+    return table
 
 
 def _cpu_table(phases: dict[str, Any]) -> Table:
