@@ -9,6 +9,7 @@ fields and ``enriched_at`` in enrich).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -169,15 +170,19 @@ def dedupe_last_wins(rt: RecordType, items: Sequence[Mapping[str, Any]]) -> list
     return [best[k] for k in sorted(best)]
 
 
-def _staging_table(conn: sa.Connection, rt: RecordType) -> str:
-    name = f"_stage_{rt.name}"
-    staged = conn.connection.info.setdefault("etl_staged", set())
-    if name not in staged:
-        conn.exec_driver_sql(
-            f'CREATE TEMP TABLE IF NOT EXISTS "{name}" ON COMMIT DELETE ROWS AS '
-            f'SELECT * FROM "{rt.table.name}" WITH NO DATA'
-        )
-        staged.add(name)
+def _staging_table(conn: sa.Connection, rt: RecordType, columns: Sequence[str]) -> str:
+    """A temporary staging table of this connection for these columns, emptied at each commit.
+
+    Created (if missing) in every transaction rather than remembered: a creation rolled back
+    with its transaction would otherwise be believed to exist. The name carries a digest of
+    the columns, so a migration that changes the table gets a new staging table."""
+    digest = hashlib.blake2s(",".join(columns).encode(), digest_size=4).hexdigest()
+    name = f"_stage_{rt.name}_{digest}"
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    conn.exec_driver_sql(
+        f'CREATE TEMP TABLE IF NOT EXISTS "{name}" ON COMMIT DELETE ROWS AS '
+        f'SELECT {quoted} FROM "{rt.table.name}" WITH NO DATA'
+    )
     return name
 
 
@@ -198,7 +203,7 @@ def persist_chunk(conn: sa.Connection, rt: RecordType, items: Sequence[Mapping[s
     if not rows:
         return []
     columns = [c.name for c in rt.table.columns if c.name != "persisted_at"]
-    stage = _staging_table(conn, rt)
+    stage = _staging_table(conn, rt, columns)
     cursor = conn.connection.driver_connection.cursor()
     with cursor.copy(f'COPY "{stage}" ({", ".join(columns)}) FROM STDIN') as copy:
         for item in rows:
