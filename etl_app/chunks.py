@@ -1,18 +1,23 @@
-"""How a chunk's records travel between the stages: one compact JSON string per message.
+"""How a chunk's records travel between the stages.
 
-Celery's JSON serializer walks every value of a message in Python; a chunk of 500 records
-becomes one string instead, encoded and decoded by orjson. Dates and timestamps come back as
-``date`` / aware ``datetime`` (the offset kept) by the column types of the record type's table.
+Messages stay small: they carry the chunk's raw-record ids and the key of its values, which
+wait in Redis (:class:`Stash`) as one orjson document, instead of passing through Celery's
+JSON serializer and the worker's parent process three times. Dates and timestamps come back
+as ``date`` / aware ``datetime`` (the offset kept) by the column types of the record type's
+table. If the values are gone (Redis lost them, or they expired), the stage sends the ids
+through the pipeline again, from the outbox.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from functools import cache
 from typing import Any
 
 import orjson
+import redis
 import sqlalchemy as sa
 
 from etl_app.registry import RecordType
@@ -20,8 +25,11 @@ from etl_app.registry import RecordType
 ITEM_TIMESTAMPS = ("received_at", "waiting_since", "enriched_at")
 
 
-def encode(items: Sequence[dict[str, Any]]) -> str:
-    return orjson.dumps(items).decode()
+STASH_TTL_SECONDS = 86_400
+
+
+def encode(items: Sequence[dict[str, Any]]) -> bytes:
+    return orjson.dumps(items)
 
 
 @cache
@@ -35,7 +43,7 @@ def _converters(rt: RecordType) -> tuple[tuple[str, Callable[[str], Any]], ...]:
     return tuple(out)
 
 
-def decode(rt: RecordType, blob: str) -> list[dict[str, Any]]:
+def decode(rt: RecordType, blob: str | bytes) -> list[dict[str, Any]]:
     items = orjson.loads(blob)
     converters = _converters(rt)
     for item in items:
@@ -51,5 +59,24 @@ def decode(rt: RecordType, blob: str) -> list[dict[str, Any]]:
     return items
 
 
-def ids_of(blob: str) -> list[int]:
-    return [int(item["id"]) for item in orjson.loads(blob)]
+class Stash:
+    """Chunk values kept in Redis between stages, under the deployment's key prefix."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "") -> None:
+        self.client, self.prefix = client, prefix
+
+    def put(self, items: Sequence[dict[str, Any]]) -> str:
+        key = f"{self.prefix}etl:chunk:{uuid.uuid4().hex}"
+        self.client.set(key, encode(items), ex=STASH_TTL_SECONDS)
+        return key
+
+    def get(self, rt: RecordType, key: str) -> list[dict[str, Any]] | None:
+        blob = self.client.get(key)
+        return None if blob is None else decode(rt, blob)
+
+    def drop(self, key: str) -> None:
+        """Best effort: what is not dropped expires."""
+        try:
+            self.client.delete(key)
+        except redis.RedisError:
+            pass

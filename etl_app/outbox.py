@@ -15,6 +15,7 @@ import orjson
 import sqlalchemy as sa
 from celery import Celery
 
+from etl_app.chunks import Stash
 from etl_app.jsonsafe import json_safe
 from etl_app.publish import publish_chunks, publish_validated
 from etl_app.registry import RecordType
@@ -160,13 +161,14 @@ def publish(
     chunk_size: int,
     timeout: float,
     validated: list[dict[str, Any]] | None = None,
+    stash: Stash | None = None,
 ) -> bool:
     """Enqueue an ingestion's chains after the commit (see :func:`send_or_leave`). ``validated``:
-    the records' loaded values, in the order of ``accepted.ids``, sent along so the worker does
-    not validate them again."""
+    the records' loaded values, in the order of ``accepted.ids``, passed on through ``stash`` so
+    the worker does not validate them again."""
     if not accepted.ids:
         return True
-    if validated is None:
+    if validated is None or stash is None:
 
         def send() -> Any:
             return publish_chunks(celery_app, accepted.record_type, accepted.ids, chunk_size)
@@ -183,7 +185,7 @@ def publish(
         ]
 
         def send() -> Any:
-            return publish_validated(celery_app, accepted.record_type, items, chunk_size)
+            return publish_validated(celery_app, stash, accepted.record_type, items, chunk_size)
 
     accepted.published = send_or_leave(
         engine, send, accepted.ids, timeout=timeout, what=f"ingestion {accepted.ingestion_id}"

@@ -57,12 +57,14 @@ def publish_chunks(
     return sent
 
 
-def publish_validated(celery_app: Celery, record_type: str, items: Sequence[dict], chunk_size: int) -> int:
-    """Enqueue chains for records the API has just validated: the chunk carries their loaded
-    values, so the schema runs once per record (the validate stage only decodes them)."""
+def publish_validated(
+    celery_app: Celery, stash: chunks.Stash, record_type: str, items: Sequence[dict], chunk_size: int
+) -> int:
+    """Enqueue chains for records the API has just validated: their loaded values wait in the
+    stash, so the schema runs once per record (the validate stage passes them on)."""
     sent = 0
     for part in chunked(list(items), chunk_size):
-        msg = {"type": record_type, "rows": chunks.encode(part), "validated": True}
+        msg = {"type": record_type, "ids": [item["id"] for item in part], "stash": stash.put(part), "validated": True}
         pipeline_chain(celery_app, msg).apply_async(queue=PIPELINE_QUEUE, **publish_options())
         sent += 1
     return sent

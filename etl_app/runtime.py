@@ -10,6 +10,7 @@ import redis
 import sqlalchemy as sa
 from celery import Celery
 
+from etl_app.chunks import Stash
 from etl_app.config import Settings
 from etl_app.registry import Registry
 from etl_app.relay import Relay
@@ -35,6 +36,11 @@ class Runtime:
                 self.settings.redis_url or self.settings.broker_url, socket_timeout=1, socket_connect_timeout=1
             )
         return self._cache
+
+    @property
+    def stash(self) -> Stash:
+        """Where chunk values wait between stages (the cache Redis, the broker's key prefix)."""
+        return Stash(self.cache, self.settings.broker_key_prefix)
 
     def reset_after_fork(self) -> None:
         """Drop inherited connections in a forked child (they belong to the parent)."""

@@ -11,7 +11,7 @@ from celery import Task
 from celery.exceptions import Retry
 from celery.utils.time import get_exponential_backoff_interval
 
-from etl_app import chunks, errors
+from etl_app import errors
 from etl_app.publish import publish_chunks, publish_dead_letters
 from etl_app.runtime import Runtime
 
@@ -122,7 +122,5 @@ class EtlTask(Task):
 
 
 def chunk_ids(chunk: dict) -> list[int]:
-    """The raw-record ids a chunk message stands for, whatever its form."""
-    if "ids" in chunk:
-        return [int(i) for i in chunk["ids"]]
-    return chunks.ids_of(chunk["rows"]) if chunk.get("rows") else []
+    """The raw-record ids a chunk message stands for (every form carries them)."""
+    return [int(i) for i in chunk.get("ids") or ()]

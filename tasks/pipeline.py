@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from celery import shared_task
 
-from etl_app import chunks, dlq, errors, pipeline
+from etl_app import dlq, errors, pipeline
 from tasks.base import EtlTask
 
 log = logging.getLogger(__name__)
@@ -32,23 +32,36 @@ def validate(self: EtlTask, chunk: dict) -> dict | None:
 
     A chunk of raw-record ids (from the relay, the sweeper, a replay or a split) is loaded from
     the outbox — records already settled are skipped — and validated here. A chunk the API
-    publishes right after validating it carries the loaded values already (``validated``), so
-    the schema does not run twice per record."""
+    publishes right after validating it (``validated``) has its loaded values in the stash
+    already and is passed on, so the schema does not run twice per record."""
     rt = self.runtime.registry[chunk["type"]]
-    if chunk.get("validated"):
-        return _out(rt, chunks.decode(rt, chunk["rows"]), parent_retries=0)
+    if chunk.get("validated") and chunk.get("stash"):
+        return {"type": rt.name, "ids": chunk["ids"], "stash": chunk["stash"], "parent_retries": 0}
     with self.runtime.engine.connect() as conn:
         raws = pipeline.load_raw(conn, chunk["ids"])
     items, failures = pipeline.validate_chunk(rt, raws)
     self.send_dead_letters(rt.name, _failures(failures))
-    return _out(rt, items, parent_retries=chunk.get("parent_retries", 0))
+    return _out(self, rt, items, parent_retries=chunk.get("parent_retries", 0))
 
 
-def _out(rt, items: list[dict], **extra) -> dict | None:
-    """The message for the next stage: the items as one compact string (see etl_app.chunks)."""
+def _out(task: EtlTask, rt, items: list[dict], **extra) -> dict | None:
+    """The message for the next stage: the ids, and the key of the values in the stash."""
     if not items:
         return None
-    return {"type": rt.name, "rows": chunks.encode(items), **extra}
+    return {"type": rt.name, "ids": [item["id"] for item in items], "stash": task.runtime.stash.put(items), **extra}
+
+
+def _fetch(task: EtlTask, rt, chunk: dict) -> list[dict] | None:
+    """The chunk's values from the stash; if they are gone, its records go through again."""
+    items = task.runtime.stash.get(rt, chunk["stash"])
+    if items is None:
+        log.warning(
+            "%s: values of a chunk of %d are gone from the stash; sending it through again",
+            task.name,
+            len(chunk["ids"]),
+        )
+        task.republish(rt.name, chunk["ids"])
+    return items
 
 
 @shared_task(name="etl.enrich", base=EtlTask, bind=True)
@@ -58,7 +71,9 @@ def enrich(self: EtlTask, chunk: dict | None) -> dict | None:
         return None
     runtime = self.runtime
     rt = runtime.registry[chunk["type"]]
-    items = chunks.decode(rt, chunk["rows"])
+    items = _fetch(self, rt, chunk)
+    if items is None:
+        return None
     parent_rows = {}
     if rt.parents:
         with runtime.engine.connect() as conn:
@@ -67,7 +82,9 @@ def enrich(self: EtlTask, chunk: dict | None) -> dict | None:
     if waiting:
         failures += _wait_or_give_up(self, rt.name, waiting, chunk.get("parent_retries", 0))
     self.send_dead_letters(rt.name, _failures(failures))
-    return _out(rt, done)
+    out = _out(self, rt, done)
+    runtime.stash.drop(chunk["stash"])
+    return out
 
 
 def _wait_or_give_up(
@@ -108,11 +125,15 @@ def persist(self: EtlTask, chunk: dict | None) -> int:
     has_children = any(ref.record_type == rt.name for other in runtime.registry for ref in other.parents)
     replayed = dlq.Replayed()
     waiting: dict[str, list[int]] = {}
+    items = _fetch(self, rt, chunk)
+    if items is None:
+        return 0
     with runtime.engine.begin() as conn:
-        keys = pipeline.persist_chunk(conn, rt, chunks.decode(rt, chunk["rows"]))
+        keys = pipeline.persist_chunk(conn, rt, items)
         if has_children:
             waiting = pipeline.children_waiting_for(conn, rt, keys)  # first: see its docstring
             replayed = dlq.replay_children(conn, rt.name, keys)
+    runtime.stash.drop(chunk["stash"])
     if replayed.count:
         log.info("replaying %d missing_parent dead letters whose parent landed", replayed.count)
     dlq.publish(runtime.engine, self.app, replayed, chunk_size=runtime.settings.chunk_size, timeout=None)

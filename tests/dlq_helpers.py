@@ -46,9 +46,11 @@ def dead(engine: sa.Engine, record_type: str, payloads: Sequence[dict[str, Any]]
     return accepted, bury(engine, accepted.ids, **kwargs)
 
 
-def enriched_chunk(engine: sa.Engine, record_type: str, raw_ids: Sequence[int]) -> dict[str, Any]:
-    """What etl.enrich hands to etl.persist for these records (their parents must be stored);
-    ``items`` holds the same records decoded, for calling persist_chunk directly."""
+def enriched_chunk(
+    engine: sa.Engine, record_type: str, raw_ids: Sequence[int], stash: chunks.Stash | None = None
+) -> dict[str, Any]:
+    """What etl.enrich hands to etl.persist for these records (their parents must be stored): with
+    a ``stash``, the message; ``items`` holds the values, for calling persist_chunk directly."""
     registry = get_registry()
     rt = registry[record_type]
     with engine.connect() as conn:
@@ -56,7 +58,10 @@ def enriched_chunk(engine: sa.Engine, record_type: str, raw_ids: Sequence[int]) 
         parents = pipeline.fetch_parents(conn, rt, registry, items)
     done, waiting, more = pipeline.enrich_chunk(rt, items, parents)
     assert not failures and not waiting and not more, (failures, waiting, more)
-    return {"type": record_type, "rows": chunks.encode(done), "items": done}
+    chunk = {"type": record_type, "ids": [item["id"] for item in done], "items": done}
+    if stash is not None:
+        chunk["stash"] = stash.put(done)
+    return chunk
 
 
 def land(engine: sa.Engine, record_type: str, payloads: Sequence[dict[str, Any]]) -> outbox.Accepted:

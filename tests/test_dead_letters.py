@@ -370,12 +370,14 @@ def test_replay_children_replays_open_missing_parent_dead_letters_of_those_paren
 
 
 def test_persisting_a_parent_replays_its_dead_children(make_app, engine, unique, api_redis_url, broker_prefix):
-    celery_app = make_app().extensions["celery"]
+    app = make_app()
+    celery_app = app.extensions["celery"]
     t, st = f"{unique}-T", f"{unique}-ST"
     land(engine, "students", [student(st)])
     child, [dl_id] = missing_parent_session(engine, unique, t)
     parent = store(engine, "tutors", [tutor(t)])
-    result = celery_app.tasks[persist.name].apply(args=(enriched_chunk(engine, "tutors", parent.ids),))
+    chunk = enriched_chunk(engine, "tutors", parent.ids, stash=app.extensions["etl"].stash)
+    result = celery_app.tasks[persist.name].apply(args=(chunk,))
     assert result.get() == 1
     assert raw_row(engine, child.ids[0]).status == "received"
     dl = dead_letter_row(engine, dl_id)

@@ -58,3 +58,23 @@ def test_of_two_records_of_one_key_the_later_wins_whichever_commits_last(engine,
     with engine.connect() as conn:
         name = conn.execute(sa.text("SELECT name FROM students WHERE student_id = :k"), {"k": unique}).scalar()
     assert name == "second"
+
+
+def test_chunk_values_wait_in_the_stash_and_a_lost_stash_sends_the_records_through_again(
+    make_app, engine, unique, api_redis_url, broker_prefix
+):
+    """Messages carry ids and a stash key; if Redis lost the values, persist re-drives the ids."""
+    from support import queue_length
+
+    app = make_app()
+    runtime = app.extensions["etl"]
+    accepted = store(engine, "students", [student(unique)])
+    chunk = enriched_chunk(engine, "students", accepted.ids, stash=runtime.stash)
+    assert runtime.cache.exists(chunk["stash"])
+    runtime.cache.delete(chunk["stash"])  # as after a Redis restart
+    persist = app.extensions["celery"].tasks["etl.persist"]
+    assert persist.apply(args=({k: chunk[k] for k in ("type", "ids", "stash")},)).get() == 0
+    assert queue_length(api_redis_url, broker_prefix) == 1  # a new chain for the record, from validate
+    chunk = enriched_chunk(engine, "students", accepted.ids, stash=runtime.stash)
+    assert persist.apply(args=({k: chunk[k] for k in ("type", "ids", "stash")},)).get() == 1
+    assert not runtime.cache.exists(chunk["stash"])  # dropped once persisted

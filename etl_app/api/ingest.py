@@ -91,6 +91,7 @@ def _accept(
         chunk_size=s.chunk_size,
         timeout=s.publish_timeout_seconds,
         validated=loaded,
+        stash=runtime.stash,
     )
     if not published:
         runtime.relay.notify()

@@ -35,7 +35,6 @@ def test_a_chunk_survives_encoding_with_types_and_offsets_intact():
     assert back == items
     start = back[0]["data"]["scheduled_start"]
     assert start.utcoffset() == timedelta(hours=-5) and start.weekday() == 5  # still Saturday where it happened
-    assert chunks.ids_of(chunks.encode(items)) == [7]
 
 
 def test_dates_come_back_as_dates():
