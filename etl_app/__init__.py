@@ -36,7 +36,7 @@ def create_app(config: dict[str, Any] | None = None):
 
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
     celery = make_celery("etl_app", settings.broker_url, settings.broker_key_prefix)
-    relay = Relay(engine, celery, chunk_size=settings.chunk_size)
+    relay = Relay(engine, celery, chunk_size=settings.chunk_size, window=settings.relay_window_ms / 1000)
     runtime = Runtime(settings=settings, engine=engine, registry=get_registry(), celery=celery, relay=relay)
     celery.etl = runtime
     app.extensions["celery"] = celery

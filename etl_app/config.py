@@ -80,6 +80,7 @@ class Settings:
     retry_budgets: dict[str, int] = field(default_factory=dict)
     max_deliveries: int = 5
     db_pool_size: int = 5
+    relay_window_ms: int = 100
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -110,6 +111,7 @@ class Settings:
             retry_budgets=_budgets(env.get("ETL_RETRY_BUDGETS", "")),
             max_deliveries=_int(env, "ETL_MAX_DELIVERIES", cls.max_deliveries),
             db_pool_size=_int(env, "ETL_DB_POOL_SIZE", cls.db_pool_size),
+            relay_window_ms=_int(env, "ETL_RELAY_WINDOW_MS", cls.relay_window_ms),
         )
         known = {f.name for f in fields(cls)}
         values.update({k: v for k, v in overrides.items() if k in known})

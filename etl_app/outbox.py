@@ -66,6 +66,16 @@ _STORE_IDS = sa.text(
 )
 
 
+def store_and_commit(engine: sa.Engine, rt: RecordType, payloads: Sequence[Any], **kwargs: Any) -> Accepted:
+    """:func:`store` and commit. A few records are one statement, which commits by itself
+    (autocommit: no BEGIN and COMMIT round trips); more are a transaction around the COPY."""
+    if len(payloads) < COPY_THRESHOLD:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            return store(conn, rt, payloads, **kwargs)
+    with engine.begin() as conn:
+        return store(conn, rt, payloads, **kwargs)
+
+
 def store(
     conn: sa.Connection,
     rt: RecordType,

@@ -2,7 +2,7 @@
 
 A chain per single record caps throughput at a third of Celery's task rate. Instead, the API
 commits small submissions with ``enqueued_at`` unset and wakes the relay, a thread in each web
-process. The relay waits a few milliseconds for more records to arrive, claims every
+process. The relay waits ``ETL_RELAY_WINDOW_MS`` (100 ms) for more records to arrive, claims every
 unpublished record (``FOR UPDATE SKIP LOCKED``, so relays of several processes never take the
 same ones), publishes one chain per chunk and type, and commits the claim. It also looks
 every second by itself, so records of a web process that died after its commit are picked up
@@ -51,7 +51,7 @@ class Relay:
     """One relay thread per process, started on first use (after any fork)."""
 
     def __init__(
-        self, engine: sa.Engine, celery_app: Celery, *, chunk_size: int, window: float = 0.02, idle: float = 1.0
+        self, engine: sa.Engine, celery_app: Celery, *, chunk_size: int, window: float = 0.1, idle: float = 1.0
     ) -> None:
         self.engine, self.celery, self.chunk_size = engine, celery_app, chunk_size
         self.window, self.idle = window, idle

@@ -80,10 +80,9 @@ def _accept(
         return None
     s = runtime.settings
     relayed = len(accepted) < s.chunk_size  # small submissions share chains through the relay
-    with runtime.engine.begin() as conn:
-        result = outbox.store(
-            conn, rt, accepted, source=source, received_at=received_at, rejections=rejections, relayed=relayed
-        )
+    result = outbox.store_and_commit(
+        runtime.engine, rt, accepted, source=source, received_at=received_at, rejections=rejections, relayed=relayed
+    )
     published = not relayed and outbox.publish(
         runtime.engine,
         runtime.celery,
