@@ -430,18 +430,7 @@ class EmbeddedServices:
             )
             if postmaster is not None and any(p.pid == postmaster for p in procs):
                 try:
-                    self._pg_run(
-                        "pg_ctl",
-                        "-D",
-                        str(self.pg_data),
-                        "-m",
-                        "fast",
-                        "-w",
-                        "-t",
-                        str(int(_STOP_TIMEOUT)),
-                        "stop",
-                        timeout=_STOP_TIMEOUT + 5,
-                    )
+                    self._pg_ctl_stop()
                 except EmbeddedServiceError as exc:
                     log.warning("pg_ctl stop failed (%s); killing the old server", exc)
             _terminate(self._cluster_processes(), signal.SIGQUIT)
@@ -526,23 +515,27 @@ class EmbeddedServices:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
                 log.info("created database %s in the embedded PostgreSQL", name)
 
+    def _pg_ctl_stop(self) -> None:
+        """A fast shutdown of the cluster under pg_data, waiting for it."""
+        self._pg_run(
+            "pg_ctl",
+            "-D",
+            str(self.pg_data),
+            "-m",
+            "fast",
+            "-w",
+            "-t",
+            str(int(_STOP_TIMEOUT)),
+            "stop",
+            timeout=_STOP_TIMEOUT + 5,
+        )
+
     def _stop_postgres(self) -> None:
         if self.pg_pid is None:
             return
         pid, self.pg_pid, self.database_url = self.pg_pid, None, None
         try:
-            self._pg_run(
-                "pg_ctl",
-                "-D",
-                str(self.pg_data),
-                "-m",
-                "fast",
-                "-w",
-                "-t",
-                str(int(_STOP_TIMEOUT)),
-                "stop",
-                timeout=_STOP_TIMEOUT + 5,
-            )
+            self._pg_ctl_stop()
         except EmbeddedServiceError as exc:
             log.warning("pg_ctl stop failed (%s); killing the server", exc)
         left = self._cluster_processes()
