@@ -81,7 +81,6 @@ class Settings:
     max_deliveries: int = 5
     db_pool_size: int = 5
     relay_window_ms: int = 100
-    extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:

@@ -17,7 +17,7 @@ from celery import Celery
 
 from etl_app.chunks import Stash
 from etl_app.jsonsafe import json_safe
-from etl_app.publish import publish_chunks, publish_validated
+from etl_app.publish import publish_chunks, publish_claimed, publish_validated
 from etl_app.registry import RecordType
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,6 @@ class Accepted:
     received_at: datetime | None = None
     ids: list[int] = field(default_factory=list)
     rejections: list[dict[str, Any]] = field(default_factory=list)
-    published: bool = False
 
     @property
     def accepted(self) -> int:
@@ -197,10 +196,7 @@ def publish(
         def send() -> Any:
             return publish_validated(celery_app, stash, accepted.record_type, items, chunk_size)
 
-    accepted.published = send_or_leave(
-        engine, send, accepted.ids, timeout=timeout, what=f"ingestion {accepted.ingestion_id}"
-    )
-    return accepted.published
+    return send_or_leave(engine, send, accepted.ids, timeout=timeout, what=f"ingestion {accepted.ingestion_id}")
 
 
 _CLAIM = sa.text(
@@ -227,11 +223,7 @@ def sweep(engine: sa.Engine, celery_app: Celery, *, lease_seconds: int, batch_si
             rows = conn.execute(
                 _CLAIM, {"grace": UNPUBLISHED_GRACE_SECONDS, "lease": lease_seconds, "limit": batch_size}
             ).all()
-            by_type: dict[str, list[int]] = {}
-            for raw_id, record_type in rows:
-                by_type.setdefault(record_type, []).append(raw_id)
-            for record_type, ids in by_type.items():
-                publish_chunks(celery_app, record_type, sorted(ids), chunk_size)
+            publish_claimed(celery_app, rows, chunk_size)
         total += len(rows)
         if len(rows) < batch_size:
             return total

@@ -57,6 +57,15 @@ def publish_chunks(
     return sent
 
 
+def publish_claimed(celery_app: Celery, rows: Sequence[tuple[int, str]], chunk_size: int) -> None:
+    """Enqueue chains for claimed ``(raw id, record type)`` rows: per type, in id order, in chunks."""
+    by_type: dict[str, list[int]] = {}
+    for raw_id, record_type in rows:
+        by_type.setdefault(record_type, []).append(raw_id)
+    for record_type, ids in by_type.items():
+        publish_chunks(celery_app, record_type, sorted(ids), chunk_size)
+
+
 def publish_validated(
     celery_app: Celery, stash: chunks.Stash, record_type: str, items: Sequence[dict], chunk_size: int
 ) -> int:

@@ -19,9 +19,11 @@ import time
 import sqlalchemy as sa
 from celery import Celery
 
-from etl_app.publish import publish_chunks
+from etl_app.publish import publish_claimed
 
 log = logging.getLogger(__name__)
+
+CLAIM_LIMIT = 20_000  # records one relay round claims at most
 
 _CLAIM = sa.text(
     """
@@ -35,15 +37,11 @@ _CLAIM = sa.text(
 )
 
 
-def relay_once(engine: sa.Engine, celery_app: Celery, *, chunk_size: int, limit: int = 20_000) -> int:
+def relay_once(engine: sa.Engine, celery_app: Celery, *, chunk_size: int, limit: int = CLAIM_LIMIT) -> int:
     """Claim and publish what is unpublished now; the claim commits only once it is out."""
     with engine.begin() as conn:
         rows = conn.execute(_CLAIM, {"limit": limit}).all()
-        by_type: dict[str, list[int]] = {}
-        for raw_id, record_type in rows:
-            by_type.setdefault(record_type, []).append(raw_id)
-        for record_type, ids in by_type.items():
-            publish_chunks(celery_app, record_type, sorted(ids), chunk_size)
+        publish_claimed(celery_app, rows, chunk_size)
     return len(rows)
 
 
@@ -89,7 +87,8 @@ class Relay:
                 time.sleep(self.window)  # let concurrent requests join this round
             self._wake.clear()
             try:
-                while relay_once(self.engine, self.celery, chunk_size=self.chunk_size) >= 20_000:
+                # a full round means there may be more
+                while relay_once(self.engine, self.celery, chunk_size=self.chunk_size) >= CLAIM_LIMIT:
                     pass
                 backoff = self.idle
             except Exception as exc:  # noqa: BLE001 - broker or database down: try again later
