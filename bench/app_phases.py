@@ -19,7 +19,7 @@ from bench.load import LoadResult, batch_bodies, percentile, run_clients
 from bench.phases import SEED_RECORD_TYPES, Context, count_prefix, scalar, wait_for
 from bench.progress import say
 from bench.rss import rss_by_process
-from etl_app.generate import Dataset, dataset
+from etl_app.local.generate import Dataset, dataset
 
 _STATUS = (
     "SELECT count(*) FILTER (WHERE status = 'received'), count(*) FILTER (WHERE status = 'persisted'), "

@@ -22,7 +22,7 @@ from celery import Celery, chain
 from sqlalchemy.dialects.postgresql import insert
 
 from etl_app.db import make_engine
-from etl_app.registry import RecordType, get_registry
+from etl_app.record_types import RecordType, get_registry
 
 QUEUE = "bench_naive"
 

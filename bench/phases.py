@@ -16,7 +16,7 @@ from bench import raw
 from bench.procs import BIN, Proc, Processes, wait_worker_ready
 from bench.progress import say, step
 from bench.rss import Sampler
-from etl_app.generate import dataset
+from etl_app.local.generate import dataset
 
 SEED_RECORD_TYPES = ("tutors", "students")
 

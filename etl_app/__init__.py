@@ -19,8 +19,8 @@ def create_app(config: dict[str, Any] | None = None):
     from etl_app.celery_app import make_celery
     from etl_app.config import Settings
     from etl_app.db import make_engine
-    from etl_app.registry import get_registry
-    from etl_app.relay import Relay
+    from etl_app.ingest.relay import Relay
+    from etl_app.record_types import get_registry
     from etl_app.runtime import Runtime
 
     config = dict(config or {})

@@ -10,10 +10,10 @@ import redis
 import sqlalchemy as sa
 from celery import Celery
 
-from etl_app.chunks import Stash
 from etl_app.config import Settings
-from etl_app.registry import Registry
-from etl_app.relay import Relay
+from etl_app.ingest.relay import Relay
+from etl_app.pipeline.stash import Stash
+from etl_app.record_types import Registry
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from alembic import context
 from etl_app import models  # noqa: F401  (registers the service's own tables)
 from etl_app.config import Settings
 from etl_app.db import make_engine, metadata
-from etl_app.registry import get_registry
+from etl_app.record_types import get_registry
 
 get_registry()  # registers every record type's table on the metadata
 config = context.config

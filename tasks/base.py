@@ -12,7 +12,7 @@ from celery.exceptions import Retry
 from celery.utils.time import get_exponential_backoff_interval
 
 from etl_app import errors
-from etl_app.publish import publish_chunks, publish_dead_letters
+from etl_app.pipeline.messages import publish_chunks, publish_dead_letters
 from etl_app.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ import logging
 
 from celery import shared_task
 
-from etl_app import outbox
-from etl_app.publish import PIPELINE_QUEUE, queue_depth
+from etl_app.ingest import sweep
+from etl_app.pipeline.messages import PIPELINE_QUEUE, queue_depth
 from tasks.base import EtlTask
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ def sweep_outbox(self: EtlTask) -> int:
         log.info("outbox sweeper: %d messages queued (> %d); waiting for the queue to drain", depth, s.sweep_max_queue)
         return 0
     try:
-        swept = outbox.sweep(
+        swept = sweep.sweep(
             self.runtime.engine,
             self.app,
             lease_seconds=s.outbox_lease_seconds,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from etl_app import dlq, errors, pipeline
+from etl_app import errors
+from etl_app.deadletters import actions
+from etl_app.deadletters.store import Failure, dead_letter
 from tasks.base import EtlTask
 
 
@@ -15,13 +17,12 @@ def record(self: EtlTask, record_type: str, failures: list[dict], task_name: str
     A ``missing_parent`` record whose parent landed while it was being dead-lettered is replayed
     at once (the parent's persist could not see it dead yet)."""
     rows = [
-        pipeline.Failure(int(f["id"]), f["error_type"], f["error"], f.get("traceback"), f.get("waiting_on"))
-        for f in failures
+        Failure(int(f["id"]), f["error_type"], f["error"], f.get("traceback"), f.get("waiting_on")) for f in failures
     ]
     orphans = [f.raw_id for f in rows if f.error_type == errors.MISSING_PARENT]
     runtime = self.runtime
     with runtime.engine.begin() as conn:
-        new = pipeline.dead_letter(conn, rows, task_name)
-        replayed = dlq.replay_if_parents_exist(conn, runtime.registry, orphans)
-    dlq.publish(runtime.engine, self.app, replayed, chunk_size=runtime.settings.chunk_size, timeout=None)
+        new = dead_letter(conn, rows, task_name)
+        replayed = actions.replay_if_parents_exist(conn, runtime.registry, orphans)
+    actions.publish(runtime.engine, self.app, replayed, chunk_size=runtime.settings.chunk_size, timeout=None)
     return len(new)

@@ -7,13 +7,19 @@ from datetime import timedelta
 
 from celery import shared_task
 
-from etl_app import dlq, errors, pipeline
+from etl_app import errors
+from etl_app.clock import utcnow
+from etl_app.deadletters import actions
+from etl_app.deadletters.store import Failure
+from etl_app.pipeline import enrich as enrich_step
+from etl_app.pipeline import persist as persist_step
+from etl_app.pipeline import validate as validate_step
 from tasks.base import EtlTask
 
 log = logging.getLogger(__name__)
 
 
-def _failures(failures: list[pipeline.Failure]) -> list[dict]:
+def _failures(failures: list[Failure]) -> list[dict]:
     return [
         {
             "id": f.raw_id,
@@ -38,8 +44,8 @@ def validate(self: EtlTask, chunk: dict) -> dict | None:
     if chunk.get("validated") and chunk.get("stash"):
         return {"type": rt.name, "ids": chunk["ids"], "stash": chunk["stash"], "parent_retries": 0}
     with self.runtime.engine.connect() as conn:
-        raws = pipeline.load_raw(conn, chunk["ids"])
-    items, failures = pipeline.validate_chunk(rt, raws)
+        raws = validate_step.load_raw(conn, chunk["ids"])
+    items, failures = validate_step.validate_chunk(rt, raws)
     self.send_dead_letters(rt.name, _failures(failures))
     return _out(self, rt, items, parent_retries=chunk.get("parent_retries", 0))
 
@@ -77,8 +83,8 @@ def enrich(self: EtlTask, chunk: dict | None) -> dict | None:
     parent_rows = {}
     if rt.parents:
         with runtime.engine.connect() as conn:
-            parent_rows = pipeline.fetch_parents(conn, rt, runtime.registry, items)
-    done, waiting, failures = pipeline.enrich_chunk(rt, items, parent_rows)
+            parent_rows = enrich_step.fetch_parents(conn, rt, runtime.registry, items)
+    done, waiting, failures = enrich_step.enrich_chunk(rt, items, parent_rows)
     if waiting:
         failures += _wait_or_give_up(self, rt.name, waiting, chunk.get("parent_retries", 0))
     self.send_dead_letters(rt.name, _failures(failures))
@@ -88,22 +94,22 @@ def enrich(self: EtlTask, chunk: dict | None) -> dict | None:
 
 
 def _wait_or_give_up(
-    task: EtlTask, record_type: str, waiting: list[pipeline.Waiting], retries: int
-) -> list[pipeline.Failure]:
+    task: EtlTask, record_type: str, waiting: list[enrich_step.Waiting], retries: int
+) -> list[Failure]:
     """Retry waiting children with backoff until ETL_PARENT_WAIT_SECONDS have passed since they
     first waited; then they are dead letters of type missing_parent."""
     settings = task.runtime.settings
-    now = pipeline.utcnow()
+    now = utcnow()
     budget = timedelta(seconds=settings.parent_wait_seconds)
     expired = [w for w in waiting if w.item.get("waiting_since") and now - w.item["waiting_since"] >= budget]
     retry = [w for w in waiting if w not in expired]
     if retry:
         countdown = task.backoff(retries)
         with task.runtime.engine.begin() as conn:
-            pipeline.mark_waiting(conn, retry, now + timedelta(seconds=countdown))
+            enrich_step.mark_waiting(conn, retry, now + timedelta(seconds=countdown))
         task.republish(record_type, [w.item["id"] for w in retry], countdown=countdown, parent_retries=retries + 1)
     return [
-        pipeline.Failure(
+        Failure(
             w.item["id"],
             errors.MISSING_PARENT,
             f"parent {w.parent_ref} not found after waiting {settings.parent_wait_seconds}s",
@@ -123,20 +129,20 @@ def persist(self: EtlTask, chunk: dict | None) -> int:
     runtime = self.runtime
     rt = runtime.registry[chunk["type"]]
     has_children = any(ref.record_type == rt.name for other in runtime.registry for ref in other.parents)
-    replayed = dlq.Replayed()
+    replayed = actions.Replayed()
     waiting: dict[str, list[int]] = {}
     items = _fetch(self, rt, chunk)
     if items is None:
         return 0
     with runtime.engine.begin() as conn:
-        keys = pipeline.persist_chunk(conn, rt, items)
+        keys = persist_step.persist_chunk(conn, rt, items)
         if has_children:
-            waiting = pipeline.children_waiting_for(conn, rt, keys)  # first: see its docstring
-            replayed = dlq.replay_children(conn, rt.name, keys)
+            waiting = persist_step.children_waiting_for(conn, rt, keys)  # first: see its docstring
+            replayed = actions.replay_children(conn, rt.name, keys)
     runtime.stash.drop(chunk["stash"])
     if replayed.count:
         log.info("replaying %d missing_parent dead letters whose parent landed", replayed.count)
-    dlq.publish(runtime.engine, self.app, replayed, chunk_size=runtime.settings.chunk_size, timeout=None)
+    actions.publish(runtime.engine, self.app, replayed, chunk_size=runtime.settings.chunk_size, timeout=None)
     for child_type, ids in waiting.items():
         self.republish(child_type, ids)
     return len(keys)

@@ -7,15 +7,21 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl_app import chunks, outbox, pipeline
-from etl_app.registry import get_registry
+from etl_app.clock import utcnow
+from etl_app.deadletters.store import Failure, dead_letter
+from etl_app.ingest import outbox
+from etl_app.pipeline.enrich import enrich_chunk, fetch_parents
+from etl_app.pipeline.persist import persist_chunk
+from etl_app.pipeline.stash import Stash
+from etl_app.pipeline.validate import load_raw, validate_chunk
+from etl_app.record_types import get_registry
 
 
 def store(engine: sa.Engine, record_type: str, payloads: Sequence[dict[str, Any]]) -> outbox.Accepted:
     """Accepted records in raw_records, as the API stores them."""
     with engine.begin() as conn:
         return outbox.store(
-            conn, get_registry()[record_type], payloads, source="api", received_at=pipeline.utcnow(), rejections=[]
+            conn, get_registry()[record_type], payloads, source="api", received_at=utcnow(), rejections=[]
         )
 
 
@@ -29,9 +35,9 @@ def bury(
     task_name: str = "etl.validate",
 ) -> list[int]:
     """Dead-letter these raw records; returns their dead letter ids."""
-    failures = [pipeline.Failure(i, error_type, error, traceback, waiting_on) for i in raw_ids]
+    failures = [Failure(i, error_type, error, traceback, waiting_on) for i in raw_ids]
     with engine.begin() as conn:
-        pipeline.dead_letter(conn, failures, task_name)
+        dead_letter(conn, failures, task_name)
         return list(
             conn.execute(
                 sa.text("SELECT id FROM dead_letters WHERE raw_record_id = ANY(:ids) ORDER BY raw_record_id"),
@@ -47,16 +53,16 @@ def dead(engine: sa.Engine, record_type: str, payloads: Sequence[dict[str, Any]]
 
 
 def enriched_chunk(
-    engine: sa.Engine, record_type: str, raw_ids: Sequence[int], stash: chunks.Stash | None = None
+    engine: sa.Engine, record_type: str, raw_ids: Sequence[int], stash: Stash | None = None
 ) -> dict[str, Any]:
     """What etl.enrich hands to etl.persist for these records (their parents must be stored): with
     a ``stash``, the message; ``items`` holds the values, for calling persist_chunk directly."""
     registry = get_registry()
     rt = registry[record_type]
     with engine.connect() as conn:
-        items, failures = pipeline.validate_chunk(rt, pipeline.load_raw(conn, raw_ids))
-        parents = pipeline.fetch_parents(conn, rt, registry, items)
-    done, waiting, more = pipeline.enrich_chunk(rt, items, parents)
+        items, failures = validate_chunk(rt, load_raw(conn, raw_ids))
+        parents = fetch_parents(conn, rt, registry, items)
+    done, waiting, more = enrich_chunk(rt, items, parents)
     assert not failures and not waiting and not more, (failures, waiting, more)
     chunk = {"type": record_type, "ids": [item["id"] for item in done], "items": done}
     if stash is not None:
@@ -69,7 +75,7 @@ def land(engine: sa.Engine, record_type: str, payloads: Sequence[dict[str, Any]]
     accepted = store(engine, record_type, payloads)
     chunk = enriched_chunk(engine, record_type, accepted.ids)
     with engine.begin() as conn:
-        pipeline.persist_chunk(conn, get_registry()[record_type], chunk["items"])
+        persist_chunk(conn, get_registry()[record_type], chunk["items"])
     return accepted
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from etl_app.generate import dataset
+from etl_app.local.generate import dataset
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 if ROOT not in sys.path:  # bench/ is a folder of the repository, not an installed package

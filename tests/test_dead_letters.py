@@ -8,8 +8,11 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from etl_app import dlq, pipeline
-from etl_app.registry import get_registry
+from etl_app.clock import utcnow
+from etl_app.deadletters import actions
+from etl_app.deadletters.filters import parse_filters
+from etl_app.pipeline.persist import persist_chunk
+from etl_app.record_types import get_registry
 from tasks.pipeline import persist
 
 from dlq_helpers import bury, dead, dead_letter_row, enriched_chunk, land, raw_row, store
@@ -45,13 +48,13 @@ def test_list_filters_by_record_type_error_type_ingestion_since_and_status(clien
     assert [d["id"] for d in only["dead_letters"]] == t_ids
     assert listed(client, auth, ingestion_id=str(tutors.ingestion_id), record_type="students")["dead_letters"] == []
 
-    future = (pipeline.utcnow() + timedelta(hours=1)).isoformat()
+    future = (utcnow() + timedelta(hours=1)).isoformat()
     assert listed(client, auth, ingestion_id=str(students.ingestion_id), since=future)["dead_letters"] == []
-    past = (pipeline.utcnow() - timedelta(hours=1)).replace(tzinfo=None).isoformat()  # naive: UTC
+    past = (utcnow() - timedelta(hours=1)).replace(tzinfo=None).isoformat()  # naive: UTC
     assert len(listed(client, auth, ingestion_id=str(students.ingestion_id), since=past)["dead_letters"]) == 2
 
     with engine.begin() as conn:
-        dlq.discard(conn, s_ids[0])
+        actions.discard(conn, s_ids[0])
     assert [d["id"] for d in listed(client, auth, ingestion_id=str(students.ingestion_id))["dead_letters"]] == [
         s_ids[1]
     ]
@@ -224,7 +227,7 @@ def test_a_replayed_record_that_persists_shows_it(client, auth, engine, unique):
     client.post(f"/api/v1/dead-letters/{dl_id}/replay", headers=auth)
     chunk = enriched_chunk(engine, "students", accepted.ids)
     with engine.begin() as conn:
-        pipeline.persist_chunk(conn, get_registry()["students"], chunk["items"])
+        persist_chunk(conn, get_registry()["students"], chunk["items"])
     body = client.get(f"/api/v1/dead-letters/{dl_id}", headers=auth).get_json()
     assert (body["status"], body["record_status"], body["last_outcome"]) == ("replayed", "persisted", "persisted")
 
@@ -279,7 +282,7 @@ def test_bulk_replay_by_filters_in_the_body_or_the_query(client, auth, engine, u
     accepted, ids = dead(engine, "students", [student(f"{unique}-{i}") for i in range(4)])
     _, other_ids = dead(engine, "students", [student(f"{unique}-x")])
     with engine.begin() as conn:
-        dlq.discard(conn, ids[0])
+        actions.discard(conn, ids[0])
     r = client.post(
         "/api/v1/dead-letters/replay", json={"ingestion_id": str(accepted.ingestion_id), "limit": 2}, headers=auth
     )
@@ -358,8 +361,8 @@ def test_replay_children_replays_open_missing_parent_dead_letters_of_those_paren
     _, [discarded] = missing_parent_session(engine, f"{unique}-d", t)
     _, [elsewhere] = missing_parent_session(engine, f"{unique}-e", f"{unique}-OTHER")
     with engine.begin() as conn:
-        dlq.discard(conn, discarded)
-        replayed = dlq.replay_children(conn, "tutors", [t])
+        actions.discard(conn, discarded)
+        replayed = actions.replay_children(conn, "tutors", [t])
     assert replayed.dead_letter_ids == [wanted] and replayed.records == {"sessions": waiting.ids}
     dl = dead_letter_row(engine, wanted)
     assert (dl.status, dl.replay_count) == ("replayed", 1)
@@ -386,7 +389,7 @@ def test_persisting_a_parent_replays_its_dead_children(make_app, engine, unique,
     # ... and the child now lands, which the dead letter shows
     chunk = enriched_chunk(engine, "sessions", child.ids)
     with engine.begin() as conn:
-        pipeline.persist_chunk(conn, get_registry()["sessions"], chunk["items"])
+        persist_chunk(conn, get_registry()["sessions"], chunk["items"])
     assert dead_letter_row(engine, dl_id).last_outcome == "persisted"
 
 
@@ -414,15 +417,13 @@ def test_a_child_dead_lettered_after_its_parent_landed_is_replayed_at_once(make_
 def test_replay_if_parents_exist_leaves_the_others_dead(engine, unique):
     accepted, [dl_id] = missing_parent_session(engine, unique, f"{unique}-NOBODY")
     with engine.begin() as conn:
-        replayed = dlq.replay_if_parents_exist(conn, get_registry(), accepted.ids)
+        replayed = actions.replay_if_parents_exist(conn, get_registry(), accepted.ids)
     assert replayed.count == 0 and dead_letter_row(engine, dl_id).status == "open"
 
 
 def test_parse_filters_reads_query_strings_and_json_alike():
     names = get_registry().names()
     ident = uuid.uuid4()
-    f = dlq.parse_filters(
-        {"ingestion_id": str(ident), "since": "2026-11-22T10:00:00+01:00", "limit": 5}, names, ("limit",)
-    )
+    f = parse_filters({"ingestion_id": str(ident), "since": "2026-11-22T10:00:00+01:00", "limit": 5}, names, ("limit",))
     assert f.ingestion_id == ident and f.since.utcoffset() == timedelta(hours=1) and f.status == "open"
-    assert dlq.parse_filters({"status": ""}, names).status == "open"
+    assert parse_filters({"status": ""}, names).status == "open"

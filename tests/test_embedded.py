@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from etl_app.embedded import EmbeddedServiceError, EmbeddedServices, _processes_in
+from etl_app.local.services import EmbeddedServiceError, EmbeddedServices, _processes_in
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,7 +110,7 @@ def test_start_connect_from_another_process_and_stop(base_dir):
 
 LAUNCHER = """
     import json, sys, time
-    from etl_app.embedded import EmbeddedServices
+    from etl_app.local.services import EmbeddedServices
     s = EmbeddedServices(sys.argv[1])
     info = dict(db=s.start_postgres(), redis=s.start_redis())
     info.update(pg_pid=s.pg_pid, redis_pid=s.redis_pid, socket_dir=str(s.pg_socket_dir))

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from etl_app.cli import main
-from etl_app.generate import REFERENCE, TYPES, dataset, generate, plan, write_records
-from etl_app.registry import get_registry
+from etl_app.local.generate import REFERENCE, TYPES, dataset, generate, plan, write_records
+from etl_app.record_types import get_registry
 
 
 def as_bytes(record_type: str, count: int, seed: int, **kw) -> bytes:

@@ -7,7 +7,7 @@ from alembic.migration import MigrationContext
 
 from etl_app import models  # noqa: F401
 from etl_app.db import metadata
-from etl_app.registry import get_registry
+from etl_app.record_types import get_registry
 
 
 def test_models_and_migrations_agree(engine):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from etl_app import pipeline
 from etl_app.db import make_engine
-from etl_app.registry import get_registry
+from etl_app.pipeline.persist import persist_chunk
+from etl_app.record_types import get_registry
 
 from dlq_helpers import enriched_chunk, store
 from payloads import student
@@ -21,12 +21,12 @@ def test_a_rolled_back_first_persist_does_not_break_the_connection(database_url,
     items = enriched_chunk(engine, "students", accepted.ids)["items"]
     try:
         with one.begin() as conn:
-            pipeline.persist_chunk(conn, rt, items)
+            persist_chunk(conn, rt, items)
             raise RuntimeError("roll back")
     except RuntimeError:
         pass
     with one.begin() as conn:
-        assert pipeline.persist_chunk(conn, rt, items) == [unique]
+        assert persist_chunk(conn, rt, items) == [unique]
     with engine.connect() as conn:
         assert (
             conn.execute(sa.text("SELECT name FROM students WHERE student_id = :k"), {"k": unique}).scalar() == "kept"
@@ -39,9 +39,9 @@ def test_persisting_the_same_chunk_twice_changes_nothing_the_second_time(engine,
     accepted = store(engine, "students", [student(unique)])
     items = enriched_chunk(engine, "students", accepted.ids)["items"]
     with engine.begin() as conn:
-        assert pipeline.persist_chunk(conn, rt, items) == [unique]
+        assert persist_chunk(conn, rt, items) == [unique]
     with engine.begin() as conn:
-        assert pipeline.persist_chunk(conn, rt, items) == []  # already settled: skipped
+        assert persist_chunk(conn, rt, items) == []  # already settled: skipped
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT raw_record_id FROM students WHERE student_id = :k"), {"k": unique}).all()
     assert rows == [(accepted.ids[0],)]
@@ -52,9 +52,9 @@ def test_of_two_records_of_one_key_the_later_wins_whichever_commits_last(engine,
     accepted = store(engine, "students", [student(unique, name="first"), student(unique, name="second")])
     first, second = (enriched_chunk(engine, "students", [i])["items"] for i in accepted.ids)
     with engine.begin() as conn:
-        pipeline.persist_chunk(conn, rt, second)
+        persist_chunk(conn, rt, second)
     with engine.begin() as conn:
-        pipeline.persist_chunk(conn, rt, first)  # same received_at, earlier raw record: loses
+        persist_chunk(conn, rt, first)  # same received_at, earlier raw record: loses
     with engine.connect() as conn:
         name = conn.execute(sa.text("SELECT name FROM students WHERE student_id = :k"), {"k": unique}).scalar()
     assert name == "second"

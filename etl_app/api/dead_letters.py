@@ -19,9 +19,11 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from etl_app import dlq
 from etl_app.api.errors import ApiError, error_response
 from etl_app.api.ingest import JSON, parse_json
+from etl_app.deadletters import actions, queries
+from etl_app.deadletters.errors import DlqError, InvalidParameter, InvalidPayload, NotFound, NotOpen
+from etl_app.deadletters.filters import parse_filters, parse_int
 from etl_app.runtime import Runtime
 
 bp = Blueprint("dead_letters", __name__, url_prefix="/api/v1/dead-letters")
@@ -31,21 +33,21 @@ def _runtime() -> Runtime:
     return current_app.extensions["etl"]
 
 
-def api_error(exc: dlq.DlqError) -> ApiError:
+def api_error(exc: DlqError) -> ApiError:
     """The HTTP answer for a dead-letter domain error."""
-    if isinstance(exc, dlq.InvalidParameter):
+    if isinstance(exc, InvalidParameter):
         return ApiError(400, "invalid_parameter", str(exc), parameter=exc.name)
-    if isinstance(exc, dlq.NotFound):
+    if isinstance(exc, NotFound):
         return ApiError(404, "not_found", str(exc))
-    if isinstance(exc, dlq.NotOpen):
+    if isinstance(exc, NotOpen):
         return ApiError(409, "not_open", str(exc), current_status=exc.status)
-    if isinstance(exc, dlq.InvalidPayload):
+    if isinstance(exc, InvalidPayload):
         return ApiError(422, "validation_failed", str(exc), errors=exc.errors)
     return ApiError(400, "bad_request", str(exc))
 
 
-@bp.errorhandler(dlq.DlqError)
-def _dlq_error(exc: dlq.DlqError):
+@bp.errorhandler(DlqError)
+def _dlq_error(exc: DlqError):
     err = api_error(exc)
     return error_response(err.status, err.error, err.message, **err.extra)
 
@@ -63,10 +65,10 @@ def _json_object() -> dict[str, Any] | None:
     return value
 
 
-def _publish(replayed: dlq.Replayed) -> None:
+def _publish(replayed: actions.Replayed) -> None:
     runtime = _runtime()
     s = runtime.settings
-    if not dlq.publish(
+    if not actions.publish(
         runtime.engine, runtime.celery, replayed, chunk_size=s.chunk_size, timeout=s.publish_timeout_seconds
     ):
         runtime.relay.notify()  # it retries until the broker takes them
@@ -75,20 +77,20 @@ def _publish(replayed: dlq.Replayed) -> None:
 @bp.get("")
 def list_dead_letters():
     params = request.args.to_dict()
-    filters = dlq.parse_filters(params, _runtime().registry.names(), extra=("limit", "cursor"))
-    limit = dlq.parse_int(params, "limit", dlq.DEFAULT_LIMIT, 1, dlq.MAX_LIMIT)
-    cursor = dlq.parse_int(params, "cursor", None, 1, 2**63 - 1)
+    filters = parse_filters(params, _runtime().registry.names(), extra=("limit", "cursor"))
+    limit = parse_int(params, "limit", queries.DEFAULT_LIMIT, 1, queries.MAX_LIMIT)
+    cursor = parse_int(params, "cursor", None, 1, 2**63 - 1)
     with _runtime().engine.connect() as conn:
-        page = dlq.list_dead_letters(conn, filters, limit=limit, cursor=cursor)
+        page = queries.list_dead_letters(conn, filters, limit=limit, cursor=cursor)
     return jsonify({"dead_letters": page.items, "next": page.next, "limit": page.limit})
 
 
 @bp.get("/<int:dead_letter_id>")
 def get_dead_letter(dead_letter_id: int):
     with _runtime().engine.connect() as conn:
-        found = dlq.get_dead_letter(conn, dead_letter_id)
+        found = queries.get_dead_letter(conn, dead_letter_id)
     if found is None:
-        raise dlq.NotFound(dead_letter_id)
+        raise NotFound(dead_letter_id)
     return jsonify(found)
 
 
@@ -102,7 +104,7 @@ def replay_one(dead_letter_id: int):
         )
     runtime = _runtime()
     with runtime.engine.begin() as conn:
-        replayed = dlq.replay(conn, runtime.registry, dead_letter_id, body.get("payload", dlq.UNSET))
+        replayed = actions.replay(conn, runtime.registry, dead_letter_id, body.get("payload", actions.UNSET))
     _publish(replayed)
     return jsonify({"replayed": 1, "dead_letter_id": dead_letter_id, "raw_record_id": replayed.raw_ids[0]}), 202
 
@@ -115,10 +117,10 @@ def replay_bulk():
         raise ApiError(400, "invalid_parameter", "give the filters either as a JSON body or as query parameters")
     params = body if body is not None else query
     runtime = _runtime()
-    filters = dlq.parse_filters(params, runtime.registry.names(), extra=("limit",))
-    cap = dlq.parse_int(params, "limit", dlq.REPLAY_CAP, 1, dlq.REPLAY_CAP)
+    filters = parse_filters(params, runtime.registry.names(), extra=("limit",))
+    cap = parse_int(params, "limit", actions.REPLAY_CAP, 1, actions.REPLAY_CAP)
     with runtime.engine.begin() as conn:
-        replayed, remaining = dlq.replay_matching(conn, filters, cap=cap)
+        replayed, remaining = actions.replay_matching(conn, filters, cap=cap)
     _publish(replayed)
     return jsonify({"replayed": replayed.count, "remaining": remaining}), 202
 
@@ -127,5 +129,5 @@ def replay_bulk():
 @bp.delete("/<int:dead_letter_id>")
 def discard(dead_letter_id: int):
     with _runtime().engine.begin() as conn:
-        result = dlq.discard(conn, dead_letter_id)
+        result = actions.discard(conn, dead_letter_id)
     return jsonify(result)

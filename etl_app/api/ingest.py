@@ -7,11 +7,11 @@ from typing import Any
 import orjson
 from flask import Blueprint, current_app, jsonify, request
 
-from etl_app import outbox
 from etl_app.api import metrics
 from etl_app.api.errors import ApiError
-from etl_app.pipeline import utcnow
-from etl_app.registry import RecordType
+from etl_app.clock import utcnow
+from etl_app.ingest import outbox, send
+from etl_app.record_types import RecordType
 from etl_app.runtime import Runtime
 
 bp = Blueprint("ingest", __name__, url_prefix="/api/v1")
@@ -83,7 +83,7 @@ def _accept(
     result = outbox.store_and_commit(
         runtime.engine, rt, accepted, source=source, received_at=received_at, rejections=rejections, relayed=relayed
     )
-    published = not relayed and outbox.publish(
+    published = not relayed and send.publish(
         runtime.engine,
         runtime.celery,
         result,

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify
 import etl_app
 from etl_app.errors import ERROR_TYPES
 from etl_app.models import DEAD_LETTER_STATUSES
-from etl_app.registry import Registry
+from etl_app.record_types import Registry
 
 bp = Blueprint("openapi", __name__)
 

@@ -7,11 +7,11 @@ import uuid
 import sqlalchemy as sa
 from flask import Blueprint, current_app, jsonify
 
-from etl_app import status
 from etl_app.api.errors import ApiError
 from etl_app.api.ingest import record_type_or_404
 from etl_app.db import LINEAGE_FIELDS
-from etl_app.registry import RecordType
+from etl_app.ingest.progress import ingestion_status
+from etl_app.record_types import RecordType
 
 bp = Blueprint("read", __name__, url_prefix="/api/v1")
 
@@ -50,7 +50,7 @@ def get_ingestion(ingestion_id: str):
     except ValueError:
         raise ApiError(404, "not_found", f"no ingestion {ingestion_id!r}") from None
     with current_app.extensions["etl"].engine.connect() as conn:
-        report = status.ingestion_status(conn, ident)
+        report = ingestion_status(conn, ident)
     if report is None:
         raise ApiError(404, "not_found", f"no ingestion {ingestion_id!r}")
     return jsonify(report)

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from etl_app.db import lineage_columns, metadata
-from etl_app.registry import ParentRef, RecordType
+from etl_app.record_types import ParentRef, RecordType
 from schemas.feedback import CATEGORY_RATINGS, FeedbackSchema
 
 TSTZ = sa.DateTime(timezone=True)

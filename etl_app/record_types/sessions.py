@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from etl_app.db import lineage_columns, metadata
-from etl_app.registry import ParentRef, RecordType
+from etl_app.record_types import ParentRef, RecordType
 from schemas.sessions import SessionSchema
 
 TSTZ = sa.DateTime(timezone=True)

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from etl_app.db import lineage_columns, metadata
-from etl_app.registry import RecordType
+from etl_app.record_types import RecordType
 from schemas.students import StudentSchema
 
 table = sa.Table(

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from etl_app.db import lineage_columns, metadata
-from etl_app.registry import FieldErrors, RecordType
+from etl_app.record_types import FieldErrors, RecordType
 from schemas.tutors import TutorSchema
 
 TSTZ = sa.DateTime(timezone=True)

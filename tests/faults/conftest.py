@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from etl_app.db import make_engine
 from etl_app.migrate import upgrade
-from etl_app.registry import get_registry
+from etl_app.record_types import get_registry
 
 from faultlib import RESULTS, Api
 from procs import Stack

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import signal
 
-from etl_app.registry import get_registry
+from etl_app.record_types import get_registry
 from wsgi import app, celery  # noqa: F401  (the -A target)
 
 POISON_SUFFIX = "POISON"

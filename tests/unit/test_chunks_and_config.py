@@ -7,9 +7,10 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 import sqlalchemy.exc as sa_exc
 
-from etl_app import chunks, errors
+from etl_app import errors
 from etl_app.config import Settings
-from etl_app.registry import get_registry
+from etl_app.pipeline import stash
+from etl_app.record_types import get_registry
 
 AS_OF = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -31,7 +32,7 @@ def test_a_chunk_survives_encoding_with_types_and_offsets_intact():
     )
     assert errs == {}
     items = [{"id": 7, "ingestion_id": "0b6c", "received_at": AS_OF, "waiting_since": None, "data": data}]
-    back = chunks.decode(rt, chunks.encode(items))
+    back = stash.decode(rt, stash.encode(items))
     assert back == items
     start = back[0]["data"]["scheduled_start"]
     assert start.utcoffset() == timedelta(hours=-5) and start.weekday() == 5  # still Saturday where it happened
@@ -50,7 +51,7 @@ def test_dates_come_back_as_dates():
         },
         AS_OF,
     )
-    back = chunks.decode(rt, chunks.encode([{"id": 1, "received_at": AS_OF, "data": data}]))[0]["data"]
+    back = stash.decode(rt, stash.encode([{"id": 1, "received_at": AS_OF, "data": data}]))[0]["data"]
     assert back["onboarding_date"] == date(2026, 1, 2)
     assert back["updated_at"] == AS_OF.astimezone(UTC)
 

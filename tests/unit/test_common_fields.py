@@ -5,9 +5,9 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from etl_app.db import LINEAGE_FIELDS
+from etl_app.record_types import get_registry
 from etl_app.record_types.students import RECORD_TYPE as STUDENTS
 from etl_app.record_types.tutors import RECORD_TYPE as TUTORS
-from etl_app.registry import get_registry
 
 AS_OF = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 TUTOR = {

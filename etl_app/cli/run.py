@@ -1,4 +1,4 @@
-"""The operator's command line: ``etl-app run``, ``etl-app migrate`` and friends."""
+"""``etl-app run`` (migrate, then every process of the Procfile) and ``etl-app migrate``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import click
 
-from etl_app.cli_dlq import dlq_group, status_command
 from etl_app.config import Settings, embedded_env_path, var_dir
 
 PROCESSES = ("web", "worker", "beat", "flower")
@@ -27,13 +26,7 @@ def _secret_file(path: Path, make) -> str:
     return value
 
 
-@click.group()
-@click.version_option(package_name="etl_app")
-def main() -> None:
-    """etl_app: a Celery task-graph ETL service."""
-
-
-@main.command()
+@click.command()
 @click.option("--revision", default="head", show_default=True)
 def migrate(revision: str) -> None:
     """Apply the database migrations."""
@@ -52,7 +45,7 @@ def prepare_environment(env: dict[str, str], var: Path) -> tuple[dict[str, str],
     servers handle (or None)."""
     embedded = None
     if not env.get("DATABASE_URL") or not (env.get("REDIS_URL") or env.get("CELERY_BROKER_URL")):
-        from etl_app.embedded import EmbeddedServices
+        from etl_app.local.services import EmbeddedServices
 
         embedded = EmbeddedServices(var)
         lines = []
@@ -82,7 +75,7 @@ def _die_with_parent() -> None:
         pass
 
 
-@main.command()
+@click.command()
 @click.option("--procfile", default="Procfile", show_default=True, type=click.Path(exists=True, dir_okay=False))
 def run(procfile: str) -> None:
     """Migrate, then run web, worker, beat and Flower in the foreground (Ctrl-C stops them all).
@@ -122,40 +115,3 @@ def run(procfile: str) -> None:
         if embedded is not None:
             Path(embedded_env_path(env)).unlink(missing_ok=True)
             embedded.stop()
-
-
-@main.command()
-@click.argument("record_type", type=click.Choice(["tutors", "students", "sessions", "feedback"]))
-@click.option("--count", type=click.IntRange(min=0), help="How many records (default: 1000).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same output.")
-@click.option("--format", "fmt", type=click.Choice(["ndjson", "json"]), default="ndjson", show_default=True)
-@click.option("--id-prefix", default="", help="Prefix for every id (keeps runs apart).")
-@click.option(
-    "--for-sessions",
-    type=click.IntRange(min=0),
-    help="Instead of --count: exactly the records that go with the first N sessions of this seed "
-    "(their tutors, students or feedback).",
-)
-@click.option("-o", "--output", type=click.File("wb"), default="-", help="Output file (default: stdout).")
-def generate(record_type: str, count: int | None, seed: int, fmt: str, id_prefix: str, for_sessions, output) -> None:
-    """Write deterministic synthetic records of RECORD_TYPE (NDJSON by default)."""
-    from etl_app import generate as gen
-
-    if count is not None and for_sessions is not None:
-        raise click.UsageError("give --count or --for-sessions, not both")
-    try:
-        if for_sessions is not None:
-            records = gen.dataset(for_sessions, seed, id_prefix=id_prefix).stream(record_type)
-        else:
-            records = gen.generate(record_type, 1000 if count is None else count, seed, id_prefix=id_prefix)
-        gen.write_records(records, output, fmt)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-
-
-main.add_command(dlq_group, "dlq")
-main.add_command(status_command)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

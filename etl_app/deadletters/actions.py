@@ -1,222 +1,35 @@
-"""Dead letters you can work with: list, show, replay (one, in bulk, or automatically when a
-missing parent lands) and discard.
+"""Replaying and discarding dead letters.
 
-Functions take a SQLAlchemy ``Connection``; the caller owns the transaction. A replay happens in
-one transaction: the raw record goes back to ``received`` (with a corrected payload if one was
-given), the dead letter becomes ``replayed`` (``replay_count`` + 1, ``last_replayed_at``,
-``last_outcome = 'replayed'``) and its ingestion is open again. Only after the commit are the
-chains published, with :func:`publish`; if the broker cannot take them, the records stay
-``received`` and the outbox sweeper sends them.
-
-Listing is newest first with keyset pagination: ``next`` is the cursor of the following page
-(pass it back as ``cursor``), ``None`` on the last page.
+A replay happens in one transaction: the raw record goes back to ``received`` (with a corrected
+payload if one was given), the dead letter becomes ``replayed`` (``replay_count`` + 1,
+``last_replayed_at``, ``last_outcome = 'replayed'``) and its ingestion is open again. Only after
+the commit are the chains published, with :func:`publish`; if the broker cannot take them, the
+records stay ``received`` and the outbox sweeper sends them. Children dead-lettered as
+``missing_parent`` are replayed automatically when their parent lands.
 """
 
 from __future__ import annotations
 
-import logging
-import uuid
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
-from etl_app import errors, outbox
-from etl_app.models import DEAD, DEAD_LETTER_STATUSES, DISCARDED, OPEN, DeadLetter, RawRecord
-from etl_app.pipeline import parent_refs
-from etl_app.publish import publish_chunks
-from etl_app.registry import FieldErrors, Registry
-
-log = logging.getLogger(__name__)
+from etl_app.deadletters.errors import InvalidParameter, InvalidPayload, NotFound, NotOpen
+from etl_app.deadletters.filters import Filters
+from etl_app.deadletters.queries import MAX_ID
+from etl_app.ingest.send import send_or_leave
+from etl_app.models import DEAD, DISCARDED, OPEN, DeadLetter, RawRecord
+from etl_app.pipeline.enrich import parent_refs
+from etl_app.pipeline.messages import publish_chunks
+from etl_app.record_types import Registry
 
 D = DeadLetter.__table__
 R = RawRecord.__table__
 
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 500
 REPLAY_CAP = 10_000  # dead letters replayed by one bulk call at most
-TRACEBACK_LINES = 20
-FILTERS = ("record_type", "error_type", "ingestion_id", "since", "status")
-ALL = "all"  # status filter: every status
-_MAX_ID = 2**63 - 1
-
-
-# -- errors -----------------------------------------------------------------------------------
-
-
-class DlqError(Exception):
-    """Base of what a caller is told: ``message`` says what is wrong."""
-
-
-class InvalidParameter(DlqError):
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(f"{name}: {message}")
-        self.name = name
-
-
-class NotFound(DlqError):
-    def __init__(self, dead_letter_id: int) -> None:
-        super().__init__(f"no dead letter {dead_letter_id}")
-
-
-class NotOpen(DlqError):
-    """Only an open dead letter can be replayed or discarded."""
-
-    def __init__(self, dead_letter_id: int, status: str, record_status: str | None) -> None:
-        detail = f" (its record is {record_status})" if record_status else ""
-        super().__init__(f"dead letter {dead_letter_id} is {status}{detail}, not open")
-        self.status = status
-
-
-class InvalidPayload(DlqError):
-    """The corrected payload does not pass the record type's validation; nothing was changed."""
-
-    def __init__(self, field_errors: FieldErrors) -> None:
-        super().__init__("the corrected payload is not valid")
-        self.errors = field_errors
-
-
-# -- filters ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Filters:
-    record_type: str | None = None
-    error_type: str | None = None
-    ingestion_id: uuid.UUID | None = None
-    since: datetime | None = None  # on last_failed_at
-    status: str = OPEN  # or ALL
-
-    def where(self) -> list[sa.ColumnElement[bool]]:
-        out = []
-        if self.record_type is not None:
-            out.append(D.c.record_type == self.record_type)
-        if self.error_type is not None:
-            out.append(D.c.error_type == self.error_type)
-        if self.ingestion_id is not None:
-            out.append(D.c.ingestion_id == self.ingestion_id)
-        if self.since is not None:
-            out.append(D.c.last_failed_at >= self.since)
-        if self.status != ALL:
-            out.append(D.c.status == self.status)
-        return out
-
-
-def parse_filters(params: Mapping[str, Any], record_types: Collection[str], extra: Collection[str] = ()) -> Filters:
-    """Filters from query parameters or a JSON object; an unknown name or a bad value raises
-    :class:`InvalidParameter` naming it (names in ``extra`` are allowed and left to the caller)."""
-    for name in params:
-        if name not in FILTERS and name not in extra:
-            raise InvalidParameter(name, f"unknown parameter; filters are {', '.join(FILTERS)}")
-    values = {name: params[name] for name in FILTERS if params.get(name) not in (None, "")}
-    for name, value in values.items():
-        if not isinstance(value, str):
-            raise InvalidParameter(name, "must be a string")
-    record_type = values.get("record_type")
-    if record_type is not None and record_type not in record_types:
-        raise InvalidParameter("record_type", f"unknown record type {record_type!r}")
-    error_type = values.get("error_type")
-    if error_type is not None and error_type not in errors.ERROR_TYPES:
-        raise InvalidParameter("error_type", f"must be one of {', '.join(errors.ERROR_TYPES)}")
-    status = values.get("status", OPEN)
-    if status not in (*DEAD_LETTER_STATUSES, ALL):
-        raise InvalidParameter("status", f"must be one of {', '.join((*DEAD_LETTER_STATUSES, ALL))}")
-    ingestion_id = None
-    if "ingestion_id" in values:
-        try:
-            ingestion_id = uuid.UUID(values["ingestion_id"])
-        except ValueError:
-            raise InvalidParameter("ingestion_id", "must be a UUID") from None
-    since = None
-    if "since" in values:
-        try:
-            since = datetime.fromisoformat(values["since"])
-        except ValueError:
-            raise InvalidParameter("since", "must be an ISO 8601 timestamp") from None
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
-    return Filters(record_type, error_type, ingestion_id, since, status)
-
-
-def parse_int(params: Mapping[str, Any], name: str, default: int | None, lo: int, hi: int) -> int | None:
-    """An integer parameter within ``lo..hi`` (``default`` when absent)."""
-    raw = params.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw) if not isinstance(raw, bool) else None
-    except (TypeError, ValueError):
-        value = None
-    if value is None or not lo <= value <= hi:
-        raise InvalidParameter(name, f"must be an integer from {lo} to {hi}")
-    return value
-
-
-# -- reading ------------------------------------------------------------------------------------
-
-_SUMMARY = (
-    D.c.id,
-    D.c.raw_record_id,
-    D.c.ingestion_id,
-    D.c.record_type,
-    D.c.natural_key,
-    D.c.error_type,
-    D.c.error,
-    D.c.task_name,
-    D.c.attempts,
-    D.c.status,
-    D.c.replay_count,
-    D.c.first_failed_at,
-    D.c.last_failed_at,
-    D.c.last_replayed_at,
-    D.c.last_outcome,
-    R.c.status.label("record_status"),
-)
-_JOINED = D.outerjoin(R, R.c.id == D.c.raw_record_id)
-
-
-@dataclass
-class Page:
-    items: list[dict[str, Any]]
-    next: str | None
-    limit: int
-
-
-def list_dead_letters(
-    conn: sa.Connection, filters: Filters, *, limit: int = DEFAULT_LIMIT, cursor: int | None = None
-) -> Page:
-    """One page of dead letters matching ``filters``, newest first (by id)."""
-    query = sa.select(*_SUMMARY).select_from(_JOINED).where(*filters.where())
-    if cursor is not None:
-        query = query.where(D.c.id < cursor)
-    rows = conn.execute(query.order_by(D.c.id.desc()).limit(limit + 1)).mappings().all()
-    items = [dict(row) for row in rows[:limit]]
-    return Page(items, str(items[-1]["id"]) if len(rows) > limit else None, limit)
-
-
-def get_dead_letter(
-    conn: sa.Connection, dead_letter_id: int, traceback_lines: int | None = TRACEBACK_LINES
-) -> dict[str, Any] | None:
-    """One dead letter with its payload and the last ``traceback_lines`` lines of its traceback
-    (all of them for None); ``record_status`` is the raw record's current status."""
-    if not 0 < dead_letter_id <= _MAX_ID:
-        return None
-    query = sa.select(*_SUMMARY, D.c.payload, D.c.traceback).select_from(_JOINED).where(D.c.id == dead_letter_id)
-    row = conn.execute(query).mappings().first()
-    if row is None:
-        return None
-    out = dict(row)
-    lines = (out["traceback"] or "").splitlines()
-    out["traceback_truncated"] = traceback_lines is not None and len(lines) > traceback_lines
-    if out["traceback_truncated"]:
-        out["traceback"] = "\n".join(lines[-traceback_lines:])
-    return out
-
-
-# -- replay -------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -285,7 +98,7 @@ def replay(conn: sa.Connection, registry: Registry, dead_letter_id: int, payload
     """Replay one open dead letter, optionally with a corrected ``payload``, which must pass
     ``RecordType.validate`` as of the record's ``received_at`` (else :class:`InvalidPayload`,
     nothing changed). Raises :class:`NotFound` or :class:`NotOpen`."""
-    if not 0 < dead_letter_id <= _MAX_ID:
+    if not 0 < dead_letter_id <= MAX_ID:
         raise NotFound(dead_letter_id)
     row = conn.execute(
         sa.select(
@@ -383,11 +196,11 @@ def replay_if_parents_exist(conn: sa.Connection, registry: Registry, raw_ids: Se
 def discard(conn: sa.Connection, dead_letter_id: int) -> dict[str, Any]:
     """Mark an open dead letter discarded (its raw record stays ``dead``); discarding a discarded
     one again changes nothing. Raises :class:`NotFound`, or :class:`NotOpen` for a replayed one."""
-    if not 0 < dead_letter_id <= _MAX_ID:
+    if not 0 < dead_letter_id <= MAX_ID:
         raise NotFound(dead_letter_id)
     row = conn.execute(
         sa.select(D.c.id, D.c.status, R.c.status.label("record_status"))
-        .select_from(_JOINED)
+        .select_from(D.outerjoin(R, R.c.id == D.c.raw_record_id))
         .where(D.c.id == dead_letter_id)
         .with_for_update(of=D)
     ).first()
@@ -397,9 +210,6 @@ def discard(conn: sa.Connection, dead_letter_id: int) -> dict[str, Any]:
         raise NotOpen(dead_letter_id, row.status, row.record_status)
     conn.execute(sa.update(D).where(D.c.id == dead_letter_id).values(status=DISCARDED))
     return {"dead_letter_id": dead_letter_id, "status": DISCARDED, "record_status": row.record_status}
-
-
-# -- publishing ---------------------------------------------------------------------------------
 
 
 def publish(engine: sa.Engine, celery_app: Any, replayed: Replayed, *, chunk_size: int, timeout: float | None) -> bool:
@@ -413,4 +223,4 @@ def publish(engine: sa.Engine, celery_app: Any, replayed: Replayed, *, chunk_siz
         for record_type, ids in replayed.records.items():
             publish_chunks(celery_app, record_type, ids, chunk_size)
 
-    return outbox.send_or_leave(engine, send, replayed.raw_ids, timeout=timeout, what="replayed dead letters")
+    return send_or_leave(engine, send, replayed.raw_ids, timeout=timeout, what="replayed dead letters")

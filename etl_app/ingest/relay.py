@@ -19,7 +19,7 @@ import time
 import sqlalchemy as sa
 from celery import Celery
 
-from etl_app.publish import publish_claimed
+from etl_app.pipeline.messages import publish_claimed
 
 log = logging.getLogger(__name__)
 

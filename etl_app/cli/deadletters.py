@@ -1,4 +1,4 @@
-"""Operator commands on the database: ``etl-app dlq list|show|replay|discard`` and ``etl-app status``.
+"""``etl-app dlq list|show|replay|discard``: the dead letters, from the command line.
 
 Settings come from the environment (DATABASE_URL; REDIS_URL or CELERY_BROKER_URL to replay),
 as for the service. Errors (not found, not open, invalid payload) exit with status 1.
@@ -6,58 +6,31 @@ as for the service. Errors (not found, not open, invalid payload) exit with stat
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC
 from typing import Any
 
 import click
 import orjson
-import sqlalchemy as sa
-from rich.console import Console
 from rich.json import JSON
 from rich.markup import escape
 from rich.table import Table
 
-from etl_app import dlq
+from etl_app.cli.common import connect, console, settings_or_fail
 from etl_app.config import Settings
 from etl_app.db import make_engine
-from etl_app.registry import get_registry
+from etl_app.deadletters import actions, queries
+from etl_app.deadletters.errors import InvalidParameter
+from etl_app.deadletters.filters import Filters, parse_filters
+from etl_app.record_types import get_registry
 
 
-def _settings() -> Settings:
-    try:
-        settings = Settings.from_env()
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    if not settings.database_url:
-        raise click.ClickException("DATABASE_URL is not set (with `etl-app run` going, it is found under ./var)")
-    return settings
-
-
-@contextmanager
-def _connect(settings: Settings, *, write: bool = False) -> Iterator[sa.Connection]:
-    engine = make_engine(settings.database_url, pool_size=1, max_overflow=0, application_name="etl_app-cli")
-    try:
-        with engine.begin() if write else engine.connect() as conn:
-            yield conn
-    except dlq.InvalidPayload as exc:
-        lines = [f"  {name}: {' '.join(msgs)}" for name, msgs in exc.errors.items()]
-        raise click.ClickException("\n".join([str(exc) + "; nothing was changed:", *lines])) from None
-    except dlq.DlqError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        engine.dispose()
-
-
-def _publish(settings: Settings, replayed: dlq.Replayed) -> None:
+def _publish(settings: Settings, replayed: actions.Replayed) -> None:
     from etl_app.celery_app import make_celery
 
     celery_app = make_celery("etl_app", settings.broker_url, settings.broker_key_prefix)
     engine = make_engine(settings.database_url, pool_size=1, max_overflow=0, application_name="etl_app-cli")
     try:
-        ok = dlq.publish(
+        ok = actions.publish(
             engine, celery_app, replayed, chunk_size=settings.chunk_size, timeout=settings.publish_timeout_seconds
         )
     finally:
@@ -66,16 +39,10 @@ def _publish(settings: Settings, replayed: dlq.Replayed) -> None:
         click.echo("warning: the broker did not take them now; the outbox sweeper will send them", err=True)
 
 
-def _console() -> Console:
-    """Rich output; as wide as the terminal, or 200 columns when piped (for grep and files)."""
-    console = Console()
-    return console if console.is_terminal else Console(width=200)
-
-
-def _filters(options: dict[str, Any]) -> dlq.Filters:
+def _filters(options: dict[str, Any]) -> Filters:
     try:
-        return dlq.parse_filters(options, get_registry().names())
-    except dlq.InvalidParameter as exc:
+        return parse_filters(options, get_registry().names())
+    except InvalidParameter as exc:
         raise click.BadParameter(str(exc)) from None
 
 
@@ -101,14 +68,14 @@ def dlq_group() -> None:
 @dlq_group.command("list")
 @filter_options
 @click.option("--status", default="open", show_default=True, help="open, replayed, discarded or all.")
-@click.option("--limit", type=click.IntRange(1, dlq.MAX_LIMIT), default=dlq.DEFAULT_LIMIT, show_default=True)
+@click.option("--limit", type=click.IntRange(1, queries.MAX_LIMIT), default=queries.DEFAULT_LIMIT, show_default=True)
 @click.option("--cursor", type=click.IntRange(min=1), help="The `next` cursor of the previous page.")
 def list_command(limit: int, cursor: int | None, **filters: str | None) -> None:
     """List dead letters, newest first (--since is ISO 8601, on the last failure)."""
-    settings = _settings()
+    settings = settings_or_fail()
     parsed = _filters(filters)
-    with _connect(settings) as conn:
-        page = dlq.list_dead_letters(conn, parsed, limit=limit, cursor=cursor)
+    with connect(settings) as conn:
+        page = queries.list_dead_letters(conn, parsed, limit=limit, cursor=cursor)
     if not page.items:
         click.echo("no dead letters match")
         return
@@ -129,7 +96,7 @@ def list_command(limit: int, cursor: int | None, **filters: str | None) -> None:
             (d["error"] or "")[:200],
         )
         table.add_row(*(escape(str(c)) for c in cells))
-    _console().print(table)
+    console().print(table)
     if page.next:
         click.echo(f"more: --cursor {page.next}")
 
@@ -139,15 +106,15 @@ def list_command(limit: int, cursor: int | None, **filters: str | None) -> None:
 @click.option("--full", is_flag=True, help="The whole traceback (default: its last 20 lines).")
 def show_command(dead_letter_id: int, full: bool) -> None:
     """One dead letter: payload, error and traceback."""
-    settings = _settings()
-    with _connect(settings) as conn:
-        d = dlq.get_dead_letter(conn, dead_letter_id, None if full else dlq.TRACEBACK_LINES)
+    settings = settings_or_fail()
+    with connect(settings) as conn:
+        d = queries.get_dead_letter(conn, dead_letter_id, None if full else queries.TRACEBACK_LINES)
     if d is None:
         raise click.ClickException(f"no dead letter {dead_letter_id}")
-    console = _console()
+    out = console()
 
     def field(name: str, value: Any) -> None:
-        console.print(f"[bold]{name}[/bold]: {escape(str(value))}", highlight=False)
+        out.print(f"[bold]{name}[/bold]: {escape(str(value))}", highlight=False)
 
     for name in ("id", "record_type", "natural_key", "ingestion_id", "raw_record_id", "record_status", "status"):
         field(name, d[name])
@@ -156,11 +123,11 @@ def show_command(dead_letter_id: int, full: bool) -> None:
     for name in ("first_failed_at", "last_failed_at", "last_replayed_at"):
         field(name, d[name].isoformat() if d[name] else "-")
     field("error", d["error"])
-    console.print("[bold]payload[/bold]:")
-    console.print(JSON(orjson.dumps(d["payload"]).decode()))
+    out.print("[bold]payload[/bold]:")
+    out.print(JSON(orjson.dumps(d["payload"]).decode()))
     if d["traceback"]:
-        console.print("[bold]traceback[/bold]" + (" (last lines)" if d["traceback_truncated"] else "") + ":")
-        console.print(d["traceback"], markup=False, highlight=False)
+        out.print("[bold]traceback[/bold]" + (" (last lines)" if d["traceback_truncated"] else "") + ":")
+        out.print(d["traceback"], markup=False, highlight=False)
 
 
 @dlq_group.command("replay")
@@ -168,7 +135,7 @@ def show_command(dead_letter_id: int, full: bool) -> None:
 @click.option("--payload-file", type=click.File("rb"), help="A corrected payload (JSON object; - for stdin).")
 @click.option("--all", "replay_all", is_flag=True, help="Every open dead letter matching the filters.")
 @filter_options
-@click.option("--limit", type=click.IntRange(1, dlq.REPLAY_CAP), default=dlq.REPLAY_CAP, show_default=True)
+@click.option("--limit", type=click.IntRange(1, actions.REPLAY_CAP), default=actions.REPLAY_CAP, show_default=True)
 def replay_command(dead_letter_id: int | None, payload_file, replay_all: bool, limit: int, **filters: str | None):
     """Replay one dead letter (ID), optionally corrected, or --all matching the filters."""
     if (dead_letter_id is None) == (not replay_all):
@@ -178,23 +145,23 @@ def replay_command(dead_letter_id: int | None, payload_file, replay_all: bool, l
         raise click.UsageError("filters go with --all")
     if replay_all and payload_file is not None:
         raise click.UsageError("--payload-file goes with one dead letter ID")
-    settings = _settings()
+    settings = settings_or_fail()
     if not settings.broker_url:
         raise click.ClickException("REDIS_URL (or CELERY_BROKER_URL) is not set")
     if dead_letter_id is not None:
-        payload = dlq.UNSET
+        payload = actions.UNSET
         if payload_file is not None:
             try:
                 payload = orjson.loads(payload_file.read())
             except orjson.JSONDecodeError as exc:
                 raise click.ClickException(f"the payload file is not valid JSON: {exc}") from None
-        with _connect(settings, write=True) as conn:
-            replayed = dlq.replay(conn, get_registry(), dead_letter_id, payload)
+        with connect(settings, write=True) as conn:
+            replayed = actions.replay(conn, get_registry(), dead_letter_id, payload)
         click.echo(f"replayed dead letter {dead_letter_id} (raw record {replayed.raw_ids[0]})")
     else:
         parsed = _filters(given)
-        with _connect(settings, write=True) as conn:
-            replayed, remaining = dlq.replay_matching(conn, parsed, cap=limit)
+        with connect(settings, write=True) as conn:
+            replayed, remaining = actions.replay_matching(conn, parsed, cap=limit)
         click.echo(f"replayed {replayed.count} dead letters; {remaining} matching ones are still open")
     _publish(settings, replayed)
 
@@ -203,30 +170,7 @@ def replay_command(dead_letter_id: int | None, payload_file, replay_all: bool, l
 @click.argument("dead_letter_id", type=int)
 def discard_command(dead_letter_id: int) -> None:
     """Close a dead letter without replaying it (its record stays dead)."""
-    settings = _settings()
-    with _connect(settings, write=True) as conn:
-        dlq.discard(conn, dead_letter_id)
+    settings = settings_or_fail()
+    with connect(settings, write=True) as conn:
+        actions.discard(conn, dead_letter_id)
     click.echo(f"discarded dead letter {dead_letter_id}")
-
-
-@click.command("status")
-@click.argument("ingestion_id")
-def status_command(ingestion_id: str) -> None:
-    """Progress of one ingestion: counts by status."""
-    from etl_app.status import ingestion_status
-
-    try:
-        ident = uuid.UUID(ingestion_id)
-    except ValueError:
-        raise click.ClickException(f"{ingestion_id!r} is not an ingestion id (a UUID)") from None
-    settings = _settings()
-    with _connect(settings) as conn:
-        report = ingestion_status(conn, ident)
-    if report is None:
-        raise click.ClickException(f"no ingestion {ingestion_id}")
-    click.echo(f"ingestion {report['id']} ({report['record_type']}, {report['source']}): {report['status']}")
-    for name, n in report["counts"].items():
-        click.echo(f"  {name:<10}{n:>10}")
-    click.echo(f"  created   {report['created_at'].isoformat()}")
-    if report["finished_at"]:
-        click.echo(f"  finished  {report['finished_at'].isoformat()}")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from celery import Celery, chain
 
-from etl_app import chunks
+from etl_app.pipeline.stash import Stash
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def publish_claimed(celery_app: Celery, rows: Sequence[tuple[int, str]], chunk_s
 
 
 def publish_validated(
-    celery_app: Celery, stash: chunks.Stash, record_type: str, items: Sequence[dict], chunk_size: int
+    celery_app: Celery, stash: Stash, record_type: str, items: Sequence[dict], chunk_size: int
 ) -> int:
     """Enqueue chains for records the API has just validated: their loaded values wait in the
     stash, so the schema runs once per record (the validate stage passes them on)."""

@@ -20,7 +20,7 @@ import orjson
 import redis
 import sqlalchemy as sa
 
-from etl_app.registry import RecordType
+from etl_app.record_types import RecordType
 
 ITEM_TIMESTAMPS = ("received_at", "waiting_since", "enriched_at")
 

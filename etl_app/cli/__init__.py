@@ -1,0 +1,27 @@
+"""The operator's command line: ``etl-app run``, ``migrate``, ``dlq``, ``status`` and ``generate``."""
+
+from __future__ import annotations
+
+import click
+
+from etl_app.cli.deadletters import dlq_group
+from etl_app.cli.generate import generate
+from etl_app.cli.run import migrate, run
+from etl_app.cli.status import status_command
+
+
+@click.group()
+@click.version_option(package_name="etl_app")
+def main() -> None:
+    """etl_app: a Celery task-graph ETL service."""
+
+
+main.add_command(run)
+main.add_command(migrate)
+main.add_command(generate)
+main.add_command(dlq_group, "dlq")
+main.add_command(status_command)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,45 @@
+"""What the operator commands share: settings, a short-lived connection, rich output."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+import sqlalchemy as sa
+from rich.console import Console
+
+from etl_app.config import Settings
+from etl_app.db import make_engine
+from etl_app.deadletters.errors import DlqError, InvalidPayload
+
+
+def settings_or_fail() -> Settings:
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not settings.database_url:
+        raise click.ClickException("DATABASE_URL is not set (with `etl-app run` going, it is found under ./var)")
+    return settings
+
+
+@contextmanager
+def connect(settings: Settings, *, write: bool = False) -> Iterator[sa.Connection]:
+    engine = make_engine(settings.database_url, pool_size=1, max_overflow=0, application_name="etl_app-cli")
+    try:
+        with engine.begin() if write else engine.connect() as conn:
+            yield conn
+    except InvalidPayload as exc:
+        lines = [f"  {name}: {' '.join(msgs)}" for name, msgs in exc.errors.items()]
+        raise click.ClickException("\n".join([str(exc) + "; nothing was changed:", *lines])) from None
+    except DlqError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        engine.dispose()
+
+
+def console() -> Console:
+    """Rich output; as wide as the terminal, or 200 columns when piped (for grep and files)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)

@@ -1,0 +1,38 @@
+"""What a caller of the dead-letter functions is told: one exception family, translated at each
+edge (an HTTP status in the API, a click error in the CLI)."""
+
+from __future__ import annotations
+
+from etl_app.record_types import FieldErrors
+
+
+class DlqError(Exception):
+    """Base of what a caller is told: ``message`` says what is wrong."""
+
+
+class InvalidParameter(DlqError):
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name = name
+
+
+class NotFound(DlqError):
+    def __init__(self, dead_letter_id: int) -> None:
+        super().__init__(f"no dead letter {dead_letter_id}")
+
+
+class NotOpen(DlqError):
+    """Only an open dead letter can be replayed or discarded."""
+
+    def __init__(self, dead_letter_id: int, status: str, record_status: str | None) -> None:
+        detail = f" (its record is {record_status})" if record_status else ""
+        super().__init__(f"dead letter {dead_letter_id} is {status}{detail}, not open")
+        self.status = status
+
+
+class InvalidPayload(DlqError):
+    """The corrected payload does not pass the record type's validation; nothing was changed."""
+
+    def __init__(self, field_errors: FieldErrors) -> None:
+        super().__init__("the corrected payload is not valid")
+        self.errors = field_errors

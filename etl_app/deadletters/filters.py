@@ -1,0 +1,93 @@
+"""The filters of dead-letter lists and bulk actions, parsed once for the API and the CLI."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from etl_app import errors
+from etl_app.deadletters.errors import InvalidParameter
+from etl_app.models import DEAD_LETTER_STATUSES, OPEN, DeadLetter
+
+D = DeadLetter.__table__
+
+FILTERS = ("record_type", "error_type", "ingestion_id", "since", "status")
+ALL = "all"  # status filter: every status
+
+
+@dataclass(frozen=True)
+class Filters:
+    record_type: str | None = None
+    error_type: str | None = None
+    ingestion_id: uuid.UUID | None = None
+    since: datetime | None = None  # on last_failed_at
+    status: str = OPEN  # or ALL
+
+    def where(self) -> list[sa.ColumnElement[bool]]:
+        out = []
+        if self.record_type is not None:
+            out.append(D.c.record_type == self.record_type)
+        if self.error_type is not None:
+            out.append(D.c.error_type == self.error_type)
+        if self.ingestion_id is not None:
+            out.append(D.c.ingestion_id == self.ingestion_id)
+        if self.since is not None:
+            out.append(D.c.last_failed_at >= self.since)
+        if self.status != ALL:
+            out.append(D.c.status == self.status)
+        return out
+
+
+def parse_filters(params: Mapping[str, Any], record_types: Collection[str], extra: Collection[str] = ()) -> Filters:
+    """Filters from query parameters or a JSON object; an unknown name or a bad value raises
+    :class:`InvalidParameter` naming it (names in ``extra`` are allowed and left to the caller)."""
+    for name in params:
+        if name not in FILTERS and name not in extra:
+            raise InvalidParameter(name, f"unknown parameter; filters are {', '.join(FILTERS)}")
+    values = {name: params[name] for name in FILTERS if params.get(name) not in (None, "")}
+    for name, value in values.items():
+        if not isinstance(value, str):
+            raise InvalidParameter(name, "must be a string")
+    record_type = values.get("record_type")
+    if record_type is not None and record_type not in record_types:
+        raise InvalidParameter("record_type", f"unknown record type {record_type!r}")
+    error_type = values.get("error_type")
+    if error_type is not None and error_type not in errors.ERROR_TYPES:
+        raise InvalidParameter("error_type", f"must be one of {', '.join(errors.ERROR_TYPES)}")
+    status = values.get("status", OPEN)
+    if status not in (*DEAD_LETTER_STATUSES, ALL):
+        raise InvalidParameter("status", f"must be one of {', '.join((*DEAD_LETTER_STATUSES, ALL))}")
+    ingestion_id = None
+    if "ingestion_id" in values:
+        try:
+            ingestion_id = uuid.UUID(values["ingestion_id"])
+        except ValueError:
+            raise InvalidParameter("ingestion_id", "must be a UUID") from None
+    since = None
+    if "since" in values:
+        try:
+            since = datetime.fromisoformat(values["since"])
+        except ValueError:
+            raise InvalidParameter("since", "must be an ISO 8601 timestamp") from None
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+    return Filters(record_type, error_type, ingestion_id, since, status)
+
+
+def parse_int(params: Mapping[str, Any], name: str, default: int | None, lo: int, hi: int) -> int | None:
+    """An integer parameter within ``lo..hi`` (``default`` when absent)."""
+    raw = params.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw) if not isinstance(raw, bool) else None
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise InvalidParameter(name, f"must be an integer from {lo} to {hi}")
+    return value

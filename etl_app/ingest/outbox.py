@@ -1,0 +1,121 @@
+"""The outbox: accepted records are committed to raw_records before the API answers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from etl_app.jsonsafe import json_safe
+from etl_app.record_types import RecordType
+
+
+@dataclass
+class Accepted:
+    """The outcome of one ingest call."""
+
+    ingestion_id: uuid.UUID
+    record_type: str
+    received_at: datetime | None = None
+    ids: list[int] = field(default_factory=list)
+    rejections: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        return len(self.ids)
+
+
+def _jsonb(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+# Below this many records one INSERT … SELECT FROM unnest(…) beats COPY's extra round trips.
+COPY_THRESHOLD = 64
+
+_INGESTION = (
+    "INSERT INTO ingestions (id, record_type, source, accepted, rejected, rejections, created_at) "
+    "VALUES (:id, :t, :source, :accepted, :rejected, CAST(:rejections AS jsonb), :at)"
+)
+_STORE_SMALL = sa.text(
+    f"WITH ingestion AS ({_INGESTION}) "
+    "INSERT INTO raw_records (ingestion_id, record_type, natural_key, payload, status, received_at, updated_at, "
+    "enqueued_at) SELECT :id, :t, r.key, r.payload, 'received', :at, :at, :enqueued_at "
+    "FROM unnest(CAST(:keys AS text[]), CAST(:payloads AS jsonb[])) WITH ORDINALITY AS r(key, payload, n) "
+    "ORDER BY r.n RETURNING id"
+)
+_STORE_IDS = sa.text(
+    f"WITH ingestion AS ({_INGESTION}) "
+    "SELECT nextval(pg_get_serial_sequence('raw_records', 'id')) FROM generate_series(1, :accepted)"
+)
+
+
+def store_and_commit(engine: sa.Engine, rt: RecordType, payloads: Sequence[Any], **kwargs: Any) -> Accepted:
+    """:func:`store` and commit. A few records are one statement, which commits by itself
+    (autocommit: no BEGIN and COMMIT round trips); more are a transaction around the COPY."""
+    if len(payloads) < COPY_THRESHOLD:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            return store(conn, rt, payloads, **kwargs)
+    with engine.begin() as conn:
+        return store(conn, rt, payloads, **kwargs)
+
+
+def store(
+    conn: sa.Connection,
+    rt: RecordType,
+    payloads: Sequence[Any],
+    *,
+    source: str,
+    received_at: datetime,
+    rejections: list[dict[str, Any]],
+    relayed: bool = False,
+) -> Accepted:
+    """Write the ingestion row and every accepted payload in the caller's transaction: one
+    statement for a few records, COPY for more.
+
+    ``relayed``: leave ``enqueued_at`` unset, for the outbox relay to publish (small
+    submissions); otherwise the caller publishes right after the commit."""
+    ingestion_id = uuid.uuid4()
+    params = {
+        "id": ingestion_id,
+        "t": rt.name,
+        "source": source,
+        "accepted": len(payloads),
+        "rejected": len(rejections),
+        "rejections": _jsonb(json_safe(rejections[:1000])),
+        "at": received_at,
+    }
+    result = Accepted(ingestion_id, rt.name, received_at=received_at, rejections=rejections)
+    enqueued_at = None if relayed else received_at
+    if len(payloads) < COPY_THRESHOLD:
+        params.update(
+            keys=[rt.natural_key(p) for p in payloads], payloads=[_jsonb(p) for p in payloads], enqueued_at=enqueued_at
+        )
+        result.ids = [r[0] for r in conn.execute(_STORE_SMALL, params)]
+        return result
+    ids = [r[0] for r in conn.execute(_STORE_IDS, params)]
+    cursor = conn.connection.driver_connection.cursor()
+    with cursor.copy(
+        "COPY raw_records (id, ingestion_id, record_type, natural_key, payload, status, received_at, updated_at, "
+        "enqueued_at) FROM STDIN"
+    ) as copy:
+        for raw_id, payload in zip(ids, payloads, strict=True):
+            copy.write_row(
+                (
+                    raw_id,
+                    ingestion_id,
+                    rt.name,
+                    rt.natural_key(payload),
+                    _jsonb(payload),
+                    "received",
+                    received_at,
+                    received_at,
+                    enqueued_at,
+                )
+            )
+    result.ids = ids
+    return result
