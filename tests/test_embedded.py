@@ -17,7 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from etl_app.local.services import EmbeddedServiceError, EmbeddedServices, _processes_in
+from etl_app.local.server_processes import processes_in
+from etl_app.local.services import EmbeddedServiceError, EmbeddedServices
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +32,7 @@ def base_dir():
     yield path
     for sub in path.rglob("*"):
         if sub.is_dir() and sub.name in ("postgres", "redis"):
-            for proc in _processes_in(sub, "postgres") + _processes_in(sub, "redis-server"):
+            for proc in processes_in(sub, "postgres") + processes_in(sub, "redis-server"):
                 proc.kill()
     shutil.rmtree(path, ignore_errors=True)
 
@@ -99,7 +100,7 @@ def test_start_connect_from_another_process_and_stop(base_dir):
     assert pg_pid and redis_pid and _gone(pg_pid) and _gone(redis_pid)
     assert not _port_open(port)
     assert socket_file is not None and not socket_file.exists()
-    assert not _processes_in(var / "postgres", "postgres")
+    assert not processes_in(var / "postgres", "postgres")
     # the lock is free again, and the data survived: a new start sees the table
     with EmbeddedServices(var) as again:
         import psycopg
