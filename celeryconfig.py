@@ -1,6 +1,7 @@
 """Celery settings: plain lowercase names, read from the environment; imports nothing of the project.
 
-See ../shared/spec/reliability.md for why each of these matters.
+The queue and task names are those of ``etl_app/names.py``, spelled again here; a test checks
+that every task named in the routes and the beat schedule is registered.
 """
 
 import os

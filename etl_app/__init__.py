@@ -16,12 +16,8 @@ def create_app(config: dict[str, Any] | None = None):
     from flask import Flask
 
     from etl_app import api
-    from etl_app.celery_app import make_celery
     from etl_app.config import Settings
-    from etl_app.db import make_engine
-    from etl_app.ingest.relay import Relay
-    from etl_app.record_types import get_registry
-    from etl_app.runtime import Runtime
+    from etl_app.runtime import build_runtime
 
     config = dict(config or {})
     settings = Settings.from_env(**{k: v for k, v in config.items() if k.islower()})
@@ -34,12 +30,8 @@ def create_app(config: dict[str, Any] | None = None):
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
     app.config.update({k: v for k, v in config.items() if k.isupper()})
 
-    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-    celery = make_celery("etl_app", settings.broker_url, settings.broker_key_prefix)
-    relay = Relay(engine, celery, chunk_size=settings.chunk_size, window=settings.relay_window_ms / 1000)
-    runtime = Runtime(settings=settings, engine=engine, registry=get_registry(), celery=celery, relay=relay)
-    celery.etl = runtime
-    app.extensions["celery"] = celery
+    runtime = build_runtime(settings)
+    app.extensions["celery"] = runtime.celery
     app.extensions["etl"] = runtime
     api.init_app(app)
     return app

@@ -57,7 +57,9 @@ def _budgets(raw: str) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Settings:
-    """Every setting of the service. See README's configuration table for the meanings."""
+    """Every setting the service's code reads. See README's configuration table for the meanings;
+    Celery's own settings (and ETL_SWEEP_INTERVAL_SECONDS, beat's schedule) are read by
+    ``celeryconfig.py``."""
 
     database_url: str = ""
     redis_url: str = ""
@@ -65,12 +67,10 @@ class Settings:
     broker_key_prefix: str = ""
     api_keys: tuple[str, ...] = ()
     max_body_bytes: int = 10 * MIB
-    max_upload_bytes: int = 200 * MIB
     max_batch_items: int = 50_000
     chunk_size: int = 500
     publish_timeout_seconds: float = 2.0
     outbox_lease_seconds: int = 300
-    sweep_interval_seconds: int = 60
     sweep_batch_size: int = 5_000
     sweep_max_queue: int = 200
     retry_backoff_seconds: int = 2
@@ -95,12 +95,10 @@ class Settings:
             broker_key_prefix=env.get("ETL_BROKER_KEY_PREFIX", "").strip(),
             api_keys=tuple(k.strip() for k in env.get("ETL_API_KEYS", "").split(",") if k.strip()),
             max_body_bytes=_int(env, "ETL_MAX_BODY_BYTES", cls.max_body_bytes),
-            max_upload_bytes=_int(env, "ETL_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
             max_batch_items=_int(env, "ETL_MAX_BATCH_ITEMS", cls.max_batch_items),
             chunk_size=_int(env, "ETL_CHUNK_SIZE", cls.chunk_size),
             publish_timeout_seconds=_float(env, "ETL_PUBLISH_TIMEOUT_SECONDS", cls.publish_timeout_seconds),
             outbox_lease_seconds=_int(env, "ETL_OUTBOX_LEASE_SECONDS", cls.outbox_lease_seconds),
-            sweep_interval_seconds=_int(env, "ETL_SWEEP_INTERVAL_SECONDS", cls.sweep_interval_seconds),
             sweep_batch_size=_int(env, "ETL_SWEEP_BATCH_SIZE", cls.sweep_batch_size),
             sweep_max_queue=_int(env, "ETL_SWEEP_MAX_QUEUE", cls.sweep_max_queue),
             retry_backoff_seconds=_int(env, "ETL_RETRY_BACKOFF_SECONDS", cls.retry_backoff_seconds),

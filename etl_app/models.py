@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Any
@@ -10,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from etl_app import errors
 from etl_app.db import Base
 
 # raw_records.status values. `received` until settled; `rejected` is for upload rows
@@ -45,17 +47,17 @@ class RawRecord(Base):
     __table_args__ = (
         sa.CheckConstraint(f"status IN {STATUSES!r}", name="status"),
         sa.Index("ix_raw_records_ingestion_id_status", "ingestion_id", "status"),
-        sa.Index("ix_raw_records_unsettled", "enqueued_at", postgresql_where=sa.text("status = 'received'")),
+        sa.Index("ix_raw_records_unsettled", "enqueued_at", postgresql_where=sa.text(f"status = '{RECEIVED}'")),
         sa.Index(
             "ix_raw_records_waiting_on",
             "waiting_on",
-            postgresql_where=sa.text("status = 'received' AND waiting_on IS NOT NULL"),
+            postgresql_where=sa.text(f"status = '{RECEIVED}' AND waiting_on IS NOT NULL"),
         ),
         # Dead `missing_parent` records keep what they waited for: replayed when that parent lands.
         sa.Index(
             "ix_raw_records_dead_waiting_on",
             "waiting_on",
-            postgresql_where=sa.text("status = 'dead' AND waiting_on IS NOT NULL"),
+            postgresql_where=sa.text(f"status = '{DEAD}' AND waiting_on IS NOT NULL"),
         ),
     )
 
@@ -105,9 +107,28 @@ class DeadLetter(Base):
     traceback: Mapped[str | None] = mapped_column(sa.Text)
     task_name: Mapped[str | None] = mapped_column(sa.Text)
     attempts: Mapped[int] = mapped_column(sa.Integer, server_default="0")
-    status: Mapped[str] = mapped_column(sa.Text, server_default="open")
+    status: Mapped[str] = mapped_column(sa.Text, server_default=OPEN)
     first_failed_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
     last_failed_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
     replay_count: Mapped[int] = mapped_column(sa.Integer, server_default="0")
     last_replayed_at: Mapped[datetime | None] = mapped_column(TSTZ)
     last_outcome: Mapped[str | None] = mapped_column(sa.Text)
+
+
+# -- SQL text with the status names bound ----------------------------------------------------
+
+# The values a SQL statement names by placeholder instead of spelling them, each under the name
+# of its constant: ``:RECEIVED``, ``:OPEN``, ``:MISSING_PARENT``, ... (upper case, so they never
+# collide with a statement's own lower-case parameters).
+NAMED_VALUES = {value.upper(): value for value in (*STATUSES, *DEAD_LETTER_STATUSES, *errors.ERROR_TYPES)}
+_PLACEHOLDER = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")  # as sqlalchemy.text finds them
+
+
+def sql(statement: str) -> sa.TextClause:
+    """``sa.text(statement)`` with the placeholders named in :data:`NAMED_VALUES` bound to their
+    values. They are rendered inline when the statement runs (``literal_execute``), so that
+    PostgreSQL still proves a partial index's ``status = 'received'`` whatever plan it caches;
+    callers pass only their own parameters."""
+    names = sorted(set(_PLACEHOLDER.findall(statement)) & NAMED_VALUES.keys())
+    binds = (sa.bindparam(n, NAMED_VALUES[n], type_=sa.Text, literal_execute=True) for n in names)
+    return sa.text(statement).bindparams(*binds)

@@ -1,4 +1,5 @@
-"""What a running process needs: settings, the engine, the registry and the Celery app."""
+"""What a running process needs: settings, the engine, the registry, the Celery app and, in a
+web process, the outbox relay. :func:`build_runtime` makes one; nothing connects until used."""
 
 from __future__ import annotations
 
@@ -10,16 +11,21 @@ import redis
 import sqlalchemy as sa
 from celery import Celery
 
+from etl_app.celery_app import make_celery
 from etl_app.config import Settings
+from etl_app.db import make_engine
 from etl_app.ingest.relay import Relay
 from etl_app.pipeline.stash import Stash
-from etl_app.record_types import Registry
+from etl_app.record_types import Registry, get_registry
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Runtime:
+    """``relay``: the web process's outbox relay (None in the CLI, whose unpublished records the
+    sweeper sends); the worker's runtime has one too but never wakes it."""
+
     settings: Settings
     engine: sa.Engine
     registry: Registry
@@ -46,3 +52,26 @@ class Runtime:
         """Drop inherited connections in a forked child (they belong to the parent)."""
         self.engine.dispose(close=False)
         self._cache = None
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    application_name: str = "etl_app",
+    pool_size: int | None = None,
+    max_overflow: int = 5,
+    with_relay: bool = True,
+) -> Runtime:
+    """The runtime of a process: the service's (``create_app``) or a command's (one connection)."""
+    engine = make_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size if pool_size is None else pool_size,
+        max_overflow=max_overflow,
+        application_name=application_name,
+    )
+    celery = make_celery("etl_app", settings.broker_url, settings.broker_key_prefix)
+    runtime = Runtime(settings=settings, engine=engine, registry=get_registry(), celery=celery)
+    if with_relay:
+        runtime.relay = Relay(runtime, window=settings.relay_window_ms / 1000)
+    celery.etl = runtime
+    return runtime

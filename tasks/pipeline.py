@@ -1,9 +1,15 @@
-"""The pipeline stages: etl.validate → etl.enrich → etl.persist, one chain per chunk."""
+"""The pipeline stages: etl.validate → etl.enrich → etl.persist, one chain per chunk.
+
+Each stage reads its :class:`~etl_app.pipeline.messages.ChunkMessage`, calls the domain step on
+``self.db`` (the base task commits) and returns the next stage's message; every message it sends
+besides (dead letters, waiting children, replays) goes out after the commit.
+"""
 
 from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from functools import partial
 
 from celery import shared_task
 
@@ -11,138 +17,137 @@ from etl_app import errors
 from etl_app.clock import utcnow
 from etl_app.deadletters import actions
 from etl_app.deadletters.store import Failure
+from etl_app.ingest.send import send_after_commit
+from etl_app.names import ENRICH, PERSIST, VALIDATE
 from etl_app.pipeline import enrich as enrich_step
 from etl_app.pipeline import persist as persist_step
 from etl_app.pipeline import validate as validate_step
+from etl_app.pipeline.messages import Chunk, ChunkMessage, chunk_message, read_chunk
+from etl_app.pipeline.stash import Item
+from etl_app.record_types import RecordType
 from tasks.base import EtlTask
 
 log = logging.getLogger(__name__)
 
 
-def _failures(failures: list[Failure]) -> list[dict]:
-    return [
-        {
-            "id": f.raw_id,
-            "error_type": f.error_type,
-            "error": f.error,
-            "traceback": f.traceback,
-            "waiting_on": f.waiting_on,
-        }
-        for f in failures
-    ]
+class StageTask(EtlTask):
+    """A pipeline stage: what the three share (the stash, waiting for parents)."""
+
+    abstract = True
+
+    def next_message(
+        self, record_type: RecordType, items: list[Item], *, parent_retries: int = 0
+    ) -> ChunkMessage | None:
+        """The message for the next stage: the ids, and the key of the values put in the stash."""
+        if not items:
+            return None
+        return chunk_message(
+            record_type.name,
+            [one["id"] for one in items],
+            stash=self.runtime.stash.put(items),
+            parent_retries=parent_retries,
+        )
+
+    def stashed_items(self, record_type: RecordType, chunk: Chunk) -> list[Item] | None:
+        """The chunk's values from the stash; if they are gone, its records go through again."""
+        items = self.runtime.stash.get(record_type, chunk.stash) if chunk.stash else None
+        if items is None:
+            log.warning(
+                "%s: values of a chunk of %d are gone from the stash; sending it through again",
+                self.name,
+                len(chunk.ids),
+            )
+            self.after_commit(partial(self.republish, record_type.name, chunk.ids))
+        return items
+
+    def wait_or_give_up(self, type_name: str, waiting: list[enrich_step.Waiting], retries: int) -> list[Failure]:
+        """Retry waiting children with backoff until ETL_PARENT_WAIT_SECONDS have passed since they
+        first waited; then they are dead letters of type missing_parent."""
+        settings = self.runtime.settings
+        now = utcnow()
+        budget = timedelta(seconds=settings.parent_wait_seconds)
+        expired = [w for w in waiting if w.item.get("waiting_since") and now - w.item["waiting_since"] >= budget]
+        retry = [w for w in waiting if w not in expired]
+        if retry:
+            countdown = self.backoff(retries)
+            enrich_step.mark_waiting(self.db, retry, now + timedelta(seconds=countdown))
+            ids = [w.item["id"] for w in retry]
+            self.after_commit(partial(self.republish, type_name, ids, countdown=countdown, parent_retries=retries + 1))
+        return [
+            Failure(
+                w.item["id"],
+                errors.MISSING_PARENT,
+                f"parent {w.parent_ref} not found after waiting {settings.parent_wait_seconds}s",
+                waiting_on=w.parent_ref,
+            )
+            for w in expired
+        ]
 
 
-@shared_task(name="etl.validate", base=EtlTask, bind=True)
-def validate(self: EtlTask, chunk: dict) -> dict | None:
+@shared_task(name=VALIDATE, base=StageTask, bind=True)
+def validate(self: StageTask, message: ChunkMessage) -> ChunkMessage | None:
     """Check the chunk's records against their schema.
 
     A chunk of raw-record ids (from the relay, the sweeper, a replay or a split) is loaded from
     the outbox — records already settled are skipped — and validated here. A chunk the API
     publishes right after validating it (``validated``) has its loaded values in the stash
     already and is passed on, so the schema does not run twice per record."""
-    rt = self.runtime.registry[chunk["type"]]
-    if chunk.get("validated") and chunk.get("stash"):
-        return {"type": rt.name, "ids": chunk["ids"], "stash": chunk["stash"], "parent_retries": 0}
-    with self.runtime.engine.connect() as conn:
-        raws = validate_step.load_raw(conn, chunk["ids"])
-    items, failures = validate_step.validate_chunk(rt, raws)
-    self.send_dead_letters(rt.name, _failures(failures))
-    return _out(self, rt, items, parent_retries=chunk.get("parent_retries", 0))
+    chunk = read_chunk(message)
+    record_type = self.runtime.registry[chunk.type_name]
+    if chunk.validated and chunk.stash:
+        return chunk_message(record_type.name, chunk.ids, stash=chunk.stash)
+    raws = validate_step.load_raw(self.db, chunk.ids)
+    items, failures = validate_step.validate_chunk(record_type, raws)
+    self.after_commit(partial(self.send_dead_letters, record_type.name, failures))
+    return self.next_message(record_type, items, parent_retries=chunk.parent_retries)
 
 
-def _out(task: EtlTask, rt, items: list[dict], **extra) -> dict | None:
-    """The message for the next stage: the ids, and the key of the values in the stash."""
-    if not items:
-        return None
-    return {"type": rt.name, "ids": [item["id"] for item in items], "stash": task.runtime.stash.put(items), **extra}
-
-
-def _fetch(task: EtlTask, rt, chunk: dict) -> list[dict] | None:
-    """The chunk's values from the stash; if they are gone, its records go through again."""
-    items = task.runtime.stash.get(rt, chunk["stash"])
-    if items is None:
-        log.warning(
-            "%s: values of a chunk of %d are gone from the stash; sending it through again",
-            task.name,
-            len(chunk["ids"]),
-        )
-        task.republish(rt.name, chunk["ids"])
-    return items
-
-
-@shared_task(name="etl.enrich", base=EtlTask, bind=True)
-def enrich(self: EtlTask, chunk: dict | None) -> dict | None:
+@shared_task(name=ENRICH, base=StageTask, bind=True)
+def enrich(self: StageTask, message: ChunkMessage | None) -> ChunkMessage | None:
     """Look up parents and compute the derived fields; children of missing parents wait."""
-    if not chunk:
+    if not message:
         return None
+    chunk = read_chunk(message)
     runtime = self.runtime
-    rt = runtime.registry[chunk["type"]]
-    items = _fetch(self, rt, chunk)
+    record_type = runtime.registry[chunk.type_name]
+    items = self.stashed_items(record_type, chunk)
     if items is None:
         return None
     parent_rows = {}
-    if rt.parents:
-        with runtime.engine.connect() as conn:
-            parent_rows = enrich_step.fetch_parents(conn, rt, runtime.registry, items)
-    done, waiting, failures = enrich_step.enrich_chunk(rt, items, parent_rows)
+    if record_type.parents:
+        parent_rows = enrich_step.fetch_parents(self.db, record_type, runtime.registry, items)
+    done, waiting, failures = enrich_step.enrich_chunk(record_type, items, parent_rows)
     if waiting:
-        failures += _wait_or_give_up(self, rt.name, waiting, chunk.get("parent_retries", 0))
-    self.send_dead_letters(rt.name, _failures(failures))
-    out = _out(self, rt, done)
-    runtime.stash.drop(chunk["stash"])
-    return out
+        failures += self.wait_or_give_up(record_type.name, waiting, chunk.parent_retries)
+    self.after_commit(partial(self.send_dead_letters, record_type.name, failures))
+    self.after_commit(partial(runtime.stash.drop, chunk.stash))
+    return self.next_message(record_type, done)
 
 
-def _wait_or_give_up(
-    task: EtlTask, record_type: str, waiting: list[enrich_step.Waiting], retries: int
-) -> list[Failure]:
-    """Retry waiting children with backoff until ETL_PARENT_WAIT_SECONDS have passed since they
-    first waited; then they are dead letters of type missing_parent."""
-    settings = task.runtime.settings
-    now = utcnow()
-    budget = timedelta(seconds=settings.parent_wait_seconds)
-    expired = [w for w in waiting if w.item.get("waiting_since") and now - w.item["waiting_since"] >= budget]
-    retry = [w for w in waiting if w not in expired]
-    if retry:
-        countdown = task.backoff(retries)
-        with task.runtime.engine.begin() as conn:
-            enrich_step.mark_waiting(conn, retry, now + timedelta(seconds=countdown))
-        task.republish(record_type, [w.item["id"] for w in retry], countdown=countdown, parent_retries=retries + 1)
-    return [
-        Failure(
-            w.item["id"],
-            errors.MISSING_PARENT,
-            f"parent {w.parent_ref} not found after waiting {settings.parent_wait_seconds}s",
-            waiting_on=w.parent_ref,
-        )
-        for w in expired
-    ]
-
-
-@shared_task(name="etl.persist", base=EtlTask, bind=True)
-def persist(self: EtlTask, chunk: dict | None) -> int:
+@shared_task(name=PERSIST, base=StageTask, bind=True)
+def persist(self: StageTask, message: ChunkMessage | None) -> int:
     """Upsert the chunk and mark its raw records persisted in one transaction; then wake any
     children that were waiting for these records, and replay those that were dead-lettered as
     missing_parent for them."""
-    if not chunk:
+    if not message:
         return 0
+    chunk = read_chunk(message)
     runtime = self.runtime
-    rt = runtime.registry[chunk["type"]]
-    has_children = any(ref.record_type == rt.name for other in runtime.registry for ref in other.parents)
-    replayed = actions.Replayed()
-    waiting: dict[str, list[int]] = {}
-    items = _fetch(self, rt, chunk)
+    record_type = runtime.registry[chunk.type_name]
+    items = self.stashed_items(record_type, chunk)
     if items is None:
         return 0
-    with runtime.engine.begin() as conn:
-        keys = persist_step.persist_chunk(conn, rt, items)
-        if has_children:
-            waiting = persist_step.children_waiting_for(conn, rt, keys)  # first: see its docstring
-            replayed = actions.replay_children(conn, rt.name, keys)
-    runtime.stash.drop(chunk["stash"])
-    if replayed.count:
-        log.info("replaying %d missing_parent dead letters whose parent landed", replayed.count)
-    actions.publish(runtime.engine, self.app, replayed, chunk_size=runtime.settings.chunk_size, timeout=None)
-    for child_type, ids in waiting.items():
-        self.republish(child_type, ids)
+    keys = persist_step.persist_chunk(self.db, record_type, items)
+    has_children = any(ref.record_type == record_type.name for other in runtime.registry for ref in other.parents)
+    if has_children:
+        waiting = persist_step.children_waiting_for(self.db, record_type, keys)  # first: see its docstring
+        replayed = actions.replay_children(self.db, record_type.name, keys)
+        if replayed.count:
+            log.info("replaying %d missing_parent dead letters whose parent landed", replayed.count)
+        self.after_commit(
+            partial(send_after_commit, runtime, replayed.records, timeout=None, what="replayed dead letters")
+        )
+        for child_type, ids in waiting.items():
+            self.after_commit(partial(self.republish, child_type, ids))
+    self.after_commit(partial(runtime.stash.drop, chunk.stash))
     return len(keys)

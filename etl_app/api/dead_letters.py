@@ -15,22 +15,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from flask import Blueprint, jsonify, request
 
-from flask import Blueprint, current_app, jsonify, request
-
+from etl_app.api.common import current_runtime, json_object_or_none
 from etl_app.api.errors import ApiError, error_response
-from etl_app.api.ingest import JSON, parse_json
 from etl_app.deadletters import actions, queries
 from etl_app.deadletters.errors import DlqError, InvalidParameter, InvalidPayload, NotFound, NotOpen
 from etl_app.deadletters.filters import parse_filters, parse_int
-from etl_app.runtime import Runtime
+from etl_app.ingest.send import send_after_commit
 
 bp = Blueprint("dead_letters", __name__, url_prefix="/api/v1/dead-letters")
-
-
-def _runtime() -> Runtime:
-    return current_app.extensions["etl"]
 
 
 def api_error(exc: DlqError) -> ApiError:
@@ -52,42 +46,31 @@ def _dlq_error(exc: DlqError):
     return error_response(err.status, err.error, err.message, **err.extra)
 
 
-def _json_object() -> dict[str, Any] | None:
-    """The request's JSON object body, or None when the body is empty."""
-    body = request.get_data(cache=False)
-    if not body.strip():
-        return None
-    if request.mimetype != JSON:
-        raise ApiError(415, "unsupported_media_type", f"Content-Type must be {JSON} (got {request.mimetype or 'none'})")
-    value = parse_json(body)
-    if not isinstance(value, dict):
-        raise ApiError(400, "invalid_body", "the body must be a JSON object")
-    return value
-
-
-def _publish(replayed: actions.Replayed) -> None:
-    runtime = _runtime()
-    s = runtime.settings
-    if not actions.publish(
-        runtime.engine, runtime.celery, replayed, chunk_size=s.chunk_size, timeout=s.publish_timeout_seconds
-    ):
-        runtime.relay.notify()  # it retries until the broker takes them
+def _send(replayed: actions.Replayed) -> None:
+    runtime = current_runtime()
+    send_after_commit(
+        runtime,
+        replayed.records,
+        timeout=runtime.settings.publish_timeout_seconds,
+        what="replayed dead letters",
+        relay=runtime.relay,  # it retries until the broker takes them
+    )
 
 
 @bp.get("")
 def list_dead_letters():
     params = request.args.to_dict()
-    filters = parse_filters(params, _runtime().registry.names(), extra=("limit", "cursor"))
+    filters = parse_filters(params, current_runtime().registry.names(), extra=("limit", "cursor"))
     limit = parse_int(params, "limit", queries.DEFAULT_LIMIT, 1, queries.MAX_LIMIT)
     cursor = parse_int(params, "cursor", None, 1, 2**63 - 1)
-    with _runtime().engine.connect() as conn:
+    with current_runtime().engine.connect() as conn:
         page = queries.list_dead_letters(conn, filters, limit=limit, cursor=cursor)
     return jsonify({"dead_letters": page.items, "next": page.next, "limit": page.limit})
 
 
 @bp.get("/<int:dead_letter_id>")
 def get_dead_letter(dead_letter_id: int):
-    with _runtime().engine.connect() as conn:
+    with current_runtime().engine.connect() as conn:
         found = queries.get_dead_letter(conn, dead_letter_id)
     if found is None:
         raise NotFound(dead_letter_id)
@@ -96,38 +79,38 @@ def get_dead_letter(dead_letter_id: int):
 
 @bp.post("/<int:dead_letter_id>/replay")
 def replay_one(dead_letter_id: int):
-    body = _json_object() or {}
+    body = json_object_or_none() or {}
     unknown = sorted(set(body) - {"payload"})
     if unknown:
         raise ApiError(
             400, "invalid_body", f'unknown field(s) {", ".join(unknown)}; the body is {{"payload": {{...}}}}'
         )
-    runtime = _runtime()
+    runtime = current_runtime()
     with runtime.engine.begin() as conn:
         replayed = actions.replay(conn, runtime.registry, dead_letter_id, body.get("payload", actions.UNSET))
-    _publish(replayed)
+    _send(replayed)
     return jsonify({"replayed": 1, "dead_letter_id": dead_letter_id, "raw_record_id": replayed.raw_ids[0]}), 202
 
 
 @bp.post("/replay")
 def replay_bulk():
-    body = _json_object()
+    body = json_object_or_none()
     query = request.args.to_dict()
     if body is not None and query:
         raise ApiError(400, "invalid_parameter", "give the filters either as a JSON body or as query parameters")
     params = body if body is not None else query
-    runtime = _runtime()
+    runtime = current_runtime()
     filters = parse_filters(params, runtime.registry.names(), extra=("limit",))
     cap = parse_int(params, "limit", actions.REPLAY_CAP, 1, actions.REPLAY_CAP)
     with runtime.engine.begin() as conn:
         replayed, remaining = actions.replay_matching(conn, filters, cap=cap)
-    _publish(replayed)
+    _send(replayed)
     return jsonify({"replayed": replayed.count, "remaining": remaining}), 202
 
 
 @bp.post("/<int:dead_letter_id>/discard")
 @bp.delete("/<int:dead_letter_id>")
 def discard(dead_letter_id: int):
-    with _runtime().engine.begin() as conn:
+    with current_runtime().engine.begin() as conn:
         result = actions.discard(conn, dead_letter_id)
     return jsonify(result)

@@ -15,13 +15,15 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from etl_app.models import sql
+
 bp = Blueprint("metrics", __name__)
 
-_OUTBOX = sa.text(
+_OUTBOX = sql(
     "SELECT record_type, count(*), coalesce(extract(epoch FROM now() - min(received_at)), 0) "
-    "FROM raw_records WHERE status = 'received' GROUP BY record_type"
+    "FROM raw_records WHERE status = :RECEIVED GROUP BY record_type"
 )
-_DEAD = sa.text("SELECT record_type, error_type, count(*) FROM dead_letters WHERE status = 'open' GROUP BY 1, 2")
+_DEAD = sql("SELECT record_type, error_type, count(*) FROM dead_letters WHERE status = :OPEN GROUP BY 1, 2")
 
 
 class _DatabaseCollector:

@@ -72,16 +72,16 @@ def build_spec(registry: Registry) -> dict:
             },
         },
     )
-    for rt in registry:
-        component = rt.schema.__name__
-        spec.components.schema(component, schema=rt.schema)
+    for record_type in registry:
+        component = record_type.schema.__name__
+        spec.components.schema(component, schema=record_type.schema)
         ref = {"$ref": f"#/components/schemas/{component}"}
         spec.path(
-            path=f"/api/v1/{rt.name}",
+            path=f"/api/v1/{record_type.name}",
             operations={
                 "post": {
-                    "summary": f"Submit one {rt.name} record",
-                    "tags": [rt.name],
+                    "summary": f"Submit one {record_type.name} record",
+                    "tags": [record_type.name],
                     "security": [{"bearer": []}],
                     "requestBody": {"required": True, "content": {"application/json": {"schema": ref}}},
                     "responses": {
@@ -92,11 +92,11 @@ def build_spec(registry: Registry) -> dict:
             },
         )
         spec.path(
-            path=f"/api/v1/{rt.name}/batch",
+            path=f"/api/v1/{record_type.name}/batch",
             operations={
                 "post": {
-                    "summary": f"Submit a batch of {rt.name} records (JSON array or NDJSON)",
-                    "tags": [rt.name],
+                    "summary": f"Submit a batch of {record_type.name} records (JSON array or NDJSON)",
+                    "tags": [record_type.name],
                     "security": [{"bearer": []}],
                     "requestBody": {
                         "required": True,

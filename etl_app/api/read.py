@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 
 import sqlalchemy as sa
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 
+from etl_app.api.common import current_runtime, record_type_or_404
 from etl_app.api.errors import ApiError
-from etl_app.api.ingest import record_type_or_404
 from etl_app.db import LINEAGE_FIELDS
 from etl_app.ingest.progress import ingestion_status
 from etl_app.record_types import RecordType
@@ -16,28 +16,33 @@ from etl_app.record_types import RecordType
 bp = Blueprint("read", __name__, url_prefix="/api/v1")
 
 
-def input_fields(rt: RecordType) -> list[str]:
-    return [name for name in rt.loader.fields if name not in LINEAGE_FIELDS]
+def input_fields(record_type: RecordType) -> list[str]:
+    return [name for name in record_type.loader.fields if name not in LINEAGE_FIELDS]
 
 
-def derived_fields(rt: RecordType) -> list[str]:
-    inputs = set(input_fields(rt))
-    return [c.name for c in rt.table.columns if c.name not in inputs and c.name not in LINEAGE_FIELDS]
+def derived_fields(record_type: RecordType) -> list[str]:
+    inputs = set(input_fields(record_type))
+    return [c.name for c in record_type.table.columns if c.name not in inputs and c.name not in LINEAGE_FIELDS]
 
 
-@bp.get("/records/<record_type>/<key>")
-def get_record(record_type: str, key: str):
-    rt = record_type_or_404(record_type)
-    with current_app.extensions["etl"].engine.connect() as conn:
-        row = conn.execute(sa.select(rt.table).where(rt.table.c[rt.key] == key)).mappings().first()
+@bp.get("/records/<type_name>/<key>")
+def get_record(type_name: str, key: str):
+    record_type = record_type_or_404(type_name)
+    with current_runtime().engine.connect() as conn:
+        row = (
+            conn.execute(sa.select(record_type.table).where(record_type.table.c[record_type.key] == key))
+            .mappings()
+            .first()
+        )
     if row is None:
-        raise ApiError(404, "not_found", f"no {rt.name} record with {rt.key} {key!r} is stored (yet)")
+        what = f"{record_type.name} record with {record_type.key} {key!r}"
+        raise ApiError(404, "not_found", f"no {what} is stored (yet)")
     return jsonify(
         {
-            "record_type": rt.name,
+            "record_type": record_type.name,
             "key": key,
-            "fields": {name: row[name] for name in input_fields(rt) if name in row},
-            "derived": {name: row[name] for name in derived_fields(rt)},
+            "fields": {name: row[name] for name in input_fields(record_type) if name in row},
+            "derived": {name: row[name] for name in derived_fields(record_type)},
             "lineage": {name: row[name] for name in LINEAGE_FIELDS},
         }
     )
@@ -49,7 +54,7 @@ def get_ingestion(ingestion_id: str):
         ident = uuid.UUID(ingestion_id)
     except ValueError:
         raise ApiError(404, "not_found", f"no ingestion {ingestion_id!r}") from None
-    with current_app.extensions["etl"].engine.connect() as conn:
+    with current_runtime().engine.connect() as conn:
         report = ingestion_status(conn, ident)
     if report is None:
         raise ApiError(404, "not_found", f"no ingestion {ingestion_id!r}")
@@ -58,21 +63,21 @@ def get_ingestion(ingestion_id: str):
 
 @bp.get("/record-types")
 def list_record_types():
-    registry = current_app.extensions["etl"].registry
-    return jsonify({"record_types": [describe(rt) for rt in registry]})
+    registry = current_runtime().registry
+    return jsonify({"record_types": [describe(record_type) for record_type in registry]})
 
 
-def describe(rt: RecordType) -> dict:
+def describe(record_type: RecordType) -> dict:
     fields = []
-    for name, field in rt.loader.fields.items():
+    for name, field in record_type.loader.fields.items():
         fields.append({"name": name, "type": type(field).__name__, "required": field.required})
     return {
-        "name": rt.name,
-        "key": rt.key,
-        "description": rt.description,
-        "schema_version": rt.schema_version,
-        "parents": [{"field": p.field, "record_type": p.record_type} for p in rt.parents],
+        "name": record_type.name,
+        "key": record_type.key,
+        "description": record_type.description,
+        "schema_version": record_type.schema_version,
+        "parents": [{"field": p.field, "record_type": p.record_type} for p in record_type.parents],
         "fields": fields,
-        "derived_fields": derived_fields(rt),
-        "endpoints": {"single": f"/api/v1/{rt.name}", "batch": f"/api/v1/{rt.name}/batch"},
+        "derived_fields": derived_fields(record_type),
+        "endpoints": {"single": f"/api/v1/{record_type.name}", "batch": f"/api/v1/{record_type.name}/batch"},
     }

@@ -17,25 +17,25 @@ from rich.table import Table
 
 from etl_app.cli.common import connect, console, settings_or_fail
 from etl_app.config import Settings
-from etl_app.db import make_engine
 from etl_app.deadletters import actions, queries
 from etl_app.deadletters.errors import InvalidParameter
 from etl_app.deadletters.filters import Filters, parse_filters
+from etl_app.ingest.send import send_after_commit
 from etl_app.record_types import get_registry
+from etl_app.runtime import build_runtime
 
 
-def _publish(settings: Settings, replayed: actions.Replayed) -> None:
-    from etl_app.celery_app import make_celery
-
-    celery_app = make_celery("etl_app", settings.broker_url, settings.broker_key_prefix)
-    engine = make_engine(settings.database_url, pool_size=1, max_overflow=0, application_name="etl_app-cli")
+def _send(settings: Settings, replayed: actions.Replayed) -> None:
+    """After the commit, like the API; with no relay here, what the broker does not take now is
+    left to the outbox sweeper."""
+    runtime = build_runtime(settings, application_name="etl_app-cli", pool_size=1, max_overflow=0, with_relay=False)
     try:
-        ok = actions.publish(
-            engine, celery_app, replayed, chunk_size=settings.chunk_size, timeout=settings.publish_timeout_seconds
+        sent = send_after_commit(
+            runtime, replayed.records, timeout=settings.publish_timeout_seconds, what="replayed dead letters"
         )
     finally:
-        engine.dispose()
-    if not ok:
+        runtime.engine.dispose()
+    if not sent:
         click.echo("warning: the broker did not take them now; the outbox sweeper will send them", err=True)
 
 
@@ -163,7 +163,7 @@ def replay_command(dead_letter_id: int | None, payload_file, replay_all: bool, l
         with connect(settings, write=True) as conn:
             replayed, remaining = actions.replay_matching(conn, parsed, cap=limit)
         click.echo(f"replayed {replayed.count} dead letters; {remaining} matching ones are still open")
-    _publish(settings, replayed)
+    _send(settings, replayed)
 
 
 @dlq_group.command("discard")

@@ -3,8 +3,9 @@
 A replay happens in one transaction: the raw record goes back to ``received`` (with a corrected
 payload if one was given), the dead letter becomes ``replayed`` (``replay_count`` + 1,
 ``last_replayed_at``, ``last_outcome = 'replayed'``) and its ingestion is open again. Only after
-the commit are the chains published, with :func:`publish`; if the broker cannot take them, the
-records stay ``received`` and the outbox sweeper sends them. Children dead-lettered as
+the commit are the chains sent, with :func:`etl_app.ingest.send.send_after_commit` (pass it
+``Replayed.records``); if the broker cannot take them, the records stay ``received`` and the
+relay or the outbox sweeper sends them. Children dead-lettered as
 ``missing_parent`` are replayed automatically when their parent lands.
 """
 
@@ -19,15 +20,10 @@ import sqlalchemy as sa
 
 from etl_app.deadletters.errors import InvalidParameter, InvalidPayload, NotFound, NotOpen
 from etl_app.deadletters.filters import Filters
-from etl_app.deadletters.queries import MAX_ID
-from etl_app.ingest.send import send_or_leave
-from etl_app.models import DEAD, DISCARDED, OPEN, DeadLetter, RawRecord
-from etl_app.pipeline.enrich import parent_refs
-from etl_app.pipeline.messages import publish_chunks
+from etl_app.deadletters.queries import DEAD_LETTERS, MAX_ID, RAW_RECORDS
+from etl_app.models import DEAD, DISCARDED, OPEN, sql
+from etl_app.pipeline.enrich import parent_refs, split_parent_ref
 from etl_app.record_types import Registry
-
-D = DeadLetter.__table__
-R = RawRecord.__table__
 
 REPLAY_CAP = 10_000  # dead letters replayed by one bulk call at most
 
@@ -51,18 +47,18 @@ class Replayed:
 def _replay_sql(picked: str) -> sa.TextClause:
     """Replay the dead letters ``picked`` selects (columns id, raw_record_id; open ones whose raw
     record is dead, locked by this transaction) in one statement."""
-    return sa.text(
+    return sql(
         f"""
         WITH picked AS ({picked}),
         dl AS (
-            UPDATE dead_letters d SET status = 'replayed', replay_count = d.replay_count + 1,
-                last_replayed_at = now(), last_outcome = 'replayed'
-            FROM picked WHERE d.id = picked.id AND d.status = 'open'
+            UPDATE dead_letters d SET status = :REPLAYED, replay_count = d.replay_count + 1,
+                last_replayed_at = now(), last_outcome = :REPLAYED
+            FROM picked WHERE d.id = picked.id AND d.status = :OPEN
             RETURNING d.id, d.raw_record_id
         ), raw AS (
-            UPDATE raw_records r SET status = 'received', waiting_on = NULL, waiting_since = NULL,
+            UPDATE raw_records r SET status = :RECEIVED, waiting_on = NULL, waiting_since = NULL,
                 last_error = NULL, enqueued_at = now(), updated_at = now()
-            FROM dl WHERE r.id = dl.raw_record_id AND r.status = 'dead'
+            FROM dl WHERE r.id = dl.raw_record_id AND r.status = :DEAD
             RETURNING r.id, r.record_type, r.ingestion_id
         ), reopened AS (
             UPDATE ingestions i SET finished_at = NULL
@@ -79,9 +75,9 @@ _REPLAY_IDS = _replay_sql("SELECT id, raw_record_id FROM dead_letters WHERE id =
 
 def _collect(rows: Iterable[sa.Row]) -> Replayed:
     out = Replayed()
-    for dl_id, raw_id, record_type in rows:
+    for dl_id, raw_id, type_name in rows:
         out.dead_letter_ids.append(dl_id)
-        out.records.setdefault(record_type, []).append(raw_id)
+        out.records.setdefault(type_name, []).append(raw_id)
     return out
 
 
@@ -102,31 +98,31 @@ def replay(conn: sa.Connection, registry: Registry, dead_letter_id: int, payload
         raise NotFound(dead_letter_id)
     row = conn.execute(
         sa.select(
-            D.c.id,
-            D.c.status,
-            D.c.record_type,
-            R.c.id.label("raw_id"),
-            R.c.status.label("record_status"),
-            R.c.received_at,
+            DEAD_LETTERS.c.id,
+            DEAD_LETTERS.c.status,
+            DEAD_LETTERS.c.record_type,
+            RAW_RECORDS.c.id.label("raw_id"),
+            RAW_RECORDS.c.status.label("record_status"),
+            RAW_RECORDS.c.received_at,
         )
-        .select_from(D.join(R, R.c.id == D.c.raw_record_id))
-        .where(D.c.id == dead_letter_id)
-        .with_for_update(of=[D, R])
+        .select_from(DEAD_LETTERS.join(RAW_RECORDS, RAW_RECORDS.c.id == DEAD_LETTERS.c.raw_record_id))
+        .where(DEAD_LETTERS.c.id == dead_letter_id)
+        .with_for_update(of=[DEAD_LETTERS, RAW_RECORDS])
     ).first()
     if row is None:
         raise NotFound(dead_letter_id)
     if row.status != OPEN or row.record_status != DEAD:
         raise NotOpen(dead_letter_id, row.status, row.record_status)
     if payload is not UNSET:
-        rt = registry.get(row.record_type)
-        if rt is None:
+        record_type = registry.get(row.record_type)
+        if record_type is None:
             raise InvalidPayload({"_schema": [f"record type {row.record_type!r} is not registered"]})
-        _, field_errors = rt.validate(payload, row.received_at)
+        _, field_errors = record_type.validate(payload, row.received_at)
         if field_errors:
             raise InvalidPayload(field_errors)
         conn.execute(
             sa.text("UPDATE raw_records SET payload = CAST(:payload AS jsonb), natural_key = :key WHERE id = :id"),
-            {"payload": orjson.dumps(payload).decode(), "key": rt.natural_key(payload), "id": row.raw_id},
+            {"payload": orjson.dumps(payload).decode(), "key": record_type.natural_key(payload), "id": row.raw_id},
         )
     return _replay_ids(conn, [row.id])
 
@@ -137,23 +133,23 @@ def replay_matching(conn: sa.Connection, filters: Filters, *, cap: int = REPLAY_
     if filters.status != OPEN:
         raise InvalidParameter("status", "only open dead letters can be replayed")
     picked = (
-        sa.select(D.c.id)
-        .select_from(D.join(R, R.c.id == D.c.raw_record_id))
-        .where(*filters.where(), R.c.status == DEAD)
-        .order_by(D.c.id)
+        sa.select(DEAD_LETTERS.c.id)
+        .select_from(DEAD_LETTERS.join(RAW_RECORDS, RAW_RECORDS.c.id == DEAD_LETTERS.c.raw_record_id))
+        .where(*filters.where(), RAW_RECORDS.c.status == DEAD)
+        .order_by(DEAD_LETTERS.c.id)
         .limit(cap)
-        .with_for_update(of=[D, R], skip_locked=True)
+        .with_for_update(of=[DEAD_LETTERS, RAW_RECORDS], skip_locked=True)
     )
     ids = list(conn.execute(picked).scalars())
     replayed = _replay_ids(conn, ids)
-    remaining = conn.execute(sa.select(sa.func.count()).select_from(D).where(*filters.where())).scalar_one()
+    remaining = conn.execute(sa.select(sa.func.count()).select_from(DEAD_LETTERS).where(*filters.where())).scalar_one()
     return replayed, remaining
 
 
 _REPLAY_CHILDREN = _replay_sql(
     "SELECT d.id, d.raw_record_id FROM raw_records r JOIN dead_letters d ON d.raw_record_id = r.id "
-    "WHERE r.status = 'dead' AND r.waiting_on = ANY(:refs) AND d.status = 'open' "
-    "AND d.error_type = 'missing_parent' ORDER BY r.id FOR UPDATE OF r, d"
+    "WHERE r.status = :DEAD AND r.waiting_on = ANY(:refs) AND d.status = :OPEN "
+    "AND d.error_type = :MISSING_PARENT ORDER BY r.id FOR UPDATE OF r, d"
 )
 
 
@@ -165,22 +161,22 @@ def replay_children(conn: sa.Connection, parent_type: str, keys: Sequence[str]) 
     return _collect(conn.execute(_REPLAY_CHILDREN, {"refs": parent_refs(parent_type, keys)}))
 
 
+_DEAD_ORPHANS = sql(
+    "SELECT d.id, r.waiting_on FROM raw_records r JOIN dead_letters d ON d.raw_record_id = r.id "
+    "WHERE r.id = ANY(:ids) AND r.status = :DEAD AND r.waiting_on IS NOT NULL "
+    "AND d.status = :OPEN AND d.error_type = :MISSING_PARENT"
+)
+
+
 def replay_if_parents_exist(conn: sa.Connection, registry: Registry, raw_ids: Sequence[int]) -> Replayed:
     """Of these raw records, replay the open ``missing_parent`` dead letters whose parent is stored
     by now (it landed while they were being dead-lettered). One query per parent type."""
     if not raw_ids:
         return Replayed()
-    rows = conn.execute(
-        sa.text(
-            "SELECT d.id, r.waiting_on FROM raw_records r JOIN dead_letters d ON d.raw_record_id = r.id "
-            "WHERE r.id = ANY(:ids) AND r.status = 'dead' AND r.waiting_on IS NOT NULL "
-            "AND d.status = 'open' AND d.error_type = 'missing_parent'"
-        ),
-        {"ids": list(raw_ids)},
-    ).all()
+    rows = conn.execute(_DEAD_ORPHANS, {"ids": list(raw_ids)}).all()
     wanted: dict[str, dict[str, list[int]]] = {}
     for dl_id, ref in rows:
-        parent_type, _, key = ref.partition(":")
+        parent_type, key = split_parent_ref(ref)
         wanted.setdefault(parent_type, {}).setdefault(key, []).append(dl_id)
     due: list[int] = []
     for parent_type, by_key in wanted.items():
@@ -199,28 +195,14 @@ def discard(conn: sa.Connection, dead_letter_id: int) -> dict[str, Any]:
     if not 0 < dead_letter_id <= MAX_ID:
         raise NotFound(dead_letter_id)
     row = conn.execute(
-        sa.select(D.c.id, D.c.status, R.c.status.label("record_status"))
-        .select_from(D.outerjoin(R, R.c.id == D.c.raw_record_id))
-        .where(D.c.id == dead_letter_id)
-        .with_for_update(of=D)
+        sa.select(DEAD_LETTERS.c.id, DEAD_LETTERS.c.status, RAW_RECORDS.c.status.label("record_status"))
+        .select_from(DEAD_LETTERS.outerjoin(RAW_RECORDS, RAW_RECORDS.c.id == DEAD_LETTERS.c.raw_record_id))
+        .where(DEAD_LETTERS.c.id == dead_letter_id)
+        .with_for_update(of=DEAD_LETTERS)
     ).first()
     if row is None:
         raise NotFound(dead_letter_id)
     if row.status not in (OPEN, DISCARDED):
         raise NotOpen(dead_letter_id, row.status, row.record_status)
-    conn.execute(sa.update(D).where(D.c.id == dead_letter_id).values(status=DISCARDED))
+    conn.execute(sa.update(DEAD_LETTERS).where(DEAD_LETTERS.c.id == dead_letter_id).values(status=DISCARDED))
     return {"dead_letter_id": dead_letter_id, "status": DISCARDED, "record_status": row.record_status}
-
-
-def publish(engine: sa.Engine, celery_app: Any, replayed: Replayed, *, chunk_size: int, timeout: float | None) -> bool:
-    """After the commit: one chain per chunk and record type. If the broker cannot take them
-    (within ``timeout`` seconds, when given), the records are flagged unpublished for the relay
-    and the sweeper and False is returned; the replay itself stands."""
-    if not replayed.records:
-        return True
-
-    def send() -> None:
-        for record_type, ids in replayed.records.items():
-            publish_chunks(celery_app, record_type, ids, chunk_size)
-
-    return send_or_leave(engine, send, replayed.raw_ids, timeout=timeout, what="replayed dead letters")

@@ -14,7 +14,7 @@ from etl_app import errors
 from etl_app.deadletters.errors import InvalidParameter
 from etl_app.models import DEAD_LETTER_STATUSES, OPEN, DeadLetter
 
-D = DeadLetter.__table__
+DEAD_LETTERS = DeadLetter.__table__
 
 FILTERS = ("record_type", "error_type", "ingestion_id", "since", "status")
 ALL = "all"  # status filter: every status
@@ -31,15 +31,15 @@ class Filters:
     def where(self) -> list[sa.ColumnElement[bool]]:
         out = []
         if self.record_type is not None:
-            out.append(D.c.record_type == self.record_type)
+            out.append(DEAD_LETTERS.c.record_type == self.record_type)
         if self.error_type is not None:
-            out.append(D.c.error_type == self.error_type)
+            out.append(DEAD_LETTERS.c.error_type == self.error_type)
         if self.ingestion_id is not None:
-            out.append(D.c.ingestion_id == self.ingestion_id)
+            out.append(DEAD_LETTERS.c.ingestion_id == self.ingestion_id)
         if self.since is not None:
-            out.append(D.c.last_failed_at >= self.since)
+            out.append(DEAD_LETTERS.c.last_failed_at >= self.since)
         if self.status != ALL:
-            out.append(D.c.status == self.status)
+            out.append(DEAD_LETTERS.c.status == self.status)
         return out
 
 

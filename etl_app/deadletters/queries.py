@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from etl_app.deadletters.filters import Filters
 from etl_app.models import DeadLetter, RawRecord
 
-D = DeadLetter.__table__
-R = RawRecord.__table__
+DEAD_LETTERS = DeadLetter.__table__
+RAW_RECORDS = RawRecord.__table__
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -20,24 +20,24 @@ TRACEBACK_LINES = 20
 MAX_ID = 2**63 - 1
 
 _SUMMARY = (
-    D.c.id,
-    D.c.raw_record_id,
-    D.c.ingestion_id,
-    D.c.record_type,
-    D.c.natural_key,
-    D.c.error_type,
-    D.c.error,
-    D.c.task_name,
-    D.c.attempts,
-    D.c.status,
-    D.c.replay_count,
-    D.c.first_failed_at,
-    D.c.last_failed_at,
-    D.c.last_replayed_at,
-    D.c.last_outcome,
-    R.c.status.label("record_status"),
+    DEAD_LETTERS.c.id,
+    DEAD_LETTERS.c.raw_record_id,
+    DEAD_LETTERS.c.ingestion_id,
+    DEAD_LETTERS.c.record_type,
+    DEAD_LETTERS.c.natural_key,
+    DEAD_LETTERS.c.error_type,
+    DEAD_LETTERS.c.error,
+    DEAD_LETTERS.c.task_name,
+    DEAD_LETTERS.c.attempts,
+    DEAD_LETTERS.c.status,
+    DEAD_LETTERS.c.replay_count,
+    DEAD_LETTERS.c.first_failed_at,
+    DEAD_LETTERS.c.last_failed_at,
+    DEAD_LETTERS.c.last_replayed_at,
+    DEAD_LETTERS.c.last_outcome,
+    RAW_RECORDS.c.status.label("record_status"),
 )
-_JOINED = D.outerjoin(R, R.c.id == D.c.raw_record_id)
+_JOINED = DEAD_LETTERS.outerjoin(RAW_RECORDS, RAW_RECORDS.c.id == DEAD_LETTERS.c.raw_record_id)
 
 
 @dataclass
@@ -53,8 +53,8 @@ def list_dead_letters(
     """One page of dead letters matching ``filters``, newest first (by id)."""
     query = sa.select(*_SUMMARY).select_from(_JOINED).where(*filters.where())
     if cursor is not None:
-        query = query.where(D.c.id < cursor)
-    rows = conn.execute(query.order_by(D.c.id.desc()).limit(limit + 1)).mappings().all()
+        query = query.where(DEAD_LETTERS.c.id < cursor)
+    rows = conn.execute(query.order_by(DEAD_LETTERS.c.id.desc()).limit(limit + 1)).mappings().all()
     items = [dict(row) for row in rows[:limit]]
     return Page(items, str(items[-1]["id"]) if len(rows) > limit else None, limit)
 
@@ -66,7 +66,11 @@ def get_dead_letter(
     (all of them for None); ``record_status`` is the raw record's current status."""
     if not 0 < dead_letter_id <= MAX_ID:
         return None
-    query = sa.select(*_SUMMARY, D.c.payload, D.c.traceback).select_from(_JOINED).where(D.c.id == dead_letter_id)
+    query = (
+        sa.select(*_SUMMARY, DEAD_LETTERS.c.payload, DEAD_LETTERS.c.traceback)
+        .select_from(_JOINED)
+        .where(DEAD_LETTERS.c.id == dead_letter_id)
+    )
     row = conn.execute(query).mappings().first()
     if row is None:
         return None

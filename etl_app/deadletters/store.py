@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
-from etl_app import errors
-from etl_app.models import DEAD, RECEIVED
+from etl_app.models import sql
 
 
 @dataclass
@@ -21,28 +21,44 @@ class Failure:
     traceback: str | None = None
     waiting_on: str | None = None  # "<type>:<key>" of the parent a missing_parent record waited for
 
+    def to_message(self) -> dict[str, Any]:
+        """As it travels to the dead-letter consumer (a JSON object); read by :meth:`from_message`."""
+        out = asdict(self)
+        out["id"] = out.pop("raw_id")
+        return out
 
-_DEAD_LETTER = sa.text(
+    @classmethod
+    def from_message(cls, message: Mapping[str, Any]) -> Failure:
+        return cls(
+            int(message["id"]),
+            message["error_type"],
+            message["error"],
+            message.get("traceback"),
+            message.get("waiting_on"),
+        )
+
+
+_DEAD_LETTER = sql(
     """
     WITH f AS (
         SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:types AS text[]), CAST(:errs AS text[]),
                              CAST(:tbs AS text[]), CAST(:waits AS text[]))
                       AS f(id, error_type, error, traceback, waiting_on)
     ), dead AS (
-        UPDATE raw_records r SET status = :dead, last_error = f.error, updated_at = now(),
-            waiting_on = CASE WHEN f.error_type = :missing_parent THEN coalesce(f.waiting_on, r.waiting_on) END
-        FROM f WHERE r.id = f.id AND r.status = :received
+        UPDATE raw_records r SET status = :DEAD, last_error = f.error, updated_at = now(),
+            waiting_on = CASE WHEN f.error_type = :MISSING_PARENT THEN coalesce(f.waiting_on, r.waiting_on) END
+        FROM f WHERE r.id = f.id AND r.status = :RECEIVED
         RETURNING r.id, r.ingestion_id, r.record_type, r.natural_key, r.payload, r.attempts,
                   f.error_type, f.error, f.traceback
     )
     INSERT INTO dead_letters AS d (raw_record_id, ingestion_id, record_type, natural_key, payload,
                                    error_type, error, traceback, task_name, attempts, status)
     SELECT id, ingestion_id, record_type, natural_key, payload, error_type, error, traceback,
-           :task_name, attempts, 'open' FROM dead
+           :task_name, attempts, :OPEN FROM dead
     ON CONFLICT (raw_record_id) DO UPDATE SET
         error_type = excluded.error_type, error = excluded.error, traceback = excluded.traceback,
         task_name = excluded.task_name, attempts = excluded.attempts, payload = excluded.payload,
-        natural_key = excluded.natural_key, status = 'open', last_failed_at = now(), last_outcome = :dead
+        natural_key = excluded.natural_key, status = :OPEN, last_failed_at = now(), last_outcome = :DEAD
     RETURNING d.raw_record_id
     """
 )
@@ -65,10 +81,7 @@ def dead_letter(conn: sa.Connection, failures: Sequence[Failure], task_name: str
             "errs": [f.error for f in failures],
             "tbs": [f.traceback for f in failures],
             "waits": [f.waiting_on for f in failures],
-            "missing_parent": errors.MISSING_PARENT,
             "task_name": task_name,
-            "dead": DEAD,
-            "received": RECEIVED,
         },
     )
     return [r[0] for r in rows]

@@ -12,6 +12,7 @@ import orjson
 import sqlalchemy as sa
 
 from etl_app.jsonsafe import json_safe
+from etl_app.models import RECEIVED, sql
 from etl_app.record_types import RecordType
 
 
@@ -20,7 +21,7 @@ class Accepted:
     """The outcome of one ingest call."""
 
     ingestion_id: uuid.UUID
-    record_type: str
+    type_name: str
     received_at: datetime | None = None
     ids: list[int] = field(default_factory=list)
     rejections: list[dict[str, Any]] = field(default_factory=list)
@@ -41,10 +42,10 @@ _INGESTION = (
     "INSERT INTO ingestions (id, record_type, source, accepted, rejected, rejections, created_at) "
     "VALUES (:id, :t, :source, :accepted, :rejected, CAST(:rejections AS jsonb), :at)"
 )
-_STORE_SMALL = sa.text(
+_STORE_SMALL = sql(
     f"WITH ingestion AS ({_INGESTION}) "
     "INSERT INTO raw_records (ingestion_id, record_type, natural_key, payload, status, received_at, updated_at, "
-    "enqueued_at) SELECT :id, :t, r.key, r.payload, 'received', :at, :at, :enqueued_at "
+    "enqueued_at) SELECT :id, :t, r.key, r.payload, :RECEIVED, :at, :at, :enqueued_at "
     "FROM unnest(CAST(:keys AS text[]), CAST(:payloads AS jsonb[])) WITH ORDINALITY AS r(key, payload, n) "
     "ORDER BY r.n RETURNING id"
 )
@@ -54,19 +55,19 @@ _STORE_IDS = sa.text(
 )
 
 
-def store_and_commit(engine: sa.Engine, rt: RecordType, payloads: Sequence[Any], **kwargs: Any) -> Accepted:
+def store_and_commit(engine: sa.Engine, record_type: RecordType, payloads: Sequence[Any], **kwargs: Any) -> Accepted:
     """:func:`store` and commit. A few records are one statement, which commits by itself
     (autocommit: no BEGIN and COMMIT round trips); more are a transaction around the COPY."""
     if len(payloads) < COPY_THRESHOLD:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            return store(conn, rt, payloads, **kwargs)
+            return store(conn, record_type, payloads, **kwargs)
     with engine.begin() as conn:
-        return store(conn, rt, payloads, **kwargs)
+        return store(conn, record_type, payloads, **kwargs)
 
 
 def store(
     conn: sa.Connection,
-    rt: RecordType,
+    record_type: RecordType,
     payloads: Sequence[Any],
     *,
     source: str,
@@ -82,18 +83,20 @@ def store(
     ingestion_id = uuid.uuid4()
     params = {
         "id": ingestion_id,
-        "t": rt.name,
+        "t": record_type.name,
         "source": source,
         "accepted": len(payloads),
         "rejected": len(rejections),
         "rejections": _jsonb(json_safe(rejections[:1000])),
         "at": received_at,
     }
-    result = Accepted(ingestion_id, rt.name, received_at=received_at, rejections=rejections)
+    result = Accepted(ingestion_id, record_type.name, received_at=received_at, rejections=rejections)
     enqueued_at = None if relayed else received_at
     if len(payloads) < COPY_THRESHOLD:
         params.update(
-            keys=[rt.natural_key(p) for p in payloads], payloads=[_jsonb(p) for p in payloads], enqueued_at=enqueued_at
+            keys=[record_type.natural_key(p) for p in payloads],
+            payloads=[_jsonb(p) for p in payloads],
+            enqueued_at=enqueued_at,
         )
         result.ids = [r[0] for r in conn.execute(_STORE_SMALL, params)]
         return result
@@ -108,10 +111,10 @@ def store(
                 (
                     raw_id,
                     ingestion_id,
-                    rt.name,
-                    rt.natural_key(payload),
+                    record_type.name,
+                    record_type.natural_key(payload),
                     _jsonb(payload),
-                    "received",
+                    RECEIVED,
                     received_at,
                     received_at,
                     enqueued_at,

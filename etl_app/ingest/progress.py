@@ -9,6 +9,10 @@ import sqlalchemy as sa
 
 from etl_app.models import DEAD, PERSISTED, RECEIVED, REJECTED
 
+# An ingestion's status: finished once none of its records is in flight.
+IN_PROGRESS = "in_progress"
+FINISHED = "finished"
+
 
 def ingestion_status(conn: sa.Connection, ingestion_id: uuid.UUID) -> dict[str, Any] | None:
     """``{id, record_type, status, counts, created_at, finished_at, rejections}`` or None.
@@ -54,7 +58,7 @@ def ingestion_status(conn: sa.Connection, ingestion_id: uuid.UUID) -> dict[str, 
         "id": ing["id"],
         "record_type": ing["record_type"],
         "source": ing["source"],
-        "status": "finished" if finished else "in_progress",
+        "status": FINISHED if finished else IN_PROGRESS,
         "counts": {
             "received": counts[RECEIVED] + counts[PERSISTED] + counts[DEAD],
             "in_flight": in_flight,

@@ -3,10 +3,11 @@
 A chain per single record caps throughput at a third of Celery's task rate. Instead, the API
 commits small submissions with ``enqueued_at`` unset and wakes the relay, a thread in each web
 process. The relay waits ``ETL_RELAY_WINDOW_MS`` (100 ms) for more records to arrive, claims every
-unpublished record (``FOR UPDATE SKIP LOCKED``, so relays of several processes never take the
-same ones), publishes one chain per chunk and type, and commits the claim. It also looks
-every second by itself, so records of a web process that died after its commit are picked up
-too; the outbox sweeper remains the last resort.
+unpublished record (:mod:`etl_app.ingest.claim`), commits the claim and sends one chain per chunk
+and type (:func:`~etl_app.ingest.send.send_after_commit`); what the broker does not take is
+flagged unpublished again, and the relay backs off (1 s doubling to 30 s). It also looks every
+second by itself, so records of a web process that died after its commit are picked up too; the
+outbox sweeper remains the last resort.
 """
 
 from __future__ import annotations
@@ -15,43 +16,38 @@ import logging
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
-from celery import Celery
+from etl_app.errors import BrokerUnavailable
+from etl_app.ingest import claim
+from etl_app.ingest.send import send_after_commit
 
-from etl_app.pipeline.messages import publish_claimed
+if TYPE_CHECKING:
+    from etl_app.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 CLAIM_LIMIT = 20_000  # records one relay round claims at most
 
-_CLAIM = sa.text(
-    """
-    WITH due AS (
-        SELECT id FROM raw_records WHERE status = 'received' AND enqueued_at IS NULL
-        ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED
-    )
-    UPDATE raw_records r SET enqueued_at = now() FROM due WHERE r.id = due.id
-    RETURNING r.id, r.record_type
-    """
-)
 
-
-def relay_once(engine: sa.Engine, celery_app: Celery, *, chunk_size: int, limit: int = CLAIM_LIMIT) -> int:
-    """Claim and publish what is unpublished now; the claim commits only once it is out."""
-    with engine.begin() as conn:
-        rows = conn.execute(_CLAIM, {"limit": limit}).all()
-        publish_claimed(celery_app, rows, chunk_size)
-    return len(rows)
+def relay_once(runtime: Runtime, *, limit: int = CLAIM_LIMIT) -> int:
+    """Claim what is unpublished now (commit), then send it; raises
+    :class:`~etl_app.errors.BrokerUnavailable` when the broker did not take it."""
+    with runtime.engine.begin() as conn:
+        claimed = claim.claim(conn, limit=limit)
+    n = claim.count(claimed)
+    if not send_after_commit(
+        runtime, claimed, timeout=runtime.settings.publish_timeout_seconds, what="relayed records"
+    ):
+        raise BrokerUnavailable(f"the broker did not take {n} relayed records")
+    return n
 
 
 class Relay:
     """One relay thread per process, started on first use (after any fork)."""
 
-    def __init__(
-        self, engine: sa.Engine, celery_app: Celery, *, chunk_size: int, window: float = 0.1, idle: float = 1.0
-    ) -> None:
-        self.engine, self.celery, self.chunk_size = engine, celery_app, chunk_size
+    def __init__(self, runtime: Runtime, *, window: float = 0.1, idle: float = 1.0) -> None:
+        self.runtime = runtime
         self.window, self.idle = window, idle
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -88,7 +84,7 @@ class Relay:
             self._wake.clear()
             try:
                 # a full round means there may be more
-                while relay_once(self.engine, self.celery, chunk_size=self.chunk_size) >= CLAIM_LIMIT:
+                while relay_once(self.runtime) >= CLAIM_LIMIT:
                     pass
                 backoff = self.idle
             except Exception as exc:  # noqa: BLE001 - broker or database down: try again later

@@ -1,33 +1,68 @@
-"""Sending chains after the commit, with a deadline; what the broker does not take is left to
-the relay and the sweeper."""
+"""The one way committed records are sent down the pipeline: :func:`send_after_commit`.
+
+Every sender commits first and sends after: the API after an ingest or a replay, the CLI after a
+replay, the tasks after replaying children whose parent landed, the relay and the sweeper after
+a claim. If the broker cannot take the chains, the records are flagged unpublished
+(``enqueued_at`` NULL): the relay of a web process (woken when one is given) or the outbox
+sweeper sends them later. The records are durable either way, and a duplicate send is harmless:
+every stage skips records that are settled.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
-from celery import Celery
-
-from etl_app.ingest.outbox import Accepted
+from etl_app.models import sql
 from etl_app.pipeline.messages import publish_chunks, publish_validated
-from etl_app.pipeline.stash import Stash
+from etl_app.pipeline.stash import Item
+
+if TYPE_CHECKING:
+    from etl_app.ingest.relay import Relay
+    from etl_app.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 _publisher = ThreadPoolExecutor(max_workers=4, thread_name_prefix="etl-publish")
 
+_FLAG_UNPUBLISHED = sql("UPDATE raw_records SET enqueued_at = NULL WHERE id = ANY(:ids) AND status = :RECEIVED")
 
-def send_or_leave(
-    engine: sa.Engine, send: Callable[[], Any], ids: Sequence[int], *, timeout: float | None, what: str
+
+def send_after_commit(
+    runtime: Runtime,
+    records: Mapping[str, Sequence[int]],
+    *,
+    items: Sequence[Item] | None = None,
+    timeout: float | None,
+    what: str,
+    relay: Relay | None = None,
 ) -> bool:
-    """Run ``send`` (which publishes the chains of these committed records) within ``timeout``
-    seconds (None: no deadline). If the broker cannot take them, flag the records unpublished
-    (``enqueued_at`` NULL) so the relay or the sweeper sends them later, and return False; the
-    records are durable either way. A send that outlives the deadline finishes in the
-    background; a duplicate enqueue is harmless."""
+    """Send one chain per chunk for these committed raw records (ids by record type), within
+    ``timeout`` seconds (None: no deadline beyond the broker's socket timeouts). True once the
+    broker took them all.
+
+    ``items``: the values the API has just validated, for a single record type, in the order of
+    its ids; they wait in the stash, so the worker does not validate them again.
+
+    If the broker cannot take them in time, the records are flagged unpublished, ``relay`` (if
+    any) is woken to retry, and False is returned. A send that outlives the deadline finishes in
+    the background."""
+    ids = [i for part in records.values() for i in part]
+    if not ids:
+        return True
+    chunk_size = runtime.settings.chunk_size
+    if items is not None and len(records) != 1:
+        raise ValueError("validated items go with the ids of one record type")
+
+    def send() -> None:
+        for type_name, type_ids in records.items():
+            if items is not None:
+                publish_validated(runtime.celery, runtime.stash, type_name, items, chunk_size)
+            else:
+                publish_chunks(runtime.celery, type_name, type_ids, chunk_size)
+
     try:
         if timeout is None:
             send()
@@ -36,49 +71,11 @@ def send_or_leave(
         return True
     except Exception as exc:  # noqa: BLE001 - any broker failure leaves the records to the relay and sweeper
         log.warning("could not publish %s (%d records): %s; left to the relay and the sweeper", what, len(ids), exc)
-        try:
-            with engine.begin() as conn:
-                conn.execute(
-                    sa.text("UPDATE raw_records SET enqueued_at = NULL WHERE id = ANY(:ids) AND status = 'received'"),
-                    {"ids": list(ids)},
-                )
-        except Exception as db_exc:  # noqa: BLE001 - then the lease applies instead of the grace
-            log.warning("could not flag unpublished records: %s", db_exc)
-        return False
-
-
-def publish(
-    engine: sa.Engine,
-    celery_app: Celery,
-    accepted: Accepted,
-    *,
-    chunk_size: int,
-    timeout: float,
-    validated: list[dict[str, Any]] | None = None,
-    stash: Stash | None = None,
-) -> bool:
-    """Enqueue an ingestion's chains after the commit (see :func:`send_or_leave`). ``validated``:
-    the records' loaded values, in the order of ``accepted.ids``, passed on through ``stash`` so
-    the worker does not validate them again."""
-    if not accepted.ids:
-        return True
-    if validated is None or stash is None:
-
-        def send() -> Any:
-            return publish_chunks(celery_app, accepted.record_type, accepted.ids, chunk_size)
-    else:
-        items = [
-            {
-                "id": raw_id,
-                "ingestion_id": str(accepted.ingestion_id),
-                "received_at": accepted.received_at,
-                "waiting_since": None,
-                "data": data,
-            }
-            for raw_id, data in zip(accepted.ids, validated, strict=True)
-        ]
-
-        def send() -> Any:
-            return publish_validated(celery_app, stash, accepted.record_type, items, chunk_size)
-
-    return send_or_leave(engine, send, accepted.ids, timeout=timeout, what=f"ingestion {accepted.ingestion_id}")
+    try:
+        with runtime.engine.begin() as conn:
+            conn.execute(_FLAG_UNPUBLISHED, {"ids": ids})
+    except Exception as db_exc:  # noqa: BLE001 - then the lease applies instead of the grace
+        log.warning("could not flag unpublished records: %s", db_exc)
+    if relay is not None:
+        relay.notify()
+    return False

@@ -12,15 +12,32 @@ import sqlalchemy as sa
 from etl_app import errors
 from etl_app.clock import utcnow
 from etl_app.deadletters.store import Failure
+from etl_app.models import sql
+from etl_app.pipeline.stash import Item
 from etl_app.record_types import RecordType, Registry
 
 
+def parent_ref(type_name: str, key: str) -> str:
+    """What a waiting record waits for (``raw_records.waiting_on``): ``"<type>:<key>"``."""
+    return f"{type_name}:{key}"
+
+
+def parent_refs(type_name: str, keys: Iterable[str]) -> list[str]:
+    return [parent_ref(type_name, k) for k in keys]
+
+
+def split_parent_ref(ref: str) -> tuple[str, str]:
+    """``(type name, key)`` of a :func:`parent_ref`."""
+    type_name, _, key = ref.partition(":")
+    return type_name, key
+
+
 def fetch_parents(
-    conn: sa.Connection, rt: RecordType, registry: Registry, items: Sequence[Mapping[str, Any]]
+    conn: sa.Connection, record_type: RecordType, registry: Registry, items: Sequence[Item]
 ) -> dict[tuple[str, str], Mapping[str, Any]]:
     """The stored parent rows the chunk refers to, one query per parent type."""
     found: dict[tuple[str, str], Mapping[str, Any]] = {}
-    for ref in rt.parents:
+    for ref in record_type.parents:
         parent = registry[ref.record_type]
         keys = sorted({item["data"][ref.field] for item in items})
         if not keys:
@@ -35,30 +52,30 @@ def fetch_parents(
 class Waiting:
     """An item whose parent is not stored yet."""
 
-    item: dict[str, Any]
-    parent_ref: str  # "<type>:<key>"
+    item: Item
+    parent_ref: str  # see parent_ref()
 
 
 def enrich_chunk(
-    rt: RecordType,
-    items: Sequence[dict[str, Any]],
+    record_type: RecordType,
+    items: Sequence[Item],
     parent_rows: Mapping[tuple[str, str], Mapping[str, Any]],
     now: datetime | None = None,
-) -> tuple[list[dict[str, Any]], list[Waiting], list[Failure]]:
+) -> tuple[list[Item], list[Waiting], list[Failure]]:
     """Derive fields for every item whose parents exist and agree."""
     now = now or utcnow()
-    done: list[dict[str, Any]] = []
+    done: list[Item] = []
     waiting: list[Waiting] = []
     failures: list[Failure] = []
     for item in items:
         data = item["data"]
         parents: dict[str, Mapping[str, Any]] = {}
         problem: Waiting | Failure | None = None
-        for ref in rt.parents:
+        for ref in record_type.parents:
             key = data[ref.field]
             row = parent_rows.get((ref.record_type, key))
             if row is None:
-                problem = Waiting(item, f"{ref.record_type}:{key}")
+                problem = Waiting(item, parent_ref(ref.record_type, key))
                 break
             mismatched = [(c, p) for c, p in ref.must_match if data.get(c) != row.get(p)]
             if mismatched:
@@ -74,7 +91,7 @@ def enrich_chunk(
         if isinstance(problem, Failure):
             failures.append(problem)
             continue
-        derived = rt.derive(data, item["received_at"], parents)
+        derived = record_type.derive(data, item["received_at"], parents)
         done.append({**item, "data": {**data, **derived}, "enriched_at": now})
     return done, waiting, failures
 
@@ -82,17 +99,12 @@ def enrich_chunk(
 def mark_waiting(conn: sa.Connection, waiting: Sequence[Waiting], retry_at: datetime) -> None:
     """Remember what each waiting record waits for, and when it will be tried again."""
     conn.execute(
-        sa.text(
+        sql(
             "UPDATE raw_records SET waiting_on = w.ref, waiting_since = coalesce(waiting_since, now()), "
             "attempts = attempts + 1, "
             "last_error = 'waiting for ' || w.ref, enqueued_at = :retry_at, updated_at = now() "
             "FROM unnest(CAST(:ids AS bigint[]), CAST(:refs AS text[])) AS w(id, ref) "
-            "WHERE raw_records.id = w.id AND raw_records.status = 'received'"
+            "WHERE raw_records.id = w.id AND raw_records.status = :RECEIVED"
         ),
         {"ids": [w.item["id"] for w in waiting], "refs": [w.parent_ref for w in waiting], "retry_at": retry_at},
     )
-
-
-def parent_refs(record_type: str, keys: Iterable[str]) -> list[str]:
-    """The ``waiting_on`` values naming these parents."""
-    return [f"{record_type}:{k}" for k in keys]

@@ -1,4 +1,5 @@
-"""How a chunk's records travel between the stages.
+"""Where a chunk's values wait between the stages, and the shape of one record's values (an
+:class:`Item`).
 
 Messages stay small: they carry the chunk's raw-record ids and the key of its values, which
 wait in Redis (:class:`Stash`) as one orjson document, instead of passing through Celery's
@@ -14,7 +15,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from functools import cache
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import orjson
 import redis
@@ -22,20 +23,43 @@ import sqlalchemy as sa
 
 from etl_app.record_types import RecordType
 
-ITEM_TIMESTAMPS = ("received_at", "waiting_since", "enriched_at")
-
-
 STASH_TTL_SECONDS = 86_400
 
 
-def encode(items: Sequence[dict[str, Any]]) -> bytes:
+class Item(TypedDict):
+    """One record's values on their way through the stages; build it with :func:`item`."""
+
+    id: int  # its raw record
+    ingestion_id: str
+    received_at: datetime  # the as-of moment of its time-dependent rules and derived fields
+    waiting_since: datetime | None  # when it first waited for a missing parent
+    data: dict[str, Any]  # the loaded values; enrich adds the derived fields
+    enriched_at: NotRequired[datetime]  # set by enrich
+
+
+ITEM_TIMESTAMPS = ("received_at", "waiting_since", "enriched_at")
+
+
+def item(
+    raw_id: int, ingestion_id: Any, received_at: datetime, waiting_since: datetime | None, data: dict[str, Any]
+) -> Item:
+    return {
+        "id": raw_id,
+        "ingestion_id": str(ingestion_id),
+        "received_at": received_at,
+        "waiting_since": waiting_since,
+        "data": data,
+    }
+
+
+def encode(items: Sequence[Item]) -> bytes:
     return orjson.dumps(items)
 
 
 @cache
-def _converters(rt: RecordType) -> tuple[tuple[str, Callable[[str], Any]], ...]:
+def _converters(record_type: RecordType) -> tuple[tuple[str, Callable[[str], Any]], ...]:
     out = []
-    for column in rt.table.columns:
+    for column in record_type.table.columns:
         if isinstance(column.type, sa.DateTime):
             out.append((column.name, datetime.fromisoformat))
         elif isinstance(column.type, sa.Date):
@@ -43,15 +67,15 @@ def _converters(rt: RecordType) -> tuple[tuple[str, Callable[[str], Any]], ...]:
     return tuple(out)
 
 
-def decode(rt: RecordType, blob: str | bytes) -> list[dict[str, Any]]:
+def decode(record_type: RecordType, blob: str | bytes) -> list[Item]:
     items = orjson.loads(blob)
-    converters = _converters(rt)
-    for item in items:
+    converters = _converters(record_type)
+    for one in items:
         for name in ITEM_TIMESTAMPS:
-            value = item.get(name)
+            value = one.get(name)
             if value is not None:
-                item[name] = datetime.fromisoformat(value)
-        data = item["data"]
+                one[name] = datetime.fromisoformat(value)
+        data = one["data"]
         for name, convert in converters:
             value = data.get(name)
             if value is not None:
@@ -65,14 +89,14 @@ class Stash:
     def __init__(self, client: redis.Redis, prefix: str = "") -> None:
         self.client, self.prefix = client, prefix
 
-    def put(self, items: Sequence[dict[str, Any]]) -> str:
+    def put(self, items: Sequence[Item]) -> str:
         key = f"{self.prefix}etl:chunk:{uuid.uuid4().hex}"
         self.client.set(key, encode(items), ex=STASH_TTL_SECONDS)
         return key
 
-    def get(self, rt: RecordType, key: str) -> list[dict[str, Any]] | None:
+    def get(self, record_type: RecordType, key: str) -> list[Item] | None:
         blob = self.client.get(key)
-        return None if blob is None else decode(rt, blob)
+        return None if blob is None else decode(record_type, blob)
 
     def drop(self, key: str) -> None:
         """Best effort: what is not dropped expires."""

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 import sqlalchemy as sa
 
 from etl_app import errors
 from etl_app.deadletters.store import Failure
+from etl_app.models import sql
+from etl_app.pipeline.stash import Item, item
 from etl_app.record_types import RecordType
 
-_LOAD = sa.text(
+_LOAD = sql(
     "SELECT id, ingestion_id, payload, received_at, waiting_since FROM raw_records "
-    "WHERE id = ANY(:ids) AND status = 'received' ORDER BY id"
+    "WHERE id = ANY(:ids) AND status = :RECEIVED ORDER BY id"
 )
 
 
@@ -22,24 +23,16 @@ def load_raw(conn: sa.Connection, ids: Sequence[int]) -> list[sa.Row]:
     return list(conn.execute(_LOAD, {"ids": list(ids)}))
 
 
-def validate_chunk(rt: RecordType, raws: Iterable[sa.Row]) -> tuple[list[dict[str, Any]], list[Failure]]:
+def validate_chunk(record_type: RecordType, raws: Iterable[sa.Row]) -> tuple[list[Item], list[Failure]]:
     """Check every raw payload against its schema; split into items and validation failures."""
-    items: list[dict[str, Any]] = []
+    items: list[Item] = []
     failures: list[Failure] = []
     for raw in raws:
-        data, field_errors = rt.validate(raw.payload, raw.received_at)
+        data, field_errors = record_type.validate(raw.payload, raw.received_at)
         if data is None:
             failures.append(Failure(raw.id, errors.VALIDATION, format_field_errors(field_errors)))
             continue
-        items.append(
-            {
-                "id": raw.id,
-                "ingestion_id": str(raw.ingestion_id),
-                "received_at": raw.received_at,
-                "waiting_since": raw.waiting_since,
-                "data": data,
-            }
-        )
+        items.append(item(raw.id, raw.ingestion_id, raw.received_at, raw.waiting_since, data))
     return items, failures
 
 

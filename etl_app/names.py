@@ -1,0 +1,15 @@
+"""Names shared by what sends messages and what consumes them: the queues and the task names.
+
+``celeryconfig.py`` imports nothing of the project, so its routes and beat schedule spell these
+names again; a test checks that every task named there is registered.
+"""
+
+PIPELINE_QUEUE = "etl"
+DEAD_LETTER_QUEUE = "dead_letter"
+
+VALIDATE = "etl.validate"
+ENRICH = "etl.enrich"
+PERSIST = "etl.persist"
+PIPELINE_TASKS = (VALIDATE, ENRICH, PERSIST)
+DEAD_LETTER = "etl.dead_letter.record"
+SWEEP_OUTBOX = "etl.beat.sweep_outbox"
