@@ -13,7 +13,7 @@ import click
 
 from etl_app.config import Settings, embedded_env_path, var_dir
 
-PROCESSES = ("web", "worker", "beat", "flower")
+PROCESSES = ("web", "worker", "deadletter", "beat", "flower")
 
 
 def _secret_file(path: Path, make) -> str:
