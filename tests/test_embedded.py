@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -25,8 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def base_dir():
-    """A scratch directory the PostgreSQL account can reach when the tests run as root
-    (pytest's tmp_path sits under a 0700 directory); anything left running in it is killed."""
+    """A scratch directory that also an account such as ``nobody`` can reach, for the tests where
+    PostgreSQL runs as one (pytest's tmp_path sits under a 0700 directory); anything left
+    running in it is killed."""
     path = Path(tempfile.mkdtemp(prefix="etl-embedded-"))
     path.chmod(0o755)
     yield path
@@ -151,11 +154,70 @@ def test_next_start_after_launcher_was_killed(base_dir):
     assert not Path(old["socket_dir"]).exists()  # the short socket directory is removed on stop
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="only as root")
+AS_ROOT = not hasattr(os, "geteuid") or os.geteuid() != 0
+only_as_root = pytest.mark.skipif(AS_ROOT, reason="only as root")
+
+
+def _user_namespaces() -> bool:
+    from etl_app.local.postgres_as_root import resolve
+
+    return resolve(Path("/nonexistent/postgres"), None).in_namespace
+
+
+@only_as_root
 def test_root_says_which_directory_blocks_the_postgres_account(base_dir):
+    """When PostgreSQL runs as an account (asked for here; also where user namespaces are missing)."""
     private = base_dir / "private"
     private.mkdir(mode=0o700)
-    services = EmbeddedServices(private / "var")
-    with pytest.raises(EmbeddedServiceError, match=rf"search \(x\) permission on: {private}"):
+    services = EmbeddedServices(private / "var", pg_account="nobody")
+    with pytest.raises(EmbeddedServiceError, match=r"as the unprivileged account 'nobody'") as raised:
         services.start_postgres()
     services.stop()
+    blocked = str(raised.value).split("no search (x) permission on: ", 1)[1].split(". Fix", 1)[0]
+    assert str(private) in blocked.split(", ")
+
+
+@only_as_root
+def test_root_runs_postgres_in_a_folder_no_other_account_can_enter(base_dir):
+    if not _user_namespaces():
+        pytest.skip("user namespaces are not available here")
+    private = base_dir / "private"
+    private.mkdir(mode=0o700)
+    var = private / "var"
+    with EmbeddedServices(var) as services:
+        import psycopg
+
+        with psycopg.connect(services.start_postgres()) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("postgres",)
+        assert services.postgres_account() is None  # not a system account: root's own uid
+        pg_pid = services.pg_pid
+    assert _gone(pg_pid)
+    # The cluster's files belong to root, 0700, and the private folder was left as it was.
+    assert (var / "postgres").stat().st_uid == 0
+    assert stat.S_IMODE((var / "postgres").stat().st_mode) == 0o700
+    assert {p.lstat().st_uid for p in (var / "postgres").rglob("*")} == {0}
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
+
+
+@only_as_root
+def test_root_keeps_running_a_cluster_made_by_an_account_as_that_account(base_dir):
+    import psycopg
+
+    from etl_app.local.postgres_as_root import unsearchable_dirs
+
+    nobody = pwd.getpwnam("nobody")
+    bin_dir = Path(sys.executable).parent
+    if unsearchable_dirs(bin_dir, nobody.pw_uid, {nobody.pw_gid}):
+        pytest.skip("the virtualenv is in a folder the account 'nobody' cannot enter")
+    var = base_dir / "var"
+    with EmbeddedServices(var, pg_account="nobody") as first, psycopg.connect(first.start_postgres()) as conn:
+        conn.execute("CREATE TABLE kept (v int)")
+        conn.execute("INSERT INTO kept VALUES (1)")
+    assert (var / "postgres").stat().st_uid == nobody.pw_uid
+
+    with EmbeddedServices(var) as again:
+        url = again.start_postgres()
+        assert again.postgres_account() == "nobody"
+        assert psutil.Process(again.pg_pid).uids().real == nobody.pw_uid
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT v FROM kept").fetchall() == [(1,)]

