@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from etl_app.api import auth, dead_letters, health, ingest, metrics, openapi, read
+from etl_app.api import auth, bodylimit, dead_letters, health, ingest, metrics, openapi, read
 from etl_app.api.errors import register_error_handlers
 from etl_app.api.jsonprovider import OrjsonProvider
 
@@ -12,6 +12,7 @@ from etl_app.api.jsonprovider import OrjsonProvider
 def init_app(app: Flask) -> None:
     app.json = OrjsonProvider(app)
     register_error_handlers(app)
+    bodylimit.init_app(app)
     metrics.init_app(app)  # first, so that refused requests are counted too
     auth.init_app(app)
     for module in (health, ingest, read, dead_letters, openapi, metrics):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from etl_app import errors
@@ -39,7 +39,7 @@ def register_error_handlers(app: Flask) -> None:
             return error_response(
                 413,
                 "payload_too_large",
-                f"the request body is over the limit of {app.config['MAX_CONTENT_LENGTH']} bytes",
+                f"the request body is over the limit of {request.max_content_length} bytes",
             )
         return error_response(exc.code or 500, code, exc.description or exc.name)
 

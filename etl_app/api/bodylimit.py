@@ -1,0 +1,175 @@
+"""Request bodies over the limit: a 413 that every client reads, chunked bodies included."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import flask
+from flask import Flask
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.utils import cached_property
+from werkzeug.wsgi import ClosingIterator, LimitedStream
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+DRAIN_FACTOR = 2  # times the request's limit
+DRAIN_MIN_BYTES = 64 * MIB
+DRAIN_SECONDS = 10.0
+_PIECE = 64 * 1024
+_LIMIT_KEY = "etl.max_content_length"  # the request's limit, left in the WSGI environ for the drain
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class _LimitedToMax(LimitedStream):
+    """Werkzeug's stream for a body limited to a maximum, which notices a body that goes on past it.
+
+    Werkzeug's ``LimitedStream.readall`` stops reading at the limit without looking further, so
+    a chunked body (no ``Content-Length``) over the limit came through cut to the limit: a JSON
+    batch failed as invalid JSON, and an NDJSON batch cut between two lines was accepted in part.
+    This one reads one byte past the limit and answers 413 if it is there.
+    """
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        super().__init__(stream, limit, is_max=True)
+        self._source = stream
+
+    def readall(self) -> bytes:
+        data = super().readall()
+        if self.is_exhausted:
+            try:
+                more = self._source.read(1)
+            except (OSError, ValueError):
+                raise ClientDisconnected() from None  # what Werkzeug raises when a read fails
+            if more:
+                raise RequestEntityTooLarge()
+        return data
+
+
+class Request(flask.Request):
+    """Flask's request, whose stream refuses a chunked body over the limit instead of cutting it."""
+
+    @cached_property
+    def stream(self) -> Any:
+        limit = self.max_content_length
+        if (
+            limit is not None
+            and self.content_length is None
+            and "wsgi.input_terminated" in self.environ
+            and not self.shallow
+        ):
+            return _LimitedToMax(self.environ["wsgi.input"], limit)
+        return super().stream
+
+
+def _declared_length(environ: dict[str, Any]) -> int | None:
+    try:
+        return int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return None
+
+
+def _has_body(environ: dict[str, Any]) -> bool:
+    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    return chunked or (_declared_length(environ) or 0) > 0
+
+
+class DrainUnreadBody:
+    """WSGI middleware: once the answer is written, discard what the app left of the request body.
+
+    Why: a body over the limit with a ``Content-Length`` is refused from the header, unread, and
+    so is the body of every request refused before its view reads it (401, 404, 415). gunicorn,
+    once the answer is written, discards at most 64 KiB of an unread body within 5 s before it
+    keeps the connection alive (``Parser.finish_body``), and at most another 64 KiB within 2 s
+    when it closes it (``util.close_graceful``); then it closes the socket with the rest unread,
+    the kernel resets the connection, and a client that sends its whole body before reading the
+    answer gets a broken pipe or a connection reset instead of the JSON error (``urllib.request``
+    always; ``requests``, whose urllib3 reads the answer after a broken pipe, when the reset comes
+    first). Discarding the rest here lets such a client finish sending and read it.
+
+    Bounds: at most ``max(2 × the request's limit, 64 MiB)`` bytes, all within 10 s (a socket
+    timeout, so a client that stops sending holds the thread no longer). A body declared larger
+    than that is not read at all. Past either bound the connection closes as before and the client
+    sees the reset. The request's limit is ``request.max_content_length``, so an endpoint that
+    raises it for its own requests (uploads) gets a drain to match. 10 s lets a client on a slow
+    link send twice the default limit, and ends well inside the web process's 20 s graceful
+    timeout, so a stopping worker is not held up by a drain.
+
+    Only where the server hands over its socket (``gunicorn.socket``), which is what bounds the
+    time, and only for HTTP/1.x. A body already read to its end costs one empty read.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        factor: int = DRAIN_FACTOR,
+        min_bytes: int = DRAIN_MIN_BYTES,
+        seconds: float = DRAIN_SECONDS,
+    ) -> None:
+        self.app, self.factor, self.min_bytes, self.seconds = app, factor, min_bytes, seconds
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        sock = environ.get("gunicorn.socket")
+        if sock is None or not environ.get("SERVER_PROTOCOL", "").startswith("HTTP/1.") or not _has_body(environ):
+            return self.app(environ, start_response)
+        body = environ["wsgi.input"]
+        return ClosingIterator(self.app(environ, start_response), lambda: self._drain(environ, body, sock))
+
+    def _budget(self, environ: dict[str, Any]) -> int:
+        limit = environ.get(_LIMIT_KEY)
+        return max(self.factor * limit, self.min_bytes) if limit else self.min_bytes
+
+    def _drain(self, environ: dict[str, Any], body: Any, sock: Any) -> None:
+        budget = self._budget(environ)
+        declared = _declared_length(environ)
+        if declared is None or declared > budget:
+            self._give_up(environ, f"{environ.get('CONTENT_LENGTH')} bytes declared, over {budget}")
+            return
+        deadline = time.monotonic() + self.seconds
+        drained = 0
+        prior_timeout = sock.gettimeout()
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._give_up(environ, f"not sent within {self.seconds:g} s")
+                    return
+                sock.settimeout(remaining)
+                data = body.read(min(_PIECE, budget + 1 - drained))
+                if not data:
+                    return
+                drained += len(data)
+                if drained > budget:
+                    self._give_up(environ, f"over {budget} bytes")
+                    return
+        except Exception as exc:  # noqa: BLE001 - a timeout, a reset or bad chunk framing: the server closes
+            self._give_up(environ, f"{type(exc).__name__}: {exc}")
+        finally:
+            try:
+                sock.settimeout(prior_timeout)
+            except OSError:
+                pass
+
+    @staticmethod
+    def _give_up(environ: dict[str, Any], why: str) -> None:
+        log.info(
+            "%s %s: the unread request body was not discarded (%s); the connection closes",
+            environ.get("REQUEST_METHOD"),
+            environ.get("PATH_INFO"),
+            why,
+        )
+
+
+def init_app(app: Flask) -> None:
+    app.request_class = Request
+    app.wsgi_app = DrainUnreadBody(app.wsgi_app)
+
+    @app.after_request
+    def _leave_limit_for_the_drain(response):
+        flask.request.environ[_LIMIT_KEY] = flask.request.max_content_length
+        return response
