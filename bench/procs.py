@@ -1,8 +1,9 @@
 """The processes the benchmark starts: the app's own (from the Procfile) and the naive worker.
 
 Each runs in its own session with its output in a log file; :class:`Processes` stops every
-one it started (SIGTERM to the process group, then SIGKILL), and a process whose launcher
-dies gets SIGTERM from the kernel (PR_SET_PDEATHSIG), so nothing is left behind.
+one it started (SIGTERM to the main process, then SIGKILL to its process group), and a process
+whose launcher dies gets SIGTERM from the kernel (PR_SET_PDEATHSIG), so nothing is left behind
+(see :mod:`etl_app.local.processes`).
 """
 
 from __future__ import annotations
@@ -10,14 +11,13 @@ from __future__ import annotations
 import http.client
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from etl_app.local import processes
+from etl_app.local.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -25,77 +25,16 @@ BIN = Path(sys.executable).parent
 SKIPPED_TYPES = ("release", "beat", "flower")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+    """:func:`etl_app.local.processes.wait_until` (a TimeoutError on timeout), ``what`` third."""
+    return processes.wait_until(check, timeout, interval, what)
 
 
-def _die_with_parent() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-class Proc:
-    """One subprocess in its own process group, logging to a file."""
+class Proc(processes.LoggedProcess):
+    """One subprocess in its own process group, logging to ``<log_dir>/<name>.log``."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 20) -> None:
-        """SIGTERM to the main process (gunicorn and celery then stop their children), SIGKILL to
-        the whole group if it is not gone in ``timeout`` seconds, and to any leftover of the group."""
-        if self.alive():
-            try:
-                self.popen.send_signal(signal.SIGTERM)
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self._kill_group()
-                self.popen.wait(timeout=10)
-        self._kill_group()
-        self._log.close()
-
-    def _kill_group(self) -> None:
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        super().__init__(name, argv, env=env, cwd=ROOT, log_path=log_dir / f"{name}.log")
 
 
 class Processes:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -14,78 +11,31 @@ from typing import Any
 
 import requests
 
+from etl_app.local import processes
+from etl_app.local.processes import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_until(check: Callable[[], Any], timeout: float, interval: float = 0.2, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    """:func:`etl_app.local.processes.wait_until`, failing the test (AssertionError) on timeout."""
+    try:
+        return processes.wait_until(check, timeout, interval, what)
+    except processes.WaitTimeout as exc:
+        raise AssertionError(str(exc)) from None
 
 
-class Proc:
+class Proc(processes.LoggedProcess):
     """One subprocess with its log file; killed by pid like an operator (or the OOM killer) would."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}-{int(time.time() * 1000)}.log"
-        self._log = open(self.log_path, "wb")
-        self.popen = subprocess.Popen(
-            argv, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        log_path = log_dir / f"{name}-{int(time.time() * 1000)}.log"
+        super().__init__(name, argv, env=env, cwd=ROOT, log_path=log_path)
 
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def children(self) -> list[int]:
-        """Pids of the live (not zombie) child processes, e.g. a celery worker's pool."""
-        import psutil
-
-        try:
-            kids = psutil.Process(self.pid).children()
-        except psutil.NoSuchProcess:
-            return []
-        alive = []
-        for kid in kids:
-            try:
-                if kid.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(kid.pid)
-            except psutil.NoSuchProcess:
-                pass
-        return alive
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Signal the whole process group (the main process and its pool children)."""
-        try:
-            os.killpg(self.pid, sig)
-        except ProcessLookupError:
-            pass
-        self.popen.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            try:
-                os.killpg(self.pid, signal.SIGTERM)
-                self.popen.wait(timeout=15)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                self.kill()
-        self._log.close()
+    def stop(self, timeout: float = 15, *, terminate_group: bool = True) -> None:
+        """SIGTERM to the whole process group; SIGKILL to it after ``timeout`` seconds."""
+        super().stop(timeout, terminate_group=terminate_group)
 
 
 class Stack:

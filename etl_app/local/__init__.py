@@ -1,1 +1,2 @@
-"""What serves development only: the embedded servers of ``etl-app run`` and the synthetic data generator."""
+"""What serves development only: the embedded servers of ``etl-app run``, the synthetic data
+generator, and the child processes of the tests and the benchmark."""
