@@ -57,8 +57,15 @@ class Stack:
         self.procs.append(proc)
         return proc
 
-    def worker(self, concurrency: int = 2, name: str = "worker", app: str = "wsgi:celery", **env: str) -> Proc:
-        """A ``celery worker`` (``app``: the ``-A`` argument), returned once it is ready."""
+    def worker(
+        self,
+        concurrency: int = 2,
+        name: str = "worker",
+        app: str = "wsgi:celery",
+        queues: str = "etl,dead_letter",
+        **env: str,
+    ) -> Proc:
+        """A ``celery worker`` (``app``: the ``-A`` argument) on ``queues``, returned once it is ready."""
         proc = self._start(
             name,
             [
@@ -67,7 +74,7 @@ class Stack:
                 app,
                 "worker",
                 "-Q",
-                "etl,dead_letter",
+                queues,
                 "-c",
                 str(concurrency),
                 "--loglevel",
@@ -106,6 +113,7 @@ class Stack:
                 "4",
                 "--timeout",
                 "60",
+                "--no-control-socket",
             ],
             **env,
         )
