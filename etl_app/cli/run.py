@@ -65,28 +65,24 @@ def prepare_environment(env: dict[str, str], var: Path) -> tuple[dict[str, str],
     return env, embedded
 
 
-def _die_with_parent() -> None:
-    """Linux: the process manager gets SIGTERM if the launcher dies, so nothing is orphaned."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 @click.command()
 @click.option("--procfile", default="Procfile", show_default=True, type=click.Path(exists=True, dir_okay=False))
 def run(procfile: str) -> None:
-    """Migrate, then run web, worker, beat and Flower in the foreground (Ctrl-C stops them all).
+    """Migrate, then run every process of the Procfile but release (web, the pipeline and
+    dead-letter workers, beat, Flower) in the foreground (Ctrl-C stops them all).
 
     With no DATABASE_URL / REDIS_URL set, an embedded PostgreSQL and Redis are started
     under ./var and stopped again on exit."""
+    from etl_app.local.errors import EmbeddedServiceError
+    from etl_app.local.processes import die_with_parent
     from etl_app.migrate import upgrade
 
     var = Path(var_dir())
     var.mkdir(parents=True, exist_ok=True)
-    env, embedded = prepare_environment(dict(os.environ), var)
+    try:
+        env, embedded = prepare_environment(dict(os.environ), var)
+    except EmbeddedServiceError as exc:  # it says why and where the server's log is
+        raise click.ClickException(str(exc)) from None
     try:
         upgrade(env["DATABASE_URL"])
         port, flower_port = env["WEB_PORT"], env.get("FLOWER_PORT", "5555")
@@ -100,7 +96,7 @@ def run(procfile: str) -> None:
             f"  try          curl -H 'Authorization: Bearer {env['ETL_API_KEYS'].split(',')[0]}' "
             f"http://127.0.0.1:{port}/api/v1/record-types"
         )
-        honcho = subprocess.Popen(["honcho", "start", "-f", procfile, *PROCESSES], env=env, preexec_fn=_die_with_parent)
+        honcho = subprocess.Popen(["honcho", "start", "-f", procfile, *PROCESSES], env=env, preexec_fn=die_with_parent)
 
         def _terminate(signum, _frame):  # SIGTERM: stop the processes, then fall through to cleanup
             honcho.send_signal(signal.SIGTERM)

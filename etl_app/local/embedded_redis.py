@@ -99,7 +99,7 @@ class EmbeddedRedis:
         """Start redis-server on ``port``; (process, "") once it answers, else (None, why)."""
         conf = self.redis_dir / "redis.conf"
         conf.write_text(
-            "# written by etl_app.embedded at each start\n"
+            "# written by etl_app.local at each start\n"
             "bind 127.0.0.1\n"
             f"port {port}\n"
             "protected-mode yes\n"
