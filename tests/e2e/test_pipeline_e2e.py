@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from payloads import feedback, session, student, tutor
+from procs import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -59,9 +58,13 @@ def test_children_submitted_before_their_parents_land_once_the_parents_do(api, u
     t, st, s, f = f"{unique}-T", f"{unique}-ST", f"{unique}-S", f"{unique}-F"
     fb_ing = api.post("feedback", feedback(f, s, t, st)).json()["ingestion_id"]
     s_ing = api.post("sessions", session(s, t, st)).json()["ingestion_id"]
-    time.sleep(1.5)  # both are waiting now
-    waiting = sql("SELECT waiting_on FROM raw_records WHERE natural_key IN (:s, :f) ORDER BY natural_key", s=s, f=f)
-    assert [w.waiting_on for w in waiting] == [f"sessions:{s}", f"tutors:{t}"]
+
+    def both_waiting():
+        rows = sql("SELECT waiting_on FROM raw_records WHERE natural_key IN (:s, :f) ORDER BY natural_key", s=s, f=f)
+        return [w.waiting_on for w in rows] if all(w.waiting_on for w in rows) and len(rows) == 2 else None
+
+    # The feedback waits for its session, the session for its tutor (the first parent it lacks).
+    assert wait_until(both_waiting, 30, what="both children to wait") == [f"sessions:{s}", f"tutors:{t}"]
     assert api.post("tutors", tutor(t)).status_code == 202
     assert api.post("students", student(st)).status_code == 202
     api.wait_finished(s_ing, timeout=30)
