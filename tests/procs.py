@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +143,28 @@ class Stack:
         for proc in reversed(self.procs):
             proc.stop()
         self.procs.clear()
+
+
+@contextmanager
+def running_stack(database_url: str, redis_url: str, log_dir: Path, **env: str) -> Iterator[Stack]:
+    """A :class:`Stack` on this database and Redis with the test key and broker keys of its own
+    (``stack.prefix``); nothing started yet. At the end every process stops and its keys go."""
+    from support import API_KEY, KEY_PREFIX, wipe_keys
+
+    prefix = f"{KEY_PREFIX}{uuid.uuid4().hex[:8]}:"
+    stack = Stack(
+        {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "ETL_API_KEYS": API_KEY,
+            "ETL_BROKER_KEY_PREFIX": prefix,
+            **env,
+        },
+        log_dir,
+    )
+    stack.prefix = prefix
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        wipe_keys(redis_url, prefix)

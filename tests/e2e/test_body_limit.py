@@ -12,12 +12,11 @@ from urllib.parse import urlsplit
 
 import orjson
 import pytest
-import redis
 import requests
 
 from payloads import student
-from procs import Stack
-from support import API_KEY, KEY_PREFIX, redis_db
+from procs import running_stack
+from support import API_KEY, redis_db
 
 pytestmark = pytest.mark.slow
 
@@ -25,8 +24,6 @@ LIMIT = 1024 * 1024  # ETL_MAX_BODY_BYTES of the web process below
 # Far more than the kernel's socket buffers hold, so that a body the server leaves unread
 # cannot simply sit in them while the client finishes sending.
 BIG = 16 * LIMIT
-REDIS = redis_db(13)
-PREFIX = f"{KEY_PREFIX}bodylimit:"
 TOO_LARGE = {"error": "payload_too_large", "message": f"the request body is over the limit of {LIMIT} bytes"}
 JSON = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
 
@@ -34,23 +31,11 @@ JSON = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"
 @pytest.fixture(scope="module")
 def web(database_url, tmp_path_factory) -> Iterator[str]:
     """Only a web process (no worker): what these tests look at is the HTTP answer."""
-    env = {
-        "DATABASE_URL": database_url,
-        "REDIS_URL": REDIS,
-        "ETL_API_KEYS": API_KEY,
-        "ETL_BROKER_KEY_PREFIX": PREFIX,
-        "ETL_MAX_BODY_BYTES": str(LIMIT),
-    }
-    stack = Stack(env, tmp_path_factory.mktemp("logs"))
-    try:
+    with running_stack(
+        database_url, redis_db(13), tmp_path_factory.mktemp("logs"), ETL_MAX_BODY_BYTES=str(LIMIT)
+    ) as stack:
         stack.web(workers=1)
         yield stack.web_url
-    finally:
-        stack.stop()
-        client = redis.Redis.from_url(REDIS)
-        keys = list(client.scan_iter(f"{PREFIX}*"))
-        if keys:
-            client.delete(*keys)
 
 
 def json_batch(size: int, student_id: str = "bodylimit") -> bytes:

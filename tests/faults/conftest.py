@@ -20,10 +20,10 @@ from etl_app.db import make_engine
 from etl_app.migrate import upgrade
 from etl_app.record_types import get_registry
 
-from faultlib import RESULTS, Api
+from faultlib import RESULTS
 from procs import Stack
 from services import PrivatePostgres, PrivateRedis, wait_for_postgres
-from support import API_KEY, KEY_PREFIX
+from support import API_KEY, KEY_PREFIX, Api, wipe_keys
 
 TEMPLATE_DB = "etl_app_faults_template"
 # Seconds: the sweeper runs every SWEEP_INTERVAL and re-drives records whose last enqueue is
@@ -121,11 +121,7 @@ class FaultStack(Stack):
         return self.api()
 
     def wipe_broker_keys(self) -> int:
-        client = self.redis.client()
-        keys = list(client.scan_iter(f"{self.prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        return len(keys)
+        return wipe_keys(self.redis.url(0), self.prefix)
 
     def tails(self, lines: int = 40) -> str:
         out = []

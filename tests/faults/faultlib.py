@@ -1,4 +1,4 @@
-"""Helpers of the fault tests: an HTTP client, the exactly-once check in SQL, and the report."""
+"""Helpers of the fault tests: the exactly-once check in SQL, the report, logs and broker contents."""
 
 from __future__ import annotations
 
@@ -10,37 +10,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import requests
 import sqlalchemy as sa
 
+from etl_app.names import PIPELINE_TASKS
+
 from procs import wait_until
-from support import API_KEY
 
 # One line per scenario, printed at the end of the session (see conftest.pytest_terminal_summary).
 RESULTS: list[dict[str, Any]] = []
-
-
-class Api:
-    """A small HTTP client for the running web process; every request has a timeout, so a
-    hanging request fails the test instead of hanging it."""
-
-    def __init__(self, base: str, timeout: float = 60) -> None:
-        self.base = base
-        self.timeout = timeout
-        self.http = requests.Session()
-        self.http.headers["Authorization"] = f"Bearer {API_KEY}"
-
-    def post(self, path: str, payload: Any, timeout: float | None = None) -> requests.Response:
-        return self.http.post(f"{self.base}/api/v1/{path}", json=payload, timeout=timeout or self.timeout)
-
-    def get(self, path: str) -> requests.Response:
-        return self.http.get(f"{self.base}/api/v1/{path}", timeout=self.timeout)
-
-    def submit(self, path: str, payload: Any, timeout: float | None = None) -> dict[str, Any]:
-        """POST and insist on a 202; returns the body."""
-        r = self.post(path, payload, timeout)
-        assert r.status_code == 202, (r.status_code, r.text[:2000])
-        return r.json()
 
 
 # -- the exactly-once check -----------------------------------------------------------------
@@ -235,8 +212,6 @@ def swept(worker: Any) -> int:
 
 
 # -- the broker ---------------------------------------------------------------------------------
-
-PIPELINE_TASKS = ("etl.validate", "etl.enrich", "etl.persist")
 
 
 def pipeline_messages(client: Any, prefix: str, queued: bool = True) -> int:
