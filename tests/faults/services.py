@@ -210,12 +210,15 @@ class PrivateRedis:
         wait_until(answers, 30, 0.05, what="private redis to answer")
 
     def stop(self) -> None:
-        """SIGKILL: the broker is gone with whatever it held."""
-        self.resume()
+        """SIGKILL: the broker is gone with whatever it held. A paused broker is killed paused:
+        resumed first, it would still serve the commands its clients sent while it was stopped
+        (a publish pushed, a worker's waiting fetch handed that message) in the moment before
+        the kill, and the message would live on in the worker."""
         if self.running():
-            self.proc.send_signal(signal.SIGKILL)
+            self.proc.send_signal(signal.SIGKILL)  # ends a stopped process too
             self.proc.wait(30)
         self.proc = None
+        self.paused = False
 
     def pause(self) -> None:
         """SIGSTOP: connections open but nothing answers (what makes publishes hang)."""
