@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from functools import partial
 
 from celery import shared_task
 
@@ -11,7 +10,6 @@ from etl_app.ingest import claim
 from etl_app.ingest.send import send_after_commit
 from etl_app.names import PIPELINE_QUEUE, SWEEP_OUTBOX
 from etl_app.pipeline.messages import queue_depth
-from etl_app.runtime import Runtime
 from tasks.base import EtlTask
 
 log = logging.getLogger(__name__)
@@ -44,10 +42,9 @@ def sweep_outbox(self: EtlTask) -> int:
             grace=claim.UNPUBLISHED_GRACE_SECONDS,
             lease=settings.outbox_lease_seconds,
         )
-        outcome: list[bool] = []
-        self.after_commit(partial(_send_swept, self.runtime, claimed, outcome))
-        self.commit()
-        if not outcome[-1]:  # flagged unpublished again: the next run retries them
+        self.commit()  # the claim, before the send
+        if not send_after_commit(self.runtime, claimed, timeout=None, what="swept records"):
+            # flagged unpublished again: the next run retries them
             log.warning("outbox sweeper: the broker did not take the records; next interval")
             break
         swept += claim.count(claimed)
@@ -56,7 +53,3 @@ def sweep_outbox(self: EtlTask) -> int:
     if swept:
         log.info("outbox sweeper re-enqueued %d records", swept)
     return swept
-
-
-def _send_swept(runtime: Runtime, claimed: dict[str, list[int]], outcome: list[bool]) -> None:
-    outcome.append(send_after_commit(runtime, claimed, timeout=None, what="swept records"))

@@ -51,6 +51,7 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
         }
         self.log_dir = log_dir
+        self.prefix = env.get("ETL_BROKER_KEY_PREFIX", "")  # this stack's broker keys
         self.procs: list[Proc] = []
         self.web_url: str | None = None
 
@@ -162,7 +163,6 @@ def running_stack(database_url: str, redis_url: str, log_dir: Path, **env: str) 
         },
         log_dir,
     )
-    stack.prefix = prefix
     try:
         yield stack
     finally:

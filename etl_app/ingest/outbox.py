@@ -18,13 +18,10 @@ from etl_app.record_types import RecordType
 
 @dataclass
 class Accepted:
-    """The outcome of one ingest call."""
+    """The outcome of one ingest call: its ingestion and the raw-record ids stored, in order."""
 
     ingestion_id: uuid.UUID
-    type_name: str
-    received_at: datetime | None = None
     ids: list[int] = field(default_factory=list)
-    rejections: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def accepted(self) -> int:
@@ -90,7 +87,7 @@ def store(
         "rejections": _jsonb(json_safe(rejections[:1000])),
         "at": received_at,
     }
-    result = Accepted(ingestion_id, record_type.name, received_at=received_at, rejections=rejections)
+    result = Accepted(ingestion_id)
     enqueued_at = None if relayed else received_at
     if len(payloads) < COPY_THRESHOLD:
         params.update(

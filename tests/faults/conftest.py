@@ -103,9 +103,8 @@ def registry():
 class FaultStack(Stack):
     """A Stack on the private servers with this test's own broker key prefix."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, prefix: str, redis: PrivateRedis) -> None:
+    def __init__(self, env: dict[str, str], log_dir: Path, redis: PrivateRedis) -> None:
         super().__init__(env, log_dir)
-        self.prefix = prefix
         self.redis = redis
 
     def api(self, timeout: float = 60) -> Api:
@@ -149,7 +148,7 @@ def make_stack(fault_db_url, private_redis, tmp_path, request) -> Iterator:
         }
         log_dir = tmp_path / f"stack{len(stacks)}"
         log_dir.mkdir()
-        stack = FaultStack(full_env, log_dir, prefix, private_redis)
+        stack = FaultStack(full_env, log_dir, private_redis)
         stacks.append(stack)
         return stack
 
