@@ -140,9 +140,19 @@ def Enum(*choices: str, **kwargs: Any) -> Str:
     return Str(validate=validate.OneOf(choices), **kwargs)
 
 
+EMAIL_MAX_LENGTH = 254  # RFC 5321: a path of at most 256 octets, less the angle brackets
+EMAIL_LOCAL_MAX_LENGTH = 64  # RFC 5321 4.5.3.1.1: the part before the "@"
+
+
+def _local_part_length(value: str) -> None:
+    if len(value.rpartition("@")[0]) > EMAIL_LOCAL_MAX_LENGTH:
+        raise ma.ValidationError(f"The part before @ must be at most {EMAIL_LOCAL_MAX_LENGTH} characters.")
+
+
 def Email(**kwargs: Any) -> Str:
-    """An email address (marshmallow's Email validator), at most 254 characters."""
-    return Str(max_length=254, validate=validate.Email(), **kwargs)
+    """An email address (marshmallow's Email validator) of at most 254 characters, at most 64
+    of them before the last "@" (the limits of RFC 5321, counted in characters)."""
+    return Str(max_length=EMAIL_MAX_LENGTH, validate=[validate.Email(), _local_part_length], **kwargs)
 
 
 class StrList(_OptionalMixin, fields.List):

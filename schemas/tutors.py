@@ -2,7 +2,8 @@
 
 Rules (record-types.md, plus the shared rules of ``schemas.common``):
 - tutor_id: id, required. name: 1..200 chars, required. email: marshmallow's Email
-  validator, at most 254 chars, required; kept as given (case is not changed).
+  validator, at most 254 chars in all and 64 before the "@" (RFC 5321), required; kept
+  as given (case is not changed).
 - age: int 16..100, optional. location: at most 200 chars, optional.
 - education_level (high_school, bachelors, masters, phd, other), subject_type (stem,
   humanities, languages, test_prep, arts, other), behavioral_archetype (high_performer,

@@ -13,7 +13,6 @@ from functools import partial
 
 from celery import shared_task
 
-from etl_app import errors
 from etl_app.clock import utcnow
 from etl_app.deadletters import actions
 from etl_app.deadletters.store import Failure
@@ -65,23 +64,13 @@ class StageTask(EtlTask):
         first waited; then they are dead letters of type missing_parent."""
         settings = self.runtime.settings
         now = utcnow()
-        budget = timedelta(seconds=settings.parent_wait_seconds)
-        expired = [w for w in waiting if w.item.get("waiting_since") and now - w.item["waiting_since"] >= budget]
-        retry = [w for w in waiting if w not in expired]
+        retry, failures = enrich_step.give_up_on_waiting(waiting, now, settings.parent_wait_seconds)
         if retry:
             countdown = self.backoff(retries)
             enrich_step.mark_waiting(self.db, retry, now + timedelta(seconds=countdown))
             ids = [w.item["id"] for w in retry]
             self.after_commit(partial(self.republish, type_name, ids, countdown=countdown, parent_retries=retries + 1))
-        return [
-            Failure(
-                w.item["id"],
-                errors.MISSING_PARENT,
-                f"parent {w.parent_ref} not found after waiting {settings.parent_wait_seconds}s",
-                waiting_on=w.parent_ref,
-            )
-            for w in expired
-        ]
+        return failures
 
 
 @shared_task(name=VALIDATE, base=StageTask, bind=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,11 +18,18 @@ from etl_app.pipeline.validate import load_raw, validate_chunk
 from etl_app.record_types import get_registry
 
 
-def store(engine: sa.Engine, record_type: str, payloads: Sequence[dict[str, Any]]) -> outbox.Accepted:
-    """Accepted records in raw_records, as the API stores them."""
+def store(
+    engine: sa.Engine, record_type: str, payloads: Sequence[dict[str, Any]], received_at: datetime | None = None
+) -> outbox.Accepted:
+    """Accepted records in raw_records, as the API stores them (received now, unless told)."""
     with engine.begin() as conn:
         return outbox.store(
-            conn, get_registry()[record_type], payloads, source="api", received_at=utcnow(), rejections=[]
+            conn,
+            get_registry()[record_type],
+            payloads,
+            source="api",
+            received_at=received_at or utcnow(),
+            rejections=[],
         )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -94,6 +94,34 @@ def enrich_chunk(
         derived = record_type.derive(data, item["received_at"], parents)
         done.append({**item, "data": {**data, **derived}, "enriched_at": now})
     return done, waiting, failures
+
+
+def give_up_on_waiting(
+    waiting: Sequence[Waiting], now: datetime, wait_seconds: int
+) -> tuple[list[Waiting], list[Failure]]:
+    """Split waiting children into those to retry and the dead letters of those that waited long enough.
+
+    A child whose ``waiting_since`` is at least ``wait_seconds`` (``ETL_PARENT_WAIT_SECONDS``)
+    before ``now`` becomes a ``missing_parent`` failure naming the parent it waited for; the
+    others, including those that have not waited before (no ``waiting_since``), are retried.
+    """
+    budget = timedelta(seconds=wait_seconds)
+    retry: list[Waiting] = []
+    failures: list[Failure] = []
+    for w in waiting:
+        since = w.item.get("waiting_since")
+        if since and now - since >= budget:
+            failures.append(
+                Failure(
+                    w.item["id"],
+                    errors.MISSING_PARENT,
+                    f"parent {w.parent_ref} not found after waiting {wait_seconds}s",
+                    waiting_on=w.parent_ref,
+                )
+            )
+        else:
+            retry.append(w)
+    return retry, failures
 
 
 def mark_waiting(conn: sa.Connection, waiting: Sequence[Waiting], retry_at: datetime) -> None:

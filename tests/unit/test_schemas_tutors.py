@@ -80,6 +80,34 @@ def test_email_is_stripped_and_case_kept():
     assert validate(email="  Ada@Example.COM ")[0]["email"] == "Ada@Example.COM"
 
 
+def address(local: int, total: int) -> str:
+    """A valid-looking address of ``total`` characters, ``local`` of them before the "@"."""
+    labels = total - local - 1 - len(".org")  # the domain before ".org": labels of 63 and dots
+    domain = "".join("." if i % 64 == 63 else "d" for i in range(labels))
+    return f"{'l' * local}@{domain}.org"
+
+
+@pytest.mark.parametrize("local, total", [(64, 254), (1, 254), (64, 80)])
+def test_email_at_the_rfc_5321_limits_is_kept(local, total):
+    email = address(local, total)
+    assert (len(email), len(email.partition("@")[0])) == (total, local)
+    data, errors = validate(email=f"  {email} ")  # counted after stripping
+    assert errors == {}
+    assert data["email"] == email
+
+
+@pytest.mark.parametrize(
+    "local, total, message",
+    [
+        (64, 255, "Longer than maximum length 254."),
+        (1, 255, "Longer than maximum length 254."),
+        (65, 80, "The part before @ must be at most 64 characters."),
+    ],
+)
+def test_email_past_the_rfc_5321_limits_is_refused(local, total, message):
+    assert errors_of(email=address(local, total)) == {"email": [message]}
+
+
 @pytest.mark.parametrize(
     "field, good, bad",
     [
