@@ -77,12 +77,16 @@ class RawRecord(Base):
 
 
 # dead_letters.status values: `open` until replayed or discarded; a replayed record that fails
-# again reopens the same row. dead_letters.last_outcome: what became of the latest replay.
+# again reopens the same row. A replayed record that settles without landing, because the table
+# already holds a later record of its key, makes it `superseded` (for good: its raw record is
+# `persisted`, settled like any record that lost to a later one), with `superseded_by` naming
+# that record. dead_letters.last_outcome: what became of the latest replay.
 OPEN = "open"
 REPLAYED = "replayed"
+SUPERSEDED = "superseded"
 DISCARDED = "discarded"
-DEAD_LETTER_STATUSES = (OPEN, REPLAYED, DISCARDED)
-OUTCOMES = (REPLAYED, PERSISTED, DEAD)
+DEAD_LETTER_STATUSES = (OPEN, REPLAYED, SUPERSEDED, DISCARDED)
+OUTCOMES = (REPLAYED, PERSISTED, SUPERSEDED, DEAD)
 
 
 class DeadLetter(Base):
@@ -113,6 +117,10 @@ class DeadLetter(Base):
     replay_count: Mapped[int] = mapped_column(sa.Integer, server_default="0")
     last_replayed_at: Mapped[datetime | None] = mapped_column(TSTZ)
     last_outcome: Mapped[str | None] = mapped_column(sa.Text)
+    # The stored record that kept the key of a superseded one: its raw record (null for a row
+    # stored before tables carried raw_record_id) and its ingestion.
+    superseded_by: Mapped[int | None] = mapped_column(sa.BigInteger)
+    superseded_by_ingestion_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
 
 
 # -- SQL text with the status names bound ----------------------------------------------------

@@ -232,6 +232,91 @@ def test_a_replayed_record_that_persists_shows_it(client, auth, engine, unique):
     assert (body["status"], body["record_status"], body["last_outcome"]) == ("replayed", "persisted", "persisted")
 
 
+def persist_replayed(engine, record_type, raw_ids):
+    """What etl.persist does with these replayed records."""
+    chunk = enriched_chunk(engine, record_type, raw_ids)
+    with engine.begin() as conn:
+        persist_chunk(conn, get_registry()[record_type], chunk["items"])
+
+
+def test_a_correction_of_a_key_stored_since_is_superseded_by_that_record(client, auth, engine, unique):
+    accepted, [dl_id] = dead(engine, "students", [student(unique)])
+    newer = land(engine, "students", [student(unique, grade_level=10)])  # received later
+    r = client.post(
+        f"/api/v1/dead-letters/{dl_id}/replay", json={"payload": student(unique, grade_level=11)}, headers=auth
+    )
+    assert r.status_code == 202, r.get_json()
+    persist_replayed(engine, "students", accepted.ids)
+
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.text("SELECT grade_level, raw_record_id FROM students WHERE student_id = :k"), {"k": unique}
+        ).one()
+    assert tuple(stored) == (10, newer.ids[0])
+    assert raw_row(engine, accepted.ids[0]).status == "persisted"  # settled all the same
+    dl = dead_letter_row(engine, dl_id)
+    assert (dl.status, dl.last_outcome, dl.replay_count) == ("superseded", "superseded", 1)
+    assert (dl.superseded_by, dl.superseded_by_ingestion_id) == (newer.ids[0], newer.ingestion_id)
+
+    body = client.get(f"/api/v1/dead-letters/{dl_id}", headers=auth).get_json()
+    assert (body["status"], body["last_outcome"], body["record_status"]) == ("superseded", "superseded", "persisted")
+    assert body["superseded_by"] == {"raw_record_id": newer.ids[0], "ingestion_id": str(newer.ingestion_id)}
+    ingestion = str(accepted.ingestion_id)
+    assert [d["id"] for d in listed(client, auth, ingestion_id=ingestion, status="superseded")["dead_letters"]] == [
+        dl_id
+    ]
+    assert (
+        listed(client, auth, ingestion_id=ingestion, status="all")["dead_letters"][0]["superseded_by"]
+        == (body["superseded_by"])
+    )
+    for status in ("open", "replayed"):
+        assert listed(client, auth, ingestion_id=ingestion, status=status)["dead_letters"] == []
+    for method, url in [("post", f"/api/v1/dead-letters/{dl_id}/replay"), ("delete", f"/api/v1/dead-letters/{dl_id}")]:
+        r = getattr(client, method)(url, headers=auth)
+        assert r.status_code == 409 and r.get_json()["current_status"] == "superseded"
+    status = client.get(f"/api/v1/ingestions/{ingestion}", headers=auth).get_json()
+    assert status["status"] == "finished" and status["counts"]["persisted"] == 1
+
+
+def test_a_correction_newer_than_the_stored_record_lands(client, auth, engine, unique):
+    land(engine, "students", [student(unique, grade_level=10)])  # received earlier
+    accepted, [dl_id] = dead(engine, "students", [student(unique)])
+    client.post(f"/api/v1/dead-letters/{dl_id}/replay", json={"payload": student(unique, grade_level=11)}, headers=auth)
+    persist_replayed(engine, "students", accepted.ids)
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT grade_level FROM students WHERE student_id = :k"), {"k": unique}).one()
+    assert stored.grade_level == 11
+    body = client.get(f"/api/v1/dead-letters/{dl_id}", headers=auth).get_json()
+    assert (body["status"], body["last_outcome"], body["superseded_by"]) == ("replayed", "persisted", None)
+
+
+def test_of_two_replays_of_one_key_in_one_chunk_the_later_lands(client, auth, engine, unique):
+    accepted, [first, second] = dead(engine, "students", [student(unique), student(unique, grade_level=10)])
+    r = client.post("/api/v1/dead-letters/replay", json={"ingestion_id": str(accepted.ingestion_id)}, headers=auth)
+    assert r.get_json() == {"replayed": 2, "remaining": 0}
+    persist_replayed(engine, "students", accepted.ids)
+    dl = dead_letter_row(engine, first)
+    assert (dl.status, dl.superseded_by, dl.superseded_by_ingestion_id) == (
+        "superseded",
+        accepted.ids[1],
+        accepted.ingestion_id,
+    )
+    dl = dead_letter_row(engine, second)
+    assert (dl.status, dl.last_outcome, dl.superseded_by) == ("replayed", "persisted", None)
+
+
+def test_a_row_stored_without_raw_record_id_is_named_by_its_ingestion(client, auth, engine, unique):
+    accepted, [dl_id] = dead(engine, "students", [student(unique)])
+    newer = land(engine, "students", [student(unique, grade_level=10)])
+    with engine.begin() as conn:  # as stored before tables carried raw_record_id
+        conn.execute(sa.text("UPDATE students SET raw_record_id = NULL WHERE student_id = :k"), {"k": unique})
+    client.post(f"/api/v1/dead-letters/{dl_id}/replay", headers=auth)
+    persist_replayed(engine, "students", accepted.ids)
+    body = client.get(f"/api/v1/dead-letters/{dl_id}", headers=auth).get_json()
+    assert body["status"] == "superseded"
+    assert body["superseded_by"] == {"raw_record_id": None, "ingestion_id": str(newer.ingestion_id)}
+
+
 def test_replay_reopens_a_finished_ingestion(client, auth, engine, unique):
     accepted, [dl_id] = dead(engine, "students", [student(unique)])
     status = client.get(f"/api/v1/ingestions/{accepted.ingestion_id}", headers=auth).get_json()

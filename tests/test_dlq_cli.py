@@ -9,8 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from etl_app.cli import main
+from etl_app.deadletters import actions
+from etl_app.pipeline.persist import persist_chunk
+from etl_app.record_types import get_registry
 
-from dlq_helpers import dead, dead_letter_row, raw_row
+from dlq_helpers import dead, dead_letter_row, enriched_chunk, land, raw_row
 from payloads import student
 from support import queue_length, redis_db
 
@@ -98,6 +101,29 @@ def test_replay_all_by_filters(cli, engine, unique):
     r = cli("dlq", "replay", "--all", "--ingestion-id", str(accepted.ingestion_id))
     assert "replayed 1 dead letters; 0 matching" in r.output
     assert {dead_letter_row(engine, i).status for i in ids} == {"replayed"}
+
+
+def test_a_superseded_correction_says_which_record_kept_the_key(cli, engine, unique):
+    accepted, [dl_id] = dead(engine, "students", [student(unique)])
+    newer = land(engine, "students", [student(unique, grade_level=10)])
+    with engine.begin() as conn:
+        actions.replay(conn, get_registry(), dl_id, student(unique, grade_level=11))
+    chunk = enriched_chunk(engine, "students", accepted.ids)
+    with engine.begin() as conn:
+        persist_chunk(conn, get_registry()["students"], chunk["items"])
+
+    r = cli("dlq", "show", str(dl_id))
+    assert r.exit_code == 0, r.output
+    assert "status: superseded" in r.output and "last_outcome: superseded" in r.output
+    assert (
+        f"superseded_by: raw record {newer.ids[0]} of ingestion {newer.ingestion_id}: the replayed record did not "
+        "land, this later one of its key is stored"
+    ) in " ".join(r.output.split())
+    r = cli("dlq", "list", "--ingestion-id", str(accepted.ingestion_id), "--status", "superseded")
+    assert r.exit_code == 0, r.output
+    assert f"superseded by raw record {newer.ids[0]}" in r.output
+    r = cli("dlq", "list", "--ingestion-id", str(accepted.ingestion_id))
+    assert "no dead letters match" in r.output
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,12 @@
 """Dead-letter endpoints: list, show, replay (one, optionally corrected, or in bulk) and discard.
 
 - ``GET /api/v1/dead-letters``: filters ``record_type``, ``error_type``, ``ingestion_id``,
-  ``since`` (ISO 8601, on ``last_failed_at``), ``status`` (open (default), replayed, discarded,
-  all); ``limit`` (1..500, default 50) and ``cursor``. Newest first; ``next`` is the cursor of the
-  following page, null on the last one.
+  ``since`` (ISO 8601, on ``last_failed_at``), ``status`` (open (default), replayed, superseded,
+  discarded, all); ``limit`` (1..500, default 50) and ``cursor``. Newest first; ``next`` is the
+  cursor of the following page, null on the last one.
+- ``GET /api/v1/dead-letters/<id>``: one, with payload and traceback. A replayed record that
+  settled without landing (a later record of its key is stored) makes it ``superseded``, with
+  ``superseded_by: {raw_record_id, ingestion_id}`` naming that record (null otherwise).
 - ``POST /api/v1/dead-letters/<id>/replay``: body empty, or ``{"payload": {...}}`` to replay a
   corrected record (validated again: 422 with field errors when invalid). 409 unless open.
 - ``POST /api/v1/dead-letters/replay``: the same filters, as a JSON object body or as query

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, current_app, jsonify
 
 import etl_app
 from etl_app.errors import ERROR_TYPES
-from etl_app.models import DEAD_LETTER_STATUSES
+from etl_app.models import DEAD_LETTER_STATUSES, OUTCOMES, STATUSES
 from etl_app.record_types import Registry
 
 bp = Blueprint("openapi", __name__)
@@ -199,6 +199,50 @@ def _dead_letter_paths(spec: APISpec, registry: Registry) -> None:
     ]
     ident = [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}]
     replayed = {"type": "object", "properties": {"replayed": {"type": "integer"}}}
+    integer, text, moment = {"type": "integer"}, {"type": "string"}, {"type": "string", "format": "date-time"}
+    summary = {
+        "id": integer,
+        "raw_record_id": integer,
+        "ingestion_id": {"type": "string", "format": "uuid"},
+        "record_type": text,
+        "natural_key": {**text, "nullable": True},
+        "error_type": {"type": "string", "enum": list(ERROR_TYPES)},
+        "error": text,
+        "task_name": {**text, "nullable": True},
+        "attempts": integer,
+        "status": {"type": "string", "enum": list(DEAD_LETTER_STATUSES)},
+        "replay_count": integer,
+        "first_failed_at": moment,
+        "last_failed_at": moment,
+        "last_replayed_at": {**moment, "nullable": True},
+        "last_outcome": {
+            "type": "string",
+            "enum": list(OUTCOMES),
+            "nullable": True,
+            "description": "what became of the latest replay",
+        },
+        "superseded_by": {
+            "type": "object",
+            "nullable": True,
+            "description": "status superseded: the replayed record settled without landing, because this later "
+            "record of its key is stored (raw_record_id is null for a row stored before tables carried it)",
+            "properties": {"raw_record_id": {**integer, "nullable": True}, "ingestion_id": {"type": "string"}},
+        },
+        "record_status": {"type": "string", "enum": list(STATUSES), "description": "its raw record's status now"},
+    }
+    spec.components.schema("DeadLetterSummary", {"type": "object", "properties": summary})
+    spec.components.schema(
+        "DeadLetter",
+        {
+            "type": "object",
+            "properties": {
+                **summary,
+                "payload": {"description": "the payload that failed"},
+                "traceback": {**text, "nullable": True},
+                "traceback_truncated": {"type": "boolean"},
+            },
+        },
+    )
     spec.path(
         path="/api/v1/dead-letters",
         operations={
@@ -211,7 +255,23 @@ def _dead_letter_paths(spec: APISpec, registry: Registry) -> None:
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                     {"name": "cursor", "in": "query", "schema": {"type": "string"}},
                 ],
-                "responses": {"200": {"description": "`{dead_letters, next, limit}`"}, **_errors(400, 401)},
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "dead_letters": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/DeadLetterSummary"},
+                                },
+                                "next": {**text, "nullable": True},
+                                "limit": integer,
+                            },
+                        },
+                        "one page, newest first",
+                    ),
+                    **_errors(400, 401),
+                },
             }
         },
     )
@@ -219,11 +279,15 @@ def _dead_letter_paths(spec: APISpec, registry: Registry) -> None:
         path="/api/v1/dead-letters/{id}",
         operations={
             "get": {
-                "summary": "One dead letter: payload, error, last 20 traceback lines, attempts, record_status",
+                "summary": "One dead letter: payload, error, last 20 traceback lines, attempts, record_status, "
+                "and for a superseded one the stored record that kept its key",
                 "tags": tags,
                 "security": security,
                 "parameters": ident,
-                "responses": {"200": {"description": "the dead letter"}, **_errors(401, 404)},
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/DeadLetter"}, "the dead letter"),
+                    **_errors(401, 404),
+                },
             },
             "delete": {
                 "summary": "Discard (same as POST .../discard)",

@@ -60,6 +60,15 @@ def filter_options(func):
     return func
 
 
+def superseded_by(d: dict[str, Any], *, ingestion: bool = True) -> str:
+    """Which stored record kept the key of a superseded dead letter ("" for any other)."""
+    by = d["superseded_by"]
+    if by is None:
+        return ""
+    raw = f"raw record {by['raw_record_id']}" if by["raw_record_id"] is not None else "a record"
+    return f"{raw} of ingestion {by['ingestion_id']}" if ingestion or by["raw_record_id"] is None else raw
+
+
 @click.group()
 def dlq_group() -> None:
     """Inspect, replay and discard dead letters."""
@@ -67,7 +76,7 @@ def dlq_group() -> None:
 
 @dlq_group.command("list")
 @filter_options
-@click.option("--status", default="open", show_default=True, help="open, replayed, discarded or all.")
+@click.option("--status", default="open", show_default=True, help="open, replayed, superseded, discarded or all.")
 @click.option("--limit", type=click.IntRange(1, queries.MAX_LIMIT), default=queries.DEFAULT_LIMIT, show_default=True)
 @click.option("--cursor", type=click.IntRange(min=1), help="The `next` cursor of the previous page.")
 def list_command(limit: int, cursor: int | None, **filters: str | None) -> None:
@@ -89,7 +98,7 @@ def list_command(limit: int, cursor: int | None, **filters: str | None) -> None:
             d["record_type"],
             d["natural_key"] or "",
             d["error_type"],
-            d["status"],
+            f"superseded by {superseded_by(d, ingestion=False)}" if d["superseded_by"] else d["status"],
             d["record_status"] or "",
             d["replay_count"],
             d["last_failed_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
@@ -118,6 +127,11 @@ def show_command(dead_letter_id: int, full: bool) -> None:
 
     for name in ("id", "record_type", "natural_key", "ingestion_id", "raw_record_id", "record_status", "status"):
         field(name, d[name])
+    if d["superseded_by"]:
+        field(
+            "superseded_by",
+            f"{superseded_by(d)}: the replayed record did not land, this later one of its key is stored",
+        )
     for name in ("error_type", "task_name", "attempts", "replay_count", "last_outcome"):
         field(name, d[name] if d[name] is not None else "-")
     for name in ("first_failed_at", "last_failed_at", "last_replayed_at"):
@@ -157,7 +171,10 @@ def replay_command(dead_letter_id: int | None, payload_file, replay_all: bool, l
                 raise click.ClickException(f"the payload file is not valid JSON: {exc}") from None
         with connect(settings, write=True) as conn:
             replayed = actions.replay(conn, get_registry(), dead_letter_id, payload)
-        click.echo(f"replayed dead letter {dead_letter_id} (raw record {replayed.raw_ids[0]})")
+        click.echo(
+            f"replayed dead letter {dead_letter_id} (raw record {replayed.raw_ids[0]}); once it settles, "
+            f"`etl-app dlq show {dead_letter_id}` says whether it landed"
+        )
     else:
         parsed = _filters(given)
         with connect(settings, write=True) as conn:

@@ -5,7 +5,10 @@ payload if one was given), the dead letter becomes ``replayed`` (``replay_count`
 ``last_replayed_at``, ``last_outcome = 'replayed'``) and its ingestion is open again. Only after
 the commit are the chains sent, with :func:`etl_app.ingest.send.send_after_commit` (pass it
 ``Replayed.records``); if the broker cannot take them, the records stay ``received`` and the
-relay or the outbox sweeper sends them. Children dead-lettered as
+relay or the outbox sweeper sends them. When the record settles, ``last_outcome`` becomes
+``persisted``, or ``dead`` (the row is open again), or, when a later record of its key is stored
+and keeps the table, the dead letter becomes ``superseded`` with ``superseded_by`` naming that
+record (:func:`etl_app.pipeline.persist.persist_chunk`). Children dead-lettered as
 ``missing_parent`` are replayed automatically when their parent lands.
 """
 
@@ -191,7 +194,8 @@ def replay_if_parents_exist(conn: sa.Connection, registry: Registry, raw_ids: Se
 
 def discard(conn: sa.Connection, dead_letter_id: int) -> dict[str, Any]:
     """Mark an open dead letter discarded (its raw record stays ``dead``); discarding a discarded
-    one again changes nothing. Raises :class:`NotFound`, or :class:`NotOpen` for a replayed one."""
+    one again changes nothing. Raises :class:`NotFound`, or :class:`NotOpen` for a replayed or
+    superseded one."""
     if not 0 < dead_letter_id <= MAX_ID:
         raise NotFound(dead_letter_id)
     row = conn.execute(

@@ -1,5 +1,6 @@
 """Reading dead letters: newest first with keyset pagination (``next`` is the cursor of the
-following page, ``None`` on the last one), or one with its payload and traceback."""
+following page, ``None`` on the last one), or one with its payload and traceback. Each says what
+its record is now (``record_status``) and, when superseded, which record kept its key."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from etl_app.deadletters.filters import Filters
-from etl_app.models import DeadLetter, RawRecord
+from etl_app.models import SUPERSEDED, DeadLetter, RawRecord
 
 DEAD_LETTERS = DeadLetter.__table__
 RAW_RECORDS = RawRecord.__table__
@@ -35,9 +36,22 @@ _SUMMARY = (
     DEAD_LETTERS.c.last_failed_at,
     DEAD_LETTERS.c.last_replayed_at,
     DEAD_LETTERS.c.last_outcome,
+    DEAD_LETTERS.c.superseded_by,
+    DEAD_LETTERS.c.superseded_by_ingestion_id,
     RAW_RECORDS.c.status.label("record_status"),
 )
 _JOINED = DEAD_LETTERS.outerjoin(RAW_RECORDS, RAW_RECORDS.c.id == DEAD_LETTERS.c.raw_record_id)
+
+
+def _shaped(row: sa.RowMapping) -> dict[str, Any]:
+    """A row as it is shown: ``superseded_by`` is ``{raw_record_id, ingestion_id}`` of the stored
+    record that kept the key of a superseded dead letter, else None."""
+    out = dict(row)
+    raw_record_id, ingestion_id = out.pop("superseded_by"), out.pop("superseded_by_ingestion_id")
+    out["superseded_by"] = (
+        {"raw_record_id": raw_record_id, "ingestion_id": ingestion_id} if out["status"] == SUPERSEDED else None
+    )
+    return out
 
 
 @dataclass
@@ -55,7 +69,7 @@ def list_dead_letters(
     if cursor is not None:
         query = query.where(DEAD_LETTERS.c.id < cursor)
     rows = conn.execute(query.order_by(DEAD_LETTERS.c.id.desc()).limit(limit + 1)).mappings().all()
-    items = [dict(row) for row in rows[:limit]]
+    items = [_shaped(row) for row in rows[:limit]]
     return Page(items, str(items[-1]["id"]) if len(rows) > limit else None, limit)
 
 
@@ -74,7 +88,7 @@ def get_dead_letter(
     row = conn.execute(query).mappings().first()
     if row is None:
         return None
-    out = dict(row)
+    out = _shaped(row)
     lines = (out["traceback"] or "").splitlines()
     out["traceback_truncated"] = traceback_lines is not None and len(lines) > traceback_lines
     if out["traceback_truncated"]:

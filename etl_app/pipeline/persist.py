@@ -48,11 +48,14 @@ def persist_chunk(conn: sa.Connection, record_type: RecordType, items: Sequence[
 
     Only records still unsettled are written (the first statement locks and filters them), so a
     late redelivery cannot overwrite what a replay wrote since. Between records of one key the
-    latest wins: ``(received_at, raw_record_id)`` orders them, whatever chunk commits last."""
+    latest wins: ``(received_at, raw_record_id)`` orders them, whatever chunk commits last.
+    A replayed dead letter among them records the outcome (:func:`_settle_replays`)."""
     if not items:
         return []
     ids = [item["id"] for item in items]
-    unsettled = {r[0] for r in conn.execute(_MARK_PERSISTED, {"ids": ids})}
+    marked = conn.execute(_MARK_PERSISTED, {"ids": ids}).all()
+    unsettled = {raw_id for raw_id, _ in marked}
+    replays = {raw_id for raw_id, replayed in marked if replayed}
     rows = dedupe_last_wins(record_type, [item for item in items if item["id"] in unsettled])
     if not rows:
         return []
@@ -73,24 +76,52 @@ def persist_chunk(conn: sa.Connection, record_type: RecordType, items: Sequence[
         f"<= (excluded.received_at, excluded.raw_record_id)"
     )
     conn.exec_driver_sql(f'TRUNCATE "{stage}"')
+    if replays:
+        _settle_replays(conn, record_type, [item for item in items if item["id"] in replays])
     return [item["data"][record_type.key] for item in rows]
 
 
-# Marks the raw records persisted and returns those that were still unsettled; a replayed
-# dead letter among them records the outcome.
+# Marks the raw records persisted and returns those that were still unsettled, each with
+# whether it is the record of a replayed dead letter.
 _MARK_PERSISTED = sql(
     """
     WITH done AS (
         UPDATE raw_records SET status = :PERSISTED, updated_at = now(), waiting_on = NULL, last_error = NULL
         WHERE id = ANY(:ids) AND status = :RECEIVED
         RETURNING id
-    ), outcome AS (
-        UPDATE dead_letters d SET last_outcome = :PERSISTED
-        FROM done WHERE d.raw_record_id = done.id AND d.status = :REPLAYED
     )
-    SELECT id FROM done
+    SELECT done.id, d.id IS NOT NULL FROM done
+    LEFT JOIN dead_letters d ON d.raw_record_id = done.id AND d.status = :REPLAYED
     """
 )
+
+
+def _settle_replays(conn: sa.Connection, record_type: RecordType, items: Sequence[Item]) -> None:
+    """The outcome of these replayed records, once the chunk's rows are written: ``persisted``
+    when the stored row of the key is theirs; else their dead letter becomes ``superseded``, by
+    the later record that row is (one of the chunk, or stored before). The rows of these keys
+    are locked by the upsert until the commit, so that is what the table holds then."""
+    table, key = record_type.table.name, record_type.key
+    key_type = record_type.table.c[key].type.compile(dialect=conn.dialect)
+    conn.execute(
+        sql(
+            f"""
+            WITH stored AS (
+                SELECT w.id, t.raw_record_id, t.ingestion_id, t.raw_record_id IS NOT DISTINCT FROM w.id AS landed
+                FROM unnest(CAST(:ids AS bigint[]), CAST(:keys AS {key_type}[])) AS w(id, key)
+                JOIN "{table}" t ON t."{key}" = w.key
+            )
+            UPDATE dead_letters d SET
+                status = CASE WHEN stored.landed THEN d.status ELSE :SUPERSEDED END,
+                last_outcome = CASE WHEN stored.landed THEN :PERSISTED ELSE :SUPERSEDED END,
+                superseded_by = CASE WHEN stored.landed THEN NULL ELSE stored.raw_record_id END,
+                superseded_by_ingestion_id = CASE WHEN stored.landed THEN NULL ELSE stored.ingestion_id END
+            FROM stored WHERE d.raw_record_id = stored.id AND d.status = :REPLAYED
+            """
+        ),
+        {"ids": [item["id"] for item in items], "keys": [item["data"][key] for item in items]},
+    )
+
 
 _LINEAGE_FROM_ITEM = {"ingestion_id", "received_at", "enriched_at"}
 
