@@ -43,9 +43,13 @@ task_default_queue = "etl"
 task_queues = (
     Queue("etl", Exchange("etl"), routing_key="etl"),
     Queue("dead_letter", Exchange("dead_letter"), routing_key="dead_letter"),
+    # beat's jobs: the pipeline workers consume it beside etl, so a long etl queue never holds
+    # back (or expires) the sweeper that rescues lost records
+    Queue("jobs", Exchange("jobs"), routing_key="jobs"),
 )
 task_routes = {
     "etl.dead_letter.*": {"queue": "dead_letter"},
+    "etl.beat.*": {"queue": "jobs"},
     "etl.*": {"queue": "etl"},
 }
 
@@ -57,6 +61,6 @@ beat_schedule = {
     "outbox-sweeper": {
         "task": "etl.beat.sweep_outbox",
         "schedule": float(os.environ.get("ETL_SWEEP_INTERVAL_SECONDS", "60")),
-        "options": {"queue": "etl", "expires": float(os.environ.get("ETL_SWEEP_INTERVAL_SECONDS", "60"))},
+        "options": {"queue": "jobs", "expires": float(os.environ.get("ETL_SWEEP_INTERVAL_SECONDS", "60"))},
     },
 }

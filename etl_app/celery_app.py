@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import before_task_publish, worker_process_init
+
+from etl_app.pipeline.messages import stamp_sent_at
 
 CELERY_CONFIG_MODULE = "celeryconfig"
 
@@ -18,6 +20,9 @@ def make_celery(name: str, broker_url: str, key_prefix: str = "") -> Celery:
     import tasks  # noqa: F401  (registers the shared tasks with this app)
 
     return app
+
+
+before_task_publish.connect(stamp_sent_at, weak=False)
 
 
 @worker_process_init.connect

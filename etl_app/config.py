@@ -72,7 +72,7 @@ class Settings:
     publish_timeout_seconds: float = 2.0
     outbox_lease_seconds: int = 300
     sweep_batch_size: int = 5_000
-    sweep_max_queue: int = 200
+    sweep_max_records: int = 50_000
     retry_backoff_seconds: int = 2
     retry_backoff_max_seconds: int = 300
     parent_wait_seconds: int = 900
@@ -100,7 +100,7 @@ class Settings:
             publish_timeout_seconds=_float(env, "ETL_PUBLISH_TIMEOUT_SECONDS", cls.publish_timeout_seconds),
             outbox_lease_seconds=_int(env, "ETL_OUTBOX_LEASE_SECONDS", cls.outbox_lease_seconds),
             sweep_batch_size=_int(env, "ETL_SWEEP_BATCH_SIZE", cls.sweep_batch_size),
-            sweep_max_queue=_int(env, "ETL_SWEEP_MAX_QUEUE", cls.sweep_max_queue),
+            sweep_max_records=_int(env, "ETL_SWEEP_MAX_RECORDS", cls.sweep_max_records),
             retry_backoff_seconds=_int(env, "ETL_RETRY_BACKOFF_SECONDS", cls.retry_backoff_seconds),
             retry_backoff_max_seconds=_int(env, "ETL_RETRY_BACKOFF_MAX_SECONDS", cls.retry_backoff_max_seconds),
             parent_wait_seconds=_int(env, "ETL_PARENT_WAIT_SECONDS", cls.parent_wait_seconds),

@@ -6,6 +6,9 @@ names again; a test checks that every task named there is registered.
 
 PIPELINE_QUEUE = "etl"
 DEAD_LETTER_QUEUE = "dead_letter"
+# Scheduled jobs have a queue of their own: behind a long pipeline queue they would wait (and
+# expire) with the records they are meant to rescue.
+JOBS_QUEUE = "jobs"
 
 VALIDATE = "etl.validate"
 ENRICH = "etl.enrich"

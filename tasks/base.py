@@ -26,6 +26,7 @@ from celery.utils.time import get_exponential_backoff_interval
 
 from etl_app import errors
 from etl_app.deadletters.store import Failure
+from etl_app.ingest import claim
 from etl_app.pipeline.messages import UnreadableMessage, publish_chunks, publish_dead_letters, read_chunk
 from etl_app.runtime import Runtime
 
@@ -160,6 +161,7 @@ class EtlTask(Task):
             budget = self.runtime.settings.max_retries(kind.error_type)
             if self.request.retries < budget:
                 countdown = self.backoff(self.request.retries)
+                self._lease_for_retry(message, countdown)
                 log.warning("%s: %s; retry %d/%d in %.1fs", self.name, exc, self.request.retries + 1, budget, countdown)
                 raise self.retry(exc=exc, countdown=countdown, max_retries=budget)
             log.error("%s: %s; retries exhausted, records stay in the outbox for the sweeper", self.name, exc)
@@ -168,6 +170,18 @@ class EtlTask(Task):
             raise exc
         self._split_or_dead_letter(message, kind.error_type, f"{type(exc).__name__}: {exc}", traceback.format_exc())
         return None
+
+    def _lease_for_retry(self, message: Any, countdown: float) -> None:
+        """Best effort: the chunk's records wait for this retry, so their lease runs from when it
+        is due. If the database cannot take it (it may be why the task failed), a sweeper may
+        re-send them meanwhile: a duplicate chain, which changes nothing."""
+        try:
+            ids = read_chunk(message).ids
+            if ids:
+                with self.runtime.engine.begin() as conn:
+                    claim.refresh_lease(conn, ids, ahead=countdown)
+        except Exception as exc:  # noqa: BLE001 - the retry goes ahead regardless
+            log.debug("%s: lease not extended for the retry: %s", self.name, exc)
 
     # -- splitting and dead letters -------------------------------------------------------
 

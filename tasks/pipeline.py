@@ -8,6 +8,7 @@ besides (dead letters, waiting children, replays) goes out after the commit.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 from functools import partial
 
@@ -16,6 +17,7 @@ from celery import shared_task
 from etl_app.clock import utcnow
 from etl_app.deadletters import actions
 from etl_app.deadletters.store import Failure
+from etl_app.ingest import claim
 from etl_app.ingest.send import send_after_commit
 from etl_app.names import ENRICH, PERSIST, VALIDATE
 from etl_app.pipeline import enrich as enrich_step
@@ -34,8 +36,19 @@ class StageTask(EtlTask):
 
     abstract = True
 
+    def hold_lease(self, chunk: Chunk) -> float:
+        """This chain holds the chunk's records: refresh their lease in the outbox when it began
+        more than half ``ETL_OUTBOX_LEASE_SECONDS`` ago (see :mod:`etl_app.ingest.claim`), so that
+        the sweeper leaves them alone however long the queue. Returns when the lease began, for
+        the next stage's message. A chain that keeps up writes nothing here."""
+        now = time.time()
+        if chunk.leased is not None and now - chunk.leased <= self.runtime.settings.outbox_lease_seconds / 2:
+            return chunk.leased
+        claim.refresh_lease(self.db, chunk.ids)
+        return now
+
     def next_message(
-        self, record_type: RecordType, items: list[Item], *, parent_retries: int = 0
+        self, record_type: RecordType, items: list[Item], *, leased: float, parent_retries: int = 0
     ) -> ChunkMessage | None:
         """The message for the next stage: the ids, and the key of the values put in the stash."""
         if not items:
@@ -45,6 +58,7 @@ class StageTask(EtlTask):
             [one["id"] for one in items],
             stash=self.runtime.stash.put(items),
             parent_retries=parent_retries,
+            leased=leased,
         )
 
     def stashed_items(self, record_type: RecordType, chunk: Chunk) -> list[Item] | None:
@@ -83,12 +97,13 @@ def validate(self: StageTask, message: ChunkMessage) -> ChunkMessage | None:
     already and is passed on, so the schema does not run twice per record."""
     chunk = read_chunk(message)
     record_type = self.runtime.registry[chunk.type_name]
+    leased = self.hold_lease(chunk)
     if chunk.validated and chunk.stash:
-        return chunk_message(record_type.name, chunk.ids, stash=chunk.stash)
+        return chunk_message(record_type.name, chunk.ids, stash=chunk.stash, leased=leased)
     raws = validate_step.load_raw(self.db, chunk.ids)
     items, failures = validate_step.validate_chunk(record_type, raws)
     self.after_commit(partial(self.send_dead_letters, record_type.name, failures))
-    return self.next_message(record_type, items, parent_retries=chunk.parent_retries)
+    return self.next_message(record_type, items, leased=leased, parent_retries=chunk.parent_retries)
 
 
 @shared_task(name=ENRICH, base=StageTask, bind=True)
@@ -102,6 +117,7 @@ def enrich(self: StageTask, message: ChunkMessage | None) -> ChunkMessage | None
     items = self.stashed_items(record_type, chunk)
     if items is None:
         return None
+    leased = self.hold_lease(chunk)
     parent_rows = {}
     if record_type.parents:
         parent_rows = enrich_step.fetch_parents(self.db, record_type, runtime.registry, items)
@@ -110,7 +126,7 @@ def enrich(self: StageTask, message: ChunkMessage | None) -> ChunkMessage | None
         failures += self.wait_or_give_up(record_type.name, waiting, chunk.parent_retries)
     self.after_commit(partial(self.send_dead_letters, record_type.name, failures))
     self.after_commit(partial(runtime.stash.drop, chunk.stash))
-    return self.next_message(record_type, done)
+    return self.next_message(record_type, done, leased=leased)
 
 
 @shared_task(name=PERSIST, base=StageTask, bind=True)

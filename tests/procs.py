@@ -65,7 +65,7 @@ class Stack:
         concurrency: int = 2,
         name: str = "worker",
         app: str = "wsgi:celery",
-        queues: str = "etl,dead_letter",
+        queues: str = "etl,jobs,dead_letter",
         **env: str,
     ) -> Proc:
         """A ``celery worker`` (``app``: the ``-A`` argument) on ``queues``, returned once it is ready."""

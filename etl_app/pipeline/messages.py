@@ -12,16 +12,21 @@ record type. Its message (a JSON object: Celery serializes JSON only) is a
 - ``validated``: the API validated the values in the stash already; validate passes them on
   instead of running the schema again;
 - ``parent_retries``: how often the chunk's records have waited for a missing parent (the
-  exponent of their next backoff).
+  exponent of their next backoff);
+- ``leased``: when the records' lease in the outbox (``raw_records.enqueued_at``) was last set,
+  in seconds since the epoch; a stage refreshes the lease when it is older than half
+  ``ETL_OUTBOX_LEASE_SECONDS`` (see :mod:`etl_app.ingest.claim`).
 
 Validate receives bare ids (from the relay, the sweeper, a replay or a split) or validated values
-(from a large API batch), and hands enrich ``{type, ids, stash, parent_retries}``; enrich hands
-persist ``{type, ids, stash}`` with the derived fields in the stash. A stage that has nothing left
-to pass on returns None, and the next stage then does nothing.
+(from a large API batch), and hands enrich ``{type, ids, stash, parent_retries, leased}``; enrich hands
+persist ``{type, ids, stash, leased}`` with the derived fields in the stash. A stage that has
+nothing left to pass on returns None, and the next stage then does nothing.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Required, TypedDict
@@ -40,6 +45,7 @@ class ChunkMessage(TypedDict, total=False):
     stash: str
     validated: bool
     parent_retries: int
+    leased: float
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class Chunk:
     stash: str | None = None
     validated: bool = False
     parent_retries: int = 0
+    leased: float | None = None
 
 
 class UnreadableMessage(ValueError):
@@ -64,9 +71,15 @@ def chunk_message(
     stash: str | None = None,
     validated: bool = False,
     parent_retries: int = 0,
+    leased: float | None = None,
 ) -> ChunkMessage:
-    """The message for a chunk of these raw records (optional keys only when they say something)."""
-    message: ChunkMessage = {"type": type_name, "ids": [int(i) for i in ids]}
+    """The message for a chunk of these raw records (optional keys only when they say something).
+    ``leased`` defaults to now: the sender has just set the records' lease."""
+    message: ChunkMessage = {
+        "type": type_name,
+        "ids": [int(i) for i in ids],
+        "leased": time.time() if leased is None else float(leased),
+    }
     if stash is not None:
         message["stash"] = stash
     if validated:
@@ -83,6 +96,7 @@ def read_chunk(message: Any) -> Chunk:
     try:
         ids = [int(i) for i in message.get("ids") or ()]
         parent_retries = int(message.get("parent_retries") or 0)
+        leased = float(message["leased"]) if message.get("leased") is not None else None
     except (TypeError, ValueError):
         raise UnreadableMessage(f"a chunk message with unreadable ids: {str(message)[:200]}") from None
     stash = message.get("stash")
@@ -92,6 +106,7 @@ def read_chunk(message: Any) -> Chunk:
         stash=stash if isinstance(stash, str) else None,
         validated=bool(message.get("validated")),
         parent_retries=parent_retries,
+        leased=leased,
     )
 
 
@@ -131,8 +146,9 @@ def publish_chunks(
 ) -> int:
     """Enqueue one chain of bare ids per chunk; raises if the broker is unreachable."""
     sent = 0
+    leased = time.time() + (countdown or 0)  # the records' lease runs from when the chain resumes
     for part in chunked(list(ids), chunk_size):
-        message = chunk_message(type_name, part, parent_retries=parent_retries)
+        message = chunk_message(type_name, part, parent_retries=parent_retries, leased=leased)
         pipeline_chain(celery_app, message).apply_async(queue=PIPELINE_QUEUE, countdown=countdown, **publish_options())
         sent += 1
     return sent
@@ -159,13 +175,41 @@ def publish_dead_letters(celery_app: Celery, type_name: str, failures: list[dict
     )
 
 
-def queue_depth(celery_app: Celery, queue: str) -> int:
-    """Messages waiting in a queue (not those a worker holds unacknowledged); 0 for a queue the
-    broker does not know (yet, or any more: an empty Redis list does not exist)."""
-    from kombu.exceptions import ChannelError
+# -- how long the queue is, in time -------------------------------------------------------------
 
+SENT_AT_HEADER = "etl_sent_at"
+
+
+def stamp_sent_at(headers: dict | None = None, **_kwargs: Any) -> None:
+    """``before_task_publish`` handler: every message etl_app sends carries the time it was sent
+    (seconds since the epoch), which :func:`oldest_queued_at` reads back."""
+    if headers is not None:
+        headers[SENT_AT_HEADER] = time.time()
+
+
+def oldest_queued_at(celery_app: Celery, queue: str) -> float | None:
+    """When the oldest message still waiting in ``queue`` was sent (seconds since the epoch); None
+    when the queue is empty, or when that time is not known (a message without the header, a
+    broker other than Redis).
+
+    The Redis transport pushes messages on the left of one list per priority step and workers
+    pop them from the right, so the oldest waiting message is the last element of a list.
+    Messages delivered to a worker (running, prefetched, or held for a countdown) have left the
+    list. Raises if the broker is unreachable."""
     with celery_app.connection_for_read() as conn:
+        channel = conn.default_channel
+        if not hasattr(channel, "_q_for_pri"):
+            return None
+        prefix = getattr(channel, "global_keyprefix", "") or ""
+        keys = [prefix + channel._q_for_pri(queue, pri) for pri in channel.priority_steps]
+        with channel.conn_or_acquire() as client:
+            raws = [client.execute_command("LINDEX", key, -1) for key in keys]
+    sent = []
+    for raw in raws:
+        if raw is None:
+            continue
         try:
-            return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
-        except ChannelError:
-            return 0
+            sent.append(float(json.loads(raw)["headers"][SENT_AT_HEADER]))
+        except (ValueError, KeyError, TypeError):
+            return None  # sent by a producer that does not stamp its messages: unknown
+    return min(sent) if sent else None

@@ -26,7 +26,7 @@ def procfile_queues(process: str) -> str:
 
 
 def test_the_procfile_gives_dead_letters_a_worker_of_their_own():
-    assert procfile_queues("worker") == "etl"
+    assert procfile_queues("worker") == "etl,jobs"
     assert procfile_queues("deadletter") == "dead_letter"
 
 

@@ -41,6 +41,9 @@ def test_every_beat_entry_runs_a_registered_task_on_a_declared_queue(celery_app,
 
 
 def test_each_task_is_routed_to_its_queue(celery_app):
-    expected = {name: names.PIPELINE_QUEUE for name in ETL_TASKS} | {names.DEAD_LETTER: names.DEAD_LETTER_QUEUE}
+    expected = {name: names.PIPELINE_QUEUE for name in ETL_TASKS} | {
+        names.DEAD_LETTER: names.DEAD_LETTER_QUEUE,
+        names.SWEEP_OUTBOX: names.JOBS_QUEUE,
+    }
     routed = {name: celery_app.amqp.router.route({}, name)["queue"].name for name in ETL_TASKS}
     assert routed == expected
