@@ -20,10 +20,10 @@ from etl_app.db import make_engine
 from etl_app.migrate import upgrade
 from etl_app.record_types import get_registry
 
-from faultlib import RESULTS
+from faultlib import RESULTS, Answers, RecordingApi
 from procs import Stack
 from services import PrivatePostgres, PrivateRedis, wait_for_postgres
-from support import API_KEY, KEY_PREFIX, Api, wipe_keys
+from support import API_KEY, KEY_PREFIX, wipe_keys
 
 TEMPLATE_DB = "etl_app_faults_template"
 # Seconds: the sweeper runs every SWEEP_INTERVAL and re-drives records whose last enqueue is
@@ -101,18 +101,21 @@ def registry():
 
 
 class FaultStack(Stack):
-    """A Stack on the private servers with this test's own broker key prefix."""
+    """A Stack on the private servers with this test's own broker key prefix. Its clients
+    record what the API answered them in ``answers`` (for ``assert_exactly_once``)."""
 
     def __init__(self, env: dict[str, str], log_dir: Path, redis: PrivateRedis) -> None:
         super().__init__(env, log_dir)
         self.redis = redis
+        self.answers = Answers()
 
-    def api(self, timeout: float = 60) -> Api:
+    def api(self, timeout: float = 60) -> RecordingApi:
         assert self.web_url, "start web first"
-        return Api(self.web_url, timeout)
+        return RecordingApi(self.web_url, self.answers, timeout)
 
-    def up(self, concurrency: int = 2, worker_app: str = "wsgi:celery", beat: bool = True) -> Api:
-        """web, worker and beat; returns a client of the web process."""
+    def up(self, concurrency: int = 2, worker_app: str = "wsgi:celery", beat: bool = True) -> RecordingApi:
+        """web, worker and (unless ``beat`` is false: no outbox sweeper) beat; returns a client
+        of the web process."""
         self.worker(concurrency=concurrency, app=worker_app)
         if beat:
             self.beat(app=worker_app)

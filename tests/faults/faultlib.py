@@ -1,23 +1,69 @@
-"""Helpers of the fault tests: the exactly-once check in SQL, the report, logs and broker contents."""
+"""Helpers of the fault tests: what the API answered, the exactly-once check in SQL, the
+report, logs and broker contents."""
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import requests
 import sqlalchemy as sa
 
 from etl_app.names import PIPELINE_TASKS
 
 from procs import wait_until
+from support import Api
 
 # One line per scenario, printed at the end of the session (see conftest.pytest_terminal_summary).
 RESULTS: list[dict[str, Any]] = []
+
+
+# -- what the API answered --------------------------------------------------------------------
+
+
+class Answers:
+    """What the API told the clients of one test: the body of every 202 it answered, and how
+    many answers of each status. Several client threads may share one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.bodies: list[dict[str, Any]] = []
+        self.statuses: Counter[int] = Counter()
+
+    def record(self, response: requests.Response) -> None:
+        with self._lock:
+            self.statuses[response.status_code] += 1
+            if response.status_code == 202:
+                self.bodies.append(response.json())
+
+    @property
+    def ingestion_ids(self) -> list[str]:
+        return [b["ingestion_id"] for b in self.bodies]
+
+    @property
+    def accepted(self) -> int:
+        """Records the clients were told were accepted."""
+        return sum(b["accepted"] for b in self.bodies)
+
+
+class RecordingApi(Api):
+    """An :class:`~support.Api` that records every answer to a POST in ``answers``."""
+
+    def __init__(self, base: str, answers: Answers, timeout: float = 30) -> None:
+        super().__init__(base, timeout)
+        self.answers = answers
+
+    def post(self, path: str, payload: Any, timeout: float | None = None) -> requests.Response:
+        response = super().post(path, payload, timeout)
+        self.answers.record(response)
+        return response
 
 
 # -- the exactly-once check -----------------------------------------------------------------
@@ -86,19 +132,44 @@ def wait_settled(engine: sa.Engine, ingestion_ids: Sequence[Any], timeout: float
 
 
 def assert_exactly_once(
-    engine: sa.Engine, registry: Any, ingestion_ids: Sequence[Any], compare: Sequence[str] = ()
+    engine: sa.Engine,
+    registry: Any,
+    ingestion_ids: Sequence[Any] | None = None,
+    compare: Sequence[str] = (),
+    *,
+    answers: Answers | None = None,
 ) -> Outcome:
     """Every accepted record of these ingestions is persisted exactly once (its row is in its
-    table, written from the latest received record of that key, with that record's data: lineage
-    and the ``compare`` fields) or dead-lettered with its error; none is stuck in ``received``."""
+    table, written from the latest received record of that key, with that record's data: lineage,
+    ``raw_record_id`` and the ``compare`` fields) or dead-lettered with its error; none is stuck
+    in ``received``.
+
+    With ``answers`` (what the API told the test's clients: ``FaultStack.answers``) the whole
+    database is checked, which is the test's own: it holds exactly the ingestions answered 202,
+    each with the records its 202 counted (so a request answered otherwise stored nothing),
+    every raw record is settled, every table row comes from a persisted record and every dead
+    letter from a dead one. The outcome is then that of ``ingestion_ids`` if given (they must
+    have been answered 202), else of every answered ingestion."""
+    if answers is not None:
+        answered = answers.ingestion_ids
+        if ingestion_ids is None:
+            ingestion_ids = answered
+        strays = set(map(str, ingestion_ids)) - set(answered)
+        assert not strays, f"ingestions never answered 202: {strays}"
+    assert ingestion_ids is not None, "ingestion ids or answers"
     ids = _ids(ingestion_ids)
     with engine.begin() as conn:  # fresh statistics: without them these joins can take minutes
         conn.exec_driver_sql("ANALYZE raw_records, dead_letters, ingestions")
     o = outcome(engine, ids)
     assert o.received == 0, f"{o.received} records still received: {o}"
+    checked = _ids(answers.ingestion_ids) if answers is not None else ids
     with engine.connect() as conn:
-        stored = conn.execute(sa.text("SELECT id, accepted FROM ingestions WHERE id = ANY(:ids)"), {"ids": ids}).all()
-        assert len(stored) == len(ids), "an ingestion the API answered 202 for is missing"
+        if answers is not None:
+            _check_database(conn, registry, answers)
+        stored = conn.execute(
+            sa.text("SELECT id, accepted FROM ingestions WHERE id = ANY(:ids)"), {"ids": checked}
+        ).all()
+        assert len(stored) == len(checked), "an ingestion the API answered 202 for is missing"
         for ing_id, accepted in stored:
             n = conn.execute(
                 sa.text("SELECT count(*) FROM raw_records WHERE ingestion_id = :i"), {"i": ing_id}
@@ -116,19 +187,55 @@ def assert_exactly_once(
                 "  OR (r.status = 'persisted' AND d.raw_record_id IS NOT NULL AND d.status = 'open'))"
                 " LIMIT 20"
             ),
-            {"ids": ids},
+            {"ids": checked},
         ).all()
         assert not bad, f"records neither persisted nor dead-lettered with their error: {bad}"
 
         types = [
             t
             for (t,) in conn.execute(
-                sa.text("SELECT DISTINCT record_type FROM raw_records WHERE ingestion_id = ANY(:ids)"), {"ids": ids}
+                sa.text("SELECT DISTINCT record_type FROM raw_records WHERE ingestion_id = ANY(:ids)"),
+                {"ids": checked},
             )
         ]
         for record_type in types:
-            _check_rows(conn, registry[record_type], ids, compare)
+            _check_rows(conn, registry[record_type], checked, compare)
     return o
+
+
+def _check_database(conn: sa.Connection, registry: Any, answers: Answers) -> None:
+    """The test's database holds what the API answered 202 for, all of it settled, and nothing else."""
+    told = {uuid.UUID(b["ingestion_id"]): b["accepted"] for b in answers.bodies}
+    assert len(told) == len(answers.bodies), "the API answered 202 twice with one ingestion id"
+    stored = dict(conn.execute(sa.text("SELECT id, accepted FROM ingestions")).all())
+    unanswered = {str(i): n for i, n in stored.items() if i not in told}
+    assert not unanswered, f"ingestions stored without a 202 (ingestion id: accepted): {unanswered}"
+    miscounted = {str(i): (n, stored.get(i)) for i, n in told.items() if stored.get(i) != n}
+    assert not miscounted, f"ingestions whose 202 said otherwise (id: (told, stored)): {miscounted}"
+
+    statuses = dict(conn.execute(sa.text("SELECT status, count(*) FROM raw_records GROUP BY status")).all())
+    assert set(statuses) <= {"persisted", "dead"}, f"raw records not settled: {statuses}"
+    assert sum(statuses.values()) == answers.accepted, (
+        f"{sum(statuses.values())} raw records, but the 202s accepted {answers.accepted}: {statuses}"
+    )
+    orphans = conn.execute(
+        sa.text(
+            "SELECT d.id, d.raw_record_id, d.status, r.status FROM dead_letters d "
+            "LEFT JOIN raw_records r ON r.id = d.raw_record_id "
+            "WHERE r.id IS NULL OR (d.status = 'open' AND r.status <> 'dead') LIMIT 5"
+        )
+    ).all()
+    assert not orphans, f"dead letters without a dead raw record: {orphans}"
+    for rt in registry:
+        table = rt.table.name
+        rows = conn.execute(sa.text(f'SELECT count(*) FROM "{table}"')).scalar_one()
+        keys = conn.execute(
+            sa.text(
+                "SELECT count(DISTINCT natural_key) FROM raw_records WHERE record_type = :t AND status = 'persisted'"
+            ),
+            {"t": rt.name},
+        ).scalar_one()
+        assert rows == keys, f"{table} holds {rows} rows for {keys} persisted keys"
 
 
 def _check_rows(conn: sa.Connection, rt: Any, ids: list[uuid.UUID], compare: Sequence[str]) -> None:
@@ -153,8 +260,9 @@ def _check_rows(conn: sa.Connection, rt: Any, ids: list[uuid.UUID], compare: Seq
     wrong = []
     for w in winners:
         row = rows[w.natural_key]
-        if row["ingestion_id"] != w.ingestion_id or row["received_at"] != w.received_at:
-            wrong.append((w.natural_key, "lineage", str(row["ingestion_id"]), str(w.ingestion_id)))
+        lineage = (row["raw_record_id"], row["ingestion_id"], row["received_at"])
+        if lineage != (w.id, w.ingestion_id, w.received_at):
+            wrong.append((w.natural_key, "lineage", lineage, (w.id, w.ingestion_id, w.received_at)))
             continue
         for name in compare:
             if row[name] != w.payload.get(name):
@@ -204,6 +312,11 @@ class Clock:
 def log_count(proc: Any, needle: str) -> int:
     """How often ``needle`` occurs in a process's log."""
     return proc.log().count(needle)
+
+
+def sweeper_runs(worker: Any) -> int:
+    """How many times the worker was given the outbox sweeper to run."""
+    return len(re.findall(r"Task etl\.beat\.sweep_outbox\[[^\]]+\] received", worker.log()))
 
 
 def swept(worker: Any) -> int:

@@ -39,7 +39,7 @@ def test_the_same_batch_from_several_clients_at_once(make_stack, fault_engine, r
 
     wait_settled(fault_engine, ingestions, 120)
     settle = clock()
-    o = assert_exactly_once(fault_engine, registry, ingestions, compare=COMPARE)
+    o = assert_exactly_once(fault_engine, registry, answers=stack.answers, compare=COMPARE)
     assert (o.persisted, o.dead) == (clients * n, 0)
     with fault_engine.connect() as conn:
         rows = conn.exec_driver_sql(
@@ -61,7 +61,7 @@ def test_a_batch_holding_the_same_key_twice_keeps_the_last(make_stack, fault_eng
     ing = api.submit("students/batch", batch)["ingestion_id"]
     wait_settled(fault_engine, [ing], 60)
     settle = clock()
-    o = assert_exactly_once(fault_engine, registry, [ing], compare=COMPARE)
+    o = assert_exactly_once(fault_engine, registry, answers=stack.answers, compare=COMPARE)
     assert (o.persisted, o.dead) == (2 * n, 0)
     with fault_engine.connect() as conn:
         kept = dict(
@@ -89,7 +89,7 @@ def test_a_child_whose_parent_never_comes(make_stack, fault_engine, registry, un
 
     wait_settled(fault_engine, [ing], 90)
     settle = clock()
-    o = assert_exactly_once(fault_engine, registry, [ing, *parents])
+    o = assert_exactly_once(fault_engine, registry, answers=stack.answers)
     assert o.dead_by_type == {"missing_parent": len(orphans)}, o
     assert o.persisted == len(good) + 2
     with fault_engine.connect() as conn:

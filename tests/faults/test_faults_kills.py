@@ -1,20 +1,37 @@
-"""Process kills mid-batch: a pool child, the whole worker, every process and the broker's data."""
+"""Process kills mid-batch: a pool child, the whole worker, every process and the broker's data.
+
+Each test leaves one way for the lost work to come back: a killed pool child's message goes
+back to the queue (task_reject_on_worker_lost; no beat, so no outbox sweeper); a killed
+worker's messages or a flushed broker's are gone or invisible for an hour, so the outbox
+sweeper alone re-drives their records."""
 
 from __future__ import annotations
 
-import os
-import signal
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-from faultlib import Clock, assert_exactly_once, log_count, outcome, pipeline_messages, report, swept, wait_settled
+from faultlib import (
+    Clock,
+    assert_exactly_once,
+    log_count,
+    outcome,
+    pipeline_messages,
+    report,
+    sweeper_runs,
+    swept,
+    wait_settled,
+)
 from payloads import student
 from procs import wait_until
 
 pytestmark = pytest.mark.slow
 
+HERE = Path(__file__).resolve().parent
 BATCH = 20_000
 COMPARE = ("name", "grade_level")
+LOST = "WorkerLostError('Worker exited prematurely: signal 9"
 
 
 def students(prefix: str, n: int) -> list[dict]:
@@ -29,55 +46,77 @@ def wait_persisted(engine, ingestion_id, at_least: int, timeout: float = 120) ->
     return wait_until(enough, timeout, 0.1, what=f"{at_least} records persisted")
 
 
-LOST = "WorkerLostError('Worker exited prematurely: signal 9"
+def in_order(text: str, *needles: str) -> bool:
+    """Whether ``text`` holds the needles one after the other."""
+    at = 0
+    for needle in needles:
+        at = text.find(needle, at)
+        if at < 0:
+            return False
+        at += len(needle)
+    return True
 
 
-def kill_a_busy_child(worker, engine, ingestion_id, attempts: int = 30) -> int | None:
-    """SIGKILL pool children one at a time until the worker reports a task lost with one (a
-    child may be between two tasks when it is hit). Returns the records persisted at that
-    kill, or None if the batch finished before a busy child was hit."""
-    lost_before = log_count(worker, LOST)
-    for _ in range(attempts):
-        persisted = outcome(engine, [ingestion_id]).persisted
-        if persisted >= BATCH:
-            return None
-        children = wait_until(worker.children, 30, 0.05, what="pool children")
-        os.kill(children[0], signal.SIGKILL)
-        try:
-            wait_until(lambda: log_count(worker, LOST) > lost_before, 0.5, 0.02, what="a lost task")
-            return persisted
-        except AssertionError:
-            continue  # it was idle: try the next one
-    raise AssertionError(f"no kill out of {attempts} hit a running task")
+# Where kill_app kills a pool child: an enrich before its body ran (nothing done yet), a persist
+# after its body committed (the rows are written, the message is not acknowledged).
+KILL_POINTS = ("etl.enrich:prerun", "etl.persist:postrun")
 
 
-def test_a_pool_child_killed_mid_batch(make_stack, fault_engine, registry, unique):
-    """acks_late + reject_on_worker_lost: the killed child's task goes back to the queue."""
-    stack = make_stack()
-    api = stack.up()
+def wait_delivered_again(worker, kills: Path, point: str) -> str:
+    """Wait until kill_app has killed a child at ``point``, and the worker has logged, in this
+    order: the child's death, a task lost with it, the same task received again and succeeded.
+    Returns the task (``name[id]``)."""
+    name = point.split(":")[0]
+
+    def fired() -> list[str] | None:
+        path = kills / point
+        fields = path.read_text().split() if path.exists() else []
+        return fields if len(fields) == 2 else None
+
+    task_id, pid = wait_until(fired, 60, what=f"a pool child killed at {point}")
+    task = f"{name}[{task_id}]"
+    wait_until(
+        lambda: in_order(
+            worker.log(),
+            f"{task} SIGKILLs its pool child pid:{pid}",
+            f"pid:{pid} exited with 'signal 9 (SIGKILL)'",
+            LOST,
+            f"Task {task} received",
+            f"Task {task} succeeded in",
+        ),
+        120,
+        what=f"{task}, its child killed, to be received again and succeed",
+    )
+    return task
+
+
+def test_a_pool_child_killed_in_a_task_has_its_message_delivered_again(
+    make_stack, fault_engine, registry, unique, tmp_path
+):
+    """task_acks_late + task_reject_on_worker_lost alone, without beat (so no outbox sweeper):
+    the worker puts the message of a task whose child was SIGKILLed back on the queue, the same
+    task is received again and succeeds, and the batch lands exactly once."""
+    kills = tmp_path / "kills"
+    kills.mkdir()
+    stack = make_stack(PYTHONPATH=str(HERE), ETL_TEST_KILL=",".join(KILL_POINTS), ETL_TEST_KILL_DIR=str(kills))
+    api = stack.up(worker_app="kill_app:celery", beat=False)
     worker = stack.procs[0]
     clock = Clock()
-    ing = api.submit("students/batch", students(unique, BATCH))["ingestion_id"]
+    api.submit("students/batch", students(unique, BATCH))
+    lost = [wait_delivered_again(worker, kills, point) for point in KILL_POINTS]
 
-    # Chains interleave: validations come first, then enrichments, then most persists. The
-    # first kill hits a validation or an enrichment, the second (if the batch is not done by
-    # then) a persist.
-    wait_until(lambda: log_count(worker, "] succeeded in") >= 20, 60, 0.05, what="20 tasks done")
-    first = kill_a_busy_child(worker, fault_engine, ing)
-    assert first is not None, "the batch was done before the first kill"
-    wait_persisted(fault_engine, ing, 1)
-    at_kills = [first, kill_a_busy_child(worker, fault_engine, ing)]
-
-    wait_settled(fault_engine, [ing], 180)
+    wait_settled(fault_engine, stack.answers.ingestion_ids, 180)
     settle = clock()
-    o = assert_exactly_once(fault_engine, registry, [ing], compare=COMPARE)
+    o = assert_exactly_once(fault_engine, registry, answers=stack.answers, compare=COMPARE)
     assert (o.persisted, o.dead) == (BATCH, 0)
     assert worker.popen.poll() is None, "the worker's main process survives its children"
+    assert [p.name for p in stack.procs] == ["worker", "web"], "no beat: nothing but redelivery brings a task back"
+    assert (sweeper_runs(worker), swept(worker)) == (0, 0)
     report(
-        "pool child SIGKILL mid-batch (x2)",
+        "pool child SIGKILL in enrich and after persist",
         o,
         settle,
-        persisted_at_kills=at_kills,
+        lost_and_delivered_again=lost,
         tasks_lost_with_children=log_count(worker, LOST),
     )
 
@@ -102,7 +141,7 @@ def test_the_whole_worker_killed_mid_batch_and_started_again(make_stack, fault_e
     restarted = stack.worker(name="worker2")
     wait_settled(fault_engine, [ing], 180)
     settle = clock()
-    o = assert_exactly_once(fault_engine, registry, [ing], compare=COMPARE)
+    o = assert_exactly_once(fault_engine, registry, answers=stack.answers, compare=COMPARE)
     assert (o.persisted, o.dead) == (BATCH, 0)
     assert swept(restarted) > 0, "the sweeper should have re-driven the stranded records"
     report(
@@ -117,7 +156,9 @@ def test_the_whole_worker_killed_mid_batch_and_started_again(make_stack, fault_e
 
 def test_every_process_killed_and_the_broker_flushed(make_stack, fault_engine, registry, unique):
     """Web, worker and beat SIGKILLed, every key of the broker gone (FLUSHALL on the private
-    Redis): PostgreSQL alone knows what is unsettled, and the sweeper re-drives it."""
+    Redis). No message is left to be delivered again, and every record still unsettled had been
+    published (the web relay sends only unpublished ones): PostgreSQL alone knows them, and the
+    outbox sweeper alone can re-drive them. It re-drives every one."""
     stack = make_stack()
     api = stack.up()
     clock = Clock()
@@ -125,23 +166,44 @@ def test_every_process_killed_and_the_broker_flushed(make_stack, fault_engine, r
 
     wait_persisted(fault_engine, ing, 1)
     stack.kill_all()
-    at_kill = outcome(fault_engine, [ing]).persisted
-    assert at_kill < BATCH, "the kill came after the batch was done"
-    keys_before = stack.redis.client().dbsize()
-    stack.redis.client().flushall()
+    with fault_engine.connect() as conn:
+        killed_at, unsettled, unpublished = conn.execute(
+            sa.text(
+                "SELECT now(), coalesce(array_agg(id), '{}'), count(*) FILTER (WHERE enqueued_at IS NULL) "
+                "FROM raw_records WHERE status = 'received'"
+            )
+        ).one()
+    assert unsettled, "the kill came after the batch was done"
+    assert unpublished == 0, f"{unpublished} unsettled records were never published: the relay would send them"
+    client = stack.redis.client()
+    keys_before = client.dbsize()
+    client.flushall()
+    assert client.dbsize() == 0
 
     api = stack.up()
+    worker = stack.procs[0]
+    wait_until(
+        lambda: swept(worker) >= len(unsettled),
+        120,
+        what=f"the sweeper to re-drive the {len(unsettled)} records unsettled at the kill",
+    )
     wait_settled(fault_engine, [ing], 180)
     settle = clock()
-    o = assert_exactly_once(fault_engine, registry, [ing], compare=COMPARE)
+    o = assert_exactly_once(fault_engine, registry, answers=stack.answers, compare=COMPARE)
     assert (o.persisted, o.dead) == (BATCH, 0)
+    with fault_engine.connect() as conn:
+        not_claimed = conn.execute(
+            sa.text("SELECT count(*) FROM raw_records WHERE id = ANY(:ids) AND enqueued_at <= :t"),
+            {"ids": unsettled, "t": killed_at},
+        ).scalar_one()
+    assert not_claimed == 0, f"{not_claimed} records unsettled at the kill settled without being claimed again"
     status = api.get(f"ingestions/{ing}").json()
     assert status["status"] == "finished" and status["counts"]["persisted"] == BATCH, status
     report(
         "all processes SIGKILL + broker FLUSHALL",
         o,
         settle,
-        persisted_at_kill=at_kill,
+        unsettled_at_kill=len(unsettled),
         broker_keys_flushed=keys_before,
-        swept=swept(stack.procs[0]),
+        swept=swept(worker),
     )
