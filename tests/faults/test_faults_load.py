@@ -41,9 +41,9 @@ def queue_wait(client, prefix: str) -> float:
 class Load(threading.Thread):
     """Keeps at least DEPTH messages queued by submitting student batches; samples the queue."""
 
-    def __init__(self, api, client, prefix: str, unique: str) -> None:
+    def __init__(self, api, client, redis_url: str, prefix: str, unique: str) -> None:
         super().__init__(name="load", daemon=True)
-        self.api, self.client, self.prefix, self.unique = api, client, prefix, unique
+        self.api, self.client, self.redis_url, self.prefix, self.unique = api, client, redis_url, prefix, unique
         self.ingestions: list[str] = []
         self.accepted = 0
         self.samples: list[tuple[float, int, float]] = []  # (time, depth, oldest message's wait)
@@ -54,7 +54,7 @@ class Load(threading.Thread):
         try:
             n = 0
             while not self.halt.is_set():
-                depth = queue_length(self.api.redis_url, self.prefix)
+                depth = queue_length(self.redis_url, self.prefix)
                 self.samples.append((time.monotonic(), depth, queue_wait(self.client, self.prefix)))
                 if depth < DEPTH + 200:
                     batch = [student(f"{self.unique}-L{n}-{i}", grade_level=1 + i % 16) for i in range(LOAD_BATCH)]
@@ -91,15 +91,15 @@ def take_out(client, prefix: str, record_type: str, expected: int) -> int:
 def test_chains_lost_under_a_sustained_load_land_while_the_queue_stays_long(make_stack, fault_engine, registry, unique):
     stack = make_stack(ETL_CHUNK_SIZE=str(CHUNK), ETL_OUTBOX_LEASE_SECONDS=str(LEASE), ETL_SWEEP_INTERVAL_SECONDS="1")
     api = stack.up(concurrency=1)
-    api.redis_url = stack.redis.url(0)
+    redis_url = stack.redis.url(0)
     worker = stack.procs[0]
     client = stack.redis.client()
-    load = Load(api, client, stack.prefix, unique)
+    load = Load(api, client, redis_url, stack.prefix, unique)
     load.start()
     try:
         # a queue that waits several leases: a lease-only sweeper would re-send what is queued
         wait_until(
-            lambda: queue_length(api.redis_url, stack.prefix) >= DEPTH and queue_wait(client, stack.prefix) > 2 * LEASE,
+            lambda: queue_length(redis_url, stack.prefix) >= DEPTH and queue_wait(client, stack.prefix) > 2 * LEASE,
             120,
             0.2,
             what=f"{DEPTH} messages queued, the oldest waiting > {2 * LEASE}s",
@@ -122,7 +122,7 @@ def test_chains_lost_under_a_sustained_load_land_while_the_queue_stays_long(make
 
     ingestions = [victims["ingestion_id"], *load.ingestions]
     wait_settled(fault_engine, ingestions, 300, what="after the load")
-    o = assert_exactly_once(fault_engine, registry, ingestions, compare=("name",))
+    o = assert_exactly_once(fault_engine, registry, answers=stack.answers, compare=("name",))
     assert (o.persisted, o.dead) == (VICTIMS + load.accepted, 0)
     resent = swept(worker)
     assert VICTIMS <= resent < VICTIMS + 2 * CHUNK, f"the sweeper re-sent {resent} records for {VICTIMS} lost"
