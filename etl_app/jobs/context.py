@@ -1,0 +1,48 @@
+"""What a scheduled job is given: its run window and a connection in the runner's transaction.
+
+A job is a plain function ``run(ctx: JobContext) -> int`` (the rows it touched). The runner
+(:mod:`etl_app.jobs.runner`) takes the job's lock, records the run in ``job_runs``, opens the
+transaction, calls the function and commits; a job that works in bounded batches may call
+``ctx.commit()`` between them. Jobs recompute what their window covers, so running one twice
+for the same window gives the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import sqlalchemy as sa
+
+from etl_app.config import Settings
+
+
+@dataclass(frozen=True)
+class Window:
+    """The UTC days a run covers, both inclusive."""
+
+    start: date
+    end: date
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise ValueError(f"a window ends ({self.end}) before it starts ({self.start})")
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    @classmethod
+    def last_days(cls, n: int, today: date) -> Window:
+        """The ``n`` days up to and including ``today``."""
+        return cls(today - timedelta(days=max(n, 1) - 1), today)
+
+
+@dataclass
+class JobContext:
+    conn: sa.Connection
+    window: Window
+    settings: Settings
+    now: datetime  # the run's "as of" time (UTC), the same for every statement of the run
+    commit: Callable[[], None]
