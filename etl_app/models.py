@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -65,7 +65,10 @@ class RawRecord(Base):
     ingestion_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
     record_type: Mapped[str] = mapped_column(sa.Text)
     natural_key: Mapped[str | None] = mapped_column(sa.Text)
-    payload: Mapped[Any] = mapped_column(JSONB)
+    # Null once the retention job dropped it (payload_dropped_at says when): only ever for a
+    # `persisted` record, whose stored row and lineage outlive the payload as received.
+    payload: Mapped[Any | None] = mapped_column(JSONB)
+    payload_dropped_at: Mapped[datetime | None] = mapped_column(TSTZ)
     status: Mapped[str] = mapped_column(sa.Text, server_default=RECEIVED)
     attempts: Mapped[int] = mapped_column(sa.Integer, server_default="0")
     last_error: Mapped[str | None] = mapped_column(sa.Text)
@@ -74,6 +77,16 @@ class RawRecord(Base):
     received_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
     updated_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
     enqueued_at: Mapped[datetime | None] = mapped_column(TSTZ)
+
+
+# Retention: the persisted records whose payload is still there, by when they settled.
+RawRecord.__table__.append_constraint(
+    sa.Index(
+        "ix_raw_records_payload_kept",
+        "updated_at",
+        postgresql_where=sa.text(f"status = '{PERSISTED}' AND payload_dropped_at IS NULL"),
+    )
+)
 
 
 # dead_letters.status values: `open` until replayed or discarded; a replayed record that fails
@@ -140,3 +153,38 @@ def sql(statement: str) -> sa.TextClause:
     names = sorted(set(_PLACEHOLDER.findall(statement)) & NAMED_VALUES.keys())
     binds = (sa.bindparam(n, NAMED_VALUES[n], type_=sa.Text, literal_execute=True) for n in names)
     return sa.text(statement).bindparams(*binds)
+
+
+# -- scheduled jobs --------------------------------------------------------------------------
+
+# job_runs.status values. A run is `running` while it holds its job's lock; a run that found the
+# lock held by another is recorded `skipped` at once (it never waits, never does the work).
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+SKIPPED = "skipped"
+JOB_RUN_STATUSES = (RUNNING, SUCCEEDED, FAILED, SKIPPED)
+JOB_TRIGGERS = ("beat", "cli", "api")
+
+
+class JobRun(Base):
+    """One run of a scheduled job (etl_app.jobs): its window, who started it, what it did."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (
+        sa.CheckConstraint(f"status IN {JOB_RUN_STATUSES!r}", name="status"),
+        sa.CheckConstraint(f"trigger IN {JOB_TRIGGERS!r}", name="trigger"),
+        sa.Index("ix_job_runs_job_started_at", "job", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    job: Mapped[str] = mapped_column(sa.Text)
+    window_start: Mapped[date] = mapped_column(sa.Date)
+    window_end: Mapped[date] = mapped_column(sa.Date)
+    trigger: Mapped[str] = mapped_column(sa.Text)
+    status: Mapped[str] = mapped_column(sa.Text, server_default=RUNNING)
+    task_id: Mapped[str | None] = mapped_column(sa.Text)  # the Celery task, when one ran it
+    started_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(TSTZ)
+    rows: Mapped[int | None] = mapped_column(sa.Integer)
+    error: Mapped[str | None] = mapped_column(sa.Text)
