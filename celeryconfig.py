@@ -6,6 +6,7 @@ that every task named in the routes and the beat schedule is registered.
 
 import os
 
+from celery.schedules import crontab
 from kombu import Exchange, Queue
 
 broker_url = os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
@@ -57,10 +58,50 @@ worker_send_task_events = True
 task_send_sent_event = True
 worker_hijack_root_logger = False
 
+
+def job_schedule(expression: str) -> crontab | float:
+    """A schedule as written in ETL_SCHEDULE_*: a crontab expression "m h dom mon dow" (UTC), or a
+    number of seconds (every that many seconds, for tests and tight loops)."""
+    try:
+        return float(expression)
+    except ValueError:
+        pass
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(f"a job schedule is 'minute hour day-of-month month day-of-week' or seconds: {expression!r}")
+    minute, hour, day_of_month, month_of_year, day_of_week = fields
+    return crontab(minute, hour, day_of_week, day_of_month, month_of_year)
+
+
+# The scheduled jobs (etl_app/jobs/registry.py): job name → (variable, default schedule). Beat and
+# the operator's `etl-app jobs list` both read them from here. Times are UTC (enable_utc).
+JOB_SCHEDULES = {
+    "re-enrich": ("ETL_SCHEDULE_RE_ENRICH", "30 2 * * *"),
+    "daily-quality": ("ETL_SCHEDULE_DAILY_QUALITY", "20 0 * * *"),
+    "tutor-rollups": ("ETL_SCHEDULE_TUTOR_ROLLUPS", "10 * * * *"),
+    "retention": ("ETL_SCHEDULE_RETENTION", "30 3 * * *"),
+}
+
+
+def job_schedule_expression(job: str) -> str:
+    variable, default = JOB_SCHEDULES[job]
+    return os.environ.get(variable, "").strip() or default
+
+
+enable_utc = True
+timezone = "UTC"
 beat_schedule = {
     "outbox-sweeper": {
         "task": "etl.beat.sweep_outbox",
         "schedule": float(os.environ.get("ETL_SWEEP_INTERVAL_SECONDS", "60")),
         "options": {"queue": "jobs", "expires": float(os.environ.get("ETL_SWEEP_INTERVAL_SECONDS", "60"))},
+    },
+    **{
+        job: {
+            "task": f"etl.beat.{job}",
+            "schedule": job_schedule(job_schedule_expression(job)),
+            "options": {"queue": "jobs"},
+        }
+        for job in JOB_SCHEDULES
     },
 }

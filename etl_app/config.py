@@ -81,6 +81,9 @@ class Settings:
     max_deliveries: int = 5
     db_pool_size: int = 5
     relay_window_ms: int = 100
+    raw_retention_days: int = 30
+    rollup_days: int = 7
+    job_batch_size: int = 5_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -109,6 +112,9 @@ class Settings:
             max_deliveries=_int(env, "ETL_MAX_DELIVERIES", cls.max_deliveries),
             db_pool_size=_int(env, "ETL_DB_POOL_SIZE", cls.db_pool_size),
             relay_window_ms=_int(env, "ETL_RELAY_WINDOW_MS", cls.relay_window_ms),
+            raw_retention_days=_int(env, "ETL_RAW_RETENTION_DAYS", cls.raw_retention_days),
+            rollup_days=_int(env, "ETL_ROLLUP_DAYS", cls.rollup_days),
+            job_batch_size=_int(env, "ETL_JOB_BATCH_SIZE", cls.job_batch_size),
         )
         known = {f.name for f in fields(cls)}
         values.update({k: v for k, v in overrides.items() if k in known})
@@ -123,6 +129,12 @@ class Settings:
     def check(self) -> None:
         if self.chunk_size < 1:
             raise ValueError("ETL_CHUNK_SIZE must be at least 1")
+        if self.raw_retention_days < 1:
+            raise ValueError("ETL_RAW_RETENTION_DAYS must be at least 1")
+        if self.rollup_days < 1:
+            raise ValueError("ETL_ROLLUP_DAYS must be at least 1")
+        if self.job_batch_size < 1:
+            raise ValueError("ETL_JOB_BATCH_SIZE must be at least 1")
         visibility = int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600"))
         if self.retry_backoff_max_seconds * 2 > visibility:
             raise ValueError(

@@ -16,3 +16,10 @@ PERSIST = "etl.persist"
 PIPELINE_TASKS = (VALIDATE, ENRICH, PERSIST)
 DEAD_LETTER = "etl.dead_letter.record"
 SWEEP_OUTBOX = "etl.beat.sweep_outbox"
+
+# The scheduled jobs' tasks: ``etl.beat.<job name>`` (etl_app/jobs/registry.py).
+RE_ENRICH = "etl.beat.re-enrich"
+DAILY_QUALITY = "etl.beat.daily-quality"
+TUTOR_ROLLUPS = "etl.beat.tutor-rollups"
+RETENTION = "etl.beat.retention"
+JOB_TASKS = (RE_ENRICH, DAILY_QUALITY, TUTOR_ROLLUPS, RETENTION)

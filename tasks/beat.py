@@ -1,57 +1,57 @@
-"""Scheduled jobs run by Celery beat (one beat instance; every job is idempotent per run)."""
+"""Scheduled jobs run by Celery beat: one task per job of :mod:`etl_app.jobs.registry`, each a
+thin call of the runner (:func:`etl_app.jobs.runner.run_job`), which takes the job's lock, so a
+second beat started by mistake never doubles a run. Routed to the ``jobs`` queue."""
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from typing import Any
 
 from celery import shared_task
 
-from etl_app.ingest import claim
-from etl_app.ingest.send import send_after_commit
-from etl_app.names import PIPELINE_QUEUE, SWEEP_OUTBOX
-from etl_app.pipeline.messages import oldest_queued_at
+from etl_app import names
+from etl_app.jobs.registry import OUTBOX_SWEEPER, get_job, window_from
+from etl_app.jobs.runner import run_job
+from etl_app.models import FAILED
 from tasks.base import EtlTask
 
 log = logging.getLogger(__name__)
 
 
-@shared_task(name=SWEEP_OUTBOX, base=EtlTask, bind=True, retries_transient_errors=False)
-def sweep_outbox(self: EtlTask) -> int:
-    """Re-enqueue the unsettled records that no live chain holds (see :mod:`etl_app.ingest.claim`
-    for the lease rule), and records never published after a short grace; at most
-    ``ETL_SWEEP_MAX_RECORDS`` a run, in batches of ``ETL_SWEEP_BATCH_SIZE``, each claimed and
-    committed, then sent.
+class JobFailed(Exception):
+    """The job ran and failed (its run is recorded ``failed`` in job_runs with the error)."""
 
-    However long the ``etl`` queue, it runs: records waiting in the queue are not due (their
-    lease is younger than the oldest queued message), so it re-sends only what was lost, and a
-    lost record waits at most one lease plus one queue wait. It does not retry on errors (beat
-    runs it again next interval)."""
-    settings = self.runtime.settings
-    try:
-        sent_at = oldest_queued_at(self.app, PIPELINE_QUEUE)
-    except Exception as exc:  # noqa: BLE001 - broker down: nothing can be sent now anyway
-        log.warning("outbox sweeper: broker unavailable (%s); next interval", exc)
-        return 0
-    queued_since = datetime.fromtimestamp(sent_at, UTC) if sent_at is not None else None
-    swept = 0
-    while swept < settings.sweep_max_records:
-        limit = min(settings.sweep_batch_size, settings.sweep_max_records - swept)
-        claimed = claim.claim(
-            self.db,
-            limit=limit,
-            grace=claim.UNPUBLISHED_GRACE_SECONDS,
-            lease=settings.outbox_lease_seconds,
-            queued_since=queued_since,
-        )
-        self.commit()  # the claim, before the send
-        if not send_after_commit(self.runtime, claimed, timeout=None, what="swept records"):
-            # flagged unpublished again: the next run retries them
-            log.warning("outbox sweeper: the broker did not take the records; next interval")
-            break
-        swept += claim.count(claimed)
-        if claim.count(claimed) < limit:
-            break
-    if swept:
-        log.info("outbox sweeper re-enqueued %d records", swept)
-    return swept
+
+def _run(task: EtlTask, job: str, window: dict[str, str] | None, trigger: str) -> dict[str, Any]:
+    """``window``: ``{"from": "YYYY-MM-DD", "to": "YYYY-MM-DD"}`` from ``POST /api/v1/jobs/<name>/run``;
+    beat sends none (the job's default window). The outcome (a skipped run too) is the result."""
+    days = window_from(get_job(job), window.get("from"), window.get("to")) if window else None
+    outcome = run_job(task.runtime, job, days, trigger, task_id=task.request.id)
+    if outcome.status == FAILED:
+        raise JobFailed(f"{job}: {outcome.error}")
+    return outcome.as_dict()
+
+
+@shared_task(name=names.SWEEP_OUTBOX, base=EtlTask, bind=True, retries_transient_errors=False)
+def sweep_outbox(self: EtlTask) -> int:
+    """The outbox sweeper (:mod:`etl_app.jobs.sweeper`). It does not retry on errors (beat runs it
+    again next interval); a sweep that finds another holding the lock does nothing."""
+    outcome = run_job(self.runtime, OUTBOX_SWEEPER, trigger="beat", task_id=self.request.id)
+    if outcome.status == FAILED:
+        raise JobFailed(f"{OUTBOX_SWEEPER}: {outcome.error}")
+    return outcome.rows or 0
+
+
+def _job_task(job: str, task_name: str):
+    @shared_task(name=task_name, base=EtlTask, bind=True, retries_transient_errors=False)
+    def run(self: EtlTask, window: dict[str, str] | None = None, trigger: str = "beat") -> dict[str, Any]:
+        """Run the job (beat sends no arguments; the API's run-now a window and ``trigger="api"``)."""
+        return _run(self, job, window, trigger)
+
+    return run
+
+
+re_enrich = _job_task("re-enrich", names.RE_ENRICH)
+daily_quality = _job_task("daily-quality", names.DAILY_QUALITY)
+tutor_rollups = _job_task("tutor-rollups", names.TUTOR_ROLLUPS)
+retention = _job_task("retention", names.RETENTION)

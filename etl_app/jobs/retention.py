@@ -1,0 +1,42 @@
+"""retention: the raw payloads of records persisted more than ``ETL_RAW_RETENTION_DAYS`` ago.
+
+A ``persisted`` raw record settled when its status became ``persisted`` (``updated_at``, which
+nothing moves afterwards: replays, edits and the sweeper touch only dead or received records).
+Its stored row, with the derived fields and lineage, is what readers use; the payload as
+received only served validation, which never runs again for a settled record. So the payload
+becomes null and ``payload_dropped_at`` says when. ``received`` records (still in flight) and
+``dead`` ones (replayable, and their dead letter keeps its own copy in ``dead_letters.payload``,
+which this job never touches) keep theirs. Works in batches of ``ETL_JOB_BATCH_SIZE`` ids, each
+committed, along the partial index ``ix_raw_records_payload_kept``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from etl_app.jobs.context import JobContext
+from etl_app.models import sql
+
+_BATCH = sql(
+    """
+    WITH due AS (
+        SELECT id FROM raw_records
+        WHERE status = :PERSISTED AND payload_dropped_at IS NULL AND updated_at < :cutoff
+        ORDER BY updated_at LIMIT :size FOR UPDATE SKIP LOCKED
+    )
+    UPDATE raw_records r SET payload = NULL, payload_dropped_at = :now
+    FROM due WHERE r.id = due.id AND r.status = :PERSISTED
+    """
+)
+
+
+def run_retention(ctx: JobContext) -> int:
+    cutoff = ctx.now - timedelta(days=ctx.settings.raw_retention_days)
+    size = ctx.settings.job_batch_size
+    dropped = 0
+    while True:
+        done = ctx.conn.execute(_BATCH, {"cutoff": cutoff, "now": ctx.now, "size": size}).rowcount
+        ctx.commit()
+        dropped += done
+        if done < size:
+            return dropped

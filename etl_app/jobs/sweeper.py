@@ -1,0 +1,59 @@
+"""outbox-sweeper: re-enqueue the unsettled records that no live chain holds.
+
+Beat runs it every ``ETL_SWEEP_INTERVAL_SECONDS`` (task ``etl.beat.sweep_outbox``) through the
+runner like every job, so two beats never sweep at once; its runs are recorded in job_runs only
+when they re-sent records or failed (``record="when_rows"`` in the registry).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from etl_app.ingest import claim
+from etl_app.ingest.send import send_after_commit
+from etl_app.jobs.context import JobContext
+from etl_app.names import PIPELINE_QUEUE
+from etl_app.pipeline.messages import oldest_queued_at
+from etl_app.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def run_sweeper(ctx: JobContext, runtime: Runtime) -> int:
+    """Re-enqueue the unsettled records that no live chain holds (see :mod:`etl_app.ingest.claim`
+    for the lease rule), and records never published after a short grace; at most
+    ``ETL_SWEEP_MAX_RECORDS`` a run, in batches of ``ETL_SWEEP_BATCH_SIZE``, each claimed and
+    committed, then sent.
+
+    However long the ``etl`` queue, it runs: records waiting in the queue are not due (their
+    lease is younger than the oldest queued message), so it re-sends only what was lost, and a
+    lost record waits at most one lease plus one queue wait."""
+    settings = ctx.settings
+    try:
+        sent_at = oldest_queued_at(runtime.celery, PIPELINE_QUEUE)
+    except Exception as exc:  # noqa: BLE001 - broker down: nothing can be sent now anyway
+        log.warning("outbox sweeper: broker unavailable (%s); next interval", exc)
+        return 0
+    queued_since = datetime.fromtimestamp(sent_at, UTC) if sent_at is not None else None
+    swept = 0
+    while swept < settings.sweep_max_records:
+        limit = min(settings.sweep_batch_size, settings.sweep_max_records - swept)
+        claimed = claim.claim(
+            ctx.conn,
+            limit=limit,
+            grace=claim.UNPUBLISHED_GRACE_SECONDS,
+            lease=settings.outbox_lease_seconds,
+            queued_since=queued_since,
+        )
+        ctx.commit()  # the claim, before the send
+        if not send_after_commit(runtime, claimed, timeout=None, what="swept records"):
+            # flagged unpublished again: the next run retries them
+            log.warning("outbox sweeper: the broker did not take the records; next interval")
+            break
+        swept += claim.count(claimed)
+        if claim.count(claimed) < limit:
+            break
+    if swept:
+        log.info("outbox sweeper re-enqueued %d records", swept)
+    return swept
