@@ -6,6 +6,7 @@ from flask import Flask
 
 from etl_app.api import auth, bodylimit, dead_letters, health, ingest, metrics, openapi, read
 from etl_app.api.errors import register_error_handlers
+from etl_app.api.jobs import bp as jobs_bp
 from etl_app.api.jsonprovider import OrjsonProvider
 
 
@@ -17,3 +18,4 @@ def init_app(app: Flask) -> None:
     auth.init_app(app)
     for module in (health, ingest, read, dead_letters, openapi, metrics):
         app.register_blueprint(module.bp)
+    app.register_blueprint(jobs_bp)

@@ -1,4 +1,4 @@
-"""The operator's command line: ``etl-app run``, ``migrate``, ``dlq``, ``status`` and ``generate``."""
+"""The operator's command line: ``etl-app run``, ``migrate``, ``dlq``, ``jobs``, ``status`` and ``generate``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import click
 
 from etl_app.cli.deadletters import dlq_group
 from etl_app.cli.generate import generate
+from etl_app.cli.jobs import jobs_group
 from etl_app.cli.run import migrate, run
 from etl_app.cli.status import status_command
 
@@ -20,6 +21,7 @@ main.add_command(run)
 main.add_command(migrate)
 main.add_command(generate)
 main.add_command(dlq_group, "dlq")
+main.add_command(jobs_group, "jobs")
 main.add_command(status_command)
 
 
