@@ -28,6 +28,26 @@ def wait_until(check: Callable[[], Any], timeout: float, interval: float = 0.2, 
         raise AssertionError(str(exc)) from None
 
 
+def wait_answering(proc: Proc, url: str, timeout: float = 60) -> None:
+    """Wait until ``url`` (served by ``proc``) answers 200; fails with ``proc``'s log if it exits first."""
+
+    def up() -> bool:
+        if proc.popen.poll() is not None:
+            raise AssertionError(proc.log())
+        try:
+            return requests.get(url, timeout=2).status_code == 200
+        except (requests.ConnectionError, requests.Timeout):
+            return False
+
+    wait_until(up, timeout, what=f"{proc.name} to answer {url}")
+
+
+def procfile_command(process: str) -> str:
+    """The command of the Procfile's ``process`` line."""
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return next(line.partition(":")[2].strip() for line in lines if line.startswith(f"{process}:"))
+
+
 class Proc(processes.LoggedProcess):
     """One subprocess with its log file; killed by pid like an operator (or the OOM killer) would."""
 
@@ -121,17 +141,13 @@ class Stack:
             **env,
         )
         self.web_url = f"http://127.0.0.1:{port}"
-
-        def up() -> bool:
-            if proc.popen.poll() is not None:
-                raise AssertionError(proc.log())
-            try:
-                return requests.get(f"{self.web_url}/health", timeout=2).status_code == 200
-            except (requests.ConnectionError, requests.Timeout):
-                return False
-
-        wait_until(up, 60, what="web to answer /health")
+        wait_answering(proc, f"{self.web_url}/health")
         return proc
+
+    def procfile(self, process: str, **env: str) -> Proc:
+        """The Procfile's ``process`` line, run as honcho and other Procfile runners run it
+        (``sh -c <line>``); not waited for."""
+        return self._start(process, ["sh", "-c", procfile_command(process)], **env)
 
     def kill_all(self) -> None:
         """SIGKILL every process of the stack (each whole process group), as a power cut would."""
