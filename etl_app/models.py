@@ -188,3 +188,59 @@ class JobRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(TSTZ)
     rows: Mapped[int | None] = mapped_column(sa.Integer)
     error: Mapped[str | None] = mapped_column(sa.Text)
+
+
+# -- The quality and rollup jobs' tables ------------------------------------------------------
+
+# The daily-quality job reads a window of days of one type: by type and receipt time.
+sa.Index("ix_raw_records_record_type_received_at", RawRecord.record_type, RawRecord.received_at)
+# ... and the ingestions that refused records, by type and day.
+sa.Index(
+    "ix_ingestions_refused",
+    Ingestion.record_type,
+    Ingestion.created_at,
+    postgresql_where=sa.text("rejected > 0"),
+)
+
+
+class DailyQuality(Base):
+    """The data quality of one record type on one UTC day of receipt (quality.md), written by
+    the daily-quality job (etl_app.jobs.quality); the columns are etl_app.quality's metrics."""
+
+    __tablename__ = "daily_quality"
+
+    record_type: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    day: Mapped[date] = mapped_column(sa.Date, primary_key=True)
+    received: Mapped[int] = mapped_column(sa.Integer)
+    accepted: Mapped[int] = mapped_column(sa.Integer)
+    rejected: Mapped[int] = mapped_column(sa.Integer)
+    validity: Mapped[float] = mapped_column(sa.Double)
+    completeness: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    uniqueness: Mapped[float | None] = mapped_column(sa.Double)
+    integrity: Mapped[float | None] = mapped_column(sa.Double)
+    timeliness_p50: Mapped[float | None] = mapped_column(sa.Double)
+    timeliness_p95: Mapped[float | None] = mapped_column(sa.Double)
+    timeliness_max: Mapped[float | None] = mapped_column(sa.Double)
+    score: Mapped[float | None] = mapped_column(sa.Double)
+    level: Mapped[str] = mapped_column(sa.Text)
+    top_errors: Mapped[list[Any]] = mapped_column(JSONB)
+
+
+class TutorDailyMetrics(Base):
+    """The tutor performance rollup (quality.md): one row per tutor and UTC day of
+    ``scheduled_start``, written by the tutor-rollups job (etl_app.jobs.rollups)."""
+
+    __tablename__ = "tutor_daily_metrics"
+    __table_args__ = (sa.Index("ix_tutor_daily_metrics_day", "day"),)  # the job replaces a window of days
+
+    tutor_id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    day: Mapped[date] = mapped_column(sa.Date, primary_key=True)
+    sessions: Mapped[int] = mapped_column(sa.Integer)
+    completed: Mapped[int] = mapped_column(sa.Integer)
+    no_shows: Mapped[int] = mapped_column(sa.Integer)
+    late_starts: Mapped[int] = mapped_column(sa.Integer)
+    tutor_reschedules: Mapped[int] = mapped_column(sa.Integer)
+    technical_issues: Mapped[int] = mapped_column(sa.Integer)
+    avg_engagement: Mapped[float | None] = mapped_column(sa.Double)
+    feedback_count: Mapped[int] = mapped_column(sa.Integer)
+    avg_rating: Mapped[float | None] = mapped_column(sa.Double)

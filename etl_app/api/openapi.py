@@ -7,6 +7,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Response, current_app, jsonify
 
 import etl_app
+from etl_app.api import reports
 from etl_app.api.jobs import openapi_paths as jobs_openapi_paths
 from etl_app.errors import ERROR_TYPES
 from etl_app.models import DEAD_LETTER_STATUSES, OUTCOMES, STATUSES
@@ -157,6 +158,7 @@ def build_spec(registry: Registry) -> dict:
     )
     _dead_letter_paths(spec, registry)
     jobs_openapi_paths(spec)
+    reports.openapi_paths(spec, registry)
     spec.path(
         path="/metrics",
         operations={

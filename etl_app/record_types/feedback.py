@@ -87,5 +87,6 @@ RECORD_TYPE = RecordType(
             must_match=(("tutor_id", "tutor_id"), ("student_id", "student_id")),
         ),
     ),
+    time_field="submitted_at",
     description="Student feedback on sessions, with rating summaries and delay.",
 )

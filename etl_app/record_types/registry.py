@@ -59,6 +59,8 @@ class RecordType:
       parent type name to the parent's stored row (a mapping of column values).
     - ``table``: the SQLAlchemy table on :data:`etl_app.db.metadata` whose columns are
       the input fields, the derived fields and the lineage columns.
+    - ``time_field``: the input timestamp that says when the record's event happened, used
+      for timeliness when the payload gives no ``event_time`` (None: the type has none).
     """
 
     name: str
@@ -70,6 +72,7 @@ class RecordType:
     check_as_of: Callable[[dict[str, Any], datetime], FieldErrors] | None = None
     schema_version: int = 1
     description: str = ""
+    time_field: str | None = None
     _schema_instance: ma.Schema | None = field(default=None, repr=False, compare=False)
 
     @property

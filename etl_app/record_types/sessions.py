@@ -90,5 +90,6 @@ RECORD_TYPE = RecordType(
     derive=derive,
     table=table,
     parents=(ParentRef("tutor_id", "tutors"), ParentRef("student_id", "students")),
+    time_field="scheduled_start",
     description="Tutoring sessions, with calendar and punctuality fields.",
 )

@@ -90,5 +90,6 @@ RECORD_TYPE = RecordType(
     derive=derive,
     table=table,
     check_as_of=check_as_of,
+    time_field="updated_at",
     description="Tutors of the platform, with tenure and experience level.",
 )

@@ -1,0 +1,73 @@
+"""The daily-quality job: the quality of each record type on each UTC day of its window.
+
+One row per (record type, day of ``received_at``) in ``daily_quality``, measured by
+:func:`etl_app.quality.quality_select` over the raw records received that day and the
+rejections of that day's ingestions. A run replaces the window's rows in one statement per type:
+a changed day is updated, a new one inserted, one that no longer has a record deleted; a row that
+comes out the same is left alone, so that the rows touched say what changed and a second run of
+the same window touches none. A day some of whose payloads the retention job has dropped keeps
+the row measured before the drop (it cannot be measured again).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+
+from etl_app.jobs.context import JobContext
+from etl_app.jobs.days import bounds, stored_days
+from etl_app.models import sql
+from etl_app.quality import METRIC_COLUMNS, quality_select
+from etl_app.record_types import RecordType, get_registry
+
+_DAY = "CAST(r.received_at AT TIME ZONE 'UTC' AS date)"
+_INGESTION_DAY = "CAST(i.created_at AT TIME ZONE 'UTC' AS date)"
+_COLUMNS = ", ".join(METRIC_COLUMNS)
+_EXCLUDED = ", ".join(f"excluded.{c}" for c in METRIC_COLUMNS)
+
+
+def _replace_statement(record_type: RecordType) -> sa.TextClause:
+    measured = quality_select(
+        record_type,
+        raw_group=_DAY,
+        raw_filter="r.received_at >= :lo AND r.received_at < :hi",
+        ing_group=_INGESTION_DAY,
+        ing_filter="i.created_at >= :lo AND i.created_at < :hi",
+    )
+    return sql(
+        f"""
+        WITH measured AS ({measured}),
+        kept AS (SELECT k FROM measured WHERE payloads_dropped > 0),
+        fresh AS (SELECT k AS day, {_COLUMNS} FROM measured WHERE payloads_dropped = 0),
+        gone AS (
+            DELETE FROM daily_quality q
+            WHERE q.record_type = :t AND q.day BETWEEN :start AND :end
+              AND q.day NOT IN (SELECT day FROM fresh) AND q.day NOT IN (SELECT k FROM kept)
+            RETURNING 1
+        ), written AS (
+            INSERT INTO daily_quality AS q (record_type, day, {_COLUMNS})
+            SELECT :t, day, {_COLUMNS} FROM fresh
+            ON CONFLICT (record_type, day) DO UPDATE SET ({_COLUMNS}) = ({_EXCLUDED})
+            WHERE ({", ".join(f"q.{c}" for c in METRIC_COLUMNS)}) IS DISTINCT FROM ({_EXCLUDED})
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM written)
+        """
+    )
+
+
+def run_daily_quality(ctx: JobContext) -> int:
+    """Measure every registered type on every day of the window; returns the rows changed
+    (written or deleted)."""
+    params = bounds(ctx.window)
+    touched = 0
+    for record_type in get_registry():
+        touched += ctx.conn.execute(_replace_statement(record_type), {**params, "t": record_type.name}).scalar_one()
+    return touched
+
+
+def quality_days(conn: sa.Connection, record_type: str, start: date, end: date) -> list[dict[str, Any]]:
+    """The stored rows of ``record_type`` from ``start`` to ``end`` (inclusive), oldest first."""
+    return stored_days(conn, "daily_quality", "record_type", record_type, METRIC_COLUMNS, start, end)

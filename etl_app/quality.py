@@ -1,0 +1,212 @@
+"""Data-quality metrics (quality.md) of a set of records of one type, in one SQL statement.
+
+:func:`quality_select` measures groups of raw records: a UTC day of a type (the daily-quality
+job groups by ``received_at``'s day) or an ingestion (group by ``ingestion_id``). The groups are
+given by two SQL expressions, one over ``raw_records r`` and one over ``ingestions i``, whose
+values must agree for the records and the rejections of a group. Each output row is one group
+(column ``k``), with ``payloads_dropped`` (accepted records whose payload the retention job has
+dropped: their group cannot be measured again) and the columns of :data:`METRIC_COLUMNS`.
+
+Rules (quality.md, and the choices where it is silent):
+- ``accepted``: the group's raw records not ``rejected`` (received, persisted or dead: a record
+  still in flight counts). ``rejected``: the ingestions' ``rejected`` counts (refused by the
+  API) plus raw records ``rejected`` (upload rows refused at parsing), as in ingestion progress.
+  A rejection counts on its ingestion's day (``ingestions.created_at``, the moment the API
+  received the call, which is also its accepted records' ``received_at``).
+- completeness: per input field of the schema (``source`` and ``event_time``, which every type
+  accepts, are not the type's fields), the share of accepted records whose payload has the field
+  with a value other than null or an all-space string (an empty optional string means null).
+  ``overall`` is the mean of the optional fields' unrounded shares.
+- integrity: a record counts against it while it *is* dead-lettered as ``missing_parent`` or
+  ``parent_mismatch`` (raw record ``dead``); one a replay landed counts again as sound.
+- timeliness: ``received_at`` minus the event time, in seconds (negative when the event is
+  after receipt, e.g. a session booked ahead); event time = the payload's ``event_time``, else
+  the type's ``time_field`` as given in the payload (a tutor's defaulted ``updated_at`` is not
+  an event time). p50 and p95 are ``percentile_cont`` (linear interpolation).
+- top_errors: ``{field, message, count}`` over the rejections the ingestions keep (their first
+  1,000 each) and the open validation dead letters (their ``field: message`` parts), most
+  frequent first, ties by field and message.
+- Every share and every second count is rounded to 4 decimals (half away from zero); score is
+  the mean of the unrounded parts, rounded once, and level reads the rounded score.
+- No accepted record: validity 0, every other metric null, level ``unusable``.
+"""
+
+from __future__ import annotations
+
+from etl_app.record_types import RecordType
+
+# The columns of a measured group, in order (after the group key ``k``).
+METRIC_COLUMNS = (
+    "received",
+    "accepted",
+    "rejected",
+    "validity",
+    "completeness",
+    "uniqueness",
+    "integrity",
+    "timeliness_p50",
+    "timeliness_p95",
+    "timeliness_max",
+    "score",
+    "level",
+    "top_errors",
+)
+
+# The levels, best first, with the lowest score each takes (quality.md).
+LEVELS = (("excellent", 0.95), ("good", 0.85), ("fair", 0.70), ("poor", 0.50))
+UNUSABLE = "unusable"
+TOP_ERRORS = 10
+
+# Schema fields every type accepts that are not the type's own data.
+SHARED_FIELDS = ("source", "event_time")
+
+_TIMESTAMP_RE = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)?$"
+)
+_OFFSET_RE = r"([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$"
+
+
+def quality_fields(record_type: RecordType) -> list[tuple[str, bool]]:
+    """``(field, required)`` for every input field completeness is measured on, in schema order."""
+    return [(name, f.required) for name, f in record_type.loader.fields.items() if name not in SHARED_FIELDS]
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _timestamp(text: str) -> str:
+    """SQL: the payload text ``text`` as timestamptz (naive means UTC, as the schema reads it),
+    or null when it is no timestamp the schema accepts."""
+    return (
+        f"CASE WHEN {text} ~ '{_TIMESTAMP_RE}' THEN CASE WHEN {text} ~ '{_OFFSET_RE}' "
+        f"THEN CAST({text} AS timestamptz) ELSE CAST({text} AS timestamp) AT TIME ZONE 'UTC' END END"
+    )
+
+
+def _trimmed(field: str) -> str:
+    return rf"btrim(r.payload ->> {_literal(field)}, E' \t\n\r\f\v')"
+
+
+def _level(score: str) -> str:
+    whens = " ".join(f"WHEN {score} >= {low} THEN '{name}'" for name, low in LEVELS)
+    return f"CASE {whens} ELSE '{UNUSABLE}' END"
+
+
+def _share(count: str) -> str:
+    return f"CAST({count} AS numeric) / m.accepted"
+
+
+def _round(value: str) -> str:
+    return f"CAST(round({value}, 4) AS double precision)"
+
+
+def quality_select(record_type: RecordType, *, raw_group: str, raw_filter: str, ing_group: str, ing_filter: str) -> str:
+    """The SELECT measuring ``record_type``'s records in groups: ``raw_group``/``raw_filter`` over
+    ``raw_records r``, ``ing_group``/``ing_filter`` over ``ingestions i`` (SQL text; the
+    caller binds their parameters, and ``:t`` to the type's name). Rows: ``k`` and
+    :data:`METRIC_COLUMNS`. Groups with neither an accepted nor a rejected record are absent."""
+    fields = quality_fields(record_type)
+    time_field = record_type.time_field
+    own_time = _timestamp(_trimmed(time_field)) if time_field else "NULL"
+    counts = ",\n".join(
+        f"count(*) FILTER (WHERE (a.payload ->> {_literal(name)}) ~ '\\S') AS c_{i}"
+        for i, (name, _) in enumerate(fields)
+    )
+    pairs = [f"{_literal(name)}, round({_share(f'm.c_{i}')}, 4)" for i, (name, _) in enumerate(fields)]
+    # jsonb_build_object takes at most 100 arguments: 40 fields an object, joined with ||
+    shares = " || ".join(f"jsonb_build_object({', '.join(pairs[n : n + 40])})" for n in range(0, len(pairs), 40))
+    shares = shares or "CAST('{}' AS jsonb)"
+    optional = [_share(f"m.c_{i}") for i, (_, required) in enumerate(fields) if not required]
+    overall = f"({' + '.join(optional)}) / {len(optional)}" if optional else "NULL"
+    parented = bool(record_type.parents)
+    integrity = _share("m.accepted - m.orphans") if parented else "1"
+    parts = ["v.validity", "v.uniqueness", "v.integrity"] + (["v.overall"] if optional else [])
+    score = f"round(({' + '.join(parts)}) / {len(parts)}, 4)"
+    return f"""
+    WITH a AS (
+        SELECT {raw_group} AS k, r.id, r.natural_key, r.payload, r.status,
+               EXTRACT(EPOCH FROM r.received_at - coalesce({_timestamp(_trimmed("event_time"))}, {own_time})) AS lag
+        FROM raw_records r
+        WHERE r.record_type = :t AND r.status <> :REJECTED AND {raw_filter}
+    ), refused AS (
+        SELECT {ing_group} AS k, i.rejected AS n FROM ingestions i
+        WHERE i.record_type = :t AND i.rejected > 0 AND {ing_filter}
+        UNION ALL
+        SELECT {raw_group}, 1 FROM raw_records r WHERE r.record_type = :t AND r.status = :REJECTED AND {raw_filter}
+    ), rej AS (
+        SELECT k, sum(n) AS rejected FROM refused GROUP BY k
+    ), errs AS (
+        SELECT {ing_group} AS k, e.key AS field, msg.value AS message
+        FROM ingestions i
+        CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(i.rejections) = 'array'
+                                                     THEN i.rejections ELSE '[]' END) AS x(value)
+        CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(x.value -> 'errors') = 'object'
+                                           THEN x.value -> 'errors' ELSE '{{}}' END) AS e
+        CROSS JOIN LATERAL jsonb_array_elements_text(CASE WHEN jsonb_typeof(e.value) = 'array'
+                                                          THEN e.value ELSE '[]' END) AS msg(value)
+        WHERE i.record_type = :t AND i.rejected > 0 AND {ing_filter}
+        UNION ALL
+        SELECT a.k, split_part(p.part, ': ', 1), substr(p.part, strpos(p.part, ': ') + 2)
+        FROM a JOIN dead_letters d ON d.raw_record_id = a.id
+        CROSS JOIN LATERAL regexp_split_to_table(d.error, '; ') AS p(part)
+        WHERE a.status = :DEAD AND d.error_type = :VALIDATION
+    ), top AS (
+        SELECT k, jsonb_agg(jsonb_build_object('field', field, 'message', message, 'count', n)
+                            ORDER BY n DESC, field, message) AS top_errors
+        FROM (SELECT k, field, message, count(*) AS n,
+                     row_number() OVER (PARTITION BY k ORDER BY count(*) DESC, field, message) AS rank
+              FROM errs GROUP BY k, field, message) ranked
+        WHERE rank <= {TOP_ERRORS}
+        GROUP BY k
+    ), m AS (
+        SELECT a.k, count(*) AS accepted, count(DISTINCT a.natural_key) AS keys,
+               count(*) FILTER (WHERE a.status = :DEAD AND d.error_type IN (:MISSING_PARENT, :PARENT_MISMATCH))
+                   AS orphans,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY a.lag) AS p50,
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY a.lag) AS p95,
+               max(a.lag) AS lag_max,
+               count(*) FILTER (WHERE a.payload IS NULL) AS dropped,
+               {counts}
+        FROM a LEFT JOIN dead_letters d ON d.raw_record_id = a.id AND a.status = :DEAD
+        GROUP BY a.k
+    ), v AS (
+        SELECT g.k, coalesce(m.accepted, 0) AS accepted, coalesce(rej.rejected, 0) AS rejected,
+               CAST(coalesce(m.accepted, 0) AS numeric) / (coalesce(m.accepted, 0) + coalesce(rej.rejected, 0))
+                   AS validity,
+               {_share("m.keys")} AS uniqueness,
+               {integrity} AS integrity,
+               {overall} AS overall,
+               CASE WHEN m.accepted > 0 THEN {shares} END AS completeness,
+               m.p50, m.p95, m.lag_max, coalesce(m.dropped, 0) AS dropped, top.top_errors
+        FROM (SELECT k FROM m UNION SELECT k FROM rej) g
+        LEFT JOIN m ON m.k = g.k LEFT JOIN rej ON rej.k = g.k LEFT JOIN top ON top.k = g.k
+    ), s AS (
+        SELECT v.*, CASE WHEN v.accepted > 0 THEN {score} END AS score FROM v
+    )
+    SELECT s.k, CAST(s.dropped AS integer) AS payloads_dropped,
+           CAST(s.accepted + s.rejected AS integer) AS received,
+           CAST(s.accepted AS integer) AS accepted,
+           CAST(s.rejected AS integer) AS rejected,
+           {_round("s.validity")} AS validity,
+           CASE WHEN s.accepted > 0 THEN s.completeness || jsonb_build_object('overall', round(s.overall, 4)) END
+               AS completeness,
+           CASE WHEN s.accepted > 0 THEN {_round("s.uniqueness")} END AS uniqueness,
+           CASE WHEN s.accepted > 0 THEN {_round("s.integrity")} END AS integrity,
+           {_round("CAST(s.p50 AS numeric)")} AS timeliness_p50,
+           {_round("CAST(s.p95 AS numeric)")} AS timeliness_p95,
+           {_round("s.lag_max")} AS timeliness_max,
+           CAST(s.score AS double precision) AS score,
+           {_level("s.score")} AS level,
+           coalesce(s.top_errors, '[]') AS top_errors
+    FROM s
+    """
+
+
+def as_report(row: dict) -> dict:
+    """A measured row as the API shows it: timeliness as one object (null when no record has an
+    event time)."""
+    out = {name: row[name] for name in METRIC_COLUMNS if not name.startswith("timeliness_")}
+    p50, p95, most = row["timeliness_p50"], row["timeliness_p95"], row["timeliness_max"]
+    out["timeliness"] = None if p50 is None else {"p50": p50, "p95": p95, "max": most}
+    return out
