@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Celery
 from celery.signals import before_task_publish, worker_process_init
 
+from etl_app import stage_metrics
 from etl_app.pipeline.messages import stamp_sent_at
 
 CELERY_CONFIG_MODULE = "celeryconfig"
@@ -23,6 +24,7 @@ def make_celery(name: str, broker_url: str, key_prefix: str = "") -> Celery:
 
 
 before_task_publish.connect(stamp_sent_at, weak=False)
+stage_metrics.connect()  # task durations, into Redis: see etl_app.stage_metrics
 
 
 @worker_process_init.connect

@@ -66,6 +66,7 @@ class Settings:
     broker_url: str = ""
     broker_key_prefix: str = ""
     api_keys: tuple[str, ...] = ()
+    metrics_keys: tuple[str, ...] = ()
     max_body_bytes: int = 10 * MIB
     max_batch_items: int = 50_000
     chunk_size: int = 500
@@ -97,6 +98,7 @@ class Settings:
             broker_url=env.get("CELERY_BROKER_URL", "").strip() or redis_url,
             broker_key_prefix=env.get("ETL_BROKER_KEY_PREFIX", "").strip(),
             api_keys=tuple(k.strip() for k in env.get("ETL_API_KEYS", "").split(",") if k.strip()),
+            metrics_keys=tuple(k.strip() for k in env.get("ETL_METRICS_KEY", "").split(",") if k.strip()),
             max_body_bytes=_int(env, "ETL_MAX_BODY_BYTES", cls.max_body_bytes),
             max_batch_items=_int(env, "ETL_MAX_BATCH_ITEMS", cls.max_batch_items),
             chunk_size=_int(env, "ETL_CHUNK_SIZE", cls.chunk_size),

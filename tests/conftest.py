@@ -8,45 +8,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import pytest
 import redis
 import sqlalchemy as sa
 
 from etl_app.db import make_engine
-from etl_app.migrate import upgrade
 
-from support import API_KEY, KEY_PREFIX, RUN_ID, SERVER_URL, redis_db
-
-
-def _admin_url(url: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/postgres", parts.query, ""))
-
-
-def _drop_database(admin: str, name: str) -> None:
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+from support import API_KEY, KEY_PREFIX, RUN_ID, fresh_database, redis_db
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A fresh database of this run's own (``<name>_<run id>``), migrated to head once, dropped at the end."""
-    parts = urlsplit(SERVER_URL)
-    name = f"{parts.path.lstrip('/') or 'etl_app_test'}_{RUN_ID}"
-    admin = _admin_url(SERVER_URL)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
-    upgrade(url)
-    yield url
-    _drop_database(admin, name)
+    with fresh_database(RUN_ID) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import redis
 import requests
 
@@ -29,6 +32,29 @@ def wipe_keys(redis_url: str, prefix: str) -> int:
     if keys:
         client.delete(*keys)
     return len(keys)
+
+
+@contextmanager
+def fresh_database(suffix: str) -> Iterator[str]:
+    """A new database ``<name of SERVER_URL>_<suffix>`` migrated to head; dropped at the end."""
+    from etl_app.migrate import upgrade
+
+    parts = urlsplit(SERVER_URL)
+    name = f"{parts.path.lstrip('/') or 'etl_app_test'}_{suffix}"
+    admin = urlunsplit((parts.scheme, parts.netloc, "/postgres", parts.query, ""))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def redis_db(n: int) -> str:

@@ -272,8 +272,8 @@ def test_metrics_report_outbox_dead_letters_and_requests(client, auth, unique):
     client.post("/api/v1/students/batch", json=[student(unique), {"student_id": "bad id"}], headers=auth)
     assert client.get("/metrics").status_code == 401
     text = client.get("/metrics", headers=auth).get_data(as_text=True)
-    assert 'etl_api_records_total{outcome="accepted",record_type="students"} 1.0' in text
-    assert 'etl_api_records_total{outcome="rejected",record_type="students"} 1.0' in text
+    assert 'etl_records_accepted_total{record_type="students"}' in text
+    assert 'etl_records_rejected_total{record_type="students"}' in text
     assert 'etl_outbox_unsettled_records{record_type="students"}' in text
     assert "etl_database_up 1.0" in text
     assert 'etl_api_requests_total{endpoint="ingest.post_batch",status="202"} 1.0' in text

@@ -1,4 +1,8 @@
-"""Bearer API keys from ETL_API_KEYS, compared in constant time; /health and /ready are open."""
+"""Bearer API keys from ETL_API_KEYS, compared in constant time; /health and /ready are open.
+
+GET /metrics also takes a key of ETL_METRICS_KEY (comma-separated, for rotation), which opens
+nothing else: a Prometheus scraper holds a key that can read counts, not ingest or read records.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from flask import Flask, current_app, request
 
 from etl_app.api.errors import ApiError
 
+METRICS_ENDPOINT = "metrics.metrics"
 # /docs is a static page holding no data; it asks for the key and sends it for /openapi.json.
 OPEN_ENDPOINTS = {"health.health", "health.ready", "openapi.docs", "static"}
 
@@ -24,7 +29,10 @@ def init_app(app: Flask) -> None:
     def _authenticate():
         if request.endpoint in OPEN_ENDPOINTS or request.endpoint is None:
             return None
-        keys = current_app.extensions["etl"].settings.api_keys
+        settings = current_app.extensions["etl"].settings
+        keys = settings.api_keys
+        if request.endpoint == METRICS_ENDPOINT:
+            keys = (*keys, *settings.metrics_keys)
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token or not keys or not _key_ok(token.strip(), keys):

@@ -51,8 +51,8 @@ def _accept(
             accepted.append(payload)
             loaded.append(data)
     rejections.sort(key=lambda r: r["index"])
-    metrics.count_records(record_type.name, len(accepted), len(rejections))
     if not accepted:
+        metrics.count_refused(record_type.name, len(rejections))  # no ingestion row counts these
         return None
     relayed = len(accepted) < runtime.settings.chunk_size  # small submissions share chains through the relay
     result = outbox.store_and_commit(
