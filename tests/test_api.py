@@ -93,14 +93,25 @@ def test_broker_down_still_answers_202_and_leaves_records_unpublished_for_the_re
 ):
     """Both paths: a large batch publishes itself (and fails), a small one goes to the relay (which
     cannot publish either). Either way the records are stored and marked unpublished. A hang
-    would be stopped by the suite's per-test timeout."""
+    would be stopped by the suite's per-test timeout.
+
+    The relay keeps trying: while one of its rounds holds the records claimed (``enqueued_at``
+    set) it has not failed yet, so the test waits for the records to be flagged unpublished
+    between rounds rather than reading them at one arbitrary moment."""
     client = make_app(broker_url="redis://127.0.0.1:1/0", chunk_size=2, publish_timeout_seconds=1.0).test_client()
     large = client.post("/api/v1/students/batch", json=[student(f"{unique}-{i}") for i in range(3)], headers=auth)
     small = client.post("/api/v1/tutors", json=tutor(unique), headers=auth)
     assert (large.status_code, small.status_code) == (202, 202)
     for r in (large, small):
-        rows = raw_rows(engine, r.get_json()["ingestion_id"])
-        assert rows and all(row.status == "received" and row.enqueued_at is None for row in rows)
+        ingestion_id = r.get_json()["ingestion_id"]
+        rows = raw_rows(engine, ingestion_id)
+        assert rows and all(row.status == "received" for row in rows)
+        wait_until(
+            lambda i=ingestion_id: all(row.enqueued_at is None for row in raw_rows(engine, i)),
+            10,
+            0.02,
+            what="the records flagged unpublished",
+        )
 
 
 # -- reading ------------------------------------------------------------------------------------
