@@ -4,7 +4,6 @@ report exactly what the database holds and what every process measured."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -87,7 +86,15 @@ def test_one_scrape_reports_what_every_process_did(stack):
     # acks), so once nothing is unacknowledged every observation is in Redis.
     wait_until(drained, 60, what="the queues to drain")
 
-    time.sleep(1.5)  # the gunicorn worker that does not answer the scrape sends its request counts each second
+    def requests_summed():
+        # each gunicorn worker sends its request counts to Redis once a second: wait for both
+        samples = scrape(stack)
+        return (
+            value(samples, "etl_api_requests_total", endpoint="read.list_record_types", status="200") == REQUESTS
+            and value(samples, "etl_api_requests_total", endpoint="ingest.post_batch", status="202") == BATCHES
+        )
+
+    wait_until(requests_summed, 30, 0.2, what="both web workers' request counts summed in Redis")
     samples = scrape(stack)  # ONE scrape: every assertion below reads it
     assert value(samples, "etl_database_up") == 1 and value(samples, "etl_redis_up") == 1
     assert value(samples, "etl_records_accepted_total", record_type="students") == N
