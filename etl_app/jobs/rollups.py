@@ -40,7 +40,7 @@ _REPLACE = sa.text(
         FROM sessions WHERE scheduled_start >= :lo AND scheduled_start < :hi
     ), f AS (
         SELECT f.session_id, count(*) AS n, sum(f.overall_rating) AS rating_sum
-        FROM feedback f WHERE f.session_id IN (SELECT session_id FROM s)
+        FROM feedback f JOIN s ON s.session_id = f.session_id
         GROUP BY f.session_id
     ), fresh AS (
         SELECT s.tutor_id, s.day,
