@@ -86,6 +86,10 @@ def render(results: dict[str, Any]) -> None:
     if cpu.row_count:
         console.print(cpu)
 
+    jobs = phases.get("jobs")
+    if jobs and "jobs" in jobs:
+        console.print(_jobs_table(jobs))
+
     soak = phases.get("soak")
     if soak and "rss_by_process" in soak:
         console.print(_soak_table(soak))
@@ -122,6 +126,21 @@ def _cpu_table(phases: dict[str, Any]) -> Table:
         table.add_row(name, _n(worker.get("main"), 1), _n(worker.get("children"), 1), _n(web.get("main"), 1),
                       _n(web.get("children"), 1), _n(phase.get("bench_process_cpu_seconds"), 1),
                       _n(phase.get("server_cpu_seconds"), 1), _n(phase.get("foreign_cpu_seconds"), 1))  # fmt: skip
+    return table
+
+
+def _jobs_table(jobs: dict[str, Any]) -> Table:
+    """Seconds per job over the seeded month: the functions alone (first run, re-run) and through the runner."""
+    title = (f"jobs over {jobs['records']:,} seeded sessions, {jobs['window'][0]} to {jobs['window'][1]} "
+             f"(seeded in {_n(jobs['seed_seconds'], 1)} s)")  # fmt: skip
+    table = Table(title=title)
+    for column in ("job", "seconds", "rows", "re-run seconds", "re-run rows", "runner seconds", "runner rows"):
+        table.add_column(column, justify="left" if column == "job" else "right")
+    runner = jobs.get("runner") or {}
+    for name in dict.fromkeys([*jobs["jobs"], *runner]):
+        alone, through = jobs["jobs"].get(name, {}), runner.get(name, {})
+        table.add_row(name, _n(alone.get("seconds"), 2), _n(alone.get("rows")), _n(alone.get("rerun_seconds"), 2),
+                      _n(alone.get("rerun_rows")), _n(through.get("seconds"), 2), _n(through.get("rows")))  # fmt: skip
     return table
 
 
