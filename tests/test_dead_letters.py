@@ -387,7 +387,7 @@ def test_bulk_replay_by_filters_in_the_body_or_the_query(client, auth, engine, u
 @pytest.mark.parametrize(
     ("kwargs", "parameter"),
     [
-        ({"json": {"status": "replayed"}}, "status"),
+        ({"json": {"status": "replayed", "all": True}}, "status"),
         ({"json": {"record_type": "students", "typo": 1}}, "typo"),
         ({"json": {"ingestion_id": 5}}, "ingestion_id"),
         ({"json": {"limit": 10_001}}, "limit"),
@@ -397,6 +397,75 @@ def test_bulk_replay_by_filters_in_the_body_or_the_query(client, auth, engine, u
 def test_bulk_replay_refuses_bad_filters(client, auth, kwargs, parameter):
     r = client.post("/api/v1/dead-letters/replay", headers=auth, **kwargs)
     assert r.status_code == 400 and r.get_json()["parameter"] == parameter
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "parameter"),
+    [
+        ({"query_string": {"record_type": ""}}, "record_type"),  # ?record_type=$UNSET
+        ({"query_string": {"record_type": "students", "ingestion_id": ""}}, "ingestion_id"),
+        ({"json": {"error_type": ""}}, "error_type"),
+        ({"json": {"record_type": None}}, "record_type"),
+        ({"json": {"record_type": "", "all": True}}, "record_type"),  # all does not excuse an empty one
+        ({"json": {"since": "", "dry_run": True}}, "since"),
+        ({}, None),  # no filter
+        ({"json": {}}, None),
+        ({"json": {"status": "open"}}, None),  # status alone narrows nothing
+        ({"json": {"all": False}}, None),
+        ({"query_string": {"all": "false"}}, None),
+    ],
+)
+def test_bulk_replay_without_a_filter_or_with_an_empty_one_is_refused(client, auth, engine, unique, kwargs, parameter):
+    _, ids = dead(engine, "students", [student(f"{unique}-{i}") for i in range(2)])
+    r = client.post("/api/v1/dead-letters/replay", headers=auth, **kwargs)
+    assert r.status_code == 400, r.get_json()
+    body = r.get_json()
+    assert body["error"] == "filter_required" and body["parameter"] == parameter
+    assert (parameter or "all: true") in body["message"]
+    assert [dead_letter_row(engine, i).status for i in ids] == ["open", "open"]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"json": {"all": True, "recordtype": "students"}},
+        {"query_string": {"all": "true", "dryrun": "true"}},
+        {"json": {"all": "yes"}},
+        {"json": {"record_type": "students", "dry_run": 1}},
+    ],
+)
+def test_bulk_replay_refuses_unknown_parameters_and_bad_flags(client, auth, kwargs):
+    r = client.post("/api/v1/dead-letters/replay", headers=auth, **kwargs)
+    assert r.status_code == 400 and r.get_json()["error"] == "invalid_parameter"
+
+
+def test_bulk_replay_dry_run_counts_and_changes_nothing(client, auth, engine, unique, api_redis_url, broker_prefix):
+    accepted, ids = dead(engine, "students", [student(f"{unique}-{i}") for i in range(3)])
+    with engine.begin() as conn:
+        actions.discard(conn, ids[0])
+    before = [tuple(dead_letter_row(engine, i)) for i in ids]
+    target = {"ingestion_id": str(accepted.ingestion_id)}
+    r = client.post("/api/v1/dead-letters/replay", json={**target, "dry_run": True}, headers=auth)
+    assert r.status_code == 200 and r.get_json() == {"dry_run": True, "would_replay": 2, "remaining": 0}
+    r = client.post("/api/v1/dead-letters/replay", json={**target, "dry_run": True, "limit": 1}, headers=auth)
+    assert r.get_json() == {"dry_run": True, "would_replay": 1, "remaining": 1}
+    r = client.post("/api/v1/dead-letters/replay", query_string={**target, "dry_run": "1"}, headers=auth)
+    assert r.get_json()["would_replay"] == 2
+    # all: true with no filter passes the gate; the dry run counts every open one (these among them)
+    r = client.post("/api/v1/dead-letters/replay", json={"all": True, "dry_run": True}, headers=auth)
+    assert r.status_code == 200 and r.get_json()["would_replay"] >= 2
+    assert [tuple(dead_letter_row(engine, i)) for i in ids] == before
+    assert {raw_row(engine, i).status for i in accepted.ids} == {"dead"}
+    assert queue_length(api_redis_url, broker_prefix) == 0
+
+
+def test_bulk_replay_with_all_and_a_filter_replays(client, auth, engine, unique):
+    accepted, ids = dead(engine, "students", [student(f"{unique}-{i}") for i in range(2)])
+    r = client.post(
+        "/api/v1/dead-letters/replay", json={"all": True, "ingestion_id": str(accepted.ingestion_id)}, headers=auth
+    )
+    assert r.status_code == 202 and r.get_json() == {"replayed": 2, "remaining": 0}
+    assert [dead_letter_row(engine, i).status for i in ids] == ["replayed", "replayed"]
 
 
 def test_bulk_replay_wants_the_filters_in_one_place(client, auth):

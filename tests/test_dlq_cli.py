@@ -103,6 +103,27 @@ def test_replay_all_by_filters(cli, engine, unique):
     assert {dead_letter_row(engine, i).status for i in ids} == {"replayed"}
 
 
+def test_replay_all_refuses_an_empty_filter(cli, engine, unique):
+    accepted, ids = dead(engine, "students", [student(f"{unique}-{i}") for i in range(2)])
+    for args in (("--record-type", ""), ("--ingestion-id", str(accepted.ingestion_id), "--since", "")):
+        r = cli("dlq", "replay", "--all", *args)
+        assert r.exit_code == 2 and "is empty: give it a value or leave it out" in r.output, r.output
+    assert "--record-type is empty" in cli("dlq", "replay", "--all", "--record-type", "").output
+    assert {dead_letter_row(engine, i).status for i in ids} == {"open"}
+
+
+def test_replay_all_dry_run_counts_and_changes_nothing(cli, engine, unique):
+    accepted, ids = dead(engine, "students", [student(f"{unique}-{i}") for i in range(3)])
+    before = [tuple(dead_letter_row(engine, i)) for i in ids]
+    r = cli("dlq", "replay", "--all", "--dry-run", "--ingestion-id", str(accepted.ingestion_id), "--limit", "2")
+    assert r.exit_code == 0, r.output
+    assert "dry run: would replay 2 dead letters; 1 matching ones would stay open" in r.output
+    r = cli("dlq", "replay", "--all", "--dry-run")  # no filter: every open one, counted
+    assert r.exit_code == 0 and "dry run: would replay" in r.output, r.output
+    assert [tuple(dead_letter_row(engine, i)) for i in ids] == before
+    assert {raw_row(engine, i).status for i in accepted.ids} == {"dead"}
+
+
 def test_a_superseded_correction_says_which_record_kept_the_key(cli, engine, unique):
     accepted, [dl_id] = dead(engine, "students", [student(unique)])
     newer = land(engine, "students", [student(unique, grade_level=10)])
@@ -133,6 +154,7 @@ def test_a_superseded_correction_says_which_record_kept_the_key(cli, engine, uni
         ("dlq", "replay", "5", "--all"),
         ("dlq", "replay", "5", "--record-type", "students"),
         ("dlq", "replay", "--all", "--payload-file", "-"),
+        ("dlq", "replay", "5", "--dry-run"),
     ],
 )
 def test_replay_usage_errors(cli, args):

@@ -11,7 +11,10 @@
   corrected record (validated again: 422 with field errors when invalid). 409 unless open.
 - ``POST /api/v1/dead-letters/replay``: the same filters, as a JSON object body or as query
   parameters; replays at most 10,000 open dead letters a call (``limit`` lowers that) and says
-  how many matching ones are still open (``remaining``): call again until it is 0.
+  how many matching ones are still open (``remaining``): call again until it is 0. It needs a
+  filter, or ``"all": true`` for every open dead letter; an empty filter value is refused (400
+  ``filter_required``). ``"dry_run": true`` changes nothing and answers 200
+  ``{"dry_run": true, "would_replay": N, "remaining": M}``.
 - ``POST /api/v1/dead-letters/<id>/discard`` (or ``DELETE /api/v1/dead-letters/<id>``): the dead
   letter is closed without replay; its raw record stays dead. Discarding twice is harmless.
 """
@@ -23,8 +26,8 @@ from flask import Blueprint, jsonify, request
 from etl_app.api.common import current_runtime, json_object_or_none
 from etl_app.api.errors import ApiError, error_response
 from etl_app.deadletters import actions, queries
-from etl_app.deadletters.errors import DlqError, InvalidParameter, InvalidPayload, NotFound, NotOpen
-from etl_app.deadletters.filters import parse_filters, parse_int
+from etl_app.deadletters.errors import DlqError, FilterRequired, InvalidParameter, InvalidPayload, NotFound, NotOpen
+from etl_app.deadletters.filters import BULK_FLAGS, parse_filters, parse_flag, parse_int, require_filter
 from etl_app.ingest.send import send_after_commit
 
 bp = Blueprint("dead_letters", __name__, url_prefix="/api/v1/dead-letters")
@@ -34,6 +37,8 @@ def api_error(exc: DlqError) -> ApiError:
     """The HTTP answer for a dead-letter domain error."""
     if isinstance(exc, InvalidParameter):
         return ApiError(400, "invalid_parameter", str(exc), parameter=exc.name)
+    if isinstance(exc, FilterRequired):
+        return ApiError(400, "filter_required", str(exc), parameter=exc.name)
     if isinstance(exc, NotFound):
         return ApiError(404, "not_found", str(exc))
     if isinstance(exc, NotOpen):
@@ -103,8 +108,13 @@ def replay_bulk():
         raise ApiError(400, "invalid_parameter", "give the filters either as a JSON body or as query parameters")
     params = body if body is not None else query
     runtime = current_runtime()
-    filters = parse_filters(params, runtime.registry.names(), extra=("limit",))
+    filters = parse_filters(params, runtime.registry.names(), extra=("limit", *BULK_FLAGS))
     cap = parse_int(params, "limit", actions.REPLAY_CAP, 1, actions.REPLAY_CAP)
+    require_filter(params, everything=parse_flag(params, "all"))
+    if parse_flag(params, "dry_run"):
+        with runtime.engine.connect() as conn:
+            would, remaining = actions.count_replayable(conn, filters, cap=cap)
+        return jsonify({"dry_run": True, "would_replay": would, "remaining": remaining})
     with runtime.engine.begin() as conn:
         replayed, remaining = actions.replay_matching(conn, filters, cap=cap)
     _send(replayed)

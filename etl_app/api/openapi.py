@@ -340,11 +340,30 @@ def _dead_letter_paths(spec: APISpec, registry: Registry) -> None:
         operations={
             "post": {
                 "summary": "Replay open dead letters matching the filters (JSON body or query), at most 10,000 a call",
+                "description": "Needs a filter, or `all: true` for every open dead letter; an empty filter value "
+                "or no filter is 400 `filter_required` (`parameter` names the empty one), an unknown parameter "
+                "400 `invalid_parameter`. `dry_run: true` changes nothing and answers 200 with the counts.",
                 "tags": tags,
                 "security": security,
-                "parameters": [*filters[:4], {"name": "limit", "in": "query", "schema": {"type": "integer"}}],
+                "parameters": [
+                    *filters[:4],
+                    {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+                    {"name": "all", "in": "query", "schema": {"type": "boolean", "default": False}},
+                    {"name": "dry_run", "in": "query", "schema": {"type": "boolean", "default": False}},
+                ],
                 "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}},
                 "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "dry_run": {"type": "boolean"},
+                                "would_replay": integer,
+                                "remaining": integer,
+                            },
+                        },
+                        "dry run: how many it would replay, and how many matching ones would stay open",
+                    ),
                     "202": _json(
                         {**replayed, "properties": {**replayed["properties"], "remaining": {"type": "integer"}}},
                         "`remaining`: matching dead letters still open",

@@ -18,8 +18,8 @@ from rich.table import Table
 from etl_app.cli.common import connect, console, settings_or_fail
 from etl_app.config import Settings
 from etl_app.deadletters import actions, queries
-from etl_app.deadletters.errors import InvalidParameter
-from etl_app.deadletters.filters import Filters, parse_filters
+from etl_app.deadletters.errors import FilterRequired, InvalidParameter
+from etl_app.deadletters.filters import Filters, parse_filters, require_filter
 from etl_app.ingest.send import send_after_commit
 from etl_app.record_types import get_registry
 from etl_app.runtime import build_runtime
@@ -150,8 +150,12 @@ def show_command(dead_letter_id: int, full: bool) -> None:
 @click.option("--all", "replay_all", is_flag=True, help="Every open dead letter matching the filters.")
 @filter_options
 @click.option("--limit", type=click.IntRange(1, actions.REPLAY_CAP), default=actions.REPLAY_CAP, show_default=True)
-def replay_command(dead_letter_id: int | None, payload_file, replay_all: bool, limit: int, **filters: str | None):
-    """Replay one dead letter (ID), optionally corrected, or --all matching the filters."""
+@click.option("--dry-run", is_flag=True, help="With --all: say how many it would replay; change nothing.")
+def replay_command(
+    dead_letter_id: int | None, payload_file, replay_all: bool, limit: int, dry_run: bool, **filters: str | None
+):
+    """Replay one dead letter (ID), optionally corrected, or --all matching the filters (an empty
+    filter value is refused)."""
     if (dead_letter_id is None) == (not replay_all):
         raise click.UsageError("give a dead letter ID or --all")
     given = {k: v for k, v in filters.items() if v is not None}
@@ -159,7 +163,20 @@ def replay_command(dead_letter_id: int | None, payload_file, replay_all: bool, l
         raise click.UsageError("filters go with --all")
     if replay_all and payload_file is not None:
         raise click.UsageError("--payload-file goes with one dead letter ID")
+    if dry_run and not replay_all:
+        raise click.UsageError("--dry-run goes with --all")
+    if replay_all:
+        try:
+            require_filter(given, everything=True)
+        except FilterRequired as exc:
+            name = (exc.name or "").replace("_", "-")
+            raise click.UsageError(f"--{name} is empty: give it a value or leave it out") from None
     settings = settings_or_fail()
+    if dry_run:
+        with connect(settings) as conn:
+            would, remaining = actions.count_replayable(conn, _filters(given), cap=limit)
+        click.echo(f"dry run: would replay {would} dead letters; {remaining} matching ones would stay open")
+        return
     if not settings.broker_url:
         raise click.ClickException("REDIS_URL (or CELERY_BROKER_URL) is not set")
     if dead_letter_id is not None:

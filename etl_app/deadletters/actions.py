@@ -149,6 +149,21 @@ def replay_matching(conn: sa.Connection, filters: Filters, *, cap: int = REPLAY_
     return replayed, remaining
 
 
+def count_replayable(conn: sa.Connection, filters: Filters, *, cap: int = REPLAY_CAP) -> tuple[int, int]:
+    """What :func:`replay_matching` would do now, changing and locking nothing: how many it would
+    replay and how many matching ones would stay open."""
+    if filters.status != OPEN:
+        raise InvalidParameter("status", "only open dead letters can be replayed")
+    replayable = conn.execute(
+        sa.select(sa.func.count())
+        .select_from(DEAD_LETTERS.join(RAW_RECORDS, RAW_RECORDS.c.id == DEAD_LETTERS.c.raw_record_id))
+        .where(*filters.where(), RAW_RECORDS.c.status == DEAD)
+    ).scalar_one()
+    matching = conn.execute(sa.select(sa.func.count()).select_from(DEAD_LETTERS).where(*filters.where())).scalar_one()
+    would = min(replayable, cap)
+    return would, matching - would
+
+
 _REPLAY_CHILDREN = _replay_sql(
     "SELECT d.id, d.raw_record_id FROM raw_records r JOIN dead_letters d ON d.raw_record_id = r.id "
     "WHERE r.status = :DEAD AND r.waiting_on = ANY(:refs) AND d.status = :OPEN "

@@ -16,6 +16,14 @@ class InvalidParameter(DlqError):
         self.name = name
 
 
+class FilterRequired(DlqError):
+    """A bulk action with no filter, or with an empty one (``name``), unless it says ``all``."""
+
+    def __init__(self, name: str | None, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
 class NotFound(DlqError):
     def __init__(self, dead_letter_id: int) -> None:
         super().__init__(f"no dead letter {dead_letter_id}")

@@ -11,12 +11,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from etl_app import errors
-from etl_app.deadletters.errors import InvalidParameter
+from etl_app.deadletters.errors import FilterRequired, InvalidParameter
 from etl_app.models import DEAD_LETTER_STATUSES, OPEN, DeadLetter
 
 DEAD_LETTERS = DeadLetter.__table__
 
 FILTERS = ("record_type", "error_type", "ingestion_id", "since", "status")
+NARROWING = FILTERS[:4]  # what a bulk action needs one of (or ``all``)
+BULK_FLAGS = ("all", "dry_run")
 ALL = "all"  # status filter: every status
 
 
@@ -91,3 +93,25 @@ def parse_int(params: Mapping[str, Any], name: str, default: int | None, lo: int
     if value is None or not lo <= value <= hi:
         raise InvalidParameter(name, f"must be an integer from {lo} to {hi}")
     return value
+
+
+def parse_flag(params: Mapping[str, Any], name: str) -> bool:
+    """A boolean: JSON true/false, or true/false/1/0 as a query parameter (absent: false)."""
+    raw = params.get(name)
+    if raw is None or isinstance(raw, bool):
+        return bool(raw)
+    if isinstance(raw, str) and raw.lower() in ("true", "1", "false", "0"):
+        return raw.lower() in ("true", "1")
+    raise InvalidParameter(name, "must be true or false")
+
+
+def require_filter(params: Mapping[str, Any], *, everything: bool) -> None:
+    """Refuse a bulk action given an empty filter value (an unset shell variable, most likely),
+    or no filter at all unless ``everything`` (the caller said ``all``): :class:`FilterRequired`."""
+    for name in FILTERS:
+        if name in params and params[name] in (None, ""):
+            raise FilterRequired(name, f"{name} is empty: give it a value or leave it out")
+    if not everything and not any(name in params for name in NARROWING):
+        raise FilterRequired(
+            None, f"a bulk action needs a filter ({', '.join(NARROWING)}), or all: true for every open dead letter"
+        )
