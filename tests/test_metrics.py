@@ -12,7 +12,7 @@ import redis
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from etl_app import stage_metrics
+from etl_app import errors, stage_metrics
 
 from payloads import student
 
@@ -146,3 +146,22 @@ def test_job_runs_are_counted_by_status_with_failures(client, auth, engine):
     assert value(samples, "etl_job_runs_total", job=job, status="running") == 1
     assert value(samples, "etl_job_failures_total", job=job) == 1
     assert value(samples, "etl_job_last_success_timestamp_seconds", job=job) == 1700000000
+
+
+def test_every_registered_record_type_has_a_sample_when_it_is_zero(app, client, auth, monkeypatch):
+    registry = app.extensions["etl"].registry
+    names = registry.names()
+    monkeypatch.setattr(registry, "names", lambda: [*names, "idle_type"])  # registered, never sent
+    after = scrape(client, auth)
+    for name in (
+        "etl_outbox_unsettled_records",
+        "etl_outbox_oldest_unsettled_seconds",
+        "etl_records_dead",
+        "etl_records_accepted_total",
+        "etl_records_persisted_total",
+        "etl_records_dead_lettered_total",
+    ):
+        assert value(after, name, record_type="idle_type") == 0, name
+        assert all(value(after, name, record_type=t) is not None for t in names), name
+    for error_type in errors.ERROR_TYPES:
+        assert value(after, "etl_dead_letters_open", record_type="idle_type", error_type=error_type) == 0

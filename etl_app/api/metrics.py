@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from etl_app import stage_metrics
+from etl_app import errors, stage_metrics
 from etl_app.models import DEAD, PERSISTED, REJECTED, sql
 from etl_app.names import DEAD_LETTER_QUEUE, JOBS_QUEUE, PIPELINE_QUEUE
 
@@ -135,7 +135,9 @@ class _DatabaseCollector:
                 for record_type, status, n in conn.execute(_SETTLED):
                     settled[(record_type, status)] = int(n)
                 ingested = {t: (int(a), int(r)) for t, a, r in conn.execute(_INGESTED)}
-                for record_type in sorted(ingested.keys() | (refused or {}).keys()):
+                # every registered type has a sample, 0 included: an absent series is not a zero
+                types = set(self.app.extensions["etl"].registry.names())
+                for record_type in sorted(ingested.keys() | (refused or {}).keys() | types):
                     n_accepted, n_rejected = ingested.get(record_type, (0, 0))
                     n_rejected += settled.get((record_type, REJECTED), 0) + (refused or {}).get(record_type, 0)
                     received.add_metric([record_type], int(n_accepted) + n_rejected)
@@ -143,14 +145,19 @@ class _DatabaseCollector:
                     rejected.add_metric([record_type], n_rejected)
                     persisted.add_metric([record_type], settled.get((record_type, PERSISTED), 0))
                     dead.add_metric([record_type], settled.get((record_type, DEAD), 0))
-                for record_type, n, age in conn.execute(_UNSETTLED):
+                backlog = {t: (n, float(age)) for t, n, age in conn.execute(_UNSETTLED)}
+                for record_type in sorted(backlog.keys() | types):
+                    n, age = backlog.get(record_type, (0, 0.0))
                     unsettled.add_metric([record_type], n)
-                    oldest.add_metric([record_type], float(age))
-                ever: dict[str, int] = {}
+                    oldest.add_metric([record_type], age)
+                ever: dict[str, int] = dict.fromkeys(types, 0)
+                now_open = {(t, e): 0 for t in types for e in errors.ERROR_TYPES}
                 for record_type, error_type, n, n_open in conn.execute(_DEAD_LETTERS):
                     ever[record_type] = ever.get(record_type, 0) + n
-                    if n_open:
-                        open_dead.add_metric([record_type, error_type], n_open)
+                    if n_open or record_type in types:
+                        now_open[(record_type, error_type)] = n_open
+                for (record_type, error_type), n in sorted(now_open.items()):
+                    open_dead.add_metric([record_type, error_type], n)
                 for record_type, n in sorted(ever.items()):
                     dead_lettered.add_metric([record_type], n)
                 # job_runs arrived with migration 0005; a database not migrated yet has no job metrics.
