@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from etl_app.roles import parse_keys
+
 MIB = 1024 * 1024
 
 
@@ -65,7 +67,7 @@ class Settings:
     redis_url: str = ""
     broker_url: str = ""
     broker_key_prefix: str = ""
-    api_keys: tuple[str, ...] = ()
+    api_keys: tuple[str, ...] = ()  # entries `key` or `key:role` (etl_app.roles)
     metrics_keys: tuple[str, ...] = ()
     max_body_bytes: int = 10 * MIB
     max_batch_items: int = 50_000
@@ -129,6 +131,7 @@ class Settings:
         return self.retry_budgets.get(error_type, self.transient_max_retries)
 
     def check(self) -> None:
+        parse_keys(self.api_keys)  # an unknown role stops the service at start
         if self.chunk_size < 1:
             raise ValueError("ETL_CHUNK_SIZE must be at least 1")
         if self.raw_retention_days < 1:

@@ -22,11 +22,20 @@ class JobFailed(Exception):
     """The job ran and failed (its run is recorded ``failed`` in job_runs with the error)."""
 
 
-def _run(task: EtlTask, job: str, window: dict[str, str] | None, trigger: str) -> dict[str, Any]:
+def _run(
+    task: EtlTask,
+    job: str,
+    window: dict[str, str] | None,
+    trigger: str,
+    actor: str | None = None,
+    request_id: str | None = None,
+) -> dict[str, Any]:
     """``window``: ``{"from": "YYYY-MM-DD", "to": "YYYY-MM-DD"}`` from ``POST /api/v1/jobs/<name>/run``;
-    beat sends none (the job's default window). The outcome (a skipped run too) is the result."""
+    beat sends none (the job's default window). ``actor``, ``request_id``: the API key id and the
+    HTTP request that asked for the run, for the audit trail. The outcome (a skipped run too) is
+    the result."""
     days = window_from(get_job(job), window.get("from"), window.get("to")) if window else None
-    outcome = run_job(task.runtime, job, days, trigger, task_id=task.request.id)
+    outcome = run_job(task.runtime, job, days, trigger, task_id=task.request.id, actor=actor, request_id=request_id)
     if outcome.status == FAILED:
         raise JobFailed(f"{job}: {outcome.error}")
     return outcome.as_dict()
@@ -44,9 +53,16 @@ def sweep_outbox(self: EtlTask) -> int:
 
 def _job_task(job: str, task_name: str):
     @shared_task(name=task_name, base=EtlTask, bind=True, retries_transient_errors=False)
-    def run(self: EtlTask, window: dict[str, str] | None = None, trigger: str = "beat") -> dict[str, Any]:
-        """Run the job (beat sends no arguments; the API's run-now a window and ``trigger="api"``)."""
-        return _run(self, job, window, trigger)
+    def run(
+        self: EtlTask,
+        window: dict[str, str] | None = None,
+        trigger: str = "beat",
+        actor: str | None = None,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Run the job (beat sends no arguments; the API's run-now a window, ``trigger="api"`` and
+        the asking key's id as ``actor``)."""
+        return _run(self, job, window, trigger, actor, request_id)
 
     return run
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
+from etl_app.api.audit import audited
 from etl_app.api.common import current_runtime, json_object_or_none
 from etl_app.api.errors import ApiError, error_response
 from etl_app.deadletters import actions, queries
@@ -94,7 +95,8 @@ def replay_one(dead_letter_id: int):
             400, "invalid_body", f'unknown field(s) {", ".join(unknown)}; the body is {{"payload": {{...}}}}'
         )
     runtime = current_runtime()
-    with runtime.engine.begin() as conn:
+    action = "edit" if "payload" in body else "replay"  # an edit: replayed with a corrected payload
+    with audited(action, {"dead_letter_id": dead_letter_id}) as (conn, _):
         replayed = actions.replay(conn, runtime.registry, dead_letter_id, body.get("payload", actions.UNSET))
     _send(replayed)
     return jsonify({"replayed": 1, "dead_letter_id": dead_letter_id, "raw_record_id": replayed.raw_ids[0]}), 202
@@ -115,8 +117,9 @@ def replay_bulk():
         with runtime.engine.connect() as conn:
             would, remaining = actions.count_replayable(conn, filters, cap=cap)
         return jsonify({"dry_run": True, "would_replay": would, "remaining": remaining})
-    with runtime.engine.begin() as conn:
+    with audited("bulk_replay", {"filters": params}) as (conn, entry):
         replayed, remaining = actions.replay_matching(conn, filters, cap=cap)
+        entry.count = replayed.count
     _send(replayed)
     return jsonify({"replayed": replayed.count, "remaining": remaining}), 202
 
@@ -124,6 +127,6 @@ def replay_bulk():
 @bp.post("/<int:dead_letter_id>/discard")
 @bp.delete("/<int:dead_letter_id>")
 def discard(dead_letter_id: int):
-    with current_runtime().engine.begin() as conn:
+    with audited("discard", {"dead_letter_id": dead_letter_id}) as (conn, _):
         result = actions.discard(conn, dead_letter_id)
     return jsonify(result)

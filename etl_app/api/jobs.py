@@ -12,8 +12,9 @@
   to a job that works as of now; 503 when the broker does not take the task within
   ETL_PUBLISH_TIMEOUT_SECONDS.
 
-Any valid API key may use these for now; running a job will need the ``operator`` role once
-roles arrive.
+Reading needs the ``read`` right, running the ``operate`` right (operator, admin). The run is
+audited by the runner with the key id of the key that asked for it (passed in the task's kwargs);
+a run the broker did not take is audited ``failed`` here.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from typing import Any
 from apispec import APISpec
 from flask import Blueprint, jsonify, request
 
-from etl_app import clock
+from etl_app import audit, clock
+from etl_app.api.auth import current_key_id, request_id
 from etl_app.api.common import current_runtime, json_object_or_none
 from etl_app.api.errors import ApiError
 from etl_app.jobs.registry import JOBS, BadWindow, Job, UnknownJob, get_job, window_from
@@ -93,11 +95,12 @@ def run_job_now(name: str):
     days = {"from": window.start.isoformat(), "to": window.end.isoformat()} if window else None
     runtime = current_runtime()
     task_id = str(uuid.uuid4())
+    actor, rid = current_key_id(), request_id()
 
     def send() -> None:
         runtime.celery.send_task(
             job.task_name,
-            kwargs={"window": days, "trigger": "api"},
+            kwargs={"window": days, "trigger": "api", "actor": actor, "request_id": rid},
             task_id=task_id,
             queue=JOBS_QUEUE,
             **publish_options(),
@@ -106,6 +109,11 @@ def run_job_now(name: str):
     try:
         _sender.submit(send).result(timeout=runtime.settings.publish_timeout_seconds)
     except Exception as exc:  # noqa: BLE001 - broker down or slow: nothing was queued (or it runs late)
+        target = {"job": job.name, "window": days, "task_id": task_id}
+        message = f"not queued: {exc or 'timed out'}"
+        audit.record_alone(
+            runtime.engine, audit.Entry(actor or "unknown", "job_run", target, None, audit.FAILED, message, rid)
+        )
         raise ApiError(503, "broker_unavailable", f"the job could not be queued: {exc or 'timed out'}") from None
     response = jsonify({"job": job.name, "task_id": task_id, "window": days, "status": "queued"})
     response.status_code = 202

@@ -1,9 +1,11 @@
-"""The operator's command line: ``etl-app run``, ``migrate``, ``dlq``, ``jobs``, ``status`` and ``generate``."""
+"""The operator's command line: ``etl-app run``, ``migrate``, ``dlq``, ``jobs``, ``audit``, ``status``
+and ``generate``."""
 
 from __future__ import annotations
 
 import click
 
+from etl_app.cli.audit import audit_command
 from etl_app.cli.deadletters import dlq_group
 from etl_app.cli.generate import generate
 from etl_app.cli.jobs import jobs_group
@@ -22,6 +24,7 @@ main.add_command(migrate)
 main.add_command(generate)
 main.add_command(dlq_group, "dlq")
 main.add_command(jobs_group, "jobs")
+main.add_command(audit_command)
 main.add_command(status_command)
 
 

@@ -1,17 +1,21 @@
-"""What the operator commands share: settings, a short-lived connection, rich output."""
+"""What the operator commands share: settings, a short-lived connection (audited for the actions of
+the audit trail: the command line acts as ``cli``, with admin rights), rich output."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
 import click
 import sqlalchemy as sa
 from rich.console import Console
 
+from etl_app import audit
 from etl_app.config import Settings
 from etl_app.db import make_engine
 from etl_app.deadletters.errors import DlqError, InvalidPayload
+from etl_app.roles import CLI_ACTOR
 
 
 def settings_or_fail() -> Settings:
@@ -24,11 +28,23 @@ def settings_or_fail() -> Settings:
     return settings
 
 
+def cli_entry(action: str, target: dict[str, Any], count: int | None = 1) -> audit.Entry:
+    """An audit entry of the command line for ``action`` on ``target``."""
+    return audit.Entry(CLI_ACTOR, action, target, count)
+
+
 @contextmanager
-def connect(settings: Settings, *, write: bool = False) -> Iterator[sa.Connection]:
+def connect(settings: Settings, *, write: bool = False, audited: audit.Entry | None = None) -> Iterator[sa.Connection]:
+    """A connection; ``write``: in a transaction committed at the end; ``audited``: that, and the
+    entry written in it (or written ``failed`` if the action fails; etl_app.audit.audited)."""
     engine = make_engine(settings.database_url, pool_size=1, max_overflow=0, application_name="etl_app-cli")
     try:
-        with engine.begin() if write else engine.connect() as conn:
+        opened: AbstractContextManager[sa.Connection]
+        if audited is not None:
+            opened = audit.audited(engine, audited)
+        else:
+            opened = engine.begin() if write else engine.connect()
+        with opened as conn:
             yield conn
     except InvalidPayload as exc:
         lines = [f"  {name}: {' '.join(msgs)}" for name, msgs in exc.errors.items()]

@@ -15,7 +15,7 @@ from rich.json import JSON
 from rich.markup import escape
 from rich.table import Table
 
-from etl_app.cli.common import connect, console, settings_or_fail
+from etl_app.cli.common import cli_entry, connect, console, settings_or_fail
 from etl_app.config import Settings
 from etl_app.deadletters import actions, queries
 from etl_app.deadletters.errors import FilterRequired, InvalidParameter
@@ -186,7 +186,8 @@ def replay_command(
                 payload = orjson.loads(payload_file.read())
             except orjson.JSONDecodeError as exc:
                 raise click.ClickException(f"the payload file is not valid JSON: {exc}") from None
-        with connect(settings, write=True) as conn:
+        action = "replay" if payload is actions.UNSET else "edit"
+        with connect(settings, audited=cli_entry(action, {"dead_letter_id": dead_letter_id})) as conn:
             replayed = actions.replay(conn, get_registry(), dead_letter_id, payload)
         click.echo(
             f"replayed dead letter {dead_letter_id} (raw record {replayed.raw_ids[0]}); once it settles, "
@@ -194,8 +195,10 @@ def replay_command(
         )
     else:
         parsed = _filters(given)
-        with connect(settings, write=True) as conn:
+        entry = cli_entry("bulk_replay", {"filters": {**given, "limit": limit}}, None)
+        with connect(settings, audited=entry) as conn:
             replayed, remaining = actions.replay_matching(conn, parsed, cap=limit)
+            entry.count = replayed.count
         click.echo(f"replayed {replayed.count} dead letters; {remaining} matching ones are still open")
     _send(settings, replayed)
 
@@ -205,6 +208,6 @@ def replay_command(
 def discard_command(dead_letter_id: int) -> None:
     """Close a dead letter without replaying it (its record stays dead)."""
     settings = settings_or_fail()
-    with connect(settings, write=True) as conn:
+    with connect(settings, audited=cli_entry("discard", {"dead_letter_id": dead_letter_id})) as conn:
         actions.discard(conn, dead_letter_id)
     click.echo(f"discarded dead letter {dead_letter_id}")

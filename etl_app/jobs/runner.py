@@ -17,6 +17,11 @@
 The outbox sweeper runs every minute and mostly finds nothing: its runs are recorded only when
 they re-sent records or failed (``Job.record == "when_rows"``), and a sweep that finds the lock
 held is only logged.
+
+Every recorded run, and every run the CLI or the API started, is also written to the audit
+trail (etl_app.audit, action ``job_run``) by ``actor``: the API key id for the API, else
+``cli`` or ``beat``; ``ok`` for a run that succeeded, ``failed`` with the error for one that
+failed or was skipped.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl_app import clock
+from etl_app import audit, clock
 from etl_app.config import Settings
 from etl_app.jobs.context import JobContext, Window
 from etl_app.jobs.registry import Job, get_job
@@ -109,6 +114,8 @@ def run_job(
     task_id: str | None = None,
     settings: Settings | None = None,
     now: datetime | None = None,
+    actor: str | None = None,
+    request_id: str | None = None,
 ) -> RunOutcome:
     """Run the job ``name`` now under its lock and record the run (see the module docstring).
 
@@ -117,7 +124,8 @@ def run_job(
     runtime). ``window``: the days to cover, else the job's default window of the UTC day of
     ``now`` (default: the current time, the run's "as of"). Never raises for the job's own
     failure: that is the outcome's ``failed`` status and ``error``; raises :class:`UnknownJob`
-    and, if the database cannot be reached to take the lock, the database error."""
+    and, if the database cannot be reached to take the lock, the database error. ``actor``: who
+    the audit trail names (default: the trigger); ``request_id``: the HTTP request, if any."""
     job = get_job(name)
     if trigger not in JOB_TRIGGERS:
         raise ValueError(f"trigger must be one of {JOB_TRIGGERS}, not {trigger!r}")
@@ -133,11 +141,31 @@ def run_job(
 
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as books:
         if not books.scalar(sa.select(sa.func.pg_try_advisory_lock(LOCK_NAMESPACE, lock_key(name)))):
-            return _skipped(books, job, outcome, task_id)
-        try:
-            return _run_locked(books, engine, runtime, job, outcome, task_id, settings, now)
-        finally:
-            _unlock(books, name)
+            outcome = _skipped(books, job, outcome, task_id)
+        else:
+            try:
+                outcome = _run_locked(books, engine, runtime, job, outcome, task_id, settings, now)
+            finally:
+                _unlock(books, name)
+        if outcome.run_id is not None or trigger != "beat":
+            _audit(books, outcome, actor or trigger, request_id)
+        return outcome
+
+
+def _audit(books: sa.Connection, outcome: RunOutcome, actor: str, request_id: str | None) -> None:
+    target = {
+        "job": outcome.job,
+        "window": {"from": outcome.window.start.isoformat(), "to": outcome.window.end.isoformat()},
+        "run_id": outcome.run_id,
+        "trigger": outcome.trigger,
+    }
+    ok = outcome.status == SUCCEEDED
+    message = None if ok else f"{outcome.status}: {outcome.error}"
+    entry = audit.Entry(actor, "job_run", target, outcome.rows, audit.OK if ok else audit.FAILED, message, request_id)
+    try:
+        audit.record(books, entry)  # autocommit, like the run's own record
+    except Exception:
+        log.exception("job %s: could not write its audit entry", outcome.job)
 
 
 def _skipped(books: sa.Connection, job: Job, outcome: RunOutcome, task_id: str | None) -> RunOutcome:

@@ -1,0 +1,73 @@
+"""``GET /api/v1/audit``: the audit trail (etl_app.audit), newest first. Any key with the ``read``
+right (reader, operator, admin) may read it: it names keys by key id only.
+
+Filters: ``action`` (replay, bulk_replay, discard, bulk_discard, edit, job_run), ``key_id`` (a key
+id, ``cli`` or ``beat``), ``since`` (ISO 8601, on ``at``); ``limit`` (1..500, default 50) and
+``cursor`` (the ``next`` of the previous page; null on the last one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, jsonify, request
+
+from etl_app import audit
+from etl_app.api.auth import current_key_id, request_id
+from etl_app.api.common import current_runtime
+from etl_app.api.errors import ApiError
+from etl_app.deadletters.errors import InvalidParameter
+from etl_app.deadletters.filters import parse_int
+
+bp = Blueprint("audit", __name__, url_prefix="/api/v1/audit")
+PARAMETERS = ("action", "key_id", "since", "limit", "cursor")
+
+
+def entry(action: str, target: dict[str, Any]) -> audit.Entry:
+    """An audit entry of this request's key for ``action`` on ``target``."""
+    return audit.Entry(current_key_id() or "unknown", action, target, request_id=request_id())
+
+
+@contextmanager
+def audited(action: str, target: dict[str, Any], count: int | None = 1) -> Iterator[tuple[sa.Connection, audit.Entry]]:
+    """The action's transaction, audited (etl_app.audit.audited): the entry is this request's key's."""
+    e = entry(action, target)
+    e.count = count
+    with audit.audited(current_runtime().engine, e) as conn:
+        yield conn, e
+
+
+def _bad(name: str, message: str) -> ApiError:
+    return ApiError(400, "invalid_parameter", f"{name} {message}", parameter=name)
+
+
+@bp.get("")
+def list_audit():
+    params = request.args.to_dict()
+    unknown = sorted(set(params) - set(PARAMETERS))
+    if unknown:
+        raise _bad(unknown[0], f"is not a parameter; they are {', '.join(PARAMETERS)}")
+    action = params.get("action") or None
+    if action is not None and action not in audit.ACTIONS:
+        raise _bad("action", f"must be one of {', '.join(audit.ACTIONS)}")
+    since = None
+    if params.get("since"):
+        try:
+            since = datetime.fromisoformat(params["since"])
+        except ValueError:
+            raise _bad("since", "must be an ISO 8601 timestamp") from None
+        since = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
+    try:
+        limit = parse_int(params, "limit", audit.DEFAULT_LIMIT, 1, audit.MAX_LIMIT)
+        cursor = parse_int(params, "cursor", None, 1, 2**63 - 1)
+    except InvalidParameter as exc:
+        raise _bad(exc.name, "must be an integer in range") from None
+    with current_runtime().engine.connect() as conn:
+        page = audit.list_entries(
+            conn, action=action, key_id=params.get("key_id") or None, since=since, limit=limit, cursor=cursor
+        )
+    return jsonify({"audit": page.items, "next": page.next, "limit": page.limit})
