@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
@@ -33,7 +35,8 @@ def embedded_env_path(env: Mapping[str, str] | None = None) -> str:
 
 
 def read_env_file(path: str) -> dict[str, str]:
-    """``NAME=value`` lines (as honcho's .env files); a missing file is empty."""
+    """``NAME=value`` lines (as honcho's .env files), the value shell-quoted (as `etl-app run`
+    writes it, for a shell to source) or as it is; a missing file is empty."""
     out: dict[str, str] = {}
     try:
         with open(path, encoding="utf-8") as fh:
@@ -41,7 +44,11 @@ def read_env_file(path: str) -> dict[str, str]:
                 line = line.strip()
                 if line and not line.startswith("#") and "=" in line:
                     name, value = line.split("=", 1)
-                    out[name.strip()] = value.strip()
+                    value = value.strip()
+                    if value[:1] in ("'", '"'):
+                        with contextlib.suppress(ValueError):
+                            value = "".join(shlex.split(value))
+                    out[name.strip()] = value
     except FileNotFoundError:
         pass
     return out

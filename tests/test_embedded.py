@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redis
 
 from etl_app.local.server_processes import processes_in
 from etl_app.local.services import EmbeddedServiceError, EmbeddedServices
@@ -88,7 +89,11 @@ def test_start_connect_from_another_process_and_stop(base_dir):
         db_url = services.start_postgres()
         redis_url = services.start_redis()
         assert db_url.startswith("postgresql://postgres@/etl_app?host=")
-        assert redis_url == f"redis://127.0.0.1:{services.redis_port}/0"
+        password = (var / "redis_password").read_text().strip()
+        assert len(password) >= 32 and stat.S_IMODE((var / "redis_password").stat().st_mode) == 0o600
+        assert redis_url == f"redis://:{password}@127.0.0.1:{services.redis_port}/0"
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=services.redis_port).ping()  # no password: refused
         assert services.start_postgres() == db_url and services.start_redis() == redis_url
 
         assert _in_subprocess(WRITE_AND_READ, db_url, redis_url).split() == ["etl_app", "1", "from", "redis"]
@@ -110,6 +115,57 @@ def test_start_connect_from_another_process_and_stop(base_dir):
 
         with psycopg.connect(again.start_postgres()) as conn:
             assert conn.execute("SELECT count(*) FROM probe").fetchone() == (1,)
+
+
+def test_a_second_launcher_on_a_held_var_dir_says_who_holds_it_in_one_line(tmp_path):
+    from etl_app.local.var_dir import VarDirLock
+
+    var = tmp_path / "var"
+    held = VarDirLock(var)
+    held.acquire()
+    try:
+        with pytest.raises(EmbeddedServiceError, match=f"in use by another running launcher .*pid {os.getpid()}"):
+            VarDirLock(var).acquire()
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")}
+        proc = subprocess.run(
+            [sys.executable, "-c", "from etl_app.cli import main; main()", "run"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+            env={**env, "ETL_VAR_DIR": str(var)},
+        )
+    finally:
+        held.release()
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "Traceback" not in out
+    assert f"{var} is in use by another running launcher (etl-app run, pid {os.getpid()})" in out
+    assert "ETL_VAR_DIR" in out and len(out.strip().splitlines()) == 1, out
+
+
+def test_embedded_env_is_shell_quoted_and_read_back_in_both_forms(tmp_path):
+    from etl_app.cli.run import write_env_file
+    from etl_app.config import read_env_file
+
+    urls = {
+        "DATABASE_URL": f"postgresql://postgres@/etl_app?host={tmp_path}/a b&port=5432",
+        "REDIS_URL": "redis://:0123abcd@127.0.0.1:41234/0",
+    }
+    path = tmp_path / "embedded.env"
+    write_env_file(path, urls)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert read_env_file(str(path)) == urls
+    shell = subprocess.run(
+        ["bash", "-c", 'set -a; . "$1"; printf "%s\\n" "$DATABASE_URL" "$REDIS_URL"', "-", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shell.stdout.splitlines() == [urls["DATABASE_URL"], urls["REDIS_URL"]]
+    old = tmp_path / "old.env"  # as earlier versions wrote it
+    old.write_text("".join(f"{k}={v}\n" for k, v in urls.items()))
+    assert read_env_file(str(old)) == urls
 
 
 LAUNCHER = """

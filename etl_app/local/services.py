@@ -15,6 +15,7 @@ Layout under ``var_dir``::
     embedded.lock        held (flock) by the launcher while it runs the servers
     postgres/            PGDATA; also the unix socket directory and ``server.log``
     redis/               redis.conf, redis.log, redis.pid and Redis's working directory
+    redis_password       the embedded Redis's password (0600), made on the first start
 
 Only the packages' binaries are used, not their Python process managers (see
 :mod:`etl_app.local.embedded_postgres` and :mod:`etl_app.local.embedded_redis`): here the
@@ -31,7 +32,7 @@ that account and owning its files, which stay owned by root (0700), so the proje
 folder no other account can enter. Where user namespaces are not available, or an existing
 ``var/postgres`` belongs to an account, PostgreSQL runs as that unprivileged account instead,
 which must be able to reach ``var`` and the virtualenv (see :mod:`etl_app.local.postgres_as_root`).
-Redis listens on 127.0.0.1 only, without persistence.
+Redis listens on 127.0.0.1 only, on a free port, with a password, without persistence.
 
 Nothing here runs at import time. POSIX only (the worker's prefork pool is too).
 """
@@ -109,9 +110,9 @@ class EmbeddedServices:
         return self.postgres.start()
 
     def start_redis(self) -> str:
-        """Start a Redis on 127.0.0.1 (``redis_port``, else 6380 if free, else a free port).
+        """Start a Redis on 127.0.0.1 (``redis_port``, else a free port) with a password.
 
-        Returns ``redis://127.0.0.1:PORT/0``. A Redis left running under ``var_dir/redis`` by a
+        Returns ``redis://:PASSWORD@127.0.0.1:PORT/0``. A Redis left running under ``var_dir/redis`` by a
         killed launcher is stopped first (its data is not kept: no persistence).
         """
         if self.redis.redis_url is not None:
@@ -157,6 +158,6 @@ class EmbeddedServices:
             )
         if self._lock.held:
             return
-        self._lock.acquire(self.postgres.pg_data, self.redis.redis_dir)
+        self._lock.acquire(self.postgres.pg_data, self.redis.redis_dir, self.redis.password_file)
         self._owner_pid = os.getpid()
         atexit.register(self.stop)

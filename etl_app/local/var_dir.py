@@ -64,8 +64,9 @@ class VarDirLock:
             if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise
             raise EmbeddedServiceError(
-                f"{self.var_dir} is in use by another running launcher (pid {holder}); stop it first "
-                "or point this one at another directory"
+                f"{self.var_dir} is in use by another running launcher (etl-app run, pid {holder}) and its "
+                f"embedded servers; stop that one first (Ctrl-C in its terminal, or kill {holder}), or give "
+                "this one another directory with ETL_VAR_DIR"
             ) from None
         fh.seek(0)
         fh.truncate()
