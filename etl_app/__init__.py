@@ -15,12 +15,16 @@ def create_app(config: dict[str, Any] | None = None):
     """
     from flask import Flask
 
-    from etl_app import api
+    from etl_app import api, logs
+    from etl_app.api import ratelimit, requestlog
     from etl_app.config import Settings
     from etl_app.runtime import build_runtime
 
+    logs.configure()
     config = dict(config or {})
     settings = Settings.from_env(**{k: v for k, v in config.items() if k.islower()})
+    logs.add_secrets(settings.database_url, settings.redis_url, settings.broker_url)
+    logs.add_secrets(*logs.entry_secrets((*settings.api_keys, *settings.metrics_keys)))
     if not settings.database_url or not settings.broker_url:
         raise RuntimeError(
             "DATABASE_URL and REDIS_URL are not set: start the service with `etl-app run` "
@@ -33,5 +37,7 @@ def create_app(config: dict[str, Any] | None = None):
     runtime = build_runtime(settings)
     app.extensions["celery"] = runtime.celery
     app.extensions["etl"] = runtime
+    requestlog.init_app(app)  # first: every later hook logs with the request id
     api.init_app(app)
+    ratelimit.init_app(app)  # after authentication: counted by key id
     return app

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from celery import Celery
-from celery.signals import before_task_publish, worker_process_init
+import logging
 
-from etl_app import stage_metrics
+from celery import Celery
+from celery.signals import before_task_publish, celeryd_after_setup, setup_logging, worker_process_init
+
+from etl_app import logs, stage_metrics
 from etl_app.pipeline.messages import stamp_sent_at
 
 CELERY_CONFIG_MODULE = "celeryconfig"
@@ -34,3 +36,22 @@ def _reset_connections_in_child(**_kwargs) -> None:
     runtime = getattr(current_app, "etl", None)
     if runtime is not None:
         runtime.reset_after_fork()
+
+
+@setup_logging.connect
+def _setup_logging(loglevel=None, **_kwargs) -> None:
+    """Worker and beat log through :mod:`etl_app.logs` (Celery then installs no handler of its own)."""
+    logs.configure(loglevel)
+
+
+@celeryd_after_setup.connect
+def _quiet_banner_in_json(sender=None, instance=None, **_kwargs) -> None:
+    """In JSON logs the worker's multi-line start banner (plain text on stdout) is one log line."""
+    if instance is not None and logs.json_enabled():
+        instance.quiet = True
+        logging.getLogger("celery.apps.worker").info(
+            "worker %s starting: queues %s, concurrency %s",
+            sender,
+            ",".join(sorted(instance.app.amqp.queues.consume_from or ())),
+            instance.concurrency,
+        )

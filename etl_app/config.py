@@ -94,6 +94,7 @@ class Settings:
     raw_retention_days: int = 30
     rollup_days: int = 7
     job_batch_size: int = 5_000
+    rate_limit: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -126,6 +127,7 @@ class Settings:
             raw_retention_days=_int(env, "ETL_RAW_RETENTION_DAYS", cls.raw_retention_days),
             rollup_days=_int(env, "ETL_ROLLUP_DAYS", cls.rollup_days),
             job_batch_size=_int(env, "ETL_JOB_BATCH_SIZE", cls.job_batch_size),
+            rate_limit=env.get("ETL_RATE_LIMIT", "").strip(),
         )
         known = {f.name for f in fields(cls)}
         values.update({k: v for k, v in overrides.items() if k in known})
@@ -147,6 +149,16 @@ class Settings:
             raise ValueError("ETL_ROLLUP_DAYS must be at least 1")
         if self.job_batch_size < 1:
             raise ValueError("ETL_JOB_BATCH_SIZE must be at least 1")
+        if self.rate_limit:
+            from limits import parse_many
+
+            try:
+                parse_many(self.rate_limit)
+            except ValueError:
+                raise ValueError(
+                    f"ETL_RATE_LIMIT must be in flask-limiter's notation, e.g. 100/second;5000/minute: "
+                    f"{self.rate_limit!r}"
+                ) from None
         visibility = int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600"))
         if self.retry_backoff_max_seconds * 2 > visibility:
             raise ValueError(

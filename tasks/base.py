@@ -24,7 +24,7 @@ from celery import Task
 from celery.exceptions import Retry
 from celery.utils.time import get_exponential_backoff_interval
 
-from etl_app import errors
+from etl_app import errors, logs
 from etl_app.deadletters.store import Failure
 from etl_app.ingest import claim
 from etl_app.pipeline.messages import UnreadableMessage, publish_chunks, publish_dead_letters, read_chunk
@@ -117,6 +117,8 @@ class EtlTask(Task):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         message = args[0] if args else None
+        record_type = message.get("type") if isinstance(message, dict) else None
+        log_context = logs.bind(record_type=record_type if isinstance(record_type, str) else None)
         unit = UnitOfWork(self.runtime.engine)
         stack = _units.__dict__.setdefault("stack", [])
         stack.append(unit)
@@ -141,6 +143,7 @@ class EtlTask(Task):
         finally:
             unit.close()
             stack.pop()
+            logs.unbind(log_context)
 
     # -- retry policy ---------------------------------------------------------------------
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
 from flask import Blueprint, jsonify, request
 
+from etl_app import logs
 from etl_app.api import metrics
 from etl_app.api.common import (
     JSON,
@@ -25,6 +27,7 @@ from etl_app.pipeline.stash import item
 from etl_app.record_types import RecordType
 
 bp = Blueprint("ingest", __name__, url_prefix="/api/v1")
+log = logging.getLogger(__name__)
 
 
 def _accept(
@@ -64,6 +67,8 @@ def _accept(
         rejections=rejections,
         relayed=relayed,
     )
+    logs.bind(ingestion_id=result.ingestion_id, record_type=record_type.name)  # until the request ends
+    log.info("ingestion stored (%s): %d accepted, %d rejected", source, len(accepted), len(rejections))
     if relayed:
         runtime.relay.notify()
         return result

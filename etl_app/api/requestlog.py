@@ -1,0 +1,43 @@
+"""A request id for every request, on its log lines and in its answer (``X-Request-ID``).
+
+A well-formed X-Request-ID sent by the client or a proxy is kept; otherwise one is made.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from flask import Flask, g, request
+
+from etl_app import logs
+
+HEADER = "X-Request-ID"
+_WELL_FORMED = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+log = logging.getLogger(__name__)
+
+
+def init_app(app: Flask) -> None:
+    """Register before anything else, so that every later hook logs with the request id."""
+
+    @app.before_request
+    def _bind_request_id():
+        sent = request.headers.get(HEADER, "")
+        g.request_id = sent if _WELL_FORMED.fullmatch(sent) else uuid.uuid4().hex
+        g.log_context = logs.bind(request_id=g.request_id)
+
+    @app.after_request
+    def _answer_request_id(response):
+        if g.get("request_id"):
+            response.headers[HEADER] = g.request_id
+        return response
+
+    @app.teardown_request
+    def _unbind(_exc=None):
+        token = g.pop("log_context", None)
+        if token is not None:
+            try:
+                logs.unbind(token)
+            except ValueError:  # set in another context (never in a normal request)
+                log.debug("request log context already gone")

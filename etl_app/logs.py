@@ -1,0 +1,284 @@
+"""Logging, configured in one place for every process (web, worker, beat, commands).
+
+``ETL_LOG_FORMAT=json`` writes one JSON object per line (time, level, logger, message, and when
+known ingestion_id, record_type, task_id, task_name, request_id); anything else is plain text.
+``ETL_LOG_LEVEL`` (default INFO) is the root logger's level. :func:`configure` is called by the
+app factory, by Celery's ``setup_logging`` signal (worker and beat) and, for gunicorn's own error
+and access logs, by :class:`GunicornLogger` (the Procfile's ``--logger-class``).
+
+No secret reaches a log line: every line is masked by :class:`SecretMasker`, which replaces the
+password of any ``scheme://user:password@`` URL and every known secret value (the API and metrics
+keys, FLOWER_BASIC_AUTH, the passwords of DATABASE_URL, REDIS_URL and CELERY_BROKER_URL, and
+anything passed to :func:`add_secrets`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import orjson
+
+FORMAT_ENV = "ETL_LOG_FORMAT"
+LEVEL_ENV = "ETL_LOG_LEVEL"
+CONTEXT_FIELDS = ("ingestion_id", "record_type", "task_id", "task_name", "request_id")
+MASK = "***"
+# The settings whose values are secrets (comma-separated lists) or URLs that may carry a password.
+SECRET_ENV = ("ETL_API_KEYS", "ETL_METRICS_KEY", "FLOWER_BASIC_AUTH")
+URL_ENV = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")
+MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words
+
+_context: ContextVar[Mapping[str, Any]] = ContextVar("etl_log_context", default=MappingProxyType({}))
+
+
+# -- context --------------------------------------------------------------------------------------
+
+
+def bind(**fields: Any) -> Token:
+    """Add fields (None ones are left out) to this context's log lines; :func:`unbind` the token."""
+    return _context.set({**_context.get(), **{k: v for k, v in fields.items() if v is not None}})
+
+
+def unbind(token: Token) -> None:
+    _context.reset(token)
+
+
+@contextmanager
+def bound(**fields: Any) -> Iterator[None]:
+    token = bind(**fields)
+    try:
+        yield
+    finally:
+        unbind(token)
+
+
+def current_fields() -> dict[str, Any]:
+    """The context fields of a line logged now: bound ones, and the Celery task being run."""
+    fields = dict(_context.get())
+    task = _current_task()
+    if task is not None:
+        request = getattr(task, "request", None)
+        task_id = getattr(request, "id", None)
+        if task_id:
+            fields.setdefault("task_id", task_id)
+            fields.setdefault("task_name", task.name)
+    return fields
+
+
+def _current_task() -> Any:
+    celery_state = sys.modules.get("celery._state")  # only where Celery is loaded
+    return celery_state.get_current_task() if celery_state is not None else None
+
+
+# -- secrets --------------------------------------------------------------------------------------
+
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@\s/]+@")
+
+
+class SecretMasker:
+    """Masks URL passwords and known secret values in text."""
+
+    def __init__(self) -> None:
+        self._secrets: frozenset[str] = frozenset()
+        self._pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()
+
+    def add(self, values: Iterable[str | None]) -> None:
+        new = {v for v in values if v and len(v) >= MIN_SECRET_LENGTH}
+        with self._lock:
+            if new <= self._secrets:
+                return
+            self._secrets = self._secrets | new
+            ordered = sorted(self._secrets, key=len, reverse=True)  # longest first: no half-masked values
+            self._pattern = re.compile("|".join(re.escape(s) for s in ordered))
+
+    def mask(self, text: str) -> str:
+        if "://" in text:
+            text = _URL_PASSWORD.sub(rf"\g<head>:{MASK}@", text)
+        pattern = self._pattern
+        return pattern.sub(MASK, text) if pattern is not None else text
+
+
+masker = SecretMasker()
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """The password of a URL (as written and decoded), if it has one."""
+    try:
+        password = urlsplit(url or "").password
+    except ValueError:
+        return []
+    return [password, unquote(password)] if password else []
+
+
+def entry_secrets(entries: Iterable[str], *, secret_side: str = "head") -> list[str]:
+    """Entries of a secret list, whole and their secret side of a colon: the head of an API key
+    entry ``key:role``, the tail (``secret_side="tail"``) of a basic-auth ``user:password``."""
+    values: list[str] = []
+    for entry in entries:
+        entry = entry.strip()
+        values.append(entry)
+        if ":" in entry:
+            values.append(entry.rpartition(":")[0] if secret_side == "head" else entry.partition(":")[2])
+    return values
+
+
+def secrets_from_env(env: Mapping[str, str]) -> list[str]:
+    values: list[str] = []
+    for name in SECRET_ENV:
+        side = "tail" if name == "FLOWER_BASIC_AUTH" else "head"
+        values += entry_secrets(env.get(name, "").split(","), secret_side=side)
+    for name in URL_ENV:
+        values += url_secrets(env.get(name))
+    return values
+
+
+def add_secrets(*values: str | None) -> None:
+    """Values never to be written to a log (URLs are reduced to their password)."""
+    for value in values:
+        if value and "://" in value:
+            masker.add(url_secrets(value))
+        else:
+            masker.add([value])
+
+
+class SecretFilter(logging.Filter):
+    """Masks the rendered message of a record (for handlers whose formatter is not ours)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = masker.mask(message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
+# -- formatters -----------------------------------------------------------------------------------
+
+
+def _fields_of(record: logging.LogRecord) -> dict[str, Any]:
+    fields = current_fields()
+    for name in CONTEXT_FIELDS:  # extra={"ingestion_id": ...} wins over the context
+        value = getattr(record, name, None)
+        if value is not None:
+            fields[name] = value
+    return fields
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; every string in it masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": masker.mask(record.getMessage()),
+            "process": record.process,
+        }
+        for name, value in _fields_of(record).items():
+            data[name] = masker.mask(value) if isinstance(value, str) else value
+        if record.name == "gunicorn.access" and isinstance(record.args, Mapping):
+            atoms = record.args  # gunicorn's access-log atoms: the request line's parts
+            data["http"] = {
+                "method": atoms.get("m"),
+                "path": masker.mask(str(atoms.get("U", ""))),
+                "status": atoms.get("s"),
+                "duration_ms": round(int(atoms.get("D", 0)) / 1000, 1),
+            }
+        if record.exc_info:
+            data["exc_info"] = masker.mask(self.formatException(record.exc_info))
+        if record.stack_info:
+            data["stack_info"] = masker.mask(self.formatStack(record.stack_info))
+        return orjson.dumps(data, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """gunicorn's layout plus the logger name and the context fields; masked."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = _fields_of(record)
+        if fields:
+            head, sep, tail = line.partition("\n")  # after the message, before any traceback
+            line = head + " [" + " ".join(f"{k}={v}" for k, v in fields.items()) + "]" + sep + tail
+        return masker.mask(line)
+
+
+def json_enabled(env: Mapping[str, str] | None = None) -> bool:
+    env = os.environ if env is None else env
+    return env.get(FORMAT_ENV, "").strip().lower() == "json"
+
+
+def formatter(env: Mapping[str, str] | None = None) -> logging.Formatter:
+    return JsonFormatter() if json_enabled(env) else TextFormatter()
+
+
+def level(default: str | int | None = None, env: Mapping[str, str] | None = None) -> int:
+    """ETL_LOG_LEVEL, else ``default`` (e.g. celery's --loglevel), else INFO."""
+    env = os.environ if env is None else env
+    raw = env.get(LEVEL_ENV, "").strip() or default or "INFO"
+    if isinstance(raw, int):
+        return raw
+    value = logging.getLevelName(raw.upper())
+    if not isinstance(value, int):
+        raise ValueError(f"{LEVEL_ENV} must be a logging level (DEBUG, INFO, WARNING, ERROR): {raw!r}")
+    return value
+
+
+# -- configuration --------------------------------------------------------------------------------
+
+
+class _Handler(logging.StreamHandler):
+    """The root handler :func:`configure` installs (found again by its class)."""
+
+
+def configure(default_level: str | int | None = None) -> logging.Handler:
+    """Install (or update) the root handler: stderr, the chosen format, masked; the root level
+    from ETL_LOG_LEVEL. Idempotent: called again it reconfigures the same handler."""
+    masker.add(secrets_from_env(os.environ))
+    root = logging.getLogger()
+    handler = next((h for h in root.handlers if isinstance(h, _Handler)), None)
+    if handler is None:
+        handler = _Handler(sys.stderr)
+        handler.addFilter(SecretFilter())
+        root.addHandler(handler)
+    handler.setFormatter(formatter())
+    root.setLevel(level(default_level))
+    logging.captureWarnings(True)
+    return handler
+
+
+try:  # gunicorn is only importable where it is installed (it is a dependency of the service)
+    from gunicorn import glogging
+except ImportError:  # pragma: no cover
+    glogging = None
+
+if glogging is not None:
+
+    class GunicornLogger(glogging.Logger):
+        """gunicorn's error and access logs in the same format as the app's, masked.
+
+        The access log line is gunicorn's (``access_log_format``); it holds no request header
+        but the Referer and User-Agent, so no Authorization value is ever written."""
+
+        def setup(self, cfg: Any) -> None:
+            super().setup(cfg)
+            masker.add(secrets_from_env(os.environ))
+            for log in (self.error_log, self.access_log):
+                for handler in log.handlers:
+                    handler.setFormatter(formatter())
+                    handler.addFilter(SecretFilter())
