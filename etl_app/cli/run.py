@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from etl_app.config import Settings, embedded_env_path, var_dir
+from etl_app.roles import parse_keys
 
 PROCESSES = ("web", "worker", "deadletter", "beat", "flower")
 
@@ -96,13 +97,13 @@ def run(procfile: str) -> None:
         port, flower_port = env["WEB_PORT"], env.get("FLOWER_PORT", "5555")
         click.echo(click.style("etl_app is starting", bold=True))
         click.echo(f"  API          http://127.0.0.1:{port}/api/v1   (docs: http://127.0.0.1:{port}/docs)")
-        click.echo(f"  API key      {env['ETL_API_KEYS'].split(',')[0]}")
+        key = parse_keys(env["ETL_API_KEYS"].split(","))[0]  # the generated key, or the first one set
+        click.echo(f"  API key      {key.secret}   (role {key.role})")
         click.echo(f"  Flower       http://127.0.0.1:{flower_port}   (basic auth {env['FLOWER_BASIC_AUTH']})")
         click.echo(f"  database     {'embedded under ' + str(var) if embedded else 'DATABASE_URL'}")
         click.echo(f"  broker       {'embedded under ' + str(var) if embedded else 'REDIS_URL'}")
         click.echo(
-            f"  try          curl -H 'Authorization: Bearer {env['ETL_API_KEYS'].split(',')[0]}' "
-            f"http://127.0.0.1:{port}/api/v1/record-types"
+            f"  try          curl -H 'Authorization: Bearer {key.secret}' http://127.0.0.1:{port}/api/v1/record-types"
         )
         honcho = subprocess.Popen(["honcho", "start", "-f", procfile, *PROCESSES], env=env, preexec_fn=die_with_parent)
 
