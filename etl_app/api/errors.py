@@ -41,7 +41,11 @@ def register_error_handlers(app: Flask) -> None:
                 "payload_too_large",
                 f"the request body is over the limit of {request.max_content_length} bytes",
             )
-        return error_response(exc.code or 500, code, exc.description or exc.name)
+        response = error_response(exc.code or 500, code, exc.description or exc.name)
+        for name, value in exc.get_headers():  # e.g. the Allow of a 405
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

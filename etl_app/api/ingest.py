@@ -6,7 +6,8 @@ import logging
 from typing import Any
 
 import orjson
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from etl_app import logs
 from etl_app.api import metrics
@@ -87,9 +88,27 @@ def _accept(
     return result
 
 
+def _record_type(type_name: str) -> RecordType:
+    """The record type of the URL; a path that other endpoints serve (``/api/v1/dead-letters``)
+    but not for POST is a 405 with their ``Allow``, not an unknown record type."""
+    if current_runtime().registry.get(type_name) is None:
+        adapter = current_app.url_map.bind_to_environ(request.environ)
+        allowed: set[str] = set()
+        for method in ("GET", "PUT", "PATCH", "DELETE"):
+            try:
+                rule, _ = adapter.match(request.path, method=method, return_rule=True)
+            except HTTPException:
+                continue
+            if not (rule.endpoint or "").startswith("ingest."):
+                allowed |= set(rule.methods or ())
+        if allowed:
+            raise MethodNotAllowed(valid_methods=sorted(allowed))
+    return record_type_or_404(type_name)
+
+
 @bp.post("/<type_name>")
 def post_one(type_name: str):
-    record_type = record_type_or_404(type_name)
+    record_type = _record_type(type_name)
     if request.mimetype != JSON:
         raise wrong_content_type(JSON)
     payload = parse_json(body_or_400())
@@ -120,7 +139,7 @@ def _ndjson(body: bytes) -> tuple[list[Any], list[dict[str, Any]], list[int]]:
 
 @bp.post("/<type_name>/batch")
 def post_batch(type_name: str):
-    record_type = record_type_or_404(type_name)
+    record_type = _record_type(type_name)
     limit = current_runtime().settings.max_batch_items
     if request.mimetype == JSON:
         payloads = parse_json(body_or_400())

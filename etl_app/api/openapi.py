@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import flask_swagger_ui
 from apispec import APISpec
-from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, abort, current_app, jsonify, send_from_directory
 
 import etl_app
-from etl_app.api import reports
+from etl_app.api import openapi_fields, openapi_responses, reports
 from etl_app.api.jobs import openapi_paths as jobs_openapi_paths
 from etl_app.errors import ERROR_TYPES
 from etl_app.models import DEAD_LETTER_STATUSES, OUTCOMES, STATUSES
@@ -36,13 +38,15 @@ def _errors(*codes: int) -> dict:
 
 
 def build_spec(registry: Registry) -> dict:
+    ma_plugin = openapi_fields.plugin()
     spec = APISpec(
         title="etl_app",
         version=etl_app.__version__,
         openapi_version="3.0.3",
-        plugins=[MarshmallowPlugin()],
+        plugins=[ma_plugin],
         info={"description": "Ingest API of the etl_app Celery ETL service."},
     )
+    openapi_fields.register(ma_plugin)
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     spec.components.schema(
         "Error",
@@ -169,6 +173,7 @@ def build_spec(registry: Registry) -> dict:
             }
         },
     )
+    openapi_responses.audit_path(spec)
     spec.path(path="/health", operations={"get": {"summary": "Liveness", "responses": {"200": {"description": "up"}}}})
     spec.path(
         path="/ready",
@@ -179,7 +184,7 @@ def build_spec(registry: Registry) -> dict:
             }
         },
     )
-    return spec.to_dict()
+    return openapi_responses.complete(spec.to_dict())
 
 
 def _dead_letter_paths(spec: APISpec, registry: Registry) -> None:
@@ -395,11 +400,17 @@ def openapi_json():
     return jsonify(ext["etl_openapi"])
 
 
+# Swagger UI's files come with the flask-swagger-ui package and are served from here, so /docs
+# works on a machine without internet access.
+DOCS_ASSETS = Path(flask_swagger_ui.__file__).parent / "dist"
+DOCS_FILES = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png", "favicon-16x16.png"})
+
 DOCS_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>etl_app API</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
+<link rel="icon" type="image/png" href="/docs/assets/favicon-32x32.png">
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
 <body><div id="ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script src="/docs/assets/swagger-ui-bundle.js"></script>
 <script>
 const key = localStorage.getItem("etlApiKey") || prompt("API key (Bearer) for this etl_app");
 if (key) localStorage.setItem("etlApiKey", key);
@@ -413,3 +424,10 @@ SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui",
 @bp.get("/docs")
 def docs():
     return Response(DOCS_PAGE, mimetype="text/html")
+
+
+@bp.get("/docs/assets/<name>")
+def docs_asset(name: str):
+    if name not in DOCS_FILES:
+        abort(404)
+    return send_from_directory(DOCS_ASSETS, name, max_age=86400)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from etl_app.roles import ANY, OPERATE, READ, SUBMIT
 
-# /docs is a static page holding no data; it asks for the key and sends it for /openapi.json.
-OPEN_ENDPOINTS = frozenset({"health.health", "health.ready", "openapi.docs", "static"})
+# /docs is a static page holding no data (its Swagger UI files under /docs/assets); it asks for
+# the key and sends it for /openapi.json.
+OPEN_ENDPOINTS = frozenset({"health.health", "health.ready", "openapi.docs", "openapi.docs_asset", "static"})
 
 ENDPOINT_RIGHTS: dict[str, str] = {
     # submit

@@ -1,0 +1,89 @@
+"""The OpenAPI document as a contract: typed and bounded record fields, a schema on every answer,
+the shared 401/403/429/503 answers, a /docs that needs no internet, and 405 with ``Allow``."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from etl_app.api.openapi_responses import SHARED
+
+
+@pytest.fixture
+def spec(client, auth):
+    return client.get("/openapi.json", headers=auth).get_json()
+
+
+def _record_schemas(spec):
+    return {name: s for name, s in spec["components"]["schemas"].items() if name.endswith("Schema")}
+
+
+def test_every_record_field_is_typed_and_bounded(spec):
+    schemas = _record_schemas(spec)
+    assert {"TutorSchema", "SessionSchema", "FeedbackSchema", "StudentSchema"} <= set(schemas)
+    for name, schema in schemas.items():
+        for field, prop in schema["properties"].items():
+            where = f"{name}.{field}"
+            assert "type" in prop, where
+            assert not any(k.startswith("x-") for k in prop), where
+            if prop["type"] == "string":
+                assert prop.get("maxLength"), where
+            if prop["type"] == "array":
+                assert prop.get("maxItems") and prop["items"].get("maxLength"), where
+    tutor = schemas["TutorSchema"]["properties"]
+    assert tutor["age"] == {**tutor["age"], "type": "integer", "minimum": 16, "maximum": 100}
+    assert tutor["email"]["format"] == "email" and tutor["email"]["maxLength"] == 254
+    assert tutor["onboarding_date"]["format"] == "date"
+    assert tutor["updated_at"]["format"] == "date-time"
+    assert tutor["subjects"]["minItems"] == 1 and tutor["subjects"]["maxItems"] == 20
+    assert tutor["status"]["enum"] == ["active", "inactive", "on_leave", "churned"]
+    assert re.fullmatch(tutor["tutor_id"]["pattern"], "T-1") and not re.fullmatch(tutor["tutor_id"]["pattern"], "a b")
+
+
+def test_every_answer_has_a_schema_and_the_shared_ones(spec):
+    shared = spec["components"]["responses"]
+    assert {s["name"] for s in SHARED.values()} <= set(shared)
+    assert "Retry-After" in shared["RateLimited"]["headers"]
+    assert "/api/v1/audit" in spec["paths"]
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            answers = operation["responses"]
+            if operation.get("security"):
+                assert {"401", "403", "429", "503"} <= set(answers), f"{method} {path}"
+            for code, answer in answers.items():
+                assert "$ref" in answer or any("schema" in c for c in answer["content"].values()), (
+                    f"{method} {path} {code}"
+                )
+
+
+def test_an_oversized_string_or_list_is_a_field_error(client, auth):
+    from payloads import tutor
+
+    long_name = client.post("/api/v1/tutors", headers=auth, json=tutor("T-long", name="x" * 201))
+    assert long_name.status_code == 422 and "name" in long_name.get_json()["errors"]
+    many = client.post("/api/v1/tutors", headers=auth, json=tutor("T-many", subjects=[f"s{i}" for i in range(21)]))
+    assert many.status_code == 422 and "subjects" in many.get_json()["errors"]
+    long_item = client.post("/api/v1/tutors", headers=auth, json=tutor("T-item", subjects=["y" * 101]))
+    assert long_item.status_code == 422 and "subjects.0" in long_item.get_json()["errors"]
+
+
+def test_docs_loads_its_assets_from_the_app(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert not re.search(r"""(src|href)=["']https?://""", html)
+    assets = re.findall(r"""<(?:script|link)[^>]*(?:src|href)=["'](/[^"']+)["']""", html)
+    assert "/docs/assets/swagger-ui-bundle.js" in assets and "/docs/assets/swagger-ui.css" in assets
+    for asset in assets:
+        assert client.get(asset).status_code == 200, asset
+    assert client.get("/docs/assets/../openapi.py").status_code == 404
+
+
+def test_a_method_not_served_is_405_with_allow(client, auth):
+    refused = client.post("/api/v1/dead-letters", headers=auth, json={})
+    assert refused.status_code == 405 and "GET" in refused.headers["Allow"]
+    assert refused.get_json()["error"] == "method_not_allowed"
+    trace = client.open("/api/v1/tutors", method="TRACE", headers=auth)
+    assert trace.status_code == 405 and "POST" in trace.headers["Allow"]
+    assert client.post("/api/v1/no-such-type", headers=auth, json={}).status_code == 404
