@@ -102,7 +102,7 @@ def test_one_scrape_reports_what_every_process_did(stack):
     assert value(samples, "etl_records_received_total", record_type="students") == N + BATCHES
     assert value(samples, "etl_records_persisted_total", record_type="students") == N
     assert value(samples, "etl_records_dead", record_type="students") == 0
-    assert value(samples, "etl_outbox_unsettled_records", record_type="students") is None
+    assert value(samples, "etl_outbox_unsettled_records", record_type="students") == 0
     for queue in ("etl", "jobs", "dead_letter", "unacked"):
         assert value(samples, "etl_queue_messages", queue=queue) == 0, queue
 

@@ -17,9 +17,11 @@ pytestmark = pytest.mark.slow
 
 COMPARE = ("name", "grade_level")
 DB_OUTAGE_SECONDS = 30
-# A pipeline task's "retries exhausted" log record (the error in it may span lines).
-GAVE_UP = re.compile(r"\] etl\.(?:validate|enrich|persist): (?:(?!\n\[).)*?retries exhausted", re.DOTALL)
-RETRIED = re.compile(r"\] etl\.(?:validate|enrich|persist): (?:(?!\n\[).)*?; retry \d+/", re.DOTALL)
+# A pipeline task's "retries exhausted" log record (the error in it may span lines, up to the
+# next record: a line that starts with a date, or with "[" in Celery's own layout).
+NEXT_RECORD = r"\n(?:\[|\d{4}-\d\d-\d\d)"
+GAVE_UP = re.compile(rf"\betl\.(?:validate|enrich|persist): (?:(?!{NEXT_RECORD}).)*?retries exhausted", re.DOTALL)
+RETRIED = re.compile(rf"\betl\.(?:validate|enrich|persist): (?:(?!{NEXT_RECORD}).)*?; retry \d+/", re.DOTALL)
 
 
 def students(prefix: str, n: int) -> list[dict]:
