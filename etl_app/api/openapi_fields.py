@@ -3,7 +3,7 @@
 apispec knows marshmallow's own fields only; ours derive from ``fields.Field`` and would come out
 untyped (and their ``Range`` validators as ``x-minimum``). Each is mapped to its JSON type, and an
 attribute function adds what the field itself checks: lengths, the id pattern, email and
-date/date-time formats, the 1900..2100 years, the PostgreSQL ``integer`` bounds, item counts.
+date/date-time formats (their 1900..2100 years in the description), the PostgreSQL ``integer`` bounds, item counts.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from schemas.common import (
     EMAIL_MAX_LENGTH,
     INT32_MAX,
     INT32_MIN,
+    MAX_YEAR,
+    MIN_YEAR,
     Day,
     Id,
     Number,
@@ -27,12 +29,12 @@ from schemas.common import (
     Timestamp,
 )
 
-# A stripped string must keep a character that is not whitespace, and no string may hold NUL.
+# A required string must keep a character that is not whitespace once stripped; an optional one
+# may be empty or all space (it means null); no string may hold NUL.
 TEXT_PATTERN = r"^[^\x00]*[^\x00\s][^\x00]*$"
-ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
-YEARS = r"(19[0-9]{2}|20[0-9]{2}|2100)"
-DAY_PATTERN = rf"^{YEARS}-[0-9]{{2}}-[0-9]{{2}}$"
-TIMESTAMP_PATTERN = rf"^{YEARS}-[0-9]{{2}}-[0-9]{{2}}[Tt ][0-9]{{2}}:[0-9]{{2}}"
+OPTIONAL_TEXT_PATTERN = r"^[^\x00]*$"
+ID_PATTERN = r"^\s*[A-Za-z0-9_.:-]{1,64}\s*$"
+OPTIONAL_ID_PATTERN = r"^\s*([A-Za-z0-9_.:-]{1,64}\s*)?$"
 
 TYPES: dict[type, tuple[str, str | None]] = {
     Str: ("string", None),
@@ -48,17 +50,17 @@ TYPES: dict[type, tuple[str, str | None]] = {
 def _strict_properties(self: Any, field: fields.Field, ret: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if isinstance(field, Id):
-        out.update(minLength=1, maxLength=64, pattern=ID_PATTERN)
+        out.update(maxLength=64, pattern=ID_PATTERN if field.required else OPTIONAL_ID_PATTERN)
     elif isinstance(field, Timestamp):
-        out.update(pattern=TIMESTAMP_PATTERN, maxLength=64)
+        out.update(maxLength=64, description=f"ISO 8601; year {MIN_YEAR}..{MAX_YEAR}; naive means UTC")
     elif isinstance(field, Day):
-        out.update(pattern=DAY_PATTERN, maxLength=10)
+        out.update(maxLength=10, description=f"YYYY-MM-DD; year {MIN_YEAR}..{MAX_YEAR}")
     elif isinstance(field, Str):
-        out.update(minLength=1, maxLength=field.max_length)
+        out.update(maxLength=field.max_length)
         if any(isinstance(v, validate.Email) for v in field.validators):
             out.update(format="email", maxLength=EMAIL_MAX_LENGTH)
         elif "enum" not in ret:
-            out["pattern"] = TEXT_PATTERN
+            out["pattern"] = TEXT_PATTERN if field.required else OPTIONAL_TEXT_PATTERN
     elif isinstance(field, StrictInt):
         out["minimum"] = max(ret.get("minimum", INT32_MIN), INT32_MIN)
         out["maximum"] = min(ret.get("maximum", INT32_MAX), INT32_MAX)
