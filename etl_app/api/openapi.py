@@ -107,15 +107,7 @@ def build_spec(registry: Registry) -> dict:
                     "requestBody": {
                         "required": True,
                         "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "array",
-                                    "minItems": 1,
-                                    "description": f"objects as for POST /api/v1/{record_type.name}; an invalid one "
-                                    "is rejected by its index in the 202, not the batch",
-                                    "items": {"type": "object"},
-                                }
-                            },
+                            "application/json": {"schema": {"type": "array", "items": ref, "minItems": 1}},
                             "application/x-ndjson": {"schema": {"type": "string"}},
                         },
                     },
