@@ -87,3 +87,18 @@ def test_a_method_not_served_is_405_with_allow(client, auth):
     trace = client.open("/api/v1/tutors", method="TRACE", headers=auth)
     assert trace.status_code == 405 and "POST" in trace.headers["Allow"]
     assert client.post("/api/v1/no-such-type", headers=auth, json={}).status_code == 404
+
+
+def test_paging_cursors_and_closed_bodies_are_documented_as_the_server_reads_them(client, auth, spec):
+    """A cursor is an integer from 1 (a string cursor is a 400), and the bodies that refuse unknown
+    fields say so (additionalProperties false), so a client or fuzzer built from the document
+    sends what the server takes."""
+    for path in ("/api/v1/dead-letters", "/api/v1/audit"):
+        (cursor,) = [p for p in spec["paths"][path]["get"]["parameters"] if p.get("name") == "cursor"]
+        assert cursor["schema"] == {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}, path
+        assert client.get(f"{path}?cursor=abc", headers=auth).status_code == 400
+    for path in ("/api/v1/dead-letters/{id}/replay", "/api/v1/jobs/{name}/run"):
+        body = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body["additionalProperties"] is False, path
+    answer = client.post("/api/v1/jobs/retention/run", json={"fro": "2026-01-01"}, headers=auth)
+    assert answer.status_code == 400, answer.get_json()

@@ -124,7 +124,7 @@ def openapi_paths(spec: APISpec) -> None:
     """The jobs' paths in the OpenAPI document."""
     text, day = {"type": "string"}, {"type": "string", "format": "date"}
     moment = {"type": "string", "format": "date-time"}
-    window = {"type": "object", "properties": {"from": day, "to": day}}
+    window = {"type": "object", "properties": {"from": day, "to": day}, "additionalProperties": False}
     spec.components.schema(
         "JobRun",
         {

@@ -262,7 +262,11 @@ def _dead_letter_paths(spec: APISpec, registry: Registry) -> None:
                 "parameters": [
                     *filters,
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+                    },
                 ],
                 "responses": {
                     "200": _json(
@@ -319,7 +323,11 @@ def _dead_letter_paths(spec: APISpec, registry: Registry) -> None:
                     "required": False,
                     "content": {
                         "application/json": {
-                            "schema": {"type": "object", "properties": {"payload": {"type": "object"}}}
+                            "schema": {
+                                "type": "object",
+                                "properties": {"payload": {"type": "object"}},
+                                "additionalProperties": False,
+                            }
                         }
                     },
                 },

@@ -131,7 +131,11 @@ def audit_path(spec: APISpec) -> None:
                         "in": "query",
                         "schema": {"type": "integer", "minimum": 1, "maximum": audit.MAX_LIMIT, "default": 50},
                     },
-                    {"name": "cursor", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+                    },
                 ],
                 "responses": {
                     "200": {
