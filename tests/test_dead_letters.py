@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from etl_app.clock import utcnow
 from etl_app.deadletters import actions
+from etl_app.deadletters.errors import InvalidParameter
 from etl_app.deadletters.filters import parse_filters
 from etl_app.pipeline.persist import persist_chunk
 from etl_app.record_types import get_registry
@@ -580,4 +581,7 @@ def test_parse_filters_reads_query_strings_and_json_alike():
     ident = uuid.uuid4()
     f = parse_filters({"ingestion_id": str(ident), "since": "2026-11-22T10:00:00+01:00", "limit": 5}, names, ("limit",))
     assert f.ingestion_id == ident and f.since.utcoffset() == timedelta(hours=1) and f.status == "open"
-    assert parse_filters({"status": ""}, names).status == "open"
+    assert parse_filters({}, names).status == "open"
+    with pytest.raises(InvalidParameter) as refused:  # an unset shell variable, most likely
+        parse_filters({"status": ""}, names)
+    assert refused.value.name == "status"

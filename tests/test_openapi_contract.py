@@ -102,3 +102,21 @@ def test_paging_cursors_and_closed_bodies_are_documented_as_the_server_reads_the
         assert body["additionalProperties"] is False, path
     answer = client.post("/api/v1/jobs/retention/run", json={"fro": "2026-01-01"}, headers=auth)
     assert answer.status_code == 400, answer.get_json()
+
+
+def test_parameters_are_read_as_strictly_as_they_are_documented(client, auth):
+    """Empty values, unknown names, integers that only Python's int() would read, and a null
+    flag are refused (400), as the document says; before, each was quietly taken as absent or
+    read loosely."""
+    refused = [
+        client.get("/api/v1/dead-letters?record_type=", headers=auth),
+        client.get("/api/v1/dead-letters?cursor=%D9%A5", headers=auth),  # an Arabic-Indic five
+        client.get("/api/v1/dead-letters?limit=+5", headers=auth),
+        client.get("/api/v1/audit?key_id=", headers=auth),
+        client.get("/api/v1/quality/students?from=", headers=auth),
+        client.get("/api/v1/quality/students?days=7", headers=auth),
+        client.post("/api/v1/dead-letters/replay", json={"record_type": "students", "all": None}, headers=auth),
+    ]
+    assert [r.status_code for r in refused] == [400] * len(refused), [r.get_json() for r in refused]
+    assert {r.get_json()["error"] for r in refused} == {"invalid_parameter"}
+    assert client.get("/api/v1/dead-letters?limit=5", headers=auth).status_code == 200

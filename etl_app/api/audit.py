@@ -51,6 +51,9 @@ def list_audit():
     unknown = sorted(set(params) - set(PARAMETERS))
     if unknown:
         raise _bad(unknown[0], f"is not a parameter; they are {', '.join(PARAMETERS)}")
+    empty = sorted(name for name, value in params.items() if value == "")
+    if empty:
+        raise _bad(empty[0], "is empty: give it a value or leave it out")
     action = params.get("action") or None
     if action is not None and action not in audit.ACTIONS:
         raise _bad("action", f"must be one of {', '.join(audit.ACTIONS)}")

@@ -28,7 +28,14 @@ from etl_app.api.common import current_runtime, json_object_or_none
 from etl_app.api.errors import ApiError, error_response
 from etl_app.deadletters import actions, queries
 from etl_app.deadletters.errors import DlqError, FilterRequired, InvalidParameter, InvalidPayload, NotFound, NotOpen
-from etl_app.deadletters.filters import BULK_FLAGS, parse_filters, parse_flag, parse_int, require_filter
+from etl_app.deadletters.filters import (
+    BULK_FLAGS,
+    parse_filters,
+    parse_flag,
+    parse_int,
+    refuse_empty_filters,
+    require_filter,
+)
 from etl_app.ingest.send import send_after_commit
 
 bp = Blueprint("dead_letters", __name__, url_prefix="/api/v1/dead-letters")
@@ -110,6 +117,7 @@ def replay_bulk():
         raise ApiError(400, "invalid_parameter", "give the filters either as a JSON body or as query parameters")
     params = body if body is not None else query
     runtime = current_runtime()
+    refuse_empty_filters(params)
     filters = parse_filters(params, runtime.registry.names(), extra=("limit", *BULK_FLAGS))
     cap = parse_int(params, "limit", actions.REPLAY_CAP, 1, actions.REPLAY_CAP)
     require_filter(params, everything=parse_flag(params, "all"))

@@ -348,6 +348,23 @@ def _dead_letter_paths(spec: APISpec, registry: Registry) -> None:
             }
         },
     )
+    # The filters go in a JSON body (the server also reads them from the query string, for curl;
+    # never both at once). A filter, or all: true, is required.
+    narrowing = ("record_type", "error_type", "ingestion_id", "since")
+    bulk_body = {
+        "type": "object",
+        "properties": {
+            **{f["name"]: f["schema"] for f in filters[:4]},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 10_000},
+            "all": {"type": "boolean", "default": False},
+            "dry_run": {"type": "boolean", "default": False},
+        },
+        "additionalProperties": False,
+        "anyOf": [
+            *({"required": [name]} for name in narrowing),
+            {"required": ["all"], "properties": {"all": {"enum": [True]}}},
+        ],
+    }
     spec.path(
         path="/api/v1/dead-letters/replay",
         operations={
@@ -358,13 +375,7 @@ def _dead_letter_paths(spec: APISpec, registry: Registry) -> None:
                 "400 `invalid_parameter`. `dry_run: true` changes nothing and answers 200 with the counts.",
                 "tags": tags,
                 "security": security,
-                "parameters": [
-                    *filters[:4],
-                    {"name": "limit", "in": "query", "schema": {"type": "integer"}},
-                    {"name": "all", "in": "query", "schema": {"type": "boolean", "default": False}},
-                    {"name": "dry_run", "in": "query", "schema": {"type": "boolean", "default": False}},
-                ],
-                "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}},
+                "requestBody": {"required": True, "content": {"application/json": {"schema": bulk_body}}},
                 "responses": {
                     "200": _json(
                         {

@@ -30,11 +30,14 @@ from schemas.common import (
 )
 
 # A required string must keep a character that is not whitespace once stripped; an optional one
-# may be empty or all space (it means null); no string may hold NUL.
-TEXT_PATTERN = r"^[^\x00]*[^\x00\s][^\x00]*$"
+# may be empty or all space (it means null); no string may hold NUL. "Whitespace" is what
+# Python's str.strip() removes, spelled out: a pattern's \s means less in JSON Schema (ECMA 262:
+# no U+001C..U+001F, no U+0085), so a client would send "\u0085" as a name the server strips away.
+SPACE = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+TEXT_PATTERN = rf"^[^\x00]*[^\x00{SPACE}][^\x00]*$"
 OPTIONAL_TEXT_PATTERN = r"^[^\x00]*$"
-ID_PATTERN = r"^\s*[A-Za-z0-9_.:-]{1,64}\s*$"
-OPTIONAL_ID_PATTERN = r"^\s*([A-Za-z0-9_.:-]{1,64}\s*)?$"
+ID_PATTERN = rf"^[{SPACE}]*[A-Za-z0-9_.:-]{{1,64}}[{SPACE}]*$"
+OPTIONAL_ID_PATTERN = rf"^[{SPACE}]*([A-Za-z0-9_.:-]{{1,64}}[{SPACE}]*)?$"
 
 TYPES: dict[type, tuple[str, str | None]] = {
     Str: ("string", None),

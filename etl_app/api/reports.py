@@ -39,7 +39,7 @@ _DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 def _day(name: str) -> date | None:
     raw = request.args.get(name)
-    if raw is None or not raw.strip():
+    if raw is None:
         return None
     try:
         if not _DAY_RE.fullmatch(raw.strip()):
@@ -52,7 +52,13 @@ def _day(name: str) -> date | None:
 
 
 def day_range() -> tuple[date, date]:
-    """The request's ``from`` and ``to`` days (see the module docstring for defaults and limits)."""
+    """The request's ``from`` and ``to`` days (see the module docstring for defaults and limits);
+    any other query parameter is refused."""
+    unknown = sorted(set(request.args) - {"from", "to"})
+    if unknown:
+        raise ApiError(
+            400, "invalid_parameter", f"{unknown[0][:40]!r} is not a parameter; they are from, to", parameter=unknown[0]
+        )
     end = _day("to") or utcnow().astimezone(UTC).date()
     start = _day("from") or end - timedelta(days=DEFAULT_DAYS - 1)
     if end < start:

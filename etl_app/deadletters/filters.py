@@ -51,7 +51,10 @@ def parse_filters(params: Mapping[str, Any], record_types: Collection[str], extr
     for name in params:
         if name not in FILTERS and name not in extra:
             raise InvalidParameter(name, f"unknown parameter; filters are {', '.join(FILTERS)}")
-    values = {name: params[name] for name in FILTERS if params.get(name) not in (None, "")}
+    for name in FILTERS:
+        if params.get(name) == "":
+            raise InvalidParameter(name, "is empty: give it a value or leave it out")
+    values = {name: params[name] for name in FILTERS if params.get(name) is not None}
     for name, value in values.items():
         if not isinstance(value, str):
             raise InvalidParameter(name, "must be a string")
@@ -82,14 +85,15 @@ def parse_filters(params: Mapping[str, Any], record_types: Collection[str], extr
 
 
 def parse_int(params: Mapping[str, Any], name: str, default: int | None, lo: int, hi: int) -> int | None:
-    """An integer parameter within ``lo..hi`` (``default`` when absent)."""
+    """An integer parameter within ``lo..hi`` (``default`` when absent): a JSON integer, or ASCII
+    digits in a query string (``int()`` alone would take " 5", "+5", "5_000" or "٥")."""
     raw = params.get(name)
-    if raw in (None, ""):
+    if raw is None:
         return default
-    try:
-        value = int(raw) if not isinstance(raw, bool) else None
-    except (TypeError, ValueError):
-        value = None
+    if isinstance(raw, str):
+        value = int(raw) if raw.isascii() and raw.isdigit() else None
+    else:
+        value = raw if isinstance(raw, int) and not isinstance(raw, bool) else None
     if value is None or not lo <= value <= hi:
         raise InvalidParameter(name, f"must be an integer from {lo} to {hi}")
     return value
@@ -97,20 +101,28 @@ def parse_int(params: Mapping[str, Any], name: str, default: int | None, lo: int
 
 def parse_flag(params: Mapping[str, Any], name: str) -> bool:
     """A boolean: JSON true/false, or true/false/1/0 as a query parameter (absent: false)."""
-    raw = params.get(name)
-    if raw is None or isinstance(raw, bool):
-        return bool(raw)
+    if name not in params:
+        return False
+    raw = params[name]
+    if isinstance(raw, bool):
+        return raw
     if isinstance(raw, str) and raw.lower() in ("true", "1", "false", "0"):
         return raw.lower() in ("true", "1")
     raise InvalidParameter(name, "must be true or false")
 
 
-def require_filter(params: Mapping[str, Any], *, everything: bool) -> None:
-    """Refuse a bulk action given an empty filter value (an unset shell variable, most likely),
-    or no filter at all unless ``everything`` (the caller said ``all``): :class:`FilterRequired`."""
+def refuse_empty_filters(params: Mapping[str, Any]) -> None:
+    """A bulk action given an empty filter value (an unset shell variable, most likely) is
+    refused: :class:`FilterRequired` naming it."""
     for name in FILTERS:
         if name in params and params[name] in (None, ""):
             raise FilterRequired(name, f"{name} is empty: give it a value or leave it out")
+
+
+def require_filter(params: Mapping[str, Any], *, everything: bool) -> None:
+    """Refuse a bulk action given an empty filter value, or no filter at all unless
+    ``everything`` (the caller said ``all``): :class:`FilterRequired`."""
+    refuse_empty_filters(params)
     if not everything and not any(name in params for name in NARROWING):
         raise FilterRequired(
             None, f"a bulk action needs a filter ({', '.join(NARROWING)}), or all: true for every open dead letter"
