@@ -113,6 +113,7 @@ def test_parameters_are_read_as_strictly_as_they_are_documented(client, auth):
         client.get("/api/v1/dead-letters?cursor=%D9%A5", headers=auth),  # an Arabic-Indic five
         client.get("/api/v1/dead-letters?limit=+5", headers=auth),
         client.get("/api/v1/audit?key_id=", headers=auth),
+        client.get("/api/v1/audit?key_id=k-%00", headers=auth),  # PostgreSQL refuses NUL: was a 500
         client.get("/api/v1/quality/students?from=", headers=auth),
         client.get("/api/v1/quality/students?days=7", headers=auth),
         client.post("/api/v1/dead-letters/replay", json={"record_type": "students", "all": None}, headers=auth),
@@ -120,3 +121,6 @@ def test_parameters_are_read_as_strictly_as_they_are_documented(client, auth):
     assert [r.status_code for r in refused] == [400] * len(refused), [r.get_json() for r in refused]
     assert {r.get_json()["error"] for r in refused} == {"invalid_parameter"}
     assert client.get("/api/v1/dead-letters?limit=5", headers=auth).status_code == 200
+    for path in ("/api/v1/records/tutors/T%001", "/api/v1/tutors/T%001/metrics"):  # were 500s
+        answer = client.get(path, headers=auth)
+        assert (answer.status_code, answer.get_json()["error"]) == (404, "not_found"), path

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, request
 
 from etl_app.api import audit, auth, bodylimit, dead_letters, health, ingest, metrics, openapi, read, reports
-from etl_app.api.errors import register_error_handlers
+from etl_app.api.errors import ApiError, register_error_handlers
 from etl_app.api.jobs import bp as jobs_bp
 from etl_app.api.jsonprovider import OrjsonProvider
 
@@ -16,7 +16,17 @@ def init_app(app: Flask) -> None:
     bodylimit.init_app(app)
     metrics.init_app(app)  # first, so that refused requests are counted too
     auth.init_app(app)
+    app.before_request(_refuse_nul)  # after the key check: a refused key is a 401 whatever it sent
     for module in (health, ingest, read, dead_letters, reports, openapi, metrics):
         app.register_blueprint(module.bp)
     app.register_blueprint(jobs_bp)
     app.register_blueprint(audit.bp)
+
+
+def _refuse_nul() -> None:
+    """PostgreSQL refuses NUL in text, so a key or an id holding one would end as a 500 in the first
+    query that uses it: in the path it names nothing (404), in a query value it is a 400."""
+    if "\x00" in request.path:
+        raise ApiError(404, "not_found", "no such resource: the path contains NUL")
+    if any("\x00" in value for value in request.args.values()):
+        raise ApiError(400, "invalid_parameter", "a query parameter contains NUL")

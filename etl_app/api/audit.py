@@ -54,6 +54,8 @@ def list_audit():
     empty = sorted(name for name, value in params.items() if value == "")
     if empty:
         raise _bad(empty[0], "is empty: give it a value or leave it out")
+    if "\x00" in params.get("key_id", ""):  # PostgreSQL refuses NUL in text: a 400, not a 500
+        raise _bad("key_id", "must not contain NUL")
     action = params.get("action") or None
     if action is not None and action not in audit.ACTIONS:
         raise _bad("action", f"must be one of {', '.join(audit.ACTIONS)}")

@@ -123,7 +123,7 @@ def audit_path(spec: APISpec) -> None:
                         "name": "key_id",
                         "in": "query",
                         "description": "a key id, `cli` or `beat`",
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^\\x00]+$"},
                     },
                     {"name": "since", "in": "query", "schema": MOMENT},
                     {
