@@ -92,3 +92,30 @@ def auth() -> dict[str, str]:
 def unique() -> str:
     """A prefix that keeps this test's keys apart from every other test's."""
     return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def make_cli(database_url, broker_prefix, tmp_path):
+    """``make_cli(**env)`` → ``run(*args, input=None)``: ``etl-app`` invoked in-process on this
+    run's database and this test's broker keys (``env`` adds or overrides variables)."""
+    from click.testing import CliRunner
+
+    from etl_app.cli import main
+
+    def factory(**extra: str):
+        env = {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_db(14),
+            "CELERY_BROKER_URL": redis_db(14),
+            "ETL_BROKER_KEY_PREFIX": broker_prefix,
+            "ETL_VAR_DIR": str(tmp_path),
+            "COLUMNS": "200",
+            **extra,
+        }
+
+        def run(*args: str, input: bytes | None = None):
+            return CliRunner().invoke(main, list(args), env=env, input=input, catch_exceptions=False)
+
+        return run
+
+    return factory

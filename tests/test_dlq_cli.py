@@ -15,24 +15,12 @@ from etl_app.record_types import get_registry
 
 from dlq_helpers import dead, dead_letter_row, enriched_chunk, land, raw_row
 from payloads import student
-from support import queue_length, redis_db
+from support import queue_length
 
 
 @pytest.fixture
-def cli(database_url, broker_prefix, tmp_path):
-    env = {
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_db(14),
-        "CELERY_BROKER_URL": redis_db(14),
-        "ETL_BROKER_KEY_PREFIX": broker_prefix,
-        "ETL_VAR_DIR": str(tmp_path),
-        "COLUMNS": "200",
-    }
-
-    def run(*args: str, input: bytes | None = None):
-        return CliRunner().invoke(main, list(args), env=env, input=input, catch_exceptions=False)
-
-    return run
+def cli(make_cli):
+    return make_cli()
 
 
 def test_list_shows_a_table_and_filters(cli, engine, unique):

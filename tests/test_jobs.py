@@ -11,9 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import pytest
 import redis
 import sqlalchemy as sa
-from click.testing import CliRunner
 
-from etl_app.cli import main
 from etl_app.clock import utcnow
 from etl_app.config import Settings
 from etl_app.jobs import registry
@@ -311,20 +309,8 @@ def test_windows_given_by_an_operator():
 
 
 @pytest.fixture
-def cli(database_url, broker_prefix, tmp_path):
-    env = {
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_db(14),
-        "ETL_BROKER_KEY_PREFIX": broker_prefix,
-        "ETL_VAR_DIR": str(tmp_path),
-        "ETL_JOB_BATCH_SIZE": "2",
-        "COLUMNS": "200",
-    }
-
-    def run(*args: str):
-        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
-
-    return run
+def cli(make_cli):
+    return make_cli(ETL_JOB_BATCH_SIZE="2")
 
 
 def test_cli_runs_a_job_and_lists_it_with_its_last_run(cli, engine, unique):

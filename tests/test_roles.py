@@ -10,16 +10,14 @@ from types import SimpleNamespace
 import pytest
 import redis
 import sqlalchemy as sa
-from click.testing import CliRunner
 
 from etl_app.api.rights import ENDPOINT_RIGHTS, OPEN_ENDPOINTS
-from etl_app.cli import main
 from etl_app.config import Settings
 from etl_app.roles import key_id, parse_key, parse_keys
 
 from dlq_helpers import dead
 from payloads import student
-from support import API_KEY, redis_db
+from support import API_KEY
 
 KEYS = {role: f"{role}-key-{uuid.uuid4().hex[:8]}" for role in ("ingest", "reader", "operator")}
 
@@ -40,19 +38,8 @@ def rclient(roles_app):
 
 
 @pytest.fixture
-def cli(database_url, broker_prefix, tmp_path):
-    env = {
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_db(14),
-        "ETL_BROKER_KEY_PREFIX": broker_prefix,
-        "ETL_VAR_DIR": str(tmp_path),
-        "COLUMNS": "250",
-    }
-
-    def run(*args: str):
-        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
-
-    return run
+def cli(make_cli):
+    return make_cli(COLUMNS="250")
 
 
 def audit_rows(engine, **where) -> list[dict]:
