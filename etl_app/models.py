@@ -35,9 +35,10 @@ class Ingestion(Base):
     source: Mapped[str] = mapped_column(sa.Text)
     accepted: Mapped[int] = mapped_column(sa.Integer, server_default="0")
     rejected: Mapped[int] = mapped_column(sa.Integer, server_default="0")
-    rejections: Mapped[list[Any]] = mapped_column(JSONB, server_default=sa.text("'[]'::jsonb"))
     created_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
     finished_at: Mapped[datetime | None] = mapped_column(TSTZ)
+    # The quality report (quality.md), written when the ingestion settles; null while it runs.
+    quality: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 class RawRecord(Base):
@@ -77,6 +78,8 @@ class RawRecord(Base):
     received_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
     updated_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
     enqueued_at: Mapped[datetime | None] = mapped_column(TSTZ)
+    # The row of the uploaded file it came from (etl_app.uploads numbers them), null otherwise.
+    source_row: Mapped[int | None] = mapped_column(sa.BigInteger)
 
 
 # Retention: the persisted records whose payload is still there, by when they settled.
@@ -276,3 +279,72 @@ class AuditEntry(Base):
     outcome: Mapped[str] = mapped_column(sa.Text)
     message: Mapped[str | None] = mapped_column(sa.Text)
     request_id: Mapped[str | None] = mapped_column(sa.Text)
+
+
+# -- Rejections and uploads ---------------------------------------------------------------------
+
+
+class Rejection(Base):
+    """A record refused before it entered the pipeline, by the API or the upload parser: kept
+    with its place (``position``: the index in an API batch, the row of an uploaded file), the
+    values as received and the field errors."""
+
+    __tablename__ = "rejections"
+    __table_args__ = (sa.Index("ix_rejections_ingestion_id_position", "ingestion_id", "position"),)
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    ingestion_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
+    record_type: Mapped[str] = mapped_column(sa.Text)
+    position: Mapped[int] = mapped_column(sa.BigInteger)
+    natural_key: Mapped[str | None] = mapped_column(sa.Text)
+    raw: Mapped[Any | None] = mapped_column(JSONB)
+    errors: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
+
+
+# uploads.status values: `stored` until a parser takes it, `parsing`, then `parsed` (every row
+# read) or `failed` (the file turned out unreadable part-way: the rows before stay).
+STORED = "stored"
+PARSING = "parsing"
+PARSED = "parsed"
+UPLOAD_STATUSES = (STORED, PARSING, PARSED, FAILED)
+
+
+class Upload(Base):
+    """An uploaded file of one ingestion (same id), its bytes in ``upload_chunks``, and how far
+    its parser got: ``rows_read`` rows, resumable from ``checkpoint``."""
+
+    __tablename__ = "uploads"
+    __table_args__ = (
+        sa.CheckConstraint(f"status IN {UPLOAD_STATUSES!r}", name="status"),
+        sa.Index("ix_uploads_unparsed", "leased_at", postgresql_where=sa.text("status IN ('stored', 'parsing')")),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
+    record_type: Mapped[str] = mapped_column(sa.Text)
+    filename: Mapped[str] = mapped_column(sa.Text)  # as the client named it, for display only
+    format: Mapped[str] = mapped_column(sa.Text)
+    note: Mapped[str | None] = mapped_column(sa.Text)  # e.g. named .csv but read as xlsx
+    size: Mapped[int] = mapped_column(sa.BigInteger)
+    sha256: Mapped[str] = mapped_column(sa.Text)
+    chunk_bytes: Mapped[int] = mapped_column(sa.Integer)
+    status: Mapped[str] = mapped_column(sa.Text, server_default=STORED)
+    rows_read: Mapped[int] = mapped_column(sa.BigInteger, server_default="0")
+    checkpoint: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=sa.text("'{}'::jsonb"))
+    progress: Mapped[float] = mapped_column(sa.Double, server_default="0")
+    leased_at: Mapped[datetime | None] = mapped_column(TSTZ)
+    created_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
+    parsed_at: Mapped[datetime | None] = mapped_column(TSTZ)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class UploadChunk(Base):
+    """One piece of an uploaded file's bytes, ``seq`` from 0, each ``chunk_bytes`` long but the last."""
+
+    __tablename__ = "upload_chunks"
+
+    upload_id: Mapped[uuid.UUID] = mapped_column(
+        sa.Uuid, sa.ForeignKey("uploads.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(sa.LargeBinary)

@@ -23,9 +23,9 @@ Rules (quality.md, and the choices where it is silent):
   after receipt, e.g. a session booked ahead); event time = the payload's ``event_time``, else
   the type's ``time_field`` as given in the payload (a tutor's defaulted ``updated_at`` is not
   an event time). p50 and p95 are ``percentile_cont`` (linear interpolation).
-- top_errors: ``{field, message, count}`` over the rejections the ingestions keep (their first
-  1,000 each) and the open validation dead letters (their ``field: message`` parts), most
-  frequent first, ties by field and message.
+- top_errors: ``{field, message, count}`` over the kept rejections (table ``rejections``) and
+  the open validation dead letters (their ``field: message`` parts), most frequent first, ties
+  by field and message.
 - Every share and every second count is rounded to 4 decimals (half away from zero); score is
   the mean of the unrounded parts, rounded once, and level reads the rounded score.
 - No accepted record: validity 0, every other metric null, level ``unusable``.
@@ -138,11 +138,9 @@ def quality_select(record_type: RecordType, *, raw_group: str, raw_filter: str, 
         SELECT k, sum(n) AS rejected FROM refused GROUP BY k
     ), errs AS (
         SELECT {ing_group} AS k, e.key AS field, msg.value AS message
-        FROM ingestions i
-        CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(i.rejections) = 'array'
-                                                     THEN i.rejections ELSE '[]' END) AS x(value)
-        CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(x.value -> 'errors') = 'object'
-                                           THEN x.value -> 'errors' ELSE '{{}}' END) AS e
+        FROM ingestions i JOIN rejections x ON x.ingestion_id = i.id
+        CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(x.errors) = 'object'
+                                           THEN x.errors ELSE '{{}}' END) AS e
         CROSS JOIN LATERAL jsonb_array_elements_text(CASE WHEN jsonb_typeof(e.value) = 'array'
                                                           THEN e.value ELSE '[]' END) AS msg(value)
         WHERE i.record_type = :t AND i.rejected > 0 AND {ing_filter}

@@ -84,7 +84,7 @@ def test_ingestion_reports_counts_by_status(client, auth, unique):
     ingestion_id = r.get_json()["ingestion_id"]
     body = client.get(f"/api/v1/ingestions/{ingestion_id}", headers=auth).get_json()
     assert body["counts"] == {"received": 1, "in_flight": 1, "persisted": 0, "dead": 0, "rejected": 1}
-    assert body["status"] == "in_progress" and body["finished_at"] is None
+    assert body["status"] == "running" and body["finished_at"] is None
     assert body["record_type"] == "students"
 
 

@@ -324,7 +324,7 @@ def test_replay_reopens_a_finished_ingestion(client, auth, engine, unique):
     assert status["status"] == "finished" and status["counts"]["dead"] == 1
     client.post(f"/api/v1/dead-letters/{dl_id}/replay", headers=auth)
     status = client.get(f"/api/v1/ingestions/{accepted.ingestion_id}", headers=auth).get_json()
-    assert status["status"] == "in_progress" and status["finished_at"] is None
+    assert status["status"] == "running" and status["finished_at"] is None
     assert status["counts"]["in_flight"] == 1 and status["counts"]["dead"] == 0
 
 

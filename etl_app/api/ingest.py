@@ -23,6 +23,7 @@ from etl_app.api.common import (
 from etl_app.api.errors import ApiError
 from etl_app.clock import utcnow
 from etl_app.ingest import outbox
+from etl_app.ingest.rejections import Refused, public
 from etl_app.ingest.send import send_after_commit
 from etl_app.pipeline.stash import item
 from etl_app.record_types import RecordType
@@ -36,7 +37,7 @@ def _accept(
     payloads: list[Any],
     *,
     source: str,
-    rejections: list[dict[str, Any]],
+    rejections: list[Refused],
     indexes: list[int] | None = None,
 ):
     """Validate, store (commit) and publish; returns the Accepted outcome, or None if nothing
@@ -50,7 +51,7 @@ def _accept(
         data, field_errors = record_type.validate(payload, received_at)
         if field_errors:
             index = indexes[position] if indexes is not None else position
-            rejections.append({"index": index, "errors": field_errors})
+            rejections.append({"index": index, "errors": field_errors, "raw": payload})
         else:
             accepted.append(payload)
             loaded.append(data)
@@ -114,14 +115,14 @@ def post_one(type_name: str):
     payload = parse_json(body_or_400())
     if not isinstance(payload, dict):
         raise ApiError(400, "invalid_body", "the body must be one JSON object; send arrays to .../batch")
-    rejections: list[dict[str, Any]] = []
+    rejections: list[Refused] = []
     result = _accept(record_type, [payload], source="api", rejections=rejections)
     if result is None:
         raise ApiError(422, "validation_failed", "the record is not valid", errors=rejections[0]["errors"])
     return jsonify({"ingestion_id": result.ingestion_id, "accepted": 1, "rejected": 0}), 202
 
 
-def _ndjson(body: bytes) -> tuple[list[Any], list[dict[str, Any]], list[int]]:
+def _ndjson(body: bytes) -> tuple[list[Any], list[Refused], list[int]]:
     """Lines of NDJSON; blank lines are skipped, a bad line is a rejection with its index."""
     payloads, rejections, indexes = [], [], []
     index = 0
@@ -132,7 +133,8 @@ def _ndjson(body: bytes) -> tuple[list[Any], list[dict[str, Any]], list[int]]:
             payloads.append(orjson.loads(line))
             indexes.append(index)
         except orjson.JSONDecodeError as exc:
-            rejections.append({"index": index, "errors": {"_line": [f"not valid JSON: {exc}"]}})
+            text = line.decode("utf-8", "replace")
+            rejections.append({"index": index, "errors": {"_line": [f"not valid JSON: {exc}"]}, "raw": text})
         index += 1
     return payloads, rejections, indexes
 
@@ -145,7 +147,7 @@ def post_batch(type_name: str):
         payloads = parse_json(body_or_400())
         if not isinstance(payloads, list):
             raise ApiError(400, "invalid_body", "a batch must be a JSON array of objects (or NDJSON)")
-        rejections: list[dict[str, Any]] = []
+        rejections: list[Refused] = []
         indexes = None
         source = "batch"
     elif request.mimetype in NDJSON:
@@ -165,13 +167,13 @@ def post_batch(type_name: str):
             "no record in the batch is valid",
             accepted=0,
             rejected=len(rejections),
-            errors=rejections,
+            errors=public(rejections),
         )
     return jsonify(
         {
             "ingestion_id": result.ingestion_id,
             "accepted": result.accepted,
             "rejected": len(rejections),
-            "errors": rejections,
+            "errors": public(rejections),
         }
     ), 202

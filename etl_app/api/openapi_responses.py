@@ -41,7 +41,7 @@ BODIES: dict[tuple[str, str, str], dict[str, Any]] = {
             "source": TEXT,
             "status": TEXT,
             "counts": {"type": "object", "additionalProperties": INTEGER},
-            "rejections": {"nullable": True},
+            "quality": {**OBJECT, "nullable": True},
             "created_at": MOMENT,
             "finished_at": {**MOMENT, "nullable": True},
         },

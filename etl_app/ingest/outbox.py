@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from etl_app.jsonsafe import json_safe
+from etl_app.ingest.rejections import Refused, store_rejections
 from etl_app.models import RECEIVED, sql
 from etl_app.record_types import RecordType
 
@@ -36,8 +36,8 @@ def _jsonb(value: Any) -> str:
 COPY_THRESHOLD = 64
 
 _INGESTION = (
-    "INSERT INTO ingestions (id, record_type, source, accepted, rejected, rejections, created_at) "
-    "VALUES (:id, :t, :source, :accepted, :rejected, CAST(:rejections AS jsonb), :at)"
+    "INSERT INTO ingestions (id, record_type, source, accepted, rejected, created_at) "
+    "VALUES (:id, :t, :source, :accepted, :rejected, :at)"
 )
 _STORE_SMALL = sql(
     f"WITH ingestion AS ({_INGESTION}) "
@@ -54,8 +54,8 @@ _STORE_IDS = sa.text(
 
 def store_and_commit(engine: sa.Engine, record_type: RecordType, payloads: Sequence[Any], **kwargs: Any) -> Accepted:
     """:func:`store` and commit. A few records are one statement, which commits by itself
-    (autocommit: no BEGIN and COMMIT round trips); more are a transaction around the COPY."""
-    if len(payloads) < COPY_THRESHOLD:
+    (autocommit: no BEGIN and COMMIT round trips); more, or any with rejections, are a transaction."""
+    if len(payloads) < COPY_THRESHOLD and not kwargs.get("rejections"):
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             return store(conn, record_type, payloads, **kwargs)
     with engine.begin() as conn:
@@ -69,11 +69,11 @@ def store(
     *,
     source: str,
     received_at: datetime,
-    rejections: list[dict[str, Any]],
+    rejections: Sequence[Refused],
     relayed: bool = False,
 ) -> Accepted:
     """Write the ingestion row and every accepted payload in the caller's transaction: one
-    statement for a few records, COPY for more.
+    statement for a few records, COPY for more; the refused records go to ``rejections``.
 
     ``relayed``: leave ``enqueued_at`` unset, for the outbox relay to publish (small
     submissions); otherwise the caller publishes right after the commit."""
@@ -84,10 +84,15 @@ def store(
         "source": source,
         "accepted": len(payloads),
         "rejected": len(rejections),
-        "rejections": _jsonb(json_safe(rejections[:1000])),
         "at": received_at,
     }
     result = Accepted(ingestion_id)
+    if rejections:
+        if not payloads:
+            conn.execute(sa.text(_INGESTION), params)
+        store_rejections(conn, ingestion_id, record_type, rejections, received_at)
+        if not payloads:
+            return result
     enqueued_at = None if relayed else received_at
     if len(payloads) < COPY_THRESHOLD:
         params.update(

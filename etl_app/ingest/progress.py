@@ -10,12 +10,12 @@ import sqlalchemy as sa
 from etl_app.models import DEAD, PERSISTED, RECEIVED, REJECTED
 
 # An ingestion's status: finished once none of its records is in flight.
-IN_PROGRESS = "in_progress"
+IN_PROGRESS = "running"  # quality.md: `running` until it settles
 FINISHED = "finished"
 
 
 def ingestion_status(conn: sa.Connection, ingestion_id: uuid.UUID) -> dict[str, Any] | None:
-    """``{id, record_type, status, counts, created_at, finished_at, rejections}`` or None.
+    """``{id, record_type, status, counts, created_at, finished_at}`` or None.
 
     counts: ``received`` (accepted in all), ``in_flight`` (not settled yet), ``persisted``,
     ``dead`` and ``rejected`` (refused at the API, plus upload rows refused at parsing).
@@ -25,7 +25,7 @@ def ingestion_status(conn: sa.Connection, ingestion_id: uuid.UUID) -> dict[str, 
     ing = (
         conn.execute(
             sa.text(
-                "SELECT id, record_type, source, accepted, rejected, rejections, created_at, finished_at "
+                "SELECT id, record_type, source, accepted, rejected, created_at, finished_at "
                 "FROM ingestions WHERE id = :id"
             ),
             {"id": ingestion_id},
@@ -66,7 +66,6 @@ def ingestion_status(conn: sa.Connection, ingestion_id: uuid.UUID) -> dict[str, 
             "dead": counts[DEAD],
             "rejected": ing["rejected"] + counts[REJECTED],
         },
-        "rejections": ing["rejections"],
         "created_at": ing["created_at"],
         "finished_at": finished_at if finished else None,
     }
