@@ -197,6 +197,14 @@ class JobRun(Base):
 
 # The daily-quality job reads a window of days of one type: by type and receipt time.
 sa.Index("ix_raw_records_record_type_received_at", RawRecord.record_type, RawRecord.received_at)
+# The lineage of a record (etl_app.lineage): the raw records and rejections of one key, newest first.
+sa.Index(
+    "ix_raw_records_record_type_natural_key",
+    RawRecord.record_type,
+    RawRecord.natural_key,
+    RawRecord.received_at,
+    RawRecord.id,
+)
 # ... and the ingestions that refused records, by type and day.
 sa.Index(
     "ix_ingestions_refused",
@@ -268,6 +276,12 @@ class AuditEntry(Base):
         sa.Index("ix_audit_at", "at"),
         sa.Index("ix_audit_key_id_id", "key_id", "id"),
         sa.Index("ix_audit_action_id", "action", "id"),
+        # The replays and edits of one dead letter, for the lineage of a record (etl_app.lineage).
+        sa.Index(
+            "ix_audit_dead_letter_replays",
+            sa.text("(target ->> 'dead_letter_id')"),
+            postgresql_where=sa.text("action IN ('replay', 'edit')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
@@ -290,7 +304,11 @@ class Rejection(Base):
     values as received and the field errors."""
 
     __tablename__ = "rejections"
-    __table_args__ = (sa.Index("ix_rejections_ingestion_id_position", "ingestion_id", "position"),)
+    __table_args__ = (
+        sa.Index("ix_rejections_ingestion_id_position", "ingestion_id", "position"),
+        # The lineage of a record (etl_app.lineage): the rejections of one key, newest first.
+        sa.Index("ix_rejections_record_type_natural_key", "record_type", "natural_key", "created_at", "id"),
+    )
 
     id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
     ingestion_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)

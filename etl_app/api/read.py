@@ -11,6 +11,7 @@ from etl_app.api.common import current_runtime, record_type_or_404
 from etl_app.api.errors import ApiError
 from etl_app.db import LINEAGE_FIELDS
 from etl_app.ingest.progress import ingestion_status
+from etl_app.lineage import lineage
 from etl_app.record_types import RecordType
 
 bp = Blueprint("read", __name__, url_prefix="/api/v1")
@@ -28,22 +29,25 @@ def derived_fields(record_type: RecordType) -> list[str]:
 @bp.get("/records/<type_name>/<key>")
 def get_record(type_name: str, key: str):
     record_type = record_type_or_404(type_name)
-    with current_runtime().engine.connect() as conn:
+    # One snapshot for the row and its history (etl_app.lineage), read-only.
+    engine = current_runtime().engine
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
         row = (
             conn.execute(sa.select(record_type.table).where(record_type.table.c[record_type.key] == key))
             .mappings()
             .first()
         )
-    if row is None:
-        what = f"{record_type.name} record with {record_type.key} {key!r}"
-        raise ApiError(404, "not_found", f"no {what} is stored (yet)")
+        if row is None:
+            what = f"{record_type.name} record with {record_type.key} {key!r}"
+            raise ApiError(404, "not_found", f"no {what} is stored (yet)")
+        found = lineage(conn, record_type, row)
     return jsonify(
         {
             "record_type": record_type.name,
             "key": key,
             "fields": {name: row[name] for name in input_fields(record_type) if name in row},
             "derived": {name: row[name] for name in derived_fields(record_type)},
-            "lineage": {name: row[name] for name in LINEAGE_FIELDS},
+            "lineage": found,
         }
     )
 
@@ -55,7 +59,7 @@ def get_ingestion(ingestion_id: str):
     except ValueError:
         raise ApiError(404, "not_found", f"no ingestion {ingestion_id!r}") from None
     with current_runtime().engine.connect() as conn:
-        report = ingestion_status(conn, ident)
+        report = ingestion_status(conn, ident, current_runtime().registry, current_runtime().settings)
     if report is None:
         raise ApiError(404, "not_found", f"no ingestion {ingestion_id!r}")
     return jsonify(report)
