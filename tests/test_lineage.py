@@ -4,7 +4,9 @@ worker): raw records, dead letters, replays and rejections of one key, as a user
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
+import jsonschema_rs
 import sqlalchemy as sa
 
 from etl_app import lineage as lineage_module
@@ -117,6 +119,63 @@ def test_a_record_landed_by_an_edited_replay_shows_source_replay_and_the_whole_h
     assert dl["edited_fields"] == ["name"] and dl["replays_not_listed"] == 0
     [edit] = replayed["replays"]
     assert (edit["action"], edit["outcome"], edit["key_id"]) == ("edit", "ok", key_id(API_KEY))
+
+
+def json_schema(node: Any) -> Any:
+    """An OpenAPI 3.0 schema as JSON Schema: ``nullable`` becomes a null type (and a null enum value)."""
+    if isinstance(node, list):
+        return [json_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: json_schema(v) for k, v in node.items() if k != "nullable"}
+    if node.get("nullable"):
+        out["type"] = [node["type"], "null"]
+        if "enum" in out:
+            out["enum"] = [*out["enum"], None]
+    return out
+
+
+def undocumented(value: Any, schema: dict, where: str = "lineage") -> list[str]:
+    """Keys of the answer that its schema does not name, with their place."""
+    missing = []
+    if isinstance(value, dict) and "properties" in schema:
+        for key, inner in value.items():
+            if key not in schema["properties"]:
+                missing.append(f"{where}.{key}")
+            else:
+                missing += undocumented(inner, schema["properties"][key], f"{where}.{key}")
+    elif isinstance(value, list) and "items" in schema:
+        for item in value:
+            missing += undocumented(item, schema["items"], f"{where}[]")
+    return missing
+
+
+def test_the_answer_is_the_documented_lineage(client, auth, engine, unique):
+    """What /openapi.json promises for the record's lineage, field by field, types and nulls."""
+    land(engine, "students", [student(unique)])
+    accepted, [dl_id] = dead(engine, "students", [student(unique, name="Sam Typo")])
+    client.post(f"/api/v1/dead-letters/{dl_id}/replay", json={"payload": student(unique, grade_level=11)}, headers=auth)
+    persist(engine, "students", accepted.ids)
+    with engine.begin() as conn:
+        store_rejections(
+            conn,
+            accepted.ingestion_id,
+            get_registry()["students"],
+            [{"index": 1, "errors": {"x": ["bad"]}, "raw": student(unique)}],
+            utcnow(),
+        )
+    spec = client.get("/openapi.json", headers=auth).get_json()
+    answer = spec["paths"]["/api/v1/records/{record_type}/{key}"]["get"]["responses"]["200"]
+    schema = answer["content"]["application/json"]["schema"]["properties"]["lineage"]
+    lin = lineage_of(client, auth, unique)
+    assert [h["kind"] for h in lin["history"]] == ["raw_record", "raw_record", "rejection"]
+    entry = schema["properties"]["history"]["items"]["properties"]
+    assert {"dead_letter", "replays", "file"} <= set(entry) and "replay_count" in entry["dead_letter"]["properties"]
+    assert undocumented(lin, schema) == []
+    errors = [
+        e.message for e in jsonschema_rs.validator_for(json_schema(schema), validate_formats=True).iter_errors(lin)
+    ]
+    assert errors == []
 
 
 def test_a_superseded_replay_and_a_bulk_replay_are_shown_for_what_they_are(client, auth, engine, unique):

@@ -13,7 +13,7 @@ from typing import Any
 from apispec import APISpec
 
 from etl_app import audit
-from etl_app.models import AUDIT_OUTCOMES
+from etl_app.models import AUDIT_OUTCOMES, DEAD_LETTER_STATUSES, OUTCOMES, STATUSES
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 0}}}
@@ -28,10 +28,108 @@ NO_DATABASE = {"/health"}
 
 TEXT, INTEGER, OBJECT = {"type": "string"}, {"type": "integer"}, {"type": "object"}
 MOMENT = {"type": "string", "format": "date-time"}
+# The lineage of one stored record (etl_app.lineage).
+NULLABLE_TEXT, NULLABLE_MOMENT, NULLABLE_INTEGER = (
+    {**TEXT, "nullable": True},
+    {**MOMENT, "nullable": True},
+    {**INTEGER, "nullable": True},
+)
+UUID = {"type": "string", "format": "uuid"}
+FILE = {
+    "type": "object",
+    "nullable": True,
+    "description": "the uploaded file and its row the record came from; null unless from an upload",
+    "properties": {"filename": TEXT, "row": NULLABLE_INTEGER},
+}
+LINEAGE_REPLAY = {
+    "type": "object",
+    "description": "an audited replay or edit of this one dead letter (bulk and automatic replays are not listed)",
+    "properties": {
+        "at": MOMENT,
+        "key_id": TEXT,
+        "action": {"type": "string", "enum": ["replay", "edit"]},
+        "outcome": {"type": "string", "enum": list(AUDIT_OUTCOMES)},
+        "message": NULLABLE_TEXT,
+        "request_id": NULLABLE_TEXT,
+    },
+}
+LINEAGE_DEAD_LETTER = {
+    "type": "object",
+    "nullable": True,
+    "properties": {
+        "id": INTEGER,
+        "error_type": TEXT,
+        "error": TEXT,
+        "status": {"type": "string", "enum": list(DEAD_LETTER_STATUSES)},
+        "attempts": INTEGER,
+        "first_failed_at": MOMENT,
+        "last_failed_at": MOMENT,
+        "replay_count": INTEGER,
+        "last_replayed_at": NULLABLE_MOMENT,
+        "last_outcome": {"type": "string", "enum": list(OUTCOMES), "nullable": True},
+        "superseded_by": {
+            "type": "object",
+            "nullable": True,
+            "properties": {"raw_record_id": NULLABLE_INTEGER, "ingestion_id": {**UUID, "nullable": True}},
+        },
+        "edited_fields": {
+            "type": "array",
+            "items": TEXT,
+            "nullable": True,
+            "description": "fields of the current payload that differ from the one that last failed",
+        },
+        "replays_not_listed": {**INTEGER, "description": "replays counted but not in `replays` (bulk, automatic)"},
+    },
+}
+LINEAGE_HISTORY_ENTRY = {
+    "type": "object",
+    "properties": {
+        "kind": {"type": "string", "enum": ["raw_record", "rejection"]},
+        "raw_record_id": NULLABLE_INTEGER,
+        "rejection_id": NULLABLE_INTEGER,
+        "ingestion_id": UUID,
+        "source": NULLABLE_TEXT,
+        "status": {"type": "string", "enum": list(STATUSES)},
+        "received_at": MOMENT,
+        "settled_at": NULLABLE_MOMENT,
+        "attempts": NULLABLE_INTEGER,
+        "stored": {"type": "boolean", "description": "the version the table holds now"},
+        "file": FILE,
+        "position": {**NULLABLE_INTEGER, "description": "a rejection's index in its batch or row in its file"},
+        "errors": {**OBJECT, "nullable": True, "description": "a rejection's field errors"},
+        "dead_letter": LINEAGE_DEAD_LETTER,
+        "replays": {"type": "array", "items": LINEAGE_REPLAY},
+    },
+}
+LINEAGE = {
+    "type": "object",
+    "properties": {
+        "ingestion_id": UUID,
+        "raw_record_id": NULLABLE_INTEGER,
+        "source": {
+            **NULLABLE_TEXT,
+            "description": "api, batch, ndjson, upload; replay when the stored version landed through a replay",
+        },
+        "ingestion_source": NULLABLE_TEXT,
+        "source_label": {**NULLABLE_TEXT, "description": "the `source` the client gave in the record"},
+        "file": FILE,
+        "received_at": MOMENT,
+        "enriched_at": MOMENT,
+        "persisted_at": MOMENT,
+        "attempts": NULLABLE_INTEGER,
+        "schema_version": INTEGER,
+        "history": {
+            "type": "array",
+            "items": LINEAGE_HISTORY_ENTRY,
+            "description": "raw records and rejections of this key, oldest first; the latest 100",
+        },
+        "history_truncated": {"type": "boolean"},
+    },
+}
 BODIES: dict[tuple[str, str, str], dict[str, Any]] = {
     ("/api/v1/records/{record_type}/{key}", "get", "200"): {
         "type": "object",
-        "properties": {"record_type": TEXT, "key": TEXT, "fields": OBJECT, "derived": OBJECT, "lineage": OBJECT},
+        "properties": {"record_type": TEXT, "key": TEXT, "fields": OBJECT, "derived": OBJECT, "lineage": LINEAGE},
     },
     ("/api/v1/ingestions/{ingestion_id}", "get", "200"): {
         "type": "object",
