@@ -27,7 +27,9 @@ Rules:
   (``raw_records.updated_at`` once persisted, dead or rejected; null while in flight),
   ``attempts``, ``stored`` (the version the table holds now), ``file``, ``position`` and
   ``errors`` (a rejection's place: the index in an API batch or the row of a file, and its field
-  errors; null for raw records), ``dead_letter`` and ``replays``.
+  errors; null for raw records), ``dead_letter`` and ``replays``. An upload row kept both as a
+  ``rejected`` raw record and as a rejection is one entry (the raw record, with the rejection's
+  id, position and errors).
 - ``dead_letter``: ``{id, error_type, error, status, attempts, first_failed_at, last_failed_at,
   replay_count, last_replayed_at, last_outcome, superseded_by: {raw_record_id, ingestion_id} |
   null, edited_fields, replays_not_listed}`` or null. ``edited_fields``: the top-level fields whose
@@ -149,12 +151,18 @@ def _history(
 ) -> tuple[list[dict[str, Any]], bool]:
     params = {"t": type_name, "k": key, "n": limit + 1}
     raws = conn.execute(_RAW_HISTORY, params).all()
-    rejected_rows = {(r.ingestion_id, r.source_row) for r in raws if r.status == REJECTED}
-    rejections = [
-        j for j in conn.execute(_REJECTION_HISTORY, params).all() if (j.ingestion_id, j.position) not in rejected_rows
-    ]
     entries = [((r.received_at, 0, r.id), _raw_entry(r, stored_raw_id)) for r in raws]
-    entries += [((j.created_at, 1, j.id), _rejection_entry(j)) for j in rejections]
+    # A row an upload refused may be kept both as a `rejected` raw record and as a rejection (same
+    # ingestion, row = position): one entry, the raw record's, with the rejection's place and errors.
+    refused_raw = {
+        (e["ingestion_id"], e["file"]["row"]): e for _, e in entries if e["status"] == REJECTED and e["file"]
+    }
+    for j in conn.execute(_REJECTION_HISTORY, params).all():
+        same = refused_raw.get((j.ingestion_id, j.position))
+        if same is not None:
+            same.update(rejection_id=j.id, position=j.position, errors=j.errors)
+        else:
+            entries.append(((j.created_at, 1, j.id), _rejection_entry(j)))
     entries.sort(key=lambda pair: pair[0], reverse=True)
     truncated = len(entries) > limit
     shown = [entry for _, entry in entries[:limit]][::-1]

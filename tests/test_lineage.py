@@ -200,6 +200,35 @@ def test_a_superseded_replay_and_a_bulk_replay_are_shown_for_what_they_are(clien
     assert [(a["action"], a["outcome"]) for a in old["replays"]] == [("replay", "failed")]
 
 
+def test_an_upload_row_kept_as_a_rejected_raw_record_and_a_rejection_is_one_entry(client, auth, engine, unique):
+    upload = store(engine, "students", [student(f"{unique}-other")], received_at=utcnow() - timedelta(minutes=1))
+    as_upload(engine, upload.ingestion_id, "roster.xlsx", {})
+    errors = {"grade_level": ["Not a valid integer."]}
+    with engine.begin() as conn:
+        refused_id = conn.execute(
+            sa.text(
+                "INSERT INTO raw_records (ingestion_id, record_type, natural_key, payload, status, source_row, "
+                "received_at, updated_at) SELECT ingestion_id, 'students', :k, NULL, 'rejected', 4, received_at, "
+                "received_at FROM raw_records WHERE id = :id RETURNING id"
+            ),
+            {"k": unique, "id": upload.ids[0]},
+        ).scalar_one()
+        store_rejections(
+            conn,
+            upload.ingestion_id,
+            get_registry()["students"],
+            [{"index": 4, "errors": errors, "raw": {"student_id": unique}}],
+            utcnow(),
+        )
+    land(engine, "students", [student(unique)])
+
+    refused, kept = lineage_of(client, auth, unique)["history"]
+    assert (refused["kind"], refused["raw_record_id"], refused["status"]) == ("raw_record", refused_id, "rejected")
+    assert (refused["position"], refused["errors"]) == (4, errors) and refused["rejection_id"] is not None
+    assert refused["file"] == {"filename": "roster.xlsx", "row": 4}
+    assert kept["stored"] is True
+
+
 def test_history_lists_the_latest_entries_oldest_first_and_says_when_it_is_cut(
     client, auth, engine, unique, monkeypatch
 ):
