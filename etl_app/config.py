@@ -95,6 +95,10 @@ class Settings:
     rollup_days: int = 7
     job_batch_size: int = 5_000
     rate_limit: str = ""
+    openlineage_url: str | None = None  # unset: no lineage events (etl_app.openlineage_events)
+    openlineage_endpoint: str = "api/v1/lineage"
+    openlineage_api_key: str = ""
+    openlineage_namespace: str = "etl_app"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -128,6 +132,10 @@ class Settings:
             rollup_days=_int(env, "ETL_ROLLUP_DAYS", cls.rollup_days),
             job_batch_size=_int(env, "ETL_JOB_BATCH_SIZE", cls.job_batch_size),
             rate_limit=env.get("ETL_RATE_LIMIT", "").strip(),
+            openlineage_url=env.get("OPENLINEAGE_URL", "").strip() or None,
+            openlineage_endpoint=env.get("OPENLINEAGE_ENDPOINT", "").strip() or cls.openlineage_endpoint,
+            openlineage_api_key=env.get("OPENLINEAGE_API_KEY", "").strip(),
+            openlineage_namespace=env.get("OPENLINEAGE_NAMESPACE", "").strip() or cls.openlineage_namespace,
         )
         known = {f.name for f in fields(cls)}
         values.update({k: v for k, v in overrides.items() if k in known})

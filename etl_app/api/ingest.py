@@ -9,7 +9,7 @@ import orjson
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from etl_app import logs
+from etl_app import logs, openlineage_events
 from etl_app.api import metrics
 from etl_app.api.common import (
     JSON,
@@ -68,6 +68,16 @@ def _accept(
         received_at=received_at,
         rejections=rejections,
         relayed=relayed,
+    )
+    openlineage_events.started(  # queued for a background thread: never waits, never raises
+        runtime.settings,
+        {
+            "id": result.ingestion_id,
+            "record_type": record_type.name,
+            "source": source,
+            "created_at": received_at,
+            "filename": None,
+        },
     )
     logs.bind(ingestion_id=result.ingestion_id, record_type=record_type.name)  # until the request ends
     log.info("ingestion stored (%s): %d accepted, %d rejected", source, len(accepted), len(rejections))
