@@ -363,8 +363,17 @@ def dataset(sessions: int, seed: int, *, id_prefix: str = "") -> Dataset:
     return Dataset(sessions, seed, id_prefix)
 
 
-def write_records(records: Iterable[dict[str, Any]], out: BinaryIO, fmt: str = "ndjson") -> int:
-    """Write records as NDJSON (one a line) or as one JSON array; returns how many."""
+def write_records(
+    records: Iterable[dict[str, Any]], out: BinaryIO, fmt: str = "ndjson", record_type: str | None = None
+) -> int:
+    """Write records as NDJSON (one a line) or as one JSON array, or (given their ``record_type``)
+    as CSV, TSV, XLSX or Parquet (:mod:`etl_app.local.generate_formats`); returns how many."""
+    if fmt not in ("ndjson", "json"):
+        from etl_app.local.generate_formats import write_flat
+
+        if record_type is None:
+            raise ValueError(f"{fmt} needs the record type (its columns are the schema's fields)")
+        return write_flat(records, out, fmt, record_type)
     n = 0
     buffer: list[bytes] = []
     sep = b"\n" if fmt == "ndjson" else b",\n"
