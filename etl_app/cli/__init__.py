@@ -1,5 +1,5 @@
-"""The operator's command line: ``etl-app run``, ``migrate``, ``dlq``, ``jobs``, ``audit``, ``status``
-and ``generate``."""
+"""The operator's command line: ``etl-app run``, ``migrate``, ``dlq``, ``jobs``, ``audit``, ``status``,
+``generate`` and ``submit``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from etl_app.cli.generate import generate
 from etl_app.cli.jobs import jobs_group
 from etl_app.cli.run import migrate, run
 from etl_app.cli.status import status_command
+from etl_app.cli.submit import submit_command
 
 
 @click.group()
@@ -26,6 +27,7 @@ main.add_command(dlq_group, "dlq")
 main.add_command(jobs_group, "jobs")
 main.add_command(audit_command)
 main.add_command(status_command)
+main.add_command(submit_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

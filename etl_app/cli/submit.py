@@ -1,0 +1,347 @@
+"""``etl-app submit FILE --type T [--follow] [--json]``: upload a file to the running service.
+
+``POST {url}/api/v1/{type}/upload`` (multipart field ``file``, streamed from disk in 64 KiB
+chunks: a 200 MB file is never read into memory), then with ``--follow`` polls
+``GET {url}/api/v1/ingestions/{id}`` until its status is no longer ``running`` and prints the
+ingestion's counts and quality report.
+
+URL: ``--url`` / ``ETL_API_URL``, else ``http://127.0.0.1:{WEB_PORT or PORT or 8000}`` (where
+``etl-app run`` serves). Key: ``--key`` / ``ETL_API_KEY``, else the key ``etl-app run``
+generated into ``<var>/api_key`` (``ETL_VAR_DIR``, default ./var).
+
+Exit codes: 0 accepted (and, following, finished); 1 the server refused the file (its message
+is shown), the service could not be reached, or the ingestion or its upload failed; 2 usage
+errors; 130 Ctrl-C while following (the ingestion goes on).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from etl_app.config import var_dir
+
+TYPES = ("tutors", "students", "sessions", "feedback")
+CONTENT_TYPES = {
+    ".csv": "text/csv",
+    ".tsv": "text/tab-separated-values",
+    ".ndjson": "application/x-ndjson",
+    ".jsonl": "application/x-ndjson",
+    ".json": "application/json",
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ".parquet": "application/vnd.apache.parquet",
+}
+POLL_RETRIES = 10  # consecutive failed polls (unreachable, 5xx, 429) before giving up
+EXIT_INTERRUPTED = 130
+
+
+class Failed(click.ClickException):
+    """Exit 1 with a message (ClickException's code)."""
+
+
+def default_url() -> str:
+    return f"http://127.0.0.1:{os.environ.get('WEB_PORT') or os.environ.get('PORT') or 8000}"
+
+
+def find_key(given: str | None) -> str:
+    """``--key`` / ``ETL_API_KEY``, else the key ``etl-app run`` generated into the var folder."""
+    if given:
+        return given
+    path = Path(var_dir()) / "api_key"
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        text = ""
+    secret = text.split(",")[0].split(":")[0].strip()  # a key holds neither , nor :
+    if not secret:
+        raise click.UsageError(
+            f"no API key: give --key or set ETL_API_KEY (`etl-app run` writes its key to {path}, not found)"
+        )
+    return secret
+
+
+class _Reading:
+    """A file object that reports how far it has been read (for the upload bar)."""
+
+    def __init__(self, fh, on_read) -> None:
+        self._fh, self._on_read = fh, on_read
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._fh.read(size)
+        self._on_read(len(chunk))
+        return chunk
+
+    def fileno(self) -> int:
+        return self._fh.fileno()
+
+    def seek(self, *args: Any) -> int:
+        return self._fh.seek(*args)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+
+def _error_message(response) -> str:
+    """``HTTP 413 (too_large): message`` from a ``{error, message}`` body, or the body's text."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("message"):
+        kind = f" ({body['error']})" if body.get("error") else ""
+        return f"HTTP {response.status_code}{kind}: {body['message']}"
+    text = response.text.strip()[:500]
+    return f"HTTP {response.status_code} {response.reason_phrase}" + (f": {text}" if text else "")
+
+
+def _upload(client, path: Path, record_type: str, console: Console) -> dict[str, Any]:
+    import httpx
+
+    size = path.stat().st_size
+    content_type = CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
+    with (
+        open(path, "rb") as fh,
+        Progress(
+            TextColumn("uploading {task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        ) as progress,
+    ):
+        task = progress.add_task(path.name, total=size or None)
+        reading = _Reading(fh, lambda n: progress.advance(task, n))
+        try:
+            response = client.post(f"/api/v1/{record_type}/upload", files={"file": (path.name, reading, content_type)})
+        except httpx.TransportError as exc:
+            raise Failed(f"could not reach {client.base_url} ({type(exc).__name__}: {exc})") from None
+    if response.status_code != 202:
+        raise Failed(f"upload refused: {_error_message(response)}")
+    try:
+        body = response.json()
+        body["ingestion_id"]
+    except (ValueError, KeyError, TypeError):
+        raise Failed(f"unexpected answer to the upload (HTTP {response.status_code}): {response.text[:300]}") from None
+    return body
+
+
+def _get(client, ingestion_id: str) -> dict[str, Any]:
+    """The ingestion; retries unreachable / 5xx / 429 a few times, fails on another 4xx."""
+    import httpx
+
+    failures = 0
+    while True:
+        try:
+            response = client.get(f"/api/v1/ingestions/{ingestion_id}")
+        except httpx.TransportError as exc:
+            problem = f"could not reach {client.base_url} ({type(exc).__name__}: {exc})"
+        else:
+            if response.status_code == 200:
+                return response.json()
+            problem = _error_message(response)
+            if response.status_code < 500 and response.status_code != 429:
+                raise Failed(f"reading ingestion {ingestion_id}: {problem}")
+        failures += 1
+        if failures >= POLL_RETRIES:
+            raise Failed(f"reading ingestion {ingestion_id}: {problem}")
+        time.sleep(min(5.0, 0.5 * failures))
+
+
+def _rows_read(body: dict[str, Any]) -> int:
+    upload = body.get("upload") or {}
+    if upload.get("rows_read") is not None:
+        return int(upload["rows_read"])
+    return int((body.get("counts") or {}).get("received") or 0)
+
+
+def _settled(body: dict[str, Any]) -> int:
+    counts = body.get("counts") or {}
+    return sum(int(counts.get(k) or 0) for k in ("persisted", "dead", "rejected"))
+
+
+def _follow(client, ingestion_id: str, interval: float, console: Console) -> dict[str, Any]:
+    with Progress(
+        TextColumn("{task.description:<16}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        parsed = progress.add_task("file parsed", total=100, detail="")
+        settled = progress.add_task("records settled", total=None, detail="")
+        while True:
+            body = _get(client, ingestion_id)
+            upload = body.get("upload") or {}
+            share = upload.get("progress")
+            if share is None:  # not an upload (or no upload part): parsed once it has a status past parsing
+                share = 1.0 if body.get("status") != "running" else 0.0
+            rows = _rows_read(body)
+            done = _settled(body)
+            state = upload.get("status") or ""
+            progress.update(parsed, completed=100 * float(share), detail=f"{rows:,} rows read {state}".rstrip())
+            progress.update(settled, completed=done, total=max(rows, done) or None, detail=f"{done:,} of {rows:,}")
+            if body.get("status") != "running":
+                return body
+            time.sleep(interval)
+
+
+def _share(value: Any) -> str:
+    return "-" if value is None else f"{100 * float(value):.2f}%"
+
+
+def _seconds(value: Any) -> str:
+    if value is None:
+        return "-"
+    s = float(value)
+    sign, s = ("-" if s < 0 else ""), abs(s)
+    if s < 60:
+        human = f"{s:.1f}s"
+    elif s < 3600:
+        human = f"{int(s // 60)}m {int(s % 60)}s"
+    elif s < 86400:
+        human = f"{int(s // 3600)}h {int(s % 3600 // 60)}m"
+    else:
+        human = f"{int(s // 86400)}d {int(s % 86400 // 3600)}h"
+    return sign + human
+
+
+def print_report(body: dict[str, Any], console: Console) -> None:
+    """The ingestion's counts, then its quality report (metrics, completeness per field, top errors)."""
+    upload = body.get("upload") or {}
+    console.print(
+        f"ingestion {body.get('id')} ({body.get('record_type')}): {body.get('status')}", highlight=False, markup=False
+    )
+    counts = Table()
+    names = ("received", "persisted", "dead", "rejected", "in_flight")
+    for name in names:
+        counts.add_column(name, justify="right")
+    c = body.get("counts") or {}
+    counts.add_row(*(f"{int(c.get(n) or 0):,}" for n in names))
+    console.print(counts)
+    if upload:
+        line = f"file {upload.get('filename')} ({upload.get('format')}, {int(upload.get('size') or 0):,} bytes)"
+        line += f": {upload.get('status')}, {int(upload.get('rows_read') or 0):,} rows read"
+        console.print(line, highlight=False, markup=False)
+        if upload.get("error"):
+            console.print(f"upload error: {upload['error']}", style="red", highlight=False, markup=False)
+        if upload.get("note"):
+            console.print(f"note: {upload['note']}", highlight=False, markup=False)
+    quality = body.get("quality")
+    if not quality:
+        console.print("no quality report (the ingestion has not settled)" if body.get("status") == "running" else "")
+        return
+    metrics = Table(title="quality", title_justify="left")
+    metrics.add_column("metric")
+    metrics.add_column("value", justify="right")
+    for name in ("received", "accepted", "rejected"):
+        if quality.get(name) is not None:
+            metrics.add_row(name, f"{int(quality[name]):,}")
+    completeness = quality.get("completeness") or {}
+    metrics.add_row("validity", _share(quality.get("validity")))
+    metrics.add_row("completeness (overall)", _share(completeness.get("overall")))
+    metrics.add_row("uniqueness", _share(quality.get("uniqueness")))
+    metrics.add_row("integrity", _share(quality.get("integrity")))
+    timeliness = quality.get("timeliness") or {}
+    for p in ("p50", "p95", "max"):
+        metrics.add_row(f"timeliness {p}", _seconds(timeliness.get(p)))
+    score = quality.get("score")
+    metrics.add_row("score", "-" if score is None else f"{float(score):.4f}")
+    metrics.add_row("level", str(quality.get("level")))
+    console.print(metrics)
+    fields = {k: v for k, v in completeness.items() if k != "overall"}
+    if fields:
+        per_field = Table(title="completeness per field", title_justify="left")
+        per_field.add_column("field")
+        per_field.add_column("filled", justify="right")
+        for name, value in fields.items():
+            per_field.add_row(Text(name), _share(value))
+        console.print(per_field)
+    errors = quality.get("top_errors") or []
+    if errors:
+        top = Table(title="top errors", title_justify="left")
+        top.add_column("field")
+        top.add_column("message")
+        top.add_column("count", justify="right")
+        for e in errors:
+            top.add_row(Text(str(e.get("field"))), Text(str(e.get("message"))), f"{int(e.get('count') or 0):,}")
+        console.print(top)
+    else:
+        console.print("top errors: none")
+
+
+def _failed(body: dict[str, Any]) -> bool:
+    return body.get("status") == "failed" or (body.get("upload") or {}).get("status") == "failed"
+
+
+@click.command("submit")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path))
+@click.option("--type", "record_type", required=True, type=click.Choice(TYPES), help="The records' type.")
+@click.option("--follow", is_flag=True, help="Show progress until the ingestion settles, then its quality report.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the upload answer (with --follow: the final ingestion) as JSON."
+)
+@click.option("--url", envvar="ETL_API_URL", help="The service (env ETL_API_URL; default http://127.0.0.1:$PORT|8000).")
+@click.option("--key", envvar="ETL_API_KEY", help="API key (env ETL_API_KEY; default: the one `etl-app run` made).")
+@click.option(
+    "--interval", type=click.FloatRange(min=0.05), default=0.5, show_default=True, help="Seconds between polls."
+)
+def submit_command(file: Path, record_type: str, follow: bool, as_json: bool, url, key, interval: float) -> None:
+    """Upload FILE (csv, tsv, ndjson, json, xlsx or parquet) as records of --type; print the
+    ingestion id, and with --follow its progress, counts and quality report."""
+    import httpx
+
+    from etl_app.cli.common import console as make_console
+
+    base = (url or default_url()).rstrip("/")
+    secret = find_key(key)
+    out = make_console()
+    err = Console(stderr=True)
+    status_console = err if as_json else out
+    timeout = httpx.Timeout(30.0, read=600.0)  # the server may take a while to store a big file
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secret}"}, timeout=timeout) as client:
+        answer = _upload(client, file, record_type, status_console)
+        ingestion_id = str(answer["ingestion_id"])
+        upload = answer.get("upload") or {}
+        if not follow:
+            if as_json:
+                click.echo(json.dumps(answer, indent=2))
+            else:
+                click.echo(ingestion_id)
+                if upload.get("note"):
+                    err.print(f"note: {upload['note']}", highlight=False, markup=False)
+            return
+        status_console.print(
+            f"ingestion {ingestion_id}: {upload.get('filename', file.name)} ({upload.get('format', '?')}, "
+            f"{int(upload.get('size') or file.stat().st_size):,} bytes)",
+            highlight=False,
+            markup=False,
+        )
+        try:
+            body = _follow(client, ingestion_id, interval, status_console)
+        except KeyboardInterrupt:
+            err.print(
+                f"stopped following; ingestion {ingestion_id} goes on. Look again with\n"
+                f"  etl-app status {ingestion_id}\n"
+                f"  curl -H 'Authorization: Bearer $ETL_API_KEY' {base}/api/v1/ingestions/{ingestion_id}",
+                highlight=False,
+                markup=False,
+            )
+            raise SystemExit(EXIT_INTERRUPTED) from None
+    if as_json:
+        click.echo(json.dumps(body, indent=2))
+    else:
+        print_report(body, out)
+    if _failed(body):
+        error = (body.get("upload") or {}).get("error")
+        raise Failed(f"ingestion {ingestion_id} failed" + (f": {error}" if error else ""))
