@@ -16,7 +16,7 @@ import logging
 import random
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,7 +26,7 @@ from celery.utils.time import get_exponential_backoff_interval
 
 from etl_app import errors, logs
 from etl_app.deadletters.store import Failure
-from etl_app.ingest import claim
+from etl_app.ingest import claim, settle
 from etl_app.pipeline.messages import UnreadableMessage, publish_chunks, publish_dead_letters, read_chunk
 from etl_app.runtime import Runtime
 
@@ -114,6 +114,19 @@ class EtlTask(Task):
     def commit(self) -> None:
         """Commit now and run the held sends; later statements start a new transaction."""
         self._unit.commit()
+
+    def settle_after_commit(self, *, ingestion_ids: Iterable[Any] = (), raw_ids: Iterable[int] = ()) -> None:
+        """Once this call's transaction has committed, store the quality of those of these ingestions
+        (or of these raw records' ingestions) that have settled (:mod:`etl_app.ingest.settle`), on
+        this call's connection. Checking is one indexed query; a failure is logged, never the task's."""
+        ingestion_ids, raw_ids = sorted(set(ingestion_ids)), sorted(set(raw_ids))
+        if ingestion_ids or raw_ids:
+            runtime, unit = self.runtime, self._unit
+            self.after_commit(
+                lambda: settle.settle_quietly(
+                    unit.connection, runtime.registry, runtime.settings, ingestion_ids=ingestion_ids, raw_ids=raw_ids
+                )
+            )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         message = args[0] if args else None

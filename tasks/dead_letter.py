@@ -23,7 +23,8 @@ def record(self: EtlTask, type_name: str, failures: list[dict], task_name: str) 
     """Store each failure once (a redelivery changes nothing); returns how many were new.
 
     A ``missing_parent`` record whose parent landed while it was being dead-lettered is replayed
-    at once (the parent's persist could not see it dead yet)."""
+    at once (the parent's persist could not see it dead yet). Then the quality of the ingestions
+    these dead letters settled is stored."""
     rows = [Failure.from_message(f) for f in failures]
     orphans = [f.raw_id for f in rows if f.error_type == errors.MISSING_PARENT]
     new = dead_letter(self.db, rows, task_name)
@@ -31,4 +32,5 @@ def record(self: EtlTask, type_name: str, failures: list[dict], task_name: str) 
     self.after_commit(
         partial(send_after_commit, self.runtime, replayed.records, timeout=None, what="replayed dead letters")
     )
+    self.settle_after_commit(raw_ids=[f.raw_id for f in rows])
     return len(new)

@@ -132,8 +132,8 @@ def enrich(self: StageTask, message: ChunkMessage | None) -> ChunkMessage | None
 @shared_task(name=PERSIST, base=StageTask, bind=True)
 def persist(self: StageTask, message: ChunkMessage | None) -> int:
     """Upsert the chunk and mark its raw records persisted in one transaction; then wake any
-    children that were waiting for these records, and replay those that were dead-lettered as
-    missing_parent for them."""
+    children that were waiting for these records, replay those that were dead-lettered as
+    missing_parent for them, and store the quality of the ingestions this chunk settled."""
     if not message:
         return 0
     chunk = read_chunk(message)
@@ -155,4 +155,5 @@ def persist(self: StageTask, message: ChunkMessage | None) -> int:
         for child_type, ids in waiting.items():
             self.after_commit(partial(self.republish, child_type, ids))
     self.after_commit(partial(runtime.stash.drop, chunk.stash))
+    self.settle_after_commit(ingestion_ids=[one["ingestion_id"] for one in items])
     return len(keys)

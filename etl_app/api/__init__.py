@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from flask import Flask, request
 
-from etl_app.api import audit, auth, bodylimit, dead_letters, health, ingest, metrics, openapi, read, reports
+from etl_app.api import (
+    audit,
+    auth,
+    bodylimit,
+    dead_letters,
+    health,
+    ingest,
+    metrics,
+    openapi,
+    read,
+    rejections,
+    reports,
+)
 from etl_app.api.errors import ApiError, register_error_handlers
 from etl_app.api.jobs import bp as jobs_bp
 from etl_app.api.jsonprovider import OrjsonProvider
@@ -17,7 +29,7 @@ def init_app(app: Flask) -> None:
     metrics.init_app(app)  # first, so that refused requests are counted too
     auth.init_app(app)
     app.before_request(_refuse_nul)  # after the key check: a refused key is a 401 whatever it sent
-    for module in (health, ingest, read, dead_letters, reports, openapi, metrics):
+    for module in (health, ingest, read, rejections, dead_letters, reports, openapi, metrics):
         app.register_blueprint(module.bp)
     app.register_blueprint(jobs_bp)
     app.register_blueprint(audit.bp)

@@ -9,7 +9,7 @@ from apispec import APISpec
 from flask import Blueprint, Response, abort, current_app, jsonify, send_from_directory
 
 import etl_app
-from etl_app.api import openapi_fields, openapi_responses, reports
+from etl_app.api import openapi_fields, openapi_responses, rejections, reports
 from etl_app.api.jobs import openapi_paths as jobs_openapi_paths
 from etl_app.errors import ERROR_TYPES
 from etl_app.models import DEAD_LETTER_STATUSES, OUTCOMES, STATUSES
@@ -160,6 +160,7 @@ def build_spec(registry: Registry) -> dict:
             }
         },
     )
+    rejections.openapi_paths(spec)
     _dead_letter_paths(spec, registry)
     jobs_openapi_paths(spec)
     reports.openapi_paths(spec, registry)

@@ -126,6 +126,50 @@ LINEAGE = {
         "history_truncated": {"type": "boolean"},
     },
 }
+SHARE = {"type": "number", "nullable": True}
+# An ingestion's quality (etl_app.quality.as_report): null shares when nothing was accepted.
+QUALITY = {
+    "type": "object",
+    "properties": {
+        "received": INTEGER,
+        "accepted": INTEGER,
+        "rejected": INTEGER,
+        "validity": {"type": "number"},
+        "completeness": {
+            "type": "object",
+            "nullable": True,
+            "additionalProperties": SHARE,
+            "description": "{field: share} for every input field, and overall (the optional fields' mean)",
+        },
+        "uniqueness": SHARE,
+        "integrity": SHARE,
+        "timeliness": {
+            "type": "object",
+            "nullable": True,
+            "properties": {"p50": {"type": "number"}, "p95": {"type": "number"}, "max": {"type": "number"}},
+            "description": "seconds from event time to receipt",
+        },
+        "score": SHARE,
+        "level": {"type": "string", "enum": ["excellent", "good", "fair", "poor", "unusable"]},
+        "top_errors": {
+            "type": "array",
+            "items": {"type": "object", "properties": {"field": TEXT, "message": TEXT, "count": INTEGER}},
+        },
+    },
+}
+UPLOAD = {
+    "type": "object",
+    "properties": {
+        "filename": TEXT,
+        "format": TEXT,
+        "note": {**TEXT, "nullable": True},
+        "size": INTEGER,
+        "status": {"type": "string", "enum": ["stored", "parsing", "parsed", "failed"]},
+        "rows_read": INTEGER,
+        "progress": {"type": "number"},
+        "error": {**TEXT, "nullable": True},
+    },
+}
 BODIES: dict[tuple[str, str, str], dict[str, Any]] = {
     ("/api/v1/records/{record_type}/{key}", "get", "200"): {
         "type": "object",
@@ -137,11 +181,15 @@ BODIES: dict[tuple[str, str, str], dict[str, Any]] = {
             "id": {"type": "string", "format": "uuid"},
             "record_type": TEXT,
             "source": TEXT,
-            "status": TEXT,
-            "counts": {"type": "object", "additionalProperties": INTEGER},
-            "quality": {**OBJECT, "nullable": True},
+            "status": {"type": "string", "enum": ["running", "finished", "failed"]},
+            "counts": {
+                "type": "object",
+                "properties": {name: INTEGER for name in ("received", "persisted", "dead", "rejected", "in_flight")},
+            },
+            "quality": {**QUALITY, "nullable": True, "description": "quality.md; null while running"},
             "created_at": MOMENT,
             "finished_at": {**MOMENT, "nullable": True},
+            "upload": {**UPLOAD, "nullable": True, "description": "null unless the ingestion is an upload"},
         },
     },
     ("/api/v1/record-types", "get", "200"): {

@@ -59,7 +59,7 @@ def get_ingestion(ingestion_id: str):
     except ValueError:
         raise ApiError(404, "not_found", f"no ingestion {ingestion_id!r}") from None
     with current_runtime().engine.connect() as conn:
-        report = ingestion_status(conn, ident)
+        report = ingestion_status(conn, ident, current_runtime().registry, current_runtime().settings)
     if report is None:
         raise ApiError(404, "not_found", f"no ingestion {ingestion_id!r}")
     return jsonify(report)

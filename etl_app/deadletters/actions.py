@@ -2,7 +2,9 @@
 
 A replay happens in one transaction: the raw record goes back to ``received`` (with a corrected
 payload if one was given), the dead letter becomes ``replayed`` (``replay_count`` + 1,
-``last_replayed_at``, ``last_outcome = 'replayed'``) and its ingestion is open again. Only after
+``last_replayed_at``, ``last_outcome = 'replayed'``) and its ingestion is open again: its
+``quality`` and ``finished_at`` are cleared, so it reports ``running`` and is measured again
+(:mod:`etl_app.ingest.settle`) once the replayed records settle. Only after
 the commit are the chains sent, with :func:`etl_app.ingest.send.send_after_commit` (pass it
 ``Replayed.records``); if the broker cannot take them, the records stay ``received`` and the
 relay or the outbox sweeper sends them. When the record settles, ``last_outcome`` becomes
@@ -64,8 +66,8 @@ def _replay_sql(picked: str) -> sa.TextClause:
             FROM dl WHERE r.id = dl.raw_record_id AND r.status = :DEAD
             RETURNING r.id, r.record_type, r.ingestion_id
         ), reopened AS (
-            UPDATE ingestions i SET finished_at = NULL
-            WHERE i.id IN (SELECT ingestion_id FROM raw) AND i.finished_at IS NOT NULL
+            UPDATE ingestions i SET finished_at = NULL, quality = NULL
+            WHERE i.id IN (SELECT ingestion_id FROM raw) AND (i.finished_at IS NOT NULL OR i.quality IS NOT NULL)
         )
         SELECT dl.id, raw.id AS raw_id, raw.record_type FROM dl JOIN raw ON raw.id = dl.raw_record_id
         ORDER BY raw.id

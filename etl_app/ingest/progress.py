@@ -1,4 +1,4 @@
-"""Ingestion progress, counted from the outbox."""
+"""Ingestion progress, counted from the outbox, with the quality stored when it settled."""
 
 from __future__ import annotations
 
@@ -7,65 +7,84 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl_app.models import DEAD, PERSISTED, RECEIVED, REJECTED
+from etl_app.config import Settings
+from etl_app.models import DEAD, FAILED, PARSED, PERSISTED, RECEIVED, REJECTED
+from etl_app.record_types import Registry, get_registry
 
-# An ingestion's status: finished once none of its records is in flight.
-IN_PROGRESS = "running"  # quality.md: `running` until it settles
+# An ingestion's status: `running` until it settles (quality.md), then `finished`, or `failed`
+# for an upload whose file turned out unreadable part-way (its rows before that are measured).
+IN_PROGRESS = "running"
 FINISHED = "finished"
+UPLOAD_FAILED = FAILED
+
+UPLOAD_FIELDS = ("filename", "format", "note", "size", "status", "rows_read", "progress", "error")
+
+_INGESTION = sa.text(
+    "SELECT i.id, i.record_type, i.source, i.rejected, i.created_at, i.finished_at, i.quality, "
+    "u.id AS upload_id, " + ", ".join(f"u.{name} AS upload_{name}" for name in UPLOAD_FIELDS) + " "
+    "FROM ingestions i LEFT JOIN uploads u ON u.id = i.id WHERE i.id = :id"
+)
+_COUNTS = sa.text("SELECT status, count(*) FROM raw_records WHERE ingestion_id = :id GROUP BY status")
 
 
-def ingestion_status(conn: sa.Connection, ingestion_id: uuid.UUID) -> dict[str, Any] | None:
-    """``{id, record_type, status, counts, created_at, finished_at}`` or None.
+def _read(conn: sa.Connection, ingestion_id: uuid.UUID) -> tuple[sa.RowMapping | None, dict[str, int]]:
+    ing = conn.execute(_INGESTION, {"id": ingestion_id}).mappings().first()
+    counts = {RECEIVED: 0, PERSISTED: 0, DEAD: 0, REJECTED: 0}
+    if ing is not None:
+        for state, n in conn.execute(_COUNTS, {"id": ingestion_id}):
+            counts[state] = n
+    return ing, counts
+
+
+def ingestion_status(
+    conn: sa.Connection, ingestion_id: uuid.UUID, registry: Registry | None = None, settings: Settings | None = None
+) -> dict[str, Any] | None:
+    """``{id, record_type, source, status, counts, quality, created_at, finished_at, upload}`` or None.
 
     counts: ``received`` (accepted in all), ``in_flight`` (not settled yet), ``persisted``,
     ``dead`` and ``rejected`` (refused at the API, plus upload rows refused at parsing).
-    The ingestion is ``finished`` when nothing is in flight; ``finished_at`` is then the
-    moment its last record settled.
+    ``status`` is ``running`` until the ingestion settles (nothing in flight and, for an upload,
+    its parse over); then its quality is stored (:mod:`etl_app.ingest.settle`; measured here if
+    no worker has yet) and it is ``finished``, or ``failed`` for an upload whose parse failed.
+    ``quality`` and ``finished_at`` are null while it runs. ``upload`` is null unless the
+    ingestion is an upload: then ``{filename, format, note, size, status, rows_read, progress,
+    error}``.
     """
-    ing = (
-        conn.execute(
-            sa.text(
-                "SELECT id, record_type, source, accepted, rejected, created_at, finished_at "
-                "FROM ingestions WHERE id = :id"
-            ),
-            {"id": ingestion_id},
-        )
-        .mappings()
-        .first()
-    )
+    ing, counts = _read(conn, ingestion_id)
     if ing is None:
         return None
-    counts = {RECEIVED: 0, PERSISTED: 0, DEAD: 0, REJECTED: 0}
-    last_update = None
-    for state, n, last in conn.execute(
-        sa.text("SELECT status, count(*), max(updated_at) FROM raw_records WHERE ingestion_id = :id GROUP BY status"),
-        {"id": ingestion_id},
-    ):
-        counts[state] = n
-        if last is not None and (last_update is None or last > last_update):
-            last_update = last
-    in_flight = counts[RECEIVED]
-    finished = in_flight == 0
-    finished_at = ing["finished_at"]
-    if finished and finished_at is None:
-        finished_at = last_update or ing["created_at"]
-        conn.execute(
-            sa.text("UPDATE ingestions SET finished_at = :t WHERE id = :id AND finished_at IS NULL"),
-            {"t": finished_at, "id": ingestion_id},
-        )
-        conn.commit()
+    upload_open = ing["upload_id"] is not None and ing["upload_status"] not in (PARSED, FAILED)
+    if ing["quality"] is None and counts[RECEIVED] == 0 and not upload_open:
+        from etl_app.ingest.settle import settle_on  # settle announces with this function
+
+        settle_on(conn, registry or get_registry(), [ingestion_id], settings=settings)
+        ing, counts = _read(conn, ingestion_id)
+        if ing is None:
+            return None
+    settled = ing["quality"] is not None
+    if not settled:
+        status = IN_PROGRESS
+    elif ing["upload_status"] == FAILED:
+        status = UPLOAD_FAILED
+    else:
+        status = FINISHED
+    upload = None
+    if ing["upload_id"] is not None:
+        upload = {name: ing[f"upload_{name}"] for name in UPLOAD_FIELDS}
     return {
         "id": ing["id"],
         "record_type": ing["record_type"],
         "source": ing["source"],
-        "status": FINISHED if finished else IN_PROGRESS,
+        "status": status,
         "counts": {
             "received": counts[RECEIVED] + counts[PERSISTED] + counts[DEAD],
-            "in_flight": in_flight,
+            "in_flight": counts[RECEIVED],
             "persisted": counts[PERSISTED],
             "dead": counts[DEAD],
             "rejected": ing["rejected"] + counts[REJECTED],
         },
+        "quality": ing["quality"] if settled else None,
         "created_at": ing["created_at"],
-        "finished_at": finished_at if finished else None,
+        "finished_at": ing["finished_at"] if settled else None,
+        "upload": upload,
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from etl_app.ingest import claim
+from etl_app.ingest import claim, settle
 from etl_app.ingest.send import send_after_commit
 from etl_app.jobs.context import JobContext
 from etl_app.names import PIPELINE_QUEUE
@@ -28,8 +28,13 @@ def run_sweeper(ctx: JobContext, runtime: Runtime) -> int:
 
     However long the ``etl`` queue, it runs: records waiting in the queue are not due (their
     lease is younger than the oldest queued message), so it re-sends only what was lost, and a
-    lost record waits at most one lease plus one queue wait."""
+    lost record waits at most one lease plus one queue wait.
+
+    First it catches up on quality: settled ingestions that have none stored yet (a worker that
+    stopped between its commit and its settle, an upload whose last rows were all refused) are
+    measured, at most :data:`etl_app.ingest.settle.CATCH_UP_LIMIT` a run."""
     settings = ctx.settings
+    _catch_up_quality(ctx, runtime)
     try:
         sent_at = oldest_queued_at(runtime.celery, PIPELINE_QUEUE)
     except Exception as exc:  # noqa: BLE001 - broker down: nothing can be sent now anyway
@@ -57,3 +62,15 @@ def run_sweeper(ctx: JobContext, runtime: Runtime) -> int:
     if swept:
         log.info("outbox sweeper re-enqueued %d records", swept)
     return swept
+
+
+def _catch_up_quality(ctx: JobContext, runtime: Runtime) -> None:
+    """Measure the settled ingestions without quality; a failure is logged, the sweep goes on."""
+    try:
+        stored = settle.catch_up(ctx.conn, runtime.registry, settings=runtime.settings, commit=ctx.commit)
+    except Exception:
+        log.exception("outbox sweeper: could not catch up on ingestion quality; next interval")
+        ctx.conn.rollback()
+        return
+    if stored:
+        log.info("outbox sweeper measured %d settled ingestions", len(stored))

@@ -1,0 +1,207 @@
+"""Settling an ingestion: its quality (quality.md) measured once, stored, and announced.
+
+An ingestion is *settled* when none of its raw records is ``received`` any more and, for an
+upload, its parse is over (``uploads.status`` ``parsed`` or ``failed``). :func:`settle` finds,
+among the ingestions it is given, the settled ones whose quality is not stored yet, measures
+them with :func:`etl_app.quality.quality_select` (one statement per record type, grouped by
+ingestion id) and stores each report with ``finished_at`` (the moment its last record settled, or
+its parse ended). The write is conditional (``WHERE quality IS NULL`` and still settled), so two
+callers settling the same ingestion at once store one report, and a replay that reopened it
+meanwhile wins.
+
+Callers: the persist and dead-letter tasks after each commit (:meth:`tasks.base.EtlTask.settle_after_commit`;
+the check that nothing settled is one indexed query), ``GET /api/v1/ingestions/{id}`` when it
+finds one settled but not measured, and the outbox sweeper's catch-up (:func:`catch_up`), which
+measures what a worker lost between its commit and its settle.
+
+A replayed dead letter reopens its ingestion (:mod:`etl_app.deadletters.actions` clears
+``quality`` and ``finished_at``): it is measured again when the replayed record settles.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from etl_app.config import Settings
+from etl_app.jsonsafe import json_safe
+from etl_app.models import FAILED, PARSED, sql
+from etl_app.quality import METRIC_COLUMNS, UNUSABLE, as_report, quality_select
+from etl_app.record_types import Registry
+
+log = logging.getLogger(__name__)
+
+CATCH_UP_LIMIT = 500  # ingestions the sweeper's catch-up measures a run, at most
+OPENLINEAGE_MODULE = "etl_app.openlineage_events"
+
+# The upload parse is over (or there is no upload).
+_PARSE_DONE = f"NOT EXISTS (SELECT 1 FROM uploads u WHERE u.id = i.id AND u.status NOT IN ('{PARSED}', '{FAILED}'))"
+_NOTHING_IN_FLIGHT = "NOT EXISTS (SELECT 1 FROM raw_records r WHERE r.ingestion_id = i.id AND r.status = :RECEIVED)"
+_SETTLED = f"i.quality IS NULL AND {_NOTHING_IN_FLIGHT} AND {_PARSE_DONE}"
+
+# The fast path: of these ingestions, the settled and unmeasured ones (usually none).
+_BY_INGESTION = sql(f"SELECT i.id, i.record_type FROM ingestions i WHERE i.id = ANY(:ids) AND {_SETTLED}")
+_BY_RECORD = sql(
+    "SELECT i.id, i.record_type FROM ingestions i "
+    f"WHERE i.id IN (SELECT r.ingestion_id FROM raw_records r WHERE r.id = ANY(:raw_ids)) AND {_SETTLED}"
+)
+_CATCH_UP = sql(
+    f"SELECT i.id, i.record_type FROM ingestions i WHERE i.record_type = ANY(:types) AND {_SETTLED} LIMIT :n"
+)
+
+_STORE = sql(
+    f"""
+    UPDATE ingestions i SET quality = m.quality,
+        finished_at = greatest(
+            coalesce((SELECT max(r.updated_at) FROM raw_records r WHERE r.ingestion_id = i.id), i.created_at),
+            (SELECT coalesce(u.parsed_at, i.created_at) FROM uploads u WHERE u.id = i.id))
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:reports AS jsonb[])) AS m(id, quality)
+    WHERE i.id = m.id AND {_SETTLED}
+    RETURNING i.id
+    """
+)
+
+
+def empty_report() -> dict[str, Any]:
+    """The quality of an ingestion with no record at all (an upload that failed before its first
+    row): nothing received, validity 0, level unusable."""
+    row: dict[str, Any] = dict.fromkeys(METRIC_COLUMNS)
+    row.update(received=0, accepted=0, rejected=0, validity=0.0, level=UNUSABLE, top_errors=[])
+    return as_report(row)
+
+
+def _measure(conn: sa.Connection, registry: Registry, type_name: str, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict]:
+    """The as_report shape of each of these ingestions of one type, in one statement."""
+    statement = sql(
+        quality_select(
+            registry[type_name],
+            raw_group="r.ingestion_id",
+            raw_filter="r.ingestion_id = ANY(:ids)",
+            ing_group="i.id",
+            ing_filter="i.id = ANY(:ids)",
+        )
+    )
+    reports = {ident: empty_report() for ident in ids}
+    for row in conn.execute(statement, {"t": type_name, "ids": ids}).mappings():
+        reports[row["k"]] = as_report(row)
+    return reports
+
+
+def _store(conn: sa.Connection, registry: Registry, candidates: Iterable[sa.Row]) -> list[uuid.UUID]:
+    """Measure the candidate ingestions and store what is still unmeasured and settled; their ids."""
+    by_type: dict[str, list[uuid.UUID]] = {}
+    known = set(registry.names())
+    for ident, type_name in candidates:
+        if type_name in known:
+            by_type.setdefault(type_name, []).append(ident)
+    if not by_type:
+        return []
+    # As in the daily-quality job: the planner's guess about the rejections' jsonb would make it
+    # JIT-compile the statement for far longer than it runs.
+    conn.execute(sa.text("SET LOCAL jit = off"))
+    reports: dict[uuid.UUID, dict] = {}
+    for type_name, ids in by_type.items():
+        reports.update(_measure(conn, registry, type_name, ids))
+    params = {
+        "ids": list(reports),
+        "reports": [orjson.dumps(json_safe(r)).decode() for r in reports.values()],
+    }
+    return list(conn.execute(_STORE, params).scalars())
+
+
+def settle_on(
+    conn: sa.Connection,
+    registry: Registry,
+    ingestion_ids: Sequence[Any] = (),
+    *,
+    raw_ids: Sequence[int] = (),
+    settings: Settings | None = None,
+    commit: Callable[[], None] | None = None,
+) -> list[uuid.UUID]:
+    """Settle those of ``ingestion_ids`` (and of the ingestions of ``raw_ids``) that are settled
+    and not measured yet, on ``conn``; commit (``commit``, else ``conn.commit``), then announce
+    each (:func:`_on_settled`). Returns the ids whose quality this call stored. When none is
+    settled (the usual case) it is one indexed query, and nothing is committed."""
+    ids = sorted({i if isinstance(i, uuid.UUID) else uuid.UUID(str(i)) for i in ingestion_ids})
+    candidates: list[sa.Row] = []
+    if ids:
+        candidates += conn.execute(_BY_INGESTION, {"ids": ids}).all()
+    if raw_ids:
+        candidates += conn.execute(_BY_RECORD, {"raw_ids": sorted(set(raw_ids))}).all()
+    if not candidates:
+        return []  # the usual case: one query, and the caller's transaction is left as it is
+    stored = _store(conn, registry, {tuple(c) for c in candidates})
+    (commit or conn.commit)()
+    _announce(conn, settings, stored)
+    return stored
+
+
+def settle(
+    engine: sa.Engine,
+    registry: Registry,
+    ingestion_ids: Sequence[Any] = (),
+    *,
+    raw_ids: Sequence[int] = (),
+    settings: Settings | None = None,
+) -> list[uuid.UUID]:
+    """:func:`settle_on` on a connection of its own."""
+    with engine.connect() as conn:
+        return settle_on(conn, registry, ingestion_ids, raw_ids=raw_ids, settings=settings)
+
+
+def settle_quietly(conn: sa.Connection, registry: Registry, settings: Settings | None, **which: Any) -> None:
+    """:func:`settle_on` for a task that has committed its own work: a failure here is logged (the
+    sweeper's catch-up measures the ingestion later), never the task's."""
+    try:
+        settle_on(conn, registry, which.get("ingestion_ids", ()), raw_ids=which.get("raw_ids", ()), settings=settings)
+    except Exception:
+        log.exception("could not settle the quality of ingestions; the outbox sweeper will")
+        try:
+            conn.rollback()
+        except Exception:
+            log.debug("rollback after a failed settle failed too", exc_info=True)
+
+
+def catch_up(
+    conn: sa.Connection,
+    registry: Registry,
+    *,
+    settings: Settings | None = None,
+    commit: Callable[[], None] | None = None,
+    limit: int = CATCH_UP_LIMIT,
+) -> list[uuid.UUID]:
+    """Measure up to ``limit`` settled ingestions that have no quality yet (a worker stopped between
+    its commit and its settle, or they settled before quality was stored); for the sweeper."""
+    candidates = conn.execute(_CATCH_UP, {"types": registry.names(), "n": limit}).all()
+    stored = _store(conn, registry, candidates) if candidates else []
+    (commit or conn.commit)()
+    _announce(conn, settings, stored)
+    return stored
+
+
+def _announce(conn: sa.Connection, settings: Settings | None, stored: Sequence[uuid.UUID]) -> None:
+    if not stored or settings is None or importlib.util.find_spec(OPENLINEAGE_MODULE) is None:
+        return
+    from etl_app.ingest.progress import ingestion_status  # progress settles through this module
+
+    for ident in stored:
+        try:
+            report = ingestion_status(conn, ident)
+            if report is not None:
+                _on_settled(settings, report)
+        except Exception:
+            log.exception("could not announce the settled ingestion %s", ident)
+    conn.rollback()  # end the read transaction ingestion_status began
+
+
+def _on_settled(settings: Settings, report: dict[str, Any]) -> None:
+    """The OpenLineage hook: ``report`` is what ``GET /api/v1/ingestions/{id}`` shows, with its
+    quality. ``etl_app.openlineage_events.settled`` sends it without blocking."""
+    importlib.import_module(OPENLINEAGE_MODULE).settled(settings, report)
