@@ -23,7 +23,7 @@ QUALITY = {
     "accepted": 4,
     "rejected": 1,
     "validity": 0.8,
-    "completeness": {"session_id": 1.0, "engagement_score": 0.75, "overall": 0.6321},
+    "completeness": {"engagement_score": 0.75, "overall": 0.6321, "session_id": 1.0},  # jsonb's order
     "uniqueness": 1.0,
     "integrity": 0.75,
     "timeliness": {"p50": 3600.0, "p95": 90000.0, "max": 172800.0},
@@ -183,6 +183,7 @@ def test_submit_follow_uploads_the_file_and_prints_counts_and_quality(service, c
     assert [cell.strip() for cell in counts_line.split("│")[1:6]] == ["4", "4", "0", "1", "0"]
     assert "0.8123" in out and "fair" in out
     assert "80.00%" in out and "63.21%" in out and "75.00%" in out  # validity, completeness, a field
+    assert out.index("│ session_id") < out.index("│ engagement_score")  # fields in the schema's order
     assert "1h 0m" in out and "1d 1h" in out and "2d 0h" in out  # timeliness p50, p95, max
     errors_line = next(line for line in out.splitlines() if "Must be between 5 and 480." in line)
     assert "duration_minutes" in errors_line and errors_line.rstrip(" │").endswith("1")

@@ -216,6 +216,14 @@ def _seconds(value: Any) -> str:
     return sign + human
 
 
+def _schema_order(record_type: str) -> dict[str, int]:
+    """Field -> position in the type's schema (empty for a type this side does not know)."""
+    from etl_app.record_types import get_registry
+
+    known = get_registry().get(record_type)
+    return {name: i for i, name in enumerate(known.loader.fields)} if known is not None else {}
+
+
 def print_report(body: dict[str, Any], console: Console) -> None:
     """The ingestion's counts, then its quality report (metrics, completeness per field, top errors)."""
     upload = body.get("upload") or {}
@@ -260,6 +268,8 @@ def print_report(body: dict[str, Any], console: Console) -> None:
     metrics.add_row("level", str(quality.get("level")))
     console.print(metrics)
     fields = {k: v for k, v in completeness.items() if k != "overall"}
+    order = _schema_order(str(body.get("record_type")))
+    fields = dict(sorted(fields.items(), key=lambda item: order.get(item[0], len(order))))
     if fields:
         per_field = Table(title="completeness per field", title_justify="left")
         per_field.add_column("field")
