@@ -98,14 +98,14 @@ def test_a_batch_is_running_without_quality_until_it_settles_then_finished_with_
     running = client.get(url, headers=auth).get_json()
     assert (running["status"], running["quality"], running["finished_at"]) == ("running", None, None)
     assert running["upload"] is None
-    assert settle.settle(engine, get_registry(), [batch.ingestion_id]) == []  # nothing settled yet
+    assert settle.settle(engine, [batch.ingestion_id]) == []  # nothing settled yet
     assert _quality_column(engine, batch.ingestion_id) is None
 
     _status(engine, batch.ids[:2], "persisted")
-    assert settle.settle(engine, get_registry(), [batch.ingestion_id]) == []  # one still in flight
+    assert settle.settle(engine, [batch.ingestion_id]) == []  # one still in flight
     _status(engine, batch.ids[2:], "persisted")
-    assert settle.settle(engine, get_registry(), [batch.ingestion_id]) == [batch.ingestion_id]
-    assert settle.settle(engine, get_registry(), [batch.ingestion_id]) == []  # stored once
+    assert settle.settle(engine, [batch.ingestion_id]) == [batch.ingestion_id]
+    assert settle.settle(engine, [batch.ingestion_id]) == []  # stored once
 
     assert _quality_column(engine, batch.ingestion_id) == BATCH_QUALITY
     body = client.get(url, headers=auth).get_json()
@@ -135,7 +135,7 @@ def test_an_ndjson_batch_with_a_bad_line_is_measured_by_hand(client, auth, engin
             conn.execute(sa.text("SELECT id FROM raw_records WHERE ingestion_id = :i"), {"i": ingestion}).scalars()
         )
     _status(engine, ids, "persisted")
-    assert settle.settle(engine, get_registry(), raw_ids=ids) == [ingestion]  # found by its records
+    assert settle.settle(engine, raw_ids=ids) == [ingestion]  # found by its records
     quality = client.get(f"/api/v1/ingestions/{ingestion}", headers=auth).get_json()["quality"]
     assert quality == {
         "received": 4,
@@ -194,11 +194,9 @@ def test_a_failing_settle_never_fails_the_task(make_app, engine, unique, monkeyp
     assert _quality_column(engine, accepted.ingestion_id) is None
     assert "could not settle" in caplog.text
     monkeypatch.undo()
-    for _ in range(100):  # the sweeper's catch-up measures it (other tests' ingestions may come first)
-        if not settle.catch_up(engine.connect(), get_registry(), limit=500) or _quality_column(
-            engine, accepted.ingestion_id
-        ):
-            break
+    with engine.connect() as conn:  # the sweeper's catch-up measures it (other tests' ones may come first)
+        while settle.catch_up(conn, get_registry(), limit=500) and not _quality_column(engine, accepted.ingestion_id):
+            pass
     assert _quality_column(engine, accepted.ingestion_id)["accepted"] == 1
 
 
@@ -209,7 +207,7 @@ def test_a_replay_reopens_a_settled_ingestion_and_it_is_measured_again(client, a
     accepted = store(engine, "sessions", [sess(f"{unique}-S", "2026-01-01T09:00:00Z", tutor_id=t)])
     [dl_id] = bury(engine, accepted.ids, error_type="missing_parent", error=f"parent tutors:{t} is not stored")
     url = f"/api/v1/ingestions/{accepted.ingestion_id}"
-    settle.settle(engine, get_registry(), [accepted.ingestion_id])
+    settle.settle(engine, [accepted.ingestion_id])
     before = client.get(url, headers=auth).get_json()
     assert before["status"] == "finished" and before["quality"]["integrity"] == 0.0
 
@@ -219,7 +217,7 @@ def test_a_replay_reopens_a_settled_ingestion_and_it_is_measured_again(client, a
     assert _quality_column(engine, accepted.ingestion_id) is None
 
     _status(engine, accepted.ids, "persisted")  # the replayed record lands
-    assert settle.settle(engine, get_registry(), [accepted.ingestion_id]) == [accepted.ingestion_id]
+    assert settle.settle(engine, [accepted.ingestion_id]) == [accepted.ingestion_id]
     after = client.get(url, headers=auth).get_json()
     assert after["status"] == "finished" and after["quality"]["integrity"] == 1.0
 
@@ -235,7 +233,7 @@ def test_two_concurrent_settles_store_one_report_and_announce_it_once(engine, un
 
     def one():
         start.wait()
-        results.append(settle.settle(engine, get_registry(), [accepted.ingestion_id], settings=object()))
+        results.append(settle.settle(engine, [accepted.ingestion_id], settings=object()))
 
     threads = [threading.Thread(target=one) for _ in range(2)]
     for thread in threads:
@@ -272,7 +270,7 @@ def test_an_upload_runs_while_parsing_and_a_failed_one_is_failed_with_its_error_
     url = f"/api/v1/ingestions/{accepted.ingestion_id}"
     parsing = client.get(url, headers=auth).get_json()
     assert (parsing["status"], parsing["quality"]) == ("running", None)  # nothing in flight, still parsing
-    assert settle.settle(engine, get_registry(), [accepted.ingestion_id]) == []
+    assert settle.settle(engine, [accepted.ingestion_id]) == []
 
     with engine.begin() as conn:
         conn.execute(

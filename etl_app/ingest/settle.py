@@ -34,7 +34,7 @@ from etl_app.config import Settings
 from etl_app.jsonsafe import json_safe
 from etl_app.models import FAILED, PARSED, sql
 from etl_app.quality import METRIC_COLUMNS, UNUSABLE, as_report, quality_select
-from etl_app.record_types import Registry
+from etl_app.record_types import Registry, get_registry
 
 log = logging.getLogger(__name__)
 
@@ -145,15 +145,16 @@ def settle_on(
 
 def settle(
     engine: sa.Engine,
-    registry: Registry,
     ingestion_ids: Sequence[Any] = (),
     *,
     raw_ids: Sequence[int] = (),
+    registry: Registry | None = None,
     settings: Settings | None = None,
 ) -> list[uuid.UUID]:
-    """:func:`settle_on` on a connection of its own."""
+    """:func:`settle_on` on a connection of its own (the registered types unless ``registry`` is
+    given). Pass ``settings`` to announce what it settled (:func:`_on_settled`)."""
     with engine.connect() as conn:
-        return settle_on(conn, registry, ingestion_ids, raw_ids=raw_ids, settings=settings)
+        return settle_on(conn, registry or get_registry(), ingestion_ids, raw_ids=raw_ids, settings=settings)
 
 
 def settle_quietly(conn: sa.Connection, registry: Registry, settings: Settings | None, **which: Any) -> None:
