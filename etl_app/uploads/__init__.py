@@ -1,0 +1,1 @@
+"""Uploaded files: formats, rows and the payloads of flat formats."""

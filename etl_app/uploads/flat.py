@@ -1,0 +1,165 @@
+"""The values of a flat file's row (csv, tsv, xlsx, parquet) made into a payload for a schema.
+
+Flat formats give text cells (csv/tsv), typed cells (xlsx: numbers, bools, datetimes) or typed
+columns (parquet); the schemas are strict JSON (``schemas.common``: no "5" for an integer, no
+"true" for a boolean). :func:`coerce` bridges them, driven by the schema's field classes:
+
+- Column names are matched to the schema's fields by :func:`normalise` (case-insensitive,
+  trimmed, spaces and dashes as underscores: "Session Number" is ``session_number``). A column
+  matching no field is kept under its normalised name, so the schema's unknown-field rule
+  rejects the row naming it (only when its cell holds a value: an empty cell of an unknown
+  column is dropped). A column whose header starts with ``_`` is a note (the
+  rejections download adds ``_row`` and ``_errors``) and is dropped; so is a column with no
+  header.
+- An empty cell ('', only spaces, or None) is null: the key is kept with ``None``. An optional
+  field then takes its default (as if absent); a required one is "Field may not be null.".
+- Lists (``subjects``, ``improvement_areas``): a cell holding a JSON array (``["a", "b"]``) is
+  that array; other text is split on ``;``, each piece stripped, empty pieces dropped
+  (``"math; physics;"`` is ``["math", "physics"]``). A list value (parquet) passes as is.
+- Booleans: text ``true/false/yes/no/1/0`` (any case, trimmed) and the numbers 1 and 0; any
+  other value is left as it is, so the schema reports it.
+- Integers and numbers: numeric text (``"42"``, ``"-1.5"``, ``"1e3"``) becomes a number;
+  Decimal becomes int or float; other text is left for the schema to report.
+- Text fields (strings, ids, enums, emails): a number becomes its text (an Excel id typed as
+  1001 is ``"1001"``; a whole float 1001.0 is ``"1001"``).
+- Dates and times (openpyxl and pyarrow give ``datetime``, ``date``, ``time``): ISO 8601 text.
+  Naive datetimes stay naive (the schema reads naive as UTC), aware ones keep their offset. For
+  a date field (``Day``) a datetime at midnight (how Excel stores a date) is its date.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any
+
+from marshmallow import fields as ma_fields
+
+from etl_app.record_types import RecordType
+from schemas.common import Day, Id, Number, Str, StrictBool, StrictInt, Timestamp
+
+_SPACES = re.compile(r"[\s\-]+")
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+_FLOAT_RE = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_TRUE = frozenset({"true", "yes", "1"})
+_FALSE = frozenset({"false", "no", "0"})
+
+
+def normalise(name: str) -> str:
+    """A column name as a field name: trimmed, lower case, spaces and dashes as underscores."""
+    return _SPACES.sub("_", str(name).strip()).casefold()
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _iso(value: datetime | date | time) -> str:
+    return value.isoformat()
+
+
+def _to_number(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return str(value)
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if _INT_RE.fullmatch(text):
+            return int(text) if len(text) <= 20 else value
+        if _FLOAT_RE.fullmatch(text):
+            number = float(text)
+            return number if math.isfinite(number) else value
+    return value
+
+
+def _to_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().casefold()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    return value
+
+
+def _to_list(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                parsed = json.loads(text)
+            except (ValueError, RecursionError):
+                return value
+            return parsed
+        return [piece.strip() for piece in text.split(";") if piece.strip()]
+    return value
+
+
+def _to_text(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, Decimal) and value.is_finite():
+        return str(int(value)) if value == value.to_integral_value() else str(value)
+    return value
+
+
+def _to_day(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.time() == time(0) and value.tzinfo is None:
+            return value.date().isoformat()
+        return _iso(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _coerce_value(field: ma_fields.Field | None, value: Any) -> Any:
+    if _blank(value):
+        return None
+    if isinstance(field, ma_fields.List):
+        return _to_list(value)
+    if isinstance(field, StrictBool):
+        return _to_bool(value)
+    if isinstance(field, StrictInt):
+        return _to_number(value)
+    if isinstance(field, Number):
+        return _to_number(value)
+    if isinstance(field, Day):
+        return _to_day(value)
+    if isinstance(value, (datetime, date, time)):
+        return _iso(value)
+    if isinstance(field, (Str, Id, Timestamp)):
+        return _to_text(value)
+    if isinstance(value, Decimal):
+        return _to_number(value)
+    return value
+
+
+def coerce(record_type: RecordType, values: dict[str, Any]) -> dict[str, Any]:
+    """The payload of one flat row for ``record_type``'s schema (see the module's rules)."""
+    load_fields = record_type.loader.load_fields
+    payload: dict[str, Any] = {}
+    for column, value in values.items():
+        name = str(column).strip()
+        if not name or name.startswith("_"):
+            continue
+        key = normalise(name)
+        field = load_fields.get(key)
+        if field is None and _blank(value):
+            continue  # an empty cell of an unknown column carries nothing to reject
+        payload[key] = _coerce_value(field, value)
+    return payload
