@@ -400,3 +400,19 @@ def test_a_reader_may_list_rejections_and_an_ingest_key_may_not(make_app, batch)
     url = f"/api/v1/ingestions/{batch.ingestion_id}/rejections"
     assert client.get(url, headers={"Authorization": "Bearer reader-key"}).status_code == 200
     assert client.get(url, headers={"Authorization": "Bearer ingest-key"}).status_code == 403
+
+
+def test_a_large_csv_streams_every_rejection_in_order(client, auth, engine):
+    refused = [
+        {"index": i, "errors": {"name": ["Too long."]}, "raw": {"student_id": f"S{i}", "name": "x" * 50}}
+        for i in range(2500)
+    ]
+    with engine.begin() as conn:
+        accepted = outbox.store(
+            conn, get_registry()["students"], [], source="batch", received_at=RECEIVED_AT, rejections=refused
+        )
+    r = client.get(f"/api/v1/ingestions/{accepted.ingestion_id}/rejections?format=csv", headers=auth)
+    assert r.is_streamed
+    rows = list(csv.reader(io.StringIO(r.get_data(as_text=True))))
+    assert len(rows) == 2501 and [row[6] for row in rows[1:]] == [str(i) for i in range(2500)]
+    assert rows[-1] == ["", "S2499", "x" * 50, "", "", "", "2499", "name: Too long."]
