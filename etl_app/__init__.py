@@ -15,7 +15,7 @@ def create_app(config: dict[str, Any] | None = None):
     """
     from flask import Flask
 
-    from etl_app import api, logs
+    from etl_app import api, logs, openlineage_events
     from etl_app.api import ratelimit, requestlog
     from etl_app.config import Settings
     from etl_app.runtime import build_runtime
@@ -35,6 +35,7 @@ def create_app(config: dict[str, Any] | None = None):
     app.config.update({k: v for k, v in config.items() if k.isupper()})
 
     runtime = build_runtime(settings)
+    openlineage_events.preload(settings)  # its imports take a second or so: at start, not at the first event
     app.extensions["celery"] = runtime.celery
     app.extensions["etl"] = runtime
     requestlog.init_app(app)  # first: every later hook logs with the request id

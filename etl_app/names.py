@@ -16,6 +16,8 @@ PERSIST = "etl.persist"
 PIPELINE_TASKS = (VALIDATE, ENRICH, PERSIST)
 DEAD_LETTER = "etl.dead_letter.record"
 SWEEP_OUTBOX = "etl.beat.sweep_outbox"
+# An uploaded file is read in slices, each a call of this task that sends the next (etl queue).
+PARSE_UPLOAD = "etl.upload.parse"
 
 # The scheduled jobs' tasks: ``etl.beat.<job name>`` (etl_app/jobs/registry.py).
 RE_ENRICH = "etl.beat.re-enrich"

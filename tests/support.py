@@ -85,6 +85,21 @@ class Api:
         assert r.status_code == 202, (r.status_code, r.text[:2000])
         return r.json()
 
+    def upload(self, record_type: str, name: str, data: bytes, content_type: str = "application/octet-stream"):
+        """POST a file to ``/api/v1/<record_type>/upload`` as the multipart field ``file``."""
+        files = {"file": (name, data, content_type)}
+        return self.http.post(f"{self.base}/api/v1/{record_type}/upload", files=files, timeout=self.timeout)
+
+    def wait_settled(self, ingestion_id: str, timeout: float = 60) -> dict:
+        """The ingestion once it is no longer ``running`` (``finished`` or ``failed``)."""
+        from procs import wait_until
+
+        def done():
+            body = self.get(f"ingestions/{ingestion_id}").json()
+            return body if body["status"] != "running" else None
+
+        return wait_until(done, timeout, what=f"ingestion {ingestion_id} to settle")
+
     def wait_finished(self, ingestion_id: str, timeout: float = 60) -> dict:
         from procs import wait_until
 

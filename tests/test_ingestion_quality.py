@@ -224,7 +224,6 @@ def test_a_replay_reopens_a_settled_ingestion_and_it_is_measured_again(client, a
 
 def test_two_concurrent_settles_store_one_report_and_announce_it_once(engine, unique, monkeypatch):
     announced = []
-    monkeypatch.setattr(settle, "OPENLINEAGE_MODULE", "json")  # any module that exists
     monkeypatch.setattr(settle, "_on_settled", lambda settings, report: announced.append(report["id"]))
     accepted = store(engine, "students", [student(unique), student(f"{unique}-b")])
     _status(engine, accepted.ids, "persisted")

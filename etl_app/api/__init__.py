@@ -16,6 +16,7 @@ from etl_app.api import (
     read,
     rejections,
     reports,
+    uploads,
 )
 from etl_app.api.errors import ApiError, register_error_handlers
 from etl_app.api.jobs import bp as jobs_bp
@@ -29,7 +30,7 @@ def init_app(app: Flask) -> None:
     metrics.init_app(app)  # first, so that refused requests are counted too
     auth.init_app(app)
     app.before_request(_refuse_nul)  # after the key check: a refused key is a 401 whatever it sent
-    for module in (health, ingest, read, rejections, dead_letters, reports, openapi, metrics):
+    for module in (health, uploads, ingest, read, rejections, dead_letters, reports, openapi, metrics):
         app.register_blueprint(module.bp)
     app.register_blueprint(jobs_bp)
     app.register_blueprint(audit.bp)

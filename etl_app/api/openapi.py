@@ -30,7 +30,7 @@ def _errors(*codes: int) -> dict:
         401: "missing or wrong API key",
         404: "unknown record type or id",
         409: "not in a state that allows this",
-        413: "body or batch over the limit",
+        413: "body, batch or file over the limit",
         415: "wrong Content-Type",
         422: "validation failed",
     }
@@ -78,6 +78,24 @@ def build_spec(registry: Registry) -> dict:
             },
         },
     )
+    spec.components.schema(
+        "UploadAccepted",
+        {
+            "type": "object",
+            "properties": {
+                "ingestion_id": {"type": "string", "format": "uuid"},
+                "upload": {
+                    "type": "object",
+                    "properties": {
+                        "filename": {"type": "string"},
+                        "format": {"type": "string", "enum": ["csv", "tsv", "json", "ndjson", "xlsx", "parquet"]},
+                        "size": {"type": "integer"},
+                        "note": {"type": "string", "nullable": True},
+                    },
+                },
+            },
+        },
+    )
     for record_type in registry:
         component = record_type.schema.__name__
         spec.components.schema(component, schema=record_type.schema)
@@ -113,6 +131,34 @@ def build_spec(registry: Registry) -> dict:
                     },
                     "responses": {
                         "202": _json({"$ref": "#/components/schemas/Accepted"}, "valid records stored"),
+                        **_errors(400, 401, 404, 413, 415, 422),
+                    },
+                }
+            },
+        )
+        spec.path(
+            path=f"/api/v1/{record_type.name}/upload",
+            operations={
+                "post": {
+                    "summary": f"Upload a file of {record_type.name} records (csv, tsv, json, ndjson, xlsx, parquet)",
+                    "description": "Stored, then parsed in the background; rows refused by the parser become "
+                    "rejections with their row number. Follow it at GET /api/v1/ingestions/{ingestion_id}.",
+                    "tags": [record_type.name],
+                    "security": [{"bearer": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"file": {"type": "string", "format": "binary"}},
+                                    "required": ["file"],
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": _json({"$ref": "#/components/schemas/UploadAccepted"}, "file stored; parsing"),
                         **_errors(400, 401, 404, 413, 415, 422),
                     },
                 }

@@ -17,6 +17,7 @@ ENDPOINT_RIGHTS: dict[str, str] = {
     # submit
     "ingest.post_one": SUBMIT,
     "ingest.post_batch": SUBMIT,  # JSON array or NDJSON
+    "uploads.post_upload": SUBMIT,  # a file
     # read
     "read.get_record": READ,
     "read.get_ingestion": READ,

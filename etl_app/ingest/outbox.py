@@ -103,12 +103,39 @@ def store(
         result.ids = [r[0] for r in conn.execute(_STORE_SMALL, params)]
         return result
     ids = [r[0] for r in conn.execute(_STORE_IDS, params)]
+    copy_records(conn, ids, ingestion_id, record_type, payloads, received_at=received_at, enqueued_at=enqueued_at)
+    result.ids = ids
+    return result
+
+
+_NEW_IDS = sa.text("SELECT nextval(pg_get_serial_sequence('raw_records', 'id')) FROM generate_series(1, :n)")
+
+
+def new_ids(conn: sa.Connection, n: int) -> list[int]:
+    """``n`` raw-record ids, in order, for :func:`copy_records`."""
+    return [r[0] for r in conn.execute(_NEW_IDS, {"n": n})]
+
+
+def copy_records(
+    conn: sa.Connection,
+    ids: Sequence[int],
+    ingestion_id: uuid.UUID,
+    record_type: RecordType,
+    payloads: Sequence[Any],
+    *,
+    received_at: datetime,
+    enqueued_at: datetime | None,
+    source_rows: Sequence[int] | None = None,
+) -> None:
+    """COPY accepted payloads into the outbox under the given ids, in the caller's transaction
+    (``source_rows``: their rows in an uploaded file)."""
+    rows = source_rows if source_rows is not None else [None] * len(ids)
     cursor = conn.connection.driver_connection.cursor()
     with cursor.copy(
         "COPY raw_records (id, ingestion_id, record_type, natural_key, payload, status, received_at, updated_at, "
-        "enqueued_at) FROM STDIN"
+        "enqueued_at, source_row) FROM STDIN"
     ) as copy:
-        for raw_id, payload in zip(ids, payloads, strict=True):
+        for raw_id, payload, row in zip(ids, payloads, rows, strict=True):
             copy.write_row(
                 (
                     raw_id,
@@ -120,7 +147,6 @@ def store(
                     received_at,
                     received_at,
                     enqueued_at,
+                    row,
                 )
             )
-    result.ids = ids
-    return result

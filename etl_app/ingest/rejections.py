@@ -17,11 +17,14 @@ from etl_app.record_types import RecordType
 
 class Refused(TypedDict, total=False):
     """One refused record: ``index`` (its place: the index in an API batch, the row of a file),
-    ``errors`` (``{field: [message]}``) and, when known, ``raw`` (the values as received)."""
+    ``errors`` (``{field: [message]}``), when known ``raw`` (the values as received) and ``payload``
+    (the values as the schema saw them, when they differ from ``raw``: a file's row, its columns
+    matched to fields), from which the natural key is read."""
 
     index: int
     errors: dict[str, list[str]]
     raw: Any
+    payload: Any
 
 
 _INSERT = sa.text(
@@ -53,7 +56,7 @@ def store_rejections(
             "t": record_type.name,
             "at": at,
             "positions": [r["index"] for r in refused],
-            "keys": [record_type.natural_key(r.get("raw")) for r in refused],
+            "keys": [record_type.natural_key(r.get("payload", r.get("raw"))) for r in refused],
             "raws": [None if "raw" not in r else _json(r["raw"]) for r in refused],
             "errors": [_json(r["errors"]) for r in refused],
         },

@@ -11,9 +11,9 @@ every stage skips records that are settled.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from etl_app.models import sql
 from etl_app.pipeline.messages import publish_chunks, publish_validated
@@ -28,6 +28,16 @@ log = logging.getLogger(__name__)
 _publisher = ThreadPoolExecutor(max_workers=4, thread_name_prefix="etl-publish")
 
 _FLAG_UNPUBLISHED = sql("UPDATE raw_records SET enqueued_at = NULL WHERE id = ANY(:ids) AND status = :RECEIVED")
+
+
+def run_within(send: Callable[[], Any], timeout: float | None) -> None:
+    """Run a broker send, within ``timeout`` seconds (None: no deadline beyond the broker's socket
+    timeouts); raises what it raises, or TimeoutError past the deadline, when the send goes on
+    in the background."""
+    if timeout is None:
+        send()
+    else:
+        _publisher.submit(send).result(timeout=timeout)
 
 
 def send_after_commit(
@@ -64,10 +74,7 @@ def send_after_commit(
                 publish_chunks(runtime.celery, type_name, type_ids, chunk_size)
 
     try:
-        if timeout is None:
-            send()
-        else:
-            _publisher.submit(send).result(timeout=timeout)
+        run_within(send, timeout)
         return True
     except Exception as exc:  # noqa: BLE001 - any broker failure leaves the records to the relay and sweeper
         log.warning("could not publish %s (%d records): %s; left to the relay and the sweeper", what, len(ids), exc)

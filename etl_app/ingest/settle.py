@@ -20,8 +20,6 @@ A replayed dead letter reopens its ingestion (:mod:`etl_app.deadletters.actions`
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -30,6 +28,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from etl_app import openlineage_events
 from etl_app.config import Settings
 from etl_app.jsonsafe import json_safe
 from etl_app.models import FAILED, PARSED, sql
@@ -39,8 +38,6 @@ from etl_app.record_types import Registry, get_registry
 log = logging.getLogger(__name__)
 
 CATCH_UP_LIMIT = 500  # ingestions the sweeper's catch-up measures a run, at most
-OPENLINEAGE_MODULE = "etl_app.openlineage_events"
-
 # The upload parse is over (or there is no upload).
 _PARSE_DONE = f"NOT EXISTS (SELECT 1 FROM uploads u WHERE u.id = i.id AND u.status NOT IN ('{PARSED}', '{FAILED}'))"
 _NOTHING_IN_FLIGHT = "NOT EXISTS (SELECT 1 FROM raw_records r WHERE r.ingestion_id = i.id AND r.status = :RECEIVED)"
@@ -188,7 +185,7 @@ def catch_up(
 
 
 def _announce(conn: sa.Connection, settings: Settings | None, stored: Sequence[uuid.UUID]) -> None:
-    if not stored or settings is None or importlib.util.find_spec(OPENLINEAGE_MODULE) is None:
+    if not stored or settings is None:
         return
     from etl_app.ingest.progress import ingestion_status  # progress settles through this module
 
@@ -205,4 +202,4 @@ def _announce(conn: sa.Connection, settings: Settings | None, stored: Sequence[u
 def _on_settled(settings: Settings, report: dict[str, Any]) -> None:
     """The OpenLineage hook: ``report`` is what ``GET /api/v1/ingestions/{id}`` shows, with its
     quality. ``etl_app.openlineage_events.settled`` sends it without blocking."""
-    importlib.import_module(OPENLINEAGE_MODULE).settled(settings, report)
+    openlineage_events.settled(settings, report)

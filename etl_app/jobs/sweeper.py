@@ -16,6 +16,7 @@ from etl_app.jobs.context import JobContext
 from etl_app.names import PIPELINE_QUEUE
 from etl_app.pipeline.messages import oldest_queued_at
 from etl_app.runtime import Runtime
+from etl_app.uploads.resume import resend_stalled
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ def run_sweeper(ctx: JobContext, runtime: Runtime) -> int:
             break
     if swept:
         log.info("outbox sweeper re-enqueued %d records", swept)
+    swept += resend_stalled(ctx.conn, runtime, commit=ctx.commit)
     return swept
 
 

@@ -6,6 +6,10 @@ names kill points, comma-separated: ``<task name>:prerun`` (the task's body has 
 The first task to reach a point, in whichever pool child, creates the file named after the
 point in ``ETL_TEST_KILL_DIR`` (holding ``<task id> <pid>``), logs a line and SIGKILLs its own
 process, as the OOM killer would. A point fires once; nothing else changes.
+
+``etl.upload.parse:chunk<N>`` kills a pool child in the middle of reading an uploaded file: in the
+N-th chunk that child stores, after its rows are written and before they are committed (the
+chunks before it are committed, the slice is not done, its message not acknowledged).
 """
 
 from __future__ import annotations
@@ -36,6 +40,33 @@ def _kill_once(task, task_id: str, when: str) -> None:
     os.close(fd)
     log.warning("kill_app: %s[%s] SIGKILLs its pool child pid:%d (%s)", task.name, task_id, os.getpid(), when)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _kill_in_upload_chunks() -> None:
+    points = [p for p in POINTS if p.startswith("etl.upload.parse:chunk")]
+    if not points:
+        return
+    from etl_app.uploads import parse
+
+    (point,) = points
+    nth = int(point.rsplit("chunk", 1)[1])
+    store = parse._store_chunk
+    calls = {"n": 0}
+
+    class _Task:
+        name = "etl.upload.parse"
+
+    def store_then_maybe_die(*args, **kwargs):
+        stored = store(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == nth:
+            _kill_once(_Task, f"upload-{args[3].id}", f"chunk{nth}")
+        return stored
+
+    parse._store_chunk = store_then_maybe_die
+
+
+_kill_in_upload_chunks()
 
 
 @task_prerun.connect

@@ -12,7 +12,15 @@ import celeryconfig
 from etl_app import names
 from etl_app.celery_app import make_celery
 
-ETL_TASKS = {names.VALIDATE, names.ENRICH, names.PERSIST, names.DEAD_LETTER, names.SWEEP_OUTBOX, *names.JOB_TASKS}
+ETL_TASKS = {
+    names.VALIDATE,
+    names.ENRICH,
+    names.PERSIST,
+    names.DEAD_LETTER,
+    names.SWEEP_OUTBOX,
+    names.PARSE_UPLOAD,
+    *names.JOB_TASKS,
+}
 
 
 @pytest.fixture(scope="module")

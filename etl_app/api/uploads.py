@@ -1,0 +1,111 @@
+"""``POST /api/v1/{type}/upload``: a file (multipart field ``file``) stored whole, then parsed
+by a task in the background (:mod:`etl_app.uploads`).
+
+What the web process does before it answers: Werkzeug spools the part to a temporary file (never
+into memory), the format is found from the content first and the name second, the file is
+checked as a whole (an empty file, a duplicate column, an unreadable or oversized xlsx or
+parquet are refused here with a 4xx and nothing is stored), then the bytes are copied into
+PostgreSQL. It answers 202 once they are committed; rows the parser refuses later become
+rejections with their row number (``GET /api/v1/ingestions/{id}/rejections``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, jsonify, request
+
+from etl_app import logs, openlineage_events
+from etl_app.api.common import current_runtime, record_type_or_404
+from etl_app.api.errors import ApiError
+from etl_app.clock import utcnow
+from etl_app.uploads import flat, formats
+from etl_app.uploads.store import display_name, send_parse, store_upload
+
+bp = Blueprint("uploads", __name__, url_prefix="/api/v1")
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+MULTIPART_SLACK = MIB  # the form's own framing around the file
+_HEAD_BYTES = 64 * 1024
+
+
+def _limit() -> int:
+    return current_runtime().settings.max_upload_bytes
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        413,
+        "payload_too_large",
+        f"the file is over the upload limit of {limit} bytes ({limit / MIB:g} MiB, ETL_MAX_UPLOAD_BYTES); "
+        "split it into smaller files",
+    )
+
+
+def _some_column_is_a_field(record_type, columns: list[str]) -> None:
+    """A flat file none of whose columns names a field of the type is the wrong file (or has no
+    header row): refused whole, rather than accepted and every row rejected."""
+    if not columns:
+        return  # json and ndjson: no header
+    fields = set(record_type.loader.load_fields)
+    if not any(flat.normalise(c) in fields for c in columns if str(c).strip()):
+        shown = ", ".join(repr(str(c)) for c in columns[:5]) + (", ..." if len(columns) > 5 else "")
+        raise ApiError(
+            422,
+            "no_known_column",
+            f"no column of the file names a field of {record_type.name} (its first row: {shown}); "
+            f"the fields are listed at GET /api/v1/record-types",
+        )
+
+
+@bp.post("/<type_name>/upload")
+def post_upload(type_name: str):
+    record_type = record_type_or_404(type_name)
+    limit = _limit()
+    if request.content_length is not None and request.content_length > limit + MULTIPART_SLACK:
+        raise _too_large(limit)
+    request.max_content_length = limit + MULTIPART_SLACK
+    if request.mimetype != "multipart/form-data":
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"send the file as multipart/form-data in the field 'file' (got {request.mimetype or 'none'})",
+        )
+    upload = request.files.get("file")
+    if upload is None:
+        raise ApiError(400, "missing_file", "send the file as multipart/form-data in the field 'file'")
+    f = upload.stream
+    f.seek(0, 2)
+    size = f.tell()
+    if size > limit:
+        raise _too_large(limit)
+    f.seek(0)
+    head = f.read(_HEAD_BYTES)
+    filename = display_name(upload.filename)
+    try:
+        fmt, note = formats.detect(head, filename, upload.mimetype)
+        columns = formats.preflight(f, fmt, formats.Limits())
+    except formats.FileRefused as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
+    _some_column_is_a_field(record_type, columns)
+    runtime = current_runtime()
+    received_at = utcnow()
+    ingestion_id, stored = store_upload(
+        runtime.engine, record_type, f, filename=filename, fmt=fmt, note=note, received_at=received_at
+    )
+    logs.bind(ingestion_id=ingestion_id, record_type=record_type.name)
+    log.info("upload stored: %s, %s, %d bytes", filename, fmt, stored)
+    send_parse(runtime, ingestion_id, timeout=runtime.settings.publish_timeout_seconds)
+    openlineage_events.started(  # queued for a background thread: never waits, never raises
+        runtime.settings,
+        {
+            "id": ingestion_id,
+            "record_type": record_type.name,
+            "source": "upload",
+            "created_at": received_at,
+            "filename": filename,
+        },
+    )
+    body = {"ingestion_id": ingestion_id, "upload": {"filename": filename, "format": fmt, "size": stored, "note": note}}
+    return jsonify(body), 202

@@ -1,0 +1,110 @@
+"""An upload stored durably where every worker host can read it: in PostgreSQL, in pieces.
+
+The web process never holds the file: Werkzeug spools the multipart part to a temporary file,
+and :func:`store_upload` copies it to ``upload_chunks`` piece by piece (COPY), with the
+``ingestions`` and ``uploads`` rows, in one transaction. Once that commits the API answers 202
+and the parse task is sent; if the broker cannot take it, the outbox sweeper sends it once the
+upload's lease (``uploads.leased_at``, ``ETL_OUTBOX_LEASE_SECONDS``) has passed.
+
+The file name is kept for display only (its last path component, control characters dropped,
+at most 255 characters): no file is ever opened by that name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, BinaryIO
+
+import sqlalchemy as sa
+
+from etl_app import names
+from etl_app.ingest.send import run_within
+from etl_app.models import STORED
+from etl_app.record_types import RecordType
+
+if TYPE_CHECKING:
+    from etl_app.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+PIECE_BYTES = 1024 * 1024  # one upload_chunks row; a reader fetches one piece per query
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def display_name(filename: str | None) -> str:
+    """The client's file name as shown back: the last path component, without control characters."""
+    name = _CONTROL.sub("", (filename or "").replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    return name[:255] or "upload"
+
+
+def store_upload(
+    engine: sa.Engine,
+    record_type: RecordType,
+    f: BinaryIO,
+    *,
+    filename: str,
+    fmt: str,
+    note: str | None,
+    received_at: datetime,
+) -> tuple[uuid.UUID, int]:
+    """Copy ``f`` (read from its start) into the database as one new ingestion; returns its id
+    and the number of bytes stored. Commits."""
+    ingestion_id = uuid.uuid4()
+    digest = hashlib.sha256()
+    size = 0
+    f.seek(0)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO ingestions (id, record_type, source, accepted, rejected, created_at) "
+                "VALUES (:id, :t, 'upload', 0, 0, :at)"
+            ),
+            {"id": ingestion_id, "t": record_type.name, "at": received_at},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO uploads (id, record_type, filename, format, note, size, sha256, chunk_bytes, status, "
+                "leased_at, created_at) VALUES (:id, :t, :name, :fmt, :note, 0, '', :piece, :STORED, :at, :at)"
+            ).bindparams(STORED=STORED),
+            {
+                "id": ingestion_id,
+                "t": record_type.name,
+                "name": filename,
+                "fmt": fmt,
+                "note": note,
+                "piece": PIECE_BYTES,
+                "at": received_at,
+            },
+        )
+        cursor = conn.connection.driver_connection.cursor()
+        with cursor.copy("COPY upload_chunks (upload_id, seq, data) FROM STDIN") as copy:
+            seq = 0
+            while piece := f.read(PIECE_BYTES):
+                digest.update(piece)
+                size += len(piece)
+                copy.write_row((ingestion_id, seq, piece))
+                seq += 1
+        conn.execute(
+            sa.text("UPDATE uploads SET size = :size, sha256 = :sha WHERE id = :id"),
+            {"size": size, "sha": digest.hexdigest(), "id": ingestion_id},
+        )
+    return ingestion_id, size
+
+
+def send_parse(runtime: Runtime, upload_id: uuid.UUID, *, timeout: float | None) -> bool:
+    """Send the parse task for a stored upload; False (logged) if the broker could not take it:
+    the sweeper sends it later."""
+
+    def send() -> None:
+        runtime.celery.send_task(names.PARSE_UPLOAD, args=[{"upload_id": str(upload_id)}], queue=names.PIPELINE_QUEUE)
+
+    try:
+        run_within(send, timeout)
+        return True
+    except Exception as exc:  # noqa: BLE001 - the upload is stored; the sweeper sends it later
+        log.warning("could not send the parse of upload %s: %s; left to the sweeper", upload_id, exc)
+        return False

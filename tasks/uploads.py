@@ -1,0 +1,49 @@
+"""The parse task of uploaded files (:mod:`etl_app.uploads.parse`): one slice a call, then the
+next slice sent to the end of the ``etl`` queue."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from celery import shared_task
+
+from etl_app import names
+from etl_app.uploads import parse
+from tasks.base import EtlTask
+
+log = logging.getLogger(__name__)
+
+
+class ParseTask(EtlTask):
+    """Transient errors (the database, the broker) retry as every task does; once retries run
+    out the upload waits for the sweeper. Anything else (a reader that fails in a way the format
+    checks did not foresee, or a file that killed its worker ``ETL_MAX_DELIVERIES`` times) fails
+    the upload with the error at the row it reached, instead of trying it again forever."""
+
+    def _split_or_dead_letter(self, message: dict, error_type: str, error: str, tb: str | None) -> None:
+        try:
+            upload_id = uuid.UUID(str(message.get("upload_id")))
+        except ValueError:
+            log.error("%s: unusable message dropped (%s)", self.name, error)
+            return
+        with self.runtime.engine.begin() as conn:
+            upload = parse.load(conn, upload_id)
+            if upload is None:
+                return
+            failed = parse.mark_failed(conn, upload, f"could not read the file at row {upload.rows_read + 1}: {error}")
+        log.error("%s: upload %s failed (%s): %s\n%s", self.name, upload_id, error_type, error, tb or "")
+        if failed:
+            parse.after_parse(self.runtime, upload_id)
+
+
+@shared_task(name=names.PARSE_UPLOAD, base=ParseTask, bind=True)
+def parse_upload(self: ParseTask, message: dict) -> str:
+    """``message``: ``{"upload_id": "<uuid>"}``. Returns the slice's outcome."""
+    upload_id = uuid.UUID(str(message["upload_id"]))
+    outcome = parse.parse_slice(self.runtime, self.db, upload_id, commit=self.commit, after_commit=self.after_commit)
+    if outcome == parse.MORE:
+        self.after_commit(lambda: self.apply_async(args=[message], queue=names.PIPELINE_QUEUE))
+    elif outcome == parse.DONE:
+        self.after_commit(lambda: parse.after_parse(self.runtime, upload_id))
+    return outcome

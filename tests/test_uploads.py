@@ -1,0 +1,145 @@
+"""Uploads without a worker: the endpoint stores the file whole in PostgreSQL, the stored bytes
+read back exactly (seeking too), two parsers never store a row twice, and the sweeper re-sends
+the parse of an upload that went quiet."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import uuid
+
+import redis
+import sqlalchemy as sa
+
+from etl_app.uploads import parse, resume
+from etl_app.uploads.reader import open_upload
+from etl_app.uploads.store import PIECE_BYTES, display_name
+
+HEADER = b"student_id,name,grade_level\n"
+
+
+def students_csv(prefix: str, n: int) -> bytes:
+    return HEADER + b"".join(f"{prefix}-{i:04d},Student {i},{1 + i % 12}\n".encode() for i in range(n))
+
+
+def upload(client, auth, data: bytes, name: str = "students.csv", record_type: str = "students"):
+    return client.post(
+        f"/api/v1/{record_type}/upload", data={"file": (io.BytesIO(data), name)}, headers=auth,
+        content_type="multipart/form-data",
+    )  # fmt: skip
+
+
+def test_an_upload_is_stored_whole_in_pieces_and_answered_202_with_its_ingestion(client, auth, engine, unique):
+    data = students_csv(unique, 3) + b"#" * (PIECE_BYTES + 10)  # over one piece (the tail is one odd row)
+    r = upload(client, auth, data, name="/home/ada/exports/students.csv")
+    assert r.status_code == 202, r.get_json()
+    body = r.get_json()
+    assert body["upload"] == {"filename": "students.csv", "format": "csv", "size": len(data), "note": None}
+    ident = uuid.UUID(body["ingestion_id"])
+    with engine.connect() as conn:
+        up = conn.execute(sa.text("SELECT size, sha256, status FROM uploads WHERE id = :i"), {"i": ident}).one()
+        pieces = conn.execute(sa.text("SELECT count(*) FROM upload_chunks WHERE upload_id = :i"), {"i": ident})
+        source = conn.execute(sa.text("SELECT source FROM ingestions WHERE id = :i"), {"i": ident}).scalar()
+        assert tuple(up) == (len(data), hashlib.sha256(data).hexdigest(), "stored")
+        assert pieces.scalar() == 2 and source == "upload"
+        f = open_upload(conn, ident, len(data), PIECE_BYTES)
+        assert f.read() == data
+        f.seek(PIECE_BYTES - 5)  # across the pieces' border
+        assert f.read(10) == data[PIECE_BYTES - 5 : PIECE_BYTES + 5]
+        f.seek(-3, os.SEEK_END)
+        assert f.read() == data[-3:]
+
+
+def test_uploads_refused_before_anything_is_stored(make_app, auth, engine):
+    client = make_app(max_upload_bytes=1000).test_client()
+    with engine.connect() as conn:
+        before = conn.execute(sa.text("SELECT count(*) FROM uploads")).scalar()
+    too_big = upload(client, auth, HEADER + b"x" * 2000)
+    assert too_big.status_code == 413 and "ETL_MAX_UPLOAD_BYTES" in too_big.get_json()["message"]
+    no_file = client.post(
+        "/api/v1/students/upload", data={"other": "x"}, headers=auth, content_type="multipart/form-data"
+    )
+    assert no_file.status_code == 400 and no_file.get_json()["error"] == "missing_file"
+    not_multipart = client.post("/api/v1/students/upload", data=b"a,b\n", headers=auth, content_type="text/csv")
+    assert not_multipart.status_code == 415
+    unknown_type = upload(client, auth, HEADER, record_type="planets")
+    assert unknown_type.status_code == 404
+    wrong_file = upload(client, auth, b"hello\n")
+    assert wrong_file.status_code == 422 and wrong_file.get_json()["error"] == "no_known_column"
+    assert "'hello'" in wrong_file.get_json()["message"]
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM uploads")).scalar() == before
+
+
+def test_a_file_name_is_only_ever_shown_never_used_as_a_path():
+    assert display_name("../../etc/passwd") == "passwd"
+    assert display_name("..\\..\\boot.ini") == "boot.ini"
+    assert display_name("a\x00b\nc.csv") == "abc.csv"
+    assert display_name("") == display_name(None) == display_name("../") == "upload"
+    assert len(display_name("x" * 1000)) == 255
+
+
+def stored_upload(client, auth, data: bytes) -> uuid.UUID:
+    r = upload(client, auth, data)
+    assert r.status_code == 202, r.get_json()
+    return uuid.UUID(r.get_json()["ingestion_id"])
+
+
+def test_a_parser_overtaken_by_another_stores_nothing_and_every_row_lands_once(make_app, auth, engine, unique):
+    app = make_app(chunk_size=10)
+    runtime = app.extensions["etl"]
+    ident = stored_upload(app.test_client(), auth, students_csv(unique, 45))
+    sent: list = []
+
+    def run_slice(chunks: int) -> str:
+        with engine.connect() as conn:
+            outcome = parse.parse_slice(
+                runtime, conn, ident, commit=conn.commit, after_commit=sent.append, slice_chunks=chunks
+            )
+            conn.commit()
+            return outcome
+
+    with engine.connect() as conn:
+        stale = parse.load(conn, ident)  # a parser that read the upload at rows_read 0 ...
+    assert run_slice(2) == parse.MORE  # ... while another one stored 20 rows
+    with engine.begin() as conn:
+        stale.status = "parsing"
+        assert parse._store_chunk(runtime, conn, runtime.registry["students"], stale, [], last=False,
+                                  after_commit=sent.append) is False  # fmt: skip
+    assert run_slice(10) == parse.DONE
+    assert run_slice(10) == parse.DONE  # read already: nothing more
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT source_row FROM raw_records WHERE ingestion_id = :i ORDER BY source_row"), {"i": ident}
+        ).scalars()
+        assert list(rows) == list(range(2, 47))
+        up = conn.execute(sa.text("SELECT status, rows_read, progress FROM uploads WHERE id = :i"), {"i": ident})
+        assert tuple(up.one()) == ("parsed", 45, 1.0)
+        accepted = conn.execute(sa.text("SELECT accepted FROM ingestions WHERE id = :i"), {"i": ident}).scalar()
+        assert accepted == 45
+    assert len(sent) == 5  # one chain a chunk of 10, the last of 5
+
+
+def test_the_sweeper_resends_the_parse_of_an_upload_that_went_quiet(make_app, auth, engine, unique, api_redis_url,
+                                                                   broker_prefix):  # fmt: skip
+    app = make_app(outbox_lease_seconds=60)
+    runtime = app.extensions["etl"]
+    quiet = stored_upload(app.test_client(), auth, students_csv(unique, 2))
+    fresh = stored_upload(app.test_client(), auth, students_csv(unique + "f", 2))
+    queue = f"{broker_prefix}etl"
+    client = redis.Redis.from_url(api_redis_url)
+    client.delete(queue)  # the parse tasks the API sent are lost with the broker
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE uploads SET leased_at = now() - interval '61 seconds' WHERE id = :i"), {"i": quiet}
+        )
+    with engine.connect() as conn:
+        sent = resume.resend_stalled(conn, runtime, commit=conn.commit)
+    messages = [m for m in client.lrange(queue, 0, -1) if b"etl.upload.parse" in m]
+    assert sent >= 1 and len(messages) == sent
+    assert any(str(quiet).encode() in m for m in messages)
+    assert not any(str(fresh).encode() in m for m in messages)
+    with engine.connect() as conn:
+        age = conn.execute(sa.text("SELECT now() - leased_at FROM uploads WHERE id = :i"), {"i": quiet}).scalar()
+    assert age.total_seconds() < 5  # its lease starts again
