@@ -16,17 +16,24 @@ from typing import Any
 
 import psutil
 
-from bench import app_phases, env, jobs, phases, report
+from bench import app_phases, env, jobs, phases, report, upload
 from bench.noise import ForeignCpu
 from bench.procs import ROOT, Processes, start_app
 from bench.progress import console, say
 from bench.rss import Sampler
 
-PHASES = ("raw", "naive", "batch", "single", "jobs")
-APP_PHASES = ("batch", "single", "soak")
+PHASES = ("raw", "naive", "batch", "single", "jobs", "upload")
+APP_PHASES = ("batch", "single", "soak", "upload")
 # (records for raw and batch, naive, single, raw repeats)
-DEFAULTS = {"records": 200_000, "naive": 5_000, "single": 5_000, "raw_repeats": 2, "jobs": 1_000_000}
-QUICK = {"records": 5_000, "naive": 300, "single": 500, "raw_repeats": 1, "jobs": 20_000}
+DEFAULTS = {
+    "records": 200_000,
+    "naive": 5_000,
+    "single": 5_000,
+    "raw_repeats": 2,
+    "jobs": 1_000_000,
+    "upload": 1_000_000,
+}
+QUICK = {"records": 5_000, "naive": 300, "single": 500, "raw_repeats": 1, "jobs": 20_000, "upload": 5_000}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,6 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--naive-records", type=int, help="sessions for the naive baseline (default 5,000)")
     p.add_argument("--single-records", type=int, help="sessions for the single-record path (default 5,000)")
     p.add_argument("--jobs-sessions", type=int, help="sessions seeded for the jobs phase (default 1,000,000)")
+    p.add_argument("--upload-rows", type=int, help="rows of the CSV file of the upload phase (default 1,000,000)")
     p.add_argument("--only", help=f"comma-separated phases to run, of {','.join(PHASES)} (default: all)")
     p.add_argument("--soak", type=int, metavar="N", help="memory soak: N sessions through the batch path")
     p.add_argument("--raw-chunk", type=int, default=10_000, help="rows a transaction in the raw limit")
@@ -49,6 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.single_records = args.single_records or sizes["single"]
     args.raw_repeats = sizes["raw_repeats"]
     args.jobs_sessions = args.jobs_sessions or sizes["jobs"]
+    args.upload_rows = args.upload_rows or sizes["upload"]
     if args.only:
         args.phases = [x.strip() for x in args.only.split(",") if x.strip()]
         unknown = set(args.phases) - set(PHASES)
@@ -184,6 +193,8 @@ def _run_phase(name: str, args: argparse.Namespace, ctx: phases.Context) -> dict
             result = app_phases.run_single(ctx, args.single_records)
         elif name == "jobs":
             result = jobs.run_jobs(ctx, args.jobs_sessions)
+        elif name == "upload":
+            result = upload.run_upload(ctx, args.upload_rows)
         else:
             result = app_phases.run_soak(ctx, args.soak)
     except Exception as exc:  # noqa: BLE001 - reported in the results; the next phase still runs

@@ -26,12 +26,14 @@ def derived(phases: dict[str, Any]) -> dict[str, Any]:
         "batch_over_raw": _ratio(batch.get("records_per_s"), raw.get("insert_rows_per_s")),
         "single_over_naive": _ratio(single.get("records_per_s"), naive.get("records_per_s")),
         "api_p99_ms": (single.get("latency_ms") or {}).get("p99"),
+        "upload_over_batch": _ratio((phases.get("upload") or {}).get("rows_per_s"), batch.get("records_per_s")),
     }
     targets = {
         name: {"value": values[name], "target": text, "met": None if values[name] is None else bool(test(values[name]))}
         for name, _, test, text in TARGETS
     }
-    return {"ratios": {k: values[k] for k in ("batch_over_raw", "single_over_naive")}, "targets": targets}
+    ratios = ("batch_over_raw", "single_over_naive", "upload_over_batch")
+    return {"ratios": {k: values[k] for k in ratios}, "targets": targets}
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -67,6 +69,13 @@ def _rows(phases: dict[str, Any]) -> list[list[str]]:
             p50, p99 = _n(phase["latency_ms"]["p50"], 1), _n(phase["latency_ms"]["p99"], 1)
             figures = [_n(phase["accepted"]), _n(phase["seconds"], 2), _n(phase["records_per_s"]), p50, p99]
             rows.append([label, *figures, _rss(phase, "worker"), _rss(phase, "web")])
+    upload = phases.get("upload")
+    if upload and "rows_per_s" in upload:
+        peaks = upload["rss_mib_peak"]
+        worker, web = (_n(max((peaks.get(k) or {0: 0}).values()), 0) for k in ("worker", "web"))
+        rows.append([f"upload: one CSV file ({upload['file_mib']:.0f} MiB)", _n(upload["rows"]),
+                     _n(upload["seconds"], 1), _n(upload["rows_per_s"]), "", "", worker + " (1 proc)",
+                     web + " (1 proc)"])  # fmt: skip
     return [row + [""] * (8 - len(row)) for row in rows]
 
 

@@ -1,0 +1,94 @@
+"""The upload phase: one CSV file of sessions through ``POST /api/v1/sessions/upload``.
+
+The file is written to disk first (untimed), its tutors and students are seeded through the batch
+path (untimed), then the file is sent streaming (never read into the bench's memory) and the
+phase waits until its ingestion settles. Reported: the seconds from the first byte sent to the
+last record settled, rows per second, the seconds the API took to store the file, and the
+resident memory of every web and worker process at the start and at its peak (sampled every
+second), to show that neither holds the file.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.app_phases import _seed_parents, _track_app
+from bench.phases import Context, count_prefix, scalar
+from bench.progress import say
+from bench.rss import rss_by_process
+from etl_app.local.generate import dataset, write_records
+
+
+def _peaks(ctx: Context, peaks: dict[str, dict[str, float]]) -> None:
+    assert ctx.app is not None
+    for name, proc in ctx.app.items():
+        for process, rss in rss_by_process(proc.pid).items():
+            group = peaks.setdefault(name, {})
+            group[process] = round(max(group.get(process, 0.0), rss), 1)
+
+
+def run_upload(ctx: Context, rows: int) -> dict[str, Any]:
+    ds = dataset(rows, ctx.seed, id_prefix="up-")
+    path = Path(ctx.log_dir) / f"sessions-{rows}.csv"
+    say(f"upload: writing {rows:,} sessions to {path.name} (untimed)")
+    with path.open("wb") as f:
+        write_records(ds.stream("sessions"), f, "csv", "sessions")
+    size = path.stat().st_size
+    _seed_parents(ctx, ds)
+    _track_app(ctx)
+    assert ctx.app is not None
+    at_start = {name: rss_by_process(proc.pid) for name, proc in ctx.app.items()}
+    peaks: dict[str, dict[str, float]] = {}
+    headers = {"Authorization": f"Bearer {ctx.api_key}"}
+    say(f"upload: sending {size / 2**20:.0f} MiB")
+    started = time.perf_counter()
+    with path.open("rb") as f, httpx.Client(timeout=600) as client:
+        r = client.post(
+            f"http://127.0.0.1:{ctx.port}/api/v1/sessions/upload",
+            headers=headers,
+            files={"file": (path.name, f, "text/csv")},
+        )
+    stored = time.perf_counter() - started
+    if r.status_code != 202:
+        raise RuntimeError(f"upload answered {r.status_code}: {r.text[:500]}")
+    ingestion_id = r.json()["ingestion_id"]
+    body: dict[str, Any] = {}
+    last_report = 0.0
+    with httpx.Client(timeout=60, headers=headers) as client:
+        while True:
+            _peaks(ctx, peaks)
+            body = client.get(f"http://127.0.0.1:{ctx.port}/api/v1/ingestions/{ingestion_id}").json()
+            if body["status"] != "running":
+                break
+            now = time.perf_counter()
+            if now - last_report > 15:
+                counts, upload = body["counts"], body.get("upload") or {}
+                say(
+                    f"upload: {upload.get('rows_read', 0):,} rows read, {counts['persisted']:,} persisted "
+                    f"({now - started:.0f} s)"
+                )
+                last_report = now
+            time.sleep(1)
+    seconds = time.perf_counter() - started
+    _peaks(ctx, peaks)
+    counts = body["counts"]
+    settled = counts["persisted"] + counts["dead"] + counts["rejected"]
+    return {
+        "rows": rows,
+        "file_mib": round(size / 2**20, 1),
+        "status": body["status"],
+        "counts": counts,
+        "store_seconds": round(stored, 2),
+        "seconds": round(seconds, 1),
+        "rows_per_s": round(settled / seconds, 1),
+        "persisted_rows": scalar(ctx.database_url, *count_prefix("sessions", "session_id", "up-")),
+        "quality": body.get("quality"),
+        "rss_mib_at_start": {k: {p: round(v, 1) for p, v in procs.items()} for k, procs in at_start.items()},
+        "rss_mib_peak": peaks,
+        "peak_rss_mib": ctx.sampler.snapshot(),
+        "cpu_seconds": ctx.sampler.cpu_seconds(),
+    }
