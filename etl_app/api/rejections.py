@@ -35,6 +35,7 @@ from etl_app.api.read import input_fields
 from etl_app.deadletters.errors import InvalidParameter
 from etl_app.deadletters.filters import parse_int
 from etl_app.jsonsafe import json_safe
+from etl_app.uploads.flat import normalise
 
 bp = Blueprint("rejections", __name__, url_prefix="/api/v1")
 
@@ -149,8 +150,11 @@ def errors_text(errors: Any) -> str:
 def csv_row(fields: list[str], position: int, raw: Any, errors: Any) -> list[str]:
     """One rejection as CSV cells: the fields, then ``_raw``, ``_row``, ``_errors``."""
     if isinstance(raw, dict):
-        values = [cell(raw.get(name)) for name in fields]
-        leftover = "" if set(raw) <= set(fields) else _json(raw)
+        # A file's columns as the parser matched them to fields ("Student ID" is student_id);
+        # its note columns (``_row``, ``_errors`` of an earlier download) are not carried over.
+        data = {normalise(k): v for k, v in raw.items() if not str(k).strip().startswith("_")}
+        values = [cell(data.get(name)) for name in fields]
+        leftover = "" if set(data) <= set(fields) else _json(raw)
     else:
         values = [""] * len(fields)
         leftover = raw if isinstance(raw, str) else "" if raw is None else _json(raw)

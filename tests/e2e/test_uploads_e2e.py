@@ -293,3 +293,34 @@ def test_an_upload_is_one_openlineage_run_from_start_to_complete_with_its_qualit
     assert quality["validity"] == ingestion["quality"]["validity"] == 0.75  # 3 of 4 rows
     assert quality["score"] == ingestion["quality"]["score"]
     assert output["facets"]["dataQualityMetrics"]["rowCount"] == 3
+
+
+def test_the_rejections_download_fixed_in_a_spreadsheet_uploads_again(api, sql, unique):
+    data = f'Student ID,Name,Grade Level\n{unique}-1,Ada,9\n{unique}-2,Bo,99\n{unique}-3,"Cy, Jr.",x\n'.encode()
+    first = api.upload("students", "students.csv", data).json()["ingestion_id"]
+    assert api.wait_settled(first)["counts"]["rejected"] == 2
+    r = api.http.get(f"{api.base}/api/v1/ingestions/{first}/rejections?format=csv", timeout=30)
+    assert r.status_code == 200 and r.headers["Content-Disposition"] == f"attachment; filename=rejections-{first}.csv"
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert [(row["student_id"], row["name"], row["grade_level"], row["_row"]) for row in rows] == [
+        (f"{unique}-2", "Bo", "99", "3"),
+        (f"{unique}-3", "Cy, Jr.", "x", "4"),
+    ]
+    assert rows[0]["_raw"] == "" and rows[0]["_errors"].startswith("grade_level: ")
+
+    for row in rows:  # what a user does in the spreadsheet
+        row["grade_level"] = "10"
+    fixed = io.StringIO()
+    writer = csv.DictWriter(fixed, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    second = api.upload("students", "rejections-fixed.csv", fixed.getvalue().encode()).json()["ingestion_id"]
+    assert api.wait_settled(second)["counts"] == {
+        "received": 2,
+        "in_flight": 0,
+        "persisted": 2,
+        "dead": 0,
+        "rejected": 0,
+    }
+    stored = sql("SELECT student_id, grade_level FROM students WHERE student_id LIKE :p ORDER BY 1", p=f"{unique}-%")
+    assert [tuple(row) for row in stored] == [(f"{unique}-1", 9), (f"{unique}-2", 10), (f"{unique}-3", 10)]
