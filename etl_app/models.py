@@ -212,6 +212,9 @@ sa.Index(
     Ingestion.created_at,
     postgresql_where=sa.text("rejected > 0"),
 )
+# The ingestions whose quality is not stored yet (running, or settled and missed by the workers):
+# what the outbox sweeper's catch-up looks at, however many ingestions are measured already.
+sa.Index("ix_ingestions_unmeasured", Ingestion.created_at, postgresql_where=sa.text("quality IS NULL"))
 
 
 class DailyQuality(Base):
@@ -354,6 +357,8 @@ class Upload(Base):
     created_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
     parsed_at: Mapped[datetime | None] = mapped_column(TSTZ)
     error: Mapped[str | None] = mapped_column(sa.Text)
+    # When the retention job dropped its bytes (upload_chunks), ETL_RAW_RETENTION_DAYS after it was read.
+    bytes_dropped_at: Mapped[datetime | None] = mapped_column(TSTZ)
 
 
 class UploadChunk(Base):

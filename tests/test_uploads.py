@@ -143,3 +143,35 @@ def test_the_sweeper_resends_the_parse_of_an_upload_that_went_quiet(make_app, au
     with engine.connect() as conn:
         age = conn.execute(sa.text("SELECT now() - leased_at FROM uploads WHERE id = :i"), {"i": quiet}).scalar()
     assert age.total_seconds() < 5  # its lease starts again
+
+
+def test_retention_drops_the_bytes_of_uploads_read_long_ago_and_keeps_their_record(make_app, auth, engine, unique):
+    from etl_app.jobs.runner import run_job
+
+    app = make_app()
+    old, recent, unread = (stored_upload(app.test_client(), auth, students_csv(f"{unique}{n}", 2)) for n in range(3))
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE uploads SET status = 'parsed', parsed_at = now() - make_interval(days => :d) WHERE id = :i"
+            ),
+            [{"d": 31, "i": old}, {"d": 29, "i": recent}],
+        )
+        conn.execute(sa.text("UPDATE uploads SET created_at = now() - interval '40 days' WHERE id = :i"), {"i": unread})
+    settings = app.extensions["etl"].settings
+    outcome = run_job(engine, "retention", trigger="cli", settings=settings)
+    assert outcome.status == "succeeded" and outcome.rows >= 1
+    with engine.connect() as conn:
+        kept = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT u.id, count(c.seq) FROM uploads u LEFT JOIN upload_chunks c ON c.upload_id = u.id "
+                    "WHERE u.id = ANY(:ids) GROUP BY u.id"
+                ),
+                {"ids": [old, recent, unread]},
+            ).all()
+        )
+        dropped_at = conn.execute(sa.text("SELECT bytes_dropped_at FROM uploads WHERE id = :i"), {"i": old}).scalar()
+        size = conn.execute(sa.text("SELECT size FROM uploads WHERE id = :i"), {"i": old}).scalar()
+    assert kept == {old: 0, recent: 1, unread: 1}
+    assert dropped_at is not None and size == len(students_csv(f"{unique}0", 2))

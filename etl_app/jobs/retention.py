@@ -8,11 +8,18 @@ becomes null and ``payload_dropped_at`` says when. ``received`` records (still i
 ``dead`` ones (replayable, and their dead letter keeps its own copy in ``dead_letters.payload``,
 which this job never touches) keep theirs. Works in batches of ``ETL_JOB_BATCH_SIZE`` ids, each
 committed, along the partial index ``ix_raw_records_payload_kept``.
+
+Uploaded files go the same way: the bytes (``upload_chunks``) of an upload read (``parsed`` or
+``failed``) more than ``ETL_RAW_RETENTION_DAYS`` ago are deleted, one upload a transaction, and
+``uploads.bytes_dropped_at`` says when; the upload's row (name, size, checksum, rows read) stays.
+The job's row count is the payloads dropped plus the uploads whose bytes were dropped.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+
+import sqlalchemy as sa
 
 from etl_app.jobs.context import JobContext
 from etl_app.models import sql
@@ -30,6 +37,20 @@ _BATCH = sql(
 )
 
 
+_UPLOAD = sa.text(
+    """
+    WITH due AS (
+        SELECT id FROM uploads
+        WHERE status IN ('parsed', 'failed') AND bytes_dropped_at IS NULL AND parsed_at < :cutoff
+        ORDER BY parsed_at LIMIT 1 FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM upload_chunks c USING due WHERE c.upload_id = due.id
+    )
+    UPDATE uploads u SET bytes_dropped_at = :now FROM due WHERE u.id = due.id
+    """
+)
+
+
 def run_retention(ctx: JobContext) -> int:
     cutoff = ctx.now - timedelta(days=ctx.settings.raw_retention_days)
     size = ctx.settings.job_batch_size
@@ -39,4 +60,9 @@ def run_retention(ctx: JobContext) -> int:
         ctx.commit()
         dropped += done
         if done < size:
-            return dropped
+            break
+    while ctx.conn.execute(_UPLOAD, {"cutoff": cutoff, "now": ctx.now}).rowcount:
+        ctx.commit()
+        dropped += 1
+    ctx.commit()
+    return dropped

@@ -1,18 +1,19 @@
 """Reading a stored upload into the pipeline, in slices that resume where the last one stopped.
 
 One call of the parse task (:func:`parse_slice`) reads up to ``SLICE_CHUNKS`` chunks of
-``ETL_CHUNK_SIZE`` rows. Each chunk is one transaction: the accepted rows go to the outbox
-(``raw_records``, with their row in ``source_row``), the refused ones to ``rejections``, the
-ingestion's counts move on, and the upload's ``rows_read`` and ``checkpoint`` advance, but only
-if ``rows_read`` is still what this call read at its start. So a worker killed mid-file (its
-task delivered again) or a second parser sent by the sweeper starts from the last committed
-chunk: no row is lost and none is stored twice; a parser that finds it was overtaken stops.
-After its commit, a chunk is sent down the pipeline with its validated values (as a large API
-batch is). The next slice is sent at the end of the queue, behind the chunks just sent, so a
-file is read no faster than the workers take its records in.
+``ETL_CHUNK_SIZE`` rows (more for xlsx and JSON arrays: ``SLICE_CHUNKS_BY_FORMAT``). Each chunk
+is one transaction: the accepted rows go to the outbox (``raw_records``, with their row in
+``source_row``), the refused ones to ``rejections``, the ingestion's counts move on, and the
+upload's ``rows_read`` and ``checkpoint`` advance, but only if ``rows_read`` is still what this
+call read at its start. So a worker killed mid-file (its task delivered again) or a second
+parser sent by the sweeper starts from the last committed chunk: no row is lost and none is
+stored twice; a parser that finds it was overtaken stops. After its commit, a chunk is sent down
+the pipeline with its validated values (as a large API batch is). The next slice is sent at the
+end of the queue, behind the chunks just sent, so a file is read no faster than the workers take
+its records in.
 
-A file that turns out to be unreadable part-way (a corrupt row group, a truncated sheet) makes the
-upload ``failed`` with the error and the row it reached; the rows before it stay and go on.
+A file that turns out to be unreadable part-way (a corrupt row group, a truncated sheet) makes
+the upload ``failed`` with the error and the row it reached; the rows before it stay and go on.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SLICE_CHUNKS = 20
+# Formats a slice cannot resume by seeking (xlsx: the sheet's XML is read again from its start
+# up to the checkpoint; a JSON array: the items before it are parsed and skipped) take longer
+# slices: a sheet of a million rows (Excel's most) is read about five times over, not fifty.
+SLICE_CHUNKS_BY_FORMAT = {"xlsx": 200, "json": 200}
 FLAT_FORMATS = ("csv", "tsv", "xlsx", "parquet")
 
 # The outcome of one slice.
@@ -110,7 +115,7 @@ def parse_slice(
     *,
     commit: Callable[[], None],
     after_commit: Callable[[Callable[[], Any]], None],
-    slice_chunks: int = SLICE_CHUNKS,
+    slice_chunks: int | None = None,
 ) -> str:
     """Read the next slice of an upload through ``conn`` (the task's transaction: ``commit()``
     after each chunk, ``after_commit(send)`` to send its chain). Returns MORE, DONE or OVERTAKEN."""
@@ -128,7 +133,7 @@ def parse_slice(
     with runtime.engine.connect() as file_conn:
         f = open_upload(file_conn, upload.id, upload.size, upload.chunk_bytes)
         rows = read_rows(f, upload.format, checkpoint=upload.checkpoint or None, limits=Limits(), size=upload.size)
-        for _ in range(slice_chunks):
+        for _ in range(slice_chunks or SLICE_CHUNKS_BY_FORMAT.get(upload.format, SLICE_CHUNKS)):
             try:
                 batch = list(itertools.islice(rows, chunk_size))
                 last = len(batch) < chunk_size  # islice stops short only at the end
