@@ -384,13 +384,20 @@ def test_rejections_of_an_unknown_ingestion_are_404_and_bad_parameters_400(clien
         "limit=501",
         "cursor=0",
         "cursor=x",
-        "format=csv&limit=5",
         "page=2",
         "limit=",
     ):
         r = client.get(f"{url}?{query}", headers=auth)
         assert (r.status_code, r.get_json()["error"]) == (400, "invalid_parameter"), query
     assert client.get(url).status_code == 401
+
+
+def test_a_csv_may_be_one_page_of_the_rejections(client, auth, batch):
+    url = f"/api/v1/ingestions/{batch.ingestion_id}/rejections?format=csv"
+    every = list(csv.reader(io.StringIO(client.get(url, headers=auth).get_data(as_text=True))))
+    page = list(csv.reader(io.StringIO(client.get(f"{url}&cursor=3&limit=1", headers=auth).get_data(as_text=True))))
+    assert [row[-2] for row in every[1:]] == ["2", "4"]
+    assert page == [every[0], every[2]]
 
 
 def test_a_reader_may_list_rejections_and_an_ingest_key_may_not(make_app, batch):

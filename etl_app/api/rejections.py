@@ -1,19 +1,20 @@
 """``GET /api/v1/ingestions/{id}/rejections``: the records an ingestion refused, with their errors.
 
 JSON (default): ``{rejections: [...], next, limit}``, in the order of the input; each item is
-``{index, row, natural_key, raw, errors, created_at}`` where ``index`` is the place in an API batch
-(from 0) and ``row`` the row of an uploaded file, the other one null; ``raw`` is the values as
-received (a line that was not JSON is kept as its text) and ``errors`` is ``{field: [message]}``.
-``limit`` 1..500 (default 50); ``cursor`` is the ``next`` of the previous page (null on the last).
+``{index, row, natural_key, raw, errors, created_at}`` where ``index`` is the place in an API
+batch (from 0) and ``row`` the row of an uploaded file, the other one null; ``raw`` is the
+values as received (a line that was not JSON is kept as its text) and ``errors`` is ``{field:
+[message]}``. ``limit`` 1..500 (default 50); ``cursor`` is the ``next`` of the previous page
+(null on the last).
 
-``?format=csv`` streams every rejection as a CSV to fix in a spreadsheet and upload again: one
-column per input field of the type's schema, holding the values as received (a list as its
-items joined with ``;``, an object as JSON, true/false for booleans, empty for null or absent),
-then ``_raw``, ``_row`` and ``_errors`` (``field: message; ...``), whose names start with ``_``
-so that the upload parser drops them. ``_raw`` is empty unless the values cannot be spread over
-the columns: a value that is not an object (a bad NDJSON line: its text) or an object with
-fields the schema does not have (it as JSON). ``_row`` is the row of the file, or the index in
-the batch.
+``?format=csv`` streams every rejection (from ``cursor`` on, at most ``limit`` when given) as a
+CSV to fix in a spreadsheet and upload again: one column per input field of the type's schema,
+holding the values as received (a list as its items joined with ``;``, an object as JSON,
+true/false for booleans, empty for null or absent), then ``_raw``, ``_row`` and ``_errors``
+(``field: message; ...``), whose names start with ``_`` so that the upload parser drops them.
+``_raw`` is empty unless the values cannot be spread over the columns: a value that is not an
+object (a bad NDJSON line: its text) or an object with fields the schema does not have (it as
+JSON). ``_row`` is the row of the file, or the index in the batch.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ _COLUMNS = "position, natural_key, raw, errors, created_at"
 _PAGE = sa.text(
     f"SELECT {_COLUMNS} FROM rejections WHERE ingestion_id = :id AND position >= :from ORDER BY position, id LIMIT :n"
 )
-_ALL = sa.text(f"SELECT {_COLUMNS} FROM rejections WHERE ingestion_id = :id ORDER BY position, id")
+_ALL = sa.text(
+    f"SELECT {_COLUMNS} FROM rejections WHERE ingestion_id = :id AND position >= :from ORDER BY position, id LIMIT :n"
+)
 
 
 def _bad(name: str, message: str) -> ApiError:
@@ -86,16 +89,15 @@ def list_rejections(ingestion_id: str):
     fmt = params.get("format", "json")
     if fmt not in FORMATS:
         raise _bad("format", f"must be one of {', '.join(FORMATS)}")
-    if fmt == "csv" and ("limit" in params or "cursor" in params):
-        raise _bad("limit" if "limit" in params else "cursor", "is for JSON pages; the CSV holds every rejection")
     try:
-        limit = parse_int(params, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        # A CSV holds every rejection from ``cursor`` on, or ``limit`` of them when given.
+        limit = parse_int(params, "limit", None if fmt == "csv" else DEFAULT_LIMIT, 1, MAX_LIMIT)
         cursor = parse_int(params, "cursor", None, 1, MAX_CURSOR)
     except InvalidParameter as exc:
         raise _bad(exc.name, "must be an integer in range") from None
     ident, ingestion = _ingestion_or_404(ingestion_id)
     if fmt == "csv":
-        return _csv_response(ident, ingestion.record_type)
+        return _csv_response(ident, ingestion.record_type, cursor or 0, limit)
     with current_runtime().engine.connect() as conn:
         rows = conn.execute(_PAGE, {"id": ident, "from": cursor or 0, "n": limit + 1}).all()
     items = [_item(row, upload=ingestion.upload) for row in rows[:limit]]
@@ -161,13 +163,15 @@ def csv_row(fields: list[str], position: int, raw: Any, errors: Any) -> list[str
     return [*values, leftover, str(position), errors_text(errors)]
 
 
-def _csv_lines(ident: uuid.UUID, fields: list[str]) -> Iterator[str]:
+def _csv_lines(ident: uuid.UUID, fields: list[str], start: int, limit: int | None) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow([*fields, *TRAILING_COLUMNS])
     # A server-side cursor, STREAM_ROWS rows a round trip: never the whole set in memory.
     with current_runtime().engine.connect() as conn:
-        result = conn.execution_options(stream_results=True, yield_per=STREAM_ROWS).execute(_ALL, {"id": ident})
+        result = conn.execution_options(stream_results=True, yield_per=STREAM_ROWS).execute(
+            _ALL, {"id": ident, "from": start, "n": limit}
+        )
         for row in result:
             writer.writerow(csv_row(fields, row.position, row.raw, row.errors))
             if buffer.tell() >= FLUSH_BYTES:
@@ -177,12 +181,12 @@ def _csv_lines(ident: uuid.UUID, fields: list[str]) -> Iterator[str]:
     yield buffer.getvalue()
 
 
-def _csv_response(ident: uuid.UUID, type_name: str) -> Response:
+def _csv_response(ident: uuid.UUID, type_name: str, start: int, limit: int | None) -> Response:
     record_type = current_runtime().registry.get(type_name)
     if record_type is None:
         raise ApiError(404, "unknown_record_type", f"record type {type_name!r} is not registered any more")
     return Response(
-        stream_with_context(_csv_lines(ident, input_fields(record_type))),
+        stream_with_context(_csv_lines(ident, input_fields(record_type), start, limit)),
         mimetype="text/csv",
         headers={"Content-Disposition": f"attachment; filename=rejections-{ident}.csv"},
     )
@@ -222,7 +226,8 @@ def openapi_paths(spec: APISpec) -> None:
                 "description": "CSV: one column per input field of the type (a list joined with `;`, an object "
                 "as JSON), then `_raw` (the values when they fit no column: a line that was not JSON, or fields "
                 "the schema does not have), `_row` (the file row or batch index) and `_errors` "
-                "(`field: message; ...`). `limit` and `cursor` are for JSON only.",
+                "(`field: message; ...`). With `format=csv`, `cursor` and `limit` are optional: without them "
+                "the CSV holds every rejection.",
                 "tags": ["ingestions"],
                 "security": [{"bearer": []}],
                 "parameters": [
