@@ -45,14 +45,14 @@ def test_downgrade_to_base_and_back(database_url):
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
         cfg = alembic_config(scratch)
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, "heads")
         command.downgrade(cfg, "base")
         with psycopg.connect(scratch) as conn:
             left = conn.execute(
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
             ).fetchall()
         assert left == []
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, "heads")
         with psycopg.connect(scratch) as conn:
             assert conn.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'raw_records'").fetchone()[0] == 1
     finally:

@@ -38,9 +38,10 @@ def write_env_file(path: Path, values: dict[str, str]) -> None:
 
 
 @click.command()
-@click.option("--revision", default="head", show_default=True)
+@click.option("--revision", default="heads", show_default=True)
 def migrate(revision: str) -> None:
-    """Apply the database migrations."""
+    """Apply the database migrations: etl_app's and those of every installed package that adds
+    record types (entry-point group ``etl_app.migrations``), each branch to its head."""
     from etl_app.migrate import upgrade
 
     settings = Settings.from_env()
