@@ -35,8 +35,9 @@ def wipe_keys(redis_url: str, prefix: str) -> int:
 
 
 @contextmanager
-def fresh_database(suffix: str) -> Iterator[str]:
-    """A new database ``<name of SERVER_URL>_<suffix>`` migrated to head; dropped at the end."""
+def fresh_database(suffix: str, *, migrate: bool = True) -> Iterator[str]:
+    """A new database ``<name of SERVER_URL>_<suffix>`` migrated to head (left empty with
+    ``migrate=False``); dropped at the end."""
     from etl_app.migrate import upgrade
 
     parts = urlsplit(SERVER_URL)
@@ -46,7 +47,8 @@ def fresh_database(suffix: str) -> Iterator[str]:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
     try:
-        upgrade(url)
+        if migrate:
+            upgrade(url)
         yield url
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
