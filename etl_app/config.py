@@ -100,6 +100,9 @@ class Settings:
     openlineage_endpoint: str = "api/v1/lineage"
     openlineage_api_key: str = ""
     openlineage_namespace: str = "etl_app"
+    geocoder_url: str | None = None  # unset: the geocoder is off (etl_app.lookups.geocoder)
+    geocoder_ttl_seconds: int = 30 * 86400
+    geocoder_rate: str = "10/second"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -138,6 +141,9 @@ class Settings:
             openlineage_endpoint=env.get("OPENLINEAGE_ENDPOINT", "").strip() or cls.openlineage_endpoint,
             openlineage_api_key=env.get("OPENLINEAGE_API_KEY", "").strip(),
             openlineage_namespace=env.get("OPENLINEAGE_NAMESPACE", "").strip() or cls.openlineage_namespace,
+            geocoder_url=env.get("ETL_GEOCODER_URL", "").strip() or None,
+            geocoder_ttl_seconds=_int(env, "ETL_GEOCODER_TTL_SECONDS", cls.geocoder_ttl_seconds),
+            geocoder_rate=env.get("ETL_GEOCODER_RATE", "").strip() or cls.geocoder_rate,
         )
         known = {f.name for f in fields(cls)}
         values.update({k: v for k, v in overrides.items() if k in known})

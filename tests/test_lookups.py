@@ -1,0 +1,431 @@
+"""External lookups (etl_app.lookups) against a real HTTP server started here on 127.0.0.1 and
+the real Redis: the cache, one call per distinct value, the shared rate limit and circuit
+breaker, and every way a provider can fail, without timing assertions (the server counts
+requests)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from etl_app.config import Settings
+from etl_app.lookups import (
+    EMPTY,
+    FAILED,
+    FOUND,
+    NOT_FOUND_STATUS,
+    SKIPPED,
+    cache_key,
+    families,
+    lookup_chunk,
+    reset_breaker,
+    stats,
+)
+from etl_app.lookups.geocoder import FILLS, geocoder_provider
+from etl_app.lookups.ratelimit import TokenLimiter
+
+from support import KEY_PREFIX, redis_db
+
+CITIES = {
+    "berlin": {"name": "Berlin", "latitude": 52.52, "longitude": 13.41, "country": "Germany", "country_code": "DE"},
+    "lagos": {"name": "Lagos", "latitude": 6.45, "longitude": 3.39, "country": "Nigeria", "country_code": "NG"},
+    "lima": {"name": "Lima", "latitude": -12.04, "longitude": -77.03, "country": "Peru", "country_code": "PE"},
+}
+TIMEZONES = {"berlin": "Europe/Berlin", "lagos": "Africa/Lagos", "lima": "America/Lima"}
+
+# ("json" | "raw" | "stream", (status, body, headers)), ("sleep", (seconds, reply)), ("reset", None)
+Reply = tuple[str, Any]
+
+
+def open_meteo(name: str) -> Reply:
+    """What Open-Meteo answers: one result for a known city, no ``results`` key otherwise."""
+    key = name.casefold()
+    if key in CITIES:
+        result = {"id": 1, **CITIES[key], "timezone": TIMEZONES[key], "population": 1000}
+        return "json", (200, {"results": [result], "generationtime_ms": 0.5}, {})
+    return "json", (200, {"generationtime_ms": 0.5}, {})
+
+
+class FakeGeocoder:
+    """An Open-Meteo-like server whose answer per ``name`` a test chooses (``self.reply``)."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[str] = Counter()
+        self.paths: list[str] = []
+        self.lock = threading.Lock()
+        self.reply: Callable[[str], Reply] = open_meteo
+        self.in_flight = self.most_in_flight = 0
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                parts = urlsplit(self.path)
+                name = parse_qs(parts.query).get("name", [""])[0]
+                with owner.lock:
+                    owner.requests[name] += 1
+                    owner.paths.append(self.path)
+                    owner.in_flight += 1
+                    owner.most_in_flight = max(owner.most_in_flight, owner.in_flight)
+                try:
+                    owner.answer(self, owner.reply(name))
+                finally:
+                    with owner.lock:
+                        owner.in_flight -= 1
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.handle_error = lambda request, address: None  # a client that gave up
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    @property
+    def total(self) -> int:
+        with self.lock:
+            return sum(self.requests.values())
+
+    def answer(self, handler: BaseHTTPRequestHandler, reply: Reply) -> None:
+        kind, arg = reply
+        if kind == "sleep":
+            seconds, then = arg
+            time.sleep(seconds)
+            return self.answer(handler, then)
+        if kind == "reset":  # RST instead of an answer
+            handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            handler.connection.close()
+            handler.close_connection = True
+            return None
+        status, body, headers = arg
+        data = json.dumps(body).encode() if kind == "json" else body
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        if kind == "stream":  # no length: the body ends when the connection closes
+            handler.send_header("Connection", "close")
+            handler.close_connection = True
+        else:
+            handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+        return None
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[FakeGeocoder]:
+    fake = FakeGeocoder()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def cache() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_db(13))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix(cache: redis.Redis, unique: str) -> Iterator[str]:
+    """This test's own keys (cache, rate limit, breaker, metrics)."""
+    own = f"{KEY_PREFIX}{unique}:"
+    yield own
+    keys = list(cache.scan_iter(f"{own}*", count=1000))
+    if keys:
+        cache.delete(*keys)
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client() as client:
+        yield client
+
+
+@pytest.fixture
+def lookup(server, cache, prefix, http):
+    """``lookup(values, provider=None, **provider_overrides)`` → LookupResult, on this test's keys."""
+
+    def run(values, provider=None, *, client=None, attempt=0, **overrides):
+        provider = provider or make_provider(server, **overrides)
+        return lookup_chunk(
+            provider, values, redis=client or cache, http_client=http, key_prefix=prefix, attempt=attempt
+        )
+
+    return run
+
+
+def make_provider(server: FakeGeocoder, **overrides: Any):
+    settings = Settings(geocoder_url=server.url, geocoder_ttl_seconds=3600, geocoder_rate="")
+    defaults: dict[str, Any] = {
+        "connect_timeout": 1.0,
+        "read_timeout": 2.0,
+        "total_timeout": 5.0,
+        "not_found_ttl_seconds": 60,
+        "backoff_seconds": 1.0,
+    }
+    return geocoder_provider(settings, **{**defaults, **overrides})
+
+
+def test_a_value_is_asked_once_then_answered_from_the_cache(server, lookup, cache, prefix):
+    first = lookup(["Berlin"])
+    assert first.outcome("Berlin") == first.outcome(" berlin ")
+    assert first.outcome("Berlin").status == FOUND and not first.outcome("Berlin").cached
+    assert first.fields_for("Berlin") == {
+        "country": "Germany",
+        "country_code": "DE",
+        "timezone": "Europe/Berlin",
+        "latitude": 52.52,
+        "longitude": 13.41,
+    }
+    assert first.retry_after is None and first.counts["calls:found"] == 1 and first.counts["cache:miss"] == 1
+
+    again = lookup(["BERLIN"])
+    assert again.outcome("berlin").status == FOUND and again.outcome("berlin").cached
+    assert again.fields_for("berlin") == first.fields_for("Berlin")
+    assert again.counts["cache:hit"] == 1 and again.counts["calls:found"] == 0
+    assert server.requests == Counter({"berlin": 1})
+    provider = make_provider(server)
+    assert 3500 < cache.ttl(cache_key(prefix, provider, "berlin")) <= 3600
+    assert server.paths == ["/v1/search?name=berlin&count=1"]
+
+
+def test_a_chunk_asks_each_distinct_value_once(server, lookup):
+    cities = ["Berlin", " berlin", "LAGOS", "Lima ", "lima"]
+    tutors = [{"tutor_id": i, "location": cities[i % len(cities)]} for i in range(50)]
+    provider = make_provider(server, concurrency=3)
+    result = lookup([provider.value_of(t) for t in tutors], provider)
+    assert server.requests == Counter({"berlin": 1, "lagos": 1, "lima": 1})
+    assert {result.outcome(t["location"]).status for t in tutors} == {FOUND}
+    assert result.fields_for("Lima")["country_code"] == "PE"
+    assert result.counts["calls:found"] == 3 and result.counts["cache:miss"] == 3
+
+
+def test_calls_in_flight_stay_within_the_bound(server, lookup):
+    server.reply = lambda name: ("sleep", (0.1, open_meteo(name)))
+    result = lookup([f"town {i}" for i in range(12)], concurrency=3)
+    assert server.total == 12 and result.counts["calls:not_found"] == 12
+    assert 1 <= server.most_in_flight <= 3
+
+
+def test_not_found_is_cached_briefly_and_failures_never(server, lookup, cache, prefix):
+    server.reply = lambda name: ("json", (500, {"error": "down"}, {})) if name == "broken" else open_meteo(name)
+    provider = make_provider(server, not_found_ttl_seconds=60, breaker_failures=100)
+    result = lookup(["Atlantis", "Broken", None, "  "], provider)
+    assert result.outcome("atlantis").status == NOT_FOUND_STATUS
+    assert result.fields_for("atlantis") == dict.fromkeys(FILLS)
+    assert result.outcome(None).status == EMPTY and result.outcome("  ").status == EMPTY
+    broken = result.outcome("broken")
+    assert broken.status == FAILED and broken.error == "server_error" and broken.retry_after > 0
+    assert result.retry_after == broken.retry_after and result.should_retry(0)
+    assert not result.should_retry(provider.max_retries)
+
+    assert 0 < cache.ttl(cache_key(prefix, provider, "atlantis")) <= 60
+    assert not cache.exists(cache_key(prefix, provider, "broken"))
+    again = lookup(["atlantis", "broken"], provider)
+    assert again.outcome("atlantis").cached and again.outcome("broken").status == FAILED
+    assert server.requests == Counter({"atlantis": 1, "broken": 2})
+
+
+def _take_tokens(args: tuple[str, str, int]) -> int:
+    url, prefix, n = args
+    limiter = TokenLimiter(redis.Redis.from_url(url), prefix, "geocoder", "5/minute")
+    return sum(1 for _ in range(n) if limiter.take()[0])
+
+
+def test_the_rate_limit_is_shared_by_processes(prefix):
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        granted = pool.map(_take_tokens, [(redis_db(13), prefix, 8), (redis_db(13), prefix, 8)])
+    assert sum(granted) == 5
+    ok, wait = TokenLimiter(redis.Redis.from_url(redis_db(13)), prefix, "geocoder", "5/minute").take()
+    assert not ok and 0 < wait <= 60
+
+
+def test_no_token_left_asks_for_a_retry_instead_of_waiting(server, lookup):
+    provider = make_provider(server, rate="2/minute", concurrency=1)
+    result = lookup(["berlin", "lagos", "lima"], provider)
+    assert server.total == 2
+    refused = [o for o in result.outcomes.values() if o.status == FAILED]
+    assert len(refused) == 1 and refused[0].error == "no_token"
+    assert 0 < result.retry_after <= 60 and result.only_throttled
+    # a second worker with its own limiter object shares the same tokens
+    other = lookup(["atlantis"], make_provider(server, rate="2/minute"))
+    assert other.outcome("atlantis").error == "no_token" and server.total == 2
+
+
+def test_a_429_honours_retry_after_and_does_not_trip_the_breaker(server, lookup, cache, prefix):
+    server.reply = lambda name: ("json", (429, {"reason": "slow down"}, {"Retry-After": "7"}))
+    provider = make_provider(server, breaker_failures=1)
+    result = lookup(["berlin"], provider)
+    assert result.outcome("berlin").error == "rate_limited"
+    assert result.retry_after == 7 and result.counts["rate_limited"] == 1
+    assert stats(cache, prefix, [provider])["geocoder"]["breaker"]["state"] == "closed"
+    assert stats(cache, prefix, [provider])["geocoder"]["rate_limited"] == 1
+    assert not cache.exists(cache_key(prefix, provider, "berlin"))
+
+
+def _wait_for_state(cache, prefix, provider, state: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while stats(cache, prefix, [provider])["geocoder"]["breaker"]["state"] != state:
+        assert time.monotonic() < deadline, f"breaker never became {state}"
+        time.sleep(0.05)
+
+
+def test_the_breaker_opens_probes_after_the_cool_down_and_closes(server, lookup, cache, prefix):
+    server.reply = lambda name: ("json", (503, {}, {}))
+    # The cool-down is the caller's to give (not stored): the same breaker seen with a long one
+    # stays open while the test looks, with a short one it half-opens soon.
+    slow = make_provider(server, breaker_failures=3, breaker_cooldown_seconds=60, concurrency=1)
+    quick = dataclasses.replace(slow, breaker_cooldown_seconds=0.3)
+    values = ["berlin", "lagos", "lima", "atlantis", "paris"]
+    result = lookup(values, slow)
+    assert server.total == 3  # the breaker opened on the third failure: the others never left
+    errors = Counter(o.error for o in result.outcomes.values())
+    assert errors == Counter({"server_error": 3, "breaker_open": 2})
+    assert 0 < result.outcome("paris").retry_after <= 60 and result.should_retry(0)
+    assert stats(cache, prefix, [slow])["geocoder"]["breaker"]["state"] == "open"
+    assert lookup(values, slow).counts["errors:breaker_open"] == 5 and server.total == 3
+
+    _wait_for_state(cache, prefix, quick, "half_open")
+    probe = lookup(values, quick)  # one probe, which fails: open again for another cool-down
+    assert server.total == 4 and probe.counts["errors:breaker_open"] == 4
+    assert stats(cache, prefix, [slow])["geocoder"]["breaker"]["state"] == "open"
+
+    server.reply = open_meteo
+    _wait_for_state(cache, prefix, quick, "half_open")
+    healed = lookup(values, quick)  # the probe succeeds, the breaker closes, the rest follow
+    assert {o.status for o in healed.outcomes.values()} == {FOUND, NOT_FOUND_STATUS}
+    assert server.total == 9
+    numbers = stats(cache, prefix, [slow])["geocoder"]
+    assert numbers["breaker"]["state"] == "closed" and numbers["breaker"]["opened_count"] == 2
+    assert numbers["errors"] == {"server_error": 4, "breaker_open": 11}
+    assert numbers["calls"] == {"failed": 4, "found": 3, "not_found": 2}
+    assert numbers["cache"] == {"hit": 0, "miss": 20}  # four chunks of five
+
+
+def test_an_operator_can_reset_an_open_breaker(server, lookup, cache, prefix):
+    server.reply = lambda name: ("json", (500, {}, {}))
+    provider = make_provider(server, breaker_failures=1, breaker_cooldown_seconds=600)
+    lookup(["berlin"], provider)
+    assert stats(cache, prefix, [provider])["geocoder"]["breaker"]["state"] == "open"
+    names = {f.name: f for f in families(cache, prefix, [provider])}
+    gauge = {tuple(s.labels.values()): s.value for s in names["etl_lookup_breaker_state"].samples}
+    assert gauge[("geocoder", "open")] == 1 and gauge[("geocoder", "closed")] == 0
+    assert lookup(["lagos"], provider).outcome("lagos").error == "breaker_open" and server.total == 1
+
+    server.reply = open_meteo
+    reset_breaker(cache, prefix, provider)
+    assert lookup(["lagos"], provider).outcome("lagos").status == FOUND and server.total == 2
+
+
+def test_a_server_slower_than_the_read_timeout_is_a_timeout(server, lookup):
+    server.reply = lambda name: ("sleep", (1.5, open_meteo(name)))
+    result = lookup(["berlin"], make_provider(server, read_timeout=0.2))
+    outcome = result.outcome("berlin")
+    assert outcome.status == FAILED and outcome.error == "timeout" and outcome.retry_after > 0
+
+
+def test_every_broken_answer_is_a_failure_of_its_kind(server, lookup, cache, prefix):
+    big = {"results": [{"name": "x" * 5000}]}
+    replies: dict[str, Reply] = {
+        "err500": ("json", (500, {"error": "boom"}, {})),
+        "reset": ("reset", None),
+        "huge": ("json", (200, big, {})),
+        "huge-undeclared": ("stream", (200, json.dumps(big).encode(), {})),
+        "garbage": ("raw", (200, b"<html>not json", {})),
+        "wrong-shape": ("json", (200, {"results": [{"name": "no coordinates"}]}, {})),
+        "a-list": ("json", (200, [1, 2], {})),
+        "moved": ("json", (302, {}, {"Location": "http://example.invalid/v1/search"})),
+        "gone": ("json", (404, {}, {})),
+    }
+    server.reply = lambda name: replies[name]
+    provider = make_provider(server, max_response_bytes=1000, breaker_failures=100)
+    result = lookup(list(replies), provider)
+    kinds = {name: result.outcome(name).error for name in replies}
+    assert kinds == {
+        "err500": "server_error",
+        "reset": "reset",
+        "huge": "too_large",
+        "huge-undeclared": "too_large",  # no Content-Length: cut off once the bytes read pass the cap
+        "garbage": "malformed",
+        "wrong-shape": "malformed",
+        "a-list": "malformed",
+        "moved": "bad_status",
+        "gone": "bad_status",
+    }
+    assert result.outcome("moved").retry_after is None and result.outcome("reset").retry_after > 0
+    assert server.total == len(replies)  # the redirect was not followed
+    assert not any(cache.exists(cache_key(prefix, provider, name)) for name in replies)
+
+
+def test_a_cache_that_is_down_is_a_miss_never_a_failure(server, lookup):
+    # no retries of its own: redis-py's default (three, with backoff) only makes the test slower
+    down = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    for _ in range(2):
+        result = lookup(["Berlin", "Atlantis"], client=down, rate="100/minute")
+        assert result.outcome("berlin").status == FOUND
+        assert result.outcome("atlantis").status == NOT_FOUND_STATUS
+        assert result.counts["cache:miss"] == 2 and result.retry_after is None
+    assert server.requests == Counter({"berlin": 2, "atlantis": 2})
+
+
+def test_a_provider_that_is_off_skips_without_a_call(server, lookup):
+    provider = geocoder_provider(Settings())
+    assert not provider.enabled
+    result = lookup(["Berlin", None], provider)
+    assert result.outcome("berlin").status == SKIPPED and result.outcome(None).status == EMPTY
+    assert result.fields_for("berlin") == dict.fromkeys(FILLS) and result.retry_after is None
+    assert server.total == 0
+
+
+def test_record_data_never_leaves_the_configured_host(server, lookup):
+    provider = make_provider(server)
+    evil = "http://evil.example/x?count=9&name=y#frag"
+    result = lookup([evil, "../../admin"], provider)
+    assert {o.status for o in result.outcomes.values()} == {NOT_FOUND_STATUS}
+    assert server.requests == Counter({evil.casefold(): 1, "../../admin": 1})
+    assert all(p.startswith("/v1/search?name=") and p.endswith("&count=1") for p in server.paths)
+
+    in_path = make_provider(server, path="/v1/place/{value}", query={})
+    for value in ("..", "a/../../b", "//evil.example/x", "@evil.example"):
+        url = in_path.request_url(value)
+        assert (url.host, url.port) == ("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
+        assert url.raw_path.decode().startswith("/v1/place/") and url.raw_path.count(b"/") == 3
+
+
+def test_geocoder_settings_come_from_the_environment(tmp_path):
+    env = {
+        "ETL_VAR_DIR": str(tmp_path),
+        "ETL_GEOCODER_URL": "https://geocoding.example",
+        "ETL_GEOCODER_RATE": "5/second",
+    }
+    settings = Settings.from_env({**env, "ETL_GEOCODER_TTL_SECONDS": "120"})
+    provider = geocoder_provider(settings)
+    assert provider.enabled and provider.rate == "5/second" and provider.ttl_seconds == 120
+    assert str(provider.request_url("São Paulo")) == "https://geocoding.example/v1/search?name=S%C3%A3o+Paulo&count=1"
+    assert provider.reads == ("location",) and provider.fills == FILLS
+    assert not geocoder_provider(Settings.from_env({"ETL_VAR_DIR": str(tmp_path)})).enabled
