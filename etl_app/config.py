@@ -103,6 +103,8 @@ class Settings:
     geocoder_url: str | None = None  # unset: the geocoder is off (etl_app.lookups.geocoder)
     geocoder_ttl_seconds: int = 30 * 86400
     geocoder_rate: str = "10/second"
+    geocoder_max_retries: int = 5  # retries of a chunk whose lookups failed (etl_app.pipeline.lookups)
+    geocoder_backoff_seconds: float = 2.0  # first retry's wait, doubled at each retry
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -144,6 +146,8 @@ class Settings:
             geocoder_url=env.get("ETL_GEOCODER_URL", "").strip() or None,
             geocoder_ttl_seconds=_int(env, "ETL_GEOCODER_TTL_SECONDS", cls.geocoder_ttl_seconds),
             geocoder_rate=env.get("ETL_GEOCODER_RATE", "").strip() or cls.geocoder_rate,
+            geocoder_max_retries=_int(env, "ETL_GEOCODER_MAX_RETRIES", cls.geocoder_max_retries),
+            geocoder_backoff_seconds=_float(env, "ETL_GEOCODER_BACKOFF_SECONDS", cls.geocoder_backoff_seconds),
         )
         known = {f.name for f in fields(cls)}
         values.update({k: v for k, v in overrides.items() if k in known})
@@ -175,6 +179,15 @@ class Settings:
                     f"ETL_RATE_LIMIT must be in flask-limiter's notation, e.g. 100/second;5000/minute: "
                     f"{self.rate_limit!r}"
                 ) from None
+        if self.geocoder_url or self.geocoder_rate:
+            from etl_app.lookups.geocoder import geocoder_provider
+
+            try:
+                geocoder_provider(self)
+            except ValueError as exc:
+                raise ValueError(f"ETL_GEOCODER_URL / ETL_GEOCODER_RATE: {exc}") from None
+        if self.geocoder_max_retries < 0 or self.geocoder_backoff_seconds <= 0:
+            raise ValueError("ETL_GEOCODER_MAX_RETRIES must be at least 0, ETL_GEOCODER_BACKOFF_SECONDS above 0")
         visibility = int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600"))
         if self.retry_backoff_max_seconds * 2 > visibility:
             raise ValueError(

@@ -21,6 +21,7 @@ from etl_app.ingest import claim
 from etl_app.ingest.send import send_after_commit
 from etl_app.names import ENRICH, PERSIST, VALIDATE
 from etl_app.pipeline import enrich as enrich_step
+from etl_app.pipeline import lookups as lookup_step
 from etl_app.pipeline import persist as persist_step
 from etl_app.pipeline import validate as validate_step
 from etl_app.pipeline.messages import Chunk, ChunkMessage, chunk_message, read_chunk
@@ -107,8 +108,10 @@ def validate(self: StageTask, message: ChunkMessage) -> ChunkMessage | None:
 
 
 @shared_task(name=ENRICH, base=StageTask, bind=True)
-def enrich(self: StageTask, message: ChunkMessage | None) -> ChunkMessage | None:
-    """Look up parents and compute the derived fields; children of missing parents wait."""
+def enrich(self: StageTask, message: ChunkMessage | None, lookup_throttled: int = 0) -> ChunkMessage | None:
+    """Look up parents and compute the derived fields; children of missing parents wait. A type
+    with external lookups has them asked for the records that go on (see ``look_up_external``);
+    ``lookup_throttled``: this chunk's retries so far that only waited for the rate limit."""
     if not message:
         return None
     chunk = read_chunk(message)
@@ -122,11 +125,54 @@ def enrich(self: StageTask, message: ChunkMessage | None) -> ChunkMessage | None
     if record_type.parents:
         parent_rows = enrich_step.fetch_parents(self.db, record_type, runtime.registry, items)
     done, waiting, failures = enrich_step.enrich_chunk(record_type, items, parent_rows)
+    if record_type.lookups and done:
+        done = look_up_external(self, message, record_type, done, lookup_throttled)
     if waiting:
         failures += self.wait_or_give_up(record_type.name, waiting, chunk.parent_retries)
     self.after_commit(partial(self.send_dead_letters, record_type.name, failures))
     self.after_commit(partial(runtime.stash.drop, chunk.stash))
     return self.next_message(record_type, done, leased=leased)
+
+
+def look_up_external(
+    self: StageTask, message: ChunkMessage, record_type: RecordType, items: list[Item], throttled: int
+) -> list[Item]:
+    """Ask the type's lookups once for the chunk's values and fill the records' lookup fields.
+
+    A failure worth retrying retries the whole task with Celery (``self.retry``, the countdown the
+    lookup asks for; the stash keeps the chunk's values, the lease is extended) under the rule of
+    :mod:`etl_app.pipeline.lookups`; otherwise the records go on with the fields null and
+    ``lookup_status`` ``failed``. Counted retries are this task's ``request.retries`` less its
+    throttled ones, so a transient database error's retry counts here too."""
+    runtime = self.runtime
+    providers = lookup_step.providers_for(record_type, runtime.settings)
+    attempt = max(0, self.request.retries - throttled)
+    results = lookup_step.look_up(
+        providers,
+        items,
+        redis=runtime.cache,
+        http=lookup_step.http_client(),
+        key_prefix=runtime.settings.broker_key_prefix,
+        attempt=attempt,
+    )
+    plan = lookup_step.retry_plan(results, attempt, throttled)
+    if plan is not None:
+        self._lease_for_retry(message, plan.countdown)
+        log.info(
+            "%s: lookups of a chunk of %d to retry in %ds (retry %d, %d throttled)",
+            self.name,
+            len(items),
+            plan.countdown,
+            self.request.retries + 1,
+            plan.throttled,
+        )
+        raise self.retry(
+            args=(message,),
+            kwargs={"lookup_throttled": plan.throttled},
+            countdown=plan.countdown,
+            max_retries=self.request.retries + 1,
+        )
+    return lookup_step.fill(providers, results, items, utcnow())
 
 
 @shared_task(name=PERSIST, base=StageTask, bind=True)

@@ -33,7 +33,8 @@ def parse(answer: Any) -> Parsed:
 
 def geocoder_provider(settings: Any = None, **overrides: Any) -> Provider:
     """The geocoder as configured (``Settings``: geocoder_url, geocoder_ttl_seconds,
-    geocoder_rate); ``overrides`` set any other :class:`Provider` field."""
+    geocoder_rate, geocoder_max_retries, geocoder_backoff_seconds); ``overrides`` set any other
+    :class:`Provider` field. Also the tutors type's lookup declaration (``RecordType.lookups``)."""
     if settings is None:
         from etl_app.config import Settings
 
@@ -48,6 +49,8 @@ def geocoder_provider(settings: Any = None, **overrides: Any) -> Provider:
         "parse": parse,
         "ttl_seconds": settings.geocoder_ttl_seconds,
         "rate": settings.geocoder_rate or None,
+        "max_retries": getattr(settings, "geocoder_max_retries", Provider.max_retries),
+        "backoff_seconds": getattr(settings, "geocoder_backoff_seconds", Provider.backoff_seconds),
     }
     values.update(overrides)
     return Provider(**values)

@@ -61,6 +61,11 @@ class RecordType:
       the input fields, the derived fields and the lineage columns.
     - ``time_field``: the input timestamp that says when the record's event happened, used
       for timeliness when the payload gives no ``event_time`` (None: the type has none).
+    - ``lookups``: external lookups asked in enrich, each a callable taking the process's
+      ``Settings`` and returning a :class:`etl_app.lookups.Provider` (e.g.
+      :func:`etl_app.lookups.geocoder.geocoder_provider`). The table then has a nullable column for
+      every field a provider fills, plus ``lookup_status`` (text) and ``looked_up_at``
+      (timestamptz); see :mod:`etl_app.pipeline.lookups`.
     """
 
     name: str
@@ -73,6 +78,7 @@ class RecordType:
     schema_version: int = 1
     description: str = ""
     time_field: str | None = None
+    lookups: tuple[Callable[[Any], Any], ...] = ()
     _schema_instance: ma.Schema | None = field(default=None, repr=False, compare=False)
 
     @property

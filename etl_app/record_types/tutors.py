@@ -8,6 +8,8 @@ Rules and choices:
 - is_new_tutor: tenure_days < 30. experience_level: junior < 90 <= mid < 365 <= senior.
 - subject_count: number of subjects after the schema's case-insensitive de-duplication.
 - is_active_today: updated_at's UTC date equals as-of's UTC date.
+- country, country_code, timezone, latitude, longitude: the geocoder's answer for location
+  (declared in ``lookups``, filled in enrich; see :mod:`etl_app.pipeline.lookups`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from etl_app.db import lineage_columns, metadata
+from etl_app.lookups.geocoder import geocoder_provider
 from etl_app.record_types import FieldErrors, RecordType
 from schemas.tutors import TutorSchema
 
@@ -47,6 +50,14 @@ table = sa.Table(
     sa.Column("experience_level", sa.Text, nullable=False),
     sa.Column("subject_count", sa.Integer, nullable=False),
     sa.Column("is_active_today", sa.Boolean, nullable=False),
+    # Filled by the geocoder (etl_app.lookups.geocoder) in enrich; null when not found, failed or off.
+    sa.Column("country", sa.Text),
+    sa.Column("country_code", sa.Text),
+    sa.Column("timezone", sa.Text),
+    sa.Column("latitude", sa.Double),
+    sa.Column("longitude", sa.Double),
+    sa.Column("lookup_status", sa.Text),  # found, not_found, failed, skipped, empty; null: stored before
+    sa.Column("looked_up_at", TSTZ),  # null when nothing was asked (skipped, empty)
     *lineage_columns(),
 )
 
@@ -91,5 +102,6 @@ RECORD_TYPE = RecordType(
     table=table,
     check_as_of=check_as_of,
     time_field="updated_at",
-    description="Tutors of the platform, with tenure and experience level.",
+    lookups=(geocoder_provider,),
+    description="Tutors of the platform, with tenure and experience level, geocoded from their location.",
 )

@@ -4,6 +4,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from etl_app.config import Settings
 from etl_app.db import LINEAGE_FIELDS
 from etl_app.record_types import get_registry
 from etl_app.record_types.students import RECORD_TYPE as STUDENTS
@@ -309,8 +310,11 @@ def test_loaded_and_derived_keys_cover_every_column(record_type):
     assert errors == {}
     derived = record_type.derive(data, AS_OF, PARENT_ROWS)
     columns = [c.name for c in record_type.table.columns]
-    assert set(data) | set(derived) | set(LINEAGE_FIELDS) == set(columns)
-    assert not set(data) & set(derived)
+    looked_up = {"lookup_status", "looked_up_at"} if record_type.lookups else set()
+    for declare in record_type.lookups:  # filled by enrich's lookups (etl_app.pipeline.lookups)
+        looked_up |= set(declare(Settings()).fills)
+    assert set(data) | set(derived) | looked_up | set(LINEAGE_FIELDS) == set(columns)
+    assert not set(data) & (set(derived) | looked_up)
     assert "source" in data and columns.count("source") == 1
     allowed = (str, int, float, bool, list, date, type(None))
     assert all(isinstance(v, allowed) for v in data.values())
