@@ -1,11 +1,12 @@
-"""The audit trail: who replayed, discarded or edited dead letters and ran jobs, and how it went.
+"""The audit trail: who replayed, discarded or edited dead letters, ran jobs and reset lookup
+providers' circuit breakers, and how it went.
 
 One row of the ``audit`` table per action: ``at``, ``key_id`` (the API key's id,
 etl_app.roles.key_id; ``cli`` for the command line; ``beat`` for scheduled job runs), ``action``
-(replay, bulk_replay, discard, bulk_discard, edit (a replay with a corrected payload), job_run),
-``target`` (JSON: ``{dead_letter_id}``, ``{filters}``, ``{job, window, run_id}``), ``count``
-(dead letters acted on, rows a job touched), ``outcome`` (ok, refused, failed) with a
-``message``, and the HTTP ``request_id`` if there is one.
+(replay, bulk_replay, discard, bulk_discard, edit (a replay with a corrected payload), job_run,
+breaker_reset), ``target`` (JSON: ``{dead_letter_id}``, ``{filters}``, ``{job, window, run_id}``,
+``{provider}``), ``count`` (dead letters acted on, rows a job touched), ``outcome`` (ok,
+refused, failed) with a ``message``, and the HTTP ``request_id`` if there is one.
 
 Where the action writes to the database, its audit row is written in the same transaction
 (:func:`audited`): an action that commits is audited, one that fails leaves its row ``failed``

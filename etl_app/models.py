@@ -263,7 +263,7 @@ class TutorDailyMetrics(Base):
 # -- The audit trail --------------------------------------------------------------------------
 
 # audit.action values: what an operator (a key, the command line) or beat did.
-AUDIT_ACTIONS = ("replay", "bulk_replay", "discard", "bulk_discard", "edit", "job_run")
+AUDIT_ACTIONS = ("replay", "bulk_replay", "discard", "bulk_discard", "edit", "job_run", "breaker_reset")
 # audit.outcome values: done; refused (the key's role lacks the right); failed (with its message).
 AUDIT_OUTCOMES = ("ok", "refused", "failed")
 

@@ -13,6 +13,7 @@ from etl_app.api import (
     ingest,
     metrics,
     openapi,
+    providers,
     read,
     rejections,
     reports,
@@ -34,6 +35,7 @@ def init_app(app: Flask) -> None:
         app.register_blueprint(module.bp)
     app.register_blueprint(jobs_bp)
     app.register_blueprint(audit.bp)
+    app.register_blueprint(providers.bp)
 
 
 def _refuse_nul() -> None:

@@ -1,7 +1,7 @@
 """``GET /api/v1/audit``: the audit trail (etl_app.audit), newest first. Any key with the ``read``
 right (reader, operator, admin) may read it: it names keys by key id only.
 
-Filters: ``action`` (replay, bulk_replay, discard, bulk_discard, edit, job_run), ``key_id`` (a key
+Filters: ``action`` (replay, bulk_replay, discard, bulk_discard, edit, job_run, breaker_reset), ``key_id`` (a key
 id, ``cli`` or ``beat``), ``since`` (ISO 8601, on ``at``); ``limit`` (1..500, default 50) and
 ``cursor`` (the ``next`` of the previous page; null on the last one).
 """

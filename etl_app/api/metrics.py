@@ -9,7 +9,9 @@ process answers with the same truth and nothing needs summing across processes:
   snapshot, so that accepted = unsettled + persisted + dead within a scrape;
 - queue depths from the broker Redis (``LLEN`` of each queue's lists, under the key prefix);
 - task durations and API requests from Redis hashes every process adds to
-  (:mod:`etl_app.stage_metrics`).
+  (:mod:`etl_app.stage_metrics`);
+- external lookups per provider (``etl_lookup_*``, :func:`etl_app.lookups.families`): four
+  counter hashes and one breaker read per provider, from the cache Redis.
 
 A scrape is a handful of statements; what they cost on a large outbox is in README (Metrics).
 """
@@ -31,6 +33,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from etl_app import errors, stage_metrics
+from etl_app.lookups import families as lookup_families
+from etl_app.lookups.registry import providers as lookup_providers
 from etl_app.models import DEAD, PERSISTED, REJECTED, sql
 from etl_app.names import DEAD_LETTER_QUEUE, JOBS_QUEUE, PIPELINE_QUEUE
 
@@ -186,6 +190,14 @@ class _RedisCollector:
         self.app = app
         self.requests = requests
         self._broker: redis.Redis | None = None
+        self._providers: list | None = None
+
+    @property
+    def providers(self) -> list:
+        if self._providers is None:
+            runtime = self.app.extensions["etl"]
+            self._providers = list(lookup_providers(runtime.settings, runtime.registry).values())
+        return self._providers
 
     @property
     def broker(self) -> redis.Redis:
@@ -202,6 +214,7 @@ class _RedisCollector:
             yield queue_depths(self.broker, prefix)
             self.requests.flush()  # this process's latest requests; the others flush every second
             yield from stage_metrics.read(runtime.cache, prefix, REDIS_METRICS)
+            yield from lookup_families(runtime.cache, prefix, self.providers)
             up.add_metric([], 1)
         except redis.RedisError as exc:
             log.warning("metrics: Redis not read: %s", exc)

@@ -9,9 +9,10 @@ from apispec import APISpec
 from flask import Blueprint, Response, abort, current_app, jsonify, send_from_directory
 
 import etl_app
-from etl_app.api import openapi_fields, openapi_responses, rejections, reports
+from etl_app.api import openapi_fields, openapi_responses, providers, rejections, reports
 from etl_app.api.jobs import openapi_paths as jobs_openapi_paths
 from etl_app.errors import ERROR_TYPES
+from etl_app.lookups.registry import providers as lookup_providers
 from etl_app.models import DEAD_LETTER_STATUSES, OUTCOMES, STATUSES
 from etl_app.record_types import Registry
 
@@ -37,7 +38,7 @@ def _errors(*codes: int) -> dict:
     return {str(c): _json(ERROR, text[c]) for c in codes}
 
 
-def build_spec(registry: Registry) -> dict:
+def build_spec(registry: Registry, provider_names: list[str] | None = None) -> dict:
     ma_plugin = openapi_fields.plugin()
     spec = APISpec(
         title="etl_app",
@@ -209,6 +210,7 @@ def build_spec(registry: Registry) -> dict:
     rejections.openapi_paths(spec)
     _dead_letter_paths(spec, registry)
     jobs_openapi_paths(spec)
+    providers.openapi_paths(spec, provider_names or ["geocoder"])
     reports.openapi_paths(spec, registry)
     spec.path(
         path="/metrics",
@@ -462,7 +464,9 @@ def _dead_letter_paths(spec: APISpec, registry: Registry) -> None:
 def openapi_json():
     ext = current_app.extensions
     if "etl_openapi" not in ext:
-        ext["etl_openapi"] = build_spec(ext["etl"].registry)
+        runtime = ext["etl"]
+        names = list(lookup_providers(runtime.settings, runtime.registry))
+        ext["etl_openapi"] = build_spec(runtime.registry, names)
     return jsonify(ext["etl_openapi"])
 
 

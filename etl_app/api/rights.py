@@ -30,6 +30,7 @@ ENDPOINT_RIGHTS: dict[str, str] = {
     "jobs.list_jobs": READ,
     "jobs.show_job": READ,
     "audit.list_audit": READ,
+    "providers.list_providers": READ,
     "metrics.metrics": READ,  # or a key of ETL_METRICS_KEY
     "openapi.openapi_json": ANY,
     # operate
@@ -37,6 +38,7 @@ ENDPOINT_RIGHTS: dict[str, str] = {
     "dead_letters.replay_bulk": OPERATE,
     "dead_letters.discard": OPERATE,
     "jobs.run_job_now": OPERATE,
+    "providers.reset": OPERATE,  # a circuit breaker
 }
 
 # A refusal (403) of these is written to the audit trail as the action it would
@@ -46,6 +48,7 @@ AUDITED_ENDPOINTS: dict[str, str] = {
     "dead_letters.replay_bulk": "bulk_replay",
     "dead_letters.discard": "discard",
     "jobs.run_job_now": "job_run",
+    "providers.reset": "breaker_reset",
 }
 
 

@@ -1,4 +1,4 @@
-"""The operator's command line: ``etl-app run``, ``migrate``, ``dlq``, ``jobs``, ``audit``, ``status``,
+"""The operator's command line: ``etl-app run``, ``migrate``, ``dlq``, ``jobs``, ``providers``, ``audit``, ``status``,
 ``generate`` and ``submit``."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from etl_app.cli.audit import audit_command
 from etl_app.cli.deadletters import dlq_group
 from etl_app.cli.generate import generate
 from etl_app.cli.jobs import jobs_group
+from etl_app.cli.providers import providers_group
 from etl_app.cli.run import migrate, run
 from etl_app.cli.status import status_command
 from etl_app.cli.submit import submit_command
@@ -25,6 +26,7 @@ main.add_command(migrate)
 main.add_command(generate)
 main.add_command(dlq_group, "dlq")
 main.add_command(jobs_group, "jobs")
+main.add_command(providers_group, "providers")
 main.add_command(audit_command)
 main.add_command(status_command)
 main.add_command(submit_command)
