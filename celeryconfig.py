@@ -80,6 +80,7 @@ JOB_SCHEDULES = {
     "daily-quality": ("ETL_SCHEDULE_DAILY_QUALITY", "20 0 * * *"),
     "tutor-rollups": ("ETL_SCHEDULE_TUTOR_ROLLUPS", "10 * * * *"),
     "retention": ("ETL_SCHEDULE_RETENTION", "30 3 * * *"),
+    "lookup-refresh": ("ETL_SCHEDULE_LOOKUP_REFRESH", "60"),
 }
 
 

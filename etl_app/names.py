@@ -21,7 +21,8 @@ PARSE_UPLOAD = "etl.upload.parse"
 
 # The scheduled jobs' tasks: ``etl.beat.<job name>`` (etl_app/jobs/registry.py).
 RE_ENRICH = "etl.beat.re-enrich"
+LOOKUP_REFRESH = "etl.beat.lookup-refresh"
 DAILY_QUALITY = "etl.beat.daily-quality"
 TUTOR_ROLLUPS = "etl.beat.tutor-rollups"
 RETENTION = "etl.beat.retention"
-JOB_TASKS = (RE_ENRICH, DAILY_QUALITY, TUTOR_ROLLUPS, RETENTION)
+JOB_TASKS = (RE_ENRICH, DAILY_QUALITY, TUTOR_ROLLUPS, RETENTION, LOOKUP_REFRESH)

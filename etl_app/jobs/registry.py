@@ -115,6 +115,17 @@ JOBS: dict[str, Job] = {
             "(dead records and dead letters keep theirs).",
         ),
         Job(
+            name="lookup-refresh",
+            function="etl_app.jobs.lookup_refresh:run_lookup_refresh",
+            task_name=names.LOOKUP_REFRESH,
+            default_window=today_only,
+            takes_window=False,
+            record="when_rows",
+            needs_runtime=True,
+            description="Ask external lookups again for stored records: failed ones once the provider's breaker "
+            "is closed, skipped or never asked ones, and lookups older than the provider's TTL.",
+        ),
+        Job(
             name=OUTBOX_SWEEPER,
             function="etl_app.jobs.sweeper:run_sweeper",
             task_name=names.SWEEP_OUTBOX,

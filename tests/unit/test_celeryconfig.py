@@ -82,6 +82,7 @@ def test_job_schedules_default_as_documented_and_are_configurable(monkeypatch):
         "daily-quality": "20 0 * * *",
         "tutor-rollups": "10 * * * *",
         "retention": "30 3 * * *",
+        "lookup-refresh": "60",
     }
     monkeypatch.setenv("ETL_SCHEDULE_RETENTION", "0 4 * * 1")
     assert celeryconfig.job_schedule_expression("retention") == "0 4 * * 1"
