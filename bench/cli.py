@@ -16,13 +16,13 @@ from typing import Any
 
 import psutil
 
-from bench import app_phases, env, jobs, phases, report, upload
+from bench import app_phases, env, jobs, lookups, phases, report, upload
 from bench.noise import ForeignCpu
 from bench.procs import ROOT, Processes, start_app
 from bench.progress import console, say
 from bench.rss import Sampler
 
-PHASES = ("raw", "naive", "batch", "single", "jobs", "upload")
+PHASES = ("raw", "naive", "batch", "single", "jobs", "upload", "lookups")
 APP_PHASES = ("batch", "single", "soak", "upload")
 # (records for raw and batch, naive, single, raw repeats)
 DEFAULTS = {
@@ -32,8 +32,17 @@ DEFAULTS = {
     "raw_repeats": 2,
     "jobs": 1_000_000,
     "upload": 1_000_000,
+    "lookups": 20_000,
 }
-QUICK = {"records": 5_000, "naive": 300, "single": 500, "raw_repeats": 1, "jobs": 20_000, "upload": 5_000}
+QUICK = {
+    "records": 5_000,
+    "naive": 300,
+    "single": 500,
+    "raw_repeats": 1,
+    "jobs": 20_000,
+    "upload": 5_000,
+    "lookups": 2_000,
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,6 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--single-records", type=int, help="sessions for the single-record path (default 5,000)")
     p.add_argument("--jobs-sessions", type=int, help="sessions seeded for the jobs phase (default 1,000,000)")
     p.add_argument("--upload-rows", type=int, help="rows of the CSV file of the upload phase (default 1,000,000)")
+    p.add_argument("--lookup-tutors", type=int, help="tutors whose locations the lookups phase asks (default 20,000)")
     p.add_argument("--only", help=f"comma-separated phases to run, of {','.join(PHASES)} (default: all)")
     p.add_argument("--soak", type=int, metavar="N", help="memory soak: N sessions through the batch path")
     p.add_argument("--raw-chunk", type=int, default=10_000, help="rows a transaction in the raw limit")
@@ -58,6 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.raw_repeats = sizes["raw_repeats"]
     args.jobs_sessions = args.jobs_sessions or sizes["jobs"]
     args.upload_rows = args.upload_rows or sizes["upload"]
+    args.lookup_tutors = args.lookup_tutors or sizes["lookups"]
     if args.only:
         args.phases = [x.strip() for x in args.only.split(",") if x.strip()]
         unknown = set(args.phases) - set(PHASES)
@@ -195,6 +206,8 @@ def _run_phase(name: str, args: argparse.Namespace, ctx: phases.Context) -> dict
             result = jobs.run_jobs(ctx, args.jobs_sessions)
         elif name == "upload":
             result = upload.run_upload(ctx, args.upload_rows)
+        elif name == "lookups":
+            result = lookups.run_lookups(ctx, args.lookup_tutors)
         else:
             result = app_phases.run_soak(ctx, args.soak)
     except Exception as exc:  # noqa: BLE001 - reported in the results; the next phase still runs
