@@ -16,14 +16,14 @@ from typing import Any
 
 import psutil
 
-from bench import app_phases, env, jobs, lookups, phases, report, upload
+from bench import app_phases, env, jobs, lookups, outage, phases, report, upload
 from bench.noise import ForeignCpu
 from bench.procs import ROOT, Processes, start_app
 from bench.progress import console, say
 from bench.rss import Sampler
 
-PHASES = ("raw", "naive", "batch", "single", "jobs", "upload", "lookups")
-APP_PHASES = ("batch", "single", "soak", "upload")
+PHASES = ("raw", "naive", "batch", "single", "jobs", "upload", "lookups", "outage")
+APP_PHASES = ("batch", "single", "soak", "upload", "outage")
 # (records for raw and batch, naive, single, raw repeats)
 DEFAULTS = {
     "records": 200_000,
@@ -208,6 +208,8 @@ def _run_phase(name: str, args: argparse.Namespace, ctx: phases.Context) -> dict
             result = upload.run_upload(ctx, args.upload_rows)
         elif name == "lookups":
             result = lookups.run_lookups(ctx, args.lookup_tutors)
+        elif name == "outage":
+            result = outage.run_outage(ctx, args.records)
         else:
             result = app_phases.run_soak(ctx, args.soak)
     except Exception as exc:  # noqa: BLE001 - reported in the results; the next phase still runs

@@ -162,3 +162,29 @@ def test_without_a_geocoder_url_tutors_are_skipped_without_a_request(api, worker
     assert len(rows) == 6
     assert server.total == before
     assert dead_letters(sql, ids) == 0
+
+
+def test_a_429_is_waited_out_with_its_retry_after_and_the_tutors_land_found(api, worker, server, unique, sql):
+    """The geocoder answers 429 with ``Retry-After: 1`` twice per name, then answers. The chunk is
+    retried after the wait (throttling: no retry budget spent, no breaker trip) and lands found.
+    With a 2 s outbox lease the retrying enrich has renewed the chunk's lease in its own
+    transaction before it extends it for the next retry: it ends that transaction first (it used
+    to wait for its own row locks, for ever)."""
+    berlin, lima, _ = places(unique)
+    answer = answer_for(unique)
+    seen: dict[str, int] = {}
+
+    def reply(name: str) -> Reply:
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] <= 2:
+            return "json", (429, {"error": "slow down"}, {"Retry-After": "1"})
+        return answer(name)
+
+    server.reply = reply
+    worker(ETL_GEOCODER_URL=server.url, ETL_GEOCODER_MAX_RETRIES="0", ETL_OUTBOX_LEASE_SECONDS="2")
+    ids = submit(api, unique, "t", (berlin, lima), count=6)
+    rows = stored(sql, ids)
+    assert {row[1] for row in rows.values()} == {"DE", "PE"}
+    assert {row[5] for row in rows.values()} == {"found"}
+    assert (server.requests[berlin.casefold()], server.requests[lima.casefold()]) == (3, 3)
+    assert dead_letters(sql, ids) == 0
