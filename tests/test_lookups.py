@@ -206,10 +206,15 @@ def test_the_breaker_opens_probes_after_the_cool_down_and_closes(server, lookup,
     quick = dataclasses.replace(slow, breaker_cooldown_seconds=0.3)
     values = ["berlin", "lagos", "lima", "atlantis", "paris"]
     result = lookup(values, slow)
-    assert server.total == 3  # the breaker opened on the third failure: the others never left
-    errors = Counter(o.error for o in result.outcomes.values())
-    assert errors == Counter({"server_error": 3, "breaker_open": 2})
-    assert 0 < result.outcome("paris").retry_after <= 60 and result.should_retry(0)
+    assert server.total == 1  # the first call failed: the rest of the chunk waits for the retry
+    assert Counter(o.error for o in result.outcomes.values()) == Counter({"server_error": 1, "deferred": 4})
+    assert 0 < result.outcome("paris").retry_after and result.should_retry(0)
+    assert stats(cache, prefix, [slow])["geocoder"]["breaker"]["state"] == "closed"
+    lookup(values, slow)
+    third = lookup(values, slow)  # the third failure opens the breaker
+    assert server.total == 3
+    assert Counter(o.error for o in third.outcomes.values()) == Counter({"server_error": 1, "breaker_open": 4})
+    assert 0 < third.outcome("paris").retry_after <= 60
     assert stats(cache, prefix, [slow])["geocoder"]["breaker"]["state"] == "open"
     assert lookup(values, slow).counts["errors:breaker_open"] == 5 and server.total == 3
 
@@ -225,9 +230,9 @@ def test_the_breaker_opens_probes_after_the_cool_down_and_closes(server, lookup,
     assert server.total == 9
     numbers = stats(cache, prefix, [slow])["geocoder"]
     assert numbers["breaker"]["state"] == "closed" and numbers["breaker"]["opened_count"] == 2
-    assert numbers["errors"] == {"server_error": 4, "breaker_open": 11}
+    assert numbers["errors"] == {"server_error": 4, "deferred": 8, "breaker_open": 13}
     assert numbers["calls"] == {"failed": 4, "found": 3, "not_found": 2}
-    assert numbers["cache"] == {"hit": 0, "miss": 20}  # four chunks of five
+    assert numbers["cache"] == {"hit": 0, "miss": 30}  # six chunks of five
 
 
 def test_an_operator_can_reset_an_open_breaker(server, lookup, cache, prefix):
@@ -254,10 +259,10 @@ def test_a_server_slower_than_the_read_timeout_is_a_timeout(server, lookup):
 
 def test_every_broken_answer_is_a_failure_of_its_kind(server, lookup, cache, prefix):
     big = {"results": [{"name": "x" * 5000}]}
-    replies: dict[str, Reply] = {
+    replies: dict[str, Reply] = {  # asked first, a broken answer of one value does not defer the rest
+        "huge": ("json", (200, big, {})),
         "err500": ("json", (500, {"error": "boom"}, {})),
         "reset": ("reset", None),
-        "huge": ("json", (200, big, {})),
         "huge-undeclared": ("stream", (200, json.dumps(big).encode(), {})),
         "garbage": ("raw", (200, b"<html>not json", {})),
         "wrong-shape": ("json", (200, {"results": [{"name": "no coordinates"}]}, {})),
@@ -283,6 +288,16 @@ def test_every_broken_answer_is_a_failure_of_its_kind(server, lookup, cache, pre
     assert result.outcome("moved").retry_after is None and result.outcome("reset").retry_after > 0
     assert server.total == len(replies)  # the redirect was not followed
     assert not any(cache.exists(cache_key(prefix, provider, name)) for name in replies)
+
+
+def test_a_chunk_whose_first_call_finds_the_provider_failing_asks_no_more_this_round(server, lookup):
+    """One timeout, not one per value: a provider that hangs holds the worker for one call a
+    round, and the rest of the chunk comes back deferred, to be retried with it."""
+    server.reply = lambda name: ("sleep", (1.5, open_meteo(name)))
+    result = lookup(["berlin", "lagos", "lima"], make_provider(server, read_timeout=0.2, breaker_failures=100))
+    assert [result.outcome(v).error for v in ("berlin", "lagos", "lima")] == ["timeout", "deferred", "deferred"]
+    assert server.total == 1 and result.retry_after > 0 and result.should_retry(0)
+    assert result.counts["errors:deferred"] == 2
 
 
 def test_a_cache_that_is_down_is_a_miss_never_a_failure(server, lookup):

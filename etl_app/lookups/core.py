@@ -38,9 +38,13 @@ TIMEOUT, CONNECT, RESET = "timeout", "connect", "reset"
 RATE_LIMITED, SERVER_ERROR = "rate_limited", "server_error"
 TOO_LARGE, MALFORMED, BAD_STATUS = "too_large", "malformed", "bad_status"
 BREAKER_OPEN, NO_TOKEN = "breaker_open", "no_token"
+DEFERRED = "deferred"  # not asked: the chunk's first call found the provider unreachable, slow or refusing
 RETRYABLE = frozenset(
-    {TIMEOUT, CONNECT, RESET, RATE_LIMITED, SERVER_ERROR, TOO_LARGE, MALFORMED, BREAKER_OPEN, NO_TOKEN}
+    {TIMEOUT, CONNECT, RESET, RATE_LIMITED, SERVER_ERROR, TOO_LARGE, MALFORMED, BREAKER_OPEN, NO_TOKEN, DEFERRED}
 )
+# A first call failing so says the provider, not the value, is the trouble: the rest of the chunk
+# waits for the retry instead of each holding the worker for its own timeout.
+_DEFERS_THE_REST = frozenset({TIMEOUT, CONNECT, RESET, RATE_LIMITED, SERVER_ERROR})
 PROVIDER_FAILURES = frozenset({TIMEOUT, CONNECT, RESET, SERVER_ERROR, TOO_LARGE, MALFORMED, BAD_STATUS})
 
 _NF_MARK = b'{"__not_found__":1}'
@@ -85,8 +89,9 @@ class LookupResult:
     @property
     def only_throttled(self) -> bool:
         """Every failure is ours (no rate-limit token, a 429): the provider is healthy; a caller
-        may choose not to count such a retry against its budget."""
-        kinds = {o.error for o in self.outcomes.values() if o.status == FAILED}
+        may choose not to count such a retry against its budget. Values deferred behind the chunk's
+        first call take after it."""
+        kinds = {o.error for o in self.outcomes.values() if o.status == FAILED} - {DEFERRED}
         return bool(kinds) and kinds <= {NO_TOKEN, RATE_LIMITED}
 
     def should_retry(self, attempt: int) -> bool:
@@ -149,6 +154,9 @@ def lookup_chunk(
         elif caller.opened:  # it failed and opened the breaker (a failed probe): the rest wait
             refused = Outcome(FAILED, error=BREAKER_OPEN, retry_after=provider.breaker_cooldown_seconds)
             answers += [(refused, Counter({f"errors:{BREAKER_OPEN}": 1})) for _ in misses[1:]]
+        elif first.error in _DEFERS_THE_REST:  # the provider is down, slow or refusing: ask once a round
+            deferred = Outcome(FAILED, error=DEFERRED, retry_after=first.retry_after)
+            answers += [(deferred, Counter({f"errors:{DEFERRED}": 1})) for _ in misses[1:]]
         elif len(misses) > 1:
             with ThreadPoolExecutor(max_workers=min(provider.concurrency, len(misses) - 1)) as pool:
                 answers += list(pool.map(caller.ask, misses[1:]))
