@@ -52,37 +52,43 @@ def run_outage(ctx: Context, records: int, batch_size: int = 1000, clients: int 
     say(f"outage: the app started again with a geocoder that never answers ({url})")
     _restart(ctx, ETL_GEOCODER_URL=url)
     try:
-        extra = max(1, records // 20)
-        tutor_bodies = list(batch_bodies(generate("tutors", extra, ctx.seed + 1, id_prefix="og2-"), 500))
-        bodies = list(batch_bodies(ds.stream("sessions"), batch_size))
-        _track_app(ctx)
-        say(f"outage: {records:,} sessions while {extra:,} new tutors meet the hanging geocoder")
-        assert ctx.port is not None
-        tutors = threading.Thread(
-            target=run_clients, args=(ctx.port, ctx.api_key, "/api/v1/tutors/batch", tutor_bodies, 1), daemon=True
-        )
-        tutors.start()
-        result, seconds, submit, statuses = _submit_and_wait(
-            ctx, "/api/v1/sessions/batch", bodies, clients, records, "outage: sessions settled"
-        )
-        out = _summary(ctx, result, records, seconds, submit, statuses)
-        out["persisted_rows"] = scalar(ctx.database_url, *count_prefix("sessions", "session_id", "og-"))
-        tutors.join(timeout=120)
-        say("outage: waiting (untimed, at most 5 minutes) for the new tutors to land after their retries")
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if scalar(ctx.database_url, *count_prefix("tutors", "tutor_id", "og2-")) >= extra:
-                break
-            time.sleep(2)
-        with psycopg.connect(ctx.database_url, autocommit=True) as conn:
-            out["tutor_lookup_status"] = dict(
-                conn.execute(
-                    "SELECT lookup_status, count(*) FROM tutors WHERE tutor_id LIKE 'og2-%' GROUP BY 1"
-                ).fetchall()
+        extra = max(1, records // 40)
+        sessions = list(ds.stream("sessions"))
+        halves = {"onset": sessions[: len(sessions) // 2], "steady": sessions[len(sessions) // 2 :]}
+        out: dict[str, Any] = {"geocoder": "hanging", "batch_size": batch_size, "clients": clients}
+        for n, (part, chunk) in enumerate(halves.items()):
+            tutor_bodies = list(batch_bodies(generate("tutors", extra, ctx.seed + 1 + n, id_prefix=f"og{n}-"), 500))
+            bodies = list(batch_bodies(iter(chunk), batch_size))
+            _track_app(ctx)
+            say(f"outage ({part}): {len(chunk):,} sessions while {extra:,} new tutors meet the hanging geocoder")
+            assert ctx.port is not None
+            tutors = threading.Thread(
+                target=run_clients, args=(ctx.port, ctx.api_key, "/api/v1/tutors/batch", tutor_bodies, 1), daemon=True
             )
-            out["dead_letters"] = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
-        out["new_tutors_landed"] = sum(out["tutor_lookup_status"].values())
-        out.update(batch_size=batch_size, clients=clients, new_tutors=extra, geocoder="hanging")
+            tutors.start()
+            result, seconds, submit, statuses = _submit_and_wait(
+                ctx, "/api/v1/sessions/batch", bodies, clients, len(chunk), f"outage ({part}): sessions settled"
+            )
+            out[part] = _summary(ctx, result, len(chunk), seconds, submit, statuses)
+            tutors.join(timeout=120)
+            say(f"outage ({part}): waiting (untimed, at most 5 minutes) for the new tutors to land after their retries")
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                if scalar(ctx.database_url, *count_prefix("tutors", "tutor_id", f"og{n}-")) >= extra:
+                    break
+                time.sleep(2)
+            with psycopg.connect(ctx.database_url, autocommit=True) as conn:
+                out[part]["tutor_lookup_status"] = dict(
+                    conn.execute(
+                        "SELECT lookup_status, count(*) FROM tutors WHERE tutor_id LIKE %s GROUP BY 1", (f"og{n}-%",)
+                    ).fetchall()
+                )
+        out["records"] = records
+        out["records_per_s"] = out["steady"]["records_per_s"]
+        out["onset_records_per_s"] = out["onset"]["records_per_s"]
+        out["persisted_rows"] = scalar(ctx.database_url, *count_prefix("sessions", "session_id", "og-"))
+        out["dead_letters"] = scalar(ctx.database_url, "SELECT count(*) FROM dead_letters")
+        out["new_tutors"] = extra
         return out
     finally:
         hanging.close()

@@ -28,12 +28,21 @@ def derived(phases: dict[str, Any]) -> dict[str, Any]:
         "api_p99_ms": (single.get("latency_ms") or {}).get("p99"),
         "upload_over_batch": _ratio((phases.get("upload") or {}).get("rows_per_s"), batch.get("records_per_s")),
         "outage_over_batch": _ratio((phases.get("outage") or {}).get("records_per_s"), batch.get("records_per_s")),
+        "outage_onset_over_batch": _ratio(
+            (phases.get("outage") or {}).get("onset_records_per_s"), batch.get("records_per_s")
+        ),
     }
     targets = {
         name: {"value": values[name], "target": text, "met": None if values[name] is None else bool(test(values[name]))}
         for name, _, test, text in TARGETS
     }
-    ratios = ("batch_over_raw", "single_over_naive", "upload_over_batch", "outage_over_batch")
+    ratios = (
+        "batch_over_raw",
+        "single_over_naive",
+        "upload_over_batch",
+        "outage_over_batch",
+        "outage_onset_over_batch",
+    )
     return {"ratios": {k: values[k] for k in ratios}, "targets": targets}
 
 
@@ -70,6 +79,13 @@ def _rows(phases: dict[str, Any]) -> list[list[str]]:
         ("outage", "batch path, geocoder hanging"),
     ):
         phase = phases.get(key)
+        if key == "outage" and phase and "steady" in phase:
+            for part in ("onset", "steady"):
+                sub = phase[part]
+                p50, p99 = _n(sub["latency_ms"]["p50"], 1), _n(sub["latency_ms"]["p99"], 1)
+                figures = [_n(sub["accepted"]), _n(sub["seconds"], 2), _n(sub["records_per_s"]), p50, p99]
+                rows.append([f"{label} ({part})", *figures, _rss(sub, "worker"), _rss(sub, "web")])
+            continue
         if phase and "records_per_s" in phase:
             p50, p99 = _n(phase["latency_ms"]["p50"], 1), _n(phase["latency_ms"]["p99"], 1)
             figures = [_n(phase["accepted"]), _n(phase["seconds"], 2), _n(phase["records_per_s"]), p50, p99]
