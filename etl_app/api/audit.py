@@ -14,12 +14,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from etl_app import audit
 from etl_app.api.auth import current_key_id, request_id
-from etl_app.api.common import current_runtime
-from etl_app.api.errors import ApiError
+from etl_app.api.common import bad_parameter, current_runtime, query_parameters
 from etl_app.deadletters.errors import InvalidParameter
 from etl_app.deadletters.filters import parse_int
 
@@ -41,36 +40,26 @@ def audited(action: str, target: dict[str, Any], count: int | None = 1) -> Itera
         yield conn, e
 
 
-def _bad(name: str, message: str) -> ApiError:
-    return ApiError(400, "invalid_parameter", f"{name} {message}", parameter=name)
-
-
 @bp.get("")
 def list_audit():
-    params = request.args.to_dict()
-    unknown = sorted(set(params) - set(PARAMETERS))
-    if unknown:
-        raise _bad(unknown[0], f"is not a parameter; they are {', '.join(PARAMETERS)}")
-    empty = sorted(name for name, value in params.items() if value == "")
-    if empty:
-        raise _bad(empty[0], "is empty: give it a value or leave it out")
+    params = query_parameters(PARAMETERS)
     if "\x00" in params.get("key_id", ""):  # PostgreSQL refuses NUL in text: a 400, not a 500
-        raise _bad("key_id", "must not contain NUL")
+        raise bad_parameter("key_id", "must not contain NUL")
     action = params.get("action") or None
     if action is not None and action not in audit.ACTIONS:
-        raise _bad("action", f"must be one of {', '.join(audit.ACTIONS)}")
+        raise bad_parameter("action", f"must be one of {', '.join(audit.ACTIONS)}")
     since = None
     if params.get("since"):
         try:
             since = datetime.fromisoformat(params["since"])
         except ValueError:
-            raise _bad("since", "must be an ISO 8601 timestamp") from None
+            raise bad_parameter("since", "must be an ISO 8601 timestamp") from None
         since = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
     try:
         limit = parse_int(params, "limit", audit.DEFAULT_LIMIT, 1, audit.MAX_LIMIT)
         cursor = parse_int(params, "cursor", None, 1, 2**63 - 1)
     except InvalidParameter as exc:
-        raise _bad(exc.name, "must be an integer in range") from None
+        raise bad_parameter(exc.name, "must be an integer in range") from None
     with current_runtime().engine.connect() as conn:
         page = audit.list_entries(
             conn, action=action, key_id=params.get("key_id") or None, since=since, limit=limit, cursor=cursor

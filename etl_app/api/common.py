@@ -1,7 +1,9 @@
-"""What the blueprints share: the runtime, the record type of a URL, JSON bodies, the 415."""
+"""What the blueprints share: the runtime, the record type of a URL, JSON bodies, the 415, the
+checks of query parameters."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -59,3 +61,20 @@ def json_object_or_none() -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise ApiError(400, "invalid_body", "the body must be a JSON object")
     return value
+
+
+def bad_parameter(name: str, message: str) -> ApiError:
+    """The 400 for one query parameter: ``{error: invalid_parameter, message: "<name> <message>", parameter}``."""
+    return ApiError(400, "invalid_parameter", f"{name} {message}", parameter=name)
+
+
+def query_parameters(allowed: Sequence[str]) -> dict[str, str]:
+    """The request's query parameters, each named in ``allowed`` and none empty (else a 400)."""
+    params = request.args.to_dict()
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise bad_parameter(unknown[0], f"is not a parameter; they are {', '.join(allowed)}")
+    empty = sorted(name for name, value in params.items() if value == "")
+    if empty:
+        raise bad_parameter(empty[0], "is empty: give it a value or leave it out")
+    return params

@@ -28,9 +28,9 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from apispec import APISpec
-from flask import Blueprint, Response, jsonify, request, stream_with_context
+from flask import Blueprint, Response, jsonify, stream_with_context
 
-from etl_app.api.common import current_runtime
+from etl_app.api.common import bad_parameter, current_runtime, query_parameters
 from etl_app.api.errors import ApiError
 from etl_app.api.read import input_fields
 from etl_app.deadletters.errors import InvalidParameter
@@ -61,10 +61,6 @@ _ALL = sa.text(
 )
 
 
-def _bad(name: str, message: str) -> ApiError:
-    return ApiError(400, "invalid_parameter", f"{name} {message}", parameter=name)
-
-
 def _ingestion_or_404(ingestion_id: str) -> tuple[uuid.UUID, sa.Row]:
     try:
         ident = uuid.UUID(ingestion_id)
@@ -79,22 +75,16 @@ def _ingestion_or_404(ingestion_id: str) -> tuple[uuid.UUID, sa.Row]:
 
 @bp.get("/ingestions/<ingestion_id>/rejections")
 def list_rejections(ingestion_id: str):
-    params = request.args.to_dict()
-    unknown = sorted(set(params) - set(PARAMETERS))
-    if unknown:
-        raise _bad(unknown[0], f"is not a parameter; they are {', '.join(PARAMETERS)}")
-    empty = sorted(name for name, value in params.items() if value == "")
-    if empty:
-        raise _bad(empty[0], "is empty: give it a value or leave it out")
+    params = query_parameters(PARAMETERS)
     fmt = params.get("format", "json")
     if fmt not in FORMATS:
-        raise _bad("format", f"must be one of {', '.join(FORMATS)}")
+        raise bad_parameter("format", f"must be one of {', '.join(FORMATS)}")
     try:
         # A CSV holds every rejection from ``cursor`` on, or ``limit`` of them when given.
         limit = parse_int(params, "limit", None if fmt == "csv" else DEFAULT_LIMIT, 1, MAX_LIMIT)
         cursor = parse_int(params, "cursor", None, 1, MAX_CURSOR)
     except InvalidParameter as exc:
-        raise _bad(exc.name, "must be an integer in range") from None
+        raise bad_parameter(exc.name, "must be an integer in range") from None
     ident, ingestion = _ingestion_or_404(ingestion_id)
     if fmt == "csv":
         return _csv_response(ident, ingestion.record_type, cursor or 0, limit)
