@@ -2,8 +2,9 @@
 ``etl-app providers``).
 
 The providers are the geocoder (``ETL_GEOCODER_URL``; listed while off, too) and any provider a
-registered record type declares in its ``lookups`` (a :class:`Provider`, or a callable that takes
-the settings and returns one). Names are unique: the first declaration of a name wins.
+registered record type declares in its ``lookups``, built as enrich builds them
+(:func:`etl_app.pipeline.lookups.providers_for`). Names are unique: the first declaration of a name
+wins.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import redis
 from etl_app.lookups.geocoder import geocoder_provider
 from etl_app.lookups.metrics import stats
 from etl_app.lookups.provider import Provider
+from etl_app.pipeline.lookups import providers_for
 
 CALL_OUTCOMES = ("found", "not_found", "failed")
 
@@ -36,12 +38,10 @@ def providers(settings: Any, registry: Iterable[Any] | None = None) -> dict[str,
     geocoder = geocoder_provider(settings)
     found[geocoder.name] = geocoder
     for record_type in registry:
-        declared = getattr(record_type, "lookups", None) or ()
-        if isinstance(declared, Provider) or callable(declared):
-            declared = (declared,)
-        for item in declared:
-            provider = item if isinstance(item, Provider) else item(settings) if callable(item) else None
-            if isinstance(provider, Provider):
+        if not getattr(record_type, "lookups", ()):
+            continue
+        for provider in providers_for(record_type, settings):
+            if provider is not None:
                 found.setdefault(provider.name, provider)
     return found
 

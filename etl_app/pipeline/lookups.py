@@ -50,14 +50,15 @@ _http: tuple[int, httpx.Client] | None = None
 
 
 def providers_for(record_type: RecordType, settings: Any) -> list[Provider | None]:
-    """The record type's providers, built once per process and settings (None: it could not be
-    built, logged; its values come back ``failed``)."""
+    """The record type's providers (each declared as a callable of the settings, or as a
+    :class:`Provider`), built once per process and settings (None: it could not be built, logged;
+    its values come back ``failed``)."""
     cached = _providers.get(record_type.name)
     if cached is None or cached[0] is not settings:
         built: list[Provider | None] = []
         for declare in record_type.lookups:
             try:
-                built.append(declare(settings))
+                built.append(declare if isinstance(declare, Provider) else declare(settings))
             except Exception:  # a broken declaration must not stop the pipeline
                 log.exception("%s: a lookup could not be built; its fields stay null", record_type.name)
                 built.append(None)
