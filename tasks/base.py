@@ -190,7 +190,12 @@ class EtlTask(Task):
     def _lease_for_retry(self, message: Any, countdown: float) -> None:
         """Best effort: the chunk's records wait for this retry, so their lease runs from when it
         is due. If the database cannot take it (it may be why the task failed), a sweeper may
-        re-send them meanwhile: a duplicate chain, which changes nothing."""
+        re-send them meanwhile: a duplicate chain, which changes nothing.
+
+        This call's transaction ends first (committed; after an error it is rolled back already):
+        a lease it renewed (``hold_lease``) holds the rows updated here through another connection,
+        which would otherwise wait for this very task for ever."""
+        self.commit()
         try:
             ids = read_chunk(message).ids
             if ids:

@@ -157,9 +157,6 @@ def look_up_external(
     )
     plan = lookup_step.retry_plan(results, attempt, throttled)
     if plan is not None:
-        # End this call's transaction first: a lease it renewed (hold_lease) holds the chunk's
-        # rows, which the lease extension below updates through another connection.
-        self.commit()
         self._lease_for_retry(message, plan.countdown)
         log.info(
             "%s: lookups of a chunk of %d to retry in %ds (retry %d, %d throttled)",
