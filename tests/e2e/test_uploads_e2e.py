@@ -16,7 +16,7 @@ import pytest
 
 from lineage_server import LineageServer
 from procs import running_stack, wait_until
-from support import Api, redis_db
+from support import redis_db
 
 pytestmark = pytest.mark.slow
 
@@ -33,6 +33,8 @@ def lineage():
 
 @pytest.fixture(scope="module")
 def stack(database_url, tmp_path_factory, lineage):
+    """The e2e stack (its ``api`` fixture serves this module's), with a small upload limit, small
+    chunks and a lineage endpoint."""
     env = {
         "ETL_MAX_UPLOAD_BYTES": str(LIMIT),
         "ETL_CHUNK_SIZE": "2",  # several chunks even for small files
@@ -42,11 +44,6 @@ def stack(database_url, tmp_path_factory, lineage):
         s.worker()
         s.web()
         yield s
-
-
-@pytest.fixture(scope="module")
-def api(stack) -> Api:
-    return Api(stack.web_url)
 
 
 def tutors(prefix: str) -> list[list]:
