@@ -40,7 +40,7 @@ format: $(STAMP)  ## apply ruff's formatting and fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) services  ## measure throughput: raw database limit, naive baseline, batch and single-record paths (python -m bench --help)
+bench: $(STAMP) services  ## measure throughput: raw limit, naive baseline, batch, single, jobs, upload, lookups, outage (python -m bench --help)
 	@$(BIN)/python -c 'import psutil, rich' 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench
 

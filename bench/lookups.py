@@ -4,7 +4,7 @@ No app processes: :func:`etl_app.lookups.lookup_chunk` runs in the bench process
 500 values as the enrich stage asks them, against a threaded HTTP server speaking Open-Meteo's
 answer shape after a fixed delay, and the bench's Redis (keys under a prefix of their own, removed
 at the end). No rate limit, so that the figures are the layer's own. Reported:
-- cold: ``distinct`` names never seen, so every one is an HTTP call: lookups per second;
+- cold: ``distinct`` names never seen (a tenth of ``tutors``), so every one is an HTTP call: lookups per second;
 - warm: the same names again, all from the cache: lookups per second, and warm ÷ cold;
 - a realistic stream: the locations of ``tutors`` generated tutors (many tutors, few cities),
   from an empty cache: values asked, HTTP calls made, and the share of calls the cache and the
@@ -88,7 +88,10 @@ def _ask(provider, values: list[str], client: redis.Redis, http: httpx.Client, p
     return time.perf_counter() - started, failed
 
 
-def run_lookups(ctx: Context, tutors: int, distinct: int = 2_000, latency: float = 0.05) -> dict[str, Any]:
+def run_lookups(ctx: Context, tutors: int, distinct: int | None = None, latency: float = 0.05) -> dict[str, Any]:
+    """``distinct``: the names of the cold and warm runs (default: a tenth of ``tutors``, so 2,000
+    for the default 20,000, and a few seconds for ``--quick``)."""
+    distinct = distinct or max(10, tutors // 10)
     server = SlowGeocoder(latency)
     client = redis.Redis.from_url(ctx.redis_url)
     prefix = f"bench:lookups:{uuid.uuid4().hex[:8]}:"
