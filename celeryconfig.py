@@ -47,6 +47,9 @@ task_queues = (
     # beat's jobs: the pipeline workers consume it beside etl, so a long etl queue never holds
     # back (or expires) the sweeper that rescues lost records
     Queue("jobs", Exchange("jobs"), routing_key="jobs"),
+    # the enrich stage of record types with external lookups (etl_app/names.py LOOKUPS_QUEUE):
+    # a hanging provider holds only the Procfile's lookups worker
+    Queue("lookups", Exchange("lookups"), routing_key="lookups"),
 )
 task_routes = {
     "etl.dead_letter.*": {"queue": "dead_letter"},

@@ -105,6 +105,7 @@ class Settings:
     geocoder_rate: str = "10/second"
     geocoder_max_retries: int = 5  # retries of a chunk whose lookups failed (etl_app.pipeline.lookups)
     geocoder_backoff_seconds: float = 2.0  # first retry's wait, doubled at each retry
+    geocoder_timeout_seconds: float = 5.0  # read timeout of one call (connect: 2 s)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -148,6 +149,7 @@ class Settings:
             geocoder_rate=env.get("ETL_GEOCODER_RATE", "").strip() or cls.geocoder_rate,
             geocoder_max_retries=_int(env, "ETL_GEOCODER_MAX_RETRIES", cls.geocoder_max_retries),
             geocoder_backoff_seconds=_float(env, "ETL_GEOCODER_BACKOFF_SECONDS", cls.geocoder_backoff_seconds),
+            geocoder_timeout_seconds=_float(env, "ETL_GEOCODER_TIMEOUT_SECONDS", cls.geocoder_timeout_seconds),
         )
         known = {f.name for f in fields(cls)}
         values.update({k: v for k, v in overrides.items() if k in known})
@@ -186,8 +188,11 @@ class Settings:
                 geocoder_provider(self)
             except ValueError as exc:
                 raise ValueError(f"ETL_GEOCODER_URL / ETL_GEOCODER_RATE: {exc}") from None
-        if self.geocoder_max_retries < 0 or self.geocoder_backoff_seconds <= 0:
-            raise ValueError("ETL_GEOCODER_MAX_RETRIES must be at least 0, ETL_GEOCODER_BACKOFF_SECONDS above 0")
+        if self.geocoder_max_retries < 0 or self.geocoder_backoff_seconds <= 0 or self.geocoder_timeout_seconds <= 0:
+            raise ValueError(
+                "ETL_GEOCODER_MAX_RETRIES must be at least 0, "
+                "ETL_GEOCODER_BACKOFF_SECONDS and ETL_GEOCODER_TIMEOUT_SECONDS above 0"
+            )
         visibility = int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600"))
         if self.retry_backoff_max_seconds * 2 > visibility:
             raise ValueError(

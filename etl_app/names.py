@@ -9,6 +9,10 @@ DEAD_LETTER_QUEUE = "dead_letter"
 # Scheduled jobs have a queue of their own: behind a long pipeline queue they would wait (and
 # expire) with the records they are meant to rescue.
 JOBS_QUEUE = "jobs"
+# The enrich stage of a record type that asks an external service (``RecordType.lookups``) runs
+# on a queue and worker of its own: a provider that hangs holds those worker processes only,
+# while every other chain (and the lookup type's validate and persist) goes on at full speed.
+LOOKUPS_QUEUE = "lookups"
 
 VALIDATE = "etl.validate"
 ENRICH = "etl.enrich"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 import uuid
@@ -48,6 +49,11 @@ def procfile_command(process: str) -> str:
     return next(line.partition(":")[2].strip() for line in lines if line.startswith(f"{process}:"))
 
 
+def procfile_queues(process: str) -> str:
+    """The ``--queues`` of a Procfile process."""
+    return re.search(r"--queues[= ](\S+)", procfile_command(process)).group(1)
+
+
 class Proc(processes.LoggedProcess):
     """One subprocess with its log file; killed by pid like an operator (or the OOM killer) would."""
 
@@ -85,7 +91,7 @@ class Stack:
         concurrency: int = 2,
         name: str = "worker",
         app: str = "wsgi:celery",
-        queues: str = "etl,jobs,dead_letter",
+        queues: str = "etl,jobs,lookups,dead_letter",
         **env: str,
     ) -> Proc:
         """A ``celery worker`` (``app``: the ``-A`` argument) on ``queues``, returned once it is ready."""

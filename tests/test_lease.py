@@ -12,8 +12,9 @@ import sqlalchemy as sa
 
 from etl_app.clock import utcnow
 from etl_app.ingest import claim
+from etl_app.jobs import sweeper
 from etl_app.names import PIPELINE_QUEUE
-from etl_app.pipeline.messages import SENT_AT_HEADER, chunk_message, oldest_queued_at, publish_chunks
+from etl_app.pipeline.messages import SENT_AT_HEADER, chunk_message, oldest_queued_at, pipeline_chain, publish_chunks
 
 from dlq_helpers import store
 from payloads import student
@@ -148,3 +149,22 @@ def test_a_stage_refreshes_the_lease_only_when_its_message_is_older_than_half_a_
     out = run_validate(app, chunk_message("students", ids, leased=time.time() - LEASE))
     assert out["leased"] == pytest.approx(time.time(), abs=5)
     assert all(age < 5 for age in leases(engine, ids).values()), "the lease begins again"
+
+
+# -- the queue of a lookup type's enrich ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("type_name", "queue"), [("tutors", "lookups"), ("students", "etl"), ("sessions", "etl")])
+def test_enrich_goes_to_the_lookups_queue_only_for_a_type_with_lookups(app, type_name, queue):
+    """The router sends each stage where a worker of the Procfile consumes it: validate and
+    persist to ``etl``, enrich to ``lookups`` when the type asks an external service."""
+    celery = app.extensions["celery"]
+    stages = pipeline_chain(celery, chunk_message(type_name, [1])).tasks
+    routed = [celery.amqp.router.route(dict(s.options), s.task)["queue"].name for s in stages]
+    assert routed == ["etl", queue, "etl"]
+
+
+def test_the_sweeper_measures_against_the_oldest_message_of_both_pipeline_queues():
+    assert sweeper._oldest([None, None]) is None
+    assert sweeper._oldest([None, 12.5]) == 12.5
+    assert sweeper._oldest([30.0, 12.5]) == 12.5

@@ -347,3 +347,8 @@ def test_geocoder_settings_come_from_the_environment(tmp_path):
     assert str(provider.request_url("São Paulo")) == "https://geocoding.example/v1/search?name=S%C3%A3o+Paulo&count=1"
     assert provider.reads == ("location",) and provider.fills == FILLS
     assert not geocoder_provider(Settings.from_env({"ETL_VAR_DIR": str(tmp_path)})).enabled
+    assert (provider.read_timeout, provider.total_timeout) == (5.0, 15.0)
+    slow = geocoder_provider(Settings.from_env({**env, "ETL_GEOCODER_TIMEOUT_SECONDS": "30"}))
+    assert (slow.read_timeout, slow.total_timeout) == (30.0, 90.0)
+    with pytest.raises(ValueError, match="ETL_GEOCODER_TIMEOUT_SECONDS"):
+        Settings.from_env({**env, "ETL_GEOCODER_TIMEOUT_SECONDS": "0"})

@@ -36,13 +36,13 @@ from etl_app import errors, stage_metrics
 from etl_app.lookups import families as lookup_families
 from etl_app.lookups.registry import providers as lookup_providers
 from etl_app.models import DEAD, PERSISTED, REJECTED, sql
-from etl_app.names import DEAD_LETTER_QUEUE, JOBS_QUEUE, PIPELINE_QUEUE
+from etl_app.names import DEAD_LETTER_QUEUE, JOBS_QUEUE, LOOKUPS_QUEUE, PIPELINE_QUEUE
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("metrics", __name__)
 
-QUEUES = (PIPELINE_QUEUE, JOBS_QUEUE, DEAD_LETTER_QUEUE)
+QUEUES = (PIPELINE_QUEUE, LOOKUPS_QUEUE, JOBS_QUEUE, DEAD_LETTER_QUEUE)
 # kombu's Redis transport keeps a queue's messages of priority n (3, 6, 9) in "<queue>\x06\x16<n>",
 # priority 0 in "<queue>" itself; global_keyprefix goes in front of both. (kombu's
 # queue_declare(passive=True) would ignore the prefix and report NOT_FOUND.)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from etl_app.ingest import claim, settle
 from etl_app.ingest.send import send_after_commit
 from etl_app.jobs.context import JobContext
-from etl_app.names import PIPELINE_QUEUE
+from etl_app.names import LOOKUPS_QUEUE, PIPELINE_QUEUE
 from etl_app.pipeline.messages import oldest_queued_at
 from etl_app.runtime import Runtime
 from etl_app.uploads.resume import resend_stalled
@@ -27,7 +27,7 @@ def run_sweeper(ctx: JobContext, runtime: Runtime) -> int:
     ``ETL_SWEEP_MAX_RECORDS`` a run, in batches of ``ETL_SWEEP_BATCH_SIZE``, each claimed and
     committed, then sent.
 
-    However long the ``etl`` queue, it runs: records waiting in the queue are not due (their
+    However long the ``etl`` and ``lookups`` queues, it runs: records waiting in the queue are not due (their
     lease is younger than the oldest queued message), so it re-sends only what was lost, and a
     lost record waits at most one lease plus one queue wait.
 
@@ -37,7 +37,7 @@ def run_sweeper(ctx: JobContext, runtime: Runtime) -> int:
     settings = ctx.settings
     _catch_up_quality(ctx, runtime)
     try:
-        sent_at = oldest_queued_at(runtime.celery, PIPELINE_QUEUE)
+        sent_at = _oldest(oldest_queued_at(runtime.celery, queue) for queue in (PIPELINE_QUEUE, LOOKUPS_QUEUE))
     except Exception as exc:  # noqa: BLE001 - broker down: nothing can be sent now anyway
         log.warning("outbox sweeper: broker unavailable (%s); next interval", exc)
         return 0
@@ -64,6 +64,12 @@ def run_sweeper(ctx: JobContext, runtime: Runtime) -> int:
         log.info("outbox sweeper re-enqueued %d records", swept)
     swept += resend_stalled(ctx.conn, runtime, commit=ctx.commit)
     return swept
+
+
+def _oldest(times) -> float | None:
+    """The earliest of these send times (None: unknown or empty), None if all are."""
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
 
 
 def _catch_up_quality(ctx: JobContext, runtime: Runtime) -> None:

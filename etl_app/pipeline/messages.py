@@ -33,7 +33,7 @@ from typing import Any, Required, TypedDict
 
 from celery import Celery, chain
 
-from etl_app.names import DEAD_LETTER, DEAD_LETTER_QUEUE, ENRICH, PERSIST, PIPELINE_QUEUE, VALIDATE
+from etl_app.names import DEAD_LETTER, DEAD_LETTER_QUEUE, ENRICH, LOOKUPS_QUEUE, PERSIST, PIPELINE_QUEUE, VALIDATE
 from etl_app.pipeline.stash import Item, Stash
 
 
@@ -122,11 +122,21 @@ def publish_options() -> dict:
     }
 
 
+def enrich_queue(type_name: str) -> str:
+    """The queue of a record type's enrich stage: ``lookups`` when the type declares external
+    lookups (its enrich may wait on another service), else ``etl`` like the other stages. A
+    retry of that stage (``Task.retry``) goes back to the queue it came from."""
+    from etl_app.record_types import get_registry
+
+    record_type = get_registry().get(type_name)
+    return LOOKUPS_QUEUE if record_type is not None and record_type.lookups else PIPELINE_QUEUE
+
+
 def pipeline_chain(celery_app: Celery, message: ChunkMessage) -> chain:
-    """validate → enrich → persist for one chunk message."""
+    """validate → enrich → persist for one chunk message; enrich on :func:`enrich_queue`."""
     return chain(
         celery_app.signature(VALIDATE, args=(message,)),
-        celery_app.signature(ENRICH),
+        celery_app.signature(ENRICH, queue=enrich_queue(message["type"])),
         celery_app.signature(PERSIST),
     )
 

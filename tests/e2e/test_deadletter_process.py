@@ -4,13 +4,11 @@ while valid records keep landing, and lands once that consumer runs."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import sqlalchemy as sa
 
 from payloads import feedback, session, student, tutor
-from procs import ROOT, running_stack, wait_until
+from procs import procfile_queues, running_stack, wait_until
 from support import Api, queue_length, redis_db
 
 pytestmark = pytest.mark.slow
@@ -19,14 +17,9 @@ FLOOD = 300  # feedback records that fail in enrich (parent_mismatch)
 VALID = 300
 
 
-def procfile_queues(process: str) -> str:
-    """The ``--queues`` of a Procfile process."""
-    line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith(f"{process}:"))
-    return re.search(r"--queues[= ](\S+)", line).group(1)
-
-
 def test_the_procfile_gives_dead_letters_a_worker_of_their_own():
     assert procfile_queues("worker") == "etl,jobs"
+    assert procfile_queues("lookups") == "lookups"
     assert procfile_queues("deadletter") == "dead_letter"
 
 
@@ -36,6 +29,7 @@ def test_a_flood_of_failures_waits_for_its_own_consumer_while_the_pipeline_goes_
     redis_url = redis_db(15)
     with running_stack(database_url, redis_url, tmp_path) as stack:
         stack.worker(queues=procfile_queues("worker"))
+        stack.worker(name="lookups", queues=procfile_queues("lookups"), concurrency=1)
         stack.web()
         api = Api(stack.web_url)
 

@@ -4,6 +4,7 @@ restarted with the geocoder's settings of each test."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -14,8 +15,8 @@ from etl_app.lookups import reset_breaker
 from etl_app.lookups.geocoder import geocoder_provider
 
 from geocoder_server import FakeGeocoder, Reply
-from payloads import tutor
-from procs import Proc, Stack, running_stack
+from payloads import student, tutor
+from procs import Proc, Stack, procfile_queues, running_stack, wait_until
 from support import Api, redis_db
 
 pytestmark = pytest.mark.slow
@@ -189,3 +190,39 @@ def test_a_429_is_waited_out_with_its_retry_after_and_the_tutors_land_found(api,
     assert {row[5] for row in rows.values()} == {"found"}
     assert (server.requests[berlin.casefold()], server.requests[lima.casefold()]) == (3, 3)
     assert dead_letters(sql, ids) == 0
+
+
+def test_a_hanging_geocoder_holds_only_the_lookups_worker_while_other_records_land(api, worker, server, unique, sql):
+    """The Procfile's split: ``worker`` on etl and jobs, ``lookups`` on the lookups queue, one
+    process each. While the geocoder holds the tutors' calls, students still land through the
+    pipeline worker; the tutors land once it answers. (With enrich on the etl queue the students
+    wait behind the held call.)"""
+    berlin, lima, _ = places(unique)
+    answer, release = answer_for(unique), threading.Event()
+
+    def held(name: str) -> Reply:
+        release.wait(60)
+        return answer(name)
+
+    server.reply = held
+    env = {"ETL_GEOCODER_URL": server.url, "ETL_GEOCODER_TIMEOUT_SECONDS": "90"}
+    worker(queues=procfile_queues("worker"), concurrency=1, **env)
+    worker(name="lookups", queues=procfile_queues("lookups"), concurrency=1, **env)
+    try:
+        tutors = [tutor(f"{unique}-held-{i}", location=(berlin, lima)[i % 2]) for i in range(4)]
+        r = api.post("tutors/batch", tutors)
+        assert r.status_code == 202, r.text
+        held_tutors = r.json()["ingestion_id"]
+        wait_until(lambda: server.in_flight > 0, 60, what="the geocoder to hold a tutor's call")
+
+        r = api.post("students/batch", [student(f"{unique}-free-{i}") for i in range(20)])
+        assert r.status_code == 202, r.text
+        landed = api.wait_finished(r.json()["ingestion_id"], timeout=45)
+        assert landed["counts"]["persisted"] == 20, landed
+        assert server.in_flight > 0  # still held
+        assert api.get(f"ingestions/{held_tutors}").json()["counts"]["persisted"] == 0
+    finally:
+        release.set()
+    assert api.wait_finished(held_tutors, timeout=60)["counts"]["persisted"] == 4
+    rows = stored(sql, [t["tutor_id"] for t in tutors])
+    assert {row[5] for row in rows.values()} == {"found"}
