@@ -7,6 +7,7 @@ import os
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from urllib.parse import urlsplit
 
 from etl_app.roles import parse_keys
 
@@ -74,6 +75,7 @@ class Settings:
     redis_url: str = ""
     broker_url: str = ""
     broker_key_prefix: str = ""
+    lookup_cache_url: str = ""  # unset: the lookups' cache-aside uses the cache Redis (redis_url)
     api_keys: tuple[str, ...] = ()  # entries `key` or `key:role` (etl_app.roles)
     metrics_keys: tuple[str, ...] = ()
     max_body_bytes: int = 10 * MIB
@@ -118,6 +120,7 @@ class Settings:
             redis_url=redis_url,
             broker_url=env.get("CELERY_BROKER_URL", "").strip() or redis_url,
             broker_key_prefix=env.get("ETL_BROKER_KEY_PREFIX", "").strip(),
+            lookup_cache_url=env.get("ETL_LOOKUP_CACHE_URL", "").strip(),
             api_keys=tuple(k.strip() for k in env.get("ETL_API_KEYS", "").split(",") if k.strip()),
             metrics_keys=tuple(k.strip() for k in env.get("ETL_METRICS_KEY", "").split(",") if k.strip()),
             max_body_bytes=_int(env, "ETL_MAX_BODY_BYTES", cls.max_body_bytes),
@@ -163,6 +166,9 @@ class Settings:
 
     def check(self) -> None:
         parse_keys(self.api_keys)  # an unknown role stops the service at start
+        scheme = urlsplit(self.lookup_cache_url).scheme
+        if self.lookup_cache_url and scheme not in ("redis", "rediss", "unix"):  # the URL may hold a password
+            raise ValueError(f"ETL_LOOKUP_CACHE_URL must be a redis://, rediss:// or unix:// URL, not {scheme!r}")
         if self.chunk_size < 1:
             raise ValueError("ETL_CHUNK_SIZE must be at least 1")
         if self.raw_retention_days < 1:

@@ -10,6 +10,8 @@ from typing import Any
 import redis
 import sqlalchemy as sa
 from celery import Celery
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from etl_app.celery_app import make_celery
 from etl_app.config import Settings
@@ -32,16 +34,26 @@ class Runtime:
     celery: Celery
     relay: Relay | None = None
     _cache: Any = field(default=None, repr=False)
+    _lookup_cache: Any = field(default=None, repr=False)
 
     @property
     def cache(self) -> redis.Redis:
         """The Redis used as cache (delivery counters); errors from it are treated as misses.
         Keys carry ETL_BROKER_KEY_PREFIX, like the broker's."""
         if self._cache is None:
-            self._cache = redis.Redis.from_url(
-                self.settings.redis_url or self.settings.broker_url, socket_timeout=1, socket_connect_timeout=1
-            )
+            self._cache = _cache_client(self.settings.redis_url or self.settings.broker_url)
         return self._cache
+
+    @property
+    def lookup_cache(self) -> redis.Redis:
+        """The Redis of the external lookups' cache-aside: ETL_LOOKUP_CACHE_URL, else :attr:`cache`.
+        Only the cached answers live there; the rate limit, breaker and metrics stay on
+        :attr:`cache`, which every worker shares. Down, it is a miss (one failed read a chunk)."""
+        if not self.settings.lookup_cache_url:
+            return self.cache
+        if self._lookup_cache is None:
+            self._lookup_cache = _cache_client(self.settings.lookup_cache_url)
+        return self._lookup_cache
 
     @property
     def stash(self) -> Stash:
@@ -51,7 +63,13 @@ class Runtime:
     def reset_after_fork(self) -> None:
         """Drop inherited connections in a forked child (they belong to the parent)."""
         self.engine.dispose(close=False)
-        self._cache = None
+        self._cache = self._lookup_cache = None
+
+
+def _cache_client(url: str) -> redis.Redis:
+    """A Redis whose every operation gives up within a second, without retrying (a server that is
+    stopped or unreachable costs its caller one second at most, then counts as a miss)."""
+    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
 
 
 def build_runtime(

@@ -151,6 +151,7 @@ def look_up_external(
         providers,
         items,
         redis=runtime.cache,
+        cache=runtime.lookup_cache,
         http=lookup_step.http_client(),
         key_prefix=runtime.settings.broker_key_prefix,
         attempt=attempt,

@@ -34,6 +34,7 @@ from etl_app.lookups import (
 )
 from etl_app.lookups.geocoder import FILLS, geocoder_provider
 from etl_app.lookups.ratelimit import TokenLimiter
+from etl_app.runtime import Runtime
 
 from geocoder_server import FakeGeocoder, Reply, open_meteo
 from support import KEY_PREFIX, redis_db
@@ -73,10 +74,16 @@ def http() -> Iterator[httpx.Client]:
 def lookup(server, cache, prefix, http):
     """``lookup(values, provider=None, **provider_overrides)`` → LookupResult, on this test's keys."""
 
-    def run(values, provider=None, *, client=None, attempt=0, **overrides):
+    def run(values, provider=None, *, client=None, own_cache=None, attempt=0, **overrides):
         provider = provider or make_provider(server, **overrides)
         return lookup_chunk(
-            provider, values, redis=client or cache, http_client=http, key_prefix=prefix, attempt=attempt
+            provider,
+            values,
+            redis=client or cache,
+            cache=own_cache,
+            http_client=http,
+            key_prefix=prefix,
+            attempt=attempt,
         )
 
     return run
@@ -309,6 +316,50 @@ def test_a_cache_that_is_down_is_a_miss_never_a_failure(server, lookup):
         assert result.outcome("atlantis").status == NOT_FOUND_STATUS
         assert result.counts["cache:miss"] == 2 and result.retry_after is None
     assert server.requests == Counter({"berlin": 2, "atlantis": 2})
+
+
+def test_the_cache_may_be_a_redis_of_its_own_and_down_it_costs_one_read_a_chunk(server, lookup, cache, prefix):
+    """ETL_LOOKUP_CACHE_URL: the answers are cached there; the rate limit, breaker and metrics stay
+    on the shared Redis. Stopped, it is one failed read a chunk (no write), every value a miss, and
+    the shared Redis still counts and limits."""
+    assert _runtime(redis_url=redis_db(13)).lookup_cache.connection_pool.connection_kwargs["db"] == 13
+    own = _runtime(redis_url=redis_db(13), lookup_cache_url=redis_db(12)).lookup_cache
+    provider = make_provider(server, rate="100/minute")
+    try:
+        first = lookup(["Berlin", "Lima"], provider, own_cache=own)
+        again = lookup(["berlin"], provider, own_cache=own)
+        assert first.counts["calls:found"] == 2 and again.outcome("berlin").cached and server.total == 2
+        assert own.exists(cache_key(prefix, provider, "berlin"))
+        assert not cache.exists(cache_key(prefix, provider, "berlin"))
+    finally:
+        if keys := list(own.scan_iter(f"{prefix}*")):
+            own.delete(*keys)
+
+    stopped = _Spy(_runtime(lookup_cache_url="redis://127.0.0.1:1/0").lookup_cache)
+    values = [f"Atlantis {i}" for i in range(8)]
+    down = lookup(values, provider, own_cache=stopped)
+    assert {down.outcome(v).status for v in values} == {NOT_FOUND_STATUS} and down.retry_after is None
+    assert stopped.asked == ["mget"]  # one read, found down: nothing written back, no read per value
+    numbers = stats(cache, prefix, [provider])["geocoder"]
+    assert numbers["cache"] == {"hit": 1, "miss": 10} and numbers["calls"] == {"found": 2, "not_found": 8}
+    limiter = TokenLimiter(cache, prefix, "geocoder", "100/minute")
+    assert limiter.limiter.get_window_stats(limiter.items[0], "geocoder").remaining == 90  # taken in the shared one
+
+
+def _runtime(**settings: Any) -> Runtime:
+    """A runtime of these settings, only for its Redis clients (nothing else is used)."""
+    return Runtime(settings=Settings(**settings), engine=None, registry=None, celery=None)  # type: ignore[arg-type]
+
+
+class _Spy:
+    """A Redis client that lists the commands it is asked for."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client, self.asked = client, []
+
+    def __getattr__(self, name: str) -> Any:
+        self.asked.append(name)
+        return getattr(self.client, name)
 
 
 def test_a_provider_that_is_off_skips_without_a_call(server, lookup):

@@ -79,6 +79,7 @@ def _refresh(ctx: JobContext, runtime: Runtime, record_type: RecordType, provide
         [provider],
         items,
         redis=runtime.cache,
+        cache=runtime.lookup_cache,
         http=step.http_client(),
         key_prefix=ctx.settings.broker_key_prefix,
         attempt=0,

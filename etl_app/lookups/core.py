@@ -112,9 +112,12 @@ def lookup_chunk(
     http_client: httpx.Client,
     key_prefix: str = "",
     attempt: int = 0,
+    cache: redis.Redis | None = None,
 ) -> LookupResult:
     """Look the distinct values up: cache (one MGET), then one call per miss. Never raises for a
-    provider's or Redis's failure. ``attempt`` (the caller's retry number) sets the backoff."""
+    provider's or Redis's failure. ``attempt`` (the caller's retry number) sets the backoff.
+    ``redis`` holds the shared rate limit, breaker and metrics; ``cache`` the cached answers
+    (default: ``redis``)."""
     distinct = list(dict.fromkeys(provider.normalise(v) for v in values))
     result = LookupResult(provider, {})
     if None in distinct:
@@ -127,10 +130,15 @@ def lookup_chunk(
         return result
 
     keys = {v: cache_key(key_prefix, provider, v) for v in distinct}
-    cached_raw = _cache_get(redis, provider, list(keys.values()))
-    # Redis down: the chunk pays for finding out once, then goes on without it (every value a
-    # miss, the breaker unconsulted, the rate counted in this process, nothing cached or counted).
-    shared = cached_raw is not None
+    own_cache = cache is not None and cache is not redis
+    cache = redis if cache is None else cache
+    cached_raw = _cache_get(cache, provider, list(keys.values()))
+    # A cache that is down is found out once a chunk: every value a miss, nothing written back.
+    # The shared Redis down (the same one, or a PING to it when the cache has its own): the chunk
+    # goes on without it too (the breaker unconsulted, the rate counted in this process, nothing
+    # counted).
+    cache_up = cached_raw is not None
+    shared = _reachable(redis, provider) if own_cache else cache_up
     misses: list[str] = []
     for value, raw in zip(distinct, cached_raw or [None] * len(distinct), strict=True):
         cached = _decode_cached(raw)
@@ -171,8 +179,8 @@ def lookup_chunk(
             elif outcome.status == NOT_FOUND_STATUS:
                 to_cache[keys[value]] = _NF_MARK
                 ttls[keys[value]] = provider.not_found_ttl_seconds
-        if shared:
-            _cache_set(redis, provider, to_cache, ttls)
+        if cache_up:
+            _cache_set(cache, provider, to_cache, ttls)
 
     waits = [o.retry_after for o in result.outcomes.values() if o.retry_after is not None]
     result.retry_after = max(waits) if waits else None
@@ -188,6 +196,14 @@ def _cache_get(client: redis.Redis, provider: Provider, keys: list[str]) -> list
     except redis.RedisError as exc:
         log.warning("lookup cache of %s unavailable, all misses: %s", provider.name, exc)
         return None
+
+
+def _reachable(client: redis.Redis, provider: Provider) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError as exc:
+        log.warning("shared Redis of the lookups of %s unavailable: %s", provider.name, exc)
+        return False
 
 
 def _cache_set(client: redis.Redis, provider: Provider, entries: dict[str, bytes], ttls: dict[str, int]) -> None:

@@ -82,9 +82,11 @@ def look_up(
     http: httpx.Client,
     key_prefix: str,
     attempt: int,
+    cache: redis.Redis | None = None,
 ) -> list[LookupResult | None]:
     """One :func:`lookup_chunk` per provider over the items' values; None for a provider that
-    is missing or whose lookup raised (logged)."""
+    is missing or whose lookup raised (logged). ``cache``: the Redis of the cached answers
+    (``Runtime.lookup_cache``; default ``redis``, which holds the rate limit and breaker)."""
     results: list[LookupResult | None] = []
     for provider in providers:
         if provider is None:
@@ -93,7 +95,9 @@ def look_up(
         try:
             values = [provider.value_of(item["data"]) for item in items]
             results.append(
-                _lookup_chunk(provider, values, redis=redis, http_client=http, key_prefix=key_prefix, attempt=attempt)
+                _lookup_chunk(
+                    provider, values, redis=redis, cache=cache, http_client=http, key_prefix=key_prefix, attempt=attempt
+                )
             )
         except Exception:  # lookup_chunk never raises for a provider; a bug must not block
             log.exception("lookup %s raised; its fields stay null", provider.name)

@@ -71,6 +71,17 @@ def test_settings_from_environment_and_retry_budgets():
     assert Settings.from_env({"REDIS_URL": "redis://a", "CELERY_BROKER_URL": "redis://b"}).broker_url == "redis://b"
 
 
+def test_the_lookup_cache_may_name_a_redis_of_its_own():
+    assert Settings.from_env({"REDIS_URL": "redis://r:1/0"}).lookup_cache_url == ""  # the cache Redis
+    own = Settings.from_env({"REDIS_URL": "redis://r:1/0", "ETL_LOOKUP_CACHE_URL": " redis://c:2/3 "})
+    assert own.lookup_cache_url == "redis://c:2/3" and own.redis_url == "redis://r:1/0"
+    for url in ("rediss://:secret@c:6380/0", "unix:///run/redis.sock?db=2"):
+        assert Settings.from_env({"ETL_LOOKUP_CACHE_URL": url}).lookup_cache_url == url
+    with pytest.raises(ValueError, match="ETL_LOOKUP_CACHE_URL") as refused:
+        Settings.from_env({"ETL_LOOKUP_CACHE_URL": "http://user:secret@c:6379"})
+    assert "secret" not in str(refused.value)
+
+
 @pytest.mark.parametrize("env", [{"ETL_CHUNK_SIZE": "0"}, {"ETL_RETRY_BACKOFF_MAX_SECONDS": "3000"}])
 def test_unsafe_settings_are_refused(env):
     with pytest.raises(ValueError):
