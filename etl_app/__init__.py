@@ -15,7 +15,7 @@ def create_app(config: dict[str, Any] | None = None):
     """
     from flask import Flask
 
-    from etl_app import api, logs, openlineage_events
+    from etl_app import api, logs, openlineage_events, ui
     from etl_app.api import ratelimit, requestlog
     from etl_app.config import Settings
     from etl_app.runtime import build_runtime
@@ -41,4 +41,5 @@ def create_app(config: dict[str, Any] | None = None):
     requestlog.init_app(app)  # first: every later hook logs with the request id
     api.init_app(app)
     ratelimit.init_app(app)  # after authentication: counted by key id
+    ui.init_app(app)  # the operator's pages under /ui/
     return app

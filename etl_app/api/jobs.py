@@ -19,26 +19,19 @@ a run the broker did not take is audited ``failed`` here.
 
 from __future__ import annotations
 
-import uuid
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
-
 from apispec import APISpec
 from flask import Blueprint, jsonify, request
 
-from etl_app import audit, clock
 from etl_app.api.auth import current_key_id, request_id
 from etl_app.api.common import current_runtime, json_object_or_none
 from etl_app.api.errors import ApiError
-from etl_app.jobs.registry import JOBS, BadWindow, Job, UnknownJob, get_job, window_from
+from etl_app.jobs.enqueue import JobNotQueued, queue_job_run
+from etl_app.jobs.registry import JOBS, BadWindow, Job, UnknownJob, describe_job, get_job, window_from
 from etl_app.jobs.runner import recent_runs
 from etl_app.models import JOB_RUN_STATUSES, JOB_TRIGGERS
-from etl_app.names import JOBS_QUEUE
-from etl_app.pipeline.messages import publish_options
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs")
 
-_sender = ThreadPoolExecutor(max_workers=2, thread_name_prefix="etl-jobs-send")
 RECENT = 10
 
 
@@ -49,27 +42,11 @@ def _job_or_404(name: str) -> Job:
         raise ApiError(404, "unknown_job", str(exc)) from None
 
 
-def _describe(job: Job, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    window = job.default_window(clock.utcnow().date(), current_runtime().settings)
-    return {
-        "name": job.name,
-        "task": job.task_name,
-        "description": job.description,
-        "schedule": job.schedule,
-        "schedule_variable": job.schedule_variable,
-        "takes_window": job.takes_window,
-        "default_window": {"from": window.start.isoformat(), "to": window.end.isoformat()},
-        "records": "every run" if job.record == "always" else "runs that touched rows or failed",
-        "last_run": runs[0] if runs else None,
-        "recent_runs": runs,
-    }
-
-
 @bp.get("")
 def list_jobs():
     with current_runtime().engine.connect() as conn:
         runs = recent_runs(conn, list(JOBS), per_job=RECENT)
-    return jsonify({"jobs": [_describe(job, runs[job.name]) for job in JOBS.values()]})
+    return jsonify({"jobs": [describe_job(job, runs[job.name], current_runtime().settings) for job in JOBS.values()]})
 
 
 @bp.get("/<name>")
@@ -77,7 +54,7 @@ def show_job(name: str):
     job = _job_or_404(name)
     with current_runtime().engine.connect() as conn:
         runs = recent_runs(conn, [job.name], per_job=50)
-    return jsonify(_describe(job, runs[job.name]))
+    return jsonify(describe_job(job, runs[job.name], current_runtime().settings))
 
 
 @bp.post("/<name>/run")
@@ -92,30 +69,13 @@ def run_job_now(name: str):
         window = window_from(job, start, end)
     except BadWindow as exc:
         raise ApiError(400, "invalid_window", str(exc)) from None
-    days = {"from": window.start.isoformat(), "to": window.end.isoformat()} if window else None
-    runtime = current_runtime()
-    task_id = str(uuid.uuid4())
-    actor, rid = current_key_id(), request_id()
-
-    def send() -> None:
-        runtime.celery.send_task(
-            job.task_name,
-            kwargs={"window": days, "trigger": "api", "actor": actor, "request_id": rid},
-            task_id=task_id,
-            queue=JOBS_QUEUE,
-            **publish_options(),
-        )
-
     try:
-        _sender.submit(send).result(timeout=runtime.settings.publish_timeout_seconds)
-    except Exception as exc:  # noqa: BLE001 - broker down or slow: nothing was queued (or it runs late)
-        target = {"job": job.name, "window": days, "task_id": task_id}
-        message = f"not queued: {exc or 'timed out'}"
-        audit.record_alone(
-            runtime.engine, audit.Entry(actor or "unknown", "job_run", target, None, audit.FAILED, message, rid)
+        queued = queue_job_run(
+            current_runtime(), job, window, actor=current_key_id(), request_id=request_id(), trigger="api"
         )
-        raise ApiError(503, "broker_unavailable", f"the job could not be queued: {exc or 'timed out'}") from None
-    response = jsonify({"job": job.name, "task_id": task_id, "window": days, "status": "queued"})
+    except JobNotQueued as exc:
+        raise ApiError(503, "broker_unavailable", str(exc)) from None
+    response = jsonify(queued)
     response.status_code = 202
     return response
 

@@ -37,16 +37,26 @@ def _unavailable(exc: Exception) -> ApiError:
 
 @bp.get("")
 def list_providers():
-    runtime = current_runtime()
-    try:
-        listed = describe(runtime.cache, runtime.settings.broker_key_prefix, _known())
-    except redis.RedisError as exc:
-        raise _unavailable(exc) from None
-    return jsonify({"providers": listed})
+    return jsonify({"providers": listed_providers()})
 
 
 @bp.post("/<provider>/reset")
 def reset(provider: str):
+    return jsonify(reset_provider(provider))
+
+
+def listed_providers() -> list[dict]:
+    """Every configured provider with its counters and breaker (ApiError 503 without Redis)."""
+    runtime = current_runtime()
+    try:
+        return describe(runtime.cache, runtime.settings.broker_key_prefix, _known())
+    except redis.RedisError as exc:
+        raise _unavailable(exc) from None
+
+
+def reset_provider(provider: str) -> dict:
+    """Close ``provider``'s breaker now, audited ``breaker_reset`` for this request's key (the API
+    and the Providers page); the provider as listed. ApiError 404 unknown, 503 without Redis."""
     known = _known()
     if provider not in known:
         raise ApiError(404, "unknown_provider", f"no provider {provider!r}; the providers are {', '.join(known)}")
@@ -58,7 +68,7 @@ def reset(provider: str):
         [listed] = describe(runtime.cache, prefix, {provider: known[provider]})
     except redis.RedisError as exc:  # the audit row says failed
         raise _unavailable(exc) from None
-    return jsonify(listed)
+    return listed
 
 
 def openapi_paths(spec: APISpec, names: list[str]) -> None:

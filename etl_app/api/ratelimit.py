@@ -36,7 +36,8 @@ def _limit_key() -> str:
 
 
 def _exempt() -> bool:
-    return request.endpoint is None or request.endpoint in OPEN_ENDPOINTS
+    """Open endpoints, and the operator's pages (their polling is not a client's load)."""
+    return request.endpoint is None or request.endpoint in OPEN_ENDPOINTS or request.blueprint == "ui"
 
 
 def _breached(limit: RequestLimit):

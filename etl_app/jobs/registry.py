@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import celeryconfig
 from etl_app import names
@@ -184,3 +185,23 @@ def window_from(job: Job, start: str | date | None, end: str | date | None, toda
     if last < first:
         raise BadWindow(f"the window ends ({last}) before it starts ({first})")
     return Window(first, last)
+
+
+def describe_job(job: Job, runs: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
+    """A job as the API and the Jobs page show it: its schedule, the window a run started now
+    would cover, and ``runs`` (newest first, from :func:`etl_app.jobs.runner.recent_runs`)."""
+    from etl_app import clock
+
+    window = job.default_window(clock.utcnow().date(), settings)
+    return {
+        "name": job.name,
+        "task": job.task_name,
+        "description": job.description,
+        "schedule": job.schedule,
+        "schedule_variable": job.schedule_variable,
+        "takes_window": job.takes_window,
+        "default_window": {"from": window.start.isoformat(), "to": window.end.isoformat()},
+        "records": "every run" if job.record == "always" else "runs that touched rows or failed",
+        "last_run": runs[0] if runs else None,
+        "recent_runs": runs,
+    }

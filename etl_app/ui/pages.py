@@ -1,0 +1,64 @@
+"""Sign-in, sign-out and the pages' shared error answers."""
+
+from __future__ import annotations
+
+from flask import redirect, request, session, url_for
+from flask_wtf.csrf import CSRFError
+
+from etl_app.ui.blueprint import bp, render
+from etl_app.ui.session import authenticate, handle_csrf_error, safe_next, sign_in
+
+bp.before_request(authenticate)
+
+
+@bp.get("/signin")
+def signin():
+    return render("ui/signin.html", title="Sign in", next=request.args.get("next", ""), error=None)
+
+
+@bp.post("/signin")
+def signin_post():
+    user = sign_in(request.form.get("key", ""))
+    target = request.form.get("next", "")
+    if user is None:
+        message = "That key is not configured, or its role cannot read these pages."
+        return render("ui/signin.html", title="Sign in", next=target, error=message), 401
+    return redirect(safe_next(target))
+
+
+@bp.post("/signout")
+def signout():
+    session.clear()
+    return redirect(url_for("ui.signin"))
+
+
+@bp.get("/")
+def home():
+    return redirect(url_for("ui.overview"))
+
+
+def _error(status: int, title: str, message: str):
+    return render("ui/error.html", title=title, message=message), status
+
+
+@bp.errorhandler(401)
+def _unauthorized(_exc):
+    return _error(401, "Signed out", "Your session has ended. Sign in again.")
+
+
+@bp.errorhandler(403)
+def _forbidden(_exc):
+    return _error(403, "Not allowed", "Your key's role may look but not act here.")
+
+
+@bp.errorhandler(404)
+def _not_found(_exc):
+    return _error(404, "Not found", "There is nothing at this address.")
+
+
+bp.register_error_handler(CSRFError, handle_csrf_error)
+
+
+@bp.errorhandler(400)
+def _bad_request(exc):
+    return _error(400, "Bad request", str(exc.description))

@@ -1,0 +1,181 @@
+"""Signing in to the pages with an API key, the session cookie, CSRF and roles.
+
+- The sign-in form takes a key of ``ETL_API_KEYS``; the session then holds its **key id** and role
+  (never the key). The cookie is Flask's signed session cookie: ``HttpOnly``,
+  ``SameSite=Strict``, path ``/ui``, ``Secure`` when the request came over https (behind a proxy:
+  ``X-Forwarded-Proto``, see the README), valid for 12 hours. Its signing key is
+  ``ETL_SECRET_KEY``, or, when that is unset, derived from the configured API keys, so that every
+  web process and host agrees and rotating the keys signs everyone out.
+- Every request re-checks that the key id is still configured with that role: a key removed
+  from ``ETL_API_KEYS`` is signed out at its next request.
+- Every POST carries a CSRF token (Flask-WTF's ``CSRFProtect``, checked for this blueprint
+  only: the JSON API takes bearer keys, which a browser never sends by itself).
+- A key needs the ``read`` right to sign in (an ``ingest`` key cannot); actions need
+  ``operate``: a reader's POST is refused (403) and the refusal audited as the API does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import wraps
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask, abort, current_app, g, redirect, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
+from flask_wtf.csrf import CSRFError, CSRFProtect
+
+from etl_app import audit
+from etl_app.roles import ADMIN, OPERATE, READ, ROLE_RIGHTS, parse_keys
+
+log = logging.getLogger(__name__)
+
+csrf = CSRFProtect()
+SESSION_HOURS = 12
+# Pages that answer without a session: the sign-in form and the assets.
+OPEN_ENDPOINTS = frozenset({"ui.signin", "ui.signin_post", "ui.static", "ui.package_asset"})
+
+
+@dataclass(frozen=True)
+class User:
+    """Who is signed in: a key id and its role."""
+
+    key_id: str
+    role: str
+
+    def may(self, right: str) -> bool:
+        return self.role == ADMIN or right in ROLE_RIGHTS[self.role]
+
+    @property
+    def operates(self) -> bool:
+        return self.may(OPERATE)
+
+
+class _SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed cookie, ``Secure`` exactly when the request came over https."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return request.is_secure
+
+
+def secret_key(configured: str | None, api_keys: tuple[str, ...]) -> str:
+    """``ETL_SECRET_KEY`` when set; else a digest of the configured API keys."""
+    if configured:
+        return configured
+    material = "\n".join(sorted(api_keys))
+    return hashlib.sha256(f"etl_app ui session\n{material}".encode()).hexdigest()
+
+
+def init_app(app: Flask) -> None:
+    settings = app.extensions["etl"].settings
+    app.secret_key = secret_key(os.environ.get("ETL_SECRET_KEY", "").strip(), tuple(settings.api_keys))
+    app.session_interface = _SessionInterface()
+    app.config.update(
+        SESSION_COOKIE_NAME="etl_ui",
+        SESSION_COOKIE_PATH="/ui",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
+        WTF_CSRF_CHECK_DEFAULT=False,  # checked by the ui blueprint only
+        WTF_CSRF_TIME_LIMIT=SESSION_HOURS * 3600,
+    )
+    csrf.init_app(app)
+
+
+def current_user() -> User | None:
+    """The signed-in user of this request (None before sign-in)."""
+    return g.get("ui_user")
+
+
+def keys_by_id() -> dict[str, str]:
+    """Key id → role of every configured API key."""
+    settings = current_app.extensions["etl"].settings
+    return {key.id: key.role for key in parse_keys(settings.api_keys)}
+
+
+def authenticate() -> Any:
+    """The blueprint's ``before_request``: a page needs a signed-in key with the ``read`` right, a
+    POST also a valid CSRF token."""
+    if request.endpoint in OPEN_ENDPOINTS:
+        if request.method == "POST":
+            csrf.protect()
+        return None
+    key_id, role = session.get("key_id"), session.get("role")
+    if key_id is None or keys_by_id().get(key_id) != role:
+        session.clear()
+        if request.method == "GET" and not request.path.startswith("/ui/api/"):
+            return redirect(url_for("ui.signin", next=request.full_path.rstrip("?")))
+        abort(401)
+    user = User(key_id, role)
+    if not user.may(READ):
+        session.clear()
+        abort(403)
+    g.ui_user = user
+    g.api_key_id = key_id  # the audit trail and the logs name this key, as for the API
+    if request.method == "POST":
+        csrf.protect()
+    return None
+
+
+def requires_operate(action: str | None = None, target: Callable[..., dict] | None = None):
+    """A view that acts: a key without ``operate`` gets 403, and a refused ``action`` (one of
+    etl_app.audit.ACTIONS) is written to the audit trail with ``target(**view_args)``."""
+
+    def decorate(view):
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            user = current_user()
+            if user is None or not user.operates:
+                if action is not None and user is not None:
+                    _audit_refusal(user, action, (target or (lambda **kw: kw))(**kwargs))
+                abort(403)
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def _audit_refusal(user: User, action: str, target: dict) -> None:
+    entry = audit.Entry(user.key_id, action, {"path": request.path, **target}, None, audit.REFUSED, f"role {user.role}")
+    audit.record_alone(current_app.extensions["etl"].engine, entry)
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after signing in: a path under /ui/ of this site, never another site."""
+    if target:
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc and parts.path.startswith("/ui/") and "\\" not in target:
+            return target
+    return url_for("ui.overview")
+
+
+def sign_in(key: str) -> User | None:
+    """The user of this key, remembered in the session; None for a key that is not configured or
+    cannot read."""
+    from etl_app.roles import find_key
+
+    settings = current_app.extensions["etl"].settings
+    found = find_key(key.strip(), parse_keys(settings.api_keys)) if key.strip() else None
+    if found is None:
+        return None
+    user = User(found.id, found.role)
+    if not user.may(READ):
+        return None
+    session.clear()
+    session.permanent = True
+    session["key_id"], session["role"] = user.key_id, user.role
+    log.info("ui: key %s (%s) signed in", user.key_id, user.role)
+    return user
+
+
+def handle_csrf_error(exc: CSRFError):
+    from etl_app.ui.blueprint import render
+
+    message = f"{exc.description} Reload the page and try again."
+    return render("ui/error.html", title="Form expired", message=message), 400
