@@ -13,7 +13,18 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from etl_app.ui import jobs, overview, pages, providers, session  # noqa: F401 - their routes join the blueprint
+    # each page's module adds its routes to the blueprint when imported
+    from etl_app.ui import (  # noqa: F401
+        dead_letters,
+        ingestions,
+        jobs,
+        overview,
+        pages,
+        providers,
+        quality,
+        records,
+        session,
+    )
     from etl_app.ui.blueprint import bp
 
     session.init_app(app)

@@ -89,3 +89,16 @@ def _security_headers(response):
     if response.mimetype == "text/html":
         response.headers.setdefault("Cache-Control", "no-store")
     return response
+
+
+@bp.app_template_filter("when")
+def when(value: Any) -> str:
+    """A timestamp as ``YYYY-MM-DD HH:MM:SS`` UTC (ISO text or datetime); empty for None."""
+    from datetime import UTC, datetime
+
+    if value is None or value == "":
+        return ""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")

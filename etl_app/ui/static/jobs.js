@@ -7,7 +7,7 @@
       const row = document.querySelector(`tr[data-job="${CSS.escape(job.name)}"]`);
       if (!row) continue;
       const last = job.last_run;
-      ETL.text(row.querySelector(".last-started"), last ? last.started_at : "never");
+      ETL.text(row.querySelector(".last-started"), last ? ETL.when(last.started_at) : "never");
       const status = row.querySelector(".last-status");
       status.replaceChildren();
       if (last) {
@@ -27,7 +27,7 @@
       recent.replaceChildren(...job.recent_runs.map((run) => {
         const badge = document.createElement("span");
         badge.className = `badge ${run.status}`;
-        badge.title = `${run.started_at} · ${run.trigger} · ${run.rows} rows`;
+        badge.title = `${ETL.when(run.started_at)} · ${run.trigger} · ${run.rows} rows`;
         badge.textContent = run.status;
         return badge;
       }).flatMap((b) => [b, document.createTextNode(" ")]));

@@ -60,6 +60,13 @@ const ETL = (() => {
   /* Text into an element, never HTML. */
   function text(el, value) { if (el) el.textContent = value == null ? "" : String(value); }
 
+  /* An ISO timestamp as "YYYY-MM-DD HH:MM:SS" UTC, as the server renders it. */
+  function when(iso) {
+    if (!iso) return "";
+    const d = new Date(iso);
+    return Number.isNaN(d.getTime()) ? String(iso) : d.toISOString().slice(0, 19).replace("T", " ");
+  }
+
   function number(n) { return n == null ? "" : Number(n).toLocaleString("en"); }
 
   /* Forms with data-confirm ask before they are sent. */
@@ -68,5 +75,5 @@ const ETL = (() => {
     if (message && !window.confirm(message)) event.preventDefault();
   });
 
-  return { poll, fetchJson, post, chart, text, number };
+  return { poll, fetchJson, post, chart, text, number, when };
 })();

@@ -1,0 +1,3 @@
+"""The ingestions page(s) of the operator's UI (etl_app.ui)."""
+
+from __future__ import annotations
