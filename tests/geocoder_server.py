@@ -1,5 +1,6 @@
 """An Open-Meteo-like geocoding server on 127.0.0.1, in a thread of the test process, that counts
-the requests it gets per ``name`` (tests/test_lookups.py, tests/e2e/test_geocoding_e2e.py)."""
+the requests it gets per ``name`` (tests/test_lookups.py, tests/e2e/test_geocoding_e2e.py), and
+what the end-to-end modules that land tutors through it share (their answers, their checks)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ class FakeGeocoder:
     def __init__(self) -> None:
         self.requests: Counter[str] = Counter()
         self.paths: list[str] = []
+        self.times: list[float] = []  # time.time() at each request's arrival
+        self.peers: set[int] = set()  # the client ports the requests came from
         self.lock = threading.Lock()
         self.reply: Callable[[str], Reply] = open_meteo
         self.in_flight = self.most_in_flight = 0
@@ -57,6 +60,8 @@ class FakeGeocoder:
                 with owner.lock:
                     owner.requests[name] += 1
                     owner.paths.append(self.path)
+                    owner.times.append(time.time())
+                    owner.peers.add(self.client_address[1])
                     owner.in_flight += 1
                     owner.most_in_flight = max(owner.most_in_flight, owner.in_flight)
                 try:
@@ -106,3 +111,54 @@ class FakeGeocoder:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+# What the end-to-end modules share (tests/e2e/test_geocoding_e2e.py, test_lookups_workers_e2e.py).
+
+BERLIN = {"name": "Berlin", "latitude": 52.52, "longitude": 13.41, "country": "Germany", "country_code": "de"}
+LIMA = {"name": "Lima", "latitude": -12.04, "longitude": -77.03, "country": "Peru", "country_code": "pe"}
+FIELDS = "country, country_code, timezone, latitude, longitude, lookup_status, looked_up_at IS NOT NULL"
+
+
+def places(unique: str) -> tuple[str, str, str]:
+    """Three locations of this test (so no other test's cache answers): two known, one not."""
+    return f"Berlin {unique}", f"Lima {unique}", f"Atlantis {unique}"
+
+
+def answer_for(unique: str) -> Callable[[str], Reply]:
+    """Berlin and Lima of :func:`places` found, anything else not found."""
+    known = {
+        f"berlin {unique}": {**BERLIN, "timezone": "Europe/Berlin"},
+        f"lima {unique}": {**LIMA, "timezone": "America/Lima"},
+    }
+
+    def reply(name: str) -> Reply:
+        if name in known:
+            return "json", (200, {"results": [{"id": 1, **known[name]}], "generationtime_ms": 0.4}, {})
+        return "json", (200, {"generationtime_ms": 0.4}, {})
+
+    return reply
+
+
+def submit(api: Any, unique: str, batch: str, locations: tuple[str, ...], count: int = 30) -> list[str]:
+    """``count`` tutors over ``locations`` in one batch through ``api`` (tests/support.py Api),
+    landed without a dead letter; returns their ids."""
+    from payloads import tutor
+
+    ids = [f"{unique}-{batch}-{i:02d}" for i in range(count)]
+    payload = [tutor(t, location=locations[i % len(locations)]) for i, t in enumerate(ids)]
+    r = api.post("tutors/batch", payload)
+    assert r.status_code == 202, r.text
+    status = api.wait_finished(r.json()["ingestion_id"], timeout=90)
+    assert status["counts"]["persisted"] == count and status["counts"]["dead"] == 0, status
+    return ids
+
+
+def stored(sql: Callable[..., Any], ids: list[str]) -> dict[str, tuple]:
+    """The tutors' :data:`FIELDS` by id (``sql``: the e2e conftest's fixture)."""
+    rows = sql(f"SELECT tutor_id, {FIELDS} FROM tutors WHERE tutor_id = ANY(:ids)", ids=ids)
+    return {row[0]: tuple(row[1:]) for row in rows}
+
+
+def dead_letters(sql: Callable[..., Any], ids: list[str]) -> int:
+    return sql("SELECT count(*) FROM dead_letters WHERE natural_key = ANY(:ids)", ids=ids)[0][0]

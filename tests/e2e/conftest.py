@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+import redis
 import sqlalchemy as sa
 
-from procs import Stack, running_stack
+from etl_app.config import Settings
+from etl_app.lookups import reset_breaker
+from etl_app.lookups.geocoder import geocoder_provider
+
+from geocoder_server import FakeGeocoder
+from procs import Proc, Stack, running_stack
 from support import Api, redis_db
 
 E2E_REDIS = redis_db(15)
@@ -35,3 +41,32 @@ def sql(engine):
             return conn.execute(sa.text(query), params).all()
 
     return run
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeGeocoder]:
+    """An Open-Meteo-like geocoder on 127.0.0.1 for the module (tests/geocoder_server.py)."""
+    fake = FakeGeocoder()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def worker(stack, server) -> Iterator[Callable[..., Proc]]:
+    """``worker(**kwargs)``: a worker of this test (``Stack.worker``'s arguments, settings as
+    keywords); stopped at the end, and the geocoder's breaker closed for the next test. For a
+    module whose ``stack`` starts no worker of its own."""
+    started: list[Proc] = []
+
+    def start(**kwargs: str) -> Proc:
+        proc = stack.worker(**kwargs)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+        stack.procs.remove(proc)
+    client = redis.Redis.from_url(E2E_REDIS)
+    reset_breaker(client, stack.prefix, geocoder_provider(Settings(geocoder_url=server.url)))
+    client.close()

@@ -5,107 +5,27 @@ restarted with the geocoder's settings of each test."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
-import redis
 
-from etl_app.config import Settings
-from etl_app.lookups import reset_breaker
-from etl_app.lookups.geocoder import geocoder_provider
-
-from geocoder_server import FakeGeocoder, Reply
+from geocoder_server import Reply, answer_for, dead_letters, places, stored, submit
 from payloads import student, tutor
-from procs import Proc, Stack, procfile_queues, running_stack, wait_until
-from support import Api, redis_db
+from procs import Stack, procfile_queues, running_stack, wait_until
+from support import redis_db
 
 pytestmark = pytest.mark.slow
 
 E2E_REDIS = redis_db(15)
 E2E_ENV = {"ETL_RETRY_BACKOFF_SECONDS": "1", "ETL_RETRY_BACKOFF_MAX_SECONDS": "2"}
 
-BERLIN = {"name": "Berlin", "latitude": 52.52, "longitude": 13.41, "country": "Germany", "country_code": "de"}
-LIMA = {"name": "Lima", "latitude": -12.04, "longitude": -77.03, "country": "Peru", "country_code": "pe"}
-FIELDS = "country, country_code, timezone, latitude, longitude, lookup_status, looked_up_at IS NOT NULL"
-
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[FakeGeocoder]:
-    fake = FakeGeocoder()
-    yield fake
-    fake.close()
-
-
-@pytest.fixture(scope="module")
-def geo_stack(database_url, tmp_path_factory) -> Iterator[Stack]:
+def stack(database_url, tmp_path_factory) -> Iterator[Stack]:
+    """gunicorn only: each test starts its workers (the e2e conftest's ``worker``)."""
     with running_stack(database_url, E2E_REDIS, tmp_path_factory.mktemp("logs"), **E2E_ENV) as s:
         s.web()
         yield s
-
-
-@pytest.fixture(scope="module")
-def api(geo_stack) -> Api:
-    return Api(geo_stack.web_url)
-
-
-@pytest.fixture
-def worker(geo_stack, server) -> Iterator[Callable[..., Proc]]:
-    """``worker(**env)``: this test's one worker, with these settings; stopped at the end, and the
-    geocoder's breaker closed for the next test."""
-    started: list[Proc] = []
-
-    def start(**env: str) -> Proc:
-        proc = geo_stack.worker(**env)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
-        geo_stack.procs.remove(proc)
-    client = redis.Redis.from_url(E2E_REDIS)
-    provider = geocoder_provider(Settings(geocoder_url=server.url))
-    reset_breaker(client, geo_stack.prefix, provider)
-    client.close()
-
-
-def places(unique: str) -> tuple[str, str, str]:
-    """Three locations of this test (so no other test's cache answers): two known, one not."""
-    return f"Berlin {unique}", f"Lima {unique}", f"Atlantis {unique}"
-
-
-def answer_for(unique: str) -> Callable[[str], Reply]:
-    known = {
-        f"berlin {unique}": {**BERLIN, "timezone": "Europe/Berlin"},
-        f"lima {unique}": {**LIMA, "timezone": "America/Lima"},
-    }
-
-    def reply(name: str) -> Reply:
-        if name in known:
-            return "json", (200, {"results": [{"id": 1, **known[name]}], "generationtime_ms": 0.4}, {})
-        return "json", (200, {"generationtime_ms": 0.4}, {})
-
-    return reply
-
-
-def submit(api: Api, unique: str, batch: str, locations: tuple[str, ...], count: int = 30) -> list[str]:
-    """``count`` tutors over ``locations`` in one batch, landed; returns their ids."""
-    ids = [f"{unique}-{batch}-{i:02d}" for i in range(count)]
-    payload = [tutor(t, location=locations[i % len(locations)]) for i, t in enumerate(ids)]
-    r = api.post("tutors/batch", payload)
-    assert r.status_code == 202, r.text
-    status = api.wait_finished(r.json()["ingestion_id"], timeout=90)
-    assert status["counts"]["persisted"] == count and status["counts"]["dead"] == 0, status
-    return ids
-
-
-def stored(sql, ids: list[str]) -> dict[str, tuple]:
-    rows = sql(f"SELECT tutor_id, {FIELDS} FROM tutors WHERE tutor_id = ANY(:ids)", ids=ids)
-    return {row[0]: tuple(row[1:]) for row in rows}
-
-
-def dead_letters(sql, ids: list[str]) -> int:
-    return sql("SELECT count(*) FROM dead_letters WHERE natural_key = ANY(:ids)", ids=ids)[0][0]
 
 
 def test_tutors_land_geocoded_with_one_request_per_distinct_location(api, worker, server, unique, sql):
