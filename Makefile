@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DATABASE_URL_TEST ?= postgresql://postgres@127.0.0.1:5432/etl_app_test
 export REDIS_URL_TEST ?= redis://127.0.0.1:6379/15
 
-.PHONY: help install run test test-fast lint format services bench clean
+.PHONY: help install run test test-fast lint format services browser bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -26,7 +26,10 @@ run: $(STAMP)  ## migrate and run web, worker, beat and Flower (embedded Postgre
 services:  ## make sure the local PostgreSQL and Redis used by the tests are up
 	@bash scripts/ensure-services.sh
 
-test: $(STAMP) services  ## the whole suite: unit, API, end-to-end and fault tests on real PostgreSQL, Redis and Celery
+browser:  ## make sure Debian's chromium, which the browser tests drive, is installed (apt-get when missing)
+	@bash scripts/ensure-browser.sh
+
+test: $(STAMP) services browser  ## the whole suite: unit, API, end-to-end, browser and fault tests on real PostgreSQL, Redis and Celery
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP) services  ## everything but the slow end-to-end and fault tests
@@ -40,7 +43,7 @@ format: $(STAMP)  ## apply ruff's formatting and fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) services  ## measure throughput: raw limit, naive baseline, batch, single, jobs, upload, lookups, outage (python -m bench --help)
+bench: $(STAMP) services  ## measure throughput: raw limit, naive baseline, batch, single, jobs, upload, lookups, outage, ui (python -m bench --help)
 	@$(BIN)/python -c 'import psutil, rich' 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench
 
