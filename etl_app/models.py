@@ -97,6 +97,8 @@ RawRecord.__table__.append_constraint(
 # already holds a later record of its key, makes it `superseded` (for good: its raw record is
 # `persisted`, settled like any record that lost to a later one), with `superseded_by` naming
 # that record. dead_letters.last_outcome: what became of the latest replay.
+# The id of a group of dead letters: 16 hex digits of the md5 of record type, error type and cause.
+GROUP_KEY_SQL = "left(md5(record_type || chr(31) || error_type || chr(31) || cause), 16)"
 OPEN = "open"
 REPLAYED = "replayed"
 SUPERSEDED = "superseded"
@@ -114,6 +116,14 @@ class DeadLetter(Base):
         sa.Index("ix_dead_letters_record_type_error_type", "record_type", "error_type"),
         sa.Index("ix_dead_letters_last_failed_at", "last_failed_at"),
         sa.Index("ix_dead_letters_status_id", "status", "id"),
+        # Groups by cause (etl_app.deadletters.groups) from the index alone.
+        sa.Index(
+            "ix_dead_letters_groups",
+            "status",
+            "group_key",
+            "last_failed_at",
+            postgresql_include=["record_type", "error_type", "first_failed_at", "id"],
+        ),
     )
 
     id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
@@ -137,6 +147,10 @@ class DeadLetter(Base):
     # stored before tables carried raw_record_id) and its ingestion.
     superseded_by: Mapped[int | None] = mapped_column(sa.BigInteger)
     superseded_by_ingestion_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    # The error's cause (etl_app.deadletters.causes.normalise) and the id of its group: the record
+    # type, error type and cause hashed.
+    cause: Mapped[str] = mapped_column(sa.Text)
+    group_key: Mapped[str] = mapped_column(sa.Text, sa.Computed(GROUP_KEY_SQL, persisted=True))
 
 
 # -- SQL text with the status names bound ----------------------------------------------------

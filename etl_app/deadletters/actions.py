@@ -147,8 +147,7 @@ def replay_matching(conn: sa.Connection, filters: Filters, *, cap: int = REPLAY_
     )
     ids = list(conn.execute(picked).scalars())
     replayed = _replay_ids(conn, ids)
-    remaining = conn.execute(sa.select(sa.func.count()).select_from(DEAD_LETTERS).where(*filters.where())).scalar_one()
-    return replayed, remaining
+    return replayed, count_matching(conn, filters)
 
 
 def count_replayable(conn: sa.Connection, filters: Filters, *, cap: int = REPLAY_CAP) -> tuple[int, int]:
@@ -161,9 +160,13 @@ def count_replayable(conn: sa.Connection, filters: Filters, *, cap: int = REPLAY
         .select_from(DEAD_LETTERS.join(RAW_RECORDS, RAW_RECORDS.c.id == DEAD_LETTERS.c.raw_record_id))
         .where(*filters.where(), RAW_RECORDS.c.status == DEAD)
     ).scalar_one()
-    matching = conn.execute(sa.select(sa.func.count()).select_from(DEAD_LETTERS).where(*filters.where())).scalar_one()
     would = min(replayable, cap)
-    return would, matching - would
+    return would, count_matching(conn, filters) - would
+
+
+def count_matching(conn: sa.Connection, filters: Filters) -> int:
+    """How many dead letters match ``filters``."""
+    return conn.execute(sa.select(sa.func.count()).select_from(DEAD_LETTERS).where(*filters.where())).scalar_one()
 
 
 _REPLAY_CHILDREN = _replay_sql(
@@ -227,3 +230,23 @@ def discard(conn: sa.Connection, dead_letter_id: int) -> dict[str, Any]:
         raise NotOpen(dead_letter_id, row.status, row.record_status)
     conn.execute(sa.update(DEAD_LETTERS).where(DEAD_LETTERS.c.id == dead_letter_id).values(status=DISCARDED))
     return {"dead_letter_id": dead_letter_id, "status": DISCARDED, "record_status": row.record_status}
+
+
+def discard_matching(conn: sa.Connection, filters: Filters) -> list[int]:
+    """Discard every open dead letter matching ``filters`` in one statement (their raw records stay
+    ``dead``; rows another transaction holds, a replay most likely, are skipped). Returns their ids."""
+    if filters.status != OPEN:
+        raise InvalidParameter("status", "only open dead letters can be discarded")
+    picked = (
+        sa.select(DEAD_LETTERS.c.id)
+        .where(*filters.where())
+        .with_for_update(of=DEAD_LETTERS, skip_locked=True)
+        .scalar_subquery()
+    )
+    rows = conn.execute(
+        sa.update(DEAD_LETTERS)
+        .where(DEAD_LETTERS.c.id.in_(picked), DEAD_LETTERS.c.status == OPEN)
+        .values(status=DISCARDED)
+        .returning(DEAD_LETTERS.c.id)
+    )
+    return sorted(rows.scalars())

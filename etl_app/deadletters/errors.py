@@ -29,6 +29,13 @@ class NotFound(DlqError):
         super().__init__(f"no dead letter {dead_letter_id}")
 
 
+class GroupNotFound(NotFound):
+    """No dead letter, of any status, is in this group (etl_app.deadletters.groups)."""
+
+    def __init__(self, key: str) -> None:
+        DlqError.__init__(self, f"no dead-letter group {key}")
+
+
 class NotOpen(DlqError):
     """Only an open dead letter can be replayed or discarded."""
 

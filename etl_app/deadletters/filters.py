@@ -29,6 +29,7 @@ class Filters:
     ingestion_id: uuid.UUID | None = None
     since: datetime | None = None  # on last_failed_at
     status: str = OPEN  # or ALL
+    group_key: str | None = None  # one group of dead letters (etl_app.deadletters.groups)
 
     def where(self) -> list[sa.ColumnElement[bool]]:
         out = []
@@ -42,6 +43,8 @@ class Filters:
             out.append(DEAD_LETTERS.c.last_failed_at >= self.since)
         if self.status != ALL:
             out.append(DEAD_LETTERS.c.status == self.status)
+        if self.group_key is not None:
+            out.append(DEAD_LETTERS.c.group_key == self.group_key)
         return out
 
 
