@@ -8,6 +8,7 @@ from etl_app.api import (
     audit,
     auth,
     bodylimit,
+    dead_letter_groups,
     dead_letters,
     health,
     ingest,
@@ -33,6 +34,7 @@ def init_app(app: Flask) -> None:
     app.before_request(_refuse_nul)  # after the key check: a refused key is a 401 whatever it sent
     for module in (health, uploads, ingest, read, rejections, dead_letters, reports, openapi, metrics):
         app.register_blueprint(module.bp)
+    app.register_blueprint(dead_letter_groups.bp)
     app.register_blueprint(jobs_bp)
     app.register_blueprint(audit.bp)
     app.register_blueprint(providers.bp)

@@ -62,7 +62,9 @@ def _dlq_error(exc: DlqError):
     return error_response(err.status, err.error, err.message, **err.extra)
 
 
-def _send(replayed: actions.Replayed) -> None:
+def send_replayed(replayed: actions.Replayed) -> None:
+    """Send the replayed records' chains, after the commit (the relay retries what the broker
+    does not take now)."""
     runtime = current_runtime()
     send_after_commit(
         runtime,
@@ -105,7 +107,7 @@ def replay_one(dead_letter_id: int):
     action = "edit" if "payload" in body else "replay"  # an edit: replayed with a corrected payload
     with audited(action, {"dead_letter_id": dead_letter_id}) as (conn, _):
         replayed = actions.replay(conn, runtime.registry, dead_letter_id, body.get("payload", actions.UNSET))
-    _send(replayed)
+    send_replayed(replayed)
     return jsonify({"replayed": 1, "dead_letter_id": dead_letter_id, "raw_record_id": replayed.raw_ids[0]}), 202
 
 
@@ -128,7 +130,7 @@ def replay_bulk():
     with audited("bulk_replay", {"filters": params}) as (conn, entry):
         replayed, remaining = actions.replay_matching(conn, filters, cap=cap)
         entry.count = replayed.count
-    _send(replayed)
+    send_replayed(replayed)
     return jsonify({"replayed": replayed.count, "remaining": remaining}), 202
 
 

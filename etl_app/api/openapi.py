@@ -9,7 +9,7 @@ from apispec import APISpec
 from flask import Blueprint, Response, abort, current_app, jsonify, send_from_directory
 
 import etl_app
-from etl_app.api import openapi_fields, openapi_responses, providers, rejections, reports
+from etl_app.api import dead_letter_groups, openapi_fields, openapi_responses, providers, rejections, reports
 from etl_app.api.jobs import openapi_paths as jobs_openapi_paths
 from etl_app.errors import ERROR_TYPES
 from etl_app.lookups.registry import providers as lookup_providers
@@ -209,6 +209,7 @@ def build_spec(registry: Registry, provider_names: list[str] | None = None) -> d
     )
     rejections.openapi_paths(spec)
     _dead_letter_paths(spec, registry)
+    dead_letter_groups.openapi_paths(spec, dead_letter_filters(registry))
     jobs_openapi_paths(spec)
     providers.openapi_paths(spec, provider_names or ["geocoder"])
     reports.openapi_paths(spec, registry)
@@ -236,10 +237,9 @@ def build_spec(registry: Registry, provider_names: list[str] | None = None) -> d
     return openapi_responses.complete(spec.to_dict())
 
 
-def _dead_letter_paths(spec: APISpec, registry: Registry) -> None:
-    security = [{"bearer": []}]
-    tags = ["dead-letters"]
-    filters = [
+def dead_letter_filters(registry: Registry) -> list[dict]:
+    """The query parameters that filter dead letters (etl_app.deadletters.filters)."""
+    return [
         {"name": "record_type", "in": "query", "schema": {"type": "string", "enum": registry.names()}},
         {"name": "error_type", "in": "query", "schema": {"type": "string", "enum": list(ERROR_TYPES)}},
         {"name": "ingestion_id", "in": "query", "schema": {"type": "string", "format": "uuid"}},
@@ -255,6 +255,12 @@ def _dead_letter_paths(spec: APISpec, registry: Registry) -> None:
             "schema": {"type": "string", "enum": [*DEAD_LETTER_STATUSES, "all"], "default": "open"},
         },
     ]
+
+
+def _dead_letter_paths(spec: APISpec, registry: Registry) -> None:
+    security = [{"bearer": []}]
+    tags = ["dead-letters"]
+    filters = dead_letter_filters(registry)
     ident = [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}]
     replayed = {"type": "object", "properties": {"replayed": {"type": "integer"}}}
     integer, text, moment = {"type": "integer"}, {"type": "string"}, {"type": "string", "format": "date-time"}

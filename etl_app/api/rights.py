@@ -25,6 +25,7 @@ ENDPOINT_RIGHTS: dict[str, str] = {
     "read.list_record_types": READ,
     "dead_letters.list_dead_letters": READ,
     "dead_letters.get_dead_letter": READ,
+    "dead_letter_groups.list_groups": READ,
     "reports.get_quality": READ,
     "reports.get_tutor_metrics": READ,
     "jobs.list_jobs": READ,
@@ -37,6 +38,8 @@ ENDPOINT_RIGHTS: dict[str, str] = {
     "dead_letters.replay_one": OPERATE,  # with a corrected payload: an edit
     "dead_letters.replay_bulk": OPERATE,
     "dead_letters.discard": OPERATE,
+    "dead_letter_groups.replay_group": OPERATE,
+    "dead_letter_groups.discard_group": OPERATE,  # with a reason
     "jobs.run_job_now": OPERATE,
     "providers.reset": OPERATE,  # a circuit breaker
 }
@@ -47,6 +50,8 @@ AUDITED_ENDPOINTS: dict[str, str] = {
     "dead_letters.replay_one": "replay",
     "dead_letters.replay_bulk": "bulk_replay",
     "dead_letters.discard": "discard",
+    "dead_letter_groups.replay_group": "bulk_replay",
+    "dead_letter_groups.discard_group": "bulk_discard",
     "jobs.run_job_now": "job_run",
     "providers.reset": "breaker_reset",
 }

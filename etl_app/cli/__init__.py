@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from etl_app.cli import deadletter_groups  # noqa: F401 - its commands join dlq
 from etl_app.cli.audit import audit_command
 from etl_app.cli.deadletters import dlq_group
 from etl_app.cli.generate import generate

@@ -6,6 +6,7 @@ as for the service. Errors (not found, not open, invalid payload) exit with stat
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import UTC
 from typing import Any
 
@@ -25,7 +26,7 @@ from etl_app.record_types import get_registry
 from etl_app.runtime import build_runtime
 
 
-def _send(settings: Settings, replayed: actions.Replayed) -> None:
+def send_replayed(settings: Settings, replayed: actions.Replayed) -> None:
     """After the commit, like the API; with no relay here, what the broker does not take now is
     left to the outbox sweeper."""
     runtime = build_runtime(settings, application_name="etl_app-cli", pool_size=1, max_overflow=0, with_relay=False)
@@ -39,7 +40,8 @@ def _send(settings: Settings, replayed: actions.Replayed) -> None:
         click.echo("warning: the broker did not take them now; the outbox sweeper will send them", err=True)
 
 
-def _filters(options: dict[str, Any]) -> Filters:
+def parse_cli_filters(options: dict[str, Any]) -> Filters:
+    """The filters of the options given, or a usage error naming the bad one."""
     try:
         return parse_filters(options, get_registry().names())
     except InvalidParameter as exc:
@@ -69,6 +71,19 @@ def superseded_by(d: dict[str, Any], *, ingestion: bool = True) -> str:
     return f"{raw} of ingestion {by['ingestion_id']}" if ingestion or by["raw_record_id"] is None else raw
 
 
+def print_page(columns: Sequence[str], rows: Iterable[Sequence[Any]], next_cursor: str | None) -> None:
+    """A page as a table (the last column folds, the others do not wrap), and how to get the next."""
+    table = Table()
+    for name in columns[:-1]:
+        table.add_column(name, no_wrap=True)
+    table.add_column(columns[-1], overflow="fold", min_width=30)
+    for cells in rows:
+        table.add_row(*(escape(str(c)) for c in cells))
+    console().print(table)
+    if next_cursor:
+        click.echo(f"more: --cursor {next_cursor}")
+
+
 @click.group()
 def dlq_group() -> None:
     """Inspect, replay and discard dead letters."""
@@ -82,18 +97,14 @@ def dlq_group() -> None:
 def list_command(limit: int, cursor: int | None, **filters: str | None) -> None:
     """List dead letters, newest first (--since is ISO 8601, on the last failure)."""
     settings = settings_or_fail()
-    parsed = _filters(filters)
+    parsed = parse_cli_filters(filters)
     with connect(settings) as conn:
         page = queries.list_dead_letters(conn, parsed, limit=limit, cursor=cursor)
     if not page.items:
         click.echo("no dead letters match")
         return
-    table = Table()
-    for name in ("id", "type", "key", "error type", "status", "record", "replays", "last failed (UTC)"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("error", overflow="fold", min_width=30)
-    for d in page.items:
-        cells = (
+    rows = [
+        (
             d["id"],
             d["record_type"],
             d["natural_key"] or "",
@@ -104,10 +115,10 @@ def list_command(limit: int, cursor: int | None, **filters: str | None) -> None:
             d["last_failed_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
             (d["error"] or "")[:200],
         )
-        table.add_row(*(escape(str(c)) for c in cells))
-    console().print(table)
-    if page.next:
-        click.echo(f"more: --cursor {page.next}")
+        for d in page.items
+    ]
+    columns = ("id", "type", "key", "error type", "status", "record", "replays", "last failed (UTC)", "error")
+    print_page(columns, rows, page.next)
 
 
 @dlq_group.command("show")
@@ -174,7 +185,7 @@ def replay_command(
     settings = settings_or_fail()
     if dry_run:
         with connect(settings) as conn:
-            would, remaining = actions.count_replayable(conn, _filters(given), cap=limit)
+            would, remaining = actions.count_replayable(conn, parse_cli_filters(given), cap=limit)
         click.echo(f"dry run: would replay {would} dead letters; {remaining} matching ones would stay open")
         return
     if not settings.broker_url:
@@ -194,13 +205,13 @@ def replay_command(
             f"`etl-app dlq show {dead_letter_id}` says whether it landed"
         )
     else:
-        parsed = _filters(given)
+        parsed = parse_cli_filters(given)
         entry = cli_entry("bulk_replay", {"filters": {**given, "limit": limit}}, None)
         with connect(settings, audited=entry) as conn:
             replayed, remaining = actions.replay_matching(conn, parsed, cap=limit)
             entry.count = replayed.count
         click.echo(f"replayed {replayed.count} dead letters; {remaining} matching ones are still open")
-    _send(settings, replayed)
+    send_replayed(settings, replayed)
 
 
 @dlq_group.command("discard")
