@@ -4,9 +4,11 @@ providers' circuit breakers, and how it went.
 One row of the ``audit`` table per action: ``at``, ``key_id`` (the API key's id,
 etl_app.roles.key_id; ``cli`` for the command line; ``beat`` for scheduled job runs), ``action``
 (replay, bulk_replay, discard, bulk_discard, edit (a replay with a corrected payload), job_run,
-breaker_reset), ``target`` (JSON: ``{dead_letter_id}``, ``{filters}``, ``{job, window, run_id}``,
-``{provider}``), ``count`` (dead letters acted on, rows a job touched), ``outcome`` (ok,
-refused, failed) with a ``message``, and the HTTP ``request_id`` if there is one.
+breaker_reset), ``target`` (JSON: ``{dead_letter_id}``, ``{filters}``, ``{group, record_type,
+error_type, cause}`` for a group's replay, with ``reason`` for its discard (bulk_discard),
+``{job, window, run_id}``, ``{provider}``), ``count`` (dead letters acted on, rows a job
+touched), ``outcome`` (ok, refused, failed) with a ``message``, and the HTTP ``request_id`` if
+there is one.
 
 Where the action writes to the database, its audit row is written in the same transaction
 (:func:`audited`): an action that commits is audited, one that fails leaves its row ``failed``
