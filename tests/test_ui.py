@@ -164,3 +164,11 @@ def test_pages_forbid_inline_script_and_framing_and_serve_plotly_from_its_packag
     assert asset.status_code == 200 and b"plotly.js" in asset.data[:2000]
     assert browser.get("/ui/assets/nope.js").status_code == 404
     assert browser.get("/ui/static/ui.js").status_code == 200
+
+
+def test_a_missing_page_says_so_on_a_page_not_in_json(browser):
+    sign_in(browser, KEYS["reader"])
+    r = browser.get("/ui/jobs/nope/run")  # a GET of an action's address
+    assert r.status_code in (404, 405)
+    r = browser.get("/ui/assets/nope.js")
+    assert r.status_code == 404 and "There is nothing at this address." in r.get_data(as_text=True)

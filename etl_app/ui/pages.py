@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import redirect, request, session, url_for
 from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import NotFound
 
 from etl_app.ui.blueprint import bp, render
 from etl_app.ui.session import authenticate, handle_csrf_error, safe_next, sign_in
@@ -52,8 +53,11 @@ def _forbidden(_exc):
 
 
 @bp.errorhandler(404)
-def _not_found(_exc):
-    return _error(404, "Not found", "There is nothing at this address.")
+def _not_found(exc):
+    """``abort(404, "what was looked for")`` says so; a bare 404 says there is nothing here."""
+    default = NotFound.description
+    message = exc.description if exc.description and exc.description != default else "There is nothing at this address."
+    return _error(404, "Not found", message)
 
 
 bp.register_error_handler(CSRFError, handle_csrf_error)

@@ -108,7 +108,9 @@ def screenshot() -> Callable:
         tab.set_viewport_size(DESKTOP)
         tab.screenshot(path=str(SCREENSHOTS / f"{name}-desktop.png"))
         tab.set_viewport_size(PHONE)
+        tab.wait_for_timeout(400)  # charts redraw on resize (Plotly's responsive mode)
         tab.screenshot(path=str(SCREENSHOTS / f"{name}-phone.png"), full_page=True)
         tab.set_viewport_size(DESKTOP)
+        tab.wait_for_timeout(400)
 
     return run
