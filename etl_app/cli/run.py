@@ -78,8 +78,8 @@ def prepare_environment(env: dict[str, str], var: Path) -> tuple[dict[str, str],
 @click.command()
 @click.option("--procfile", default="Procfile", show_default=True, type=click.Path(exists=True, dir_okay=False))
 def run(procfile: str) -> None:
-    """Migrate, then run every process of the Procfile but release (web, the pipeline and
-    dead-letter workers, beat, Flower) in the foreground (Ctrl-C stops them all).
+    """Migrate, then run every process of the Procfile but release (web, the pipeline, lookups
+    and dead-letter workers, beat, Flower) in the foreground (Ctrl-C stops them all).
 
     With no DATABASE_URL / REDIS_URL set, an embedded PostgreSQL and Redis are started
     under ./var and stopped again on exit."""
@@ -100,6 +100,7 @@ def run(procfile: str) -> None:
         click.echo(f"  API          http://127.0.0.1:{port}/api/v1   (docs: http://127.0.0.1:{port}/docs)")
         key = parse_keys(env["ETL_API_KEYS"].split(","))[0]  # the generated key, or the first one set
         click.echo(f"  API key      {key.secret}   (role {key.role})")
+        click.echo(f"  pages        http://127.0.0.1:{port}/ui/   (sign in with the API key)")
         click.echo(f"  Flower       http://127.0.0.1:{flower_port}   (basic auth {env['FLOWER_BASIC_AUTH']})")
         click.echo(f"  database     {'embedded under ' + str(var) if embedded else 'DATABASE_URL'}")
         click.echo(f"  broker       {'embedded under ' + str(var) if embedded else 'REDIS_URL'}")

@@ -10,6 +10,7 @@ on the machine); that takes most of the test's time.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import psutil
 import pytest
 import requests
 
+from payloads import tutor
 from procs import free_port, wait_until
 
 pytestmark = [
@@ -115,6 +117,22 @@ def test_make_run_in_a_private_clone_takes_a_record_and_stops_on_ctrl_c(tmp_path
 
         record = wait_until(stored, 60, 0.5, what="student S1 to be stored")
         assert record["fields"]["name"] == "Sam"
+        # a tutor's enrich runs on the lookups worker, which `make run` starts too
+        posted = requests.post(f"{api}/tutors", json=tutor("T1"), headers=auth, timeout=10)
+        assert posted.status_code == 202, posted.text
+        wait_until(
+            lambda: requests.get(f"{api}/records/tutors/T1", headers=auth, timeout=10).ok, 60, 0.5, what="tutor T1"
+        )
+
+        # the pages: the printed address, signed in with the printed key
+        pages = f"http://127.0.0.1:{port}/ui/"
+        assert pages in log_path.read_text(errors="replace")
+        browser = requests.Session()
+        signin = browser.get(pages, timeout=10)
+        assert signin.status_code == 200 and signin.url.endswith("/ui/signin?next=/ui/")
+        token = re.search(r'name="csrf-token" content="([^"]+)"', signin.text).group(1)
+        overview = browser.post(signin.url, data={"key": key, "csrf_token": token, "next": "/ui/"}, timeout=10)
+        assert overview.status_code == 200 and overview.url == f"http://127.0.0.1:{port}/ui/overview", overview.url
 
         # Ctrl-C in the terminal: SIGINT to the whole foreground process group.
         os.killpg(make.pid, signal.SIGINT)
