@@ -64,3 +64,30 @@ def test_the_providers_page_shows_the_geocoder(page, sign_in, screenshot):
     assert row.locator(".breaker .badge").inner_text() == "closed"
     screenshot(page, "providers")
     assert page.script_errors == []
+
+
+def test_live_updates_stop_while_the_tab_is_hidden_and_resume_when_it_shows(page, sign_in):
+    sign_in(page, "reader", next_path="/ui/jobs")
+    polls: list[str] = []
+    page.on("request", lambda request: polls.append(request.url) if "/ui/api/" in request.url else None)
+    page.wait_for_timeout(6_000)  # the Jobs page polls every 5 s
+    assert polls, "the page did not poll while visible"
+    page.evaluate(
+        """() => {
+            Object.defineProperty(document, "hidden", {configurable: true, get: () => true});
+            Object.defineProperty(document, "visibilityState", {configurable: true, get: () => "hidden"});
+            document.dispatchEvent(new Event("visibilitychange"));
+        }"""
+    )
+    polls.clear()
+    page.wait_for_timeout(11_000)
+    assert polls == [], "the page polled while hidden"
+    page.evaluate(
+        """() => {
+            Object.defineProperty(document, "hidden", {configurable: true, get: () => false});
+            Object.defineProperty(document, "visibilityState", {configurable: true, get: () => "visible"});
+            document.dispatchEvent(new Event("visibilitychange"));
+        }"""
+    )
+    page.wait_for_timeout(1_000)
+    assert polls, "the page did not poll again once visible"
