@@ -385,3 +385,12 @@ class UploadChunk(Base):
     )
     seq: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     data: Mapped[bytes] = mapped_column(sa.LargeBinary)
+
+
+# -- The operator's pages (etl_app.ui) ----------------------------------------------------------
+
+# The ingestions list, newest first with a keyset on (created_at, id), of every type or of one;
+# the overview's rejections per minute of the last hour.
+sa.Index("ix_ingestions_created_at_id", Ingestion.created_at, Ingestion.id)
+sa.Index("ix_ingestions_record_type_created_at_id", Ingestion.record_type, Ingestion.created_at, Ingestion.id)
+sa.Index("ix_rejections_created_at", Rejection.created_at)

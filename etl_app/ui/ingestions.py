@@ -1,3 +1,247 @@
-"""The ingestions page(s) of the operator's UI (etl_app.ui)."""
+"""The Ingestions pages: the list (newest first, by type and status, keyset pagination) with each
+one's progress bar and quality level, and one ingestion with its counts, upload, quality
+scorecard (quality.md), top errors, rejections (and their CSV) and dead letters.
+
+Everything an ingestion is comes from :func:`etl_app.ingest.progress.ingestion_status`, as
+``GET /api/v1/ingestions/{id}`` shows it; its rejections from :mod:`etl_app.api.rejections`, its
+dead letters from :func:`etl_app.deadletters.queries.list_dead_letters`. The pages poll
+``/ui/api/ingestions`` (the running rows of the list) and ``/ui/api/ingestions/<id>`` while it runs.
+"""
 
 from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+from flask import abort, jsonify, request, url_for
+
+from etl_app.api.common import current_runtime
+from etl_app.api.errors import ApiError
+from etl_app.api.rejections import _PAGE as REJECTIONS_PAGE
+from etl_app.api.rejections import _csv_response, _ingestion_or_404, _item, errors_text
+from etl_app.deadletters.filters import ALL, Filters
+from etl_app.deadletters.queries import list_dead_letters
+from etl_app.ingest.listing import DEFAULT_LIMIT, MAX_LIMIT, STATUSES, BadCursor, list_ingestions, segments
+from etl_app.ingest.progress import IN_PROGRESS, ingestion_status
+from etl_app.jsonsafe import json_safe
+from etl_app.quality import LEVELS, UNUSABLE
+from etl_app.ui.blueprint import bp, render
+
+REJECTIONS_PER_PAGE = 25
+DEAD_LETTERS_SHOWN = 20
+MAX_POLLED = MAX_LIMIT  # ids one poll of the list may ask about
+
+
+def _report(conn, ident: uuid.UUID) -> dict[str, Any] | None:
+    runtime = current_runtime()
+    return ingestion_status(conn, ident, runtime.registry, runtime.settings)
+
+
+def level_of(share: float | None) -> str | None:
+    """The level (quality.md) a share or score falls in; None without a value."""
+    if share is None:
+        return None
+    for name, low in LEVELS:
+        if share >= low:
+            return name
+    return UNUSABLE
+
+
+def _share(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def scorecard(quality: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The quality report as rows of ``{metric, value, level}`` (value as text; level None where
+    a metric has none), in quality.md's order."""
+    if not quality:
+        return []
+    rows: list[dict[str, Any]] = [
+        {"metric": "received", "value": str(quality.get("received")), "level": None},
+        {"metric": "accepted", "value": str(quality.get("accepted")), "level": None},
+        {"metric": "rejected", "value": str(quality.get("rejected")), "level": None},
+    ]
+    validity = quality.get("validity")
+    rows.append({"metric": "validity", "value": _share(validity), "level": level_of(validity)})
+    completeness = quality.get("completeness") or {}
+    overall = completeness.get("overall")
+    rows.append({"metric": "completeness (overall)", "value": _share(overall), "level": level_of(overall)})
+    for field, share in completeness.items():
+        if field != "overall":
+            rows.append({"metric": f"completeness · {field}", "value": _share(share), "level": level_of(share)})
+    for name in ("uniqueness", "integrity"):
+        rows.append({"metric": name, "value": _share(quality.get(name)), "level": level_of(quality.get(name))})
+    timeliness = quality.get("timeliness")
+    for part in ("p50", "p95", "max"):
+        value = None if not timeliness else timeliness.get(part)
+        text = "—" if value is None else f"{value:,.1f} s"
+        rows.append({"metric": f"timeliness {part}", "value": text, "level": None})
+    rows.append({"metric": "score", "value": _share(quality.get("score")), "level": quality.get("level")})
+    return rows
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """What a row of the list and the head of one ingestion's page show."""
+    quality = report["quality"]
+    return {
+        "id": str(report["id"]),
+        "record_type": report["record_type"],
+        "source": report["source"],
+        "status": report["status"],
+        "counts": report["counts"],
+        "segments": segments(report["counts"]),
+        "level": quality["level"] if quality else None,
+        "created_at": report["created_at"],
+        "finished_at": report["finished_at"],
+        "upload": report["upload"],
+        "url": url_for("ui.ingestion", ingestion_id=str(report["id"])),
+    }
+
+
+def _detail(report: dict[str, Any]) -> dict[str, Any]:
+    quality = report["quality"]
+    return {
+        **summary(report),
+        "scorecard": scorecard(quality),
+        "top_errors": (quality or {}).get("top_errors") or [],
+    }
+
+
+# -- the list -----------------------------------------------------------------------------------
+
+
+@bp.get("/ingestions")
+def ingestions():
+    registry = current_runtime().registry
+    record_type = request.args.get("type") or None
+    status = request.args.get("status") or None
+    cursor = request.args.get("cursor") or None
+    if record_type is not None and record_type not in registry.names():
+        abort(400, description=f"There is no record type {record_type!r}.")
+    if status is not None and status not in STATUSES:
+        abort(400, description=f"The status is one of {', '.join(STATUSES)}.")
+    with current_runtime().engine.connect() as conn:
+        try:
+            listed = list_ingestions(conn, record_type=record_type, status=status, cursor=cursor, limit=DEFAULT_LIMIT)
+        except BadCursor:
+            abort(400, description="That page link is not valid; start again from the newest.")
+        rows = [summary(report) for report in (_report(conn, ident) for ident in listed.ids) if report is not None]
+    older = None
+    if listed.next is not None:
+        args = {k: v for k, v in (("type", record_type), ("status", status)) if v}
+        older = url_for("ui.ingestions", cursor=listed.next, **args)
+    newest = url_for("ui.ingestions", **{k: v for k, v in (("type", record_type), ("status", status)) if v})
+    return render(
+        "ui/ingestions.html",
+        title="Ingestions",
+        active="ui.ingestions",
+        rows=rows,
+        record_types=registry.names(),
+        statuses=STATUSES,
+        record_type=record_type,
+        status=status,
+        older=older,
+        newest=newest if cursor else None,
+    )
+
+
+@bp.get("/api/ingestions")
+def ingestions_json():
+    """``{ingestions: [summary]}`` of the ingestions asked for (``?id=`` repeated): the list polls
+    its running rows only."""
+    idents = []
+    for value in request.args.getlist("id")[:MAX_POLLED]:
+        try:
+            idents.append(uuid.UUID(value))
+        except ValueError:
+            abort(400, description=f"{value!r} is not an ingestion id.")
+    with current_runtime().engine.connect() as conn:
+        reports = [_report(conn, ident) for ident in idents]
+    return jsonify({"ingestions": [summary(report) for report in reports if report is not None]})
+
+
+# -- one ingestion --------------------------------------------------------------------------------
+
+
+def _ident_or_404(ingestion_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(ingestion_id)
+    except ValueError:
+        abort(404)
+
+
+@bp.get("/ingestions/<ingestion_id>")
+def ingestion(ingestion_id: str):
+    ident = _ident_or_404(ingestion_id)
+    try:
+        start = int(request.args.get("rejections_from") or 0)
+    except ValueError:
+        abort(400, description="rejections_from is a row number.")
+    if not 0 <= start < 2**63:
+        abort(400, description="rejections_from is a row number.")
+    runtime = current_runtime()
+    with runtime.engine.connect() as conn:
+        report = _report(conn, ident)
+        if report is None:
+            abort(404)
+        upload = report["upload"] is not None
+        found = conn.execute(REJECTIONS_PAGE, {"id": ident, "from": start, "n": REJECTIONS_PER_PAGE + 1}).all()
+        rejections = [
+            {**_item(row, upload=upload), "errors_text": errors_text(row.errors), "raw_text": _raw_text(row.raw)}
+            for row in found[:REJECTIONS_PER_PAGE]
+        ]
+        dead = list_dead_letters(conn, Filters(ingestion_id=ident, status=ALL), limit=DEAD_LETTERS_SHOWN)
+    following = None
+    if len(found) > REJECTIONS_PER_PAGE:
+        following = url_for("ui.ingestion", ingestion_id=str(ident), rejections_from=found[-2].position + 1)
+    dead_letters_page = None
+    if "ui.dead_letters" in _view_functions():
+        dead_letters_page = url_for("ui.dead_letters", ingestion_id=str(ident), status=ALL)
+    return render(
+        "ui/ingestion.html",
+        title=f"Ingestion {ident}",
+        active="ui.ingestions",
+        ingestion=_detail(report),
+        running=report["status"] == IN_PROGRESS,
+        rejections=rejections,
+        rejections_from=start,
+        rejections_next=following,
+        first_rejections=url_for("ui.ingestion", ingestion_id=str(ident)) if start else None,
+        dead_letters=dead.items,
+        more_dead_letters=dead.next is not None,
+        dead_letters_page=dead_letters_page,
+    )
+
+
+def _raw_text(raw: Any) -> str:
+    """The values as received, as text (JSON; a line that was not JSON as it came)."""
+    if raw is None or isinstance(raw, str):
+        return raw or ""
+    return orjson.dumps(json_safe(raw)).decode()
+
+
+def _view_functions() -> dict:
+    from flask import current_app
+
+    return current_app.view_functions
+
+
+@bp.get("/api/ingestions/<ingestion_id>")
+def ingestion_json(ingestion_id: str):
+    ident = _ident_or_404(ingestion_id)
+    with current_runtime().engine.connect() as conn:
+        report = _report(conn, ident)
+    if report is None:
+        abort(404)
+    return jsonify(_detail(report))
+
+
+@bp.get("/ingestions/<ingestion_id>/rejections.csv")
+def ingestion_rejections_csv(ingestion_id: str):
+    """Every rejection of the ingestion as the CSV of ``GET /api/v1/ingestions/{id}/rejections?format=csv``."""
+    try:
+        ident, found = _ingestion_or_404(ingestion_id)
+        return _csv_response(ident, found.record_type, 0, None)
+    except ApiError:
+        abort(404)

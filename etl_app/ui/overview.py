@@ -1,10 +1,178 @@
-"""The Overview page."""
+"""The Overview page: is data flowing? Records persisted, rejected and dead per minute over the
+last hour (a stacked chart and the same numbers in a table), queue depth per queue, open dead
+letters, the unsettled backlog and the age of its oldest record, the workers seen, the last run
+of each scheduled job, and a link to Flower. ``/ui/api/overview`` answers the same as JSON for
+the page's polling (every 5 s).
+
+Every reading is index-backed (README, Operator pages): persisted per minute from the partial
+index ``ix_raw_records_payload_kept`` (a record persisted within the last hour still has its
+payload: retention keeps it at least a day), dead from ``ix_dead_letters_last_failed_at``,
+rejected from ``ix_rejections_created_at``, the backlog from ``ix_raw_records_unsettled``. Queue
+depths are the ``/metrics`` reading (:func:`etl_app.api.metrics.queue_depths`). Workers are
+asked by Celery's ``inspect ping`` in a thread of its own, at most every
+:data:`WORKERS_TTL_SECONDS`, so a page never waits on them: it shows the last answer.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+import sqlalchemy as sa
+from flask import current_app, jsonify
+
+from etl_app.api.common import current_runtime
+from etl_app.api.metrics import queue_depths
+from etl_app.jobs.registry import JOBS
+from etl_app.jobs.runner import recent_runs
+from etl_app.models import sql
 from etl_app.ui.blueprint import bp, render
+
+log = logging.getLogger(__name__)
+
+MINUTES = 60
+SERIES = ("persisted", "rejected", "dead")
+WORKERS_TTL_SECONDS = 10.0
+PING_TIMEOUT_SECONDS = 0.5
+STATEMENT_TIMEOUT_MS = 3000  # a slow database gives an error on the page, not a hung page
+
+_PER_MINUTE = {
+    "persisted": sql(
+        "SELECT date_trunc('minute', updated_at) AS m, count(*) FROM raw_records "
+        "WHERE status = :PERSISTED AND payload_dropped_at IS NULL AND updated_at >= :since GROUP BY 1"
+    ),
+    "rejected": sa.text(
+        "SELECT date_trunc('minute', created_at) AS m, count(*) FROM rejections WHERE created_at >= :since GROUP BY 1"
+    ),
+    "dead": sa.text(
+        "SELECT date_trunc('minute', last_failed_at) AS m, count(*) FROM dead_letters "
+        "WHERE last_failed_at >= :since GROUP BY 1"
+    ),
+}
+_OPEN_DEAD_LETTERS = sql("SELECT count(*) FROM dead_letters WHERE status = :OPEN")
+_BACKLOG = sql(
+    "SELECT count(*), extract(epoch FROM now() - min(received_at)) FROM raw_records WHERE status = :RECEIVED"
+)
+
+
+def age_text(seconds: float | None) -> str:
+    """``42 s``, ``3 min 20 s``, ``2 h 5 min``, ``3 d 4 h``; ``—`` for None."""
+    if seconds is None:
+        return "—"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+def per_minute(conn: sa.Connection, now: datetime) -> list[dict[str, Any]]:
+    """The last :data:`MINUTES` minutes up to ``now``'s, oldest first, each with its counts."""
+    last = now.astimezone(UTC).replace(second=0, microsecond=0)
+    since = last - timedelta(minutes=MINUTES - 1)
+    minutes = [since + timedelta(minutes=i) for i in range(MINUTES)]
+    counts = {name: dict(conn.execute(statement, {"since": since}).all()) for name, statement in _PER_MINUTE.items()}
+    return [{"minute": m, **{name: int(counts[name].get(m, 0)) for name in SERIES}} for m in minutes]
+
+
+class WorkersSeen:
+    """The workers that answered Celery's ``inspect ping``, asked in a thread at most every
+    :data:`WORKERS_TTL_SECONDS`; :meth:`read` answers at once with the last reading."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._names: list[str] | None = None
+        self._checked_at: datetime | None = None
+        self._error: str | None = None
+        self._asked = 0.0
+        self._asking = False
+
+    def read(self, celery) -> dict[str, Any]:
+        with self._lock:
+            if not self._asking and time.monotonic() - self._asked >= WORKERS_TTL_SECONDS:
+                self._asking = True
+                threading.Thread(target=self._ask, args=(celery,), name="etl-ui-ping", daemon=True).start()
+            return {"names": self._names, "checked_at": self._checked_at, "error": self._error}
+
+    def _ask(self, celery) -> None:
+        names, error = None, None
+        try:
+            answers = celery.control.inspect(timeout=PING_TIMEOUT_SECONDS).ping() or {}
+            names = sorted(answers)
+        except Exception as exc:  # noqa: BLE001 - a broker down or refusing: said on the page, never raised
+            log.warning("overview: workers not asked: %s", exc)
+            error = str(exc) or type(exc).__name__
+        with self._lock:
+            self._names, self._error = names, error
+            self._checked_at = datetime.now(UTC)
+            self._asked = time.monotonic()
+            self._asking = False
+
+
+def _workers() -> dict[str, Any]:
+    seen = current_app.extensions.setdefault("etl_ui_workers", WorkersSeen())
+    return seen.read(current_runtime().celery)
+
+
+def _queues() -> tuple[list[dict[str, Any]], str | None]:
+    runtime = current_runtime()
+    client = current_app.extensions.get("etl_ui_broker")
+    if client is None:
+        client = redis.Redis.from_url(runtime.settings.broker_url, socket_timeout=1, socket_connect_timeout=1)
+        current_app.extensions["etl_ui_broker"] = client
+    try:
+        family = queue_depths(client, runtime.settings.broker_key_prefix)
+    except redis.RedisError as exc:
+        return [], f"The broker did not answer: {exc}"
+    return [{"queue": s.labels["queue"], "messages": int(s.value)} for s in family.samples], None
+
+
+def overview_data() -> dict[str, Any]:
+    """Everything the page shows (the JSON of ``/ui/api/overview``)."""
+    runtime = current_runtime()
+    error = None
+    minutes: list[dict[str, Any]] = []
+    open_dead, unsettled, oldest = None, None, None
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in JOBS}
+    try:
+        with runtime.engine.connect() as conn, conn.begin():
+            conn.execute(sa.text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
+            minutes = per_minute(conn, datetime.now(UTC))
+            open_dead = conn.execute(_OPEN_DEAD_LETTERS).scalar_one()
+            unsettled, oldest = conn.execute(_BACKLOG).one()
+            runs = recent_runs(conn, list(JOBS), per_job=1)
+    except sa.exc.SQLAlchemyError as exc:
+        log.warning("overview: database not read: %s", exc)
+        error = "The database did not answer in time."
+    queues, queue_error = _queues()
+    oldest = None if oldest is None else float(oldest)
+    return {
+        "minutes": minutes,
+        "totals": {name: sum(m[name] for m in minutes) for name in SERIES},
+        "open_dead_letters": open_dead,
+        "unsettled": unsettled,
+        "oldest_unsettled_seconds": oldest,
+        "oldest_unsettled": age_text(oldest),
+        "queues": queues,
+        "queue_error": queue_error,
+        "workers": _workers(),
+        "jobs": [{"name": name, "last_run": (runs.get(name) or [None])[0]} for name in JOBS],
+        "error": error,
+    }
 
 
 @bp.get("/overview")
 def overview():
-    return render("ui/overview.html", title="Overview", active="ui.overview")
+    return render("ui/overview.html", title="Overview", active="ui.overview", data=overview_data())
+
+
+@bp.get("/api/overview")
+def overview_json():
+    return jsonify(overview_data())
