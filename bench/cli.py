@@ -16,13 +16,13 @@ from typing import Any
 
 import psutil
 
-from bench import app_phases, env, jobs, lookups, outage, phases, report, upload
+from bench import app_phases, env, jobs, lookups, outage, phases, report, ui, upload
 from bench.noise import ForeignCpu
 from bench.procs import ROOT, Processes, start_app
 from bench.progress import console, say
 from bench.rss import Sampler
 
-PHASES = ("raw", "naive", "batch", "single", "jobs", "upload", "lookups", "outage")
+PHASES = ("raw", "naive", "batch", "single", "jobs", "upload", "lookups", "outage", "ui")
 APP_PHASES = ("batch", "single", "soak", "upload", "outage")
 # (records for raw and batch, naive, single, raw repeats)
 DEFAULTS = {
@@ -33,6 +33,7 @@ DEFAULTS = {
     "jobs": 1_000_000,
     "upload": 1_000_000,
     "lookups": 20_000,
+    "ui": 1_000_000,
 }
 QUICK = {
     "records": 5_000,
@@ -42,6 +43,7 @@ QUICK = {
     "jobs": 20_000,
     "upload": 5_000,
     "lookups": 2_000,
+    "ui": 20_000,
 }
 
 
@@ -54,6 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs-sessions", type=int, help="sessions seeded for the jobs phase (default 1,000,000)")
     p.add_argument("--upload-rows", type=int, help="rows of the CSV file of the upload phase (default 1,000,000)")
     p.add_argument("--lookup-tutors", type=int, help="tutors whose locations the lookups phase asks (default 20,000)")
+    p.add_argument("--ui-records", type=int, help="records the ui phase seeds, a tenth dead (default 1,000,000)")
     p.add_argument("--only", help=f"comma-separated phases to run, of {','.join(PHASES)} (default: all)")
     p.add_argument("--soak", type=int, metavar="N", help="memory soak: N sessions through the batch path")
     p.add_argument("--raw-chunk", type=int, default=10_000, help="rows a transaction in the raw limit")
@@ -69,6 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.jobs_sessions = args.jobs_sessions or sizes["jobs"]
     args.upload_rows = args.upload_rows or sizes["upload"]
     args.lookup_tutors = args.lookup_tutors or sizes["lookups"]
+    args.ui_records = args.ui_records or sizes["ui"]
     if args.only:
         args.phases = [x.strip() for x in args.only.split(",") if x.strip()]
         unknown = set(args.phases) - set(PHASES)
@@ -210,6 +214,8 @@ def _run_phase(name: str, args: argparse.Namespace, ctx: phases.Context) -> dict
             result = lookups.run_lookups(ctx, args.lookup_tutors)
         elif name == "outage":
             result = outage.run_outage(ctx, args.records)
+        elif name == "ui":
+            result = ui.run_ui(ctx, args.ui_records, args.ui_records // 10)
         else:
             result = app_phases.run_soak(ctx, args.soak)
     except Exception as exc:  # noqa: BLE001 - reported in the results; the next phase still runs

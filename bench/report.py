@@ -120,6 +120,12 @@ def render(results: dict[str, Any]) -> None:
     if jobs and "jobs" in jobs:
         console.print(_jobs_table(jobs))
 
+    ui = phases.get("ui")
+    if ui and "pages" in ui:
+        console.print(_ui_table(ui))
+        for skipped in ui.get("skipped", []):
+            console.print(f"[dim]ui: not timed: {skipped['route']} ({skipped['reason']})[/dim]")
+
     soak = phases.get("soak")
     if soak and "rss_by_process" in soak:
         console.print(_soak_table(soak))
@@ -171,6 +177,28 @@ def _jobs_table(jobs: dict[str, Any]) -> Table:
         alone, through = jobs["jobs"].get(name, {}), runner.get(name, {})
         table.add_row(name, _n(alone.get("seconds"), 2), _n(alone.get("rows")), _n(alone.get("rerun_seconds"), 2),
                       _n(alone.get("rerun_rows")), _n(through.get("seconds"), 2), _n(through.get("rows")))  # fmt: skip
+    return table
+
+
+def _ui_table(ui: dict[str, Any]) -> Table:
+    """Each operator page: its answer and milliseconds over the seeded records, the slowest marked."""
+    seeded = ui["seeded"]
+    title = (f"operator pages over {_n(seeded['raw_records'])} records and {_n(seeded['dead_letters'])} dead letters "
+             f"(seeded in {_n(seeded['seed_seconds'], 0)} s); {ui['pages'][0]['requests'] if ui['pages'] else 0} "
+             "requests a page, one at a time")  # fmt: skip
+    table = Table(title=title)
+    for column in ("page", "status", "KiB", "first ms", "median ms", "max ms"):
+        table.add_column(column, justify="left" if column == "page" else "right")
+    slowest = (ui.get("slowest") or {}).get("path")
+    for page in ui["pages"]:
+        path = page["path"] + (" (event stream: first event)" if page.get("stream") else "")
+        status = ",".join(str(s) for s in page["status"])
+        if any(s >= 400 for s in page["status"]):
+            status = f"[red]{status}[/red]"
+        median = _n(page["median_ms"], 1)
+        if page["path"] == slowest:
+            path, median = f"[bold]{path}[/bold] (slowest)", f"[bold]{median}[/bold]"
+        table.add_row(path, status, _n(page["bytes"] / 1024, 1), _n(page["first_ms"], 1), median, _n(page["max_ms"], 1))
     return table
 
 
