@@ -256,10 +256,10 @@ FROM generate_series(1, :runs) AS k, LATERAL (SELECT :start + k * :every AS at) 
 """
 
 
-def sizes(records: int, dead_letters: int) -> dict[str, int]:
-    """Raw records of each type (their sum is ``records``)."""
+def sizes(records: int) -> dict[str, int]:
+    """Raw records of each type: their sum is ``records``, each at least one ingestion's."""
     counts = {t: max(PER_INGESTION, int(records * share)) for t, (share, _) in TYPES.items()}
-    counts["sessions"] += records - sum(counts.values())
+    counts["sessions"] = max(PER_INGESTION, counts["sessions"] + records - sum(counts.values()))
     return counts
 
 
@@ -289,7 +289,7 @@ def _columns(conn: sa.Connection, table: str) -> set[str]:
 def seed(engine: sa.Engine, records: int, dead_letters: int) -> dict[str, Any]:
     """Seed the tables (see the module docstring); returns what it wrote and the seconds each part took."""
     now = datetime.now(UTC).replace(microsecond=0)
-    counts = sizes(records, dead_letters)
+    counts = sizes(records)
     dead_permille = max(1, round(1000 * dead_letters / records))
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -474,9 +474,9 @@ def _samples(engine: sa.Engine) -> dict[str, Any]:
         has_group = "group_key" in _columns(conn, "dead_letters")
         ingestion = conn.execute(
             sa.text(
-                "SELECT i.id FROM ingestions i WHERE i.record_type = 'sessions' AND i.rejected > 0 "
-                "AND i.quality IS NOT NULL AND EXISTS (SELECT 1 FROM dead_letters d WHERE d.ingestion_id = i.id) "
-                "ORDER BY i.created_at DESC LIMIT 1"
+                "SELECT i.id FROM ingestions i ORDER BY i.record_type = 'sessions' DESC, i.quality IS NOT NULL DESC, "
+                "i.rejected > 0 DESC, EXISTS (SELECT 1 FROM dead_letters d WHERE d.ingestion_id = i.id) DESC, "
+                "i.created_at DESC LIMIT 1"
             )
         ).scalar()
         record = conn.execute(
