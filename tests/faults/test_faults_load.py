@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 CHUNK = 50
 LEASE = 3  # seconds; the queue below waits several leases
-DEPTH = 800  # messages the load keeps queued, at least (the sweeper used to wait above 200)
+DEPTH = 400  # messages the load keeps queued, at least (the sweeper used to wait above 200)
 LOAD_BATCH = 1_000
 VICTIMS = 200  # tutors: 4 chains, taken out of the queue
 
