@@ -23,7 +23,12 @@ else
 fi
 
 echo "installing chromium for the browser tests (apt-get)"
-"${as_root[@]}" apt-get update -q >/dev/null
-"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+if ! { "${as_root[@]}" apt-get update -q \
+  && "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } >"$log" 2>&1; then
+  cat "$log" >&2
+  echo "could not install chromium with apt-get (output above): $how" >&2
+  exit 1
+fi
 [ -x "$chromium" ] || { echo "chromium was installed but $chromium is not there: set ETL_TEST_CHROMIUM" >&2; exit 1; }
-echo "chromium installed: $("$chromium" --version 2>/dev/null || echo "$chromium")"

@@ -26,9 +26,10 @@ def machine(tmp_path):
     bin_dir, calls, browser = tmp_path / "bin", tmp_path / "calls", tmp_path / "chromium"
     bin_dir.mkdir()
     installs = f"touch {browser}; chmod +x {browser}"
-    _tool(bin_dir, "apt-get", f'echo "apt-get $*" >> {calls}\ncase "$*" in *install*) {installs};; esac')
 
-    def run(uid: int = 0, sudo: bool | None = None) -> subprocess.CompletedProcess:
+    def run(uid: int = 0, sudo: bool | None = None, apt_fails: bool = False) -> subprocess.CompletedProcess:
+        fails = "echo 'E: Unable to locate package chromium' >&2; exit 100" if apt_fails else installs
+        _tool(bin_dir, "apt-get", f'echo "apt-get $*" >> {calls}\ncase "$*" in *install*) {fails};; esac')
         _tool(bin_dir, "id", f"echo {uid}")
         if sudo is not None:
             runs = '[ "$1" = -n ] && shift\nexec "$@"' if sudo else "exit 1"  # a sudo that would ask a password
@@ -78,3 +79,10 @@ def test_missing_without_root_fails_with_the_instruction(machine, sudo):
     assert done.returncode != 0
     assert f"{browser} is missing" in done.stderr and "apt-get install -y chromium" in done.stderr
     assert not any(c.startswith(("apt-get", "sudo -n apt-get", "sudo -n env")) for c in _calls(calls))
+
+
+def test_a_failed_install_shows_apt_gets_output(machine):
+    run, _, browser = machine
+    done = run(uid=0, apt_fails=True)
+    assert done.returncode != 0 and not browser.exists()
+    assert "E: Unable to locate package chromium" in done.stderr and "could not install chromium" in done.stderr
