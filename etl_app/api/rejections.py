@@ -53,7 +53,7 @@ _INGESTION = sa.text(
     "FROM ingestions i WHERE i.id = :id"
 )
 _COLUMNS = "position, natural_key, raw, errors, created_at"
-_PAGE = sa.text(
+PAGE = sa.text(
     f"SELECT {_COLUMNS} FROM rejections WHERE ingestion_id = :id AND position >= :from ORDER BY position, id LIMIT :n"
 )
 _ALL = sa.text(
@@ -61,7 +61,7 @@ _ALL = sa.text(
 )
 
 
-def _ingestion_or_404(ingestion_id: str) -> tuple[uuid.UUID, sa.Row]:
+def ingestion_or_404(ingestion_id: str) -> tuple[uuid.UUID, sa.Row]:
     try:
         ident = uuid.UUID(ingestion_id)
     except ValueError:
@@ -85,17 +85,17 @@ def list_rejections(ingestion_id: str):
         cursor = parse_int(params, "cursor", None, 1, MAX_CURSOR)
     except InvalidParameter as exc:
         raise bad_parameter(exc.name, "must be an integer in range") from None
-    ident, ingestion = _ingestion_or_404(ingestion_id)
+    ident, ingestion = ingestion_or_404(ingestion_id)
     if fmt == "csv":
-        return _csv_response(ident, ingestion.record_type, cursor or 0, limit)
+        return csv_response(ident, ingestion.record_type, cursor or 0, limit)
     with current_runtime().engine.connect() as conn:
-        rows = conn.execute(_PAGE, {"id": ident, "from": cursor or 0, "n": limit + 1}).all()
-    items = [_item(row, upload=ingestion.upload) for row in rows[:limit]]
+        rows = conn.execute(PAGE, {"id": ident, "from": cursor or 0, "n": limit + 1}).all()
+    items = [rejection_item(row, upload=ingestion.upload) for row in rows[:limit]]
     following = rows[limit - 1].position + 1 if len(rows) > limit else None
     return jsonify({"rejections": items, "next": following, "limit": limit})
 
 
-def _item(row: sa.Row, *, upload: bool) -> dict[str, Any]:
+def rejection_item(row: sa.Row, *, upload: bool) -> dict[str, Any]:
     return {
         "index": None if upload else row.position,
         "row": row.position if upload else None,
@@ -171,7 +171,7 @@ def _csv_lines(ident: uuid.UUID, fields: list[str], start: int, limit: int | Non
     yield buffer.getvalue()
 
 
-def _csv_response(ident: uuid.UUID, type_name: str, start: int, limit: int | None) -> Response:
+def csv_response(ident: uuid.UUID, type_name: str, start: int, limit: int | None) -> Response:
     record_type = current_runtime().registry.get(type_name)
     if record_type is None:
         raise ApiError(404, "unknown_record_type", f"record type {type_name!r} is not registered any more")

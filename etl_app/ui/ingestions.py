@@ -18,8 +18,8 @@ from flask import abort, jsonify, request, url_for
 
 from etl_app.api.common import current_runtime
 from etl_app.api.errors import ApiError
-from etl_app.api.rejections import _PAGE as REJECTIONS_PAGE
-from etl_app.api.rejections import _csv_response, _ingestion_or_404, _item, errors_text
+from etl_app.api.rejections import PAGE as REJECTIONS_PAGE
+from etl_app.api.rejections import csv_response, errors_text, ingestion_or_404, rejection_item
 from etl_app.deadletters.filters import ALL, Filters
 from etl_app.deadletters.queries import list_dead_letters
 from etl_app.ingest.listing import DEFAULT_LIMIT, MAX_LIMIT, STATUSES, BadCursor, list_ingestions, segments
@@ -188,7 +188,11 @@ def ingestion(ingestion_id: str):
         upload = report["upload"] is not None
         found = conn.execute(REJECTIONS_PAGE, {"id": ident, "from": start, "n": REJECTIONS_PER_PAGE + 1}).all()
         rejections = [
-            {**_item(row, upload=upload), "errors_text": errors_text(row.errors), "raw_text": _raw_text(row.raw)}
+            {
+                **rejection_item(row, upload=upload),
+                "errors_text": errors_text(row.errors),
+                "raw_text": _raw_text(row.raw),
+            }
             for row in found[:REJECTIONS_PER_PAGE]
         ]
         dead = list_dead_letters(conn, Filters(ingestion_id=ident, status=ALL), limit=DEAD_LETTERS_SHOWN)
@@ -241,7 +245,7 @@ def ingestion_json(ingestion_id: str):
 def ingestion_rejections_csv(ingestion_id: str):
     """Every rejection of the ingestion as the CSV of ``GET /api/v1/ingestions/{id}/rejections?format=csv``."""
     try:
-        ident, found = _ingestion_or_404(ingestion_id)
-        return _csv_response(ident, found.record_type, 0, None)
+        ident, found = ingestion_or_404(ingestion_id)
+        return csv_response(ident, found.record_type, 0, None)
     except ApiError:
         abort(404)
