@@ -146,6 +146,13 @@ def lineage(conn: sa.Connection, record_type: RecordType, row: sa.RowMapping, *,
     }
 
 
+def key_history(conn: sa.Connection, type_name: str, key: str, *, limit: int | None = None) -> dict:
+    """The history of a key that no row of its table holds (dead-lettered, rejected or still in
+    the pipeline): ``{history, history_truncated}``, as :func:`lineage` has them."""
+    history, truncated = _history(conn, type_name, key, None, HISTORY_LIMIT if limit is None else limit)
+    return {"history": history, "history_truncated": truncated}
+
+
 def _history(
     conn: sa.Connection, type_name: str, key: str, stored_raw_id: int | None, limit: int
 ) -> tuple[list[dict[str, Any]], bool]:

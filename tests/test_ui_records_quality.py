@@ -255,3 +255,17 @@ def test_a_bad_range_is_a_400_page_that_says_why(ui, query, message):
 def test_an_unknown_type_on_the_quality_page_is_404(ui):
     r = ui.get("/ui/quality?type=nope")
     assert r.status_code == 404 and "There is no record type &#39;nope&#39;" in r.get_data(as_text=True)
+
+
+def test_a_key_that_never_landed_shows_its_history_without_a_row(ui, engine, unique):
+    """A dead-lettered key has no row in its table: the page says so and shows its timeline."""
+    from dlq_helpers import dead
+
+    key = f"{unique}-dead"
+    _, [dead_letter_id] = dead(engine, "tutors", [tutor(key)])
+    r = ui.get(f"/ui/records/tutors/{key}")
+    assert r.status_code == 200
+    page = r.get_data(as_text=True)
+    assert 'id="not-stored"' in page and 'id="lineage"' not in page
+    assert f"dead letter {dead_letter_id}" in page
+    assert re.findall(r'data-status="(\w+)"', page) == ["dead"]

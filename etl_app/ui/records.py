@@ -22,7 +22,7 @@ from flask import redirect, request, url_for
 
 from etl_app.api.common import current_runtime
 from etl_app.api.read import derived_fields, input_fields
-from etl_app.lineage import lineage
+from etl_app.lineage import key_history, lineage
 from etl_app.ui.blueprint import bp, render
 
 
@@ -146,12 +146,13 @@ def record(type_name: str, key: str):
     # The row and its history in one read-only snapshot, as GET /api/v1/records/... reads them.
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
         row = conn.execute(sa.select(table).where(table.c[record_type.key] == key)).mappings().first()
-        found = lineage(conn, record_type, row) if row is not None else None
-    if row is None:
+        found = lineage(conn, record_type, row) if row is not None else key_history(conn, record_type.name, key)
+    if row is None and not found["history"]:
         missing = f"No {record_type.name} record with {record_type.key} {key!r} is stored (yet)."
         return _form(type_name, key, missing), 404
-    fields = {name: row[name] for name in input_fields(record_type) if name in row}
-    derived = {name: row[name] for name in derived_fields(record_type)}
+    # a key that never landed (dead-lettered, rejected, in flight): its history without a row
+    fields = {name: row[name] for name in input_fields(record_type) if name in row} if row is not None else {}
+    derived = {name: row[name] for name in derived_fields(record_type)} if row is not None else {}
     return render(
         "ui/record.html",
         title=f"{record_type.name} · {key}",
@@ -163,5 +164,6 @@ def record(type_name: str, key: str):
         lineage=found,
         timeline=[timeline_entry(entry) for entry in found["history"]],
         stored_json=as_json({"fields": fields, "derived": derived}),
+        stored=row is not None,
         shown=shown,
     )
