@@ -124,6 +124,8 @@ class DeadLetter(Base):
             "last_failed_at",
             postgresql_include=["record_type", "error_type", "first_failed_at", "id"],
         ),
+        # One group's dead letters newest first (the Dead letters page's group).
+        sa.Index("ix_dead_letters_group_key_status_id", "group_key", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
@@ -151,6 +153,22 @@ class DeadLetter(Base):
     # type, error type and cause hashed.
     cause: Mapped[str] = mapped_column(sa.Text)
     group_key: Mapped[str] = mapped_column(sa.Text, sa.Computed(GROUP_KEY_SQL, persisted=True))
+
+
+class DeadLetterEdit(Base):
+    """A payload corrected before a replay (etl_app.deadletters.edits): the dead letter's payload as
+    it was (``original``), as replayed (``edited``), and the key id that did it."""
+
+    __tablename__ = "dead_letter_edits"
+    __table_args__ = (sa.Index("ix_dead_letter_edits_dead_letter_id_id", "dead_letter_id", "id"),)
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    dead_letter_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("dead_letters.id", ondelete="CASCADE"))
+    raw_record_id: Mapped[int] = mapped_column(sa.BigInteger)
+    key_id: Mapped[str] = mapped_column(sa.Text)
+    at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
+    original: Mapped[Any] = mapped_column(JSONB)
+    edited: Mapped[Any] = mapped_column(JSONB)
 
 
 # -- SQL text with the status names bound ----------------------------------------------------

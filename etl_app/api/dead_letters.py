@@ -4,11 +4,13 @@
   ``since`` (ISO 8601, on ``last_failed_at``), ``status`` (open (default), replayed, superseded,
   discarded, all); ``limit`` (1..500, default 50) and ``cursor``. Newest first; ``next`` is the
   cursor of the following page, null on the last one.
-- ``GET /api/v1/dead-letters/<id>``: one, with payload and traceback. A replayed record that
+- ``GET /api/v1/dead-letters/<id>``: one, with payload, traceback and ``edits`` (``[{at, key_id,
+  original, edited}]``: its corrected replays, oldest first). A replayed record that
   settled without landing (a later record of its key is stored) makes it ``superseded``, with
   ``superseded_by: {raw_record_id, ingestion_id}`` naming that record (null otherwise).
 - ``POST /api/v1/dead-letters/<id>/replay``: body empty, or ``{"payload": {...}}`` to replay a
-  corrected record (validated again: 422 with field errors when invalid). 409 unless open.
+  corrected record (validated again: 422 with field errors when invalid). 409 unless open. A
+  corrected replay keeps the payload as it was, the edit and the key id (etl_app.deadletters.edits).
 - ``POST /api/v1/dead-letters/replay``: the same filters, as a JSON object body or as query
   parameters; replays at most 10,000 open dead letters a call (``limit`` lowers that) and says
   how many matching ones are still open (``remaining``): call again until it is 0. It needs a
@@ -26,7 +28,7 @@ from flask import Blueprint, jsonify, request
 from etl_app.api.audit import audited
 from etl_app.api.common import current_runtime, json_object_or_none
 from etl_app.api.errors import ApiError, error_response
-from etl_app.deadletters import actions, queries
+from etl_app.deadletters import actions, edits, queries
 from etl_app.deadletters.errors import DlqError, FilterRequired, InvalidParameter, InvalidPayload, NotFound, NotOpen
 from etl_app.deadletters.filters import (
     BULK_FLAGS,
@@ -104,9 +106,14 @@ def replay_one(dead_letter_id: int):
             400, "invalid_body", f'unknown field(s) {", ".join(unknown)}; the body is {{"payload": {{...}}}}'
         )
     runtime = current_runtime()
-    action = "edit" if "payload" in body else "replay"  # an edit: replayed with a corrected payload
-    with audited(action, {"dead_letter_id": dead_letter_id}) as (conn, _):
-        replayed = actions.replay(conn, runtime.registry, dead_letter_id, body.get("payload", actions.UNSET))
+    if "payload" in body:  # an edit: replayed with a corrected payload, kept with the original
+        with audited("edit", {"dead_letter_id": dead_letter_id}) as (conn, entry):
+            replayed = edits.edit_and_replay(
+                conn, runtime.registry, dead_letter_id, body["payload"], key_id=entry.key_id
+            )
+    else:
+        with audited("replay", {"dead_letter_id": dead_letter_id}) as (conn, _):
+            replayed = actions.replay(conn, runtime.registry, dead_letter_id)
     send_replayed(replayed)
     return jsonify({"replayed": 1, "dead_letter_id": dead_letter_id, "raw_record_id": replayed.raw_ids[0]}), 202
 

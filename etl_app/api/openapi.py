@@ -304,6 +304,20 @@ def _dead_letter_paths(spec: APISpec, registry: Registry) -> None:
                 "payload": {"description": "the payload that failed"},
                 "traceback": {**text, "nullable": True},
                 "traceback_truncated": {"type": "boolean"},
+                "edits": {
+                    "type": "array",
+                    "description": "its replays with a corrected payload, oldest first: the payload as it was, "
+                    "as corrected, and the key id that did it",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "at": moment,
+                            "key_id": text,
+                            "original": {"description": "the dead letter's payload before the edit"},
+                            "edited": {"description": "the payload replayed"},
+                        },
+                    },
+                },
             },
         },
     )

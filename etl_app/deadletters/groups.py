@@ -140,6 +140,29 @@ def list_groups(
     return GroupPage(items, f"{shown[-1]['count']}.{shown[-1]['group_key']}" if more else None, limit)
 
 
+def summaries(
+    conn: sa.Connection, filters: Filters, keys: list[str], *, now: datetime | None = None
+) -> dict[str, dict[str, Any]]:
+    """The numbers of these groups now, of the dead letters matching ``filters``: ``{id: {count,
+    first_seen, last_seen, arrivals}}`` as :func:`list_groups` gives them (a group with none
+    matching is left out). For pages that refresh the groups they show; index-backed as the list."""
+    keys = [key for key in keys if isinstance(key, str) and GROUP_KEY.fullmatch(key)]
+    if not keys:
+        return {}
+    rows = conn.execute(_by_group(filters).where(DEAD_LETTERS.c.group_key.in_(keys))).mappings().all()
+    start, arrivals = _arrivals(conn, filters, [r["group_key"] for r in rows], now or utcnow())
+    return {
+        r["group_key"]: {
+            "id": r["group_key"],
+            "count": r["count"],
+            "first_seen": r["first_seen"],
+            "last_seen": r["last_seen"],
+            "arrivals": {"unit": "hour", "from": start, "counts": arrivals[r["group_key"]]},
+        }
+        for r in rows
+    }
+
+
 def get_group(conn: sa.Connection, key: str) -> dict[str, Any]:
     """The three parts of group ``key`` (``{id, record_type, error_type, cause}``), from any of
     its dead letters whatever their status; :class:`GroupNotFound` when none has that key."""

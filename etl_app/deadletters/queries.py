@@ -10,10 +10,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from etl_app.deadletters.filters import Filters
-from etl_app.models import SUPERSEDED, DeadLetter, RawRecord
+from etl_app.models import SUPERSEDED, DeadLetter, DeadLetterEdit, RawRecord
 
 DEAD_LETTERS = DeadLetter.__table__
 RAW_RECORDS = RawRecord.__table__
+EDITS = DeadLetterEdit.__table__
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -77,7 +78,8 @@ def get_dead_letter(
     conn: sa.Connection, dead_letter_id: int, traceback_lines: int | None = TRACEBACK_LINES
 ) -> dict[str, Any] | None:
     """One dead letter with its payload and the last ``traceback_lines`` lines of its traceback
-    (all of them for None); ``record_status`` is the raw record's current status."""
+    (all of them for None); ``record_status`` is the raw record's current status; ``edits`` its
+    corrected replays, oldest first (:func:`list_edits`)."""
     if not 0 < dead_letter_id <= MAX_ID:
         return None
     query = (
@@ -93,4 +95,18 @@ def get_dead_letter(
     out["traceback_truncated"] = traceback_lines is not None and len(lines) > traceback_lines
     if out["traceback_truncated"]:
         out["traceback"] = "\n".join(lines[-traceback_lines:])
+    out["edits"] = list_edits(conn, dead_letter_id)
     return out
+
+
+def list_edits(conn: sa.Connection, dead_letter_id: int) -> list[dict[str, Any]]:
+    """The corrected replays of a dead letter (etl_app.deadletters.edits), oldest first: ``{at,
+    key_id, original, edited}``."""
+    if not 0 < dead_letter_id <= MAX_ID:
+        return []
+    rows = conn.execute(
+        sa.select(EDITS.c.at, EDITS.c.key_id, EDITS.c.original, EDITS.c.edited)
+        .where(EDITS.c.dead_letter_id == dead_letter_id)
+        .order_by(EDITS.c.id)
+    )
+    return [dict(row) for row in rows.mappings()]

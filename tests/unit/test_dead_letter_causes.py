@@ -11,7 +11,7 @@ from etl_app.deadletters.causes import MAX_CAUSE_CHARS, normalise
     ("message", "cause"),
     [
         ("grade_level: Must be between 1 and 12.", "grade_level: Must be between <n> and <n>."),
-        ("parent tutors:T-17 not found after waiting 3600s", "parent tutors:T-<n> not found after waiting <n>s"),
+        ("parent tutors:T-17 not found after waiting 3600s", "parent tutors:<key> not found after waiting <n>s"),
         ("score 4.75 over 1e3 limit", "score <n> over <n> limit"),
         ("row 5d9f3c2e-1b2a-4c3d-9e8f-0a1b2c3d4e5f failed", "row <id> failed"),
         ("row 5D9F3C2E1B2A4C3D9E8F0A1B2C3D4E5F failed", "row <id> failed"),
@@ -53,3 +53,45 @@ def test_nothing_or_a_long_message():
     assert normalise(None) == "" and normalise("") == ""
     long = normalise("word " * 1000)
     assert len(long) == MAX_CAUSE_CHARS and long.startswith("word word")
+
+
+# -- keys of "<record type>:<key>" references --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "cause"),
+    [
+        ("parent tutors:alice not found after waiting 8s", "parent tutors:<key> not found after waiting <n>s"),
+        ("parent students:bob-smith.jr not found.", "parent students:<key> not found."),
+        ("parent tutors:a:b:c missing", "parent tutors:<key> missing"),
+        ("see students:S-1, students:zed and sessions:x9.", "see students:<key>, students:<key> and sessions:<key>."),
+        ("parent widgets:gadget not found", "parent widgets:<key> not found"),  # any word after "parent "
+        ("parent tutors:'a b' missing", "parent tutors:'<v>' missing"),
+    ],
+)
+def test_the_key_of_a_record_reference_becomes_a_placeholder(message, cause):
+    assert normalise(message) == cause
+
+
+def test_missing_parents_of_keys_without_digits_share_one_cause():
+    causes = {normalise(f"parent tutors:{name} not found after waiting 8s") for name in ("alice", "bob", "carol")}
+    assert causes == {"parent tutors:<key> not found after waiting <n>s"}
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "grade_level: Must be between <n> and <n>.",  # a field name and a colon, then a space
+        "db.tutors:x and node-tutors:y are not references",  # part of a longer name
+        "widgets:gadget is not a record type",  # not a registered type, not after "parent "
+        "feedback:",  # nothing after the colon
+    ],
+)
+def test_other_colons_are_left_alone(message):
+    assert normalise(message) == message
+
+
+def test_the_record_types_may_be_given():
+    assert normalise("lessons:abc failed", ("lessons",)) == "lessons:<key> failed"
+    assert normalise("tutors:abc failed", ("lessons",)) == "tutors:abc failed"
+    assert normalise("tutors:abc failed", ()) == "tutors:abc failed"
