@@ -63,10 +63,6 @@ def seeded(engine, unique: str, word: str):
     return accepted, {"a": a, "b": b}
 
 
-def group_of(engine, dead_letter_id: int) -> str:
-    return dead_letter_row(engine, dead_letter_id).group_key
-
-
 def audit_rows(engine, action: str, key: str) -> list[dict]:
     with engine.connect() as conn:
         rows = conn.execute(
@@ -102,7 +98,7 @@ def test_the_groups_are_listed_with_their_counts_samples_and_arrivals(reader, en
     r = reader.get(f"/ui/dead-letters?ingestion_id={accepted.ingestion_id}")
     assert r.status_code == 200, text_of(r)
     page = text_of(r)
-    a, b = group_of(engine, ids["a"][0]), group_of(engine, ids["b"][0])
+    a, b = dead_letter_row(engine, ids["a"][0]).group_key, dead_letter_row(engine, ids["b"][0]).group_key
     assert page.index(f'data-group="{a}"') < page.index(f'data-group="{b}"')  # most dead letters first
     first = section_of(page, a)
     # keys without digits: one group for the three missing parents
@@ -120,7 +116,7 @@ def test_the_list_filters_by_record_type_error_type_and_status_and_pages_by_keys
     reader, engine, unique, word, monkeypatch
 ):
     accepted, ids = seeded(engine, unique, word)
-    a, b = group_of(engine, ids["a"][0]), group_of(engine, ids["b"][0])
+    a, b = dead_letter_row(engine, ids["a"][0]).group_key, dead_letter_row(engine, ids["b"][0]).group_key
     base = f"/ui/dead-letters?ingestion_id={accepted.ingestion_id}"
     page = text_of(reader.get(f"{base}&error_type=missing_parent&record_type=students"))
     assert f'data-group="{a}"' in page and f'data-group="{b}"' not in page
@@ -139,7 +135,7 @@ def test_the_list_filters_by_record_type_error_type_and_status_and_pages_by_keys
 
 def test_the_json_the_list_polls_has_each_groups_numbers_now(reader, engine, unique, word):
     accepted, ids = seeded(engine, unique, word)
-    a, b = group_of(engine, ids["a"][0]), group_of(engine, ids["b"][0])
+    a, b = dead_letter_row(engine, ids["a"][0]).group_key, dead_letter_row(engine, ids["b"][0]).group_key
     r = reader.get(f"/ui/api/dead-letters?group={a}&group={b}&group=nothex&ingestion_id={accepted.ingestion_id}")
     assert r.status_code == 200
     got = {g["id"]: g for g in r.get_json()["groups"]}
@@ -155,7 +151,7 @@ def test_the_json_the_list_polls_has_each_groups_numbers_now(reader, engine, uni
 
 def test_the_group_page_lists_its_dead_letters_by_keyset(reader, engine, unique, word, monkeypatch):
     _, ids = seeded(engine, unique, word)
-    a = group_of(engine, ids["a"][0])
+    a = dead_letter_row(engine, ids["a"][0]).group_key
     page = text_of(reader.get(f"/ui/dead-letters/groups/{a}"))
     assert '<div class="value" id="open-count">3</div>' in page
     assert [int(i) for i in re.findall(r'<tr data-id="(\d+)">', page)] == sorted(ids["a"], reverse=True)
@@ -173,7 +169,7 @@ def test_replaying_a_group_shows_the_count_first_then_replays_exactly_those_and_
     operator, engine, unique, word, api_redis_url, broker_prefix
 ):
     accepted, ids = seeded(engine, unique, word)
-    a = group_of(engine, ids["a"][0])
+    a = dead_letter_row(engine, ids["a"][0]).group_key
     page = text_of(operator.get(f"/ui/dead-letters/groups/{a}"))
     assert "Replay group…" in page and "Discard group" in page
     r = operator.get(f"/ui/dead-letters/groups/{a}/replay")  # the dry run: nothing changes
@@ -195,7 +191,7 @@ def test_replaying_a_group_shows_the_count_first_then_replays_exactly_those_and_
 
 def test_discarding_a_group_needs_a_reason(operator, engine, unique, word):
     _, ids = seeded(engine, unique, word)
-    b = group_of(engine, ids["b"][0])
+    b = dead_letter_row(engine, ids["b"][0]).group_key
     path = f"/ui/dead-letters/groups/{b}/discard"
     r = post_form(operator, path, f"/ui/dead-letters/groups/{b}", reason="   ")
     assert r.status_code == 400 and "reason: is required" in text_of(r)
@@ -214,7 +210,7 @@ def test_discarding_a_group_needs_a_reason(operator, engine, unique, word):
 
 def test_a_reader_sees_no_action_and_its_posts_are_refused_and_audited(reader, engine, unique, word):
     _, ids = seeded(engine, unique, word)
-    a, dl = group_of(engine, ids["a"][0]), ids["a"][0]
+    a, dl = dead_letter_row(engine, ids["a"][0]).group_key, ids["a"][0]
     group_page = text_of(reader.get(f"/ui/dead-letters/groups/{a}"))
     one = text_of(reader.get(f"/ui/dead-letters/{dl}"))
     for page in (group_page, one):
@@ -238,7 +234,7 @@ def test_a_reader_sees_no_action_and_its_posts_are_refused_and_audited(reader, e
 
 def test_a_post_without_its_csrf_token_is_refused(operator, engine, unique, word):
     _, ids = seeded(engine, unique, word)
-    a = group_of(engine, ids["a"][0])
+    a = dead_letter_row(engine, ids["a"][0]).group_key
     assert operator.post(f"/ui/dead-letters/groups/{a}/replay").status_code == 400
     assert [dead_letter_row(engine, i).status for i in ids["a"]] == ["open"] * 3
 
@@ -249,7 +245,7 @@ def test_a_post_without_its_csrf_token_is_refused(operator, engine, unique, word
 def test_a_payload_holding_a_script_renders_escaped_everywhere(operator, engine, unique, word):
     accepted = store(engine, "students", [student(f"{unique}-x", name=SCRIPT)])
     [dl] = bury(engine, accepted.ids, error=f"{word} refused {SCRIPT}", traceback=f"Traceback\n  {SCRIPT}")
-    group = group_of(engine, dl)
+    group = dead_letter_row(engine, dl).group_key
     pages = [
         text_of(operator.get(f"/ui/dead-letters?ingestion_id={accepted.ingestion_id}")),
         text_of(operator.get(f"/ui/dead-letters/groups/{group}")),

@@ -247,14 +247,22 @@ def dead_letter_group_replay(group: str):
     return redirect(url_for("ui.dead_letter_group", group=group))
 
 
+def _reason() -> tuple[str, str | None]:
+    """A discard form's reason (:func:`groups.check_reason`, as the API's), and what is wrong
+    with it if anything."""
+    given = request.form.get("reason", "")
+    try:
+        return groups.check_reason(given), None
+    except InvalidParameter as exc:
+        return given, str(exc)
+
+
 @bp.post("/dead-letters/groups/<group>/discard")
 @requires_operate("bulk_discard", lambda group: {"group": group})
 def dead_letter_group_discard(group: str):
-    reason = request.form.get("reason", "")
-    try:
-        reason = groups.check_reason(reason)
-    except InvalidParameter as exc:
-        return _group_page(group, discard_error=str(exc), reason=reason), 400
+    reason, refused = _reason()
+    if refused:
+        return _group_page(group, discard_error=refused, reason=reason), 400
     try:
         with audited("bulk_discard", {"group": group, "reason": reason}) as (conn, entry):
             done = groups.discard_group(conn, group, reason)
@@ -331,10 +339,9 @@ def dead_letter_replay(dead_letter_id: int):
 @bp.post("/dead-letters/<int:dead_letter_id>/discard")
 @requires_operate("discard", lambda dead_letter_id: {"dead_letter_id": dead_letter_id})
 def dead_letter_discard(dead_letter_id: int):
-    try:
-        reason = groups.check_reason(request.form.get("reason", ""))
-    except InvalidParameter as exc:
-        return _dead_letter_page(dead_letter_id, status=400, discard_error=str(exc))
+    reason, refused = _reason()
+    if refused:
+        return _dead_letter_page(dead_letter_id, status=400, discard_error=refused)
     try:
         with audited("discard", {"dead_letter_id": dead_letter_id, "reason": reason}) as (conn, _):
             actions.discard(conn, dead_letter_id)
