@@ -154,6 +154,7 @@ def test_the_group_page_lists_its_dead_letters_by_keyset(reader, engine, unique,
     a = dead_letter_row(engine, ids["a"][0]).group_key
     page = text_of(reader.get(f"/ui/dead-letters/groups/{a}"))
     assert '<div class="value" id="open-count">3</div>' in page
+    assert f'data-url="/ui/api/dead-letters?group={a}"' in page  # its open count is polled
     assert [int(i) for i in re.findall(r'<tr data-id="(\d+)">', page)] == sorted(ids["a"], reverse=True)
     monkeypatch.setattr("etl_app.ui.dead_letters.DEAD_LETTERS_PER_PAGE", 2)
     page = text_of(reader.get(f"/ui/dead-letters/groups/{a}"))

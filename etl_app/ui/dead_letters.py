@@ -6,7 +6,8 @@
   24 hours (a Plotly bar chart and the same numbers in a table). The page polls
   ``/ui/api/dead-letters`` for the numbers of the groups it shows.
 - ``GET /ui/dead-letters/groups/<group>``: a group's facts and its dead letters (keyset pages,
-  :func:`etl_app.deadletters.queries.list_dead_letters` filtered to the group). Operators:
+  :func:`etl_app.deadletters.queries.list_dead_letters` filtered to the group; its open count
+  polled from ``/ui/api/dead-letters``). Operators:
   "Replay group…" shows how many dead letters the replay will touch (a dry run) and asks to
   confirm (``GET``/``POST .../replay``); "Discard group" takes a reason. The same functions as
   ``POST /api/v1/dead-letters/groups/{group}/replay`` and ``.../discard``, audited as
@@ -198,6 +199,7 @@ def _group_page(group_key: str, *, status: str = OPEN, cursor: int | None = None
         if page.next
         else None,
         first=url_for("ui.dead_letter_group", group=group_key, **status_arg) if cursor else None,
+        poll_seconds=POLL_SECONDS,
         **extra,
     )
 
