@@ -114,16 +114,6 @@ def _group_view(group: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _polled(group: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": group["id"],
-        "count": group["count"],
-        "first_seen": group["first_seen"],
-        "last_seen": group["last_seen"],
-        "arrivals": group["arrivals"],
-    }
-
-
 @bp.get("/dead-letters")
 def dead_letters():
     filters, given = _filters_from(request.args)
@@ -160,7 +150,7 @@ def dead_letters_json():
     keys = request.args.getlist("group")[:MAX_POLLED]
     with current_runtime().engine.connect() as conn:
         found = groups.summaries(conn, filters, keys)
-    return jsonify({"groups": [_polled(found[key]) for key in keys if key in found]})
+    return jsonify({"groups": [found[key] for key in keys if key in found]})
 
 
 # -- one group ------------------------------------------------------------------------------------
