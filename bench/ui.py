@@ -26,7 +26,8 @@ page ``REQUESTS`` times, one request at a time: every GET route of the app's URL
 JSON (``/ui/api/...``) and the pages with parameters, filled from the seeded data (an ingestion,
 a stored record, a dead letter, its group, a record type, a job). After a list page come its
 older page (the keyset link in its HTML) and the list filtered to one record type (when a
-``<select>`` of the page offers it); the ingestions' polling JSON gets the 25 newest ids. A route
+``<select>`` of the page offers it); the polling JSON of the ingestions and of the dead-letter
+groups gets the ids of a first page (the 25 newest ingestions, the 25 largest groups). A route
 whose parameters cannot be filled is listed as skipped, as is a navigation page that does not
 exist; an event stream is timed to its first event. ``python -m bench --only ui --ui-records N``
 seeds N records (N/10 dead letters) instead; ``--quick``, 20,000.
@@ -483,12 +484,13 @@ def _samples(engine: sa.Engine) -> dict[str, Any]:
             sa.text("SELECT natural_key FROM raw_records WHERE record_type = 'sessions' AND status = 'persisted' "
                     "AND natural_key LIKE 'ux-%' ORDER BY id DESC LIMIT 1")
         ).scalar()  # fmt: skip
-        group = None
+        largest: list[str] = []
         if has_group:
-            group = conn.execute(
+            largest = list(conn.execute(
                 sa.text("SELECT group_key FROM dead_letters WHERE status = 'open' GROUP BY group_key "
-                        "ORDER BY count(*) DESC LIMIT 1")
-            ).scalar()  # fmt: skip
+                        "ORDER BY count(*) DESC LIMIT 25")
+            ).scalars())  # fmt: skip
+        group = largest[0] if largest else None
         dead = conn.execute(
             sa.text(
                 "SELECT max(id) FROM dead_letters WHERE status = 'open'" + (" AND group_key = :g" if group else "")
@@ -498,7 +500,8 @@ def _samples(engine: sa.Engine) -> dict[str, Any]:
         newest = conn.execute(sa.text("SELECT id FROM ingestions ORDER BY created_at DESC, id DESC LIMIT 25")).scalars()
         newest_ingestions = [str(i) for i in newest]
     return {"ingestion": ingestion, "record_type": "sessions", "record": record, "dead_letter": dead,
-            "group": group, "job": "daily-quality", "newest_ingestions": newest_ingestions}  # fmt: skip
+            "group": group, "job": "daily-quality", "newest_ingestions": newest_ingestions,
+            "largest_groups": largest}  # fmt: skip
 
 
 def _value(path: str, argument: str, samples: dict[str, Any]) -> Any:
@@ -587,8 +590,12 @@ def variants(path: str, body: bytes, samples: dict[str, Any]) -> list[str]:
     return found
 
 
-# Query strings a JSON endpoint needs to answer more than nothing, by endpoint.
-QUERIES = {"ui.ingestions_json": lambda s: urlencode([("id", i) for i in s["newest_ingestions"]])}
+# Query strings a JSON endpoint needs to answer more than nothing, by endpoint
+# (the ids a list page polls: its first page's).
+QUERIES = {
+    "ui.ingestions_json": lambda s: urlencode([("id", i) for i in s["newest_ingestions"]]),
+    "ui.dead_letters_json": lambda s: urlencode([("group", g) for g in s["largest_groups"]]),
+}
 
 
 def time_pages(
