@@ -6,6 +6,7 @@ import uuid
 
 import orjson
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from etl_app.cli import main
@@ -79,6 +80,11 @@ def test_replay_with_a_payload_file(cli, engine, unique, tmp_path):
     r = cli("dlq", "replay", str(dl_id), "--payload-file", "-", input=orjson.dumps(student(unique, grade_level=3)))
     assert r.exit_code == 0, r.output
     assert raw_row(engine, accepted.ids[0]).payload["grade_level"] == 3
+    with engine.connect() as conn:  # the edit is kept, as the API's and the page's are
+        kept = conn.execute(
+            sa.text("SELECT key_id, original, edited FROM dead_letter_edits WHERE dead_letter_id = :i"), {"i": dl_id}
+        ).all()
+    assert kept == [("cli", student(unique), student(unique, grade_level=3))]
 
 
 def test_replay_all_by_filters(cli, engine, unique):

@@ -18,11 +18,12 @@ from rich.table import Table
 
 from etl_app.cli.common import cli_entry, connect, console, settings_or_fail
 from etl_app.config import Settings
-from etl_app.deadletters import actions, queries
+from etl_app.deadletters import actions, edits, queries
 from etl_app.deadletters.errors import FilterRequired, InvalidParameter
 from etl_app.deadletters.filters import Filters, parse_filters, require_filter
 from etl_app.ingest.send import send_after_commit
 from etl_app.record_types import get_registry
+from etl_app.roles import CLI_ACTOR
 from etl_app.runtime import build_runtime
 
 
@@ -199,7 +200,10 @@ def replay_command(
                 raise click.ClickException(f"the payload file is not valid JSON: {exc}") from None
         action = "replay" if payload is actions.UNSET else "edit"
         with connect(settings, audited=cli_entry(action, {"dead_letter_id": dead_letter_id})) as conn:
-            replayed = actions.replay(conn, get_registry(), dead_letter_id, payload)
+            if payload is actions.UNSET:
+                replayed = actions.replay(conn, get_registry(), dead_letter_id)
+            else:  # kept in dead_letter_edits, as the API's and the page's edits are
+                replayed = edits.edit_and_replay(conn, get_registry(), dead_letter_id, payload, key_id=CLI_ACTOR)
         click.echo(
             f"replayed dead letter {dead_letter_id} (raw record {replayed.raw_ids[0]}); once it settles, "
             f"`etl-app dlq show {dead_letter_id}` says whether it landed"
