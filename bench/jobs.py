@@ -24,6 +24,7 @@ from bench.phases import Context
 from bench.progress import say
 from etl_app.config import Settings
 from etl_app.db import make_engine
+from etl_app.deadletters.causes import normalise
 from etl_app.jobs.context import JobContext, Window
 
 DAYS = 30
@@ -33,11 +34,17 @@ PER_INGESTION = 1_000
 
 # Shared by every seeded table: one ingestion per 1,000 records of a type, lineage at the event.
 _INGESTIONS = f"""
-INSERT INTO ingestions (id, record_type, source, accepted, rejected, rejections, created_at, finished_at)
+INSERT INTO ingestions (id, record_type, source, accepted, rejected, created_at, finished_at)
 SELECT md5(CAST(:t AS text) || n)::uuid, :t, 'batch', {PER_INGESTION}, 1,
-       jsonb_build_array(jsonb_build_object('index', 0, 'errors',
-           jsonb_build_object('duration_minutes', jsonb_build_array('Must be between 5 and 480.')))),
        :base + (n * {PER_INGESTION}) * :step, :base + (n * {PER_INGESTION}) * :step
+FROM generate_series(0, (:n - 1) / {PER_INGESTION}) AS n
+"""
+# ... and its one refused record, kept in rejections as the API keeps it
+_REJECTIONS = f"""
+INSERT INTO rejections (ingestion_id, record_type, position, raw, errors, created_at)
+SELECT md5(CAST(:t AS text) || n)::uuid, :t, 0, '{{}}'::jsonb,
+       jsonb_build_object('duration_minutes', jsonb_build_array('Must be between 5 and 480.')),
+       :base + (n * {PER_INGESTION}) * :step
 FROM generate_series(0, (:n - 1) / {PER_INGESTION}) AS n
 """
 
@@ -118,11 +125,11 @@ _RAW = {
         FROM feedback WHERE feedback_id LIKE 'bf-%'""",
 }
 
+_DEAD_ERROR = "parent tutors:bt-missing is not stored"
 _DEAD_LETTERS = """
 INSERT INTO dead_letters (raw_record_id, ingestion_id, record_type, natural_key, payload, error_type, error,
-    task_name, attempts, status)
-SELECT id, ingestion_id, record_type, natural_key, payload, 'missing_parent', 'parent tutors:bt-missing is not stored',
-       'etl.enrich', 7, 'open'
+    cause, task_name, attempts, status)
+SELECT id, ingestion_id, record_type, natural_key, payload, 'missing_parent', :error, :cause, 'etl.enrich', 7, 'open'
 FROM raw_records WHERE status = 'dead' AND natural_key LIKE 'bx-%'
 """
 
@@ -147,6 +154,7 @@ def seed(engine: sa.Engine, sessions: int) -> dict[str, Any]:
         say(f"  seeding {n:,} {record_type} with their raw records and ingestions")
         with engine.begin() as conn:
             conn.execute(sa.text(_INGESTIONS), params)
+            conn.execute(sa.text(_REJECTIONS), params)
             conn.execute(sa.text(_SEED[record_type].format(per=PER_INGESTION)), params)
             conn.execute(
                 sa.text(
@@ -158,7 +166,7 @@ def seed(engine: sa.Engine, sessions: int) -> dict[str, Any]:
                 params,
             )
     with engine.begin() as conn:
-        conn.execute(sa.text(_DEAD_LETTERS))
+        conn.execute(sa.text(_DEAD_LETTERS), {"error": _DEAD_ERROR, "cause": normalise(_DEAD_ERROR)})
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(sa.text("VACUUM ANALYZE"))
     seconds = time.perf_counter() - started
