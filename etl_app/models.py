@@ -14,8 +14,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from etl_app import errors
 from etl_app.db import Base
 
-# raw_records.status values. `received` until settled; `rejected` is for upload rows
-# refused at parsing (they never enter the pipeline).
+# raw_records.status values. `received` until settled. `rejected` is counted and shown wherever
+# statuses are, but no code path writes it any more: records refused by the API or by an upload's
+# parser are kept in the `rejections` table instead, and never enter the outbox.
 RECEIVED = "received"
 PERSISTED = "persisted"
 DEAD = "dead"

@@ -249,13 +249,17 @@ def _window_text(window: Window) -> str:
 
 # -- reading runs ----------------------------------------------------------------------------
 
+# Each job's newest runs by a backward walk of ix_job_runs_job_started_at, LIMIT a job: the cost
+# stays that of ``per_job`` rows a job however long job_runs grows (a window over every run of a
+# job sorted them all).
 _RECENT = sa.text(
     """
-    SELECT * FROM (
-        SELECT id, job, window_start, window_end, trigger, status, task_id, started_at, finished_at, rows, error,
-               row_number() OVER (PARTITION BY job ORDER BY started_at DESC, id DESC) AS n
-        FROM job_runs WHERE job = ANY(:jobs)
-    ) r WHERE n <= :per_job ORDER BY job, n
+    SELECT r.* FROM unnest(CAST(:jobs AS text[])) AS j(name)
+    CROSS JOIN LATERAL (
+        SELECT id, job, window_start, window_end, trigger, status, task_id, started_at, finished_at, rows, error
+        FROM job_runs WHERE job = j.name ORDER BY started_at DESC, id DESC LIMIT :per_job
+    ) r
+    ORDER BY r.job, r.started_at DESC, r.id DESC
     """
 )
 
