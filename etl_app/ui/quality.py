@@ -14,13 +14,13 @@ a JSON data attribute; ``static/quality.js`` draws them with Plotly.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date
 from typing import Any
 
 from flask import jsonify, request
 
 from etl_app.api.common import current_runtime
-from etl_app.api.reports import DEFAULT_DAYS, MAX_DAYS
+from etl_app.api.reports import BadRange, parse_day_range
 from etl_app.clock import utcnow
 from etl_app.jobs.quality import quality_days
 from etl_app.quality import as_report
@@ -34,30 +34,6 @@ SHARES = (
     ("uniqueness", "uniqueness"),
     ("integrity", "integrity"),
 )
-
-
-class BadRange(ValueError):
-    """A ``from``/``to`` the page cannot show; the message says why."""
-
-
-def parse_day(name: str, raw: str) -> date:
-    try:
-        if len(raw) != 10:
-            raise ValueError
-        return datetime.strptime(raw, "%Y-%m-%d").date()
-    except ValueError:
-        raise BadRange(f"{name}: {raw[:40]!r} is not a day; write it as YYYY-MM-DD.") from None
-
-
-def day_range(raw_from: str, raw_to: str, today: date) -> tuple[date, date]:
-    """The days asked (blank: the last :data:`DEFAULT_DAYS` days up to ``today``)."""
-    end = parse_day("to", raw_to) if raw_to else today
-    start = parse_day("from", raw_from) if raw_from else end - timedelta(days=DEFAULT_DAYS - 1)
-    if end < start:
-        raise BadRange(f"The range ends ({end}) before it starts ({start}).")
-    if (end - start).days + 1 > MAX_DAYS:
-        raise BadRange(f"A range covers at most {MAX_DAYS} days; this one has {(end - start).days + 1}.")
-    return start, end
 
 
 def series(days: list[dict[str, Any]]) -> dict[str, list]:
@@ -82,7 +58,8 @@ def _asked() -> tuple[list[str], date, date]:
     if chosen and chosen not in registry:
         raise UnknownType(f"There is no record type {chosen[:60]!r}.")
     today = utcnow().astimezone(UTC).date()
-    start, end = day_range(request.args.get("from", "").strip(), request.args.get("to", "").strip(), today)
+    asked = {name: request.args.get(name, "").strip() or None for name in ("from", "to")}  # blank: the default
+    start, end = parse_day_range(asked["from"], asked["to"], today)
     return ([chosen] if chosen else registry.names()), start, end
 
 
