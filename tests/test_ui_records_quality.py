@@ -267,5 +267,6 @@ def test_a_key_that_never_landed_shows_its_history_without_a_row(ui, engine, uni
     assert r.status_code == 200
     page = r.get_data(as_text=True)
     assert 'id="not-stored"' in page and 'id="lineage"' not in page
-    assert f"dead letter {dead_letter_id}" in page
+    assert f'<a href="/ui/dead-letters/{dead_letter_id}">dead letter {dead_letter_id}</a>' in page
     assert re.findall(r'data-status="(\w+)"', page) == ["dead"]
+    assert re.search(r'ingestion <a href="/ui/ingestions/[0-9a-f-]{36}">', page)
