@@ -108,6 +108,8 @@ class Settings:
     geocoder_max_retries: int = 5  # retries of a chunk whose lookups failed (etl_app.pipeline.lookups)
     geocoder_backoff_seconds: float = 2.0  # first retry's wait, doubled at each retry
     geocoder_timeout_seconds: float = 5.0  # read timeout of one call (connect: 2 s)
+    geocoder_breaker_failures: int = 5  # consecutive failed calls that open the geocoder's breaker
+    geocoder_breaker_cooldown_seconds: float = 30.0  # open this long, then one probe call
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -153,6 +155,10 @@ class Settings:
             geocoder_max_retries=_int(env, "ETL_GEOCODER_MAX_RETRIES", cls.geocoder_max_retries),
             geocoder_backoff_seconds=_float(env, "ETL_GEOCODER_BACKOFF_SECONDS", cls.geocoder_backoff_seconds),
             geocoder_timeout_seconds=_float(env, "ETL_GEOCODER_TIMEOUT_SECONDS", cls.geocoder_timeout_seconds),
+            geocoder_breaker_failures=_int(env, "ETL_GEOCODER_BREAKER_FAILURES", cls.geocoder_breaker_failures),
+            geocoder_breaker_cooldown_seconds=_float(
+                env, "ETL_GEOCODER_BREAKER_COOLDOWN_SECONDS", cls.geocoder_breaker_cooldown_seconds
+            ),
         )
         known = {f.name for f in fields(cls)}
         values.update({k: v for k, v in overrides.items() if k in known})
@@ -194,6 +200,10 @@ class Settings:
                 geocoder_provider(self)
             except ValueError as exc:
                 raise ValueError(f"ETL_GEOCODER_URL / ETL_GEOCODER_RATE: {exc}") from None
+        if self.geocoder_breaker_failures < 1 or self.geocoder_breaker_cooldown_seconds < 1:
+            raise ValueError(
+                "ETL_GEOCODER_BREAKER_FAILURES must be at least 1, ETL_GEOCODER_BREAKER_COOLDOWN_SECONDS at least 1"
+            )
         if self.geocoder_max_retries < 0 or self.geocoder_backoff_seconds <= 0 or self.geocoder_timeout_seconds <= 0:
             raise ValueError(
                 "ETL_GEOCODER_MAX_RETRIES must be at least 0, "

@@ -17,8 +17,9 @@ from etl_app.lookups.metrics import breaker_for
 from etl_app.pipeline import lookups as step
 
 from dlq_helpers import land
-from geocoder_server import FakeGeocoder
+from geocoder_server import FakeGeocoder, open_meteo
 from payloads import tutor
+from procs import wait_until
 from support import fresh_database
 
 
@@ -87,4 +88,53 @@ def test_failed_lookups_wait_while_the_breaker_is_open_and_land_once_it_closes(m
     assert run_job(runtime, "lookup-refresh", trigger="cli").rows == 1
     assert statuses(engine)["T5"] == ("found", "PE", "America/Lima")
     assert server.total == 3, "Lima came from the cache"
+    engine.dispose()
+
+
+def test_after_the_cool_down_the_refresh_probes_the_provider_itself_and_lands_the_failed(
+    make_app, own_database, server
+):
+    """No new tutor comes after the outage, and nobody resets the breaker: once the cool-down is
+    over, the refresh's first call is the probe. While the provider still fails, that one call is
+    all (nothing written, the breaker open again); once it answers, the breaker closes and every
+    failed tutor is written."""
+    app = make_app(
+        database_url=own_database,
+        geocoder_url=server.url,
+        geocoder_rate="",
+        geocoder_breaker_cooldown_seconds=1,
+        job_batch_size=100,
+    )
+    runtime = app.extensions["etl"]
+    engine = make_engine(own_database, pool_size=1)
+    places = {"T1": "Berlin", "T2": "Lima", "T3": "Berlin"}
+    land(engine, "tutors", [tutor(key, location=place) for key, place in places.items()])
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE tutors SET lookup_status = 'failed', looked_up_at = now()"))
+    (provider,) = step.providers_for(runtime.registry["tutors"], runtime.settings)
+    breaker = breaker_for(runtime.cache, runtime.settings.broker_key_prefix, provider)
+    for _ in range(provider.breaker_failures):
+        breaker.failure()
+    assert breaker.state().state == "open"
+
+    assert run_job(runtime, "lookup-refresh", trigger="cli").rows == 0
+    assert server.total == 0, "not during the cool-down"
+
+    server.reply = lambda name: ("json", (500, {"error": "still down"}, {}))
+    wait_until(lambda: breaker.state().state == "half_open", 5, 0.1, what="the cool-down to end")
+    assert run_job(runtime, "lookup-refresh", trigger="cli").rows == 0
+    assert server.total == 1, "one probe, the rest deferred"
+    assert breaker.state().state == "open"
+    assert {s for s, _, _ in statuses(engine).values()} == {"failed"}
+
+    server.reply = open_meteo
+    wait_until(lambda: breaker.state().state == "half_open", 5, 0.1, what="the next cool-down to end")
+    assert run_job(runtime, "lookup-refresh", trigger="cli").rows == 3
+    assert breaker.state().state == "closed"
+    assert statuses(engine) == {
+        "T1": ("found", "DE", "Europe/Berlin"),
+        "T2": ("found", "PE", "America/Lima"),
+        "T3": ("found", "DE", "Europe/Berlin"),
+    }
+    assert server.total == 3  # the failed probe, then Berlin and Lima once each
     engine.dispose()

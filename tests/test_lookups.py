@@ -403,3 +403,10 @@ def test_geocoder_settings_come_from_the_environment(tmp_path):
     assert (slow.read_timeout, slow.total_timeout) == (30.0, 90.0)
     with pytest.raises(ValueError, match="ETL_GEOCODER_TIMEOUT_SECONDS"):
         Settings.from_env({**env, "ETL_GEOCODER_TIMEOUT_SECONDS": "0"})
+    assert (provider.breaker_failures, provider.breaker_cooldown_seconds) == (5, 30.0)
+    touchy = {"ETL_GEOCODER_BREAKER_FAILURES": "2", "ETL_GEOCODER_BREAKER_COOLDOWN_SECONDS": "3"}
+    quick = geocoder_provider(Settings.from_env({**env, **touchy}))
+    assert (quick.breaker_failures, quick.breaker_cooldown_seconds) == (2, 3.0)
+    for name, value in (("ETL_GEOCODER_BREAKER_FAILURES", "0"), ("ETL_GEOCODER_BREAKER_COOLDOWN_SECONDS", "0.5")):
+        with pytest.raises(ValueError, match="ETL_GEOCODER_BREAKER"):
+            Settings.from_env({**env, name: value})

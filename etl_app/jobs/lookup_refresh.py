@@ -2,9 +2,11 @@
 
 Which records, per record type with lookups and per provider that is on:
 - ``lookup_status`` ``failed`` (the provider kept failing while they went through enrich), but
-  only while the provider's breaker is closed: a provider that is failing is not asked for them,
-  and once its breaker closes again (a probe succeeded, or an operator reset it) the next run
-  takes them up;
+  not while the provider's breaker is open: a provider that is failing is not asked for them.
+  Once its cool-down is over, a run asks for them, its first call being the breaker's probe: when
+  the provider answers, the breaker closes and they are written; when it fails, the breaker opens
+  again and they wait. An operator's reset closes it at once. So failed records are re-enriched
+  after an outage even when no new record comes to probe the provider;
 - ``skipped`` (the provider was off when they were enriched) and null (stored before the type had
   lookups), now that it is on;
 - lookups older than the provider's TTL (``looked_up_at``), so answers are refreshed as the cache
@@ -29,6 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from etl_app.jobs.context import JobContext
+from etl_app.lookups.breaker import CLOSED, HALF_OPEN
 from etl_app.lookups.metrics import breaker_for
 from etl_app.lookups.provider import Provider
 from etl_app.pipeline import lookups as step
@@ -58,12 +61,14 @@ def _refresh(ctx: JobContext, runtime: Runtime, record_type: RecordType, provide
     status, at = table.c[step.STATUS_FIELD], table.c[step.AT_FIELD]
     key = table.c[record_type.key]
     try:
-        closed = breaker_for(runtime.cache, ctx.settings.broker_key_prefix, provider).state().state == "closed"
+        state = breaker_for(runtime.cache, ctx.settings.broker_key_prefix, provider).state().state
     except Exception as exc:  # noqa: BLE001 - Redis down: the lookups would count it a miss; try anyway
         log.warning("lookup-refresh: the breaker of %s is unreadable (%s)", provider.name, exc)
-        closed = True
+        state = CLOSED
     due = [status.in_(("skipped",)), status.is_(None), at < ctx.now - timedelta(seconds=provider.ttl_seconds)]
-    if closed:
+    if state in (CLOSED, HALF_OPEN):
+        # closed, or its cool-down is over: the first of these is the breaker's probe, so the
+        # failed records are asked again once the provider is back, with no new record to probe
         due.append(status == "failed")
     rows = ctx.conn.execute(
         sa.select(key, *(table.c[name] for name in provider.reads))

@@ -33,9 +33,10 @@ def parse(answer: Any) -> Parsed:
 
 def geocoder_provider(settings: Any = None, **overrides: Any) -> Provider:
     """The geocoder as configured (``Settings``: geocoder_url, geocoder_ttl_seconds,
-    geocoder_rate, geocoder_max_retries, geocoder_backoff_seconds, geocoder_timeout_seconds: the read
-    timeout); ``overrides`` set any other :class:`Provider` field. Also the tutors type's lookup
-    declaration (``RecordType.lookups``)."""
+    geocoder_rate, geocoder_max_retries, geocoder_backoff_seconds, geocoder_timeout_seconds: the
+    read timeout, geocoder_breaker_failures, geocoder_breaker_cooldown_seconds); ``overrides`` set
+    any other :class:`Provider` field. Also the tutors type's lookup declaration
+    (``RecordType.lookups``)."""
     if settings is None:
         from etl_app.config import Settings
 
@@ -54,6 +55,10 @@ def geocoder_provider(settings: Any = None, **overrides: Any) -> Provider:
         "backoff_seconds": getattr(settings, "geocoder_backoff_seconds", Provider.backoff_seconds),
         "read_timeout": (read := getattr(settings, "geocoder_timeout_seconds", Provider.read_timeout)),
         "total_timeout": max(Provider.total_timeout, 3 * read),  # a body dripping in stays bounded
+        "breaker_failures": getattr(settings, "geocoder_breaker_failures", Provider.breaker_failures),
+        "breaker_cooldown_seconds": getattr(
+            settings, "geocoder_breaker_cooldown_seconds", Provider.breaker_cooldown_seconds
+        ),
     }
     values.update(overrides)
     return Provider(**values)

@@ -90,10 +90,13 @@ def test_the_breaker_opens_and_lookup_refresh_from_beat_lands_the_failed_tutors(
     api, worker, stack, server, unique, sql
 ):
     """The geocoder answers 500: three chunks, two rounds each, open the breaker (5 failures) and
-    the tutors land ``failed``. It recovers, an operator closes the breaker, and the lookup-refresh
-    job that beat sends every second re-enriches them to ``found`` in the worker."""
+    the tutors land ``failed``. It recovers; nobody resets the breaker and no new tutor comes: once
+    the cool-down (2 s here) is over, the lookup-refresh job that beat sends every second probes
+    the geocoder itself, the breaker closes, and the tutors are re-enriched to ``found`` in the
+    worker."""
     server.reply = lambda name: ("json", (500, {"error": "down"}, {}))
-    worker(ETL_GEOCODER_URL=server.url, ETL_GEOCODER_MAX_RETRIES="1", ETL_GEOCODER_BACKOFF_SECONDS="0.2")
+    geocoder = {"ETL_GEOCODER_URL": server.url, "ETL_GEOCODER_BREAKER_COOLDOWN_SECONDS": "2"}
+    worker(**geocoder, ETL_GEOCODER_MAX_RETRIES="1", ETL_GEOCODER_BACKOFF_SECONDS="0.2")
     berlin, lima, _ = places(unique)
     since = datetime.now(UTC)
     before = server.total
@@ -105,9 +108,7 @@ def test_the_breaker_opens_and_lookup_refresh_from_beat_lands_the_failed_tutors(
     assert breaker["state"] == "open" and breaker["opened_count"] >= 1, breaker
 
     server.reply = answer_for(unique)
-    r = api.post("providers/geocoder/reset", {})
-    assert r.status_code == 200 and r.json()["breaker"]["state"] == "closed", r.text
-    beat = stack.beat(ETL_SCHEDULE_LOOKUP_REFRESH="1", ETL_SWEEP_INTERVAL_SECONDS="3600")
+    beat = stack.beat(**geocoder, ETL_SCHEDULE_LOOKUP_REFRESH="1", ETL_SWEEP_INTERVAL_SECONDS="3600")
     try:
         wait_until(
             lambda: {row[5] for row in stored(sql, ids).values()} == {"found"},
@@ -119,6 +120,7 @@ def test_the_breaker_opens_and_lookup_refresh_from_beat_lands_the_failed_tutors(
         stack.procs.remove(beat)
     rows = stored(sql, ids)
     assert {row[1] for row in rows.values()} == {"DE", "PE"}
+    assert provider_state(api)["breaker"]["state"] == "closed"
     runs = sql(
         "SELECT trigger, status, rows FROM job_runs WHERE job = 'lookup-refresh' AND started_at >= :since",
         since=since,
