@@ -118,6 +118,15 @@ def _interrupt(_signum, _frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        with env.exclusive(env.database_url(), env.redis_url()):
+            return _run(args)
+    except env.BenchBusy as exc:
+        console.print(f"[red]{exc}: wait for it to end[/red]")
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     begun = time.perf_counter()
     started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -52,3 +58,31 @@ def server_info(url: str) -> dict[str, str]:
         for name in ("synchronous_commit", "fsync", "shared_buffers", "max_connections"):
             out[name] = conn.execute(f"SHOW {name}").fetchone()[0]
     return out
+
+
+class BenchBusy(RuntimeError):
+    """Another benchmark holds the same scratch database and Redis."""
+
+
+@contextmanager
+def exclusive(database_url: str, redis_url: str) -> Iterator[None]:
+    """Hold the lock of this scratch database and Redis for the run: a second benchmark on the
+    same ones (another terminal, another checkout) would drop the first one's data mid-phase, so it
+    stops at once with :class:`BenchBusy` naming the process that holds them."""
+    digest = hashlib.sha256(f"{database_url}\n{redis_url}".encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"etl_app_bench-{digest}.lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise BenchBusy(f"another benchmark ({holder}) is using {database_url} and {redis_url}") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -5,6 +5,7 @@ No timing is asserted here; `make bench` reports the figures.
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -67,3 +68,28 @@ def test_targets_are_reported_not_asserted():
         "api_p99_ms": (30.0, False),
     }
     assert report.derived({})["targets"]["batch_over_raw"]["met"] is None
+
+
+def test_a_second_benchmark_on_the_same_scratch_services_stops_at_once(tmp_path):
+    """Two runs on one database and Redis would drop each other's data: the second is refused,
+    naming the first, and may run once the first is done."""
+    import subprocess
+
+    from bench import env
+
+    db, rd = f"postgresql://x/bench-{tmp_path.name}", "redis://x/12"
+    with env.exclusive(db, rd):
+        other = subprocess.run(
+            [sys.executable, "-c", f"from bench import env\nwith env.exclusive({db!r}, {rd!r}): pass"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
+        assert other.returncode != 0 and f"another benchmark (pid {os.getpid()}) is using" in other.stderr
+    again = subprocess.run(
+        [sys.executable, "-c", f"from bench import env\nwith env.exclusive({db!r}, {rd!r}): pass"],
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert again.returncode == 0
