@@ -53,16 +53,23 @@ class Relay:
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._stopped = False
+        self._thread: threading.Thread | None = None
 
     def notify(self) -> None:
         """Records were committed unpublished: send them soon."""
         self._ensure_thread()
         self._wake.set()
 
-    def stop(self) -> None:
-        """End the thread after its current round (used when an app is torn down)."""
+    def stop(self, timeout: float = 10.0) -> None:
+        """End the thread and wait (at most ``timeout`` seconds) for its current round to finish
+        (used when an app is torn down): once this returns, this relay claims nothing more. An
+        app torn down while another takes over the same database must not go on sending that
+        one's records to its own broker."""
         self._stopped = True
         self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread() and self._pid == os.getpid():
+            thread.join(timeout)
 
     def _ensure_thread(self) -> None:
         if self._pid == os.getpid() or self._stopped:
@@ -70,7 +77,8 @@ class Relay:
         with self._lock:
             if self._pid != os.getpid():
                 self._wake = threading.Event()
-                threading.Thread(target=self._run, name="etl-outbox-relay", daemon=True).start()
+                self._thread = threading.Thread(target=self._run, name="etl-outbox-relay", daemon=True)
+                self._thread.start()
                 self._pid = os.getpid()
 
     def _run(self) -> None:
@@ -81,6 +89,8 @@ class Relay:
                 return
             if woken:
                 time.sleep(self.window)  # let concurrent requests join this round
+                if self._stopped:
+                    return
             self._wake.clear()
             try:
                 # a full round means there may be more
