@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import sqlalchemy as sa
 from flask import Blueprint, jsonify
@@ -26,27 +27,36 @@ def derived_fields(record_type: RecordType) -> list[str]:
     return [c.name for c in record_type.table.columns if c.name not in inputs and c.name not in LINEAGE_FIELDS]
 
 
+def stored_row(conn: sa.Connection, record_type: RecordType, key: str) -> sa.RowMapping | None:
+    """The row of ``record_type``'s table holding ``key`` (None when none does)."""
+    table = record_type.table
+    return conn.execute(sa.select(table).where(table.c[record_type.key] == key)).mappings().first()
+
+
+def record_fields(record_type: RecordType, row: sa.RowMapping) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A stored row's input fields and derived fields, as the API and the Record page show them."""
+    fields = {name: row[name] for name in input_fields(record_type) if name in row}
+    return fields, {name: row[name] for name in derived_fields(record_type)}
+
+
 @bp.get("/records/<type_name>/<key>")
 def get_record(type_name: str, key: str):
     record_type = record_type_or_404(type_name)
     # One snapshot for the row and its history (etl_app.lineage), read-only.
     engine = current_runtime().engine
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
-        row = (
-            conn.execute(sa.select(record_type.table).where(record_type.table.c[record_type.key] == key))
-            .mappings()
-            .first()
-        )
+        row = stored_row(conn, record_type, key)
         if row is None:
             what = f"{record_type.name} record with {record_type.key} {key!r}"
             raise ApiError(404, "not_found", f"no {what} is stored (yet)")
         found = lineage(conn, record_type, row)
+    fields, derived = record_fields(record_type, row)
     return jsonify(
         {
             "record_type": record_type.name,
             "key": key,
-            "fields": {name: row[name] for name in input_fields(record_type) if name in row},
-            "derived": {name: row[name] for name in derived_fields(record_type)},
+            "fields": fields,
+            "derived": derived,
             "lineage": found,
         }
     )

@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 import orjson
-from flask import abort, jsonify, request, url_for
+from flask import abort, current_app, jsonify, request, url_for
 
 from etl_app.api.common import current_runtime
 from etl_app.api.errors import ApiError
@@ -200,7 +200,7 @@ def ingestion(ingestion_id: str):
     if len(found) > REJECTIONS_PER_PAGE:
         following = url_for("ui.ingestion", ingestion_id=str(ident), rejections_from=found[-2].position + 1)
     dead_letters_page = None
-    if "ui.dead_letters" in _view_functions():
+    if "ui.dead_letters" in current_app.view_functions:
         dead_letters_page = url_for("ui.dead_letters", ingestion_id=str(ident), status=ALL)
     return render(
         "ui/ingestion.html",
@@ -223,12 +223,6 @@ def _raw_text(raw: Any) -> str:
     if raw is None or isinstance(raw, str):
         return raw or ""
     return orjson.dumps(json_safe(raw)).decode()
-
-
-def _view_functions() -> dict:
-    from flask import current_app
-
-    return current_app.view_functions
 
 
 @bp.get("/api/ingestions/<ingestion_id>")

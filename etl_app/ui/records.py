@@ -17,11 +17,10 @@ from datetime import date, datetime
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
 from flask import redirect, request, url_for
 
 from etl_app.api.common import current_runtime
-from etl_app.api.read import derived_fields, input_fields
+from etl_app.api.read import record_fields, stored_row
 from etl_app.lineage import key_history, lineage
 from etl_app.ui.blueprint import bp, render
 
@@ -141,18 +140,16 @@ def record(type_name: str, key: str):
     record_type = current_runtime().registry.get(type_name)
     if record_type is None:
         return _form(type_name, key, f"There is no record type {type_name!r}."), 404
-    table = record_type.table
     engine = current_runtime().engine
     # The row and its history in one read-only snapshot, as GET /api/v1/records/... reads them.
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
-        row = conn.execute(sa.select(table).where(table.c[record_type.key] == key)).mappings().first()
+        row = stored_row(conn, record_type, key)
         found = lineage(conn, record_type, row) if row is not None else key_history(conn, record_type.name, key)
     if row is None and not found["history"]:
         missing = f"No {record_type.name} record with {record_type.key} {key!r} is stored (yet)."
         return _form(type_name, key, missing), 404
     # a key that never landed (dead-lettered, rejected, in flight): its history without a row
-    fields = {name: row[name] for name in input_fields(record_type) if name in row} if row is not None else {}
-    derived = {name: row[name] for name in derived_fields(record_type)} if row is not None else {}
+    fields, derived = record_fields(record_type, row) if row is not None else ({}, {})
     return render(
         "ui/record.html",
         title=f"{record_type.name} · {key}",
