@@ -15,9 +15,10 @@ def create_app(config: dict[str, Any] | None = None):
     """
     from flask import Flask
 
-    from etl_app import api, logs, openlineage_events, ui
+    from etl_app import api, logs, ui
     from etl_app.api import ratelimit, requestlog
     from etl_app.config import Settings
+    from etl_app.lineage import openlineage
     from etl_app.runtime import build_runtime
 
     logs.configure()
@@ -35,7 +36,7 @@ def create_app(config: dict[str, Any] | None = None):
     app.config.update({k: v for k, v in config.items() if k.isupper()})
 
     runtime = build_runtime(settings)
-    openlineage_events.preload(settings)  # its imports take a second or so: at start, not at the first event
+    openlineage.preload(settings)  # its imports take a second or so: at start, not at the first event
     app.extensions["celery"] = runtime.celery
     app.extensions["etl"] = runtime
     requestlog.init_app(app)  # first: every later hook logs with the request id

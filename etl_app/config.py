@@ -98,7 +98,7 @@ class Settings:
     rollup_days: int = 7
     job_batch_size: int = 5_000
     rate_limit: str = ""
-    openlineage_url: str | None = None  # unset: no lineage events (etl_app.openlineage_events)
+    openlineage_url: str | None = None  # unset: no lineage events (etl_app.lineage.openlineage)
     openlineage_endpoint: str = "api/v1/lineage"
     openlineage_api_key: str = ""
     openlineage_namespace: str = "etl_app"

@@ -12,7 +12,8 @@ import redis
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from etl_app import errors, stage_metrics
+from etl_app import errors
+from etl_app.runtime import stage_metrics
 
 from payloads import student
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from etl_app import openlineage_events as ol
 from etl_app.config import Settings
+from etl_app.lineage import openlineage as ol
 
 from lineage_server import LineageServer
 from payloads import student
@@ -175,7 +175,7 @@ def test_an_upload_is_the_input_dataset_and_the_namespace_and_api_key_are_the_co
 def test_without_a_url_nothing_is_sent_and_nothing_logged(server, caplog):
     ing = ingestion()
     off = settings(None)
-    with caplog.at_level(logging.DEBUG, logger="etl_app.openlineage_events"):
+    with caplog.at_level(logging.DEBUG, logger="etl_app.lineage.openlineage"):
         ol.started(off, ing)
         ol.settled(off, report(ing["id"]))
         marker = ingestion()
@@ -213,7 +213,7 @@ def test_an_endpoint_down_or_hanging_neither_blocks_nor_fails_the_caller(
     url = request.getfixturevalue(endpoint)
     conf = settings(url)
     ing = ingestion()
-    with caplog.at_level(logging.WARNING, logger="etl_app.openlineage_events"):
+    with caplog.at_level(logging.WARNING, logger="etl_app.lineage.openlineage"):
         ol.started(conf, ing)
         ol.settled(conf, report(ing["id"]))
         if endpoint == "hanging_url":  # both calls returned while the first send still waits for an answer
@@ -243,7 +243,7 @@ def test_a_full_queue_drops_the_event_with_a_warning_and_the_caller_goes_on(hang
     emitter = ol._Emitter()  # a sender of its own, stuck on the hanging endpoint's first event
     conf = (hanging_url, "api/v1/lineage", "", "etl_app", DATABASE_URL)
     ids = [uuid.uuid4() for _ in range(5)]
-    with caplog.at_level(logging.WARNING, logger="etl_app.openlineage_events"):
+    with caplog.at_level(logging.WARNING, logger="etl_app.lineage.openlineage"):
         for ident in ids:  # a put that waited for room would never return: the sender is stuck
             emitter.put((conf, "START", ingestion(id=ident)))
     dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
@@ -253,7 +253,7 @@ def test_a_full_queue_drops_the_event_with_a_warning_and_the_caller_goes_on(hang
 
 CHILD = """
 import sys, time
-from etl_app import openlineage_events as ol
+from etl_app.lineage import openlineage as ol
 from etl_app.config import Settings
 conf = Settings(database_url={db!r}, openlineage_url=sys.argv[1])
 ol.READ_TIMEOUT_SECONDS = 120.0  # a hanging endpoint would hold an exit that waited for the send

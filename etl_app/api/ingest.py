@@ -9,7 +9,7 @@ import orjson
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from etl_app import logs, openlineage_events
+from etl_app import logs
 from etl_app.api import metrics
 from etl_app.api.common import (
     JSON,
@@ -25,6 +25,7 @@ from etl_app.clock import utcnow
 from etl_app.ingest import outbox
 from etl_app.ingest.rejections import Refused, public
 from etl_app.ingest.send import send_after_commit
+from etl_app.lineage import openlineage
 from etl_app.pipeline.stash import item
 from etl_app.record_types import RecordType
 
@@ -69,7 +70,7 @@ def _accept(
         rejections=rejections,
         relayed=relayed,
     )
-    openlineage_events.started(  # queued for a background thread: never waits, never raises
+    openlineage.started(  # queued for a background thread: never waits, never raises
         runtime.settings,
         {
             "id": result.ingestion_id,

@@ -9,7 +9,7 @@ process answers with the same truth and nothing needs summing across processes:
   snapshot, so that accepted = unsettled + persisted + dead within a scrape;
 - queue depths from the broker Redis (``LLEN`` of each queue's lists, under the key prefix);
 - task durations and API requests from Redis hashes every process adds to
-  (:mod:`etl_app.stage_metrics`);
+  (:mod:`etl_app.runtime.stage_metrics`);
 - external lookups per provider (``etl_lookup_*``, :func:`etl_app.lookups.families`): four
   counter hashes and one breaker read per provider, from the cache Redis.
 
@@ -32,11 +32,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from etl_app import errors, stage_metrics
+from etl_app import errors
 from etl_app.lookups import families as lookup_families
 from etl_app.lookups.registry import providers as lookup_providers
 from etl_app.models import DEAD, PERSISTED, REJECTED, sql
 from etl_app.names import DEAD_LETTER_QUEUE, JOBS_QUEUE, LOOKUPS_QUEUE, PIPELINE_QUEUE
+from etl_app.runtime import stage_metrics
 
 log = logging.getLogger(__name__)
 

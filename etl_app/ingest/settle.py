@@ -28,9 +28,9 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from etl_app import openlineage_events
 from etl_app.config import Settings
 from etl_app.jsonsafe import json_safe
+from etl_app.lineage import openlineage
 from etl_app.models import FAILED, PARSED, sql
 from etl_app.quality import METRIC_COLUMNS, UNUSABLE, as_report, quality_select
 from etl_app.record_types import Registry, get_registry
@@ -201,5 +201,5 @@ def _announce(conn: sa.Connection, settings: Settings | None, stored: Sequence[u
 
 def _on_settled(settings: Settings, report: dict[str, Any]) -> None:
     """The OpenLineage hook: ``report`` is what ``GET /api/v1/ingestions/{id}`` shows, with its
-    quality. ``etl_app.openlineage_events.settled`` sends it without blocking."""
-    openlineage_events.settled(settings, report)
+    quality. ``etl_app.lineage.openlineage.settled`` sends it without blocking."""
+    openlineage.settled(settings, report)

@@ -1,5 +1,5 @@
 """Lookup metrics per provider, in Redis hashes that every process adds to (as
-:mod:`etl_app.stage_metrics`), plus each breaker's state read at scrape time."""
+:mod:`etl_app.runtime.stage_metrics`), plus each breaker's state read at scrape time."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 import redis
 from prometheus_client.core import GaugeMetricFamily
 
-from etl_app import stage_metrics
 from etl_app.lookups.breaker import CLOSED, HALF_OPEN, OPEN, RedisBreaker
 from etl_app.lookups.provider import Provider
+from etl_app.runtime import stage_metrics
 
 log = logging.getLogger(__name__)
 

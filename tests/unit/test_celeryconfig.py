@@ -10,7 +10,7 @@ from celery.schedules import crontab
 
 import celeryconfig
 from etl_app import names
-from etl_app.celery_app import make_celery
+from etl_app.runtime.celery_app import make_celery
 
 ETL_TASKS = {
     names.VALIDATE,

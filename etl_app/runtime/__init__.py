@@ -13,12 +13,12 @@ from celery import Celery
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from etl_app.celery_app import make_celery
 from etl_app.config import Settings
 from etl_app.db import make_engine
 from etl_app.ingest.relay import Relay
 from etl_app.pipeline.stash import Stash
 from etl_app.record_types import Registry, get_registry
+from etl_app.runtime.celery_app import make_celery
 
 log = logging.getLogger(__name__)
 

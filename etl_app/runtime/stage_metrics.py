@@ -8,7 +8,7 @@ the sum over all of them. A histogram observation is one transaction (MULTI/EXEC
 sees a count without its sum.
 
 Task durations are measured here, in the worker, by Celery's ``task_prerun`` / ``task_postrun``
-signals (connected from :mod:`etl_app.celery_app`): every task the worker runs is observed under
+signals (connected from :mod:`etl_app.runtime.celery_app`): every task the worker runs is observed under
 its name (etl.validate, etl.enrich, etl.persist, etl.dead_letter.record, the beat jobs), and
 counted by its end state (SUCCESS, RETRY, FAILURE, ...). Redis errors never fail a task: the
 observation is lost and logged.
@@ -160,7 +160,7 @@ def task_finished(task_id: str | None = None, task: Any = None, state: str | Non
 
 
 def connect() -> None:
-    """Measure every task this process runs (called once, from :mod:`etl_app.celery_app`)."""
+    """Measure every task this process runs (called once, from :mod:`etl_app.runtime.celery_app`)."""
     from celery.signals import task_postrun, task_prerun
 
     task_prerun.connect(task_started, weak=False, dispatch_uid="etl_stage_metrics_prerun")

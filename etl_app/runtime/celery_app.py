@@ -7,8 +7,9 @@ import logging
 from celery import Celery
 from celery.signals import before_task_publish, celeryd_after_setup, setup_logging, worker_process_init
 
-from etl_app import logs, stage_metrics
+from etl_app import logs
 from etl_app.pipeline.messages import stamp_sent_at
+from etl_app.runtime import stage_metrics
 
 CELERY_CONFIG_MODULE = "celeryconfig"
 
@@ -26,7 +27,7 @@ def make_celery(name: str, broker_url: str, key_prefix: str = "") -> Celery:
 
 
 before_task_publish.connect(stamp_sent_at, weak=False)
-stage_metrics.connect()  # task durations, into Redis: see etl_app.stage_metrics
+stage_metrics.connect()  # task durations, into Redis: see etl_app.runtime.stage_metrics
 
 
 @worker_process_init.connect
