@@ -214,7 +214,7 @@ def _through_the_runner(engine: sa.Engine, window: Window) -> dict[str, Any]:
         return {}
     out: dict[str, Any] = {}
     for name, job in JOBS.items():
-        if job.needs_runtime:
+        if job.needs_tools:
             continue
         started = time.perf_counter()
         outcome = run_job(engine, name, window if job.takes_window else None, trigger="cli", settings=Settings())

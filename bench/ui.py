@@ -648,7 +648,7 @@ def _web(ctx: Context, keys: str) -> tuple[Proc | None, int]:
 
 
 def run_ui(ctx: Context, records: int, dead_letters: int) -> dict[str, Any]:
-    from etl_app import create_app
+    from etl_app.web.app import create_app
 
     engine = make_engine(ctx.database_url, pool_size=1, application_name="bench-ui")
     web = None

@@ -1,46 +1,5 @@
-"""etl_app: a Celery task-graph ETL service with a thin Flask ingest API."""
+"""etl_app: a Celery task-graph ETL service with a thin Flask ingest API.
 
-from __future__ import annotations
-
-from typing import Any
+The app factory is :func:`etl_app.web.app.create_app` (``wsgi.py`` calls it)."""
 
 __version__ = "0.1.0"
-
-
-def create_app(config: dict[str, Any] | None = None):
-    """The only wiring point: settings, engine, registry, Celery app and the API blueprints.
-
-    ``config`` overrides settings by field name (see :class:`etl_app.config.Settings`) and
-    Flask config keys (upper case). Nothing connects here.
-    """
-    from flask import Flask
-
-    from etl_app import api, logs, ui
-    from etl_app.api import ratelimit, requestlog
-    from etl_app.config import Settings
-    from etl_app.lineage import openlineage
-    from etl_app.runtime import build_runtime
-
-    logs.configure()
-    config = dict(config or {})
-    settings = Settings.from_env(**{k: v for k, v in config.items() if k.islower()})
-    logs.add_secrets(settings.database_url, settings.redis_url, settings.broker_url)
-    logs.add_secrets(*logs.entry_secrets((*settings.api_keys, *settings.metrics_keys)))
-    if not settings.database_url or not settings.broker_url:
-        raise RuntimeError(
-            "DATABASE_URL and REDIS_URL are not set: start the service with `etl-app run` "
-            "(which starts an embedded PostgreSQL and Redis) or set them."
-        )
-    app = Flask("etl_app")
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
-    app.config.update({k: v for k, v in config.items() if k.isupper()})
-
-    runtime = build_runtime(settings)
-    openlineage.preload(settings)  # its imports take a second or so: at start, not at the first event
-    app.extensions["celery"] = runtime.celery
-    app.extensions["etl"] = runtime
-    requestlog.init_app(app)  # first: every later hook logs with the request id
-    api.init_app(app)
-    ratelimit.init_app(app)  # after authentication: counted by key id
-    ui.init_app(app)  # the operator's pages under /ui/
-    return app

@@ -193,13 +193,6 @@ class Settings:
                     f"ETL_RATE_LIMIT must be in flask-limiter's notation, e.g. 100/second;5000/minute: "
                     f"{self.rate_limit!r}"
                 ) from None
-        if self.geocoder_url or self.geocoder_rate:
-            from etl_app.lookups.geocoder import geocoder_provider
-
-            try:
-                geocoder_provider(self)
-            except ValueError as exc:
-                raise ValueError(f"ETL_GEOCODER_URL / ETL_GEOCODER_RATE: {exc}") from None
         if self.geocoder_breaker_failures < 1 or self.geocoder_breaker_cooldown_seconds < 1:
             raise ValueError(
                 "ETL_GEOCODER_BREAKER_FAILURES must be at least 1, ETL_GEOCODER_BREAKER_COOLDOWN_SECONDS at least 1"

@@ -35,7 +35,18 @@ def _run(
     HTTP request that asked for the run, for the audit trail. The outcome (a skipped run too) is
     the result."""
     days = window_from(get_job(job), window.get("from"), window.get("to")) if window else None
-    outcome = run_job(task.runtime, job, days, trigger, task_id=task.request.id, actor=actor, request_id=request_id)
+    runtime = task.runtime
+    outcome = run_job(
+        runtime.engine,
+        job,
+        days,
+        trigger,
+        settings=runtime.settings,
+        tools=runtime.job_tools,
+        task_id=task.request.id,
+        actor=actor,
+        request_id=request_id,
+    )
     if outcome.status == FAILED:
         raise JobFailed(f"{job}: {outcome.error}")
     return outcome.as_dict()
@@ -45,7 +56,15 @@ def _run(
 def sweep_outbox(self: EtlTask) -> int:
     """The outbox sweeper (:mod:`etl_app.jobs.sweeper`). It does not retry on errors (beat runs it
     again next interval); a sweep that finds another holding the lock does nothing."""
-    outcome = run_job(self.runtime, OUTBOX_SWEEPER, trigger="beat", task_id=self.request.id)
+    runtime = self.runtime
+    outcome = run_job(
+        runtime.engine,
+        OUTBOX_SWEEPER,
+        trigger="beat",
+        settings=runtime.settings,
+        tools=runtime.job_tools,
+        task_id=self.request.id,
+    )
     if outcome.status == FAILED:
         raise JobFailed(f"{OUTBOX_SWEEPER}: {outcome.error}")
     return outcome.rows or 0

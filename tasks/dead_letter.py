@@ -30,7 +30,7 @@ def record(self: EtlTask, type_name: str, failures: list[dict], task_name: str) 
     new = dead_letter(self.db, rows, task_name)
     replayed = actions.replay_if_parents_exist(self.db, self.runtime.registry, orphans)
     self.after_commit(
-        partial(send_after_commit, self.runtime, replayed.records, timeout=None, what="replayed dead letters")
+        partial(send_after_commit, self.runtime.publisher, replayed.records, timeout=None, what="replayed dead letters")
     )
     self.settle_after_commit(raw_ids=[f.raw_id for f in rows])
     return len(new)

@@ -197,7 +197,7 @@ def persist(self: StageTask, message: ChunkMessage | None) -> int:
         if replayed.count:
             log.info("replaying %d missing_parent dead letters whose parent landed", replayed.count)
         self.after_commit(
-            partial(send_after_commit, runtime, replayed.records, timeout=None, what="replayed dead letters")
+            partial(send_after_commit, runtime.publisher, replayed.records, timeout=None, what="replayed dead letters")
         )
         for child_type, ids in waiting.items():
             self.after_commit(partial(self.republish, child_type, ids))

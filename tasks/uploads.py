@@ -34,16 +34,25 @@ class ParseTask(EtlTask):
             failed = parse.mark_failed(conn, upload, f"could not read the file at row {upload.rows_read + 1}: {error}")
         log.error("%s: upload %s failed (%s): %s\n%s", self.name, upload_id, error_type, error, tb or "")
         if failed:
-            parse.after_parse(self.runtime, upload_id)
+            parse.after_parse(self.runtime.engine, self.runtime.registry, self.runtime.settings, upload_id)
 
 
 @shared_task(name=names.PARSE_UPLOAD, base=ParseTask, bind=True)
 def parse_upload(self: ParseTask, message: dict) -> str:
     """``message``: ``{"upload_id": "<uuid>"}``. Returns the slice's outcome."""
     upload_id = uuid.UUID(str(message["upload_id"]))
-    outcome = parse.parse_slice(self.runtime, self.db, upload_id, commit=self.commit, after_commit=self.after_commit)
+    outcome = parse.parse_slice(
+        self.runtime.publisher,
+        self.runtime.registry,
+        self.db,
+        upload_id,
+        commit=self.commit,
+        after_commit=self.after_commit,
+    )
     if outcome == parse.MORE:
         self.after_commit(lambda: self.apply_async(args=[message], queue=names.PIPELINE_QUEUE))
     elif outcome == parse.DONE:
-        self.after_commit(lambda: parse.after_parse(self.runtime, upload_id))
+        self.after_commit(
+            lambda: parse.after_parse(self.runtime.engine, self.runtime.registry, self.runtime.settings, upload_id)
+        )
     return outcome

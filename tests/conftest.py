@@ -13,6 +13,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+import tasks  # noqa: F401  (the tests call tasks in-process; a worker imports them by name)
 from etl_app.db import make_engine
 
 from support import API_KEY, KEY_PREFIX, RUN_ID, fresh_database, redis_db
@@ -51,7 +52,7 @@ def broker_prefix(api_redis_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def make_app(database_url: str, api_redis_url: str, broker_prefix: str):
-    from etl_app import create_app
+    from etl_app.web.app import create_app
 
     apps = []
 

@@ -360,7 +360,7 @@ def test_rejections_download_as_a_csv_to_fix_and_upload_again(client, auth, batc
 
 
 def test_csv_cells_join_lists_and_keep_what_fits_no_column(engine, unique):
-    from etl_app.api.rejections import csv_row
+    from etl_app.web.rejections import csv_row
 
     fields = ["tutor_id", "subjects", "active"]
     assert csv_row(fields, 3, {"tutor_id": "T", "subjects": ["Math", "Art"], "active": True}, {"a": ["b"]}) == [

@@ -21,7 +21,7 @@ from etl_app.jobs.runner import LOCK_NAMESPACE, lock_key, run_job
 from etl_app.pipeline.persist import persist_chunk
 from etl_app.record_types import get_registry
 from etl_app.record_types.tutors import derive
-from etl_app.runtime import build_runtime
+from etl_app.runtime.build import build_runtime
 
 from dlq_helpers import dead, enriched_chunk, land, raw_row, store
 from payloads import student, tutor
@@ -161,9 +161,9 @@ def test_the_sweeper_records_only_runs_that_re_sent_records(database_url, engine
                 sa.text("UPDATE raw_records SET enqueued_at = now() - interval '1 hour' WHERE id = ANY(:ids)"),
                 {"ids": accepted.ids},
             )
-        swept = run_job(runtime, "outbox-sweeper")
+        swept = run_job(runtime.engine, "outbox-sweeper", settings=settings, tools=runtime.job_tools)
         assert swept.status == "succeeded" and swept.rows >= 1 and swept.run_id is not None
-        idle = run_job(runtime, "outbox-sweeper")
+        idle = run_job(runtime.engine, "outbox-sweeper", settings=settings, tools=runtime.job_tools)
         assert idle.status == "succeeded" and idle.rows == 0 and idle.run_id is None
         runs = runs_of(engine, "outbox-sweeper")[before:]
         assert [(r.id, r.status, r.rows) for r in runs] == [(swept.run_id, "succeeded", swept.rows)]

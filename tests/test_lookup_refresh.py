@@ -62,13 +62,15 @@ def test_failed_lookups_wait_while_the_breaker_is_open_and_land_once_it_closes(m
         breaker.failure()
     assert breaker.state().state == "open"
 
-    first = run_job(runtime, "lookup-refresh", trigger="cli")
+    first = run_job(runtime.engine, "lookup-refresh", trigger="cli", settings=runtime.settings, tools=runtime.job_tools)
     assert (first.status, first.rows) == ("succeeded", 0)
     assert server.total == 0, "an open breaker is not called, not even for a record never asked"
     assert statuses(engine)["T1"] == ("failed", None, None)
 
     breaker.reset()
-    second = run_job(runtime, "lookup-refresh", trigger="cli")
+    second = run_job(
+        runtime.engine, "lookup-refresh", trigger="cli", settings=runtime.settings, tools=runtime.job_tools
+    )
     assert (second.status, second.rows) == ("succeeded", 4)
     assert dict(server.requests) == {"berlin": 1, "lima": 1, "atlantis": 1}  # one call per distinct value
     assert statuses(engine) == {
@@ -78,14 +80,24 @@ def test_failed_lookups_wait_while_the_breaker_is_open_and_land_once_it_closes(m
         "T4": ("not_found", None, None),
         "T5": ("found", "PE", None),  # fresh: not asked again
     }
-    assert run_job(runtime, "lookup-refresh", trigger="cli").rows == 0
+    assert (
+        run_job(
+            runtime.engine, "lookup-refresh", trigger="cli", settings=runtime.settings, tools=runtime.job_tools
+        ).rows
+        == 0
+    )
 
     with engine.begin() as conn:  # T5's lookup outlived the provider's TTL
         conn.execute(
             sa.text("UPDATE tutors SET looked_up_at = now() - make_interval(secs => :ttl + 60) WHERE tutor_id = 'T5'"),
             {"ttl": provider.ttl_seconds},
         )
-    assert run_job(runtime, "lookup-refresh", trigger="cli").rows == 1
+    assert (
+        run_job(
+            runtime.engine, "lookup-refresh", trigger="cli", settings=runtime.settings, tools=runtime.job_tools
+        ).rows
+        == 1
+    )
     assert statuses(engine)["T5"] == ("found", "PE", "America/Lima")
     assert server.total == 3, "Lima came from the cache"
     engine.dispose()
@@ -117,19 +129,34 @@ def test_after_the_cool_down_the_refresh_probes_the_provider_itself_and_lands_th
         breaker.failure()
     assert breaker.state().state == "open"
 
-    assert run_job(runtime, "lookup-refresh", trigger="cli").rows == 0
+    assert (
+        run_job(
+            runtime.engine, "lookup-refresh", trigger="cli", settings=runtime.settings, tools=runtime.job_tools
+        ).rows
+        == 0
+    )
     assert server.total == 0, "not during the cool-down"
 
     server.reply = lambda name: ("json", (500, {"error": "still down"}, {}))
     wait_until(lambda: breaker.state().state == "half_open", 5, 0.1, what="the cool-down to end")
-    assert run_job(runtime, "lookup-refresh", trigger="cli").rows == 0
+    assert (
+        run_job(
+            runtime.engine, "lookup-refresh", trigger="cli", settings=runtime.settings, tools=runtime.job_tools
+        ).rows
+        == 0
+    )
     assert server.total == 1, "one probe, the rest deferred"
     assert breaker.state().state == "open"
     assert {s for s, _, _ in statuses(engine).values()} == {"failed"}
 
     server.reply = open_meteo
     wait_until(lambda: breaker.state().state == "half_open", 5, 0.1, what="the next cool-down to end")
-    assert run_job(runtime, "lookup-refresh", trigger="cli").rows == 3
+    assert (
+        run_job(
+            runtime.engine, "lookup-refresh", trigger="cli", settings=runtime.settings, tools=runtime.job_tools
+        ).rows
+        == 3
+    )
     assert breaker.state().state == "closed"
     assert statuses(engine) == {
         "T1": ("found", "DE", "Europe/Berlin"),

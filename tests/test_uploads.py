@@ -95,7 +95,13 @@ def test_a_parser_overtaken_by_another_stores_nothing_and_every_row_lands_once(m
     def run_slice(chunks: int) -> str:
         with engine.connect() as conn:
             outcome = parse.parse_slice(
-                runtime, conn, ident, commit=conn.commit, after_commit=sent.append, slice_chunks=chunks
+                runtime.publisher,
+                runtime.registry,
+                conn,
+                ident,
+                commit=conn.commit,
+                after_commit=sent.append,
+                slice_chunks=chunks,
             )
             conn.commit()
             return outcome
@@ -135,7 +141,9 @@ def test_the_sweeper_resends_the_parse_of_an_upload_that_went_quiet(make_app, au
             sa.text("UPDATE uploads SET leased_at = now() - interval '61 seconds' WHERE id = :i"), {"i": quiet}
         )
     with engine.connect() as conn:
-        sent = resume.resend_stalled(conn, runtime, commit=conn.commit)
+        sent = resume.resend_stalled(
+            conn, runtime.publisher, lease_seconds=runtime.settings.outbox_lease_seconds, commit=conn.commit
+        )
     messages = [m for m in client.lrange(queue, 0, -1) if b"etl.upload.parse" in m]
     assert sent >= 1 and len(messages) == sent
     assert any(str(quiet).encode() in m for m in messages)

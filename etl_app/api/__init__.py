@@ -20,9 +20,10 @@ from etl_app.api import (
     reports,
     uploads,
 )
-from etl_app.api.errors import ApiError, register_error_handlers
+from etl_app.api.errors import register_error_handlers
 from etl_app.api.jobs import bp as jobs_bp
 from etl_app.api.jsonprovider import OrjsonProvider
+from etl_app.web.context import ApiError
 
 
 def init_app(app: Flask) -> None:

@@ -8,36 +8,18 @@ id, ``cli`` or ``beat``), ``since`` (ISO 8601, on ``at``); ``limit`` (1..500, de
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
 
-import sqlalchemy as sa
 from flask import Blueprint, jsonify
 
 from etl_app import audit
-from etl_app.api.auth import current_key_id, request_id
-from etl_app.api.common import bad_parameter, current_runtime, query_parameters
+from etl_app.api.common import bad_parameter, query_parameters
 from etl_app.deadletters.errors import InvalidParameter
 from etl_app.deadletters.filters import parse_int
+from etl_app.web.context import current_runtime
 
 bp = Blueprint("audit", __name__, url_prefix="/api/v1/audit")
 PARAMETERS = ("action", "key_id", "since", "limit", "cursor")
-
-
-def entry(action: str, target: dict[str, Any]) -> audit.Entry:
-    """An audit entry of this request's key for ``action`` on ``target``."""
-    return audit.Entry(current_key_id() or "unknown", action, target, request_id=request_id())
-
-
-@contextmanager
-def audited(action: str, target: dict[str, Any], count: int | None = 1) -> Iterator[tuple[sa.Connection, audit.Entry]]:
-    """The action's transaction, audited (etl_app.audit.audited): the entry is this request's key's."""
-    e = entry(action, target)
-    e.count = count
-    with audit.audited(current_runtime().engine, e) as conn:
-        yield conn, e
 
 
 @bp.get("")

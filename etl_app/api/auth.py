@@ -18,19 +18,14 @@ import logging
 from flask import Flask, current_app, g, request
 
 from etl_app import audit
-from etl_app.api.errors import ApiError
 from etl_app.api.rights import AUDITED_ENDPOINTS, OPEN_ENDPOINTS, right_for
 from etl_app.roles import ADMIN, ApiKey, find_key, parse_keys
+from etl_app.web.context import ApiError, request_id
 
 log = logging.getLogger(__name__)
 
 METRICS_ENDPOINT = "metrics.metrics"
 METRICS_ROLE = "metrics"  # a key of ETL_METRICS_KEY: /metrics and nothing else
-
-
-def current_key_id() -> str | None:
-    """The key id of the request's API key (None before authentication or on an open endpoint)."""
-    return g.get("api_key_id")
 
 
 def init_app(app: Flask) -> None:
@@ -82,9 +77,3 @@ def _audit_refusal(key: ApiKey) -> None:
             )
     except Exception:
         log.exception("could not record a refused %s in the audit trail", action)
-
-
-def request_id() -> str | None:
-    """The request's id, if it has one (set by the logging middleware, or sent as X-Request-ID)."""
-    rid = g.get("request_id") or request.headers.get("X-Request-ID")
-    return str(rid)[:200] if rid else None

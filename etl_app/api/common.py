@@ -7,19 +7,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from flask import current_app, request
+from flask import request
 
-from etl_app.api.errors import ApiError
 from etl_app.record_types import RecordType
-from etl_app.runtime import Runtime
+from etl_app.web.context import ApiError, current_runtime
 
 JSON = "application/json"
 NDJSON = ("application/x-ndjson", "application/ndjson", "application/jsonl")
-
-
-def current_runtime() -> Runtime:
-    """The runtime of the app handling this request."""
-    return current_app.extensions["etl"]
 
 
 def record_type_or_404(name: str) -> RecordType:

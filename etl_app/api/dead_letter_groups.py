@@ -27,14 +27,14 @@ from typing import Any
 from apispec import APISpec
 from flask import Blueprint, jsonify, request
 
-from etl_app.api.audit import audited
-from etl_app.api.common import current_runtime, json_object_or_none
-from etl_app.api.dead_letters import api_error, send_replayed
-from etl_app.api.errors import ApiError, error_response
+from etl_app.api.common import json_object_or_none
+from etl_app.api.dead_letters import api_error
+from etl_app.api.errors import error_response
 from etl_app.deadletters import actions, groups
 from etl_app.deadletters.errors import DlqError
 from etl_app.deadletters.filters import parse_filters, parse_flag, parse_int
 from etl_app.errors import ERROR_TYPES
+from etl_app.web.context import ApiError, audited, current_runtime, send_replayed
 
 bp = Blueprint("dead_letter_groups", __name__, url_prefix="/api/v1/dead-letters/groups")
 

@@ -25,9 +25,8 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from etl_app.api.audit import audited
-from etl_app.api.common import current_runtime, json_object_or_none
-from etl_app.api.errors import ApiError, error_response
+from etl_app.api.common import json_object_or_none
+from etl_app.api.errors import error_response
 from etl_app.deadletters import actions, edits, queries
 from etl_app.deadletters.errors import DlqError, FilterRequired, InvalidParameter, InvalidPayload, NotFound, NotOpen
 from etl_app.deadletters.filters import (
@@ -38,7 +37,7 @@ from etl_app.deadletters.filters import (
     refuse_empty_filters,
     require_filter,
 )
-from etl_app.ingest.send import send_after_commit
+from etl_app.web.context import ApiError, audited, current_runtime, send_replayed
 
 bp = Blueprint("dead_letters", __name__, url_prefix="/api/v1/dead-letters")
 
@@ -62,19 +61,6 @@ def api_error(exc: DlqError) -> ApiError:
 def _dlq_error(exc: DlqError):
     err = api_error(exc)
     return error_response(err.status, err.error, err.message, **err.extra)
-
-
-def send_replayed(replayed: actions.Replayed) -> None:
-    """Send the replayed records' chains, after the commit (the relay retries what the broker
-    does not take now)."""
-    runtime = current_runtime()
-    send_after_commit(
-        runtime,
-        replayed.records,
-        timeout=runtime.settings.publish_timeout_seconds,
-        what="replayed dead letters",
-        relay=runtime.relay,  # it retries until the broker takes them
-    )
 
 
 @bp.get("")

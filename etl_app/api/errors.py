@@ -9,16 +9,9 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from etl_app import errors
+from etl_app.web.context import ApiError
 
 log = logging.getLogger(__name__)
-
-
-class ApiError(Exception):
-    """An error answer: status, machine-readable code, human message, optional details."""
-
-    def __init__(self, status: int, error: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status, self.error, self.message, self.extra = status, error, message, extra
 
 
 def error_response(status: int, error: str, message: str, **extra: Any):

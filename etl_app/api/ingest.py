@@ -11,16 +11,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from etl_app import logs
 from etl_app.api import metrics
-from etl_app.api.common import (
-    JSON,
-    NDJSON,
-    body_or_400,
-    current_runtime,
-    parse_json,
-    record_type_or_404,
-    wrong_content_type,
-)
-from etl_app.api.errors import ApiError
+from etl_app.api.common import JSON, NDJSON, body_or_400, parse_json, record_type_or_404, wrong_content_type
 from etl_app.clock import utcnow
 from etl_app.ingest import outbox
 from etl_app.ingest.rejections import Refused, public
@@ -28,6 +19,7 @@ from etl_app.ingest.send import send_after_commit
 from etl_app.lineage import openlineage
 from etl_app.pipeline.stash import item
 from etl_app.record_types import RecordType
+from etl_app.web.context import ApiError, current_runtime
 
 bp = Blueprint("ingest", __name__, url_prefix="/api/v1")
 log = logging.getLogger(__name__)
@@ -90,7 +82,7 @@ def _accept(
         for raw_id, data in zip(result.ids, loaded, strict=True)
     ]
     send_after_commit(
-        runtime,
+        runtime.publisher,
         {record_type.name: result.ids},
         items=items,
         timeout=runtime.settings.publish_timeout_seconds,

@@ -22,13 +22,12 @@ from __future__ import annotations
 from apispec import APISpec
 from flask import Blueprint, jsonify, request
 
-from etl_app.api.auth import current_key_id, request_id
-from etl_app.api.common import current_runtime, json_object_or_none
-from etl_app.api.errors import ApiError
+from etl_app.api.common import json_object_or_none
 from etl_app.jobs.enqueue import JobNotQueued, queue_job_run
 from etl_app.jobs.registry import JOBS, BadWindow, Job, UnknownJob, describe_job, get_job, window_from
 from etl_app.jobs.runner import recent_runs
 from etl_app.models import JOB_RUN_STATUSES, JOB_TRIGGERS
+from etl_app.web.context import ApiError, current_key_id, current_runtime, request_id
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs")
 
@@ -71,7 +70,7 @@ def run_job_now(name: str):
         raise ApiError(400, "invalid_window", str(exc)) from None
     try:
         queued = queue_job_run(
-            current_runtime(), job, window, actor=current_key_id(), request_id=request_id(), trigger="api"
+            current_runtime().publisher, job, window, actor=current_key_id(), request_id=request_id(), trigger="api"
         )
     except JobNotQueued as exc:
         raise ApiError(503, "broker_unavailable", str(exc)) from None

@@ -36,20 +36,13 @@ from etl_app import errors
 from etl_app.lookups import families as lookup_families
 from etl_app.lookups.registry import providers as lookup_providers
 from etl_app.models import DEAD, PERSISTED, REJECTED, sql
-from etl_app.names import DEAD_LETTER_QUEUE, JOBS_QUEUE, LOOKUPS_QUEUE, PIPELINE_QUEUE
+from etl_app.pipeline.queues import queue_depths
 from etl_app.runtime import stage_metrics
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("metrics", __name__)
 
-QUEUES = (PIPELINE_QUEUE, LOOKUPS_QUEUE, JOBS_QUEUE, DEAD_LETTER_QUEUE)
-# kombu's Redis transport keeps a queue's messages of priority n (3, 6, 9) in "<queue>\x06\x16<n>",
-# priority 0 in "<queue>" itself; global_keyprefix goes in front of both. (kombu's
-# queue_declare(passive=True) would ignore the prefix and report NOT_FOUND.)
-_PRIORITY_SEP = "\x06\x16"
-_PRIORITIES = ("", *(f"{_PRIORITY_SEP}{n}" for n in (3, 6, 9)))
-UNACKED_KEY = "unacked"  # kombu's hash of messages delivered to a worker and not yet acknowledged
 
 # Statement timeout of a scrape's snapshot: a slow database gives `etl_database_up 0`, not a hung scrape.
 SCRAPE_TIMEOUT_MS = 5_000
@@ -221,27 +214,6 @@ class _RedisCollector:
             log.warning("metrics: Redis not read: %s", exc)
             up.add_metric([], 0)
         yield up
-
-
-def queue_depths(client: redis.Redis, prefix: str) -> GaugeMetricFamily:
-    """``etl_queue_messages{queue}``: messages waiting in each queue (all priorities), plus
-    ``queue="unacked"``: delivered to a worker and not yet acknowledged."""
-    pipe = client.pipeline(transaction=False)
-    for queue in QUEUES:
-        for suffix in _PRIORITIES:
-            pipe.llen(f"{prefix}{queue}{suffix}")
-    pipe.hlen(f"{prefix}{UNACKED_KEY}")
-    counts = pipe.execute()
-    family = GaugeMetricFamily(
-        "etl_queue_messages",
-        "Messages waiting in a broker queue; queue=unacked: delivered, not yet acknowledged",
-        labels=["queue"],
-    )
-    step = len(_PRIORITIES)
-    for i, queue in enumerate(QUEUES):
-        family.add_metric([queue], sum(counts[i * step : (i + 1) * step]))
-    family.add_metric([UNACKED_KEY], counts[-1])
-    return family
 
 
 class _RequestRecorder:

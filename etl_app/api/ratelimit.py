@@ -19,10 +19,10 @@ from flask import Flask, request
 from flask_limiter import Limiter, RequestLimit
 from flask_limiter.errors import RateLimitExceeded
 
-from etl_app.api.auth import current_key_id
 from etl_app.api.errors import error_response
 from etl_app.api.rights import OPEN_ENDPOINTS
 from etl_app.roles import key_id
+from etl_app.web.context import current_key_id
 
 
 def _limit_key() -> str:

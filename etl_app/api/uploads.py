@@ -16,12 +16,12 @@ import logging
 from flask import Blueprint, jsonify, request
 
 from etl_app import logs
-from etl_app.api.common import current_runtime, record_type_or_404
-from etl_app.api.errors import ApiError
+from etl_app.api.common import record_type_or_404
 from etl_app.clock import utcnow
 from etl_app.lineage import openlineage
 from etl_app.uploads import flat, formats
 from etl_app.uploads.store import display_name, send_parse, store_upload
+from etl_app.web.context import ApiError, current_runtime
 
 bp = Blueprint("uploads", __name__, url_prefix="/api/v1")
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def post_upload(type_name: str):
     )
     logs.bind(ingestion_id=ingestion_id, record_type=record_type.name)
     log.info("upload stored: %s, %s, %d bytes", filename, fmt, stored)
-    send_parse(runtime, ingestion_id, timeout=runtime.settings.publish_timeout_seconds)
+    send_parse(runtime.publisher, ingestion_id, timeout=runtime.settings.publish_timeout_seconds)
     openlineage.started(  # queued for a background thread: never waits, never raises
         runtime.settings,
         {

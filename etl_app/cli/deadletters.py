@@ -24,7 +24,7 @@ from etl_app.deadletters.filters import Filters, parse_filters, require_filter
 from etl_app.ingest.send import send_after_commit
 from etl_app.record_types import get_registry
 from etl_app.roles import CLI_ACTOR
-from etl_app.runtime import build_runtime
+from etl_app.runtime.build import build_runtime
 
 
 def send_replayed(settings: Settings, replayed: actions.Replayed) -> None:
@@ -33,7 +33,7 @@ def send_replayed(settings: Settings, replayed: actions.Replayed) -> None:
     runtime = build_runtime(settings, application_name="etl_app-cli", pool_size=1, max_overflow=0, with_relay=False)
     try:
         sent = send_after_commit(
-            runtime, replayed.records, timeout=settings.publish_timeout_seconds, what="replayed dead letters"
+            runtime.publisher, replayed.records, timeout=settings.publish_timeout_seconds, what="replayed dead letters"
         )
     finally:
         runtime.engine.dispose()

@@ -15,7 +15,7 @@ from etl_app.cli.common import connect, console, settings_or_fail
 from etl_app.jobs.registry import JOBS, BadWindow, UnknownJob, get_job, window_from
 from etl_app.jobs.runner import recent_runs, run_job
 from etl_app.models import SUCCEEDED
-from etl_app.runtime import build_runtime
+from etl_app.runtime.build import build_runtime
 
 
 @click.group("jobs")
@@ -62,7 +62,7 @@ def run_command(name: str, start: str | None, end: str | None) -> None:
     settings = settings_or_fail()
     runtime = build_runtime(settings, application_name="etl_app-cli", pool_size=2, max_overflow=0, with_relay=False)
     try:
-        outcome = run_job(runtime, name, window, "cli")
+        outcome = run_job(runtime.engine, name, window, "cli", settings=runtime.settings, tools=runtime.job_tools)
     finally:
         runtime.engine.dispose()
     days = outcome.window.start.isoformat()

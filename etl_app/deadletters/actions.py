@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from etl_app.deadletters.errors import InvalidParameter, InvalidPayload, NotFound, NotOpen
 from etl_app.deadletters.filters import Filters
 from etl_app.deadletters.queries import DEAD_LETTERS, MAX_ID, RAW_RECORDS
+from etl_app.ingest.send import Publisher, Wakeable, send_after_commit
 from etl_app.models import DEAD, DISCARDED, OPEN, sql
 from etl_app.pipeline.enrich import parent_refs, split_parent_ref
 from etl_app.record_types import Registry
@@ -250,3 +251,12 @@ def discard_matching(conn: sa.Connection, filters: Filters) -> list[int]:
         .returning(DEAD_LETTERS.c.id)
     )
     return sorted(rows.scalars())
+
+
+def send_replayed(publisher: Publisher, replayed: Replayed, *, relay: Wakeable | None = None) -> bool:
+    """Send the replayed records' chains, after the commit, within the publisher's deadline; what
+    the broker does not take now is flagged unpublished, and ``relay`` (a web process's) retries
+    it until the broker takes it. True once the broker took them all."""
+    return send_after_commit(
+        publisher, replayed.records, timeout=publisher.timeout, what="replayed dead letters", relay=relay
+    )

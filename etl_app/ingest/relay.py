@@ -16,38 +16,35 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from etl_app.errors import BrokerUnavailable
 from etl_app.ingest import claim
-from etl_app.ingest.send import send_after_commit
-
-if TYPE_CHECKING:
-    from etl_app.runtime import Runtime
+from etl_app.ingest.send import Publisher, send_after_commit
 
 log = logging.getLogger(__name__)
 
 CLAIM_LIMIT = 20_000  # records one relay round claims at most
 
 
-def relay_once(runtime: Runtime, *, limit: int = CLAIM_LIMIT) -> int:
+def relay_once(publisher: Publisher, *, limit: int = CLAIM_LIMIT) -> int:
     """Claim what is unpublished now (commit), then send it; raises
     :class:`~etl_app.errors.BrokerUnavailable` when the broker did not take it."""
-    with runtime.engine.begin() as conn:
+    with publisher.engine.begin() as conn:
         claimed = claim.claim(conn, limit=limit)
     n = claim.count(claimed)
-    if not send_after_commit(
-        runtime, claimed, timeout=runtime.settings.publish_timeout_seconds, what="relayed records"
-    ):
+    if not send_after_commit(publisher, claimed, timeout=publisher.timeout, what="relayed records"):
         raise BrokerUnavailable(f"the broker did not take {n} relayed records")
     return n
 
 
 class Relay:
-    """One relay thread per process, started on first use (after any fork)."""
+    """One relay thread per process, started on first use (after any fork). ``publisher`` gives
+    the process's current :class:`~etl_app.ingest.send.Publisher` at each round (its connections
+    are the process's own, made again after a fork)."""
 
-    def __init__(self, runtime: Runtime, *, window: float = 0.1, idle: float = 1.0) -> None:
-        self.runtime = runtime
+    def __init__(self, publisher: Callable[[], Publisher], *, window: float = 0.1, idle: float = 1.0) -> None:
+        self.publisher = publisher
         self.window, self.idle = window, idle
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -94,7 +91,7 @@ class Relay:
             self._wake.clear()
             try:
                 # a full round means there may be more
-                while relay_once(self.runtime) >= CLAIM_LIMIT:
+                while relay_once(self.publisher()) >= CLAIM_LIMIT:
                     pass
                 backoff = self.idle
             except Exception as exc:  # noqa: BLE001 - broker or database down: try again later

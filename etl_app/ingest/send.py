@@ -13,21 +13,43 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from celery import Celery
 
 from etl_app.models import sql
 from etl_app.pipeline.messages import publish_chunks, publish_validated
-from etl_app.pipeline.stash import Item
-
-if TYPE_CHECKING:
-    from etl_app.ingest.relay import Relay
-    from etl_app.runtime import Runtime
+from etl_app.pipeline.stash import Item, Stash
 
 log = logging.getLogger(__name__)
 
 _publisher = ThreadPoolExecutor(max_workers=4, thread_name_prefix="etl-publish")
 
 _FLAG_UNPUBLISHED = sql("UPDATE raw_records SET enqueued_at = NULL WHERE id = ANY(:ids) AND status = :RECEIVED")
+
+
+@dataclass(frozen=True)
+class Publisher:
+    """What sending committed records takes, and nothing more: the Celery app (tasks are sent by
+    name), the stash where validated values wait, the database (to flag what the broker did not
+    take), the records of one chain (ETL_CHUNK_SIZE) and the deadline of a send
+    (ETL_PUBLISH_TIMEOUT_SECONDS). A process's Runtime makes one when asked (its ``publisher``);
+    it holds no connection of its own."""
+
+    celery: Celery
+    stash: Stash
+    engine: sa.Engine
+    chunk_size: int
+    timeout: float
+
+
+class Wakeable(Protocol):
+    """What retries unpublished records soon: a web process's outbox relay
+    (:class:`etl_app.ingest.relay.Relay`)."""
+
+    def notify(self) -> None: ...
 
 
 def run_within(send: Callable[[], Any], timeout: float | None) -> None:
@@ -41,13 +63,13 @@ def run_within(send: Callable[[], Any], timeout: float | None) -> None:
 
 
 def send_after_commit(
-    runtime: Runtime,
+    publisher: Publisher,
     records: Mapping[str, Sequence[int]],
     *,
     items: Sequence[Item] | None = None,
     timeout: float | None,
     what: str,
-    relay: Relay | None = None,
+    relay: Wakeable | None = None,
 ) -> bool:
     """Send one chain per chunk for these committed raw records (ids by record type), within
     ``timeout`` seconds (None: no deadline beyond the broker's socket timeouts). True once the
@@ -62,16 +84,16 @@ def send_after_commit(
     ids = [i for part in records.values() for i in part]
     if not ids:
         return True
-    chunk_size = runtime.settings.chunk_size
+    chunk_size = publisher.chunk_size
     if items is not None and len(records) != 1:
         raise ValueError("validated items go with the ids of one record type")
 
     def send() -> None:
         for type_name, type_ids in records.items():
             if items is not None:
-                publish_validated(runtime.celery, runtime.stash, type_name, items, chunk_size)
+                publish_validated(publisher.celery, publisher.stash, type_name, items, chunk_size)
             else:
-                publish_chunks(runtime.celery, type_name, type_ids, chunk_size)
+                publish_chunks(publisher.celery, type_name, type_ids, chunk_size)
 
     try:
         run_within(send, timeout)
@@ -79,7 +101,7 @@ def send_after_commit(
     except Exception as exc:  # noqa: BLE001 - any broker failure leaves the records to the relay and sweeper
         log.warning("could not publish %s (%d records): %s; left to the relay and the sweeper", what, len(ids), exc)
     try:
-        with runtime.engine.begin() as conn:
+        with publisher.engine.begin() as conn:
             conn.execute(_FLAG_UNPUBLISHED, {"ids": ids})
     except Exception as db_exc:  # noqa: BLE001 - then the lease applies instead of the grace
         log.warning("could not flag unpublished records: %s", db_exc)

@@ -1,6 +1,7 @@
 """What a scheduled job is given: its run window and a connection in the runner's transaction.
 
-A job is a plain function ``run(ctx: JobContext) -> int`` (the rows it touched). The runner
+A job is a plain function ``run(ctx: JobContext) -> int`` (the rows it touched); a job that
+reaches beyond the database (the broker, the shared Redis) takes ``run(ctx, tools: JobTools)``. The runner
 (:mod:`etl_app.jobs.runner`) takes the job's lock, records the run in ``job_runs``, opens the
 transaction, calls the function and commits; a job that works in bounded batches may call
 ``ctx.commit()`` between them. Jobs recompute what their window covers, so running one twice
@@ -13,9 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+import redis
 import sqlalchemy as sa
 
 from etl_app.config import Settings
+from etl_app.ingest.send import Publisher
+from etl_app.record_types import Registry
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,18 @@ class Window:
     def last_days(cls, n: int, today: date) -> Window:
         """The ``n`` days up to and including ``today``."""
         return cls(today - timedelta(days=max(n, 1) - 1), today)
+
+
+@dataclass(frozen=True)
+class JobTools:
+    """What the jobs that reach beyond the database take (the sweeper, lookup-refresh): the
+    record types, a publisher to send records down the pipeline, and the shared Redis (breakers,
+    rate limits) with the lookups' cache (ETL_LOOKUP_CACHE_URL, else the same Redis)."""
+
+    registry: Registry
+    publisher: Publisher
+    cache: redis.Redis
+    lookup_cache: redis.Redis
 
 
 @dataclass

@@ -14,8 +14,8 @@ from etl_app.names import JOBS_QUEUE
 from etl_app.pipeline.messages import publish_options
 
 if TYPE_CHECKING:
+    from etl_app.ingest.send import Publisher
     from etl_app.jobs.registry import Job
-    from etl_app.runtime import Runtime
 
 _sender = ThreadPoolExecutor(max_workers=2, thread_name_prefix="etl-jobs-send")
 
@@ -25,7 +25,7 @@ class JobNotQueued(Exception):
 
 
 def queue_job_run(
-    runtime: Runtime, job: Job, window: Window | None, *, actor: str | None, request_id: str | None, trigger: str
+    publisher: Publisher, job: Job, window: Window | None, *, actor: str | None, request_id: str | None, trigger: str
 ) -> dict[str, Any]:
     """Send the job's task to the ``jobs`` queue; ``{job, task_id, window, status: queued}``.
     Raises :class:`JobNotQueued` when the broker does not take it in time."""
@@ -33,7 +33,7 @@ def queue_job_run(
     task_id = str(uuid.uuid4())
 
     def send() -> None:
-        runtime.celery.send_task(
+        publisher.celery.send_task(
             job.task_name,
             kwargs={"window": days, "trigger": trigger, "actor": actor, "request_id": request_id},
             task_id=task_id,
@@ -42,12 +42,13 @@ def queue_job_run(
         )
 
     try:
-        _sender.submit(send).result(timeout=runtime.settings.publish_timeout_seconds)
+        _sender.submit(send).result(timeout=publisher.timeout)
     except Exception as exc:  # noqa: BLE001 - broker down or slow: nothing was queued (or it runs late)
         target = {"job": job.name, "window": days, "task_id": task_id}
         message = f"not queued: {exc or 'timed out'}"
         audit.record_alone(
-            runtime.engine, audit.Entry(actor or "unknown", "job_run", target, None, audit.FAILED, message, request_id)
+            publisher.engine,
+            audit.Entry(actor or "unknown", "job_run", target, None, audit.FAILED, message, request_id),
         )
         raise JobNotQueued(f"the job could not be queued: {exc or 'timed out'}") from None
     return {"job": job.name, "task_id": task_id, "window": days, "status": "queued"}

@@ -30,38 +30,37 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl_app.jobs.context import JobContext
+from etl_app.jobs.context import JobContext, JobTools
 from etl_app.lookups.breaker import CLOSED, HALF_OPEN
 from etl_app.lookups.metrics import breaker_for
 from etl_app.lookups.provider import Provider
 from etl_app.pipeline import lookups as step
 from etl_app.record_types import RecordType
-from etl_app.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 ANSWERED = ("found", "not_found", "empty")
 
 
-def run_lookup_refresh(ctx: JobContext, runtime: Runtime) -> int:
+def run_lookup_refresh(ctx: JobContext, tools: JobTools) -> int:
     written = 0
-    for record_type in runtime.registry:
+    for record_type in tools.registry:
         if not record_type.lookups:
             continue
         providers = step.providers_for(record_type, ctx.settings)
         for provider in providers:
             if provider is None or not provider.enabled:
                 continue
-            written += _refresh(ctx, runtime, record_type, provider, ctx.settings.job_batch_size)
+            written += _refresh(ctx, tools, record_type, provider, ctx.settings.job_batch_size)
     return written
 
 
-def _refresh(ctx: JobContext, runtime: Runtime, record_type: RecordType, provider: Provider, limit: int) -> int:
+def _refresh(ctx: JobContext, tools: JobTools, record_type: RecordType, provider: Provider, limit: int) -> int:
     table = record_type.table
     status, at = table.c[step.STATUS_FIELD], table.c[step.AT_FIELD]
     key = table.c[record_type.key]
     try:
-        state = breaker_for(runtime.cache, ctx.settings.broker_key_prefix, provider).state().state
+        state = breaker_for(tools.cache, ctx.settings.broker_key_prefix, provider).state().state
     except Exception as exc:  # noqa: BLE001 - Redis down: the lookups would count it a miss; try anyway
         log.warning("lookup-refresh: the breaker of %s is unreadable (%s)", provider.name, exc)
         state = CLOSED
@@ -83,8 +82,8 @@ def _refresh(ctx: JobContext, runtime: Runtime, record_type: RecordType, provide
     (result,) = step.look_up(
         [provider],
         items,
-        redis=runtime.cache,
-        cache=runtime.lookup_cache,
+        redis=tools.cache,
+        cache=tools.lookup_cache,
         http=step.http_client(),
         key_prefix=ctx.settings.broker_key_prefix,
         attempt=0,

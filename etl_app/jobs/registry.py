@@ -49,8 +49,8 @@ class Job:
     # Whether every run is written to job_runs ("always"), or only runs that touched rows or
     # failed ("when_rows": the sweeper, which runs every minute and mostly finds nothing).
     record: str = "always"
-    # Whether the function needs the process's Runtime (the broker) beside its context.
-    needs_runtime: bool = False
+    # Whether the function takes JobTools (the broker, the shared Redis) beside its context.
+    needs_tools: bool = False
     takes_window: bool = True  # False: the window only labels the run (the job works as of now)
 
     @property
@@ -122,7 +122,7 @@ JOBS: dict[str, Job] = {
             default_window=today_only,
             takes_window=False,
             record="when_rows",
-            needs_runtime=True,
+            needs_tools=True,
             description="Ask external lookups again for stored records: failed ones once the provider's breaker "
             "is closed, skipped or never asked ones, and lookups older than the provider's TTL.",
         ),
@@ -133,7 +133,7 @@ JOBS: dict[str, Job] = {
             default_window=today_only,
             takes_window=False,
             record="when_rows",
-            needs_runtime=True,
+            needs_tools=True,
             description="Re-enqueue the unsettled records that no live chain holds (lost messages).",
         ),
     )

@@ -1,6 +1,6 @@
 """The one way a scheduled job runs, whoever starts it: beat (a Celery task), the CLI or the API.
 
-``run_job(runtime_or_engine, name, window=None, trigger="beat")``:
+``run_job(engine, name, window=None, trigger="beat", tools=None)``:
 
 1. On a dedicated connection (autocommit) it takes the job's PostgreSQL advisory lock with
    ``pg_try_advisory_lock`` (a session lock: it goes with the connection if the process dies).
@@ -36,10 +36,9 @@ import sqlalchemy as sa
 
 from etl_app import audit, clock
 from etl_app.config import Settings
-from etl_app.jobs.context import JobContext, Window
+from etl_app.jobs.context import JobContext, JobTools, Window
 from etl_app.jobs.registry import Job, get_job
 from etl_app.models import FAILED, JOB_TRIGGERS, RUNNING, SKIPPED, SUCCEEDED
-from etl_app.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -106,35 +105,35 @@ _HOLDER = sa.text(
 
 
 def run_job(
-    target: Runtime | sa.Engine,
+    engine: sa.Engine,
     name: str,
     window: Window | None = None,
     trigger: str = "beat",
     *,
     task_id: str | None = None,
     settings: Settings | None = None,
+    tools: JobTools | None = None,
     now: datetime | None = None,
     actor: str | None = None,
     request_id: str | None = None,
 ) -> RunOutcome:
     """Run the job ``name`` now under its lock and record the run (see the module docstring).
 
-    ``target``: a :class:`Runtime` (a worker's, the API's, the CLI's), or an engine (then
-    ``settings`` default to the environment's; a job that needs the broker, the sweeper, needs a
-    runtime). ``window``: the days to cover, else the job's default window of the UTC day of
-    ``now`` (default: the current time, the run's "as of"). Never raises for the job's own
+    ``engine``: the database; ``settings`` default to the environment's; ``tools``: what a job
+    that reaches beyond the database takes (the sweeper and lookup-refresh need them; a worker's,
+    the API's or the CLI's runtime gives them as ``job_tools``). ``window``: the days to cover,
+    else the job's default window of the UTC day of ``now`` (default: the current time, the
+    run's "as of"). Never raises for the job's own
     failure: that is the outcome's ``failed`` status and ``error``; raises :class:`UnknownJob`
     and, if the database cannot be reached to take the lock, the database error. ``actor``: who
     the audit trail names (default: the trigger); ``request_id``: the HTTP request, if any."""
     job = get_job(name)
     if trigger not in JOB_TRIGGERS:
         raise ValueError(f"trigger must be one of {JOB_TRIGGERS}, not {trigger!r}")
-    runtime = target if isinstance(target, Runtime) else None
-    engine = runtime.engine if runtime is not None else target
     if settings is None:
-        settings = runtime.settings if runtime is not None else Settings.from_env()
-    if job.needs_runtime and runtime is None:
-        raise TypeError(f"the job {name!r} needs a Runtime (it sends to the broker), not an engine")
+        settings = Settings.from_env()
+    if job.needs_tools and tools is None:
+        raise TypeError(f"the job {name!r} needs its JobTools (it sends to the broker or uses Redis)")
     now = (now or clock.utcnow()).astimezone(UTC)
     window = window or job.default_window(now.date(), settings)
     outcome = RunOutcome(job=name, window=window, trigger=trigger, status=SKIPPED)
@@ -144,7 +143,7 @@ def run_job(
             outcome = _skipped(books, job, outcome, task_id)
         else:
             try:
-                outcome = _run_locked(books, engine, runtime, job, outcome, task_id, settings, now)
+                outcome = _run_locked(books, engine, tools, job, outcome, task_id, settings, now)
             finally:
                 _unlock(books, name)
         if outcome.run_id is not None or trigger != "beat":
@@ -182,7 +181,7 @@ def _skipped(books: sa.Connection, job: Job, outcome: RunOutcome, task_id: str |
 def _run_locked(
     books: sa.Connection,
     engine: sa.Engine,
-    runtime: Runtime | None,
+    tools: JobTools | None,
     job: Job,
     outcome: RunOutcome,
     task_id: str | None,
@@ -199,7 +198,7 @@ def _run_locked(
         function = job.load()
         with engine.connect() as conn:
             ctx = JobContext(conn=conn, window=outcome.window, settings=settings, now=now, commit=conn.commit)
-            rows = function(ctx, runtime) if job.needs_runtime else function(ctx)
+            rows = function(ctx, tools) if job.needs_tools else function(ctx)
             conn.commit()
         outcome.status, outcome.rows = SUCCEEDED, int(rows or 0)
         log.info("job %s (%s, %s): %d rows", job.name, outcome.trigger, _window_text(outcome.window), outcome.rows)

@@ -12,16 +12,15 @@ from datetime import UTC, datetime
 
 from etl_app.ingest import claim, settle
 from etl_app.ingest.send import send_after_commit
-from etl_app.jobs.context import JobContext
+from etl_app.jobs.context import JobContext, JobTools
 from etl_app.names import LOOKUPS_QUEUE, PIPELINE_QUEUE
 from etl_app.pipeline.messages import oldest_queued_at
-from etl_app.runtime import Runtime
 from etl_app.uploads.resume import resend_stalled
 
 log = logging.getLogger(__name__)
 
 
-def run_sweeper(ctx: JobContext, runtime: Runtime) -> int:
+def run_sweeper(ctx: JobContext, tools: JobTools) -> int:
     """Re-enqueue the unsettled records that no live chain holds (see :mod:`etl_app.ingest.claim`
     for the lease rule), and records never published after a short grace; at most
     ``ETL_SWEEP_MAX_RECORDS`` a run, in batches of ``ETL_SWEEP_BATCH_SIZE``, each claimed and
@@ -35,9 +34,9 @@ def run_sweeper(ctx: JobContext, runtime: Runtime) -> int:
     stopped between its commit and its settle, an upload whose last rows were all refused) are
     measured, at most :data:`etl_app.ingest.settle.CATCH_UP_LIMIT` a run."""
     settings = ctx.settings
-    _catch_up_quality(ctx, runtime)
+    _catch_up_quality(ctx, tools)
     try:
-        sent_at = _oldest(oldest_queued_at(runtime.celery, queue) for queue in (PIPELINE_QUEUE, LOOKUPS_QUEUE))
+        sent_at = _oldest(oldest_queued_at(tools.publisher.celery, queue) for queue in (PIPELINE_QUEUE, LOOKUPS_QUEUE))
     except Exception as exc:  # noqa: BLE001 - broker down: nothing can be sent now anyway
         log.warning("outbox sweeper: broker unavailable (%s); next interval", exc)
         return 0
@@ -53,7 +52,7 @@ def run_sweeper(ctx: JobContext, runtime: Runtime) -> int:
             queued_since=queued_since,
         )
         ctx.commit()  # the claim, before the send
-        if not send_after_commit(runtime, claimed, timeout=None, what="swept records"):
+        if not send_after_commit(tools.publisher, claimed, timeout=None, what="swept records"):
             # flagged unpublished again: the next run retries them
             log.warning("outbox sweeper: the broker did not take the records; next interval")
             break
@@ -62,7 +61,7 @@ def run_sweeper(ctx: JobContext, runtime: Runtime) -> int:
             break
     if swept:
         log.info("outbox sweeper re-enqueued %d records", swept)
-    swept += resend_stalled(ctx.conn, runtime, commit=ctx.commit)
+    swept += resend_stalled(ctx.conn, tools.publisher, lease_seconds=settings.outbox_lease_seconds, commit=ctx.commit)
     return swept
 
 
@@ -72,10 +71,10 @@ def _oldest(times) -> float | None:
     return min(known) if known else None
 
 
-def _catch_up_quality(ctx: JobContext, runtime: Runtime) -> None:
+def _catch_up_quality(ctx: JobContext, tools: JobTools) -> None:
     """Measure the settled ingestions without quality; a failure is logged, the sweep goes on."""
     try:
-        stored = settle.catch_up(ctx.conn, runtime.registry, settings=runtime.settings, commit=ctx.commit)
+        stored = settle.catch_up(ctx.conn, tools.registry, settings=ctx.settings, commit=ctx.commit)
     except Exception:
         log.exception("outbox sweeper: could not catch up on ingestion quality; next interval")
         ctx.conn.rollback()

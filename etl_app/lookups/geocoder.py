@@ -31,16 +31,12 @@ def parse(answer: Any) -> Parsed:
     }
 
 
-def geocoder_provider(settings: Any = None, **overrides: Any) -> Provider:
+def geocoder_provider(settings: Any, **overrides: Any) -> Provider:
     """The geocoder as configured (``Settings``: geocoder_url, geocoder_ttl_seconds,
     geocoder_rate, geocoder_max_retries, geocoder_backoff_seconds, geocoder_timeout_seconds: the
     read timeout, geocoder_breaker_failures, geocoder_breaker_cooldown_seconds); ``overrides`` set
     any other :class:`Provider` field. Also the tutors type's lookup declaration
     (``RecordType.lookups``)."""
-    if settings is None:
-        from etl_app.config import Settings
-
-        settings = Settings.from_env()
     values: dict[str, Any] = {
         "name": NAME,
         "base_url": settings.geocoder_url,

@@ -1,11 +1,14 @@
 """What a running process needs: settings, the engine, the registry, the Celery app and, in a
-web process, the outbox relay. :func:`build_runtime` makes one; nothing connects until used."""
+web process, the outbox relay. :func:`etl_app.runtime.build.build_runtime` makes one (the type
+lives apart from the code that builds it, so that tasks can name it without importing the
+Celery app); nothing connects until used. Domain functions take the parts they use (an engine,
+a :class:`~etl_app.ingest.send.Publisher`), never the whole runtime."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import sqlalchemy as sa
@@ -14,11 +17,13 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from etl_app.config import Settings
-from etl_app.db import make_engine
-from etl_app.ingest.relay import Relay
+from etl_app.ingest.send import Publisher
+from etl_app.jobs.context import JobTools
 from etl_app.pipeline.stash import Stash
-from etl_app.record_types import Registry, get_registry
-from etl_app.runtime.celery_app import make_celery
+from etl_app.record_types import Registry
+
+if TYPE_CHECKING:
+    from etl_app.ingest.relay import Relay
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +46,7 @@ class Runtime:
         """The Redis used as cache (delivery counters); errors from it are treated as misses.
         Keys carry ETL_BROKER_KEY_PREFIX, like the broker's."""
         if self._cache is None:
-            self._cache = _cache_client(self.settings.redis_url or self.settings.broker_url)
+            self._cache = cache_client(self.settings.redis_url or self.settings.broker_url)
         return self._cache
 
     @property
@@ -52,7 +57,7 @@ class Runtime:
         if not self.settings.lookup_cache_url:
             return self.cache
         if self._lookup_cache is None:
-            self._lookup_cache = _cache_client(self.settings.lookup_cache_url)
+            self._lookup_cache = cache_client(self.settings.lookup_cache_url)
         return self._lookup_cache
 
     @property
@@ -60,36 +65,31 @@ class Runtime:
         """Where chunk values wait between stages (the cache Redis, the broker's key prefix)."""
         return Stash(self.cache, self.settings.broker_key_prefix)
 
+    @property
+    def publisher(self) -> Publisher:
+        """What sending committed records takes (:func:`etl_app.ingest.send.send_after_commit`)."""
+        return Publisher(
+            celery=self.celery,
+            stash=self.stash,
+            engine=self.engine,
+            chunk_size=self.settings.chunk_size,
+            timeout=self.settings.publish_timeout_seconds,
+        )
+
+    @property
+    def job_tools(self) -> JobTools:
+        """What the jobs that reach beyond the database take (:func:`etl_app.jobs.runner.run_job`)."""
+        return JobTools(
+            registry=self.registry, publisher=self.publisher, cache=self.cache, lookup_cache=self.lookup_cache
+        )
+
     def reset_after_fork(self) -> None:
         """Drop inherited connections in a forked child (they belong to the parent)."""
         self.engine.dispose(close=False)
         self._cache = self._lookup_cache = None
 
 
-def _cache_client(url: str) -> redis.Redis:
+def cache_client(url: str) -> redis.Redis:
     """A Redis whose every operation gives up within a second, without retrying (a server that is
     stopped or unreachable costs its caller one second at most, then counts as a miss)."""
     return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
-
-
-def build_runtime(
-    settings: Settings,
-    *,
-    application_name: str = "etl_app",
-    pool_size: int | None = None,
-    max_overflow: int = 5,
-    with_relay: bool = True,
-) -> Runtime:
-    """The runtime of a process: the service's (``create_app``) or a command's (one connection)."""
-    engine = make_engine(
-        settings.database_url,
-        pool_size=settings.db_pool_size if pool_size is None else pool_size,
-        max_overflow=max_overflow,
-        application_name=application_name,
-    )
-    celery = make_celery("etl_app", settings.broker_url, settings.broker_key_prefix)
-    runtime = Runtime(settings=settings, engine=engine, registry=get_registry(), celery=celery)
-    if with_relay:
-        runtime.relay = Relay(runtime, window=settings.relay_window_ms / 1000)
-    celery.etl = runtime
-    return runtime

@@ -12,17 +12,18 @@ from etl_app.pipeline.messages import stamp_sent_at
 from etl_app.runtime import stage_metrics
 
 CELERY_CONFIG_MODULE = "celeryconfig"
+# The task modules, registered by name: a worker imports them at its start (Celery's ``include``),
+# while a process that only sends (web, CLI, beat) sends by task name and never imports them.
+TASK_MODULES = ("tasks.pipeline", "tasks.dead_letter", "tasks.beat", "tasks.uploads")
 
 
 def make_celery(name: str, broker_url: str, key_prefix: str = "") -> Celery:
     """``key_prefix`` (ETL_BROKER_KEY_PREFIX) keeps several deployments apart on one Redis."""
-    app = Celery(name, set_as_current=True)
+    app = Celery(name, set_as_current=True, include=list(TASK_MODULES))
     app.config_from_object(CELERY_CONFIG_MODULE)
     app.conf.broker_url = broker_url
     if key_prefix:
         app.conf.broker_transport_options = {**app.conf.broker_transport_options, "global_keyprefix": key_prefix}
-    import tasks  # noqa: F401  (registers the shared tasks with this app)
-
     return app
 
 

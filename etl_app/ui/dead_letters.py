@@ -31,9 +31,6 @@ import orjson
 import sqlalchemy as sa
 from flask import abort, current_app, flash, jsonify, redirect, request, url_for
 
-from etl_app.api.audit import audited
-from etl_app.api.common import current_runtime
-from etl_app.api.dead_letters import send_replayed
 from etl_app.deadletters import actions, edits, groups, queries
 from etl_app.deadletters.errors import (
     DlqError,
@@ -49,6 +46,7 @@ from etl_app.jsonsafe import json_safe
 from etl_app.models import DEAD_LETTER_STATUSES, OPEN
 from etl_app.ui.blueprint import bp, render
 from etl_app.ui.session import requires_operate
+from etl_app.web.context import audited, current_runtime, send_replayed
 
 GROUPS_PER_PAGE = 20
 DEAD_LETTERS_PER_PAGE = 50

@@ -16,10 +16,6 @@ from typing import Any
 import orjson
 from flask import abort, current_app, jsonify, request, url_for
 
-from etl_app.api.common import current_runtime
-from etl_app.api.errors import ApiError
-from etl_app.api.rejections import PAGE as REJECTIONS_PAGE
-from etl_app.api.rejections import csv_response, errors_text, ingestion_or_404, rejection_item
 from etl_app.deadletters.filters import ALL, Filters
 from etl_app.deadletters.queries import list_dead_letters
 from etl_app.ingest.listing import DEFAULT_LIMIT, MAX_LIMIT, STATUSES, BadCursor, list_ingestions, segments
@@ -27,6 +23,9 @@ from etl_app.ingest.progress import IN_PROGRESS, ingestion_status
 from etl_app.jsonsafe import json_safe
 from etl_app.quality import LEVELS, UNUSABLE
 from etl_app.ui.blueprint import bp, render
+from etl_app.web.context import ApiError, current_runtime
+from etl_app.web.rejections import PAGE as REJECTIONS_PAGE
+from etl_app.web.rejections import csv_response, errors_text, ingestion_or_404, rejection_item
 
 REJECTIONS_PER_PAGE = 25
 DEAD_LETTERS_SHOWN = 20

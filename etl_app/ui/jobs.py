@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from flask import flash, jsonify, redirect, request, url_for
 
-from etl_app.api.auth import request_id
-from etl_app.api.common import current_runtime
 from etl_app.jobs.enqueue import JobNotQueued, queue_job_run
 from etl_app.jobs.registry import JOBS, BadWindow, UnknownJob, describe_job, get_job, window_from
 from etl_app.jobs.runner import recent_runs
 from etl_app.ui.blueprint import bp, render
 from etl_app.ui.session import current_user, requires_operate
+from etl_app.web.context import current_runtime, request_id
 
 RECENT = 10
 
@@ -43,7 +42,12 @@ def run_job(name: str):
     try:
         window = window_from(job, request.form.get("from") or None, request.form.get("to") or None)
         queued = queue_job_run(
-            current_runtime(), job, window, actor=current_user().key_id, request_id=request_id(), trigger="api"
+            current_runtime().publisher,
+            job,
+            window,
+            actor=current_user().key_id,
+            request_id=request_id(),
+            trigger="api",
         )
     except BadWindow as exc:
         flash(f"{name}: {exc}", "error")

@@ -25,12 +25,12 @@ import redis
 import sqlalchemy as sa
 from flask import current_app, jsonify
 
-from etl_app.api.common import current_runtime
-from etl_app.api.metrics import queue_depths
 from etl_app.jobs.registry import JOBS
 from etl_app.jobs.runner import recent_runs
 from etl_app.models import sql
+from etl_app.pipeline.queues import queue_depths
 from etl_app.ui.blueprint import bp, render
+from etl_app.web.context import current_runtime
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from flask import flash, jsonify, redirect, url_for
 
-from etl_app.api.errors import ApiError
-from etl_app.api.providers import listed_providers, reset_provider
 from etl_app.ui.blueprint import bp, render
 from etl_app.ui.session import requires_operate
+from etl_app.web.context import ApiError
+from etl_app.web.providers import listed_providers, reset_provider
 
 
 def _listed() -> tuple[list[dict], str | None]:

@@ -19,12 +19,12 @@ from typing import Any
 
 from flask import jsonify, request
 
-from etl_app.api.common import current_runtime
-from etl_app.api.reports import BadRange, parse_day_range
 from etl_app.clock import utcnow
 from etl_app.jobs.quality import quality_days
 from etl_app.quality import as_report
+from etl_app.quality.days import BadRange, parse_day_range
 from etl_app.ui.blueprint import bp, render
+from etl_app.web.context import current_runtime
 
 # The shares drawn as lines, in the legend's order: (metric, label).
 SHARES = (

@@ -19,10 +19,10 @@ from typing import Any
 import orjson
 from flask import redirect, request, url_for
 
-from etl_app.api.common import current_runtime
-from etl_app.api.read import record_fields, stored_row
 from etl_app.lineage import key_history, lineage
+from etl_app.lineage.records import record_fields, stored_row
 from etl_app.ui.blueprint import bp, render
+from etl_app.web.context import current_runtime
 
 
 def shown(value: Any) -> str:

@@ -23,25 +23,23 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
 from etl_app.clock import utcnow
+from etl_app.config import Settings
 from etl_app.ingest import outbox
 from etl_app.ingest.rejections import Refused, store_rejections
-from etl_app.ingest.send import send_after_commit
+from etl_app.ingest.send import Publisher, send_after_commit
 from etl_app.ingest.settle import settle
 from etl_app.models import FAILED, PARSED, PARSING, STORED
 from etl_app.pipeline.stash import Item, item
-from etl_app.record_types import RecordType
+from etl_app.record_types import RecordType, Registry
 from etl_app.uploads import flat
 from etl_app.uploads.formats import FileRefused, Limits, read_rows
 from etl_app.uploads.reader import open_upload
-
-if TYPE_CHECKING:
-    from etl_app.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +107,8 @@ def _payload(record_type: RecordType, fmt: str, values: Any) -> Any:
 
 
 def parse_slice(
-    runtime: Runtime,
+    publisher: Publisher,
+    registry: Registry,
     conn: sa.Connection,
     upload_id: uuid.UUID,
     *,
@@ -122,15 +121,15 @@ def parse_slice(
     upload = load(conn, upload_id)
     if upload is None or upload.status in (PARSED, FAILED):
         return DONE
-    record_type = runtime.registry[upload.record_type]
+    record_type = registry[upload.record_type]
     taken = conn.execute(
         _TAKE, {"parsing": PARSING, "stored": STORED, "id": upload.id, "rows_read": upload.rows_read}
     ).rowcount
     commit()
     if not taken:
         return OVERTAKEN
-    chunk_size = runtime.settings.chunk_size
-    with runtime.engine.connect() as file_conn:
+    chunk_size = publisher.chunk_size
+    with publisher.engine.connect() as file_conn:
         f = open_upload(file_conn, upload.id, upload.size, upload.chunk_bytes)
         rows = read_rows(f, upload.format, checkpoint=upload.checkpoint or None, limits=Limits(), size=upload.size)
         for _ in range(slice_chunks or SLICE_CHUNKS_BY_FORMAT.get(upload.format, SLICE_CHUNKS)):
@@ -143,7 +142,7 @@ def parse_slice(
                 commit()
                 log.warning("upload %s failed after %d rows: %s", upload.id, upload.rows_read, exc.message)
                 return DONE
-            if not _store_chunk(runtime, conn, record_type, upload, batch, last=last, after_commit=after_commit):
+            if not _store_chunk(publisher, conn, record_type, upload, batch, last=last, after_commit=after_commit):
                 return OVERTAKEN
             commit()
             if last:
@@ -153,7 +152,7 @@ def parse_slice(
 
 
 def _store_chunk(
-    runtime: Runtime,
+    publisher: Publisher,
     conn: sa.Connection,
     record_type: RecordType,
     upload: Upload,
@@ -214,13 +213,13 @@ def _store_chunk(
             item(raw_id, upload.id, upload.received_at, None, data)
             for raw_id, (_, _, data) in zip(ids, accepted, strict=True)
         ]
-        after_commit(lambda: _send(runtime, record_type, ids, items))
+        after_commit(lambda: _send(publisher, record_type, ids, items))
     return True
 
 
-def _send(runtime: Runtime, record_type: RecordType, ids: list[int], items: list[Item]) -> None:
+def _send(publisher: Publisher, record_type: RecordType, ids: list[int], items: list[Item]) -> None:
     send_after_commit(
-        runtime,
+        publisher,
         {record_type.name: ids},
         items=items,
         timeout=None,
@@ -228,10 +227,10 @@ def _send(runtime: Runtime, record_type: RecordType, ids: list[int], items: list
     )
 
 
-def after_parse(runtime: Runtime, upload_id: uuid.UUID) -> None:
+def after_parse(engine: sa.Engine, registry: Registry, settings: Settings, upload_id: uuid.UUID) -> None:
     """The file is read (or failed): its ingestion may be settled already (every row refused, or
     every record through the pipeline before the last slice ended)."""
     try:
-        settle(runtime.engine, [upload_id], registry=runtime.registry, settings=runtime.settings)
+        settle(engine, [upload_id], registry=registry, settings=settings)
     except Exception as exc:  # noqa: BLE001 - the sweeper settles it later
         log.warning("upload %s: could not settle its ingestion now: %s", upload_id, exc)

@@ -9,7 +9,7 @@ import logging
 
 import sqlalchemy as sa
 
-from etl_app.runtime import Runtime
+from etl_app.ingest.send import Publisher
 from etl_app.uploads.store import send_parse
 
 log = logging.getLogger(__name__)
@@ -23,11 +23,12 @@ _STALLED = sa.text(
 )
 
 
-def resend_stalled(conn: sa.Connection, runtime: Runtime, *, commit, limit: int = 100) -> int:
-    """Claim the stalled uploads (their lease starts again), commit, then send their parse tasks."""
-    ids = [row[0] for row in conn.execute(_STALLED, {"lease": runtime.settings.outbox_lease_seconds, "limit": limit})]
+def resend_stalled(conn: sa.Connection, publisher: Publisher, *, lease_seconds: int, commit, limit: int = 100) -> int:
+    """Claim the stalled uploads (quiet for ``lease_seconds``; their lease starts again), commit,
+    then send their parse tasks."""
+    ids = [row[0] for row in conn.execute(_STALLED, {"lease": lease_seconds, "limit": limit})]
     commit()
-    sent = sum(send_parse(runtime, upload_id, timeout=None) for upload_id in ids)
+    sent = sum(send_parse(publisher, upload_id, timeout=None) for upload_id in ids)
     if ids:
         log.info("outbox sweeper: re-sent the parse of %d of %d stalled uploads", sent, len(ids))
     return sent

@@ -17,17 +17,14 @@ import logging
 import re
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 import sqlalchemy as sa
 
 from etl_app import names
-from etl_app.ingest.send import run_within
+from etl_app.ingest.send import Publisher, run_within
 from etl_app.models import STORED
 from etl_app.record_types import RecordType
-
-if TYPE_CHECKING:
-    from etl_app.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +92,12 @@ def store_upload(
     return ingestion_id, size
 
 
-def send_parse(runtime: Runtime, upload_id: uuid.UUID, *, timeout: float | None) -> bool:
+def send_parse(publisher: Publisher, upload_id: uuid.UUID, *, timeout: float | None) -> bool:
     """Send the parse task for a stored upload; False (logged) if the broker could not take it:
     the sweeper sends it later."""
 
     def send() -> None:
-        runtime.celery.send_task(names.PARSE_UPLOAD, args=[{"upload_id": str(upload_id)}], queue=names.PIPELINE_QUEUE)
+        publisher.celery.send_task(names.PARSE_UPLOAD, args=[{"upload_id": str(upload_id)}], queue=names.PIPELINE_QUEUE)
 
     try:
         run_within(send, timeout)

@@ -25,7 +25,9 @@ ETL_TASKS = {
 
 @pytest.fixture(scope="module")
 def celery_app():
-    return make_celery("etl_app", "redis://127.0.0.1:6379/15")
+    app = make_celery("etl_app", "redis://127.0.0.1:6379/15")
+    app.loader.import_default_modules()  # what a worker does at its start
+    return app
 
 
 def test_every_task_of_the_project_is_registered_under_its_name(celery_app):

@@ -12,8 +12,8 @@ from etl_app.ingest.relay import Relay
 
 def test_a_relay_stopped_during_its_window_claims_nothing_after_stop_returns(monkeypatch):
     rounds: list[float] = []
-    monkeypatch.setattr(relay_module, "relay_once", lambda runtime: rounds.append(time.monotonic()) or 0)
-    relay = Relay(runtime=None, window=0.3, idle=60.0)  # type: ignore[arg-type]
+    monkeypatch.setattr(relay_module, "relay_once", lambda publisher: rounds.append(time.monotonic()) or 0)
+    relay = Relay(publisher=lambda: None, window=0.3, idle=60.0)  # type: ignore[arg-type]
     relay.notify()  # the thread starts and waits out its window before a round
     time.sleep(0.05)
     relay.stop()
@@ -25,8 +25,8 @@ def test_a_relay_stopped_during_its_window_claims_nothing_after_stop_returns(mon
 
 def test_a_running_relay_still_relays_until_it_is_stopped(monkeypatch):
     rounds: list[float] = []
-    monkeypatch.setattr(relay_module, "relay_once", lambda runtime: rounds.append(time.monotonic()) or 0)
-    relay = Relay(runtime=None, window=0.01, idle=0.05)  # type: ignore[arg-type]
+    monkeypatch.setattr(relay_module, "relay_once", lambda publisher: rounds.append(time.monotonic()) or 0)
+    relay = Relay(publisher=lambda: None, window=0.01, idle=0.05)  # type: ignore[arg-type]
     relay.notify()
     deadline = time.monotonic() + 5
     while len(rounds) < 3 and time.monotonic() < deadline:
