@@ -7,9 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl_app.config import Settings
 from etl_app.models import DEAD, FAILED, PARSED, PERSISTED, RECEIVED, REJECTED
-from etl_app.record_types import Registry, get_registry
 
 # An ingestion's status: `running` until it settles (quality.md), then `finished`, or `failed`
 # for an upload whose file turned out unreadable part-way (its rows before that are measured).
@@ -36,31 +34,25 @@ def _read(conn: sa.Connection, ingestion_id: uuid.UUID) -> tuple[sa.RowMapping |
     return ing, counts
 
 
-def ingestion_status(
-    conn: sa.Connection, ingestion_id: uuid.UUID, registry: Registry | None = None, settings: Settings | None = None
-) -> dict[str, Any] | None:
-    """``{id, record_type, source, status, counts, quality, created_at, finished_at, upload}`` or None.
+def read_status(conn: sa.Connection, ingestion_id: uuid.UUID) -> tuple[dict[str, Any] | None, bool]:
+    """``({id, record_type, source, status, counts, quality, created_at, finished_at, upload}`` or
+    None, ``due``): the ingestion as stored, read only; ``due`` is True when it has settled but
+    its quality is not stored yet (:func:`etl_app.ingest.settle.ingestion_status` stores it first).
 
     counts: ``received`` (accepted in all), ``in_flight`` (not settled yet), ``persisted``,
     ``dead`` and ``rejected`` (refused at the API, plus upload rows refused at parsing).
     ``status`` is ``running`` until the ingestion settles (nothing in flight and, for an upload,
-    its parse over); then its quality is stored (:mod:`etl_app.ingest.settle`; measured here if
-    no worker has yet) and it is ``finished``, or ``failed`` for an upload whose parse failed.
+    its parse over); then its quality is stored (:mod:`etl_app.ingest.settle`) and it is
+    ``finished``, or ``failed`` for an upload whose parse failed.
     ``quality`` and ``finished_at`` are null while it runs. ``upload`` is null unless the
     ingestion is an upload: then ``{filename, format, note, size, status, rows_read, progress,
     error}``.
     """
     ing, counts = _read(conn, ingestion_id)
     if ing is None:
-        return None
+        return None, False
     upload_open = ing["upload_id"] is not None and ing["upload_status"] not in (PARSED, FAILED)
-    if ing["quality"] is None and counts[RECEIVED] == 0 and not upload_open:
-        from etl_app.ingest.settle import settle_on  # settle announces with this function
-
-        settle_on(conn, registry or get_registry(), [ingestion_id], settings=settings)
-        ing, counts = _read(conn, ingestion_id)
-        if ing is None:
-            return None
+    due = ing["quality"] is None and counts[RECEIVED] == 0 and not upload_open
     settled = ing["quality"] is not None
     if not settled:
         status = IN_PROGRESS
@@ -87,4 +79,4 @@ def ingestion_status(
         "created_at": ing["created_at"],
         "finished_at": ing["finished_at"] if settled else None,
         "upload": upload,
-    }
+    }, due

@@ -29,6 +29,7 @@ import orjson
 import sqlalchemy as sa
 
 from etl_app.config import Settings
+from etl_app.ingest.progress import read_status
 from etl_app.jsonsafe import json_safe
 from etl_app.lineage import openlineage
 from etl_app.models import FAILED, PARSED, sql
@@ -184,14 +185,26 @@ def catch_up(
     return stored
 
 
+def ingestion_status(
+    conn: sa.Connection, ingestion_id: uuid.UUID, registry: Registry | None = None, settings: Settings | None = None
+) -> dict[str, Any] | None:
+    """What ``GET /api/v1/ingestions/{id}`` shows (:func:`etl_app.ingest.progress.read_status`),
+    after storing the quality of an ingestion that has settled and is not measured yet (a read
+    can be the first to see it settle: a batch whose every record was refused reaches no
+    worker). Then this read commits that store; otherwise it writes nothing."""
+    report, due = read_status(conn, ingestion_id)
+    if due:
+        settle_on(conn, registry or get_registry(), [ingestion_id], settings=settings)
+        report, _ = read_status(conn, ingestion_id)
+    return report
+
+
 def _announce(conn: sa.Connection, settings: Settings | None, stored: Sequence[uuid.UUID]) -> None:
     if not stored or settings is None:
         return
-    from etl_app.ingest.progress import ingestion_status  # progress settles through this module
-
     for ident in stored:
         try:
-            report = ingestion_status(conn, ident)
+            report, _ = read_status(conn, ident)
             if report is not None:
                 _on_settled(settings, report)
         except Exception:

@@ -19,7 +19,8 @@ from flask import abort, current_app, jsonify, request, url_for
 from etl_app.deadletters.filters import ALL, Filters
 from etl_app.deadletters.queries import list_dead_letters
 from etl_app.ingest.listing import DEFAULT_LIMIT, MAX_LIMIT, STATUSES, BadCursor, list_ingestions, segments
-from etl_app.ingest.progress import IN_PROGRESS, ingestion_status
+from etl_app.ingest.progress import IN_PROGRESS
+from etl_app.ingest.settle import ingestion_status
 from etl_app.jsonsafe import json_safe
 from etl_app.quality import LEVELS, UNUSABLE
 from etl_app.ui.blueprint import bp, render

@@ -7,7 +7,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import NotFound
 
 from etl_app.ui.blueprint import bp, render
-from etl_app.ui.session import authenticate, handle_csrf_error, safe_next, sign_in
+from etl_app.ui.session import authenticate, safe_next, sign_in
 
 bp.before_request(authenticate)
 
@@ -60,9 +60,14 @@ def _not_found(exc):
     return _error(404, "Not found", message)
 
 
-bp.register_error_handler(CSRFError, handle_csrf_error)
-
-
 @bp.errorhandler(400)
 def _bad_request(exc):
     return _error(400, "Bad request", str(exc.description))
+
+
+def handle_csrf_error(exc: CSRFError):
+    message = f"{exc.description} Reload the page and try again."
+    return render("ui/error.html", title="Form expired", message=message), 400
+
+
+bp.register_error_handler(CSRFError, handle_csrf_error)

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, abort, current_app, g, redirect, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
-from flask_wtf.csrf import CSRFError, CSRFProtect
+from flask_wtf.csrf import CSRFProtect
 
 from etl_app import audit
 from etl_app.roles import ADMIN, OPERATE, READ, ROLE_RIGHTS, parse_keys
@@ -172,10 +172,3 @@ def sign_in(key: str) -> User | None:
     session["key_id"], session["role"] = user.key_id, user.role
     log.info("ui: key %s (%s) signed in", user.key_id, user.role)
     return user
-
-
-def handle_csrf_error(exc: CSRFError):
-    from etl_app.ui.blueprint import render
-
-    message = f"{exc.description} Reload the page and try again."
-    return render("ui/error.html", title="Form expired", message=message), 400

@@ -1,0 +1,64 @@
+"""The code's shape, checked: the import contracts of setup.cfg (edges call domains, domains never
+call edges, no edge borrows from another) and no import cycle among the project's modules."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import grimp
+from importlinter import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("etl_app", "tasks", "schemas")
+
+
+def test_the_import_contracts_of_setup_cfg_are_kept(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert cli.lint_imports(config_filename=os.fspath(ROOT / "setup.cfg"), no_cache=True, no_logo=True) == 0
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(edges[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(edges):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_no_module_of_the_project_imports_itself_back_through_others():
+    graph = grimp.build_graph(*PACKAGES, exclude_type_checking_imports=True, cache_dir=None)
+    modules = {m for m in graph.modules if m.split(".")[0] in PACKAGES}
+    edges = {m: graph.find_modules_directly_imported_by(m) & modules for m in modules}
+    assert cycles(edges) == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
