@@ -76,6 +76,10 @@ class Row:
     raw: Any
 
 
+def _empty_file() -> FileRefused:
+    return FileRefused(422, "empty_file", "The file is empty: upload a file with a header row and data rows.")
+
+
 def _strip_bom(data: bytes) -> bytes:
     return data[3:] if data.startswith(codecs.BOM_UTF8) else data
 

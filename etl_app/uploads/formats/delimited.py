@@ -7,7 +7,16 @@ import re
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from etl_app.uploads.formats.common import _RAW_TEXT_CHARS, FileRefused, KiB, Limits, Row, _progress, _strip_bom
+from etl_app.uploads.formats.common import (
+    _RAW_TEXT_CHARS,
+    FileRefused,
+    KiB,
+    Limits,
+    Row,
+    _empty_file,
+    _progress,
+    _strip_bom,
+)
 from etl_app.uploads.formats.lines import _Lines
 
 SNIFF_BYTES = 64 * KiB
@@ -52,6 +61,12 @@ def sniff_delimiter(sample: str) -> str:
         if key > best_key:
             best, best_key = delim, key
     return best
+
+
+def _sniff_head(head: bytes) -> str:
+    """The delimiter of a file's first bytes (BOM dropped): its complete lines, else all of it."""
+    sample = head[: head.rfind(b"\n") + 1] or head
+    return sniff_delimiter(sample.decode("utf-8", "replace"))
 
 
 class _Overlong(Exception):
@@ -124,9 +139,7 @@ def _file_delimiter(f: BinaryIO, fmt: str) -> str:
     if fmt == "tsv":
         return "\t"
     f.seek(0)
-    head = _strip_bom(f.read(SNIFF_BYTES))
-    sample = head[: head.rfind(b"\n") + 1] or head
-    return sniff_delimiter(sample.decode("utf-8", "replace"))
+    return _sniff_head(_strip_bom(f.read(SNIFF_BYTES)))
 
 
 def _csv_header(f: BinaryIO, fmt: str, limits: Limits) -> tuple[list[str], int, str]:
@@ -136,9 +149,7 @@ def _csv_header(f: BinaryIO, fmt: str, limits: Limits) -> tuple[list[str], int, 
     try:
         cells = _guarded_next(reader, limits)
     except StopIteration:
-        raise FileRefused(
-            422, "empty_file", "The file is empty: upload a file with a header row and data rows."
-        ) from None
+        raise _empty_file() from None
     except _Overlong:
         raise FileRefused(422, "unreadable_file", "The header row is too long: check the file is CSV text.") from None
     except csv.Error as exc:

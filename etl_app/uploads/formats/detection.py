@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import codecs
 
-from etl_app.uploads.formats.common import FileRefused, _strip_bom
-from etl_app.uploads.formats.delimited import sniff_delimiter
+from etl_app.uploads.formats.common import FileRefused, _empty_file, _strip_bom
+from etl_app.uploads.formats.delimited import _sniff_head
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -79,7 +79,7 @@ def detect(head: bytes, filename: str | None, content_type: str | None) -> tuple
         text = _strip_bom(head)
         stripped = text.lstrip()
         if not stripped:
-            raise FileRefused(422, "empty_file", "The file is empty: upload a file with a header row and data rows.")
+            raise _empty_file()
         if b"\x00" in text:
             raise FileRefused(
                 415,
@@ -95,9 +95,7 @@ def detect(head: bytes, filename: str | None, content_type: str | None) -> tuple
         elif named == "tsv":
             fmt = "tsv"
         else:
-            sample = text[: text.rfind(b"\n") + 1] or text
-            delim = sniff_delimiter(sample.decode("utf-8", "replace"))
-            fmt = "tsv" if delim == "\t" else "csv"
+            fmt = "tsv" if _sniff_head(text) == "\t" else "csv"
     note = None
     if named is not None and named != fmt and not (named in ("csv", "tsv") and fmt in ("csv", "tsv")):
         label = f"named .{named}" if _name_format(filename) else f"sent as {content_type}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from etl_app.uploads.formats.common import _CHUNK, FORMATS, FileRefused, Limits, Row, _strip_bom
+from etl_app.uploads.formats.common import _CHUNK, FORMATS, FileRefused, Limits, Row, _empty_file, _strip_bom
 from etl_app.uploads.formats.delimited import _csv_header, _csv_rows
 from etl_app.uploads.formats.json_array import _json_rows
 from etl_app.uploads.formats.ndjson import _ndjson_rows
@@ -46,7 +46,7 @@ def _check_not_blank(f: BinaryIO) -> None:
     while True:
         chunk = f.read(_CHUNK)
         if not chunk:
-            raise FileRefused(422, "empty_file", "The file is empty: upload a file with a header row and data rows.")
+            raise _empty_file()
         if first:
             chunk = _strip_bom(chunk)
             first = False
@@ -69,9 +69,7 @@ def preflight(f: BinaryIO, fmt: str, limits: Limits) -> list[str]:
     ``row_group_too_large``). ``f`` may be positioned anywhere and is left anywhere.
     """
     if fmt not in FORMATS:
-        raise FileRefused(
-            415, "unsupported_format", f"Format {fmt!r} is not accepted: use one of {', '.join(FORMATS)}."
-        )
+        raise _unsupported(fmt)
     _check_not_blank(f)
     if fmt in ("csv", "tsv"):
         columns, _, _ = _csv_header(f, fmt, limits)
@@ -105,4 +103,8 @@ def read_rows(
         return _xlsx_rows(f, checkpoint, limits)
     if fmt == "parquet":
         return _parquet_rows(f, checkpoint)
-    raise FileRefused(415, "unsupported_format", f"Format {fmt!r} is not accepted: use one of {', '.join(FORMATS)}.")
+    raise _unsupported(fmt)
+
+
+def _unsupported(fmt: str) -> FileRefused:
+    return FileRefused(415, "unsupported_format", f"Format {fmt!r} is not accepted: use one of {', '.join(FORMATS)}.")

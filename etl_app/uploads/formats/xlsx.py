@@ -78,7 +78,7 @@ def _open_sheet(f: BinaryIO, limits: Limits) -> tuple[Any, Any]:
 
 def _header_cells(values: tuple[Any, ...]) -> list[str]:
     cells = list(values)
-    while cells and (cells[-1] is None or (isinstance(cells[-1], str) and not cells[-1].strip())):
+    while cells and _blank(cells[-1]):
         cells.pop()
     return ["" if c is None else str(c).strip() for c in cells]
 
