@@ -218,9 +218,10 @@ class EtlTask(Task):
 
     def on_permanent_failure(self, message: Any, failure: PermanentFailure) -> None:
         """Settle a call that failed for good: ``message`` is the call's first argument (None if it
-        had none), ``failure`` says why. This call's transaction is rolled back and its held sends
-        dropped already; whatever the hook writes it writes in a transaction of its own (or with
-        sends of its own). Returning ends the call quietly (the message is acknowledged).
+        had none), ``failure`` says why. The call's transaction is over (rolled back, its held
+        sends dropped): what the hook writes it writes in a transaction of its own
+        (``self.runtime.engine.begin()``), what it sends it sends at once. Returning ends the call
+        quietly (the message is acknowledged).
 
         Here the exception is raised again, so the call fails as Celery shows failures (the
         worker's log, Flower); a message delivered too often is dropped with an error in the log.
