@@ -1,13 +1,20 @@
-"""The one base task: it owns the transaction, the retry policy and the delivery counter.
+"""The base of every etl_app task: the unit of work and the retry policy.
 
-Who owns the transaction: this base class, as in warehouse. Each task call gets one unit of work:
-``self.db`` is a connection in a transaction, opened on first use (a call that needs no database
-takes no connection); ``self.after_commit(send)`` holds a message until that transaction has
-committed. When the task body returns, the base commits and then sends; when it raises, the base
-rolls back, drops what was held and maps the exception. Domain functions (``etl_app.pipeline``,
+Who owns the transaction: this base class. Each task call gets one unit of work: ``self.db`` is
+a connection in a transaction, opened on first use (a call that needs no database takes no
+connection); ``self.after_commit(send)`` holds a message until that transaction has committed.
+When the task body returns, the base commits and then sends; when it raises, the base rolls
+back, drops what was held and maps the exception. Domain functions (``etl_app.pipeline``,
 ``etl_app.deadletters``, ``etl_app.ingest.claim``) take the connection and never commit; task
 bodies never open a transaction of their own. A task that works in batches (the sweeper) may
 call ``self.commit()`` between them.
+
+What an exception becomes is decided here, once, by :func:`etl_app.errors.classify`: a transient
+error retries with backoff; a permanent one goes to :meth:`EtlTask.on_permanent_failure`, which a
+task class overrides to settle what its message was about (``tasks/uploads.py`` fails the
+upload). The tasks that work on chunks of raw records (the pipeline stages, the dead-letter
+consumer) build on :class:`tasks.chunks.ChunkTask`, whose hook splits the chunk or dead-letters
+its one record.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ import logging
 import random
 import threading
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,9 +33,6 @@ from celery.exceptions import Retry
 from celery.utils.time import get_exponential_backoff_interval
 
 from etl_app import errors, logs
-from etl_app.deadletters.store import Failure
-from etl_app.ingest import claim, settle
-from etl_app.pipeline.messages import UnreadableMessage, publish_chunks, publish_dead_letters, read_chunk
 from etl_app.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -69,20 +74,35 @@ class UnitOfWork:
 _units = threading.local()  # a stack per thread: a pool process or thread runs one call at a time
 
 
+@dataclass(frozen=True)
+class PermanentFailure:
+    """Why a task call failed for good, as :meth:`EtlTask.on_permanent_failure` receives it.
+
+    ``error_type``: one of :mod:`etl_app.errors`' error types (what ``dead_letters.error_type``
+    stores); ``error``: one line, ``<exception class>: <message>``; ``traceback``: the formatted
+    traceback; ``exc``: the exception. A message delivered more than ``ETL_MAX_DELIVERIES`` times
+    has neither traceback nor exception: its body was not run again."""
+
+    error_type: str
+    error: str
+    traceback: str | None = None
+    exc: Exception | None = None
+
+
 class EtlTask(Task):
-    """Base of every etl_app task.
+    """Base of every etl_app task: one unit of work per call (see the module docstring) and the
+    retry policy.
 
     Exceptions are sorted once by :func:`etl_app.errors.classify`:
     - transient ones retry with Celery's exponential backoff plus jitter, at most
       ``ETL_TRANSIENT_MAX_RETRIES`` times (per error type: ``ETL_RETRY_BUDGETS``, e.g.
-      ``persistence=10``); after that the task gives up quietly and its records stay
-      ``received`` in the outbox, where the sweeper re-drives them later. A task with
-      ``retries_transient_errors = False`` (the sweeper) gives up at once: beat runs it again;
-    - anything else at chunk level is split: a chunk of several records is bisected into two
-      new chains, so a single bad record is isolated and dead-lettered with its traceback.
-    A Redis counter per message counts deliveries: a message delivered more than
-    ``ETL_MAX_DELIVERIES`` times (it keeps killing its worker) is split or dead-lettered the
-    same way instead of looping.
+      ``persistence=10``); after that the task gives up quietly (its records stay ``received``
+      in the outbox, where the sweeper re-drives them later). A task with
+      ``retries_transient_errors = False`` (the beat jobs) gives up at once: beat runs it again;
+    - anything else is permanent and goes to :meth:`on_permanent_failure`.
+    A message that is a JSON object (a chunk, an upload's) has its deliveries counted in Redis: one
+    delivered more than ``ETL_MAX_DELIVERIES`` times (it keeps killing its worker) goes to
+    :meth:`on_permanent_failure` too instead of running again.
     """
 
     abstract = True
@@ -96,7 +116,8 @@ class EtlTask(Task):
     # -- the unit of work -------------------------------------------------------------------
 
     @property
-    def _unit(self) -> UnitOfWork:
+    def unit(self) -> UnitOfWork:
+        """This call's unit of work (only inside a task call)."""
         stack = getattr(_units, "stack", None)
         if not stack:
             raise RuntimeError(f"{self.name}: no unit of work outside a task call")
@@ -105,28 +126,15 @@ class EtlTask(Task):
     @property
     def db(self) -> sa.Connection:
         """The connection of this call's transaction (committed by the base when the body returns)."""
-        return self._unit.connection
+        return self.unit.connection
 
     def after_commit(self, send: Callable[[], Any]) -> None:
         """Run ``send`` once this call's transaction has committed (dropped if it rolls back)."""
-        self._unit.after_commit(send)
+        self.unit.after_commit(send)
 
     def commit(self) -> None:
         """Commit now and run the held sends; later statements start a new transaction."""
-        self._unit.commit()
-
-    def settle_after_commit(self, *, ingestion_ids: Iterable[Any] = (), raw_ids: Iterable[int] = ()) -> None:
-        """Once this call's transaction has committed, store the quality of those of these ingestions
-        (or of these raw records' ingestions) that have settled (:mod:`etl_app.ingest.settle`), on
-        this call's connection. Checking is one indexed query; a failure is logged, never the task's."""
-        ingestion_ids, raw_ids = sorted(set(ingestion_ids)), sorted(set(raw_ids))
-        if ingestion_ids or raw_ids:
-            runtime, unit = self.runtime, self._unit
-            self.after_commit(
-                lambda: settle.settle_quietly(
-                    unit.connection, runtime.registry, runtime.settings, ingestion_ids=ingestion_ids, raw_ids=raw_ids
-                )
-            )
+        self.unit.commit()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         message = args[0] if args else None
@@ -136,13 +144,15 @@ class EtlTask(Task):
         stack = _units.__dict__.setdefault("stack", [])
         stack.append(unit)
         try:
-            if self._deliveries() > self.runtime.settings.max_deliveries and isinstance(message, dict):
-                self._split_or_dead_letter(
+            max_deliveries = self.runtime.settings.max_deliveries
+            if isinstance(message, dict) and self.deliveries() > max_deliveries:
+                self.on_permanent_failure(
                     message,
-                    errors.INTERNAL,
-                    f"delivered more than {self.runtime.settings.max_deliveries} times without "
-                    f"finishing (the worker running it was lost each time)",
-                    None,
+                    PermanentFailure(
+                        errors.INTERNAL,
+                        f"delivered more than {max_deliveries} times without finishing "
+                        f"(the worker running it was lost each time)",
+                    ),
                 )
                 return None
             result = super().__call__(*args, **kwargs)
@@ -158,7 +168,19 @@ class EtlTask(Task):
             stack.pop()
             logs.unbind(log_context)
 
-    # -- retry policy ---------------------------------------------------------------------
+    def deliveries(self) -> int:
+        """How many times this message (this retry of it) was delivered; 0 if Redis is unavailable."""
+        key = f"{self.runtime.settings.broker_key_prefix}etl:deliveries:{self.request.id}:{self.request.retries}"
+        try:
+            pipe = self.runtime.cache.pipeline()
+            pipe.incr(key)
+            pipe.expire(key, 86400)
+            return int(pipe.execute()[0])
+        except Exception as exc:  # noqa: BLE001 - a cache error is a miss
+            log.debug("delivery counter unavailable: %s", exc)
+            return 0
+
+    # -- the retry policy -------------------------------------------------------------------
 
     def backoff(self, retries: int) -> float:
         """Celery's exponential backoff (factor and cap from settings), with equal jitter."""
@@ -177,78 +199,34 @@ class EtlTask(Task):
             budget = self.runtime.settings.max_retries(kind.error_type)
             if self.request.retries < budget:
                 countdown = self.backoff(self.request.retries)
-                self._lease_for_retry(message, countdown)
+                self.before_retry(message, countdown)
                 log.warning("%s: %s; retry %d/%d in %.1fs", self.name, exc, self.request.retries + 1, budget, countdown)
                 raise self.retry(exc=exc, countdown=countdown, max_retries=budget)
             log.error("%s: %s; retries exhausted, records stay in the outbox for the sweeper", self.name, exc)
             return None
-        if not isinstance(message, dict):
-            raise exc
-        self._split_or_dead_letter(message, kind.error_type, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        failure = PermanentFailure(kind.error_type, f"{type(exc).__name__}: {exc}", traceback.format_exc(), exc)
+        self.on_permanent_failure(message, failure)
         return None
 
-    def _lease_for_retry(self, message: Any, countdown: float) -> None:
-        """Best effort: the chunk's records wait for this retry, so their lease runs from when it
-        is due. If the database cannot take it (it may be why the task failed), a sweeper may
-        re-send them meanwhile: a duplicate chain, which changes nothing.
+    # -- what a subclass overrides ----------------------------------------------------------
 
-        This call's transaction ends first (committed; after an error it is rolled back already):
-        a lease it renewed (``hold_lease``) holds the rows updated here through another connection,
-        which would otherwise wait for this very task for ever."""
-        self.commit()
-        try:
-            ids = read_chunk(message).ids
-            if ids:
-                with self.runtime.engine.begin() as conn:
-                    claim.refresh_lease(conn, ids, ahead=countdown)
-        except Exception as exc:  # noqa: BLE001 - the retry goes ahead regardless
-            log.debug("%s: lease not extended for the retry: %s", self.name, exc)
+    def before_retry(self, message: Any, countdown: float) -> None:
+        """Called just before this call is retried in ``countdown`` seconds: by the retry policy
+        after a transient error (this call's transaction is rolled back already), or by a task
+        body that is about to call ``self.retry`` itself. Does nothing here;
+        :class:`tasks.chunks.ChunkTask` extends the lease of its chunk's records."""
 
-    # -- splitting and dead letters -------------------------------------------------------
+    def on_permanent_failure(self, message: Any, failure: PermanentFailure) -> None:
+        """Settle a call that failed for good: ``message`` is the call's first argument (None if it
+        had none), ``failure`` says why. The call's transaction is over (rolled back, its held
+        sends dropped): what the hook writes it writes in a transaction of its own
+        (``self.runtime.engine.begin()``), what it sends it sends at once. Returning ends the call
+        quietly (the message is acknowledged).
 
-    def _split_or_dead_letter(self, message: dict, error_type: str, error: str, tb: str | None) -> None:
-        """Bisect a failing chunk into two new chains, or dead-letter its one record."""
-        try:
-            chunk = read_chunk(message)
-        except UnreadableMessage as exc:
-            log.error("%s: unusable message dropped (%s): %s", self.name, error, exc)
-            return
-        if not chunk.ids:
-            log.error("%s: a chunk without records dropped: %s", self.name, error)
-            return
-        if len(chunk.ids) > 1:
-            half = len(chunk.ids) // 2
-            log.warning("%s: %s; splitting a chunk of %d to isolate the cause", self.name, error, len(chunk.ids))
-            for part in (chunk.ids[:half], chunk.ids[half:]):
-                self.republish(chunk.type_name, part)
-            return
-        self.send_dead_letters(chunk.type_name, [Failure(chunk.ids[0], error_type, error, tb)])
-
-    def republish(
-        self, type_name: str, ids: list[int], *, countdown: float | None = None, parent_retries: int = 0
-    ) -> None:
-        """Send these raw records through a new chain (from validate), in chunks."""
-        publish_chunks(
-            self.app,
-            type_name,
-            ids,
-            self.runtime.settings.chunk_size,
-            countdown=countdown,
-            parent_retries=parent_retries,
-        )
-
-    def send_dead_letters(self, type_name: str, failures: list[Failure]) -> None:
-        if failures:
-            publish_dead_letters(self.app, type_name, [f.to_message() for f in failures], self.name)
-
-    def _deliveries(self) -> int:
-        """How many times this message (this retry of it) was delivered; 0 if Redis is unavailable."""
-        key = f"{self.runtime.settings.broker_key_prefix}etl:deliveries:{self.request.id}:{self.request.retries}"
-        try:
-            pipe = self.runtime.cache.pipeline()
-            pipe.incr(key)
-            pipe.expire(key, 86400)
-            return int(pipe.execute()[0])
-        except Exception as exc:  # noqa: BLE001 - a cache error is a miss
-            log.debug("delivery counter unavailable: %s", exc)
-            return 0
+        Here the exception is raised again, so the call fails as Celery shows failures (the
+        worker's log, Flower); a message delivered too often is dropped with an error in the log.
+        Overridden by :class:`tasks.chunks.ChunkTask` (split the chunk or dead-letter its record)
+        and by ``ParseTask`` in ``tasks/uploads.py`` (fail the upload)."""
+        if failure.exc is not None:
+            raise failure.exc
+        log.error("%s: message dropped (%s): %s", self.name, failure.error, str(message)[:200])

@@ -15,11 +15,11 @@ from etl_app.deadletters import actions
 from etl_app.deadletters.store import Failure, dead_letter
 from etl_app.ingest.send import send_after_commit
 from etl_app.names import DEAD_LETTER
-from tasks.base import EtlTask
+from tasks.chunks import ChunkTask
 
 
-@shared_task(name=DEAD_LETTER, base=EtlTask, bind=True)
-def record(self: EtlTask, type_name: str, failures: list[dict], task_name: str) -> int:
+@shared_task(name=DEAD_LETTER, base=ChunkTask, bind=True)
+def record(self: ChunkTask, type_name: str, failures: list[dict], task_name: str) -> int:
     """Store each failure once (a redelivery changes nothing); returns how many were new.
 
     A ``missing_parent`` record whose parent landed while it was being dead-lettered is replayed

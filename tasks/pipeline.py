@@ -27,12 +27,12 @@ from etl_app.pipeline import validate as validate_step
 from etl_app.pipeline.messages import Chunk, ChunkMessage, chunk_message, read_chunk
 from etl_app.pipeline.stash import Item
 from etl_app.record_types import RecordType
-from tasks.base import EtlTask
+from tasks.chunks import ChunkTask
 
 log = logging.getLogger(__name__)
 
 
-class StageTask(EtlTask):
+class StageTask(ChunkTask):
     """A pipeline stage: what the three share (the stash, waiting for parents)."""
 
     abstract = True
@@ -158,7 +158,7 @@ def look_up_external(
     )
     plan = lookup_step.retry_plan(results, attempt, throttled)
     if plan is not None:
-        self._lease_for_retry(message, plan.countdown)
+        self.before_retry(message, plan.countdown)
         log.info(
             "%s: lookups of a chunk of %d to retry in %ds (retry %d, %d throttled)",
             self.name,

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from celery import shared_task
 
 from etl_app import names
 from etl_app.uploads import parse
-from tasks.base import EtlTask
+from tasks.base import EtlTask, PermanentFailure
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +22,16 @@ class ParseTask(EtlTask):
     checks did not foresee, or a file that killed its worker ``ETL_MAX_DELIVERIES`` times) fails
     the upload with the error at the row it reached, instead of trying it again forever."""
 
-    def _split_or_dead_letter(self, message: dict, error_type: str, error: str, tb: str | None) -> None:
+    def on_permanent_failure(self, message: Any, failure: PermanentFailure) -> None:
+        if not isinstance(message, dict):
+            super().on_permanent_failure(message, failure)
+            return
         try:
             upload_id = uuid.UUID(str(message.get("upload_id")))
         except ValueError:
-            log.error("%s: unusable message dropped (%s)", self.name, error)
+            log.error("%s: unusable message dropped (%s)", self.name, failure.error)
             return
+        error_type, error, tb = failure.error_type, failure.error, failure.traceback
         with self.runtime.engine.begin() as conn:
             upload = parse.load(conn, upload_id)
             if upload is None:

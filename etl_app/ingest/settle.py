@@ -9,7 +9,7 @@ its parse ended). The write is conditional (``WHERE quality IS NULL`` and still 
 callers settling the same ingestion at once store one report, and a replay that reopened it
 meanwhile wins.
 
-Callers: the persist and dead-letter tasks after each commit (:meth:`tasks.base.EtlTask.settle_after_commit`;
+Callers: the persist and dead-letter tasks after each commit (:meth:`tasks.chunks.ChunkTask.settle_after_commit`;
 the check that nothing settled is one indexed query), ``GET /api/v1/ingestions/{id}`` when it
 finds one settled but not measured, and the outbox sweeper's catch-up (:func:`catch_up`), which
 measures what a worker lost between its commit and its settle.
