@@ -11,7 +11,7 @@ from etl_app.config import Settings
 from etl_app.models import DEAD, FAILED, PARSED, PERSISTED, RECEIVED, REJECTED
 from etl_app.record_types import Registry, get_registry
 
-# An ingestion's status: `running` until it settles (quality.md), then `finished`, or `failed`
+# An ingestion's status: `running` until it settles (docs/quality.md), then `finished`, or `failed`
 # for an upload whose file turned out unreadable part-way (its rows before that are measured).
 IN_PROGRESS = "running"
 FINISHED = "finished"
