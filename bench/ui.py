@@ -1,6 +1,5 @@
 """The ``ui`` phase: every operator page (``/ui/``) timed over a million records and 100,000 dead
-letters (operator-ui.md: "each page's queries stay fast with a million records and a hundred
-thousand dead letters").
+letters (docs/operator-pages.md, "Speed").
 
 Seeding, in set-based SQL (``generate_series``, not through the API), with keys ``ut-``, ``us-``,
 ``ux-``, ``uf-`` so that it sits beside what other phases left in the scratch database:

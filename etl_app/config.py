@@ -67,7 +67,7 @@ def _budgets(raw: str) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Settings:
-    """Every setting the service's code reads. See README's configuration table for the meanings;
+    """Every setting the service's code reads. See docs/configuration.md for the meanings;
     Celery's own settings (and ETL_SWEEP_INTERVAL_SECONDS, beat's schedule) are read by
     ``celeryconfig.py``."""
 

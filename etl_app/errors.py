@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import sqlalchemy.exc as sa_exc
 
-# Error types of record-types.md, as stored in dead_letters.error_type.
+# Error types (docs/dead-letters.md), as stored in dead_letters.error_type.
 VALIDATION = "validation"
 MISSING_PARENT = "missing_parent"
 PARENT_MISMATCH = "parent_mismatch"

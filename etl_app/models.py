@@ -38,7 +38,7 @@ class Ingestion(Base):
     rejected: Mapped[int] = mapped_column(sa.Integer, server_default="0")
     created_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
     finished_at: Mapped[datetime | None] = mapped_column(TSTZ)
-    # The quality report (quality.md), written when the ingestion settles; null while it runs.
+    # The quality report (docs/quality.md), written when the ingestion settles; null while it runs.
     quality: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
@@ -251,7 +251,7 @@ sa.Index("ix_ingestions_unmeasured", Ingestion.created_at, postgresql_where=sa.t
 
 
 class DailyQuality(Base):
-    """The data quality of one record type on one UTC day of receipt (quality.md), written by
+    """The data quality of one record type on one UTC day of receipt (docs/quality.md), written by
     the daily-quality job (etl_app.jobs.quality); the columns are etl_app.quality's metrics."""
 
     __tablename__ = "daily_quality"
@@ -274,7 +274,7 @@ class DailyQuality(Base):
 
 
 class TutorDailyMetrics(Base):
-    """The tutor performance rollup (quality.md): one row per tutor and UTC day of
+    """The tutor performance rollup (docs/quality.md): one row per tutor and UTC day of
     ``scheduled_start``, written by the tutor-rollups job (etl_app.jobs.rollups)."""
 
     __tablename__ = "tutor_daily_metrics"

@@ -1,6 +1,6 @@
 """Strict fields and the base schema shared by every record type.
 
-Rules (record-types.md "General rules", reliability.md "Bad inputs"):
+Rules (docs/record-types.md "General rules", docs/api.md "Errors"):
 - Unknown fields are errors (``unknown = RAISE``), except ``source`` (free text, at most
   200 chars, kept in lineage) and ``event_time`` (an optional timestamp), which every
   type accepts. An unknown field's name is reported with NUL and lone surrogates

@@ -1,6 +1,6 @@
 """Feedback: input schema (natural key ``feedback_id``; parent sessions).
 
-Rules (record-types.md, plus the shared rules of ``schemas.common``):
+Rules (docs/record-types.md, plus the shared rules of ``schemas.common``):
 - feedback_id, session_id, student_id, tutor_id: ids, required. That student_id and
   tutor_id equal the session's is checked by the pipeline once the session exists
   (``parent_mismatch``), not here.

@@ -1,11 +1,11 @@
 """Sessions: input schema (natural key ``session_id``; parents tutors, students).
 
-Rules (record-types.md, plus the shared rules of ``schemas.common``):
+Rules (docs/record-types.md, plus the shared rules of ``schemas.common``):
 - session_id, tutor_id, student_id: ids, required (parent existence is the pipeline's job).
 - session_number: int >= 1, required.
 - is_first_session: bool, optional; defaults to ``session_number == 1``. True with
   session_number > 1 is an error on is_first_session. False with session_number == 1 is
-  accepted (the spec forbids only the first combination).
+  accepted (only the first combination is refused).
 - scheduled_start: timestamp, required.
 - actual_start: timestamp, optional. Must be null when no_show is true (error on
   actual_start). At most 24 h before or after scheduled_start: exactly 24 h is allowed.

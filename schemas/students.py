@@ -1,10 +1,10 @@
 """Students: input schema (natural key ``student_id``).
 
-Rules (record-types.md, plus the shared rules of ``schemas.common``):
+Rules (docs/record-types.md, plus the shared rules of ``schemas.common``):
 - student_id: id, required.
 - name: 1..200 chars, optional (empty means null).
 - grade_level: int 1..16, optional.
-- enrolled_on: YYYY-MM-DD, optional. The spec puts no "not in the future" rule on it
+- enrolled_on: YYYY-MM-DD, optional. No "not in the future" rule applies to it
   (unlike a tutor's onboarding_date), so a future enrolment date is accepted.
 """
 

@@ -1,6 +1,6 @@
 """Tutors: input schema (natural key ``tutor_id``).
 
-Rules (record-types.md, plus the shared rules of ``schemas.common``):
+Rules (docs/record-types.md, plus the shared rules of ``schemas.common``):
 - tutor_id: id, required. name: 1..200 chars, required. email: marshmallow's Email
   validator, at most 254 chars in all and 64 before the "@" (RFC 5321), required; kept
   as given (case is not changed).

@@ -1,4 +1,4 @@
-"""The quality of one ingestion (quality.md), stored when it settles and shown by
+"""The quality of one ingestion (docs/quality.md), stored when it settles and shown by
 GET /api/v1/ingestions/{id}; GET /api/v1/ingestions/{id}/rejections, as JSON pages and as CSV."""
 
 from __future__ import annotations

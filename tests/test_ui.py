@@ -1,6 +1,6 @@
 """The operator's pages: sign-in, the session cookie, CSRF, roles, assets and headers
 (etl_app.ui.session, etl_app.ui.blueprint), and the Jobs and Providers pages. Real PostgreSQL and
-Redis; Flask's test client. The browser tests are tests/e2e/test_ui_browser.py."""
+Redis; Flask's test client. The browser tests are under tests/e2e/ui/."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ process answers with the same truth and nothing needs summing across processes:
 - external lookups per provider (``etl_lookup_*``, :func:`etl_app.lookups.families`): four
   counter hashes and one breaker read per provider, from the cache Redis.
 
-A scrape is a handful of statements; what they cost on a large outbox is in README (Metrics).
+A scrape is a handful of statements; what they cost on a large outbox is in docs/metrics.md.
 """
 
 from __future__ import annotations

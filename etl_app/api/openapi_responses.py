@@ -186,7 +186,7 @@ BODIES: dict[tuple[str, str, str], dict[str, Any]] = {
                 "type": "object",
                 "properties": {name: INTEGER for name in ("received", "persisted", "dead", "rejected", "in_flight")},
             },
-            "quality": {**QUALITY, "nullable": True, "description": "quality.md; null while running"},
+            "quality": {**QUALITY, "nullable": True, "description": "docs/quality.md; null while running"},
             "created_at": MOMENT,
             "finished_at": {**MOMENT, "nullable": True},
             "upload": {**UPLOAD, "nullable": True, "description": "null unless the ingestion is an upload"},

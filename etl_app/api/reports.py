@@ -140,7 +140,7 @@ def _report_path(spec: APISpec, path: str, summary: str, key: dict, day: dict) -
 
 
 def openapi_paths(spec: APISpec, registry: Registry) -> None:
-    """The jobs' results: daily quality per record type and the tutor rollup (quality.md)."""
+    """The jobs' results: daily quality per record type and the tutor rollup (docs/quality.md)."""
     share = {"type": "number", "nullable": True}
     quality_day = {
         "type": "object",
@@ -180,7 +180,7 @@ def openapi_paths(spec: APISpec, registry: Registry) -> None:
     _report_path(
         spec,
         "/api/v1/quality/{record_type}",
-        "Daily quality of a record type (quality.md), as the daily-quality job computed it",
+        "Daily quality of a record type (docs/quality.md), as the daily-quality job computed it",
         {"name": "record_type", "in": "path", "required": True, "schema": {"type": "string", "enum": registry.names()}},
         quality_day,
     )

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from etl_app.models import DEAD, FAILED, PARSED, PERSISTED, RECEIVED, REJECTED
 
-# An ingestion's status: `running` until it settles (quality.md), then `finished`, or `failed`
+# An ingestion's status: `running` until it settles (docs/quality.md), then `finished`, or `failed`
 # for an upload whose file turned out unreadable part-way (its rows before that are measured).
 IN_PROGRESS = "running"
 FINISHED = "finished"

@@ -1,4 +1,4 @@
-"""Settling an ingestion: its quality (quality.md) measured once, stored, and announced.
+"""Settling an ingestion: its quality (docs/quality.md) measured once, stored, and announced.
 
 An ingestion is *settled* when none of its raw records is ``received`` any more and, for an
 upload, its parse is over (``uploads.status`` ``parsed`` or ``failed``). :func:`settle` finds,

@@ -1,7 +1,7 @@
 """re-enrich: the tutors' time-dependent derived fields, recomputed as of the run's time.
 
 A tutor's ``tenure_days``, ``is_new_tutor``, ``experience_level`` and ``is_active_today`` were
-derived as of its ``received_at`` (record-types.md), so they age. This job recomputes them as of
+derived as of its ``received_at`` (docs/record-types.md), so they age. This job recomputes them as of
 ``ctx.now`` with the rules of :func:`etl_app.record_types.tutors.derive`, spelled in SQL: one
 ``UPDATE ... FROM`` a batch of ``ETL_JOB_BATCH_SIZE`` tutors (keyset on tutor_id), committed
 between batches. Only rows whose values change are written (their ``enriched_at`` becomes the

@@ -1,4 +1,4 @@
-"""The tutor-rollups job: each tutor's sessions of each UTC day, with their feedback (quality.md).
+"""The tutor-rollups job: each tutor's sessions of each UTC day, with their feedback (docs/quality.md).
 
 One row per tutor and UTC day of ``scheduled_start`` in ``tutor_daily_metrics``, over the stored
 ``sessions`` rows and the stored ``feedback`` rows of those sessions. A run replaces the window's

@@ -1,4 +1,4 @@
-"""The lineage of one stored record (quality.md "Lineage of one record"): where its stored version
+"""The lineage of one stored record (docs/lineage.md): where its stored version
 came from, and every raw record and rejection that carried its key.
 
 ``lineage(conn, record_type, row)`` takes the stored row and answers::

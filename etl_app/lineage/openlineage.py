@@ -311,7 +311,7 @@ def _facet_classes():
 
         @attr.define
         class EtlAppQualityDatasetFacet(DatasetFacet):
-            """The service's quality measures of one ingestion (quality.md)."""
+            """The service's quality measures of one ingestion (docs/quality.md)."""
 
             score: float | None = attr.field(default=None)
             level: str | None = attr.field(default=None)

@@ -1,4 +1,4 @@
-"""Data-quality metrics (quality.md) of a set of records of one type, in one SQL statement.
+"""Data-quality metrics (docs/quality.md) of a set of records of one type, in one SQL statement.
 
 :func:`quality_select` measures groups of raw records: a UTC day of a type (the daily-quality
 job groups by ``received_at``'s day) or an ingestion (group by ``ingestion_id``). The groups are
@@ -7,7 +7,7 @@ values must agree for the records and the rejections of a group. Each output row
 (column ``k``), with ``payloads_dropped`` (accepted records whose payload the retention job has
 dropped: their group cannot be measured again) and the columns of :data:`METRIC_COLUMNS`.
 
-Rules (quality.md, and the choices where it is silent):
+Rules (docs/quality.md, and the choices where the definitions are silent):
 - ``accepted``: the group's raw records not ``rejected`` (received, persisted or dead: a record
   still in flight counts). ``rejected``: the ingestions' ``rejected`` counts (refused by the
   API) plus raw records ``rejected`` (upload rows refused at parsing), as in ingestion progress.
@@ -52,7 +52,7 @@ METRIC_COLUMNS = (
     "top_errors",
 )
 
-# The levels, best first, with the lowest score each takes (quality.md).
+# The levels, best first, with the lowest score each takes (docs/quality.md).
 LEVELS = (("excellent", 0.95), ("good", 0.85), ("fair", 0.70), ("poor", 0.50))
 UNUSABLE = "unusable"
 TOP_ERRORS = 10

@@ -1,4 +1,4 @@
-"""The operator's pages under ``/ui/`` (../shared/spec/operator-ui.md): server-rendered HTML
+"""The operator's pages under ``/ui/`` (docs/operator-pages.md): server-rendered HTML
 (Jinja, autoescaped), a little JavaScript of our own and Plotly's, every asset served here.
 
 - :mod:`etl_app.ui.session`: sign-in with an API key, the session cookie, CSRF, roles;

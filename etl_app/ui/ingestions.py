@@ -1,6 +1,6 @@
 """The Ingestions pages: the list (newest first, by type and status, keyset pagination) with each
 one's progress bar and quality level, and one ingestion with its counts, upload, quality
-scorecard (quality.md), top errors, rejections (and their CSV) and dead letters.
+scorecard (docs/quality.md), top errors, rejections (and their CSV) and dead letters.
 
 Everything an ingestion is comes from :func:`etl_app.ingest.progress.ingestion_status`, as
 ``GET /api/v1/ingestions/{id}`` shows it; its rejections from :mod:`etl_app.api.rejections`, its
@@ -39,7 +39,7 @@ def _report(conn, ident: uuid.UUID) -> dict[str, Any] | None:
 
 
 def level_of(share: float | None) -> str | None:
-    """The level (quality.md) a share or score falls in; None without a value."""
+    """The level (docs/quality.md) a share or score falls in; None without a value."""
     if share is None:
         return None
     for name, low in LEVELS:
@@ -54,7 +54,7 @@ def _share(value: float | None) -> str:
 
 def scorecard(quality: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The quality report as rows of ``{metric, value, level}`` (value as text; level None where
-    a metric has none), in quality.md's order."""
+    a metric has none), in docs/quality.md's order."""
     if not quality:
         return []
     rows: list[dict[str, Any]] = [

@@ -4,7 +4,7 @@ letters, the unsettled backlog and the age of its oldest record, the workers see
 of each scheduled job, and a link to Flower. ``/ui/api/overview`` answers the same as JSON for
 the page's polling (every 5 s).
 
-Every reading is index-backed (README, Operator pages): persisted per minute from the partial
+Every reading is index-backed (docs/operator-pages.md, Speed): persisted per minute from the partial
 index ``ix_raw_records_payload_kept`` (a record persisted within the last hour still has its
 payload: retention keeps it at least a day), dead from ``ix_dead_letters_last_failed_at``,
 rejected from ``ix_rejections_created_at``, the backlog from ``ix_raw_records_unsettled``. Queue

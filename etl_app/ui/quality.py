@@ -1,4 +1,4 @@
-"""Quality: per record type, the daily quality metrics (quality.md) as line charts over a range of
+"""Quality: per record type, the daily quality metrics (docs/quality.md) as line charts over a range of
 days, each day's level, and the same numbers in a table below each chart.
 
 - ``GET /ui/quality?type=<type>&from=YYYY-MM-DD&to=YYYY-MM-DD``: every type, or the one asked;

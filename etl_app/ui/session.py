@@ -3,7 +3,7 @@
 - The sign-in form takes a key of ``ETL_API_KEYS``; the session then holds its **key id** and role
   (never the key). The cookie is Flask's signed session cookie: ``HttpOnly``,
   ``SameSite=Strict``, path ``/ui``, ``Secure`` when the request came over https (behind a proxy:
-  ``X-Forwarded-Proto``, see the README), valid for 12 hours. Its signing key is
+  ``X-Forwarded-Proto``, see docs/operator-pages.md), valid for 12 hours. Its signing key is
   ``ETL_SECRET_KEY``, or, when that is unset, derived from the configured API keys, so that every
   web process and host agrees and rotating the keys signs everyone out.
 - Every request re-checks that the key id is still configured with that role: a key removed

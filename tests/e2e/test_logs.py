@@ -88,7 +88,7 @@ def test_every_line_is_json_with_context_and_no_secret(json_stack, unique):
     for name, text in lines().items():
         for number, line in enumerate(text.splitlines()):
             if name.startswith("beat") and BEAT_BANNER.match(line):
-                continue  # printed by `celery beat` before logging is set up (README, Logs)
+                continue  # printed by `celery beat` before logging is set up (docs/operations.md, Logs)
             try:
                 parsed.append({**orjson.loads(line), "_file": name})
             except orjson.JSONDecodeError:
