@@ -96,7 +96,7 @@ enable_utc = True
 timezone = "UTC"
 beat_schedule = {
     "outbox-sweeper": {
-        "task": "etl.beat.sweep_outbox",
+        "task": "etl.beat.outbox-sweeper",
         "schedule": float(os.environ.get("ETL_SWEEP_INTERVAL_SECONDS", "60")),
         "options": {"queue": "jobs", "expires": float(os.environ.get("ETL_SWEEP_INTERVAL_SECONDS", "60"))},
     },

@@ -24,7 +24,7 @@ from bench.phases import Context
 from bench.progress import say
 from etl_app.config import Settings
 from etl_app.db import make_engine
-from etl_app.deadletters.causes import normalise
+from etl_app.dead_letters.causes import normalise
 from etl_app.jobs.context import JobContext, Window
 
 DAYS = 30

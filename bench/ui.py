@@ -271,7 +271,7 @@ def _message(template: str, prefix: str) -> str:
 def _causes(record_type: str) -> list[tuple[str, str, str, str]]:
     """(error type, template, task, cause) of each cause of this type."""
     try:
-        from etl_app.deadletters.causes import normalise
+        from etl_app.dead_letters.causes import normalise
     except ImportError:  # a version without grouping by cause
         normalise = str
     prefix = TYPES[record_type][1]

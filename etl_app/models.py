@@ -117,7 +117,7 @@ class DeadLetter(Base):
         sa.Index("ix_dead_letters_record_type_error_type", "record_type", "error_type"),
         sa.Index("ix_dead_letters_last_failed_at", "last_failed_at"),
         sa.Index("ix_dead_letters_status_id", "status", "id"),
-        # Groups by cause (etl_app.deadletters.groups) from the index alone.
+        # Groups by cause (etl_app.dead_letters.groups) from the index alone.
         sa.Index(
             "ix_dead_letters_groups",
             "status",
@@ -150,14 +150,14 @@ class DeadLetter(Base):
     # stored before tables carried raw_record_id) and its ingestion.
     superseded_by: Mapped[int | None] = mapped_column(sa.BigInteger)
     superseded_by_ingestion_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
-    # The error's cause (etl_app.deadletters.causes.normalise) and the id of its group: the record
+    # The error's cause (etl_app.dead_letters.causes.normalise) and the id of its group: the record
     # type, error type and cause hashed.
     cause: Mapped[str] = mapped_column(sa.Text)
     group_key: Mapped[str] = mapped_column(sa.Text, sa.Computed(GROUP_KEY_SQL, persisted=True))
 
 
 class DeadLetterEdit(Base):
-    """A payload corrected before a replay (etl_app.deadletters.edits): the dead letter's payload as
+    """A payload corrected before a replay (etl_app.dead_letters.edits): the dead letter's payload as
     it was (``original``), as replayed (``edited``), and the key id that did it."""
 
     __tablename__ = "dead_letter_edits"
@@ -170,25 +170,6 @@ class DeadLetterEdit(Base):
     at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
     original: Mapped[Any] = mapped_column(JSONB)
     edited: Mapped[Any] = mapped_column(JSONB)
-
-
-# -- SQL text with the status names bound ----------------------------------------------------
-
-# The values a SQL statement names by placeholder instead of spelling them, each under the name
-# of its constant: ``:RECEIVED``, ``:OPEN``, ``:MISSING_PARENT``, ... (upper case, so they never
-# collide with a statement's own lower-case parameters).
-NAMED_VALUES = {value.upper(): value for value in (*STATUSES, *DEAD_LETTER_STATUSES, *errors.ERROR_TYPES)}
-_PLACEHOLDER = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")  # as sqlalchemy.text finds them
-
-
-def sql(statement: str) -> sa.TextClause:
-    """``sa.text(statement)`` with the placeholders named in :data:`NAMED_VALUES` bound to their
-    values. They are rendered inline when the statement runs (``literal_execute``), so that
-    PostgreSQL still proves a partial index's ``status = 'received'`` whatever plan it caches;
-    callers pass only their own parameters."""
-    names = sorted(set(_PLACEHOLDER.findall(statement)) & NAMED_VALUES.keys())
-    binds = (sa.bindparam(n, NAMED_VALUES[n], type_=sa.Text, literal_execute=True) for n in names)
-    return sa.text(statement).bindparams(*binds)
 
 
 # -- scheduled jobs --------------------------------------------------------------------------
@@ -413,3 +394,25 @@ class UploadChunk(Base):
 sa.Index("ix_ingestions_created_at_id", Ingestion.created_at, Ingestion.id)
 sa.Index("ix_ingestions_record_type_created_at_id", Ingestion.record_type, Ingestion.created_at, Ingestion.id)
 sa.Index("ix_rejections_created_at", Rejection.created_at)
+
+
+# -- SQL text with the status names bound ----------------------------------------------------
+
+# The values a SQL statement names by placeholder instead of spelling them, each under the name
+# of its constant: ``:RECEIVED``, ``:OPEN``, ``:MISSING_PARENT``, ... (upper case, so they never
+# collide with a statement's own lower-case parameters).
+NAMED_VALUES = {
+    value.upper(): value
+    for value in (*STATUSES, *DEAD_LETTER_STATUSES, *UPLOAD_STATUSES, *JOB_RUN_STATUSES, *errors.ERROR_TYPES)
+}
+_PLACEHOLDER = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")  # as sqlalchemy.text finds them
+
+
+def sql(statement: str) -> sa.TextClause:
+    """``sa.text(statement)`` with the placeholders named in :data:`NAMED_VALUES` bound to their
+    values. They are rendered inline when the statement runs (``literal_execute``), so that
+    PostgreSQL still proves a partial index's ``status = 'received'`` whatever plan it caches;
+    callers pass only their own parameters."""
+    names = sorted(set(_PLACEHOLDER.findall(statement)) & NAMED_VALUES.keys())
+    binds = (sa.bindparam(n, NAMED_VALUES[n], type_=sa.Text, literal_execute=True) for n in names)
+    return sa.text(statement).bindparams(*binds)

@@ -19,7 +19,10 @@ ENRICH = "etl.enrich"
 PERSIST = "etl.persist"
 PIPELINE_TASKS = (VALIDATE, ENRICH, PERSIST)
 DEAD_LETTER = "etl.dead_letter.record"
-SWEEP_OUTBOX = "etl.beat.sweep_outbox"
+SWEEP_OUTBOX = "etl.beat.outbox-sweeper"
+# The sweeper's task name before every job task read ``etl.beat.<job name>``: still registered,
+# so that a message queued (or a beat schedule written) under it runs.
+SWEEP_OUTBOX_FORMER = "etl.beat.sweep_outbox"
 # An uploaded file is read in slices, each a call of this task that sends the next (etl queue).
 PARSE_UPLOAD = "etl.upload.parse"
 

@@ -5,7 +5,7 @@ a connection in a transaction, opened on first use (a call that needs no databas
 connection); ``self.after_commit(send)`` holds a message until that transaction has committed.
 When the task body returns, the base commits and then sends; when it raises, the base rolls
 back, drops what was held and maps the exception. Domain functions (``etl_app.pipeline``,
-``etl_app.deadletters``, ``etl_app.ingest.claim``) take the connection and never commit; task
+``etl_app.dead_letters``, ``etl_app.ingest.claim``) take the connection and never commit; task
 bodies never open a transaction of their own. A task that works in batches (the sweeper) may
 call ``self.commit()`` between them.
 

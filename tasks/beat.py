@@ -56,6 +56,16 @@ def _run(
 def sweep_outbox(self: EtlTask) -> int:
     """The outbox sweeper (:mod:`etl_app.jobs.sweeper`). It does not retry on errors (beat runs it
     again next interval); a sweep that finds another holding the lock does nothing."""
+    return _sweep(self)
+
+
+@shared_task(name=names.SWEEP_OUTBOX_FORMER, base=EtlTask, bind=True, retries_transient_errors=False)
+def sweep_outbox_former_name(self: EtlTask) -> int:
+    """The sweeper under its former task name (``names.SWEEP_OUTBOX_FORMER``)."""
+    return _sweep(self)
+
+
+def _sweep(self: EtlTask) -> int:
     runtime = self.runtime
     outcome = run_job(
         runtime.engine,

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from etl_app.deadletters.store import Failure
+from etl_app.dead_letters.store import Failure
 from etl_app.ingest import claim, settle
 from etl_app.pipeline.messages import UnreadableMessage, publish_chunks, publish_dead_letters, read_chunk
 from tasks.base import EtlTask, PermanentFailure

@@ -1,6 +1,6 @@
 """The dead-letter consumer: writes dead_letters and marks the raw records dead, atomically.
 
-It runs in its own worker process (``deadletter`` in the Procfile, queue ``dead_letter``), so a
+It runs in its own worker process (``dead_letter`` in the Procfile, queue ``dead_letter``), so a
 flood of failures cannot starve the pipeline's workers.
 """
 
@@ -11,8 +11,8 @@ from functools import partial
 from celery import shared_task
 
 from etl_app import errors
-from etl_app.deadletters import actions
-from etl_app.deadletters.store import Failure, dead_letter
+from etl_app.dead_letters import actions
+from etl_app.dead_letters.store import Failure, dead_letter
 from etl_app.ingest.send import send_after_commit
 from etl_app.names import DEAD_LETTER
 from tasks.chunks import ChunkTask

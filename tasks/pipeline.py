@@ -15,8 +15,8 @@ from functools import partial
 from celery import shared_task
 
 from etl_app.clock import utcnow
-from etl_app.deadletters import actions
-from etl_app.deadletters.store import Failure
+from etl_app.dead_letters import actions
+from etl_app.dead_letters.store import Failure
 from etl_app.ingest import claim
 from etl_app.ingest.send import send_after_commit
 from etl_app.names import ENRICH, PERSIST, VALIDATE

@@ -11,7 +11,7 @@ from etl_app.ingest import outbox
 from etl_app.jobs.quality import run_daily_quality
 from etl_app.record_types import get_registry
 
-from dlq_helpers import bury
+from dead_letter_helpers import bury
 from job_helpers import rows, run_job
 
 # Days no other test receives records on: each test here has its own.

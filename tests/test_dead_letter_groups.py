@@ -1,4 +1,4 @@
-"""Dead letters grouped by cause (etl_app.deadletters.groups): the domain functions, the API and
+"""Dead letters grouped by cause (etl_app.dead_letters.groups): the domain functions, the API and
 the CLI, on the real database (no worker)."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import pytest
 import sqlalchemy as sa
 
 from etl_app.clock import utcnow
-from etl_app.deadletters import actions, groups
-from etl_app.deadletters.causes import normalise
-from etl_app.deadletters.errors import GroupNotFound, InvalidParameter
-from etl_app.deadletters.filters import Filters
+from etl_app.dead_letters import actions, groups
+from etl_app.dead_letters.causes import normalise
+from etl_app.dead_letters.errors import GroupNotFound, InvalidParameter
+from etl_app.dead_letters.filters import Filters
 from etl_app.roles import key_id
 
-from dlq_helpers import bury, dead_letter_row, raw_row, store
+from dead_letter_helpers import bury, dead_letter_row, raw_row, store
 from payloads import student, tutor
 from support import API_KEY, RUN_ID, fresh_database, queue_length
 

@@ -9,14 +9,14 @@ import pytest
 import sqlalchemy as sa
 
 from etl_app.clock import utcnow
-from etl_app.deadletters import actions
-from etl_app.deadletters.errors import InvalidParameter
-from etl_app.deadletters.filters import parse_filters
+from etl_app.dead_letters import actions
+from etl_app.dead_letters.errors import InvalidParameter
+from etl_app.dead_letters.filters import parse_filters
 from etl_app.pipeline.persist import persist_chunk
 from etl_app.record_types import get_registry
 from tasks.pipeline import persist
 
-from dlq_helpers import bury, dead, dead_letter_row, enriched_chunk, land, raw_row, store
+from dead_letter_helpers import bury, dead, dead_letter_row, enriched_chunk, land, raw_row, store
 from payloads import feedback, session, student, tutor
 from support import queue_length
 

@@ -10,11 +10,11 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from etl_app.cli import main
-from etl_app.deadletters import actions
+from etl_app.dead_letters import actions
 from etl_app.pipeline.persist import persist_chunk
 from etl_app.record_types import get_registry
 
-from dlq_helpers import dead, dead_letter_row, enriched_chunk, land, raw_row
+from dead_letter_helpers import dead, dead_letter_row, enriched_chunk, land, raw_row
 from payloads import student
 from support import queue_length
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from etl_app.ingest import outbox, settle
 from etl_app.record_types import get_registry
 
-from dlq_helpers import bury, enriched_chunk, store
+from dead_letter_helpers import bury, enriched_chunk, store
 from payloads import student
 
 RECEIVED_AT = datetime(2001, 2, 3, 10, 0, tzinfo=UTC)

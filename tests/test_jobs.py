@@ -23,7 +23,7 @@ from etl_app.record_types import get_registry
 from etl_app.record_types.tutors import derive
 from etl_app.runtime.build import build_runtime
 
-from dlq_helpers import dead, enriched_chunk, land, raw_row, store
+from dead_letter_helpers import dead, enriched_chunk, land, raw_row, store
 from payloads import student, tutor
 from procs import wait_until
 from support import redis_db
@@ -362,7 +362,7 @@ def test_api_lists_the_jobs_with_schedules_and_last_runs(client, auth, engine, s
         jobs["re-enrich"]["schedule"] == "30 2 * * *"
         and jobs["re-enrich"]["schedule_variable"] == "ETL_SCHEDULE_RE_ENRICH"
     )
-    assert jobs["outbox-sweeper"]["task"] == "etl.beat.sweep_outbox"
+    assert jobs["outbox-sweeper"]["task"] == "etl.beat.outbox-sweeper"
     last = jobs["retention"]["last_run"]
     assert last["status"] == "succeeded" and last["trigger"] == "cli" and last == jobs["retention"]["recent_runs"][0]
     assert client.get("/api/v1/jobs/retention", headers=auth).json["last_run"]["id"] == last["id"]

@@ -16,7 +16,7 @@ from etl_app.jobs import sweeper
 from etl_app.names import PIPELINE_QUEUE
 from etl_app.pipeline.messages import SENT_AT_HEADER, chunk_message, oldest_queued_at, pipeline_chain, publish_chunks
 
-from dlq_helpers import store
+from dead_letter_helpers import store
 from payloads import student
 
 LEASE = 20

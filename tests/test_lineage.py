@@ -16,7 +16,7 @@ from etl_app.pipeline.persist import persist_chunk
 from etl_app.record_types import get_registry
 from etl_app.roles import key_id
 
-from dlq_helpers import dead, enriched_chunk, land, store
+from dead_letter_helpers import dead, enriched_chunk, land, store
 from payloads import student, tutor
 from support import API_KEY
 

@@ -16,7 +16,7 @@ from etl_app.jobs.runner import run_job
 from etl_app.lookups.metrics import breaker_for
 from etl_app.pipeline import lookups as step
 
-from dlq_helpers import land
+from dead_letter_helpers import land
 from geocoder_server import FakeGeocoder, open_meteo
 from payloads import tutor
 from procs import wait_until

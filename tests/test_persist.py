@@ -8,7 +8,7 @@ from etl_app.db import make_engine
 from etl_app.pipeline.persist import persist_chunk
 from etl_app.record_types import get_registry
 
-from dlq_helpers import enriched_chunk, store
+from dead_letter_helpers import enriched_chunk, store
 from payloads import student
 
 

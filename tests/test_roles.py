@@ -15,7 +15,7 @@ from etl_app.api.rights import ENDPOINT_RIGHTS, OPEN_ENDPOINTS
 from etl_app.config import Settings
 from etl_app.roles import key_id, parse_key, parse_keys
 
-from dlq_helpers import dead
+from dead_letter_helpers import dead
 from payloads import student
 from support import API_KEY
 

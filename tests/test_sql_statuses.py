@@ -33,3 +33,26 @@ def test_a_statement_names_statuses_by_their_constants_only(engine):
     with pytest.raises(sa.exc.StatementError):  # a lower-case name is the caller's to give
         with engine.connect() as conn:
             conn.execute(sql("SELECT :received"))
+
+
+def test_no_statement_of_the_code_spells_a_status_in_quotes():
+    """Every status in SQL is a ``:NAME`` placeholder of :func:`etl_app.models.sql` (index
+    predicates in the table definitions are the one place a status is written out; the lookup
+    breaker's Lua script speaks of its own states, not of rows)."""
+    import re
+    from pathlib import Path
+
+    from etl_app.models import NAMED_VALUES
+
+    root = Path(__file__).resolve().parents[1]
+    quoted = re.compile("'(" + "|".join(sorted(map(re.escape, set(NAMED_VALUES.values())))) + ")'")
+    found = []
+    breaker = root / "etl_app" / "lookups" / "breaker.py"
+    for path in [*root.glob("etl_app/**/*.py"), *root.glob("tasks/*.py")]:
+        if path == breaker:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if quoted.search(code) and "postgresql_where" not in code and "``" not in code:
+                found.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
+    assert found == []

@@ -30,7 +30,7 @@ from etl_app.pipeline.messages import chunk_message
 from tasks.base import EtlTask
 from tasks.chunks import ChunkTask
 
-from dlq_helpers import raw_row, store
+from dead_letter_helpers import raw_row, store
 from payloads import student
 from procs import wait_until
 

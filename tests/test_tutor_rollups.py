@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from etl_app.jobs.rollups import run_tutor_rollups
 
-from dlq_helpers import land
+from dead_letter_helpers import land
 from job_helpers import rows, run_job
 from payloads import feedback, session, student, tutor
 

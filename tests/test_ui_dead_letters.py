@@ -2,7 +2,7 @@
 group with its dead letters, the replay's dry-run count before the replay, discard with a reason,
 one dead letter edited and replayed (the edit kept and shown as a diff, as the API's edit keeps
 it), roles, escaping. Real PostgreSQL and Redis, Flask's test client, no worker: dead letters are
-made with the pipeline's functions (tests/dlq_helpers.py). The browser tests are
+made with the pipeline's functions (tests/dead_letter_helpers.py). The browser tests are
 tests/e2e/ui/test_ui_dead_letters_browser.py."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from etl_app.roles import key_id
 from etl_app.ui.dead_letters import line_diff, pretty
 
-from dlq_helpers import bury, dead_letter_row, raw_row, store
+from dead_letter_helpers import bury, dead_letter_row, raw_row, store
 from payloads import student
 from support import API_KEY, queue_length
 from ui_helpers import csrf_token, post_form, sign_in

@@ -19,7 +19,7 @@ from etl_app.quality import METRIC_COLUMNS
 from etl_app.record_types import get_registry
 from etl_app.ui.records import shown
 
-from dlq_helpers import bury, enriched_chunk
+from dead_letter_helpers import bury, enriched_chunk
 from payloads import tutor
 from support import API_KEY
 from ui_helpers import sign_in
@@ -259,7 +259,7 @@ def test_an_unknown_type_on_the_quality_page_is_404(ui):
 
 def test_a_key_that_never_landed_shows_its_history_without_a_row(ui, engine, unique):
     """A dead-lettered key has no row in its table: the page says so and shows its timeline."""
-    from dlq_helpers import dead
+    from dead_letter_helpers import dead
 
     key = f"{unique}-dead"
     _, [dead_letter_id] = dead(engine, "tutors", [tutor(key)])

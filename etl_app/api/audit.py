@@ -14,8 +14,8 @@ from flask import Blueprint, jsonify
 
 from etl_app import audit
 from etl_app.api.common import bad_parameter, query_parameters
-from etl_app.deadletters.errors import InvalidParameter
-from etl_app.deadletters.filters import parse_int
+from etl_app.dead_letters.errors import InvalidParameter
+from etl_app.dead_letters.filters import parse_int
 from etl_app.web.context import current_runtime
 
 bp = Blueprint("audit", __name__, url_prefix="/api/v1/audit")

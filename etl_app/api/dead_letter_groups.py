@@ -1,4 +1,4 @@
-"""Dead letters grouped by cause (etl_app.deadletters.groups): list the groups, replay or discard one.
+"""Dead letters grouped by cause (etl_app.dead_letters.groups): list the groups, replay or discard one.
 
 - ``GET /api/v1/dead-letters/groups``: the filters of the dead-letter list (``record_type``,
   ``error_type``, ``ingestion_id``, ``since``, ``status``: open by default); ``limit`` (1..500,
@@ -30,17 +30,17 @@ from flask import Blueprint, jsonify, request
 from etl_app.api.common import json_object_or_none
 from etl_app.api.dead_letters import api_error
 from etl_app.api.errors import error_response
-from etl_app.deadletters import actions, groups
-from etl_app.deadletters.errors import DlqError
-from etl_app.deadletters.filters import parse_filters, parse_flag, parse_int
+from etl_app.dead_letters import actions, groups
+from etl_app.dead_letters.errors import DeadLetterError
+from etl_app.dead_letters.filters import parse_filters, parse_flag, parse_int
 from etl_app.errors import ERROR_TYPES
 from etl_app.web.context import ApiError, audited, current_runtime, send_replayed
 
 bp = Blueprint("dead_letter_groups", __name__, url_prefix="/api/v1/dead-letters/groups")
 
 
-@bp.errorhandler(DlqError)
-def _dlq_error(exc: DlqError):
+@bp.errorhandler(DeadLetterError)
+def _dead_letter_error(exc: DeadLetterError):
     err = api_error(exc)
     return error_response(err.status, err.error, err.message, **err.extra)
 

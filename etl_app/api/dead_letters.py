@@ -10,7 +10,7 @@
   ``superseded_by: {raw_record_id, ingestion_id}`` naming that record (null otherwise).
 - ``POST /api/v1/dead-letters/<id>/replay``: body empty, or ``{"payload": {...}}`` to replay a
   corrected record (validated again: 422 with field errors when invalid). 409 unless open. A
-  corrected replay keeps the payload as it was, the edit and the key id (etl_app.deadletters.edits).
+  corrected replay keeps the payload as it was, the edit and the key id (etl_app.dead_letters.edits).
 - ``POST /api/v1/dead-letters/replay``: the same filters, as a JSON object body or as query
   parameters; replays at most 10,000 open dead letters a call (``limit`` lowers that) and says
   how many matching ones are still open (``remaining``): call again until it is 0. It needs a
@@ -27,9 +27,16 @@ from flask import Blueprint, jsonify, request
 
 from etl_app.api.common import json_object_or_none
 from etl_app.api.errors import error_response
-from etl_app.deadletters import actions, edits, queries
-from etl_app.deadletters.errors import DlqError, FilterRequired, InvalidParameter, InvalidPayload, NotFound, NotOpen
-from etl_app.deadletters.filters import (
+from etl_app.dead_letters import actions, edits, queries
+from etl_app.dead_letters.errors import (
+    DeadLetterError,
+    FilterRequired,
+    InvalidParameter,
+    InvalidPayload,
+    NotFound,
+    NotOpen,
+)
+from etl_app.dead_letters.filters import (
     BULK_FLAGS,
     parse_filters,
     parse_flag,
@@ -42,7 +49,7 @@ from etl_app.web.context import ApiError, audited, current_runtime, send_replaye
 bp = Blueprint("dead_letters", __name__, url_prefix="/api/v1/dead-letters")
 
 
-def api_error(exc: DlqError) -> ApiError:
+def api_error(exc: DeadLetterError) -> ApiError:
     """The HTTP answer for a dead-letter domain error."""
     if isinstance(exc, InvalidParameter):
         return ApiError(400, "invalid_parameter", str(exc), parameter=exc.name)
@@ -57,8 +64,8 @@ def api_error(exc: DlqError) -> ApiError:
     return ApiError(400, "bad_request", str(exc))
 
 
-@bp.errorhandler(DlqError)
-def _dlq_error(exc: DlqError):
+@bp.errorhandler(DeadLetterError)
+def _dead_letter_error(exc: DeadLetterError):
     err = api_error(exc)
     return error_response(err.status, err.error, err.message, **err.extra)
 

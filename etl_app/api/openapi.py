@@ -238,7 +238,7 @@ def build_spec(registry: Registry, provider_names: list[str] | None = None) -> d
 
 
 def dead_letter_filters(registry: Registry) -> list[dict]:
-    """The query parameters that filter dead letters (etl_app.deadletters.filters)."""
+    """The query parameters that filter dead letters (etl_app.dead_letters.filters)."""
     return [
         {"name": "record_type", "in": "query", "schema": {"type": "string", "enum": registry.names()}},
         {"name": "error_type", "in": "query", "schema": {"type": "string", "enum": list(ERROR_TYPES)}},

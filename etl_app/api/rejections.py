@@ -23,8 +23,8 @@ from apispec import APISpec
 from flask import Blueprint, jsonify
 
 from etl_app.api.common import bad_parameter, query_parameters
-from etl_app.deadletters.errors import InvalidParameter
-from etl_app.deadletters.filters import parse_int
+from etl_app.dead_letters.errors import InvalidParameter
+from etl_app.dead_letters.filters import parse_int
 from etl_app.web.context import current_runtime
 from etl_app.web.rejections import PAGE, csv_response, ingestion_or_404, rejection_item
 

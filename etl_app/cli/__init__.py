@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import click
 
-from etl_app.cli import deadletter_groups  # noqa: F401 - its commands join dlq
+from etl_app.cli import dead_letter_groups  # noqa: F401 - its commands join dlq
 from etl_app.cli.audit import audit_command
-from etl_app.cli.deadletters import dlq_group
+from etl_app.cli.dead_letters import dlq_group
 from etl_app.cli.generate import generate
 from etl_app.cli.jobs import jobs_group
 from etl_app.cli.providers import providers_group

@@ -14,7 +14,7 @@ from rich.console import Console
 from etl_app import audit
 from etl_app.config import Settings
 from etl_app.db import make_engine
-from etl_app.deadletters.errors import DlqError, InvalidPayload
+from etl_app.dead_letters.errors import DeadLetterError, InvalidPayload
 from etl_app.roles import CLI_ACTOR
 
 
@@ -49,7 +49,7 @@ def connect(settings: Settings, *, write: bool = False, audited: audit.Entry | N
     except InvalidPayload as exc:
         lines = [f"  {name}: {' '.join(msgs)}" for name, msgs in exc.errors.items()]
         raise click.ClickException("\n".join([str(exc) + "; nothing was changed:", *lines])) from None
-    except DlqError as exc:
+    except DeadLetterError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         engine.dispose()

@@ -15,7 +15,7 @@ import click
 from etl_app.config import Settings, embedded_env_path, var_dir
 from etl_app.roles import parse_keys
 
-PROCESSES = ("web", "worker", "lookups", "deadletter", "beat", "flower")
+PROCESSES = ("web", "worker", "lookups", "dead_letter", "beat", "flower")
 
 
 def _secret_file(path: Path, make) -> str:

@@ -14,7 +14,7 @@ the check that nothing settled is one indexed query), ``GET /api/v1/ingestions/{
 finds one settled but not measured, and the outbox sweeper's catch-up (:func:`catch_up`), which
 measures what a worker lost between its commit and its settle.
 
-A replayed dead letter reopens its ingestion (:mod:`etl_app.deadletters.actions` clears
+A replayed dead letter reopens its ingestion (:mod:`etl_app.dead_letters.actions` clears
 ``quality`` and ``finished_at``): it is measured again when the replayed record settles.
 """
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import sqlalchemy as sa
-
 from etl_app.jobs.context import JobContext
 from etl_app.models import sql
 
@@ -37,11 +35,11 @@ _BATCH = sql(
 )
 
 
-_UPLOAD = sa.text(
+_UPLOAD = sql(
     """
     WITH due AS (
         SELECT id FROM uploads
-        WHERE status IN ('parsed', 'failed') AND bytes_dropped_at IS NULL AND parsed_at < :cutoff
+        WHERE status IN (:PARSED, :FAILED) AND bytes_dropped_at IS NULL AND parsed_at < :cutoff
         ORDER BY parsed_at LIMIT 1 FOR UPDATE SKIP LOCKED
     ), gone AS (
         DELETE FROM upload_chunks c USING due WHERE c.upload_id = due.id

@@ -38,7 +38,7 @@ from etl_app import audit, clock
 from etl_app.config import Settings
 from etl_app.jobs.context import JobContext, JobTools, Window
 from etl_app.jobs.registry import Job, get_job
-from etl_app.models import FAILED, JOB_TRIGGERS, RUNNING, SKIPPED, SUCCEEDED
+from etl_app.models import FAILED, JOB_TRIGGERS, RUNNING, SKIPPED, SUCCEEDED, sql
 
 log = logging.getLogger(__name__)
 
@@ -83,24 +83,24 @@ class RunOutcome:
         }
 
 
-_INSERT = sa.text(
+_INSERT = sql(
     "INSERT INTO job_runs (job, window_start, window_end, trigger, status, task_id, started_at, finished_at, "
     "rows, error) VALUES (:job, :start, :end, :trigger, :status, :task_id, "
     "coalesce(CAST(:started_at AS timestamptz), clock_timestamp()), "
-    "CASE WHEN :status = 'running' THEN NULL ELSE clock_timestamp() END, :rows, :error) "
+    "CASE WHEN :status = :RUNNING THEN NULL ELSE clock_timestamp() END, :rows, :error) "
     "RETURNING id, started_at, finished_at"
 )
 _FINISH = sa.text(
     "UPDATE job_runs SET status = :status, rows = :rows, error = :error, finished_at = clock_timestamp() "
     "WHERE id = :id RETURNING finished_at"
 )
-_ABANDONED = sa.text(
-    "UPDATE job_runs SET status = :failed, finished_at = clock_timestamp(), "
+_ABANDONED = sql(
+    "UPDATE job_runs SET status = :FAILED, finished_at = clock_timestamp(), "
     "error = 'abandoned: the process running it was lost (its lock was released)' "
-    "WHERE job = :job AND status = :running"
+    "WHERE job = :job AND status = :RUNNING"
 )
-_HOLDER = sa.text(
-    "SELECT id, trigger, started_at FROM job_runs WHERE job = :job AND status = :running ORDER BY id DESC LIMIT 1"
+_HOLDER = sql(
+    "SELECT id, trigger, started_at FROM job_runs WHERE job = :job AND status = :RUNNING ORDER BY id DESC LIMIT 1"
 )
 
 
@@ -168,7 +168,7 @@ def _audit(books: sa.Connection, outcome: RunOutcome, actor: str, request_id: st
 
 
 def _skipped(books: sa.Connection, job: Job, outcome: RunOutcome, task_id: str | None) -> RunOutcome:
-    holder = books.execute(_HOLDER, {"job": job.name, "running": RUNNING}).first()
+    holder = books.execute(_HOLDER, {"job": job.name}).first()
     outcome.error = f"another run of {job.name} holds its lock" + (
         f" (run {holder.id}, {holder.trigger}, started {holder.started_at.isoformat()})" if holder else ""
     )
@@ -189,7 +189,7 @@ def _run_locked(
     now: datetime,
 ) -> RunOutcome:
     if job.record == "always":
-        books.execute(_ABANDONED, {"job": job.name, "running": RUNNING, "failed": FAILED})
+        books.execute(_ABANDONED, {"job": job.name})
         outcome.status = RUNNING
         _insert(books, outcome, task_id)
     else:

@@ -1,6 +1,6 @@
 """outbox-sweeper: re-enqueue the unsettled records that no live chain holds.
 
-Beat runs it every ``ETL_SWEEP_INTERVAL_SECONDS`` (task ``etl.beat.sweep_outbox``) through the
+Beat runs it every ``ETL_SWEEP_INTERVAL_SECONDS`` (task ``etl.beat.outbox-sweeper``) through the
 runner like every job, so two beats never sweep at once; its runs are recorded in job_runs only
 when they re-sent records or failed (``record="when_rows"`` in the registry).
 """

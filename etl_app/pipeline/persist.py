@@ -140,7 +140,7 @@ def children_waiting_for(conn: sa.Connection, record_type: RecordType, keys: Seq
     """Unsettled records that wait for one of these parents, by record type.
 
     The rows are locked (FOR UPDATE) until the caller commits: a child being dead-lettered at
-    this moment is then either seen here, or seen dead by :func:`etl_app.deadletters.actions.replay_children`
+    this moment is then either seen here, or seen dead by :func:`etl_app.dead_letters.actions.replay_children`
     afterwards (call it after this, in the same transaction), or its dead-letter transaction
     sees this parent committed. No wake-up is lost between the two."""
     if not keys:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import sqlalchemy as sa
 
 from etl_app import errors
-from etl_app.deadletters.store import Failure
+from etl_app.dead_letters.store import Failure
 from etl_app.models import sql
 from etl_app.pipeline.stash import Item, item
 from etl_app.record_types import RecordType

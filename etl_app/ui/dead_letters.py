@@ -1,12 +1,12 @@
 """The Dead letters pages: dead letters grouped by cause, one group, one dead letter.
 
-- ``GET /ui/dead-letters``: the groups (:func:`etl_app.deadletters.groups.list_groups`, most dead
+- ``GET /ui/dead-letters``: the groups (:func:`etl_app.dead_letters.groups.list_groups`, most dead
   letters first, keyset pages), filtered by record type, error type, status and ingestion; each
   with its count, first and last seen, a sample payload and error, and its arrivals over the last
   24 hours (a Plotly bar chart and the same numbers in a table). The page polls
   ``/ui/api/dead-letters`` for the numbers of the groups it shows.
 - ``GET /ui/dead-letters/groups/<group>``: a group's facts and its dead letters (keyset pages,
-  :func:`etl_app.deadletters.queries.list_dead_letters` filtered to the group; its open count
+  :func:`etl_app.dead_letters.queries.list_dead_letters` filtered to the group; its open count
   polled from ``/ui/api/dead-letters``). Operators:
   "Replay group…" shows how many dead letters the replay will touch (a dry run) and asks to
   confirm (``GET``/``POST .../replay``); "Discard group" takes a reason. The same functions as
@@ -14,7 +14,7 @@
   ``bulk_replay`` and ``bulk_discard``; replayed chains are sent after the commit.
 - ``GET /ui/dead-letters/<id>``: one dead letter (error, collapsed traceback, payload as text,
   link to its record's lineage) and its edits as line diffs. Operators: replay, discard (with a
-  reason) and "Edit and replay" (:func:`etl_app.deadletters.edits.edit_and_replay`, as the API's
+  reason) and "Edit and replay" (:func:`etl_app.dead_letters.edits.edit_and_replay`, as the API's
   edit: validated again, the original and the edit kept with the key id).
 
 Every value reaches the page as text (Jinja escapes it); payloads sit in ``<pre>`` and a
@@ -31,16 +31,16 @@ import orjson
 import sqlalchemy as sa
 from flask import abort, current_app, flash, jsonify, redirect, request, url_for
 
-from etl_app.deadletters import actions, edits, groups, queries
-from etl_app.deadletters.errors import (
-    DlqError,
+from etl_app.dead_letters import actions, edits, groups, queries
+from etl_app.dead_letters.errors import (
+    DeadLetterError,
     GroupNotFound,
     InvalidParameter,
     InvalidPayload,
     NotFound,
     NotOpen,
 )
-from etl_app.deadletters.filters import ALL, FILTERS, Filters, parse_filters, parse_int
+from etl_app.dead_letters.filters import ALL, FILTERS, Filters, parse_filters, parse_int
 from etl_app.errors import ERROR_TYPES
 from etl_app.jsonsafe import json_safe
 from etl_app.models import DEAD_LETTER_STATUSES, OPEN
@@ -303,7 +303,7 @@ def dead_letter(dead_letter_id: int):
     return _dead_letter_page(dead_letter_id)
 
 
-def _refused(exc: DlqError, dead_letter_id: int):
+def _refused(exc: DeadLetterError, dead_letter_id: int):
     """A domain refusal as the page says it."""
     if isinstance(exc, NotFound):
         abort(404, description=f"There is no dead letter {dead_letter_id}.")

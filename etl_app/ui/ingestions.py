@@ -4,7 +4,7 @@ scorecard (docs/quality.md), top errors, rejections (and their CSV) and dead let
 
 Everything an ingestion is comes from :func:`etl_app.ingest.progress.ingestion_status`, as
 ``GET /api/v1/ingestions/{id}`` shows it; its rejections from :mod:`etl_app.api.rejections`, its
-dead letters from :func:`etl_app.deadletters.queries.list_dead_letters`. The pages poll
+dead letters from :func:`etl_app.dead_letters.queries.list_dead_letters`. The pages poll
 ``/ui/api/ingestions`` (the running rows of the list) and ``/ui/api/ingestions/<id>`` while it runs.
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 from flask import abort, current_app, jsonify, request, url_for
 
-from etl_app.deadletters.filters import ALL, Filters
-from etl_app.deadletters.queries import list_dead_letters
+from etl_app.dead_letters.filters import ALL, Filters
+from etl_app.dead_letters.queries import list_dead_letters
 from etl_app.ingest.listing import DEFAULT_LIMIT, MAX_LIMIT, STATUSES, BadCursor, list_ingestions, segments
 from etl_app.ingest.progress import IN_PROGRESS
 from etl_app.ingest.settle import ingestion_status

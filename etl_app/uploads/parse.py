@@ -34,7 +34,7 @@ from etl_app.ingest import outbox
 from etl_app.ingest.rejections import Refused, store_rejections
 from etl_app.ingest.send import Publisher, send_after_commit
 from etl_app.ingest.settle import settle
-from etl_app.models import FAILED, PARSED, PARSING, STORED
+from etl_app.models import FAILED, PARSED, PARSING, sql
 from etl_app.pipeline.stash import Item, item
 from etl_app.record_types import RecordType, Registry
 from etl_app.uploads import flat
@@ -73,18 +73,18 @@ _LOAD = sa.text(
     "SELECT u.id, u.record_type, u.format, u.size, u.chunk_bytes, u.status, u.rows_read, u.checkpoint, "
     "i.created_at AS received_at FROM uploads u JOIN ingestions i ON i.id = u.id WHERE u.id = :id"
 )
-_TAKE = sa.text(
-    "UPDATE uploads SET status = :parsing, leased_at = now() "
-    "WHERE id = :id AND status IN (:stored, :parsing) AND rows_read = :rows_read"
+_TAKE = sql(
+    "UPDATE uploads SET status = :PARSING, leased_at = now() "
+    "WHERE id = :id AND status IN (:STORED, :PARSING) AND rows_read = :rows_read"
 )
-_ADVANCE = sa.text(
+_ADVANCE = sql(
     "UPDATE uploads SET rows_read = :rows_read, checkpoint = CAST(:checkpoint AS jsonb), progress = :progress, "
-    "leased_at = now(), status = :status, parsed_at = CASE WHEN :status = 'parsed' THEN now() END "
-    "WHERE id = :id AND rows_read = :was AND status = :parsing"
+    "leased_at = now(), status = :status, parsed_at = CASE WHEN :status = :PARSED THEN now() END "
+    "WHERE id = :id AND rows_read = :was AND status = :PARSING"
 )
-_FAIL = sa.text(
-    "UPDATE uploads SET status = :failed, error = :error, parsed_at = now() "
-    "WHERE id = :id AND rows_read = :was AND status IN (:stored, :parsing)"
+_FAIL = sql(
+    "UPDATE uploads SET status = :FAILED, error = :error, parsed_at = now() "
+    "WHERE id = :id AND rows_read = :was AND status IN (:STORED, :PARSING)"
 )
 _COUNT = sa.text(
     "UPDATE ingestions SET accepted = accepted + :accepted, rejected = rejected + :rejected WHERE id = :id"
@@ -98,8 +98,8 @@ def load(conn: sa.Connection, upload_id: uuid.UUID) -> Upload | None:
 
 def mark_failed(conn: sa.Connection, upload: Upload, error: str) -> bool:
     """The upload failed at its current row (the rows before it stay); False if overtaken."""
-    params = {"failed": FAILED, "error": error[:2000], "id": upload.id, "was": upload.rows_read}
-    return bool(conn.execute(_FAIL, {**params, "stored": STORED, "parsing": PARSING}).rowcount)
+    params = {"error": error[:2000], "id": upload.id, "was": upload.rows_read}
+    return bool(conn.execute(_FAIL, params).rowcount)
 
 
 def _payload(record_type: RecordType, fmt: str, values: Any) -> Any:
@@ -122,9 +122,7 @@ def parse_slice(
     if upload is None or upload.status in (PARSED, FAILED):
         return DONE
     record_type = registry[upload.record_type]
-    taken = conn.execute(
-        _TAKE, {"parsing": PARSING, "stored": STORED, "id": upload.id, "rows_read": upload.rows_read}
-    ).rowcount
+    taken = conn.execute(_TAKE, {"id": upload.id, "rows_read": upload.rows_read}).rowcount
     commit()
     if not taken:
         return OVERTAKEN
@@ -174,7 +172,6 @@ def _store_chunk(
             "status": PARSED if last else PARSING,
             "id": upload.id,
             "was": was,
-            "parsing": PARSING,
         },
     ).rowcount
     if not advanced:

@@ -10,13 +10,14 @@ import logging
 import sqlalchemy as sa
 
 from etl_app.ingest.send import Publisher
+from etl_app.models import sql
 from etl_app.uploads.store import send_parse
 
 log = logging.getLogger(__name__)
 
-_STALLED = sa.text(
+_STALLED = sql(
     "UPDATE uploads SET leased_at = now() WHERE id IN ("
-    "  SELECT id FROM uploads WHERE status IN ('stored', 'parsing') "
+    "  SELECT id FROM uploads WHERE status IN (:STORED, :PARSING) "
     "  AND (leased_at IS NULL OR leased_at < now() - make_interval(secs => :lease)) "
     "  ORDER BY leased_at NULLS FIRST LIMIT :limit FOR UPDATE SKIP LOCKED"
     ") RETURNING id"

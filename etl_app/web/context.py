@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from flask import current_app, g, request
 
 from etl_app import audit
-from etl_app.deadletters import actions
+from etl_app.dead_letters import actions
 from etl_app.runtime import Runtime
 
 

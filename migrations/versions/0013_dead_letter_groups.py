@@ -5,7 +5,7 @@ Revision ID: 0013
 Revises: 0012
 Create Date: 2027-01-14 10:00:00
 
-Existing rows get their cause from the normaliser of this version (etl_app.deadletters.causes),
+Existing rows get their cause from the normaliser of this version (etl_app.dead_letters.causes),
 in batches of 5,000 by id. Adding the generated column rewrites the table once, holding a write
 lock on it; 100,000 dead letters take a few seconds.
 """
@@ -13,7 +13,7 @@ lock on it; 100,000 dead letters take a few seconds.
 import sqlalchemy as sa
 from alembic import op
 
-from etl_app.deadletters.causes import normalise
+from etl_app.dead_letters.causes import normalise
 
 revision = "0013"
 down_revision = "0012"

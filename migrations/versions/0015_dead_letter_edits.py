@@ -6,7 +6,7 @@ Revises: 0014
 Create Date: 2027-01-16 10:00:00
 
 Rows of dead_letters whose cause the normaliser of this version writes differently (the key of a
-``<record type>:<key>`` reference became ``<key>``: etl_app.deadletters.causes) get it again, in
+``<record type>:<key>`` reference became ``<key>``: etl_app.dead_letters.causes) get it again, in
 batches of 5,000 by id, so that missing parents of keys without digits form one group; only
 messages holding a colon are read. The index is built with the table locked for writes: 100,000
 dead letters take well under a second.
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-from etl_app.deadletters.causes import normalise
+from etl_app.dead_letters.causes import normalise
 
 revision = "0015"
 down_revision = "0014"

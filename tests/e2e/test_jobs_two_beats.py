@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from etl_app.config import Settings
 from etl_app.jobs.runner import run_job
 
-from dlq_helpers import land
+from dead_letter_helpers import land
 from payloads import student
 from procs import running_stack, wait_until
 from support import redis_db

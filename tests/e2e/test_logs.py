@@ -105,7 +105,7 @@ def test_every_line_is_json_with_context_and_no_secret(json_stack, unique):
     # worker: a task's lines carry its id and name
     traced = [e for e in parsed if e["logger"] == "celery.app.trace"]
     assert traced and all(f"{e['task_name']}[{e['task_id']}]" in e["message"] for e in traced)
-    assert any(e.get("task_name") == "etl.beat.sweep_outbox" and e["logger"] == "etl_app.jobs.runner" for e in parsed)
+    assert any(e.get("task_name") == "etl.beat.outbox-sweeper" and e["logger"] == "etl_app.jobs.runner" for e in parsed)
     # the broker URL is written masked; no key, password or URL with a password anywhere
     assert any("redis://default:***@" in e["message"] for e in parsed)
     everything = "\n".join(lines().values())

@@ -316,7 +316,7 @@ def log_count(proc: Any, needle: str) -> int:
 
 def sweeper_runs(worker: Any) -> int:
     """How many times the worker was given the outbox sweeper to run."""
-    return len(re.findall(r"Task etl\.beat\.sweep_outbox\[[^\]]+\] received", worker.log()))
+    return len(re.findall(r"Task etl\.beat\.outbox-sweeper\[[^\]]+\] received", worker.log()))
 
 
 def swept(worker: Any) -> int:

@@ -1,10 +1,10 @@
-"""The cause of an error message (etl_app.deadletters.causes.normalise): what groups dead letters."""
+"""The cause of an error message (etl_app.dead_letters.causes.normalise): what groups dead letters."""
 
 from __future__ import annotations
 
 import pytest
 
-from etl_app.deadletters.causes import MAX_CAUSE_CHARS, normalise
+from etl_app.dead_letters.causes import MAX_CAUSE_CHARS, normalise
 
 
 @pytest.mark.parametrize(

@@ -16,14 +16,14 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from etl_app import clock, errors
-from etl_app.deadletters.store import Failure
+from etl_app.dead_letters.store import Failure
 from etl_app.pipeline import enrich
 from etl_app.pipeline.enrich import Waiting, enrich_chunk, fetch_parents, give_up_on_waiting
 from etl_app.pipeline.stash import item
 from etl_app.pipeline.validate import load_raw, validate_chunk
 from etl_app.record_types import get_registry
 
-from dlq_helpers import land, store
+from dead_letter_helpers import land, store
 from payloads import feedback, session, student, tutor
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl_app.deadletters.causes import normalise
+from etl_app.dead_letters.causes import normalise
 from etl_app.models import sql
 
 

@@ -1,4 +1,4 @@
-"""The dead-letter consumer has a process of its own (the Procfile's ``deadletter``): the
+"""The dead-letter consumer has a process of its own (the Procfile's ``dead_letter``): the
 pipeline's workers never take dead letters, so a flood of failures waits for its own consumer
 while valid records keep landing, and lands once that consumer runs."""
 
@@ -20,7 +20,7 @@ VALID = 300
 def test_the_procfile_gives_dead_letters_a_worker_of_their_own():
     assert procfile_queues("worker") == "etl,jobs"
     assert procfile_queues("lookups") == "lookups"
-    assert procfile_queues("deadletter") == "dead_letter"
+    assert procfile_queues("dead_letter") == "dead_letter"
 
 
 def test_a_flood_of_failures_waits_for_its_own_consumer_while_the_pipeline_goes_on(
@@ -52,7 +52,7 @@ def test_a_flood_of_failures_waits_for_its_own_consumer_while_the_pipeline_goes_
         wait_until(lambda: queue_length(redis_url, stack.prefix, "dead_letter") > 0, 60, what="dead letters queued")
         assert counts(bad) == {"received": FLOOD, "in_flight": FLOOD, "persisted": 0, "dead": 0, "rejected": 0}
 
-        stack.worker(name="deadletter", queues=procfile_queues("deadletter"), concurrency=1)
+        stack.worker(name="dead_letter", queues=procfile_queues("dead_letter"), concurrency=1)
         done = api.wait_finished(bad["ingestion_id"])
         assert done["counts"]["dead"] == FLOOD
         assert queue_length(redis_url, stack.prefix, "dead_letter") == 0

@@ -1,5 +1,5 @@
 """The cause of an error message (:func:`normalise`): what groups dead letters
-(:mod:`etl_app.deadletters.groups`), written with each one (:mod:`etl_app.deadletters.store`)."""
+(:mod:`etl_app.dead_letters.groups`), written with each one (:mod:`etl_app.dead_letters.store`)."""
 
 from __future__ import annotations
 

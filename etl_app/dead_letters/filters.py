@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from etl_app import errors
-from etl_app.deadletters.errors import FilterRequired, InvalidParameter
+from etl_app.dead_letters.errors import FilterRequired, InvalidParameter
 from etl_app.models import DEAD_LETTER_STATUSES, OPEN, DeadLetter
 
 DEAD_LETTERS = DeadLetter.__table__
@@ -29,7 +29,7 @@ class Filters:
     ingestion_id: uuid.UUID | None = None
     since: datetime | None = None  # on last_failed_at
     status: str = OPEN  # or ALL
-    group_key: str | None = None  # one group of dead letters (etl_app.deadletters.groups)
+    group_key: str | None = None  # one group of dead letters (etl_app.dead_letters.groups)
 
     def where(self) -> list[sa.ColumnElement[bool]]:
         out = []

@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl_app.deadletters.filters import Filters
+from etl_app.dead_letters.filters import Filters
 from etl_app.models import SUPERSEDED, DeadLetter, DeadLetterEdit, RawRecord
 
 DEAD_LETTERS = DeadLetter.__table__
@@ -100,7 +100,7 @@ def get_dead_letter(
 
 
 def list_edits(conn: sa.Connection, dead_letter_id: int) -> list[dict[str, Any]]:
-    """The corrected replays of a dead letter (etl_app.deadletters.edits), oldest first: ``{at,
+    """The corrected replays of a dead letter (etl_app.dead_letters.edits), oldest first: ``{at,
     key_id, original, edited}``."""
     if not 0 < dead_letter_id <= MAX_ID:
         return []

@@ -6,17 +6,17 @@ from __future__ import annotations
 from etl_app.record_types import FieldErrors
 
 
-class DlqError(Exception):
+class DeadLetterError(Exception):
     """Base of what a caller is told: ``message`` says what is wrong."""
 
 
-class InvalidParameter(DlqError):
+class InvalidParameter(DeadLetterError):
     def __init__(self, name: str, message: str) -> None:
         super().__init__(f"{name}: {message}")
         self.name = name
 
 
-class FilterRequired(DlqError):
+class FilterRequired(DeadLetterError):
     """A bulk action with no filter, or with an empty one (``name``), unless it says ``all``."""
 
     def __init__(self, name: str | None, message: str) -> None:
@@ -24,19 +24,19 @@ class FilterRequired(DlqError):
         self.name = name
 
 
-class NotFound(DlqError):
+class NotFound(DeadLetterError):
     def __init__(self, dead_letter_id: int) -> None:
         super().__init__(f"no dead letter {dead_letter_id}")
 
 
 class GroupNotFound(NotFound):
-    """No dead letter, of any status, is in this group (etl_app.deadletters.groups)."""
+    """No dead letter, of any status, is in this group (etl_app.dead_letters.groups)."""
 
     def __init__(self, key: str) -> None:
-        DlqError.__init__(self, f"no dead-letter group {key}")
+        DeadLetterError.__init__(self, f"no dead-letter group {key}")
 
 
-class NotOpen(DlqError):
+class NotOpen(DeadLetterError):
     """Only an open dead letter can be replayed or discarded."""
 
     def __init__(self, dead_letter_id: int, status: str, record_status: str | None) -> None:
@@ -45,7 +45,7 @@ class NotOpen(DlqError):
         self.status = status
 
 
-class InvalidPayload(DlqError):
+class InvalidPayload(DeadLetterError):
     """The corrected payload does not pass the record type's validation; nothing was changed."""
 
     def __init__(self, field_errors: FieldErrors) -> None:

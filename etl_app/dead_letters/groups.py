@@ -1,6 +1,6 @@
 """Dead letters grouped by cause: the same record type, error type and normalised message.
 
-:func:`etl_app.deadletters.causes.normalise` turns an error message into its cause: ids, numbers,
+:func:`etl_app.dead_letters.causes.normalise` turns an error message into its cause: ids, numbers,
 moments and quoted values become placeholders, so that "grade 13 of 'S-17' refused" and "grade 14
 of 'S-9' refused" are one cause. It runs when a dead letter is written (:mod:`.store` sets ``dead_letters.cause``); the
 column ``group_key`` is generated from the three parts (:data:`etl_app.models.GROUP_KEY_SQL`: 16
@@ -24,10 +24,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from etl_app.clock import utcnow
-from etl_app.deadletters import actions
-from etl_app.deadletters.errors import GroupNotFound, InvalidParameter
-from etl_app.deadletters.filters import Filters
-from etl_app.deadletters.queries import DEAD_LETTERS
+from etl_app.dead_letters import actions
+from etl_app.dead_letters.errors import GroupNotFound, InvalidParameter
+from etl_app.dead_letters.filters import Filters
+from etl_app.dead_letters.queries import DEAD_LETTERS
 from etl_app.models import DEAD_LETTER_STATUSES, OPEN
 
 MAX_REASON_CHARS = 1000

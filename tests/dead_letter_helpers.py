@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from etl_app.clock import utcnow
-from etl_app.deadletters.store import Failure, dead_letter
+from etl_app.dead_letters.store import Failure, dead_letter
 from etl_app.ingest import outbox
 from etl_app.pipeline.enrich import enrich_chunk, fetch_parents
 from etl_app.pipeline.persist import persist_chunk

@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from etl_app.deadletters import actions
-from etl_app.deadletters.queries import list_edits
+from etl_app.dead_letters import actions
+from etl_app.dead_letters.queries import list_edits
 from etl_app.record_types import Registry
 
 _KEEP = sa.text(

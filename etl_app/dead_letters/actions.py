@@ -23,9 +23,9 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from etl_app.deadletters.errors import InvalidParameter, InvalidPayload, NotFound, NotOpen
-from etl_app.deadletters.filters import Filters
-from etl_app.deadletters.queries import DEAD_LETTERS, MAX_ID, RAW_RECORDS
+from etl_app.dead_letters.errors import InvalidParameter, InvalidPayload, NotFound, NotOpen
+from etl_app.dead_letters.filters import Filters
+from etl_app.dead_letters.queries import DEAD_LETTERS, MAX_ID, RAW_RECORDS
 from etl_app.ingest.send import Publisher, Wakeable, send_after_commit
 from etl_app.models import DEAD, DISCARDED, OPEN, sql
 from etl_app.pipeline.enrich import parent_refs, split_parent_ref

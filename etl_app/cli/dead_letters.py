@@ -18,9 +18,9 @@ from rich.table import Table
 
 from etl_app.cli.common import cli_entry, connect, console, settings_or_fail
 from etl_app.config import Settings
-from etl_app.deadletters import actions, edits, queries
-from etl_app.deadletters.errors import FilterRequired, InvalidParameter
-from etl_app.deadletters.filters import Filters, parse_filters, require_filter
+from etl_app.dead_letters import actions, edits, queries
+from etl_app.dead_letters.errors import FilterRequired, InvalidParameter
+from etl_app.dead_letters.filters import Filters, parse_filters, require_filter
 from etl_app.ingest.send import send_after_commit
 from etl_app.record_types import get_registry
 from etl_app.roles import CLI_ACTOR

@@ -1,5 +1,5 @@
 """``etl-app dlq groups|replay-group|discard-group``: dead letters grouped by cause
-(etl_app.deadletters.groups), from the command line; the same functions as the API's."""
+(etl_app.dead_letters.groups), from the command line; the same functions as the API's."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import click
 import orjson
 
 from etl_app.cli.common import cli_entry, connect, settings_or_fail
-from etl_app.cli.deadletters import dlq_group, filter_options, parse_cli_filters, print_page, send_replayed
-from etl_app.deadletters import actions, groups
-from etl_app.deadletters.errors import InvalidParameter
+from etl_app.cli.dead_letters import dlq_group, filter_options, parse_cli_filters, print_page, send_replayed
+from etl_app.dead_letters import actions, groups
+from etl_app.dead_letters.errors import InvalidParameter
 
 SPARKS = " ▁▂▃▄▅▆▇█"
 
