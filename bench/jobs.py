@@ -184,8 +184,8 @@ def _time_function(engine: sa.Engine, function: Callable[[JobContext], int], win
 
 
 def run_jobs(ctx: Context, sessions: int) -> dict[str, Any]:
-    from etl_app.jobs.quality import run_daily_quality
     from etl_app.jobs.rollups import run_tutor_rollups
+    from etl_app.quality.daily import run_daily_quality
 
     engine = make_engine(ctx.database_url, pool_size=1, application_name="bench-jobs")
     try:

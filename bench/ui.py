@@ -14,7 +14,7 @@ Seeding, in set-based SQL (``generate_series``, not through the API), with keys 
 - one dead letter per dead record, over 31 causes of the four types and six error types, a few
   large groups and a long tail (the message carries the record's key or numbers, so grouping has
   to normalise them); one in twenty discarded, the rest open.
-- the settled ingestions' quality (:func:`etl_app.ingest.settle.catch_up`, as the sweeper stores
+- the settled ingestions' quality (:func:`etl_app.quality.settle.catch_up`, as the sweeper stores
   it); the daily-quality and tutor-rollups jobs over the 30 days, through the runner (their
   ``job_runs`` rows), after a month of hourly and daily ``job_runs`` history; then ``ANALYZE``.
 
@@ -329,7 +329,7 @@ def seed(engine: sa.Engine, records: int, dead_letters: int) -> dict[str, Any]:
 
     say("  storing the settled ingestions' quality (as the sweeper's catch-up does)")
     began = time.perf_counter()
-    from etl_app.ingest.settle import catch_up
+    from etl_app.quality.settle import catch_up
     from etl_app.record_types import get_registry
 
     with engine.connect() as conn:

@@ -233,7 +233,7 @@ sa.Index("ix_ingestions_unmeasured", Ingestion.created_at, postgresql_where=sa.t
 
 class DailyQuality(Base):
     """The data quality of one record type on one UTC day of receipt (docs/quality.md), written by
-    the daily-quality job (etl_app.jobs.quality); the columns are etl_app.quality's metrics."""
+    the daily-quality job (etl_app.quality.daily); the columns are etl_app.quality's metrics."""
 
     __tablename__ = "daily_quality"
 

@@ -15,8 +15,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from etl_app.dead_letters.store import Failure
-from etl_app.ingest import claim, settle
+from etl_app.ingest import claim
 from etl_app.pipeline.messages import UnreadableMessage, publish_chunks, publish_dead_letters, read_chunk
+from etl_app.quality import settle
 from tasks.base import EtlTask, PermanentFailure
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class ChunkTask(EtlTask):
 
     def settle_after_commit(self, *, ingestion_ids: Iterable[Any] = (), raw_ids: Iterable[int] = ()) -> None:
         """Once this call's transaction has committed, store the quality of those of these ingestions
-        (or of these raw records' ingestions) that have settled (:mod:`etl_app.ingest.settle`), on
+        (or of these raw records' ingestions) that have settled (:mod:`etl_app.quality.settle`), on
         this call's connection. Checking is one indexed query; a failure is logged, never the task's."""
         ingestion_ids, raw_ids = sorted(set(ingestion_ids)), sorted(set(raw_ids))
         if ingestion_ids or raw_ids:

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from etl_app.ingest import outbox
-from etl_app.jobs.quality import run_daily_quality
+from etl_app.quality.daily import run_daily_quality
 from etl_app.record_types import get_registry
 
 from dead_letter_helpers import bury

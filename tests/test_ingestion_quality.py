@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from etl_app.ingest import outbox, settle
+from etl_app.ingest import outbox
+from etl_app.quality import settle
 from etl_app.record_types import get_registry
 
 from dead_letter_helpers import bury, enriched_chunk, store

@@ -7,9 +7,9 @@ import uuid
 from flask import Blueprint, jsonify
 
 from etl_app.api.common import record_type_or_404
-from etl_app.ingest.settle import ingestion_status
 from etl_app.lineage import lineage
 from etl_app.lineage.records import derived_fields, record_fields, stored_row
+from etl_app.quality.settle import ingestion_status
 from etl_app.record_types import RecordType
 from etl_app.web.context import ApiError, current_runtime
 

@@ -23,9 +23,9 @@ from flask import Blueprint, jsonify, request
 
 from etl_app.api.common import record_type_or_404
 from etl_app.clock import utcnow
-from etl_app.jobs.quality import quality_days
 from etl_app.jobs.rollups import tutor_days
 from etl_app.quality import LEVELS, UNUSABLE, as_report, quality_fields
+from etl_app.quality.daily import quality_days
 from etl_app.quality.days import BadRange, parse_day_range
 from etl_app.record_types import Registry
 from etl_app.web.context import ApiError, current_runtime

@@ -7,7 +7,7 @@ import uuid
 import click
 
 from etl_app.cli.common import connect, settings_or_fail
-from etl_app.ingest.settle import ingestion_status
+from etl_app.quality.settle import ingestion_status
 
 
 @click.command("status")

@@ -4,7 +4,7 @@ A replay happens in one transaction: the raw record goes back to ``received`` (w
 payload if one was given), the dead letter becomes ``replayed`` (``replay_count`` + 1,
 ``last_replayed_at``, ``last_outcome = 'replayed'``) and its ingestion is open again: its
 ``quality`` and ``finished_at`` are cleared, so it reports ``running`` and is measured again
-(:mod:`etl_app.ingest.settle`) once the replayed records settle. Only after
+(:mod:`etl_app.quality.settle`) once the replayed records settle. Only after
 the commit are the chains sent, with :func:`etl_app.ingest.send.send_after_commit` (pass it
 ``Replayed.records``); if the broker cannot take them, the records stay ``received`` and the
 relay or the outbox sweeper sends them. When the record settles, ``last_outcome`` becomes

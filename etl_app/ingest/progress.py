@@ -37,12 +37,12 @@ def _read(conn: sa.Connection, ingestion_id: uuid.UUID) -> tuple[sa.RowMapping |
 def read_status(conn: sa.Connection, ingestion_id: uuid.UUID) -> tuple[dict[str, Any] | None, bool]:
     """``({id, record_type, source, status, counts, quality, created_at, finished_at, upload}`` or
     None, ``due``): the ingestion as stored, read only; ``due`` is True when it has settled but
-    its quality is not stored yet (:func:`etl_app.ingest.settle.ingestion_status` stores it first).
+    its quality is not stored yet (:func:`etl_app.quality.settle.ingestion_status` stores it first).
 
     counts: ``received`` (accepted in all), ``in_flight`` (not settled yet), ``persisted``,
     ``dead`` and ``rejected`` (refused at the API, plus upload rows refused at parsing).
     ``status`` is ``running`` until the ingestion settles (nothing in flight and, for an upload,
-    its parse over); then its quality is stored (:mod:`etl_app.ingest.settle`) and it is
+    its parse over); then its quality is stored (:mod:`etl_app.quality.settle`) and it is
     ``finished``, or ``failed`` for an upload whose parse failed.
     ``quality`` and ``finished_at`` are null while it runs. ``upload`` is null unless the
     ingestion is an upload: then ``{filename, format, note, size, status, rows_read, progress,

@@ -92,7 +92,7 @@ JOBS: dict[str, Job] = {
         ),
         Job(
             name="daily-quality",
-            function="etl_app.jobs.quality:run_daily_quality",
+            function="etl_app.quality.daily:run_daily_quality",
             task_name=names.DAILY_QUALITY,
             default_window=yesterday_and_today,
             description="Recompute the daily quality of every record type for the days of the window "

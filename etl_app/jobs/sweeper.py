@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from etl_app.ingest import claim, settle
+from etl_app.ingest import claim
 from etl_app.ingest.send import send_after_commit
 from etl_app.jobs.context import JobContext, JobTools
 from etl_app.names import LOOKUPS_QUEUE, PIPELINE_QUEUE
 from etl_app.pipeline.messages import oldest_queued_at
+from etl_app.quality import settle
 from etl_app.uploads.resume import resend_stalled
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def run_sweeper(ctx: JobContext, tools: JobTools) -> int:
 
     First it catches up on quality: settled ingestions that have none stored yet (a worker that
     stopped between its commit and its settle, an upload whose last rows were all refused) are
-    measured, at most :data:`etl_app.ingest.settle.CATCH_UP_LIMIT` a run."""
+    measured, at most :data:`etl_app.quality.settle.CATCH_UP_LIMIT` a run."""
     settings = ctx.settings
     _catch_up_quality(ctx, tools)
     try:

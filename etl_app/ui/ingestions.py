@@ -20,9 +20,9 @@ from etl_app.dead_letters.filters import ALL, Filters
 from etl_app.dead_letters.queries import list_dead_letters
 from etl_app.ingest.listing import DEFAULT_LIMIT, MAX_LIMIT, STATUSES, BadCursor, list_ingestions, segments
 from etl_app.ingest.progress import IN_PROGRESS
-from etl_app.ingest.settle import ingestion_status
 from etl_app.jsonsafe import json_safe
 from etl_app.quality import LEVELS, UNUSABLE
+from etl_app.quality.settle import ingestion_status
 from etl_app.ui.blueprint import bp, render
 from etl_app.web.context import ApiError, current_runtime
 from etl_app.web.rejections import PAGE as REJECTIONS_PAGE

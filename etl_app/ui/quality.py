@@ -7,7 +7,7 @@ days, each day's level, and the same numbers in a table below each chart.
   before it starts or is too long: a 400 page saying so. An unknown type: 404.
 - ``GET /ui/api/quality?...``: the same days as JSON ``{from, to, types: [{record_type, days}]}``.
 
-The rows are the daily-quality job's (:func:`etl_app.jobs.quality.quality_days`, which the API
+The rows are the daily-quality job's (:func:`etl_app.quality.daily.quality_days`, which the API
 reads too): one indexed read of ``daily_quality`` per type. The page hands each chart its days as
 a JSON data attribute; ``static/quality.js`` draws them with Plotly.
 """
@@ -20,8 +20,8 @@ from typing import Any
 from flask import jsonify, request
 
 from etl_app.clock import utcnow
-from etl_app.jobs.quality import quality_days
 from etl_app.quality import as_report
+from etl_app.quality.daily import quality_days
 from etl_app.quality.days import BadRange, parse_day_range
 from etl_app.ui.blueprint import bp, render
 from etl_app.web.context import current_runtime

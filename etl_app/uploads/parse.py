@@ -33,9 +33,9 @@ from etl_app.config import Settings
 from etl_app.ingest import outbox
 from etl_app.ingest.rejections import Refused, store_rejections
 from etl_app.ingest.send import Publisher, send_after_commit
-from etl_app.ingest.settle import settle
 from etl_app.models import FAILED, PARSED, PARSING, sql
 from etl_app.pipeline.stash import Item, item
+from etl_app.quality.settle import settle
 from etl_app.record_types import RecordType, Registry
 from etl_app.uploads import flat
 from etl_app.uploads.formats import FileRefused, Limits, read_rows
