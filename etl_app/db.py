@@ -14,6 +14,7 @@ NAMING_CONVENTION = {
 }
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+TSTZ = sa.DateTime(timezone=True)  # every timestamp column: with its time zone
 
 
 class Base(DeclarativeBase):

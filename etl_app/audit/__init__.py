@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from etl_app.models import AUDIT_ACTIONS, AuditEntry
+from etl_app.audit.tables import AUDIT_ACTIONS, AuditEntry
 
 log = logging.getLogger(__name__)
 

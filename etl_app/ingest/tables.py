@@ -1,0 +1,159 @@
+"""The ingest domain's tables: ingestions, the outbox (raw_records) and the refused records
+(rejections), with their statuses and indexes. Alembic finds them through :mod:`etl_app.models`."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from etl_app.db import TSTZ, Base
+
+# raw_records.status values. `received` until settled. `rejected` is counted and shown wherever
+# statuses are, but no code path writes it any more: records refused by the API or by an upload's
+# parser are kept in the `rejections` table instead, and never enter the outbox.
+RECEIVED = "received"
+
+
+PERSISTED = "persisted"
+
+
+DEAD = "dead"
+
+
+REJECTED = "rejected"
+
+
+STATUSES = (RECEIVED, PERSISTED, DEAD, REJECTED)
+
+
+class Ingestion(Base):
+    """One API call (single, batch, NDJSON or upload) and what it was told."""
+
+    __tablename__ = "ingestions"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
+    record_type: Mapped[str] = mapped_column(sa.Text)
+    source: Mapped[str] = mapped_column(sa.Text)
+    accepted: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    rejected: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(TSTZ)
+    # The quality report (docs/quality.md), written when the ingestion settles; null while it runs.
+    quality: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+
+class RawRecord(Base):
+    """The outbox: every accepted record as received, committed before the API answers."""
+
+    __tablename__ = "raw_records"
+    __table_args__ = (
+        sa.CheckConstraint(f"status IN {STATUSES!r}", name="status"),
+        sa.Index("ix_raw_records_ingestion_id_status", "ingestion_id", "status"),
+        sa.Index("ix_raw_records_unsettled", "enqueued_at", postgresql_where=sa.text(f"status = '{RECEIVED}'")),
+        sa.Index(
+            "ix_raw_records_waiting_on",
+            "waiting_on",
+            postgresql_where=sa.text(f"status = '{RECEIVED}' AND waiting_on IS NOT NULL"),
+        ),
+        # Dead `missing_parent` records keep what they waited for: replayed when that parent lands.
+        sa.Index(
+            "ix_raw_records_dead_waiting_on",
+            "waiting_on",
+            postgresql_where=sa.text(f"status = '{DEAD}' AND waiting_on IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    ingestion_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
+    record_type: Mapped[str] = mapped_column(sa.Text)
+    natural_key: Mapped[str | None] = mapped_column(sa.Text)
+    # Null once the retention job dropped it (payload_dropped_at says when): only ever for a
+    # `persisted` record, whose stored row and lineage outlive the payload as received.
+    payload: Mapped[Any | None] = mapped_column(JSONB)
+    payload_dropped_at: Mapped[datetime | None] = mapped_column(TSTZ)
+    status: Mapped[str] = mapped_column(sa.Text, server_default=RECEIVED)
+    attempts: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    waiting_on: Mapped[str | None] = mapped_column(sa.Text)
+    waiting_since: Mapped[datetime | None] = mapped_column(TSTZ)
+    received_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
+    updated_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
+    enqueued_at: Mapped[datetime | None] = mapped_column(TSTZ)
+    # The row of the uploaded file it came from (etl_app.uploads numbers them), null otherwise.
+    source_row: Mapped[int | None] = mapped_column(sa.BigInteger)
+
+
+# Retention: the persisted records whose payload is still there, by when they settled.
+RawRecord.__table__.append_constraint(
+    sa.Index(
+        "ix_raw_records_payload_kept",
+        "updated_at",
+        postgresql_where=sa.text(f"status = '{PERSISTED}' AND payload_dropped_at IS NULL"),
+    )
+)
+
+
+# The daily-quality job reads a window of days of one type: by type and receipt time.
+sa.Index("ix_raw_records_record_type_received_at", RawRecord.record_type, RawRecord.received_at)
+
+
+# The lineage of a record (etl_app.lineage): the raw records and rejections of one key, newest first.
+sa.Index(
+    "ix_raw_records_record_type_natural_key",
+    RawRecord.record_type,
+    RawRecord.natural_key,
+    RawRecord.received_at,
+    RawRecord.id,
+)
+
+
+# ... and the ingestions that refused records, by type and day.
+sa.Index(
+    "ix_ingestions_refused",
+    Ingestion.record_type,
+    Ingestion.created_at,
+    postgresql_where=sa.text("rejected > 0"),
+)
+
+
+# The ingestions whose quality is not stored yet (running, or settled and missed by the workers):
+# what the outbox sweeper's catch-up looks at, however many ingestions are measured already.
+sa.Index("ix_ingestions_unmeasured", Ingestion.created_at, postgresql_where=sa.text("quality IS NULL"))
+
+
+class Rejection(Base):
+    """A record refused before it entered the pipeline, by the API or the upload parser: kept
+    with its place (``position``: the index in an API batch, the row of an uploaded file), the
+    values as received and the field errors."""
+
+    __tablename__ = "rejections"
+    __table_args__ = (
+        sa.Index("ix_rejections_ingestion_id_position", "ingestion_id", "position"),
+        # The lineage of a record (etl_app.lineage): the rejections of one key, newest first.
+        sa.Index("ix_rejections_record_type_natural_key", "record_type", "natural_key", "created_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    ingestion_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
+    record_type: Mapped[str] = mapped_column(sa.Text)
+    position: Mapped[int] = mapped_column(sa.BigInteger)
+    natural_key: Mapped[str | None] = mapped_column(sa.Text)
+    raw: Mapped[Any | None] = mapped_column(JSONB)
+    errors: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
+
+
+# The ingestions list, newest first with a keyset on (created_at, id), of every type or of one;
+# the overview's rejections per minute of the last hour.
+sa.Index("ix_ingestions_created_at_id", Ingestion.created_at, Ingestion.id)
+
+
+sa.Index("ix_ingestions_record_type_created_at_id", Ingestion.record_type, Ingestion.created_at, Ingestion.id)
+
+
+sa.Index("ix_rejections_created_at", Rejection.created_at)
