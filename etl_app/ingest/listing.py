@@ -1,7 +1,7 @@
 """Ingestions newest first, for the operator's pages: which ingestions a page shows (keyset on
 ``(created_at, id)``, never OFFSET), filtered by record type and status, and the segments of
 each one's progress bar. What each ingestion is (counts, status, quality) is
-:func:`etl_app.ingest.progress.ingestion_status`, as ``GET /api/v1/ingestions/{id}`` shows it.
+:func:`etl_app.quality.settle.ingestion_status`, as ``GET /api/v1/ingestions/{id}`` shows it.
 
 The list reads ``ix_ingestions_created_at_id`` (or ``ix_ingestions_record_type_created_at_id``
 with a type) backwards; the ``running`` filter is ``quality IS NULL`` (``ix_ingestions_unmeasured``),

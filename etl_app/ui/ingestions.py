@@ -2,7 +2,7 @@
 one's progress bar and quality level, and one ingestion with its counts, upload, quality
 scorecard (docs/quality.md), top errors, rejections (and their CSV) and dead letters.
 
-Everything an ingestion is comes from :func:`etl_app.ingest.progress.ingestion_status`, as
+Everything an ingestion is comes from :func:`etl_app.quality.settle.ingestion_status`, as
 ``GET /api/v1/ingestions/{id}`` shows it; its rejections from :mod:`etl_app.api.rejections`, its
 dead letters from :func:`etl_app.dead_letters.queries.list_dead_letters`. The pages poll
 ``/ui/api/ingestions`` (the running rows of the list) and ``/ui/api/ingestions/<id>`` while it runs.
