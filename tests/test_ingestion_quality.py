@@ -423,3 +423,21 @@ def test_a_large_csv_streams_every_rejection_in_order(client, auth, engine):
     rows = list(csv.reader(io.StringIO(r.get_data(as_text=True))))
     assert len(rows) == 2501 and [row[6] for row in rows[1:]] == [str(i) for i in range(2500)]
     assert rows[-1] == ["", "S2499", "x" * 50, "", "", "", "2499", "name: Too long."]
+
+
+def test_reading_a_settled_unmeasured_ingestion_shows_it_finished_and_writes_nothing(client, auth, engine, batch):
+    """A GET never commits: an ingestion that has settled before any worker stored its quality
+    is shown finished, measured as it will be stored; the sweeper's catch-up stores the same."""
+    _status(engine, batch.ids, "persisted")  # settled behind the workers' back: nothing stored
+    url = f"/api/v1/ingestions/{batch.ingestion_id}"
+    shown = client.get(url, headers=auth).get_json()
+    assert (shown["status"], shown["quality"]) == ("finished", BATCH_QUALITY)
+    assert shown["finished_at"] is not None
+    assert _quality_column(engine, batch.ingestion_id) is None  # the read wrote nothing
+    assert client.get(url, headers=auth).get_json() == shown
+
+    with engine.connect() as conn:
+        assert batch.ingestion_id in settle.catch_up(conn, get_registry())
+    assert _quality_column(engine, batch.ingestion_id) == BATCH_QUALITY
+    stored = client.get(url, headers=auth).get_json()
+    assert stored == shown

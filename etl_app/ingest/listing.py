@@ -4,8 +4,10 @@ each one's progress bar. What each ingestion is (counts, status, quality) is
 :func:`etl_app.quality.settle.ingestion_status`, as ``GET /api/v1/ingestions/{id}`` shows it.
 
 The list reads ``ix_ingestions_created_at_id`` (or ``ix_ingestions_record_type_created_at_id``
-with a type) backwards; the ``running`` filter is ``quality IS NULL`` (``ix_ingestions_unmeasured``),
-``failed`` an upload whose parse failed, ``finished`` the other measured ones.
+with a type) backwards. An ingestion has settled once its quality is stored, or, before that,
+once nothing of it is in flight and its upload (if any) is read: ``running`` are the others
+(among ``quality IS NULL``, ``ix_ingestions_unmeasured``), ``failed`` a settled upload whose parse
+failed, ``finished`` every other settled one: as each one's status reads.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from etl_app.ingest.progress import FINISHED, IN_PROGRESS, UPLOAD_FAILED
-from etl_app.models import FAILED, Ingestion, Upload
+from etl_app.models import FAILED, PARSED, RECEIVED, Ingestion, RawRecord, Upload
 
 INGESTIONS = Ingestion.__table__
 UPLOADS = Upload.__table__
+RAW_RECORDS = RawRecord.__table__
 
 STATUSES = (IN_PROGRESS, FINISHED, UPLOAD_FAILED)
 DEFAULT_LIMIT = 25
@@ -61,6 +64,14 @@ def _failed_upload() -> sa.Exists:
     return sa.exists().where(UPLOADS.c.id == INGESTIONS.c.id, UPLOADS.c.status == FAILED)
 
 
+def _settled() -> sa.ColumnElement[bool]:
+    """Measured, or nothing in flight and the upload (if any) read: what ingestion_status calls
+    settled whether or not its quality is stored yet."""
+    in_flight = sa.exists().where(RAW_RECORDS.c.ingestion_id == INGESTIONS.c.id, RAW_RECORDS.c.status == RECEIVED)
+    reading = sa.exists().where(UPLOADS.c.id == INGESTIONS.c.id, UPLOADS.c.status.not_in((PARSED, FAILED)))
+    return sa.or_(INGESTIONS.c.quality.is_not(None), sa.and_(~in_flight, ~reading))
+
+
 def list_ingestions(
     conn: sa.Connection,
     *,
@@ -74,11 +85,11 @@ def list_ingestions(
     if record_type is not None:
         query = query.where(INGESTIONS.c.record_type == record_type)
     if status == IN_PROGRESS:
-        query = query.where(INGESTIONS.c.quality.is_(None))
+        query = query.where(INGESTIONS.c.quality.is_(None), ~_settled())
     elif status == FINISHED:
-        query = query.where(INGESTIONS.c.quality.is_not(None), ~_failed_upload())
+        query = query.where(_settled(), ~_failed_upload())
     elif status == UPLOAD_FAILED:
-        query = query.where(INGESTIONS.c.quality.is_not(None), _failed_upload())
+        query = query.where(_settled(), _failed_upload())
     elif status is not None:
         raise ValueError(f"status must be one of {', '.join(STATUSES)}")
     if cursor is not None:

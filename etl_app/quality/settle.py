@@ -29,10 +29,10 @@ import orjson
 import sqlalchemy as sa
 
 from etl_app.config import Settings
-from etl_app.ingest.progress import read_status
+from etl_app.ingest.progress import FINISHED, UPLOAD_FAILED, read_status
 from etl_app.jsonsafe import json_safe
 from etl_app.lineage import openlineage
-from etl_app.models import FAILED, PARSED, sql
+from etl_app.models import FAILED, sql
 from etl_app.quality import METRIC_COLUMNS, UNUSABLE, as_report, quality_select
 from etl_app.record_types import Registry, get_registry
 
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 CATCH_UP_LIMIT = 500  # ingestions the sweeper's catch-up measures a run, at most
 # The upload parse is over (or there is no upload).
-_PARSE_DONE = f"NOT EXISTS (SELECT 1 FROM uploads u WHERE u.id = i.id AND u.status NOT IN ('{PARSED}', '{FAILED}'))"
+_PARSE_DONE = "NOT EXISTS (SELECT 1 FROM uploads u WHERE u.id = i.id AND u.status NOT IN (:PARSED, :FAILED))"
 _NOTHING_IN_FLIGHT = "NOT EXISTS (SELECT 1 FROM raw_records r WHERE r.ingestion_id = i.id AND r.status = :RECEIVED)"
 _SETTLED = f"i.quality IS NULL AND {_NOTHING_IN_FLIGHT} AND {_PARSE_DONE}"
 
@@ -54,12 +54,15 @@ _CATCH_UP = sql(
     f"SELECT i.id, i.record_type FROM ingestions i WHERE i.record_type = ANY(:types) AND {_SETTLED} LIMIT :n"
 )
 
+# When a settled ingestion finished: its last record's settling, or its upload's parse end.
+_FINISHED_AT = """greatest(
+            coalesce((SELECT max(r.updated_at) FROM raw_records r WHERE r.ingestion_id = i.id), i.created_at),
+            (SELECT coalesce(u.parsed_at, i.created_at) FROM uploads u WHERE u.id = i.id))"""
+_FINISHED = sql(f"SELECT {_FINISHED_AT} FROM ingestions i WHERE i.id = :id")
 _STORE = sql(
     f"""
     UPDATE ingestions i SET quality = m.quality,
-        finished_at = greatest(
-            coalesce((SELECT max(r.updated_at) FROM raw_records r WHERE r.ingestion_id = i.id), i.created_at),
-            (SELECT coalesce(u.parsed_at, i.created_at) FROM uploads u WHERE u.id = i.id))
+        finished_at = {_FINISHED_AT}
     FROM unnest(CAST(:ids AS uuid[]), CAST(:reports AS jsonb[])) AS m(id, quality)
     WHERE i.id = m.id AND {_SETTLED}
     RETURNING i.id
@@ -188,15 +191,25 @@ def catch_up(
 def ingestion_status(
     conn: sa.Connection, ingestion_id: uuid.UUID, registry: Registry | None = None, settings: Settings | None = None
 ) -> dict[str, Any] | None:
-    """What ``GET /api/v1/ingestions/{id}`` shows (:func:`etl_app.ingest.progress.read_status`),
-    after storing the quality of an ingestion that has settled and is not measured yet (a read
-    can be the first to see it settle: a batch whose every record was refused reaches no
-    worker). Then this read commits that store; otherwise it writes nothing."""
+    """What ``GET /api/v1/ingestions/{id}`` shows (:func:`etl_app.ingest.progress.read_status`).
+    An ingestion that has settled and whose quality is not stored yet (a batch whose every
+    record was refused reaches no worker; a worker stopped before its settle) is shown finished,
+    measured here as it would be stored; it writes nothing: the outbox sweeper's catch-up stores
+    it, and announces it."""
     report, due = read_status(conn, ingestion_id)
-    if due:
-        settle_on(conn, registry or get_registry(), [ingestion_id], settings=settings)
-        report, _ = read_status(conn, ingestion_id)
-    return report
+    if not due or report is None:
+        return report
+    registry = registry or get_registry()
+    if report["record_type"] not in registry.names():
+        return report
+    quality = _measure(conn, registry, report["record_type"], [report["id"]])[report["id"]]
+    failed = report["upload"] is not None and report["upload"]["status"] == FAILED
+    return {
+        **report,
+        "status": UPLOAD_FAILED if failed else FINISHED,
+        "quality": orjson.loads(orjson.dumps(json_safe(quality))),
+        "finished_at": conn.scalar(_FINISHED, {"id": report["id"]}),
+    }
 
 
 def _announce(conn: sa.Connection, settings: Settings | None, stored: Sequence[uuid.UUID]) -> None:
