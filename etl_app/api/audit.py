@@ -14,11 +14,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, jsonify
+from flask import Blueprint
+from marshmallow import Schema, validate
 
 from etl_app import audit
 from etl_app.api.auth import current_key_id, request_id
+from etl_app.api.bodies import Int, Moment, Text, described, one_of
+from etl_app.api.bodies_operate import AuditPage
 from etl_app.api.common import bad_parameter, current_runtime, query_parameters
+from etl_app.api.spec import operation, reply
 from etl_app.deadletters.errors import InvalidParameter
 from etl_app.deadletters.filters import parse_int
 
@@ -40,7 +44,24 @@ def audited(action: str, target: dict[str, Any], count: int | None = 1) -> Itera
         yield conn, e
 
 
+class AuditQuery(Schema):
+    action = one_of(audit.ACTIONS)
+    key_id = Text(
+        validate=[validate.Length(1, 200), validate.Regexp("^[^\\x00]+$")], **described("a key id, `cli` or `beat`")
+    )
+    since = Moment()
+    limit = Int(validate=validate.Range(1, audit.MAX_LIMIT), load_default=audit.DEFAULT_LIMIT)
+    cursor = Int(validate=validate.Range(1, 2**63 - 1))
+
+
 @bp.get("")
+@operation(
+    summary="The audit trail (replays, edits, discards, job runs), newest first; pass `next` back as `cursor` "
+    "for the next page",
+    tags=["audit"],
+    query=AuditQuery,
+    responses={200: ("one page, newest first", AuditPage), 400: "a bad query parameter"},
+)
 def list_audit():
     params = query_parameters(PARAMETERS)
     if "\x00" in params.get("key_id", ""):  # PostgreSQL refuses NUL in text: a 400, not a 500
@@ -64,4 +85,4 @@ def list_audit():
         page = audit.list_entries(
             conn, action=action, key_id=params.get("key_id") or None, since=since, limit=limit, cursor=cursor
         )
-    return jsonify({"audit": page.items, "next": page.next, "limit": page.limit})
+    return reply(AuditPage, {"audit": page.items, "next": page.next, "limit": page.limit})

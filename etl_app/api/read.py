@@ -6,10 +6,12 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, jsonify
+from flask import Blueprint
 
+from etl_app.api.bodies import Ingestion, RecordTypes, StoredRecord, Uuid, one_of
 from etl_app.api.common import current_runtime, record_type_or_404
 from etl_app.api.errors import ApiError
+from etl_app.api.spec import operation, reply
 from etl_app.db import LINEAGE_FIELDS
 from etl_app.ingest.progress import ingestion_status
 from etl_app.lineage import lineage
@@ -40,6 +42,13 @@ def record_fields(record_type: RecordType, row: sa.RowMapping) -> tuple[dict[str
 
 
 @bp.get("/records/<type_name>/<key>")
+@operation(
+    lambda ctx: {
+        "summary": "A stored record with its derived fields and lineage",
+        "path": {"record_type": one_of(ctx.registry.names())},
+        "responses": {200: ("the record", StoredRecord), 404: "unknown record type, or no such record"},
+    }
+)
 def get_record(type_name: str, key: str):
     record_type = record_type_or_404(type_name)
     # One snapshot for the row and its history (etl_app.lineage), read-only.
@@ -51,18 +60,18 @@ def get_record(type_name: str, key: str):
             raise ApiError(404, "not_found", f"no {what} is stored (yet)")
         found = lineage(conn, record_type, row)
     fields, derived = record_fields(record_type, row)
-    return jsonify(
-        {
-            "record_type": record_type.name,
-            "key": key,
-            "fields": fields,
-            "derived": derived,
-            "lineage": found,
-        }
+    return reply(
+        StoredRecord,
+        {"record_type": record_type.name, "key": key, "fields": fields, "derived": derived, "lineage": found},
     )
 
 
 @bp.get("/ingestions/<ingestion_id>")
+@operation(
+    summary="Progress of one ingestion: counts by status",
+    path={"ingestion_id": Uuid()},
+    responses={200: ("the ingestion", Ingestion), 404: "no such ingestion"},
+)
 def get_ingestion(ingestion_id: str):
     try:
         ident = uuid.UUID(ingestion_id)
@@ -72,13 +81,14 @@ def get_ingestion(ingestion_id: str):
         report = ingestion_status(conn, ident, current_runtime().registry, current_runtime().settings)
     if report is None:
         raise ApiError(404, "not_found", f"no ingestion {ingestion_id!r}")
-    return jsonify(report)
+    return reply(Ingestion, report)
 
 
 @bp.get("/record-types")
+@operation(summary="The registered record types and their fields", responses={200: ("record types", RecordTypes)})
 def list_record_types():
     registry = current_runtime().registry
-    return jsonify({"record_types": [describe(record_type) for record_type in registry]})
+    return reply(RecordTypes, {"record_types": [describe(record_type) for record_type in registry]})
 
 
 def describe(record_type: RecordType) -> dict:
