@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,15 +18,16 @@ from marshmallow import Schema, validate
 
 from etl_app import audit
 from etl_app.api.auth import current_key_id, request_id
-from etl_app.api.bodies import Int, Moment, Text, described, one_of
+from etl_app.api.bodies import Int, Text, described, one_of
 from etl_app.api.bodies_operate import AuditPage
 from etl_app.api.common import bad_parameter, current_runtime, query_parameters
 from etl_app.api.spec import operation, reply
 from etl_app.deadletters.errors import InvalidParameter
-from etl_app.deadletters.filters import parse_int
+from etl_app.deadletters.filters import MOMENT_PATTERN, parse_int, parse_moment
 
 bp = Blueprint("audit", __name__, url_prefix="/api/v1/audit")
 PARAMETERS = ("action", "key_id", "since", "limit", "cursor")
+MAX_KEY_ID = 200
 
 
 def entry(action: str, target: dict[str, Any]) -> audit.Entry:
@@ -47,9 +47,10 @@ def audited(action: str, target: dict[str, Any], count: int | None = 1) -> Itera
 class AuditQuery(Schema):
     action = one_of(audit.ACTIONS)
     key_id = Text(
-        validate=[validate.Length(1, 200), validate.Regexp("^[^\\x00]+$")], **described("a key id, `cli` or `beat`")
+        validate=[validate.Length(1, MAX_KEY_ID), validate.Regexp("^[^\\x00]+$")],
+        **described("a key id, `cli` or `beat`"),
     )
-    since = Moment()
+    since = Text(validate=validate.Regexp(MOMENT_PATTERN), **described("ISO 8601; naive means UTC"))
     limit = Int(validate=validate.Range(1, audit.MAX_LIMIT), load_default=audit.DEFAULT_LIMIT)
     cursor = Int(validate=validate.Range(1, 2**63 - 1))
 
@@ -66,16 +67,17 @@ def list_audit():
     params = query_parameters(PARAMETERS)
     if "\x00" in params.get("key_id", ""):  # PostgreSQL refuses NUL in text: a 400, not a 500
         raise bad_parameter("key_id", "must not contain NUL")
+    if len(params.get("key_id", "")) > MAX_KEY_ID:
+        raise bad_parameter("key_id", f"is longer than {MAX_KEY_ID} characters")
     action = params.get("action") or None
     if action is not None and action not in audit.ACTIONS:
         raise bad_parameter("action", f"must be one of {', '.join(audit.ACTIONS)}")
     since = None
     if params.get("since"):
         try:
-            since = datetime.fromisoformat(params["since"])
+            since = parse_moment(params["since"])
         except ValueError:
             raise bad_parameter("since", "must be an ISO 8601 timestamp") from None
-        since = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
     try:
         limit = parse_int(params, "limit", audit.DEFAULT_LIMIT, 1, audit.MAX_LIMIT)
         cursor = parse_int(params, "cursor", None, 1, 2**63 - 1)

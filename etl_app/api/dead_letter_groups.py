@@ -31,7 +31,7 @@ from etl_app.api.audit import audited
 from etl_app.api.bodies import Flag, Int, Text, described
 from etl_app.api.bodies_operate import GROUP_ID, GroupAction, GroupDiscarded, GroupPage, GroupReplayed
 from etl_app.api.common import current_runtime, json_object_or_none
-from etl_app.api.dead_letters import TAGS, api_error, filter_fields, send_replayed
+from etl_app.api.dead_letters import TAGS, api_error, filter_fields, refuse_nulls, send_replayed
 from etl_app.api.errors import ApiError, error_response
 from etl_app.api.spec import Context, operation, reply
 from etl_app.deadletters import actions, groups
@@ -49,6 +49,7 @@ def _dlq_error(exc: DlqError):
 
 def _body(allowed: tuple[str, ...]) -> dict[str, Any]:
     body = json_object_or_none() or {}
+    refuse_nulls(body, ("limit", "reason"))
     unknown = sorted(set(body) - set(allowed))
     if unknown:
         raise ApiError(

@@ -29,7 +29,7 @@ from flask import Blueprint, request
 from marshmallow import Schema, fields, validate
 
 from etl_app.api.audit import audited
-from etl_app.api.bodies import Flag, Int, Moment, Obj, Uuid, described, one_of
+from etl_app.api.bodies import Flag, Int, Obj, Text, Uuid, described, one_of
 from etl_app.api.bodies_operate import BulkDryRun, BulkReplayed, DeadLetter, DeadLetterPage, Discarded, Replayed
 from etl_app.api.common import current_runtime, json_object_or_none
 from etl_app.api.errors import ApiError, error_response
@@ -38,6 +38,7 @@ from etl_app.deadletters import actions, edits, queries
 from etl_app.deadletters.errors import DlqError, FilterRequired, InvalidParameter, InvalidPayload, NotFound, NotOpen
 from etl_app.deadletters.filters import (
     BULK_FLAGS,
+    MOMENT_PATTERN,
     parse_filters,
     parse_flag,
     parse_int,
@@ -49,6 +50,13 @@ from etl_app.ingest.send import send_after_commit
 from etl_app.models import DEAD_LETTER_STATUSES
 
 bp = Blueprint("dead_letters", __name__, url_prefix="/api/v1/dead-letters")
+
+
+def refuse_nulls(body: dict[str, Any] | None, names: tuple[str, ...]) -> None:
+    """These fields of a JSON body are given or left out: null is not a value of theirs (400)."""
+    for name in names:
+        if name in (body or {}) and body[name] is None:
+            raise ApiError(400, "invalid_parameter", f"{name} is null: give it a value or leave it out", parameter=name)
 
 
 def api_error(exc: DlqError) -> ApiError:
@@ -95,7 +103,10 @@ def filter_fields(ctx: Context) -> dict[str, fields.Field]:
         "record_type": one_of(ctx.registry.names()),
         "error_type": one_of(ERROR_TYPES),
         "ingestion_id": Uuid(),
-        "since": Moment(**described("only dead letters that last failed at or after this moment")),
+        "since": Text(
+            validate=validate.Regexp(MOMENT_PATTERN),
+            **described("only dead letters that last failed at or after this moment (ISO 8601; naive means UTC)"),
+        ),
         "status": one_of([*DEAD_LETTER_STATUSES, "all"], load_default="open"),
     }
 
@@ -218,6 +229,7 @@ def _bulk(ctx: Context) -> dict[str, Any]:
 @operation(_bulk)
 def replay_bulk():
     body = json_object_or_none()
+    refuse_nulls(body, ("limit",))  # a null filter is an empty one (refuse_empty_filters)
     query = request.args.to_dict()
     if body is not None and query:
         raise ApiError(400, "invalid_parameter", "give the filters either as a JSON body or as query parameters")

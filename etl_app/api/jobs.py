@@ -95,6 +95,8 @@ def run_job_now(name: str):
     unknown = sorted(set(body) - {"from", "to"})
     if unknown:
         raise ApiError(400, "invalid_body", f"unknown fields {unknown}: the body is {{from, to}}")
+    if None in body.values():
+        raise ApiError(400, "invalid_body", "from and to are days (YYYY-MM-DD): leave one out rather than null")
     start, end = body.get("from", request.args.get("from")), body.get("to", request.args.get("to"))
     try:
         window = window_from(job, start, end)
