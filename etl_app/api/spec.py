@@ -2,17 +2,19 @@
 
 Each view says what it does with :func:`operation`, beside it: ``summary``, ``description``,
 ``tags``, its ``path`` parameters (marshmallow fields), its ``query`` and ``body`` (marshmallow
-schemas) and its ``responses``: ``{status: (description, schema)}`` for a body the handler makes
-with :func:`reply` from that same schema, ``{status: description}`` for an error body
-(:class:`etl_app.api.bodies.ErrorBody`). The argument may also be a function of a
-:class:`Context` (the registered record types, the configured lookup providers), for the enums
-that depend on them; ``each_record_type=True`` makes one path per record type of a rule's
-``<type_name>``.
+schemas; a body of several media types as ``{media type: schema}``, ``body_rules`` for what
+marshmallow cannot say, such as an ``anyOf``) and its ``responses``: ``{status: (description,
+schema)}`` for a body the handler makes with :func:`reply` from that same schema, ``{status:
+description}`` for an error body (:class:`etl_app.api.bodies.ErrorBody`). The argument may
+also be a function of a :class:`Context` (the registered record types, the configured lookup
+providers), for the enums that depend on them; ``each_record_type=True`` makes one path per
+record type of a rule's ``<type_name>``.
 
 :func:`build_spec` walks ``app.url_map``: every rule of a documented view is a path, with the
 methods the rule serves, so the document lists what the router routes and the ``Allow`` of a
 405 or an OPTIONS names the methods the document does. Every operation with ``security`` gets
-the shared answers (401, 403, 429), every one that reads the database 503 (:data:`SHARED`).
+the shared answers (401, 403, 429 and, as it reads the database, 503: :data:`SHARED`) unless it
+documents its own.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask, current_app, jsonify
 from marshmallow import Schema, fields
-from werkzeug.routing import IntegerConverter
 
 import etl_app
 from etl_app.api import openapi_fields
@@ -48,7 +49,7 @@ SHARED: dict[str, dict[str, Any]] = {
 }
 # The document's names of the rules' path variables, where they differ.
 PATH_NAMES = {"type_name": "record_type", "dead_letter_id": "id"}
-_VARIABLE = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
+_VARIABLE = re.compile(r"<(?:([^<>:]+):)?([^<>]+)>")  # <converter:name>
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def reply(schema: type[Schema], obj: Any, status: int = 200):
 
 
 def openapi_path(rule: str) -> str:
-    return _VARIABLE.sub(lambda m: "{" + PATH_NAMES.get(m.group(1), m.group(1)) + "}", rule)
+    return _VARIABLE.sub(lambda m: "{" + PATH_NAMES.get(m.group(2), m.group(2)) + "}", rule)
 
 
 class _Spec:
@@ -129,14 +130,11 @@ class _Spec:
             out["security"] = SECURITY
         parameters = []
         path_fields = doc.get("path", {})
-        for name in _VARIABLE.findall(rule.rule):
-            if expanded and name == "type_name":
+        for converter, variable in _VARIABLE.findall(rule.rule):
+            if expanded and variable == "type_name":
                 continue
-            field = path_fields.get(PATH_NAMES.get(name, name)) or path_fields.get(name)
-            if field is None:
-                integer = isinstance(rule._converters.get(name), IntegerConverter)
-                field = {"type": "integer"} if integer else {"type": "string"}
-            name = PATH_NAMES.get(name, name)
+            name = PATH_NAMES.get(variable, variable)
+            field = path_fields.get(name) or {"type": "integer" if converter == "int" else "string"}
             parameters.append({"name": name, "in": "path", "required": True, "schema": self.schema(field)})
         if "query" in doc:
             parameters += self.plugin.converter.schema2parameters(doc["query"], location="query")
