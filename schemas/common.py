@@ -5,13 +5,14 @@ Rules (docs/record-types.md "General rules", docs/api.md "Errors"):
   200 chars, kept in lineage) and ``event_time`` (an optional timestamp), which every
   type accepts. An unknown field's name is reported with NUL and lone surrogates
   backslash-escaped and cut to 100 chars, so error bodies stay valid JSON/jsonb text.
-- Optional fields: absent, ``null`` and (for strings, ids, timestamps and days) an empty
-  or all-space string all give the field's default (``None`` unless documented, e.g. ``no_show`` is False), so
+- Optional fields: absent, ``null`` and (for strings and ids) an empty or all-space string
+  all give the field's default (``None`` unless documented, e.g. ``no_show`` is False), so
   every column key is present in the loaded dict. Required fields: absent is
   "Missing data for required field.", ``null`` is "Field may not be null.", an empty
   string is "Must not be empty.". List items behave as required strings.
 - Strings are stripped (``str.strip``: Unicode whitespace); lengths are counted after
-  stripping, in code points. A string containing NUL or a lone surrogate (not
+  stripping, in code points; as sent, a string or id may hold at most ``RAW_PADDING`` more
+  characters (the spaces around it). A string containing NUL or a lone surrogate (not
   encodable as UTF-8) is a field error. Other control characters are kept.
 - Enums are exact and case-sensitive after stripping ("Active" is an error).
 - Ids: 1..64 characters of ``[A-Za-z0-9_.:-]`` after stripping.
@@ -29,6 +30,9 @@ Rules (docs/record-types.md "General rules", docs/api.md "Errors"):
   offset is kept (fixed-offset tzinfo) so calendar fields are read in it. Fractions
   beyond microseconds are truncated. The year, as written, must be 1900..2100.
 - Days: exactly ``YYYY-MM-DD`` (ASCII digits), year 1900..2100, giving a ``date``.
+- Timestamps and days are not stripped: one with spaces around the value is an error, as their
+  formats in the OpenAPI document say; an empty one is absent in an optional field, as any empty
+  string is (the document offers it beside the format).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import marshmallow as ma
 from marshmallow import fields, pre_load, validate
 
 MIN_YEAR, MAX_YEAR = 1900, 2100
+RAW_PADDING = 64  # characters a string or id may carry around its value, as sent (they are stripped)
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 _ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -57,6 +62,7 @@ TEXT_ERRORS = {
     "nul": "Must not contain NUL characters.",
     "surrogate": "Must be valid Unicode (no lone surrogates).",
     "too_long": "Longer than maximum length {max}.",
+    "too_long_raw": "Longer than {max} characters, the spaces around it included.",
 }
 
 
@@ -89,6 +95,7 @@ class _Text(_OptionalMixin, fields.Field):
     """Shared string handling: type, NUL and surrogate checks, stripping, empty."""
 
     default_error_messages: ClassVar[dict[str, str]] = TEXT_ERRORS
+    max_raw = 64 + RAW_PADDING  # characters as sent
 
     def _clean(self, value: Any) -> str | None:
         """The stripped string, or None for an empty one in an optional field."""
@@ -97,6 +104,8 @@ class _Text(_OptionalMixin, fields.Field):
         problem = text_problem(value)
         if problem:
             raise self.make_error(problem)
+        if len(value) > self.max_raw:
+            raise self.make_error("too_long_raw", max=self.max_raw)
         value = value.strip()
         if not value:
             if self.required:
@@ -115,6 +124,7 @@ class Str(_Text):
     def __init__(self, max_length: int = 200, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.max_length = max_length
+        self.max_raw = max_length + RAW_PADDING
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
         value = self._clean(value)
@@ -227,6 +237,17 @@ class StrictBool(_OptionalMixin, fields.Field):
 
 class _Temporal(_Text):
     default_error_messages: ClassVar[dict[str, str]] = {"year": f"Year must be between {MIN_YEAR} and {MAX_YEAR}."}
+    max_raw = 2**31  # their formats bound a value's length
+    max_blank = 64  # an empty one, as sent (the OpenAPI document's maxLength)
+
+    def _clean(self, value: Any) -> str | None:
+        """The value as sent, not stripped: an empty (or all-space) one is absent in an optional
+        field, as any empty string is; spaces around a value make it invalid."""
+        if isinstance(value, str) and value.strip() and value != value.strip():
+            raise self.make_error("invalid")
+        if isinstance(value, str) and not value.strip() and len(value) > self.max_blank:
+            raise self.make_error("too_long_raw", max=self.max_blank)
+        return super()._clean(value)
 
     def _check_year(self, year: int) -> None:
         if not MIN_YEAR <= year <= MAX_YEAR:
@@ -261,6 +282,7 @@ class Day(_Temporal):
     """A ``YYYY-MM-DD`` calendar date."""
 
     default_error_messages: ClassVar[dict[str, str]] = {"invalid": "Not a valid date (YYYY-MM-DD)."}
+    max_blank = 10
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> date | None:
         text = self._clean(value)

@@ -6,6 +6,7 @@ and REDIS_URL_TEST (a Redis URL; tests use databases 13 to 15 on that server).
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
@@ -17,6 +18,10 @@ import tasks  # noqa: F401  (the tests call tasks in-process; a worker imports t
 from etl_app.db import make_engine
 
 from support import API_KEY, KEY_PREFIX, RUN_ID, fresh_database, redis_db
+
+# Every API answer must come out of its documented schema unchanged (etl_app.api.spec.dump); the
+# processes the tests start inherit it.
+os.environ.setdefault("ETL_STRICT_BODIES", "1")
 
 
 @pytest.fixture(scope="session")

@@ -8,35 +8,57 @@ id, ``cli`` or ``beat``), ``since`` (ISO 8601, on ``at``); ``limit`` (1..500, de
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from flask import Blueprint, jsonify
+from flask import Blueprint
+from marshmallow import Schema, validate
 
 from etl_app import audit
+from etl_app.api.bodies import Int, Text, described, one_of
+from etl_app.api.bodies_operate import AuditPage
 from etl_app.api.common import bad_parameter, query_parameters
+from etl_app.api.spec import operation, reply
 from etl_app.dead_letters.errors import InvalidParameter
-from etl_app.dead_letters.filters import parse_int
+from etl_app.dead_letters.filters import MOMENT_PATTERN, parse_int, parse_moment
 from etl_app.web.context import current_runtime
 
 bp = Blueprint("audit", __name__, url_prefix="/api/v1/audit")
 PARAMETERS = ("action", "key_id", "since", "limit", "cursor")
+MAX_KEY_ID = 200
+
+
+class AuditQuery(Schema):
+    action = one_of(audit.ACTIONS)
+    key_id = Text(
+        validate=[validate.Length(1, MAX_KEY_ID), validate.Regexp("^[^\\x00]+$")],
+        **described("a key id, `cli` or `beat`"),
+    )
+    since = Text(validate=validate.Regexp(MOMENT_PATTERN), **described("ISO 8601; naive means UTC"))
+    limit = Int(validate=validate.Range(1, audit.MAX_LIMIT), load_default=audit.DEFAULT_LIMIT)
+    cursor = Int(validate=validate.Range(1, 2**63 - 1))
 
 
 @bp.get("")
+@operation(
+    summary="The audit trail (replays, edits, discards, job runs), newest first; pass `next` back as `cursor` "
+    "for the next page",
+    tags=["audit"],
+    query=AuditQuery,
+    responses={200: ("one page, newest first", AuditPage), 400: "a bad query parameter"},
+)
 def list_audit():
     params = query_parameters(PARAMETERS)
     if "\x00" in params.get("key_id", ""):  # PostgreSQL refuses NUL in text: a 400, not a 500
         raise bad_parameter("key_id", "must not contain NUL")
+    if len(params.get("key_id", "")) > MAX_KEY_ID:
+        raise bad_parameter("key_id", f"is longer than {MAX_KEY_ID} characters")
     action = params.get("action") or None
     if action is not None and action not in audit.ACTIONS:
         raise bad_parameter("action", f"must be one of {', '.join(audit.ACTIONS)}")
     since = None
     if params.get("since"):
         try:
-            since = datetime.fromisoformat(params["since"])
+            since = parse_moment(params["since"])
         except ValueError:
             raise bad_parameter("since", "must be an ISO 8601 timestamp") from None
-        since = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
     try:
         limit = parse_int(params, "limit", audit.DEFAULT_LIMIT, 1, audit.MAX_LIMIT)
         cursor = parse_int(params, "cursor", None, 1, 2**63 - 1)
@@ -46,4 +68,4 @@ def list_audit():
         page = audit.list_entries(
             conn, action=action, key_id=params.get("key_id") or None, since=since, limit=limit, cursor=cursor
         )
-    return jsonify({"audit": page.items, "next": page.next, "limit": page.limit})
+    return reply(AuditPage, {"audit": page.items, "next": page.next, "limit": page.limit})

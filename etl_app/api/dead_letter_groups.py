@@ -24,16 +24,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from apispec import APISpec
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, request
+from marshmallow import Schema, validate
 
+from etl_app.api.bodies import Flag, Int, Text, described
+from etl_app.api.bodies_operate import GROUP_ID, GroupAction, GroupDiscarded, GroupPage, GroupReplayed
 from etl_app.api.common import json_object_or_none
-from etl_app.api.dead_letters import api_error
+from etl_app.api.dead_letters import TAGS, api_error, filter_fields, refuse_nulls
 from etl_app.api.errors import error_response
+from etl_app.api.spec import Context, operation, reply
 from etl_app.dead_letters import actions, groups
 from etl_app.dead_letters.errors import DeadLetterError
 from etl_app.dead_letters.filters import parse_filters, parse_flag, parse_int
-from etl_app.errors import ERROR_TYPES
 from etl_app.web.context import ApiError, audited, current_runtime, send_replayed
 
 bp = Blueprint("dead_letter_groups", __name__, url_prefix="/api/v1/dead-letters/groups")
@@ -47,6 +49,7 @@ def _dead_letter_error(exc: DeadLetterError):
 
 def _body(allowed: tuple[str, ...]) -> dict[str, Any]:
     body = json_object_or_none() or {}
+    refuse_nulls(body, ("limit", "reason"))
     unknown = sorted(set(body) - set(allowed))
     if unknown:
         raise ApiError(
@@ -55,7 +58,40 @@ def _body(allowed: tuple[str, ...]) -> dict[str, Any]:
     return body
 
 
+GROUP = {"group": Text(validate=validate.Regexp(GROUP_ID))}
+ERRORS = {400: "a bad body or field", 404: "no such group", 415: "wrong Content-Type"}
+
+
+def _listing(ctx: Context) -> dict[str, Any]:
+    paging = {
+        "limit": Int(validate=validate.Range(1, groups.MAX_LIMIT)),
+        "cursor": Text(
+            validate=validate.Regexp("^[0-9]{1,19}\\.[0-9a-f]{16}$"), **described("the `next` of the previous page")
+        ),
+    }
+    return {
+        "summary": "Dead letters grouped by record type, error type and cause, most dead letters first; pass "
+        "`next` back as `cursor` for the next page",
+        "tags": TAGS,
+        "query": Schema.from_dict({**filter_fields(ctx), **paging}, name="GroupQuery"),
+        "responses": {200: ("one page of groups", GroupPage)},
+    }
+
+
+class GroupReplayBody(Schema):
+    dry_run = Flag(load_default=False)
+    limit = Int(validate=validate.Range(1, actions.REPLAY_CAP))
+
+
+class GroupDiscardBody(Schema):
+    reason = Text(
+        validate=[validate.Length(max=groups.MAX_REASON_CHARS), validate.Regexp("^[^\\x00]*[^\\s\\x00][^\\x00]*$")]
+    )
+    dry_run = Flag(load_default=False)
+
+
 @bp.get("")
+@operation(_listing)
 def list_groups():
     params = request.args.to_dict()
     filters = parse_filters(params, current_runtime().registry.names(), extra=("limit", "cursor"))
@@ -63,196 +99,61 @@ def list_groups():
     cursor = groups.parse_cursor(params.get("cursor"))
     with current_runtime().engine.connect() as conn:
         page = groups.list_groups(conn, filters, limit=limit, cursor=cursor)
-    return jsonify({"groups": page.items, "next": page.next, "limit": page.limit})
+    return reply(GroupPage, {"groups": page.items, "next": page.next, "limit": page.limit})
 
 
 @bp.post("/<group>/replay")
+@operation(
+    summary="Replay the open dead letters of a group, at most 10,000 a call (`limit` lowers that)",
+    description="`dry_run: true` changes nothing and answers 200 with the count it would replay.",
+    tags=TAGS,
+    path=GROUP,
+    body=GroupReplayBody,
+    body_required=False,
+    responses={
+        200: ("dry run: how many it would replay", GroupAction),
+        202: ("replayed: back in the pipeline", GroupReplayed),
+        **ERRORS,
+    },
+)
 def replay_group(group: str):
     body = _body(("dry_run", "limit"))
     dry_run = parse_flag(body, "dry_run")
     cap = parse_int(body, "limit", actions.REPLAY_CAP, 1, actions.REPLAY_CAP)
     if dry_run:
         with current_runtime().engine.connect() as conn:
-            return jsonify(groups.replay_group(conn, group, dry_run=True, cap=cap).as_dict())
+            return reply(GroupAction, groups.replay_group(conn, group, dry_run=True, cap=cap).as_dict())
     with audited("bulk_replay", {"group": group}) as (conn, entry):
         done = groups.replay_group(conn, group, cap=cap)
         entry.target, entry.count = done.audit_target(), done.count
     send_replayed(done.replayed)
-    return jsonify({**done.as_dict(), "replayed": done.count}), 202
+    return reply(GroupReplayed, {**done.as_dict(), "replayed": done.count}, 202)
 
 
 @bp.post("/<group>/discard")
+@operation(
+    summary="Discard every open dead letter of a group, with a reason (their records stay dead)",
+    description="`reason` is required but for a dry run; `dry_run: true` changes nothing and answers with the "
+    "count it would discard.",
+    tags=TAGS,
+    path=GROUP,
+    body=GroupDiscardBody,
+    body_rules={
+        "anyOf": [{"required": ["reason"]}, {"required": ["dry_run"], "properties": {"dry_run": {"enum": [True]}}}]
+    },
+    responses={200: ("discarded, or with dry_run counted", GroupDiscarded), **ERRORS},
+)
 def discard_group(group: str):
     body = _body(("reason", "dry_run"))
     dry_run = parse_flag(body, "dry_run")
     if dry_run:
+        reason = body.get("reason")
+        if reason is not None and not (isinstance(reason, str) and not reason.strip()):
+            groups.check_reason(reason)  # a reason given with a dry run is checked all the same
         with current_runtime().engine.connect() as conn:
-            return jsonify(groups.discard_group(conn, group, body.get("reason"), dry_run=True).as_dict())
+            return reply(GroupAction, groups.discard_group(conn, group, body.get("reason"), dry_run=True).as_dict())
     reason = groups.check_reason(body.get("reason"))
     with audited("bulk_discard", {"group": group, "reason": reason}) as (conn, entry):
         done = groups.discard_group(conn, group, reason)
         entry.target, entry.count = done.audit_target(reason=reason), done.count
-    return jsonify({**done.as_dict(), "discarded": done.count})
-
-
-# -- the OpenAPI document -----------------------------------------------------------------------
-
-
-def openapi_paths(spec: APISpec, filters: list[dict]) -> None:
-    """The three endpoints in the OpenAPI document (etl_app.api.openapi), with the dead-letter
-    list's ``filters``."""
-    security, tags = [{"bearer": []}], ["dead-letters"]
-    integer, text, moment = {"type": "integer"}, {"type": "string"}, {"type": "string", "format": "date-time"}
-    group_id = {"type": "string", "pattern": "^[0-9a-f]{16}$"}
-    parts = {
-        "id": group_id,
-        "record_type": text,
-        "error_type": {"type": "string", "enum": list(ERROR_TYPES)},
-        "cause": {
-            **text,
-            "description": "the error message with ids, numbers, moments and quoted values as <n>, <id>, <ts>, '<v>'",
-        },
-    }
-    spec.components.schema("DeadLetterGroupId", {"type": "object", "properties": parts})
-    spec.components.schema(
-        "DeadLetterGroup",
-        {
-            "type": "object",
-            "properties": {
-                **parts,
-                "count": integer,
-                "first_seen": moment,
-                "last_seen": moment,
-                "sample": {
-                    "type": "object",
-                    "description": "the group's newest dead letter",
-                    "properties": {"id": integer, "payload": {"description": "its payload"}, "error": text},
-                },
-                "arrivals": {
-                    "type": "object",
-                    "description": "dead letters of the group by the hour of their last failure, the last 24 hours "
-                    "(`from` is the start of the first hour; the current hour last)",
-                    "properties": {
-                        "unit": {"type": "string", "enum": ["hour"]},
-                        "from": moment,
-                        "counts": {"type": "array", "items": integer, "minItems": 24, "maxItems": 24},
-                    },
-                },
-            },
-        },
-    )
-    parameters = [
-        *filters,
-        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": groups.MAX_LIMIT}},
-        {
-            "name": "cursor",
-            "in": "query",
-            "description": "the `next` of the previous page",
-            "schema": {"type": "string", "pattern": "^[0-9]{1,19}\\.[0-9a-f]{16}$"},
-        },
-    ]
-    spec.path(
-        path="/api/v1/dead-letters/groups",
-        operations={
-            "get": {
-                "summary": "Dead letters grouped by record type, error type and cause, most dead letters first; "
-                "pass `next` back as `cursor` for the next page",
-                "tags": tags,
-                "security": security,
-                "parameters": parameters,
-                "responses": {
-                    "200": {
-                        "description": "one page of groups",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {
-                                        "groups": {
-                                            "type": "array",
-                                            "items": {"$ref": "#/components/schemas/DeadLetterGroup"},
-                                        },
-                                        "next": {**text, "nullable": True},
-                                        "limit": integer,
-                                    },
-                                }
-                            }
-                        },
-                    },
-                },
-            }
-        },
-    )
-    ident = [{"name": "group", "in": "path", "required": True, "schema": group_id}]
-    counts = {
-        "group": {"$ref": "#/components/schemas/DeadLetterGroupId"},
-        "dry_run": {"type": "boolean"},
-        "count": {**integer, "description": "dead letters acted on (with dry_run: it would act on)"},
-        "remaining": {**integer, "description": "open dead letters of the group left after it"},
-    }
-
-    def answer(description: str, **more: dict) -> dict:
-        schema = {"type": "object", "properties": {**counts, **more}}
-        return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-    def body(properties: dict, required: bool, **more: Any) -> dict:
-        schema = {"type": "object", "properties": properties, "additionalProperties": False, **more}
-        return {"required": required, "content": {"application/json": {"schema": schema}}}
-
-    error = {"description": "", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    errors = {
-        "400": {**error, "description": "a bad body or field"},
-        "404": {**error, "description": "no such group"},
-        "415": {**error, "description": "wrong Content-Type"},
-    }
-    flag = {"type": "boolean", "default": False}
-    spec.path(
-        path="/api/v1/dead-letters/groups/{group}/replay",
-        operations={
-            "post": {
-                "summary": "Replay the open dead letters of a group, at most 10,000 a call (`limit` lowers that)",
-                "description": "`dry_run: true` changes nothing and answers 200 with the count it would replay.",
-                "tags": tags,
-                "security": security,
-                "parameters": ident,
-                "requestBody": body(
-                    {"dry_run": flag, "limit": {"type": "integer", "minimum": 1, "maximum": actions.REPLAY_CAP}},
-                    False,
-                ),
-                "responses": {
-                    "200": answer("dry run: how many it would replay"),
-                    "202": answer("replayed: back in the pipeline", replayed=integer),
-                    **errors,
-                },
-            }
-        },
-    )
-    spec.path(
-        path="/api/v1/dead-letters/groups/{group}/discard",
-        operations={
-            "post": {
-                "summary": "Discard every open dead letter of a group, with a reason (their records stay dead)",
-                "description": "`reason` is required but for a dry run; `dry_run: true` changes nothing and "
-                "answers with the count it would discard.",
-                "tags": tags,
-                "security": security,
-                "parameters": ident,
-                "requestBody": body(
-                    {
-                        "reason": {
-                            "type": "string",
-                            "maxLength": groups.MAX_REASON_CHARS,
-                            "pattern": "^[^\\x00]*[^\\s\\x00][^\\x00]*$",  # not blank, no NUL
-                        },
-                        "dry_run": flag,
-                    },
-                    True,
-                    anyOf=[
-                        {"required": ["reason"]},
-                        {"required": ["dry_run"], "properties": {"dry_run": {"enum": [True]}}},
-                    ],
-                ),
-                "responses": {"200": answer("discarded, or with dry_run counted", discarded=integer), **errors},
-            }
-        },
-    )
+    return reply(GroupDiscarded, {**done.as_dict(), "discarded": done.count})

@@ -23,10 +23,16 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from typing import Any
 
+from flask import Blueprint, request
+from marshmallow import Schema, fields, validate
+
+from etl_app.api.bodies import Flag, Int, Obj, Text, Uuid, described, one_of
+from etl_app.api.bodies_operate import BulkDryRun, BulkReplayed, DeadLetter, DeadLetterPage, Discarded, Replayed
 from etl_app.api.common import json_object_or_none
 from etl_app.api.errors import error_response
+from etl_app.api.spec import Context, operation, reply
 from etl_app.dead_letters import actions, edits, queries
 from etl_app.dead_letters.errors import (
     DeadLetterError,
@@ -38,15 +44,25 @@ from etl_app.dead_letters.errors import (
 )
 from etl_app.dead_letters.filters import (
     BULK_FLAGS,
+    MOMENT_PATTERN,
     parse_filters,
     parse_flag,
     parse_int,
     refuse_empty_filters,
     require_filter,
 )
+from etl_app.errors import ERROR_TYPES
+from etl_app.models import DEAD_LETTER_STATUSES
 from etl_app.web.context import ApiError, audited, current_runtime, send_replayed
 
 bp = Blueprint("dead_letters", __name__, url_prefix="/api/v1/dead-letters")
+
+
+def refuse_nulls(body: dict[str, Any] | None, names: tuple[str, ...]) -> None:
+    """These fields of a JSON body are given or left out: null is not a value of theirs (400)."""
+    for name in names:
+        if name in (body or {}) and body[name] is None:
+            raise ApiError(400, "invalid_parameter", f"{name} is null: give it a value or leave it out", parameter=name)
 
 
 def api_error(exc: DeadLetterError) -> ApiError:
@@ -70,7 +86,39 @@ def _dead_letter_error(exc: DeadLetterError):
     return error_response(err.status, err.error, err.message, **err.extra)
 
 
+TAGS = ["dead-letters"]
+MAX_CURSOR = 2**63 - 1
+
+
+def filter_fields(ctx: Context) -> dict[str, fields.Field]:
+    """The query parameters that filter dead letters (etl_app.dead_letters.filters)."""
+    return {
+        "record_type": one_of(ctx.registry.names()),
+        "error_type": one_of(ERROR_TYPES),
+        "ingestion_id": Uuid(),
+        "since": Text(
+            validate=validate.Regexp(MOMENT_PATTERN),
+            **described("only dead letters that last failed at or after this moment (ISO 8601; naive means UTC)"),
+        ),
+        "status": one_of([*DEAD_LETTER_STATUSES, "all"], load_default="open"),
+    }
+
+
+def _listing(ctx: Context) -> dict[str, Any]:
+    paging = {
+        "limit": Int(validate=validate.Range(1, queries.MAX_LIMIT)),
+        "cursor": Int(validate=validate.Range(1, MAX_CURSOR)),
+    }
+    return {
+        "summary": "List dead letters, newest first; pass `next` back as `cursor` for the next page",
+        "tags": TAGS,
+        "query": Schema.from_dict({**filter_fields(ctx), **paging}, name="DeadLetterQuery"),
+        "responses": {200: ("one page, newest first", DeadLetterPage), 400: "a bad query parameter"},
+    }
+
+
 @bp.get("")
+@operation(_listing)
 def list_dead_letters():
     params = request.args.to_dict()
     filters = parse_filters(params, current_runtime().registry.names(), extra=("limit", "cursor"))
@@ -78,19 +126,43 @@ def list_dead_letters():
     cursor = parse_int(params, "cursor", None, 1, 2**63 - 1)
     with current_runtime().engine.connect() as conn:
         page = queries.list_dead_letters(conn, filters, limit=limit, cursor=cursor)
-    return jsonify({"dead_letters": page.items, "next": page.next, "limit": page.limit})
+    return reply(DeadLetterPage, {"dead_letters": page.items, "next": page.next, "limit": page.limit})
 
 
 @bp.get("/<int:dead_letter_id>")
+@operation(
+    summary="One dead letter: payload, error, last 20 traceback lines, attempts, record_status, and for a "
+    "superseded one the stored record that kept its key",
+    tags=TAGS,
+    responses={200: ("the dead letter", DeadLetter), 404: "no such dead letter"},
+)
 def get_dead_letter(dead_letter_id: int):
     with current_runtime().engine.connect() as conn:
         found = queries.get_dead_letter(conn, dead_letter_id)
     if found is None:
         raise NotFound(dead_letter_id)
-    return jsonify(found)
+    return reply(DeadLetter, found)
+
+
+class CorrectedPayload(Schema):
+    payload = Obj(**described("the corrected record, validated again as a record of the dead letter's type"))
 
 
 @bp.post("/<int:dead_letter_id>/replay")
+@operation(
+    summary="Replay one open dead letter, optionally with a corrected payload (validated again)",
+    tags=TAGS,
+    body=CorrectedPayload,
+    body_required=False,
+    responses={
+        202: ("back in the pipeline", Replayed),
+        400: "a bad body",
+        404: "no such dead letter",
+        409: "not open",
+        415: "wrong Content-Type",
+        422: "the corrected payload is not valid",
+    },
+)
 def replay_one(dead_letter_id: int):
     body = json_object_or_none() or {}
     unknown = sorted(set(body) - {"payload"})
@@ -108,12 +180,49 @@ def replay_one(dead_letter_id: int):
         with audited("replay", {"dead_letter_id": dead_letter_id}) as (conn, _):
             replayed = actions.replay(conn, runtime.registry, dead_letter_id)
     send_replayed(replayed)
-    return jsonify({"replayed": 1, "dead_letter_id": dead_letter_id, "raw_record_id": replayed.raw_ids[0]}), 202
+    answer = {"replayed": 1, "dead_letter_id": dead_letter_id, "raw_record_id": replayed.raw_ids[0]}
+    return reply(Replayed, answer, 202)
+
+
+NARROWING = ("record_type", "error_type", "ingestion_id", "since")
+
+
+def _bulk(ctx: Context) -> dict[str, Any]:
+    filters = filter_fields(ctx)
+    body = {
+        **{name: filters[name] for name in NARROWING},
+        "limit": Int(validate=validate.Range(1, actions.REPLAY_CAP)),
+        "all": Flag(load_default=False),
+        "dry_run": Flag(load_default=False),
+    }
+    return {
+        "summary": "Replay open dead letters matching the filters (JSON body or query), at most 10,000 a call",
+        "description": "Needs a filter, or `all: true` for every open dead letter; an empty filter value or no "
+        "filter is 400 `filter_required` (`parameter` names the empty one), an unknown parameter 400 "
+        "`invalid_parameter`. `dry_run: true` changes nothing and answers 200 with the counts. The server also "
+        "reads the filters from the query string (for curl), never both at once.",
+        "tags": TAGS,
+        "body": Schema.from_dict(body, name="BulkReplayBody"),
+        "body_rules": {
+            "anyOf": [
+                *({"required": [name]} for name in NARROWING),
+                {"required": ["all"], "properties": {"all": {"enum": [True]}}},
+            ]
+        },
+        "responses": {
+            200: ("dry run: how many it would replay, and how many matching ones would stay open", BulkDryRun),
+            202: ("`remaining`: matching dead letters still open", BulkReplayed),
+            400: "no filter, or a bad one",
+            415: "wrong Content-Type",
+        },
+    }
 
 
 @bp.post("/replay")
+@operation(_bulk)
 def replay_bulk():
     body = json_object_or_none()
+    refuse_nulls(body, ("limit",))  # a null filter is an empty one (refuse_empty_filters)
     query = request.args.to_dict()
     if body is not None and query:
         raise ApiError(400, "invalid_parameter", "give the filters either as a JSON body or as query parameters")
@@ -126,17 +235,23 @@ def replay_bulk():
     if parse_flag(params, "dry_run"):
         with runtime.engine.connect() as conn:
             would, remaining = actions.count_replayable(conn, filters, cap=cap)
-        return jsonify({"dry_run": True, "would_replay": would, "remaining": remaining})
+        return reply(BulkDryRun, {"dry_run": True, "would_replay": would, "remaining": remaining})
     with audited("bulk_replay", {"filters": params}) as (conn, entry):
         replayed, remaining = actions.replay_matching(conn, filters, cap=cap)
         entry.count = replayed.count
     send_replayed(replayed)
-    return jsonify({"replayed": replayed.count, "remaining": remaining}), 202
+    return reply(BulkReplayed, {"replayed": replayed.count, "remaining": remaining}, 202)
 
 
 @bp.post("/<int:dead_letter_id>/discard")
 @bp.delete("/<int:dead_letter_id>")
+@operation(
+    summary="Discard an open dead letter: no replay, its record stays dead; idempotent (POST .../discard and "
+    "DELETE /api/v1/dead-letters/{id} alike)",
+    tags=TAGS,
+    responses={200: ("discarded", Discarded), 404: "no such dead letter", 409: "replayed or superseded"},
+)
 def discard(dead_letter_id: int):
     with audited("discard", {"dead_letter_id": dead_letter_id}) as (conn, _):
         result = actions.discard(conn, dead_letter_id)
-    return jsonify(result)
+    return reply(Discarded, result)

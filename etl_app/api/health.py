@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app
+
+from etl_app.api.bodies import Health, Ready
+from etl_app.api.spec import operation, reply
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/health")
+@operation(summary="Liveness", open=True, responses={200: ("up", Health)})
 def health():
-    return jsonify({"status": "ok"})
+    return reply(Health, {"status": "ok"})
 
 
 @bp.get("/ready")
+@operation(
+    summary="Readiness: database and broker reachable",
+    open=True,
+    responses={200: ("ready", Ready), 503: ("not ready", Ready)},
+)
 def ready():
     runtime = current_app.extensions["etl"]
     checks = {}
@@ -30,6 +39,4 @@ def ready():
     except Exception as exc:  # noqa: BLE001
         checks["broker"] = f"unavailable: {type(exc).__name__}"
     ok = all(v == "ok" for v in checks.values())
-    response = jsonify({"status": "ready" if ok else "not_ready", "checks": checks})
-    response.status_code = 200 if ok else 503
-    return response
+    return reply(Ready, {"status": "ready" if ok else "not_ready", "checks": checks}, 200 if ok else 503)

@@ -1,17 +1,21 @@
-"""Ingest endpoints: one record, or a batch as a JSON array or NDJSON."""
+"""Ingest endpoints: one record, or a batch as a JSON array or NDJSON; the converter of a record
+type's name in their URLs (and the upload's, etl_app.api.uploads)."""
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import orjson
-from flask import Blueprint, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from flask import Blueprint, request
+from werkzeug.routing import BaseConverter, Map
 
 from etl_app import logs
 from etl_app.api import metrics
+from etl_app.api.bodies import Accepted
 from etl_app.api.common import JSON, NDJSON, body_or_400, parse_json, record_type_or_404, wrong_content_type
+from etl_app.api.spec import Context, operation, reply
 from etl_app.clock import utcnow
 from etl_app.ingest import outbox
 from etl_app.ingest.rejections import Refused, public
@@ -92,27 +96,59 @@ def _accept(
     return result
 
 
-def _record_type(type_name: str) -> RecordType:
-    """The record type of the URL; a path that other endpoints serve (``/api/v1/dead-letters``)
-    but not for POST is a 405 with their ``Allow``, not an unknown record type."""
-    if current_runtime().registry.get(type_name) is None:
-        adapter = current_app.url_map.bind_to_environ(request.environ)
-        allowed: set[str] = set()
-        for method in ("GET", "PUT", "PATCH", "DELETE"):
-            try:
-                rule, _ = adapter.match(request.path, method=method, return_rule=True)
-            except HTTPException:
-                continue
-            if not (rule.endpoint or "").startswith("ingest."):
-                allowed |= set(rule.methods or ())
-        if allowed:
-            raise MethodNotAllowed(valid_methods=sorted(allowed))
-    return record_type_or_404(type_name)
+class RecordTypeName(BaseConverter):
+    """``<record_type:...>``: a record type's name in an ingest URL, any name but that of another
+    API path of one segment (``/api/v1/audit``), so that such a path's 405 and OPTIONS ``Allow``
+    name only its own methods, as the OpenAPI document does. Those paths are the rules already in
+    the map: the ingest blueprints are registered after the others (etl_app.api.init_app)."""
+
+    def __init__(self, url_map: Map, *args: Any, **kwargs: Any) -> None:
+        super().__init__(url_map, *args, **kwargs)
+        taken = sorted(
+            parts[3]
+            for parts in (rule.rule.split("/") for rule in url_map.iter_rules())
+            if len(parts) == 4 and parts[:3] == ["", "api", "v1"] and "<" not in parts[3]
+        )
+        if taken:
+            self.regex = rf"(?!(?:{'|'.join(map(re.escape, taken))})\Z)[^/]+"
 
 
-@bp.post("/<type_name>")
+ERRORS = {
+    400: "malformed body",
+    404: "unknown record type",
+    413: "body or batch over the limit",
+    415: "wrong Content-Type",
+    422: "validation failed",
+}
+
+
+def _one(ctx: Context) -> dict[str, Any]:
+    name = ctx.record_type.name
+    return {
+        "summary": f"Submit one {name} record",
+        "tags": [name],
+        "body": ctx.record_type.schema,
+        "responses": {202: ("stored; processing", Accepted), **ERRORS},
+    }
+
+
+def _batch(ctx: Context) -> dict[str, Any]:
+    name, schema = ctx.record_type.name, ctx.record_type.schema
+    return {
+        "summary": f"Submit a batch of {name} records (JSON array or NDJSON)",
+        "tags": [name],
+        "body": {
+            JSON: {"type": "array", "items": {"$ref": f"#/components/schemas/{schema.__name__}"}, "minItems": 1},
+            NDJSON[0]: {"type": "string"},
+        },
+        "responses": {202: ("valid records stored; the others rejected one by one", Accepted), **ERRORS},
+    }
+
+
+@bp.post("/<record_type:type_name>")
+@operation(_one, each_record_type=True)
 def post_one(type_name: str):
-    record_type = _record_type(type_name)
+    record_type = record_type_or_404(type_name)
     if request.mimetype != JSON:
         raise wrong_content_type(JSON)
     payload = parse_json(body_or_400())
@@ -122,7 +158,7 @@ def post_one(type_name: str):
     result = _accept(record_type, [payload], source="api", rejections=rejections)
     if result is None:
         raise ApiError(422, "validation_failed", "the record is not valid", errors=rejections[0]["errors"])
-    return jsonify({"ingestion_id": result.ingestion_id, "accepted": 1, "rejected": 0}), 202
+    return reply(Accepted, {"ingestion_id": result.ingestion_id, "accepted": 1, "rejected": 0}, 202)
 
 
 def _ndjson(body: bytes) -> tuple[list[Any], list[Refused], list[int]]:
@@ -142,9 +178,10 @@ def _ndjson(body: bytes) -> tuple[list[Any], list[Refused], list[int]]:
     return payloads, rejections, indexes
 
 
-@bp.post("/<type_name>/batch")
+@bp.post("/<record_type:type_name>/batch")
+@operation(_batch, each_record_type=True)
 def post_batch(type_name: str):
-    record_type = _record_type(type_name)
+    record_type = record_type_or_404(type_name)
     limit = current_runtime().settings.max_batch_items
     if request.mimetype == JSON:
         payloads = parse_json(body_or_400())
@@ -172,11 +209,13 @@ def post_batch(type_name: str):
             rejected=len(rejections),
             errors=public(rejections),
         )
-    return jsonify(
+    return reply(
+        Accepted,
         {
             "ingestion_id": result.ingestion_id,
             "accepted": result.accepted,
             "rejected": len(rejections),
             "errors": public(rejections),
-        }
-    ), 202
+        },
+        202,
+    )

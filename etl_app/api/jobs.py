@@ -19,14 +19,16 @@ a run the broker did not take is audited ``failed`` here.
 
 from __future__ import annotations
 
-from apispec import APISpec
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, request
 
+from etl_app.api.bodies import one_of
+from etl_app.api.bodies_operate import Job as JobBody
+from etl_app.api.bodies_operate import JobQueued, Jobs, Window
 from etl_app.api.common import json_object_or_none
+from etl_app.api.spec import operation, reply
 from etl_app.jobs.enqueue import JobNotQueued, queue_job_run
 from etl_app.jobs.registry import JOBS, BadWindow, Job, UnknownJob, describe_job, get_job, window_from
 from etl_app.jobs.runner import recent_runs
-from etl_app.models import JOB_RUN_STATUSES, JOB_TRIGGERS
 from etl_app.web.context import ApiError, current_key_id, current_runtime, request_id
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs")
@@ -41,28 +43,59 @@ def _job_or_404(name: str) -> Job:
         raise ApiError(404, "unknown_job", str(exc)) from None
 
 
+TAGS = ["jobs"]
+NAME = {"name": one_of(JOBS)}
+
+
 @bp.get("")
+@operation(summary="The scheduled jobs, their schedules and recent runs", tags=TAGS, responses={200: ("jobs", Jobs)})
 def list_jobs():
     with current_runtime().engine.connect() as conn:
         runs = recent_runs(conn, list(JOBS), per_job=RECENT)
-    return jsonify({"jobs": [describe_job(job, runs[job.name], current_runtime().settings) for job in JOBS.values()]})
+    return reply(
+        Jobs, {"jobs": [describe_job(job, runs[job.name], current_runtime().settings) for job in JOBS.values()]}
+    )
 
 
 @bp.get("/<name>")
+@operation(
+    summary="One job and its last 50 runs",
+    tags=TAGS,
+    path=NAME,
+    responses={200: ("the job", JobBody), 404: "unknown job"},
+)
 def show_job(name: str):
     job = _job_or_404(name)
     with current_runtime().engine.connect() as conn:
         runs = recent_runs(conn, [job.name], per_job=50)
-    return jsonify(describe_job(job, runs[job.name], current_runtime().settings))
+    return reply(JobBody, describe_job(job, runs[job.name], current_runtime().settings))
 
 
 @bp.post("/<name>/run")
+@operation(
+    summary="Run a job now (queued on the jobs queue; same lock as beat)",
+    description="The body is empty (the job's default window) or `{from, to}` (both inclusive; `from` alone runs "
+    "through today), only for the jobs that take a window (`takes_window` in GET /api/v1/jobs); `from` no later "
+    "than `to`.",
+    tags=TAGS,
+    path=NAME,
+    body=Window,
+    body_required=False,
+    responses={
+        202: ("queued", JobQueued),
+        400: "bad dates, or a window for a job that takes none",
+        404: "unknown job",
+        503: "the broker did not take the task",
+    },
+)
 def run_job_now(name: str):
     job = _job_or_404(name)
     body = json_object_or_none() or {}
     unknown = sorted(set(body) - {"from", "to"})
     if unknown:
         raise ApiError(400, "invalid_body", f"unknown fields {unknown}: the body is {{from, to}}")
+    if None in body.values():
+        raise ApiError(400, "invalid_body", "from and to are days (YYYY-MM-DD): leave one out rather than null")
     start, end = body.get("from", request.args.get("from")), body.get("to", request.args.get("to"))
     try:
         window = window_from(job, start, end)
@@ -74,120 +107,4 @@ def run_job_now(name: str):
         )
     except JobNotQueued as exc:
         raise ApiError(503, "broker_unavailable", str(exc)) from None
-    response = jsonify(queued)
-    response.status_code = 202
-    return response
-
-
-def openapi_paths(spec: APISpec) -> None:
-    """The jobs' paths in the OpenAPI document."""
-    text, day = {"type": "string"}, {"type": "string", "format": "date"}
-    moment = {"type": "string", "format": "date-time"}
-    window = {"type": "object", "properties": {"from": day, "to": day}, "additionalProperties": False}
-    spec.components.schema(
-        "JobRun",
-        {
-            "type": "object",
-            "properties": {
-                "id": {"type": "integer"},
-                "window": window,
-                "trigger": {"type": "string", "enum": list(JOB_TRIGGERS)},
-                "status": {"type": "string", "enum": list(JOB_RUN_STATUSES)},
-                "task_id": {**text, "nullable": True},
-                "started_at": moment,
-                "finished_at": {**moment, "nullable": True},
-                "rows": {"type": "integer", "nullable": True, "description": "rows the run touched"},
-                "error": {**text, "nullable": True, "description": "why it failed, or which run held the lock"},
-            },
-        },
-    )
-    run = {"$ref": "#/components/schemas/JobRun"}
-    spec.components.schema(
-        "Job",
-        {
-            "type": "object",
-            "properties": {
-                "name": text,
-                "task": text,
-                "description": text,
-                "schedule": {**text, "description": "crontab 'm h dom mon dow' (UTC), or 'every N s'"},
-                "schedule_variable": text,
-                "takes_window": {"type": "boolean"},
-                "default_window": window,
-                "records": text,
-                "last_run": {**run, "nullable": True},
-                "recent_runs": {"type": "array", "items": run},
-            },
-        },
-    )
-    job = {"$ref": "#/components/schemas/Job"}
-    security, tags = [{"bearer": []}], ["jobs"]
-    name = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": list(JOBS)}}]
-    error = {"$ref": "#/components/schemas/Error"}
-
-    def answer(description: str, schema: dict | None = None) -> dict:
-        return {"description": description, "content": {"application/json": {"schema": schema or error}}}
-
-    spec.path(
-        path="/api/v1/jobs",
-        operations={
-            "get": {
-                "summary": "The scheduled jobs, their schedules and recent runs",
-                "tags": tags,
-                "security": security,
-                "responses": {
-                    "200": answer("jobs", {"type": "object", "properties": {"jobs": {"type": "array", "items": job}}}),
-                    "401": answer("missing or wrong API key"),
-                },
-            }
-        },
-    )
-    spec.path(
-        path="/api/v1/jobs/{name}",
-        operations={
-            "get": {
-                "summary": "One job and its last 50 runs",
-                "tags": tags,
-                "security": security,
-                "parameters": name,
-                "responses": {
-                    "200": answer("the job", job),
-                    "401": answer("missing or wrong API key"),
-                    "404": answer("unknown job"),
-                },
-            }
-        },
-    )
-    spec.path(
-        path="/api/v1/jobs/{name}/run",
-        operations={
-            "post": {
-                "summary": "Run a job now (queued on the jobs queue; same lock as beat)",
-                "tags": tags,
-                "security": security,
-                "parameters": name,
-                "requestBody": {
-                    "required": False,
-                    "content": {"application/json": {"schema": window}},
-                },
-                "responses": {
-                    "202": answer(
-                        "queued",
-                        {
-                            "type": "object",
-                            "properties": {
-                                "job": text,
-                                "task_id": text,
-                                "window": {**window, "nullable": True},
-                                "status": text,
-                            },
-                        },
-                    ),
-                    "400": answer("bad dates, or a window for a job that takes none"),
-                    "401": answer("missing or wrong API key"),
-                    "404": answer("unknown job"),
-                    "503": answer("the broker did not take the task"),
-                },
-            }
-        },
-    )
+    return reply(JobQueued, queued, 202)

@@ -13,7 +13,7 @@ process answers with the same truth and nothing needs summing across processes:
 - external lookups per provider (``etl_lookup_*``, :func:`etl_app.lookups.families`): four
   counter hashes and one breaker read per provider, from the cache Redis.
 
-A scrape is a handful of statements; what they cost on a large outbox is in docs/metrics.md.
+A scrape is a handful of statements; what they cost on a large outbox is in README (Metrics).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from etl_app import errors
+from etl_app.api.spec import operation
 from etl_app.lookups import families as lookup_families
 from etl_app.lookups.registry import providers as lookup_providers
 from etl_app.models import DEAD, PERSISTED, REJECTED, sql
@@ -316,5 +317,6 @@ def count_refused(record_type: str, n: int) -> None:
 
 
 @bp.get("/metrics")
+@operation(summary="Prometheus metrics", responses={200: ("text format", {"text/plain": {"type": "string"}})})
 def metrics():
     return Response(generate_latest(current_app.extensions["etl_metrics"]["registry"]), mimetype=CONTENT_TYPE_LATEST)

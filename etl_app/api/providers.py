@@ -12,127 +12,38 @@
 
 from __future__ import annotations
 
-from apispec import APISpec
-from flask import Blueprint, jsonify
+from flask import Blueprint
 
-from etl_app.lookups.metrics import BREAKER_STATES
-from etl_app.lookups.registry import CALL_OUTCOMES
+from etl_app.api.bodies import one_of
+from etl_app.api.bodies_operate import Provider, Providers
+from etl_app.api.spec import operation, reply
 from etl_app.web.providers import listed_providers, reset_provider
 
 bp = Blueprint("providers", __name__, url_prefix="/api/v1/providers")
 
 
 @bp.get("")
+@operation(
+    summary="The external lookup providers: calls, cache hits and misses, errors, 429s, breaker",
+    tags=["providers"],
+    responses={200: ("providers", Providers), 503: "Redis did not answer"},
+)
 def list_providers():
-    return jsonify({"providers": listed_providers()})
+    return reply(Providers, {"providers": listed_providers()})
 
 
 @bp.post("/<provider>/reset")
+@operation(
+    lambda ctx: {
+        "summary": "Close a provider's circuit breaker now (audited breaker_reset)",
+        "tags": ["providers"],
+        "path": {"provider": one_of(ctx.providers)},
+        "responses": {
+            200: ("the breaker is closed; the provider as listed", Provider),
+            404: "unknown provider",
+            503: "Redis did not answer",
+        },
+    }
+)
 def reset(provider: str):
-    return jsonify(reset_provider(provider))
-
-
-def openapi_paths(spec: APISpec, names: list[str]) -> None:
-    """The providers' paths in the OpenAPI document; ``names``: the configured providers."""
-    integer, text = {"type": "integer", "minimum": 0}, {"type": "string"}
-    counts = {"type": "object", "additionalProperties": integer}
-    spec.components.schema(
-        "Provider",
-        {
-            "type": "object",
-            "required": [
-                "name",
-                "enabled",
-                "host",
-                "rate",
-                "ttl_seconds",
-                "calls",
-                "cache",
-                "errors",
-                "rate_limited",
-                "breaker",
-            ],
-            "additionalProperties": False,
-            "properties": {
-                "name": text,
-                "enabled": {"type": "boolean"},
-                "host": {**text, "nullable": True, "description": "the base URL's host[:port]; null when off"},
-                "rate": {**text, "nullable": True, "description": "limits' notation, e.g. 10/second; null: none"},
-                "ttl_seconds": integer,
-                "calls": {
-                    "type": "object",
-                    "required": [*CALL_OUTCOMES, "total"],
-                    "additionalProperties": False,
-                    "properties": {name: integer for name in (*CALL_OUTCOMES, "total")},
-                },
-                "cache": {
-                    "type": "object",
-                    "required": ["hit", "miss", "hit_ratio"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "hit": integer,
-                        "miss": integer,
-                        "hit_ratio": {"type": "number", "minimum": 0, "maximum": 1, "nullable": True},
-                    },
-                },
-                "errors": {**counts, "description": "failed lookups by kind (timeout, connect, ...)"},
-                "rate_limited": {**integer, "description": "429 answers"},
-                "breaker": {
-                    "type": "object",
-                    "required": ["state", "open_for_seconds", "failures", "opened_count"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "state": {"type": "string", "enum": list(BREAKER_STATES)},
-                        "open_for_seconds": {"type": "number", "minimum": 0},
-                        "failures": integer,
-                        "opened_count": integer,
-                    },
-                },
-            },
-        },
-    )
-    one = {"$ref": "#/components/schemas/Provider"}
-    security, tags = [{"bearer": []}], ["providers"]
-    error = {"$ref": "#/components/schemas/Error"}
-
-    def answer(description: str, schema: dict | None = None) -> dict:
-        return {"description": description, "content": {"application/json": {"schema": schema or error}}}
-
-    spec.path(
-        path="/api/v1/providers",
-        operations={
-            "get": {
-                "summary": "The external lookup providers: calls, cache hits and misses, errors, 429s, breaker",
-                "tags": tags,
-                "security": security,
-                "responses": {
-                    "200": answer(
-                        "providers",
-                        {
-                            "type": "object",
-                            "required": ["providers"],
-                            "additionalProperties": False,
-                            "properties": {"providers": {"type": "array", "items": one}},
-                        },
-                    ),
-                },
-            }
-        },
-    )
-    spec.path(
-        path="/api/v1/providers/{provider}/reset",
-        operations={
-            "post": {
-                "summary": "Close a provider's circuit breaker now (audited breaker_reset)",
-                "tags": tags,
-                "security": security,
-                "parameters": [
-                    {"name": "provider", "in": "path", "required": True, "schema": {"type": "string", "enum": names}}
-                ],
-                "responses": {
-                    "200": answer("the breaker is closed; the provider as listed", one),
-                    "404": answer("unknown provider"),
-                },
-            }
-        },
-    )
+    return reply(Provider, reset_provider(provider))

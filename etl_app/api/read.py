@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, jsonify
+from flask import Blueprint
 
+from etl_app.api.bodies import Ingestion, RecordTypes, StoredRecord, Uuid, one_of
 from etl_app.api.common import record_type_or_404
+from etl_app.api.spec import operation, reply
 from etl_app.lineage import lineage
 from etl_app.lineage.records import derived_fields, record_fields, stored_row
 from etl_app.quality.settle import ingestion_status
@@ -17,6 +19,13 @@ bp = Blueprint("read", __name__, url_prefix="/api/v1")
 
 
 @bp.get("/records/<type_name>/<key>")
+@operation(
+    lambda ctx: {
+        "summary": "A stored record with its derived fields and lineage",
+        "path": {"record_type": one_of(ctx.registry.names())},
+        "responses": {200: ("the record", StoredRecord), 404: "unknown record type, or no such record"},
+    }
+)
 def get_record(type_name: str, key: str):
     record_type = record_type_or_404(type_name)
     # One snapshot for the row and its history (etl_app.lineage), read-only.
@@ -28,18 +37,18 @@ def get_record(type_name: str, key: str):
             raise ApiError(404, "not_found", f"no {what} is stored (yet)")
         found = lineage(conn, record_type, row)
     fields, derived = record_fields(record_type, row)
-    return jsonify(
-        {
-            "record_type": record_type.name,
-            "key": key,
-            "fields": fields,
-            "derived": derived,
-            "lineage": found,
-        }
+    return reply(
+        StoredRecord,
+        {"record_type": record_type.name, "key": key, "fields": fields, "derived": derived, "lineage": found},
     )
 
 
 @bp.get("/ingestions/<ingestion_id>")
+@operation(
+    summary="Progress of one ingestion: counts by status",
+    path={"ingestion_id": Uuid()},
+    responses={200: ("the ingestion", Ingestion), 404: "no such ingestion"},
+)
 def get_ingestion(ingestion_id: str):
     try:
         ident = uuid.UUID(ingestion_id)
@@ -49,13 +58,14 @@ def get_ingestion(ingestion_id: str):
         report = ingestion_status(conn, ident, current_runtime().registry, current_runtime().settings)
     if report is None:
         raise ApiError(404, "not_found", f"no ingestion {ingestion_id!r}")
-    return jsonify(report)
+    return reply(Ingestion, report)
 
 
 @bp.get("/record-types")
+@operation(summary="The registered record types and their fields", responses={200: ("record types", RecordTypes)})
 def list_record_types():
     registry = current_runtime().registry
-    return jsonify({"record_types": [describe(record_type) for record_type in registry]})
+    return reply(RecordTypes, {"record_types": [describe(record_type) for record_type in registry]})
 
 
 def describe(record_type: RecordType) -> dict:

@@ -19,10 +19,12 @@ JSON). ``_row`` is the row of the file, or the index in the batch.
 
 from __future__ import annotations
 
-from apispec import APISpec
-from flask import Blueprint, jsonify
+from flask import Blueprint
+from marshmallow import Schema, validate
 
+from etl_app.api.bodies import Int, RejectionPage, Uuid, one_of
 from etl_app.api.common import bad_parameter, query_parameters
+from etl_app.api.spec import operation, reply
 from etl_app.dead_letters.errors import InvalidParameter
 from etl_app.dead_letters.filters import parse_int
 from etl_app.web.context import current_runtime
@@ -36,7 +38,32 @@ FORMATS = ("json", "csv")
 PARAMETERS = ("limit", "cursor", "format")
 
 
+class RejectionsQuery(Schema):
+    limit = Int(validate=validate.Range(1, MAX_LIMIT), load_default=DEFAULT_LIMIT)
+    cursor = Int(validate=validate.Range(1, MAX_CURSOR))
+    format = one_of(FORMATS, load_default="json")
+
+
 @bp.get("/ingestions/<ingestion_id>/rejections")
+@operation(
+    summary="The records an ingestion refused, with their values and errors, in input order; pass `next` back "
+    "as `cursor` for the next page, or `format=csv` for all of them as a CSV to correct and upload again",
+    description="CSV: one column per input field of the type (a list joined with `;`, an object as JSON), then "
+    "`_raw` (the values when they fit no column: a line that was not JSON, or fields the schema does not have), "
+    "`_row` (the file row or batch index) and `_errors` (`field: message; ...`). With `format=csv`, `cursor` and "
+    "`limit` are optional: without them the CSV holds every rejection.",
+    tags=["ingestions"],
+    path={"ingestion_id": Uuid()},
+    query=RejectionsQuery,
+    responses={
+        200: (
+            "one page (JSON), or every rejection (CSV, as an attachment)",
+            {"application/json": RejectionPage, "text/csv": {"type": "string"}},
+        ),
+        400: "a bad query parameter",
+        404: "no such ingestion",
+    },
+)
 def list_rejections(ingestion_id: str):
     params = query_parameters(PARAMETERS)
     fmt = params.get("format", "json")
@@ -55,96 +82,7 @@ def list_rejections(ingestion_id: str):
         rows = conn.execute(PAGE, {"id": ident, "from": cursor or 0, "n": limit + 1}).all()
     items = [rejection_item(row, upload=ingestion.upload) for row in rows[:limit]]
     following = rows[limit - 1].position + 1 if len(rows) > limit else None
-    return jsonify({"rejections": items, "next": following, "limit": limit})
+    return reply(RejectionPage, {"rejections": items, "next": following, "limit": limit})
 
 
 # -- CSV ----------------------------------------------------------------------------------------
-
-
-# -- OpenAPI ------------------------------------------------------------------------------------
-
-
-def openapi_paths(spec: APISpec) -> None:
-    """The endpoint in the OpenAPI document."""
-    integer = {"type": "integer"}
-    nullable_int = {"type": "integer", "nullable": True}
-    item = {
-        "type": "object",
-        "properties": {
-            "index": {**nullable_int, "description": "the place in an API batch, from 0 (null for an upload)"},
-            "row": {**nullable_int, "description": "the row of the uploaded file (null for an API ingestion)"},
-            "natural_key": {"type": "string", "nullable": True},
-            "raw": {"description": "the values as received (a line that was not JSON: its text)", "nullable": True},
-            "errors": {
-                "type": "object",
-                "additionalProperties": {"type": "array", "items": {"type": "string"}},
-                "description": "{field: [message]}",
-            },
-            "created_at": {"type": "string", "format": "date-time"},
-        },
-    }
-    spec.components.schema("Rejection", item)
-    error = {"$ref": "#/components/schemas/Error"}
-    spec.path(
-        path="/api/v1/ingestions/{ingestion_id}/rejections",
-        operations={
-            "get": {
-                "summary": "The records an ingestion refused, with their values and errors, in input order; "
-                "pass `next` back as `cursor` for the next page, or `format=csv` for all of them as a CSV to "
-                "correct and upload again",
-                "description": "CSV: one column per input field of the type (a list joined with `;`, an object "
-                "as JSON), then `_raw` (the values when they fit no column: a line that was not JSON, or fields "
-                "the schema does not have), `_row` (the file row or batch index) and `_errors` "
-                "(`field: message; ...`). With `format=csv`, `cursor` and `limit` are optional: without them "
-                "the CSV holds every rejection.",
-                "tags": ["ingestions"],
-                "security": [{"bearer": []}],
-                "parameters": [
-                    {
-                        "name": "ingestion_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string", "format": "uuid"},
-                    },
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
-                    },
-                    {
-                        "name": "cursor",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_CURSOR},
-                    },
-                    {
-                        "name": "format",
-                        "in": "query",
-                        "schema": {"type": "string", "enum": list(FORMATS), "default": "json"},
-                    },
-                ],
-                "responses": {
-                    "200": {
-                        "description": "one page (JSON), or every rejection (CSV, as an attachment)",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {
-                                        "rejections": {
-                                            "type": "array",
-                                            "items": {"$ref": "#/components/schemas/Rejection"},
-                                        },
-                                        "next": nullable_int,
-                                        "limit": integer,
-                                    },
-                                }
-                            },
-                            "text/csv": {"schema": {"type": "string"}},
-                        },
-                    },
-                    "400": {"description": "a bad query parameter", "content": {"application/json": {"schema": error}}},
-                    "404": {"description": "no such ingestion", "content": {"application/json": {"schema": error}}},
-                },
-            }
-        },
-    )

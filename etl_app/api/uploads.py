@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, request
 
 from etl_app import logs
+from etl_app.api.bodies import UploadAccepted
 from etl_app.api.common import record_type_or_404
+from etl_app.api.spec import Context, operation, reply
 from etl_app.clock import utcnow
 from etl_app.lineage import openlineage
 from etl_app.uploads import flat, formats
@@ -60,7 +62,33 @@ def _some_column_is_a_field(record_type, columns: list[str]) -> None:
         )
 
 
-@bp.post("/<type_name>/upload")
+def _upload(ctx: Context) -> dict:
+    name = ctx.record_type.name
+    return {
+        "summary": f"Upload a file of {name} records ({', '.join(formats.FORMATS)})",
+        "description": "Stored, then parsed in the background; rows refused by the parser become "
+        "rejections with their row number. Follow it at GET /api/v1/ingestions/{ingestion_id}.",
+        "tags": [name],
+        "body": {
+            "multipart/form-data": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+                "required": ["file"],
+            }
+        },
+        "responses": {
+            202: ("file stored; parsing", UploadAccepted),
+            400: "no file",
+            404: "unknown record type",
+            413: "file over the limit",
+            415: "not multipart/form-data",
+            422: "a file that is not of the type, or unreadable",
+        },
+    }
+
+
+@bp.post("/<record_type:type_name>/upload")
+@operation(_upload, each_record_type=True)
 def post_upload(type_name: str):
     record_type = record_type_or_404(type_name)
     limit = _limit()
@@ -109,4 +137,4 @@ def post_upload(type_name: str):
         },
     )
     body = {"ingestion_id": ingestion_id, "upload": {"filename": filename, "format": fmt, "size": stored, "note": note}}
-    return jsonify(body), 202
+    return reply(UploadAccepted, body, 202)

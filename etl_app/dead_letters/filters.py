@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -15,6 +16,27 @@ from etl_app.dead_letters.errors import FilterRequired, InvalidParameter
 from etl_app.models import DEAD_LETTER_STATUSES, OPEN, DeadLetter
 
 DEAD_LETTERS = DeadLetter.__table__
+
+# A moment as the filters take it: ISO 8601 date and time, seconds and offset optional (naive
+# is UTC). The OpenAPI document gives this pattern; datetime.fromisoformat alone would take more
+# (a date alone, week dates). Years 0001..9999; February has 28 days here.
+_DAY = (
+    r"(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})-"
+    r"((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))"
+)
+MOMENT_PATTERN = (
+    rf"^{_DAY}[T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{{1,6}})?)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?$"
+)
+_MOMENT = re.compile(MOMENT_PATTERN)
+
+
+def parse_moment(raw: str) -> datetime:
+    """``raw`` (:data:`MOMENT_PATTERN`) as an aware datetime; ValueError otherwise."""
+    if not _MOMENT.fullmatch(raw):
+        raise ValueError(raw)
+    moment = datetime.fromisoformat(raw)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
 
 FILTERS = ("record_type", "error_type", "ingestion_id", "since", "status")
 NARROWING = FILTERS[:4]  # what a bulk action needs one of (or ``all``)
@@ -79,11 +101,9 @@ def parse_filters(params: Mapping[str, Any], record_types: Collection[str], extr
     since = None
     if "since" in values:
         try:
-            since = datetime.fromisoformat(values["since"])
+            since = parse_moment(values["since"])
         except ValueError:
             raise InvalidParameter("since", "must be an ISO 8601 timestamp") from None
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
     return Filters(record_type, error_type, ingestion_id, since, status)
 
 

@@ -192,3 +192,8 @@ def test_updated_at_given_is_kept():
 @pytest.mark.parametrize("value", [None, ""])
 def test_updated_at_null_or_empty_defaults_to_as_of(value):
     assert validate(updated_at=value)[0]["updated_at"] == AS_OF
+
+
+def test_updated_at_with_spaces_around_it_is_an_error():
+    """A timestamp is taken as sent, as its ``format: date-time`` says."""
+    assert validate(updated_at=" 2026-06-14T08:00:00Z")[1]["updated_at"][0].startswith("Not a valid")
