@@ -3,17 +3,33 @@ call edges, no edge borrows from another) and no import cycle among the project'
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import grimp
+import pytest
 from importlinter import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("etl_app", "tasks", "schemas")
 
 
-def test_the_import_contracts_of_setup_cfg_are_kept(monkeypatch):
+@pytest.fixture
+def loggers_kept() -> Iterator[None]:
+    """lint_imports configures its logging with logging.config.dictConfig, which disables every
+    logger that exists already (the app's among them): each one's state is put back afterwards,
+    or every later test that reads the app's log lines (caplog) would find none."""
+    loggers = [lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    before = [(lg, lg.disabled, lg.level, list(lg.handlers), lg.propagate) for lg in loggers]
+    yield
+    for lg, disabled, level, handlers, propagate in before:
+        lg.disabled, lg.handlers, lg.propagate = disabled, handlers, propagate
+        lg.setLevel(level)
+
+
+def test_the_import_contracts_of_setup_cfg_are_kept(monkeypatch, loggers_kept):
     monkeypatch.chdir(ROOT)
     assert cli.lint_imports(config_filename=os.fspath(ROOT / "setup.cfg"), no_cache=True, no_logo=True) == 0
 
