@@ -12,9 +12,9 @@ from etl_app.config import Settings
 from etl_app.lookups import reset_breaker
 from etl_app.lookups.geocoder import geocoder_provider
 
-from geocoder_server import FakeGeocoder
-from procs import Proc, Stack, running_stack
-from support import Api, redis_db
+from tests.helpers.geocoder_server import FakeGeocoder
+from tests.helpers.procs import Proc, Stack, running_stack
+from tests.helpers.support import Api, redis_db
 
 E2E_REDIS = redis_db(15)
 # Short budgets so that a child whose parent never comes is dead-lettered within the test.
@@ -45,7 +45,7 @@ def sql(engine):
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[FakeGeocoder]:
-    """An Open-Meteo-like geocoder on 127.0.0.1 for the module (tests/geocoder_server.py)."""
+    """An Open-Meteo-like geocoder on 127.0.0.1 for the module (tests/helpers/geocoder_server.py)."""
     fake = FakeGeocoder()
     yield fake
     fake.close()
