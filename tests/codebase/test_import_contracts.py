@@ -12,6 +12,8 @@ import grimp
 import pytest
 from importlinter import cli
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("etl_app", "tasks", "schemas")
 

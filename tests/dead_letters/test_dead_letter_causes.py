@@ -6,6 +6,8 @@ import pytest
 
 from etl_app.dead_letters.causes import MAX_CAUSE_CHARS, normalise
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("message", "cause"),

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from etl_app.ingest import relay as relay_module
 from etl_app.ingest.relay import Relay
+
+pytestmark = pytest.mark.unit
 
 
 def test_a_relay_stopped_during_its_window_claims_nothing_after_stop_returns(monkeypatch):

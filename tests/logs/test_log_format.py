@@ -10,6 +10,8 @@ import pytest
 
 from etl_app import logs
 
+pytestmark = pytest.mark.unit
+
 
 def record(message: str, *args, level=logging.INFO, name="etl_app.test", exc_info=None, **extra):
     rec = logging.LogRecord(name, level, __file__, 1, message, args, exc_info)

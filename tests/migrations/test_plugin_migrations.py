@@ -12,6 +12,8 @@ from alembic.script import ScriptDirectory
 
 from etl_app import migrate
 
+pytestmark = pytest.mark.unit
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "etl-app-tracks"
 
 

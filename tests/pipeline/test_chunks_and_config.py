@@ -12,6 +12,8 @@ from etl_app.config import Settings
 from etl_app.pipeline import stash
 from etl_app.record_types import get_registry
 
+pytestmark = pytest.mark.unit
+
 AS_OF = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 

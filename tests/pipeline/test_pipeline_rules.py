@@ -93,6 +93,7 @@ def child(raw_id: int, waited: timedelta | None) -> Waiting:
     return Waiting(item(raw_id, "ingestion", NOW - timedelta(hours=1), since, {}), "tutors:T-1")
 
 
+@pytest.mark.unit
 def test_a_child_is_dead_lettered_as_missing_parent_exactly_when_its_wait_reaches_the_budget():
     children = [
         child(1, None),

@@ -6,6 +6,8 @@ import pytest
 
 from etl_app.record_types.feedback import RECORD_TYPE, derive
 
+pytestmark = pytest.mark.unit
+
 AS_OF = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 SESSION = {
     "scheduled_start": datetime(2026, 6, 10, 15, 0, tzinfo=UTC),

@@ -2,7 +2,11 @@
 
 from datetime import UTC, datetime
 
+import pytest
+
 from etl_app.record_types.students import RECORD_TYPE, derive
+
+pytestmark = pytest.mark.unit
 
 
 def test_students_have_no_derived_fields():

@@ -6,6 +6,8 @@ import pytest
 
 from etl_app.record_types.tutors import RECORD_TYPE, derive
 
+pytestmark = pytest.mark.unit
+
 AS_OF = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 
 

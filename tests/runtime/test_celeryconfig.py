@@ -12,6 +12,8 @@ import celeryconfig
 from etl_app import names
 from etl_app.runtime.celery_app import make_celery
 
+pytestmark = pytest.mark.unit
+
 ETL_TASKS = {
     names.VALIDATE,
     names.ENRICH,

@@ -10,6 +10,8 @@ from etl_app.record_types import get_registry
 from etl_app.record_types.students import RECORD_TYPE as STUDENTS
 from etl_app.record_types.tutors import RECORD_TYPE as TUTORS
 
+pytestmark = pytest.mark.unit
+
 AS_OF = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 TUTOR = {
     "tutor_id": "t-1",

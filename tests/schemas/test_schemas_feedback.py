@@ -7,6 +7,8 @@ import pytest
 from etl_app.record_types.feedback import RECORD_TYPE
 from schemas.feedback import CATEGORY_RATINGS
 
+pytestmark = pytest.mark.unit
+
 AS_OF = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 VALID = {
     "feedback_id": "f-1",

@@ -6,6 +6,8 @@ import pytest
 
 from etl_app.record_types.tutors import RECORD_TYPE
 
+pytestmark = pytest.mark.unit
+
 AS_OF = datetime(2026, 6, 15, 23, 30, tzinfo=UTC)
 VALID = {
     "tutor_id": "t-1",
