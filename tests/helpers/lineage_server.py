@@ -21,13 +21,15 @@ class LineageServer:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                self.send_response(201)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                # noted before the answer: the sender's next event, sent once this one is answered,
+                # is handled by another thread and must not be noted first
                 with server.arrived:
                     server.requests.append((self.path, dict(self.headers)))
                     server.events.append(json.loads(body))
                     server.arrived.notify_all()
+                self.send_response(201)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def log_message(self, *args) -> None:
                 pass
