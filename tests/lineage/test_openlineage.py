@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import socket
 import time
 import uuid
@@ -243,9 +244,19 @@ def test_a_full_queue_drops_the_event_with_a_warning_and_the_caller_goes_on(hang
     emitter = ol._Emitter()  # a sender of its own, stuck on the hanging endpoint's first event
     conf = (hanging_url, "api/v1/lineage", "", "etl_app", DATABASE_URL)
     ids = [uuid.uuid4() for _ in range(5)]
-    with caplog.at_level(logging.WARNING, logger="etl_app.lineage.openlineage"):
-        for ident in ids:  # a put that waited for room would never return: the sender is stuck
-            emitter.put((conf, "START", ingestion(id=ident)))
+    try:
+        with caplog.at_level(logging.WARNING, logger="etl_app.lineage.openlineage"):
+            for ident in ids:  # a put that waited for room would never return: the sender is stuck
+                emitter.put((conf, "START", ingestion(id=ident)))
+    finally:
+        # The two queued events go nowhere: once the hanging endpoint is closed, its port may be a
+        # later test's lineage server, which would receive them.
+        while True:
+            try:
+                emitter.queue.get_nowait()
+            except queue.Empty:
+                break
+            emitter.queue.task_done()
     dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     assert dropped and all("2 events queued" in m for m in dropped)
     assert str(ids[-1]) in dropped[-1]
