@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -254,7 +255,9 @@ def test_ctrl_c_stops_following_and_says_how_to_look_again(service, csv_file, tm
     def interrupted(_seconds: float) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("etl_app.cli.submit.time.sleep", interrupted)
+    # submit's own time module only: the process's time.sleep is every thread's (the metrics
+    # flusher that an earlier test's app started would die of the interrupt)
+    monkeypatch.setattr("etl_app.cli.submit.time", SimpleNamespace(sleep=interrupted))
     result = cli(url, tmp_path, str(csv_file), "--type", "sessions", "--follow")
     assert result.exit_code == 130
     assert f"etl-app status {fake.ingestion_id}" in result.stderr
