@@ -17,7 +17,7 @@ import sqlalchemy as sa
 import tasks  # noqa: F401  (the tests call tasks in-process; a worker imports them by name)
 from etl_app.db import make_engine
 
-from support import API_KEY, KEY_PREFIX, RUN_ID, fresh_database, redis_db
+from tests.helpers.support import API_KEY, KEY_PREFIX, RUN_ID, fresh_database, redis_db
 
 # Every API answer must come out of its documented schema unchanged (etl_app.api.spec.dump); the
 # processes the tests start inherit it.

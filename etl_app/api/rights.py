@@ -1,6 +1,6 @@
 """Which right each endpoint needs (etl_app.roles): one table, so that none is left out.
 
-Every endpoint under /api/v1 must be listed here (tests/test_roles.py walks ``app.url_map``); one
+Every endpoint under /api/v1 must be listed here (tests/api/test_roles.py walks ``app.url_map``); one
 that is not is refused to every key but an admin's, so a forgotten entry fails closed. Open
 endpoints (no key at all) are in :data:`OPEN_ENDPOINTS`.
 """

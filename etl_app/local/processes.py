@@ -5,7 +5,7 @@ own children, such as a celery worker's pool, and not its parent's terminal), wr
 to a log file, stops it with SIGTERM and then SIGKILL to the whole group, and asks the kernel to
 send it SIGTERM if the thread that started it dies (``PR_SET_PDEATHSIG``, Linux), so a killed
 test run or benchmark leaves nothing behind. :func:`wait_until` polls a condition with a
-deadline; :func:`free_port` picks a TCP port nobody listens on. tests/procs.py and bench/procs.py
+deadline; :func:`free_port` picks a TCP port nobody listens on. tests/helpers/procs.py and bench/procs.py
 build on these.
 """
 

@@ -14,9 +14,9 @@ import orjson
 import pytest
 import requests
 
-from payloads import student
-from procs import running_stack
-from support import API_KEY, redis_db
+from tests.helpers.payloads import student
+from tests.helpers.procs import running_stack
+from tests.helpers.support import API_KEY, redis_db
 
 pytestmark = pytest.mark.slow
 

@@ -53,7 +53,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.core.failures import Failure, FailureGroup
 
-from support import API_KEY
+from tests.helpers.support import API_KEY
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

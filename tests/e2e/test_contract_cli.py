@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from support import API_KEY
+from tests.helpers.support import API_KEY
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from payloads import feedback, session, student, tutor
-from procs import procfile_queues, running_stack, wait_until
-from support import Api, queue_length, redis_db
+from tests.helpers.payloads import feedback, session, student, tutor
+from tests.helpers.procs import procfile_queues, running_stack, wait_until
+from tests.helpers.support import Api, queue_length, redis_db
 
 pytestmark = pytest.mark.slow
 

@@ -21,8 +21,8 @@ import psutil
 import pytest
 import requests
 
-from payloads import tutor
-from procs import free_port, wait_until
+from tests.helpers.payloads import tutor
+from tests.helpers.procs import free_port, wait_until
 
 pytestmark = [
     pytest.mark.slow,

@@ -16,8 +16,8 @@ import requests
 
 from etl_app import names
 
-from payloads import student, tutor
-from procs import Proc, free_port, procfile_command, wait_answering, wait_until
+from tests.helpers.payloads import student, tutor
+from tests.helpers.procs import Proc, free_port, procfile_command, wait_answering, wait_until
 
 USER, PASSWORD = "ops", "flower-" + uuid.uuid4().hex
 PIPELINE = {names.VALIDATE, names.ENRICH, names.PERSIST}

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from geocoder_server import Reply, answer_for, dead_letters, places, stored, submit
-from payloads import student, tutor
-from procs import Stack, procfile_queues, running_stack, wait_until
-from support import redis_db
+from tests.helpers.geocoder_server import Reply, answer_for, dead_letters, places, stored, submit
+from tests.helpers.payloads import student, tutor
+from tests.helpers.procs import Stack, procfile_queues, running_stack, wait_until
+from tests.helpers.support import redis_db
 
 pytestmark = pytest.mark.slow
 

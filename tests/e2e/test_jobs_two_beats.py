@@ -12,10 +12,10 @@ import sqlalchemy as sa
 from etl_app.config import Settings
 from etl_app.jobs.runner import run_job
 
-from dead_letter_helpers import land
-from payloads import student
-from procs import running_stack, wait_until
-from support import redis_db
+from tests.helpers.dead_letters import land
+from tests.helpers.payloads import student
+from tests.helpers.procs import running_stack, wait_until
+from tests.helpers.support import redis_db
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,9 @@ import pytest
 
 from etl_app.roles import key_id
 
-from payloads import session, student, tutor
-from procs import wait_until
-from support import API_KEY
+from tests.helpers.payloads import session, student, tutor
+from tests.helpers.procs import wait_until
+from tests.helpers.support import API_KEY
 
 pytestmark = pytest.mark.slow
 

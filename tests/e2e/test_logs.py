@@ -18,9 +18,9 @@ import requests
 
 from etl_app.local.processes import free_port
 
-from payloads import session, tutor
-from procs import running_stack, wait_answering, wait_until
-from support import API_KEY, Api, redis_db
+from tests.helpers.payloads import session, tutor
+from tests.helpers.procs import running_stack, wait_answering, wait_until
+from tests.helpers.support import API_KEY, Api, redis_db
 
 pytestmark = pytest.mark.slow
 

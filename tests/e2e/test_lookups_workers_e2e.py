@@ -1,5 +1,5 @@
 """External lookups across real processes: gunicorn, `celery worker` processes (and a `celery beat`)
-whose geocoder is the Open-Meteo-like server of tests/geocoder_server.py on 127.0.0.1, which
+whose geocoder is the Open-Meteo-like server of tests/helpers/geocoder_server.py on 127.0.0.1, which
 notes the time and client port of every request. The shared rate limit across two workers, the
 breaker opened by failures and closed again with lookup-refresh re-enriching through the worker,
 a lookup cache on a Redis of its own that stops, and a slow or resetting geocoder."""
@@ -19,9 +19,9 @@ from etl_app.local.processes import free_port
 from etl_app.lookups import cache_key
 from etl_app.lookups.geocoder import geocoder_provider
 
-from geocoder_server import BERLIN, FakeGeocoder, Reply, answer_for, dead_letters, places, stored, submit
-from procs import Proc, Stack, running_stack, wait_until
-from support import redis_db
+from tests.helpers.geocoder_server import BERLIN, FakeGeocoder, Reply, answer_for, dead_letters, places, stored, submit
+from tests.helpers.procs import Proc, Stack, running_stack, wait_until
+from tests.helpers.support import redis_db
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from payloads import student
-from procs import Stack, running_stack, wait_until
-from support import API_KEY, RUN_ID, Api, fresh_database, redis_db
+from tests.helpers.payloads import student
+from tests.helpers.procs import Stack, running_stack, wait_until
+from tests.helpers.support import API_KEY, RUN_ID, Api, fresh_database, redis_db
 
 pytestmark = pytest.mark.slow
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from payloads import feedback, session, student, tutor
-from procs import wait_until
+from tests.helpers.payloads import feedback, session, student, tutor
+from tests.helpers.procs import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -24,8 +24,8 @@ from alembic.script import ScriptDirectory
 from etl_app.migrate import MIGRATIONS
 from etl_app.record_types import get_registry
 
-from procs import BIN, ROOT, running_stack
-from support import RUN_ID, Api, fresh_database, redis_db
+from tests.helpers.procs import BIN, ROOT, running_stack
+from tests.helpers.support import RUN_ID, Api, fresh_database, redis_db
 
 pytestmark = pytest.mark.slow
 
@@ -112,10 +112,10 @@ def test_etl_app_migrate_applies_etl_apps_chain_and_the_plugins_branch(plugin_en
 
 
 def test_the_migration_tests_pass_with_the_plugin_installed(plugin_env):
-    """tests/test_migrations.py in a process that sees the package: its table and its branch
+    """tests/migrations/test_migrations.py in a process that sees the package: its table and its branch
     agree (autogenerate finds no difference), and every branch goes down to base and back."""
     done = run(
-        [sys.executable, "-m", "pytest", "tests/test_migrations.py", "-q", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", "tests/migrations/test_migrations.py", "-q", "-p", "no:cacheprovider"],
         plugin_env,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]

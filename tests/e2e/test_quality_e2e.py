@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from payloads import student
-from procs import wait_until
+from tests.helpers.payloads import student
+from tests.helpers.procs import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lineage_server import LineageServer
-from procs import running_stack, wait_until
-from support import redis_db
+from tests.helpers.lineage_server import LineageServer
+from tests.helpers.procs import running_stack, wait_until
+from tests.helpers.support import redis_db
 
 pytestmark = pytest.mark.slow
 

@@ -20,10 +20,10 @@ from etl_app.db import make_engine
 from etl_app.migrate import upgrade
 from etl_app.record_types import get_registry
 
-from faultlib import RESULTS, Answers, RecordingApi
-from procs import Stack
-from services import PrivatePostgres, PrivateRedis, wait_for_postgres
-from support import API_KEY, KEY_PREFIX, wipe_keys
+from tests.helpers.faultlib import RESULTS, Answers, RecordingApi
+from tests.helpers.procs import Stack
+from tests.helpers.services import PrivatePostgres, PrivateRedis, wait_for_postgres
+from tests.helpers.support import API_KEY, KEY_PREFIX, wipe_keys
 
 TEMPLATE_DB = "etl_app_faults_template"
 # Seconds: the sweeper runs every SWEEP_INTERVAL and re-drives records whose last enqueue is

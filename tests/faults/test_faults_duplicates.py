@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from faultlib import Clock, assert_exactly_once, report, wait_settled
-from payloads import session, student, tutor
+from tests.helpers.faultlib import Clock, assert_exactly_once, report, wait_settled
+from tests.helpers.payloads import session, student, tutor
 
 pytestmark = pytest.mark.slow
 

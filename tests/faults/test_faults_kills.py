@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from faultlib import (
+from tests.helpers.faultlib import (
     Clock,
     assert_exactly_once,
     log_count,
@@ -23,12 +23,11 @@ from faultlib import (
     swept,
     wait_settled,
 )
-from payloads import student
-from procs import wait_until
+from tests.helpers.payloads import student
+from tests.helpers.procs import ROOT, wait_until
 
 pytestmark = pytest.mark.slow
 
-HERE = Path(__file__).resolve().parent
 BATCH = 20_000
 COMPARE = ("name", "grade_level")
 LOST = "WorkerLostError('Worker exited prematurely: signal 9"
@@ -98,8 +97,8 @@ def test_a_pool_child_killed_in_a_task_has_its_message_delivered_again(
     task is received again and succeeds, and the batch lands exactly once."""
     kills = tmp_path / "kills"
     kills.mkdir()
-    stack = make_stack(PYTHONPATH=str(HERE), ETL_TEST_KILL=",".join(KILL_POINTS), ETL_TEST_KILL_DIR=str(kills))
-    api = stack.up(worker_app="kill_app:celery", beat=False)
+    stack = make_stack(PYTHONPATH=str(ROOT), ETL_TEST_KILL=",".join(KILL_POINTS), ETL_TEST_KILL_DIR=str(kills))
+    api = stack.up(worker_app="tests.helpers.kill_app:celery", beat=False)
     worker = stack.procs[0]
     clock = Clock()
     api.submit("students/batch", students(unique, BATCH))

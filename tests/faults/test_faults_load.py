@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from faultlib import Clock, assert_exactly_once, report, swept, wait_settled
-from payloads import student, tutor
-from procs import wait_until
-from support import queue_length
+from tests.helpers.faultlib import Clock, assert_exactly_once, report, swept, wait_settled
+from tests.helpers.payloads import student, tutor
+from tests.helpers.procs import wait_until
+from tests.helpers.support import queue_length
 
 pytestmark = pytest.mark.slow
 

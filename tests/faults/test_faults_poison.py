@@ -1,21 +1,28 @@
-"""A poison record that always fails, planted by tests/faults/poison_app.py in the worker only:
+"""A poison record that always fails, planted by tests/helpers/poison_app.py in the worker only:
 it is dead-lettered after its attempts, the rest of its batch lands, nothing loops. No beat
 runs (so no outbox sweeper): splitting and the delivery counter alone settle the batch."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
-from faultlib import Clock, assert_exactly_once, log_count, pipeline_messages, report, sweeper_runs, swept, wait_settled
-from payloads import student
-from procs import wait_until
+from tests.helpers.faultlib import (
+    Clock,
+    assert_exactly_once,
+    log_count,
+    pipeline_messages,
+    report,
+    sweeper_runs,
+    swept,
+    wait_settled,
+)
+from tests.helpers.payloads import student
+from tests.helpers.procs import ROOT, wait_until
 
 pytestmark = pytest.mark.slow
 
-HERE = Path(__file__).resolve().parent
 BATCH = 1_000
 CHUNK = 64
 MAX_DELIVERIES = 2
@@ -31,12 +38,12 @@ def poisoned_batch(prefix: str) -> tuple[list[dict], str]:
 
 def run_poison(make_stack, fault_engine, registry, unique, mode: str) -> tuple:
     stack = make_stack(
-        PYTHONPATH=str(HERE),
+        PYTHONPATH=str(ROOT),
         ETL_TEST_POISON=mode,
         ETL_CHUNK_SIZE=str(CHUNK),
         ETL_MAX_DELIVERIES=str(MAX_DELIVERIES),
     )
-    api = stack.up(worker_app="poison_app:celery", beat=False)
+    api = stack.up(worker_app="tests.helpers.poison_app:celery", beat=False)
     worker = stack.procs[0]
     clock = Clock()
     batch, poison = poisoned_batch(unique)
@@ -94,8 +101,8 @@ def test_the_last_copy_of_a_key_wins_even_when_the_first_copys_chunk_is_delayed(
     """Copies of a key in different chunks of one batch: the chunk holding the first copies also
     holds a poison, so it is bisected and persisted after the chunk holding the last copies. The
     last copies must still win."""
-    stack = make_stack(PYTHONPATH=str(HERE), ETL_CHUNK_SIZE=str(CHUNK))
-    api = stack.up(worker_app="poison_app:celery", beat=False)
+    stack = make_stack(PYTHONPATH=str(ROOT), ETL_CHUNK_SIZE=str(CHUNK))
+    api = stack.up(worker_app="tests.helpers.poison_app:celery", beat=False)
     firsts = [student(f"{unique}-{i:05d}", name=f"first {i}", grade_level=1) for i in range(CHUNK - 1)]
     lasts = [{**f, "name": f"last {i}", "grade_level": 2} for i, f in enumerate(firsts)]
     ing = api.submit("students/batch", [*firsts, student(f"{unique}-POISON"), *lasts])["ingestion_id"]

@@ -1,4 +1,4 @@
-"""PostgreSQL and the broker stopped under load (the private servers of this directory)."""
+"""PostgreSQL and the broker stopped under load (the private servers of tests/faults/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import time
 import pytest
 import requests
 
-from faultlib import Clock, assert_exactly_once, outcome, pipeline_messages, report, swept, wait_settled
-from payloads import student
-from procs import wait_until
-from services import wait_for_postgres
+from tests.helpers.faultlib import Clock, assert_exactly_once, outcome, pipeline_messages, report, swept, wait_settled
+from tests.helpers.payloads import student
+from tests.helpers.procs import wait_until
+from tests.helpers.services import wait_for_postgres
 
 pytestmark = pytest.mark.slow
 

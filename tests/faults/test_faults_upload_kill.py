@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 
 import openpyxl
 import pytest
 import sqlalchemy as sa
 
-from faultlib import assert_exactly_once
-from procs import wait_until
+from tests.helpers.faultlib import assert_exactly_once
+from tests.helpers.procs import ROOT, wait_until
 
 pytestmark = pytest.mark.slow
 
-HERE = Path(__file__).resolve().parent
 ROWS = 3_000
 POINT = "etl.upload.parse:chunk4"  # chunks of 100 rows: rows 301-400 written, not committed
 
@@ -51,8 +49,8 @@ def test_a_pool_child_killed_mid_file_resumes_without_losing_or_doubling_a_row(
 ):
     kills = tmp_path / "kills"
     kills.mkdir()
-    stack = make_stack(PYTHONPATH=str(HERE), ETL_TEST_KILL=POINT, ETL_TEST_KILL_DIR=str(kills), ETL_CHUNK_SIZE="100")
-    api = stack.up(worker_app="kill_app:celery", beat=False)  # no sweeper: redelivery alone resumes it
+    stack = make_stack(PYTHONPATH=str(ROOT), ETL_TEST_KILL=POINT, ETL_TEST_KILL_DIR=str(kills), ETL_CHUNK_SIZE="100")
+    api = stack.up(worker_app="tests.helpers.kill_app:celery", beat=False)  # no sweeper: redelivery alone resumes it
     rows = students(unique)
     data = as_csv(rows) if fmt == "csv" else as_xlsx(rows)
     r = api.upload("students", f"students.{fmt}", data)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from procs import ROOT, Stack, running_stack
-from support import API_KEY, Api, redis_db
+from tests.helpers.procs import ROOT, Stack, running_stack
+from tests.helpers.support import API_KEY, Api, redis_db
 
 CHROMIUM = os.environ.get("ETL_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = ROOT / "var" / "screenshots"

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from payloads import session, student, tutor
+from tests.helpers.payloads import session, student, tutor
 
 pytestmark = pytest.mark.slow
 

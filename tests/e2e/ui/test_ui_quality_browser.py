@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from payloads import student
-from procs import wait_until
+from tests.helpers.payloads import student
+from tests.helpers.procs import wait_until
 
 pytestmark = pytest.mark.slow
 

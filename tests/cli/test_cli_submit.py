@@ -1,0 +1,283 @@
+"""``etl-app submit``: against a small local server that implements the upload and ingestion contract."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import tracemalloc
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from etl_app.cli import main
+
+KEY = "submit-test-key"
+QUALITY = {
+    "received": 5,
+    "accepted": 4,
+    "rejected": 1,
+    "validity": 0.8,
+    "completeness": {"engagement_score": 0.75, "overall": 0.6321, "session_id": 1.0},  # jsonb's order
+    "uniqueness": 1.0,
+    "integrity": 0.75,
+    "timeliness": {"p50": 3600.0, "p95": 90000.0, "max": 172800.0},
+    "score": 0.8123,
+    "level": "fair",
+    "top_errors": [{"field": "duration_minutes", "message": "Must be between 5 and 480.", "count": 1}],
+}
+
+
+class FakeService:
+    """``POST /api/v1/<type>/upload`` answers ``upload_status`` (202 with an id, or an error body);
+    ``GET /api/v1/ingestions/<id>`` walks through ``states`` (the last one repeats)."""
+
+    def __init__(self) -> None:
+        self.ingestion_id = str(uuid.uuid4())
+        self.upload_status = 202
+        self.upload_error = {"error": "too_large", "message": "the file is over the 200 MB upload limit"}
+        self.states: list[dict[str, Any]] = []
+        self.keep_body = True
+        self.uploads: list[dict[str, Any]] = []
+        self.gets = 0
+        self.auth: list[str | None] = []
+
+    def body(self, status: str, progress: float, rows: int, counts: dict[str, int], **kw: Any) -> dict[str, Any]:
+        full = {"received": 0, "persisted": 0, "dead": 0, "rejected": 0, "in_flight": 0, **counts}
+        return {
+            "id": self.ingestion_id,
+            "record_type": "sessions",
+            "source": "upload",
+            "status": status,
+            "counts": full,
+            "quality": kw.pop("quality", None),
+            "created_at": "2026-11-30T10:00:00Z",
+            "finished_at": None if status == "running" else "2026-11-30T10:00:05Z",
+            "upload": {
+                "filename": "sessions.csv",
+                "format": "csv",
+                "note": None,
+                "size": 1234,
+                "status": kw.pop("upload_status", "parsed" if progress >= 1 else "parsing"),
+                "rows_read": rows,
+                "progress": progress,
+                "error": kw.pop("error", None),
+            },
+        }
+
+    def handler(self):
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _answer(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                service.auth.append(self.headers.get("Authorization"))
+                length = int(self.headers["Content-Length"])  # a known length: streamed, not chunked
+                digest, kept, left = hashlib.sha256(), [], length
+                while left:
+                    chunk = self.rfile.read(min(left, 1 << 16))
+                    left -= len(chunk)
+                    digest.update(chunk)
+                    if service.keep_body:
+                        kept.append(chunk)
+                service.uploads.append(
+                    {
+                        "path": self.path,
+                        "content_type": self.headers["Content-Type"],
+                        "length": length,
+                        "body": b"".join(kept),
+                    }
+                )
+                if service.upload_status != 202:
+                    self._answer(service.upload_status, service.upload_error)
+                    return
+                upload = {"filename": "sessions.csv", "format": "csv", "size": length, "note": None}
+                self._answer(202, {"ingestion_id": service.ingestion_id, "upload": upload})
+
+            def do_GET(self) -> None:
+                service.auth.append(self.headers.get("Authorization"))
+                if self.path != f"/api/v1/ingestions/{service.ingestion_id}":
+                    self._answer(404, {"error": "not_found", "message": "no such ingestion"})
+                    return
+                state = service.states[min(service.gets, len(service.states) - 1)]
+                service.gets += 1
+                self._answer(200, state)
+
+        return Handler
+
+
+@pytest.fixture
+def service() -> Iterator[tuple[FakeService, str]]:
+    fake = FakeService()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield fake, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def cli(url: str, tmp_path: Path, *args: str, key: str | None = KEY):
+    env = {"ETL_API_URL": url, "ETL_VAR_DIR": str(tmp_path / "var"), "COLUMNS": "200", "ETL_API_KEY": key}
+    return CliRunner().invoke(main, ["submit", *args], env=env)
+
+
+def file_part(upload: dict[str, Any]) -> tuple[str, bytes]:
+    """The multipart part named ``file``: its Content-Disposition header and its bytes."""
+    boundary = upload["content_type"].split("boundary=")[1].encode()
+    for part in upload["body"].split(b"--" + boundary):
+        head, _, data = part.partition(b"\r\n\r\n")
+        if b'name="file"' in head:
+            return head.decode(), data[: -len(b"\r\n")]
+    raise AssertionError("no file part")
+
+
+@pytest.fixture
+def csv_file(tmp_path: Path) -> Path:
+    target = tmp_path / "sessions.csv"
+    result = CliRunner().invoke(main, ["generate", "sessions", "--count", "5", "--seed", "4", "-o", str(target)])
+    assert result.exit_code == 0, result.output
+    return target
+
+
+def finishing(fake: FakeService) -> None:
+    fake.states = [
+        fake.body("running", 0.0, 0, {}),
+        fake.body("running", 0.5, 3, {"received": 3, "persisted": 1, "in_flight": 2}),
+        fake.body("finished", 1.0, 5, {"received": 4, "persisted": 4, "rejected": 1}, quality=QUALITY),
+    ]
+
+
+def test_submit_follow_uploads_the_file_and_prints_counts_and_quality(service, csv_file, tmp_path):
+    fake, url = service
+    finishing(fake)
+    result = cli(url, tmp_path, str(csv_file), "--type", "sessions", "--follow", "--interval", "0.05")
+    assert result.exit_code == 0, result.output
+    upload = fake.uploads[0]
+    assert upload["path"] == "/api/v1/sessions/upload"
+    head, data = file_part(upload)
+    assert data == csv_file.read_bytes()
+    assert 'filename="sessions.csv"' in head and "text/csv" in head
+    assert set(fake.auth) == {f"Bearer {KEY}"}
+    assert fake.gets == 3
+    out = result.stdout
+    assert fake.ingestion_id in out
+    assert "finished" in out and "file parsed" in out and "records settled" in out
+    assert "5 of 5" in out  # every row read has settled: 4 persisted + 1 rejected
+    counts_line = next(line for line in out.splitlines() if line.count("│") >= 5 and "4" in line)
+    assert [cell.strip() for cell in counts_line.split("│")[1:6]] == ["4", "4", "0", "1", "0"]
+    assert "0.8123" in out and "fair" in out
+    assert "80.00%" in out and "63.21%" in out and "75.00%" in out  # validity, completeness, a field
+    assert out.index("│ session_id") < out.index("│ engagement_score")  # fields in the schema's order
+    assert "1h 0m" in out and "1d 1h" in out and "2d 0h" in out  # timeliness p50, p95, max
+    errors_line = next(line for line in out.splitlines() if "Must be between 5 and 480." in line)
+    assert "duration_minutes" in errors_line and errors_line.rstrip(" │").endswith("1")
+
+
+def test_without_follow_it_prints_the_id_and_reads_the_key_run_wrote(service, csv_file, tmp_path):
+    fake, url = service
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "api_key").write_text("generated-by-run\n")
+    result = cli(url, tmp_path, str(csv_file), "--type", "sessions", key=None)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == fake.ingestion_id
+    assert fake.auth == ["Bearer generated-by-run"] and fake.gets == 0
+
+
+def test_a_refused_upload_exits_1_with_the_servers_message(service, csv_file, tmp_path):
+    fake, url = service
+    fake.upload_status = 413
+    result = cli(url, tmp_path, str(csv_file), "--type", "sessions", "--follow")
+    assert result.exit_code == 1
+    assert "HTTP 413 (too_large): the file is over the 200 MB upload limit" in result.stderr
+    assert fake.gets == 0
+
+
+def test_a_failed_upload_exits_1_and_shows_why(service, csv_file, tmp_path):
+    fake, url = service
+    fake.states = [
+        fake.body("running", 0.2, 0, {}),
+        fake.body("failed", 0.2, 0, {}, upload_status="failed", error="row 3: not valid UTF-8"),
+    ]
+    result = cli(url, tmp_path, str(csv_file), "--type", "sessions", "--follow", "--interval", "0.05")
+    assert result.exit_code == 1
+    assert "failed" in result.stdout and "row 3: not valid UTF-8" in result.stdout
+    assert f"ingestion {fake.ingestion_id} failed: row 3: not valid UTF-8" in result.stderr
+
+
+def test_json_prints_the_final_ingestion(service, csv_file, tmp_path):
+    fake, url = service
+    finishing(fake)
+    result = cli(url, tmp_path, str(csv_file), "--type", "sessions", "--follow", "--json", "--interval", "0.05")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == fake.states[-1]
+
+    result = cli(url, tmp_path, str(csv_file), "--type", "sessions", "--json")
+    assert json.loads(result.stdout)["ingestion_id"] == fake.ingestion_id
+
+
+def test_usage_errors_exit_2(service, csv_file, tmp_path):
+    fake, url = service
+    result = cli(url, tmp_path, str(csv_file), "--type", "sessions", key=None)
+    assert result.exit_code == 2 and "no API key" in result.stderr
+    result = cli(url, tmp_path, str(tmp_path / "missing.csv"), "--type", "sessions")
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    result = cli(url, tmp_path, str(csv_file), "--type", "lessons")
+    assert result.exit_code == 2
+    assert fake.uploads == []
+
+
+def test_an_unreachable_service_exits_1(csv_file, tmp_path):
+    result = cli("http://127.0.0.1:9", tmp_path, str(csv_file), "--type", "sessions")
+    assert result.exit_code == 1 and "could not reach http://127.0.0.1:9" in result.stderr
+
+
+def test_ctrl_c_stops_following_and_says_how_to_look_again(service, csv_file, tmp_path, monkeypatch):
+    fake, url = service
+    fake.states = [fake.body("running", 0.5, 3, {"received": 3})]
+
+    def interrupted(_seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    # submit's own time module only: the process's time.sleep is every thread's (the metrics
+    # flusher that an earlier test's app started would die of the interrupt)
+    monkeypatch.setattr("etl_app.cli.submit.time", SimpleNamespace(sleep=interrupted))
+    result = cli(url, tmp_path, str(csv_file), "--type", "sessions", "--follow")
+    assert result.exit_code == 130
+    assert f"etl-app status {fake.ingestion_id}" in result.stderr
+    assert f"{url}/api/v1/ingestions/{fake.ingestion_id}" in result.stderr
+
+
+def test_a_big_file_is_streamed_not_read_into_memory(service, tmp_path):
+    fake, url = service
+    fake.keep_body = False
+    big = tmp_path / "big.ndjson"
+    line = b'{"session_id": "x"}\n'
+    with open(big, "wb") as fh:
+        for _ in range(40):
+            fh.write(line * 50_000)  # 40 MB in all
+    tracemalloc.start()
+    try:
+        result = cli(url, tmp_path, str(big), "--type", "sessions")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.exit_code == 0, result.output
+    assert fake.uploads[0]["length"] > big.stat().st_size
+    assert peak < 8 * 1024 * 1024, peak

@@ -1,0 +1,80 @@
+"""persist_chunk on the real database: idempotent, last record wins, survives a rolled-back first use."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from etl_app.db import make_engine
+from etl_app.pipeline.persist import persist_chunk
+from etl_app.record_types import get_registry
+
+from tests.helpers.dead_letters import enriched_chunk, store
+from tests.helpers.payloads import student
+
+
+def test_a_rolled_back_first_persist_does_not_break_the_connection(database_url, engine, unique):
+    """The staging table is created inside the transaction; a rollback must not leave the
+    connection believing it exists (every later persist on it would fail)."""
+    one = make_engine(database_url, pool_size=1, max_overflow=0)
+    rt = get_registry()["students"]
+    accepted = store(engine, "students", [student(unique, name="kept")])
+    items = enriched_chunk(engine, "students", accepted.ids)["items"]
+    try:
+        with one.begin() as conn:
+            persist_chunk(conn, rt, items)
+            raise RuntimeError("roll back")
+    except RuntimeError:
+        pass
+    with one.begin() as conn:
+        assert persist_chunk(conn, rt, items) == [unique]
+    with engine.connect() as conn:
+        assert (
+            conn.execute(sa.text("SELECT name FROM students WHERE student_id = :k"), {"k": unique}).scalar() == "kept"
+        )
+    one.dispose()
+
+
+def test_persisting_the_same_chunk_twice_changes_nothing_the_second_time(engine, unique):
+    rt = get_registry()["students"]
+    accepted = store(engine, "students", [student(unique)])
+    items = enriched_chunk(engine, "students", accepted.ids)["items"]
+    with engine.begin() as conn:
+        assert persist_chunk(conn, rt, items) == [unique]
+    with engine.begin() as conn:
+        assert persist_chunk(conn, rt, items) == []  # already settled: skipped
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT raw_record_id FROM students WHERE student_id = :k"), {"k": unique}).all()
+    assert rows == [(accepted.ids[0],)]
+
+
+def test_of_two_records_of_one_key_the_later_wins_whichever_commits_last(engine, unique):
+    rt = get_registry()["students"]
+    accepted = store(engine, "students", [student(unique, name="first"), student(unique, name="second")])
+    first, second = (enriched_chunk(engine, "students", [i])["items"] for i in accepted.ids)
+    with engine.begin() as conn:
+        persist_chunk(conn, rt, second)
+    with engine.begin() as conn:
+        persist_chunk(conn, rt, first)  # same received_at, earlier raw record: loses
+    with engine.connect() as conn:
+        name = conn.execute(sa.text("SELECT name FROM students WHERE student_id = :k"), {"k": unique}).scalar()
+    assert name == "second"
+
+
+def test_chunk_values_wait_in_the_stash_and_a_lost_stash_sends_the_records_through_again(
+    make_app, engine, unique, api_redis_url, broker_prefix
+):
+    """Messages carry ids and a stash key; if Redis lost the values, persist re-drives the ids."""
+    from tests.helpers.support import queue_length
+
+    app = make_app()
+    runtime = app.extensions["etl"]
+    accepted = store(engine, "students", [student(unique)])
+    chunk = enriched_chunk(engine, "students", accepted.ids, stash=runtime.stash)
+    assert runtime.cache.exists(chunk["stash"])
+    runtime.cache.delete(chunk["stash"])  # as after a Redis restart
+    persist = app.extensions["celery"].tasks["etl.persist"]
+    assert persist.apply(args=({k: chunk[k] for k in ("type", "ids", "stash")},)).get() == 0
+    assert queue_length(api_redis_url, broker_prefix) == 1  # a new chain for the record, from validate
+    chunk = enriched_chunk(engine, "students", accepted.ids, stash=runtime.stash)
+    assert persist.apply(args=({k: chunk[k] for k in ("type", "ids", "stash")},)).get() == 1
+    assert not runtime.cache.exists(chunk["stash"])  # dropped once persisted
