@@ -1,6 +1,2 @@
 """Celery tasks: the pipeline stages, the dead-letter consumer and the beat jobs. A worker
-imports the task modules by name (``etl_app.runtime.celery_app.TASK_MODULES``); importing this
-package registers them all (tests that call tasks in-process do).
-"""
-
-from tasks import beat, dead_letter, pipeline, uploads  # noqa: F401
+imports the task modules by name (``etl_app.runtime.celery_app.TASK_MODULES``)."""

@@ -6,6 +6,7 @@ and REDIS_URL_TEST (a Redis URL; tests use databases 13 to 15 on that server).
 
 from __future__ import annotations
 
+import importlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -14,10 +15,13 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-import tasks  # noqa: F401  (the tests call tasks in-process; a worker imports them by name)
 from etl_app.db import make_engine
+from etl_app.runtime.celery_app import TASK_MODULES
 
 from tests.helpers.support import API_KEY, KEY_PREFIX, RUN_ID, fresh_database, redis_db
+
+for _module in TASK_MODULES:  # the tests call tasks in-process; a worker imports them by name
+    importlib.import_module(_module)
 
 # Every API answer must come out of its documented schema unchanged (etl_app.api.spec.dump); the
 # processes the tests start inherit it.

@@ -147,9 +147,6 @@ def discard_group(group: str):
     body = _body(("reason", "dry_run"))
     dry_run = parse_flag(body, "dry_run")
     if dry_run:
-        reason = body.get("reason")
-        if reason is not None and not (isinstance(reason, str) and not reason.strip()):
-            groups.check_reason(reason)  # a reason given with a dry run is checked all the same
         with current_runtime().engine.connect() as conn:
             return reply(GroupAction, groups.discard_group(conn, group, body.get("reason"), dry_run=True).as_dict())
     reason = groups.check_reason(body.get("reason"))

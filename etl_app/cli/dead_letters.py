@@ -21,7 +21,6 @@ from etl_app.config import Settings
 from etl_app.dead_letters import actions, edits, queries
 from etl_app.dead_letters.errors import FilterRequired, InvalidParameter
 from etl_app.dead_letters.filters import Filters, parse_filters, require_filter
-from etl_app.ingest.send import send_after_commit
 from etl_app.record_types import get_registry
 from etl_app.roles import CLI_ACTOR
 from etl_app.runtime.build import build_runtime
@@ -32,9 +31,7 @@ def send_replayed(settings: Settings, replayed: actions.Replayed) -> None:
     left to the outbox sweeper."""
     runtime = build_runtime(settings, application_name="etl_app-cli", pool_size=1, max_overflow=0, with_relay=False)
     try:
-        sent = send_after_commit(
-            runtime.publisher, replayed.records, timeout=settings.publish_timeout_seconds, what="replayed dead letters"
-        )
+        sent = actions.send_replayed(runtime.publisher, replayed)
     finally:
         runtime.engine.dispose()
     if not sent:

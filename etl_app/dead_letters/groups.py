@@ -231,8 +231,8 @@ def check_reason(reason: Any) -> str:
 def discard_group(conn: sa.Connection, key: str, reason: str | None, *, dry_run: bool = False) -> GroupAction:
     """Discard every open dead letter of group ``key`` (:func:`actions.discard_matching`; their
     records stay dead); ``reason`` is required (it goes to the audit trail), except for a
-    ``dry_run``, which only counts them."""
-    if not dry_run:
+    ``dry_run``, which only counts them and checks a reason it is given (a blank one is none)."""
+    if not dry_run or not (reason is None or (isinstance(reason, str) and not reason.strip())):
         check_reason(reason)
     group = get_group(conn, key)
     if dry_run:

@@ -79,7 +79,10 @@ def empty_report() -> dict[str, Any]:
 
 
 def _measure(conn: sa.Connection, registry: Registry, type_name: str, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict]:
-    """The as_report shape of each of these ingestions of one type, in one statement."""
+    """The as_report shape of each of these ingestions of one type, in one statement (in the
+    caller's transaction, JIT off: as in the daily-quality job, the planner's guess about the
+    rejections' jsonb would make it JIT-compile the statement for far longer than it runs)."""
+    conn.execute(sa.text("SET LOCAL jit = off"))
     statement = sql(
         quality_select(
             registry[type_name],
@@ -95,6 +98,11 @@ def _measure(conn: sa.Connection, registry: Registry, type_name: str, ids: list[
     return reports
 
 
+def _stored_form(report: dict[str, Any]) -> str:
+    """A quality report as ``ingestions.quality`` holds it (JSON text)."""
+    return orjson.dumps(json_safe(report)).decode()
+
+
 def _store(conn: sa.Connection, registry: Registry, candidates: Iterable[sa.Row]) -> list[uuid.UUID]:
     """Measure the candidate ingestions and store what is still unmeasured and settled; their ids."""
     by_type: dict[str, list[uuid.UUID]] = {}
@@ -104,15 +112,12 @@ def _store(conn: sa.Connection, registry: Registry, candidates: Iterable[sa.Row]
             by_type.setdefault(type_name, []).append(ident)
     if not by_type:
         return []
-    # As in the daily-quality job: the planner's guess about the rejections' jsonb would make it
-    # JIT-compile the statement for far longer than it runs.
-    conn.execute(sa.text("SET LOCAL jit = off"))
     reports: dict[uuid.UUID, dict] = {}
     for type_name, ids in by_type.items():
         reports.update(_measure(conn, registry, type_name, ids))
     params = {
         "ids": list(reports),
-        "reports": [orjson.dumps(json_safe(r)).decode() for r in reports.values()],
+        "reports": [_stored_form(r) for r in reports.values()],
     }
     return list(conn.execute(_STORE, params).scalars())
 
@@ -207,7 +212,7 @@ def ingestion_status(
     return {
         **report,
         "status": UPLOAD_FAILED if failed else FINISHED,
-        "quality": orjson.loads(orjson.dumps(json_safe(quality))),
+        "quality": orjson.loads(_stored_form(quality)),  # as the catch-up will store it
         "finished_at": conn.scalar(_FINISHED, {"id": report["id"]}),
     }
 

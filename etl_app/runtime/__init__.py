@@ -46,7 +46,7 @@ class Runtime:
         """The Redis used as cache (delivery counters); errors from it are treated as misses.
         Keys carry ETL_BROKER_KEY_PREFIX, like the broker's."""
         if self._cache is None:
-            self._cache = cache_client(self.settings.redis_url or self.settings.broker_url)
+            self._cache = _cache_client(self.settings.redis_url or self.settings.broker_url)
         return self._cache
 
     @property
@@ -57,7 +57,7 @@ class Runtime:
         if not self.settings.lookup_cache_url:
             return self.cache
         if self._lookup_cache is None:
-            self._lookup_cache = cache_client(self.settings.lookup_cache_url)
+            self._lookup_cache = _cache_client(self.settings.lookup_cache_url)
         return self._lookup_cache
 
     @property
@@ -89,7 +89,7 @@ class Runtime:
         self._cache = self._lookup_cache = None
 
 
-def cache_client(url: str) -> redis.Redis:
+def _cache_client(url: str) -> redis.Redis:
     """A Redis whose every operation gives up within a second, without retrying (a server that is
     stopped or unreachable costs its caller one second at most, then counts as a miss)."""
     return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
