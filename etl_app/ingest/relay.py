@@ -91,8 +91,12 @@ class Relay:
             self._wake.clear()
             try:
                 # a full round means there may be more
-                while relay_once(self.publisher()) >= CLAIM_LIMIT:
-                    pass
+                sent = last = relay_once(self.publisher())
+                while last >= CLAIM_LIMIT:
+                    last = relay_once(self.publisher())
+                    sent += last
+                if backoff > self.idle and sent:
+                    log.info("outbox relay: broker back, sent %d records", sent)
                 backoff = self.idle
             except Exception as exc:  # noqa: BLE001 - broker or database down: try again later
                 log.warning("outbox relay: %s; retrying in %.0fs", exc, backoff)

@@ -9,7 +9,7 @@ from celery.signals import before_task_publish, celeryd_after_setup, setup_loggi
 
 from etl_app import logs
 from etl_app.pipeline.messages import stamp_sent_at
-from etl_app.runtime import stage_metrics
+from etl_app.runtime import redis_broker_close, stage_metrics
 
 CELERY_CONFIG_MODULE = "celeryconfig"
 # The task modules, registered by name: a worker imports them at its start (Celery's ``include``),
@@ -19,6 +19,7 @@ TASK_MODULES = ("tasks.pipeline", "tasks.dead_letter", "tasks.beat", "tasks.uplo
 
 def make_celery(name: str, broker_url: str, key_prefix: str = "") -> Celery:
     """``key_prefix`` (ETL_BROKER_KEY_PREFIX) keeps several deployments apart on one Redis."""
+    redis_broker_close.install()  # a broker restart must not stop a worker: see that module
     app = Celery(name, set_as_current=True, include=list(TASK_MODULES))
     app.config_from_object(CELERY_CONFIG_MODULE)
     app.conf.broker_url = broker_url

@@ -1,5 +1,9 @@
-"""Fault-test fixtures: a private PostgreSQL and Redis (the tests stop and start them), and
-the app's own processes (gunicorn, celery worker, beat) per test, on the test's own broker keys.
+"""Fault-test fixtures: a private PostgreSQL, Redis and RabbitMQ node (the tests stop and start
+them), and the app's own processes (gunicorn, celery worker, beat) per test, on the test's own
+broker keys (Redis) or vhost (RabbitMQ).
+
+Every test that starts a stack runs twice, once on each broker (the ``broker`` fixture): Redis as
+broker and cache, or RabbitMQ as broker with Redis as the cache.
 
 Every test gets a short outbox lease and sweep interval, so that what a fault strands is
 re-driven within seconds rather than minutes. Whatever a test stops is started again at the
@@ -20,10 +24,11 @@ from etl_app.db import make_engine
 from etl_app.migrate import upgrade
 from etl_app.record_types import get_registry
 
-from tests.helpers.faultlib import RESULTS, Answers, RecordingApi
+from tests.helpers.brokers import PrivateRabbit, RabbitBroker, RedisBroker, rabbitmq_available
+from tests.helpers.faultlib import CURRENT_BROKER, RESULTS, Answers, RecordingApi
 from tests.helpers.procs import Stack
 from tests.helpers.services import PrivatePostgres, PrivateRedis, wait_for_postgres
-from tests.helpers.support import API_KEY, KEY_PREFIX, wipe_keys
+from tests.helpers.support import API_KEY
 
 TEMPLATE_DB = "etl_app_faults_template"
 # Seconds: the sweeper runs every SWEEP_INTERVAL and re-drives records whose last enqueue is
@@ -61,6 +66,31 @@ def private_redis() -> Iterator[PrivateRedis]:
         yield r
     finally:
         r.destroy()
+
+
+@pytest.fixture(scope="session")
+def private_rabbit() -> Iterator[PrivateRabbit]:
+    if not rabbitmq_available():
+        pytest.skip("RabbitMQ (rabbitmq-server, rabbitmqctl) is not installed")
+    node = PrivateRabbit()
+    try:
+        node.start()
+        yield node
+    finally:
+        node.destroy()
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker(request, private_redis: PrivateRedis) -> Iterator[RedisBroker | RabbitBroker]:
+    """The broker of this test's stacks; started again after the test, whatever it did to it."""
+    if request.param == "redis":
+        chosen: RedisBroker | RabbitBroker = RedisBroker(private_redis)
+    else:
+        chosen = RabbitBroker(request.getfixturevalue("private_rabbit"))
+    CURRENT_BROKER["name"] = chosen.name
+    yield chosen
+    CURRENT_BROKER["name"] = "redis"
+    chosen.start()
 
 
 @pytest.fixture(autouse=True)
@@ -101,13 +131,20 @@ def registry():
 
 
 class FaultStack(Stack):
-    """A Stack on the private servers with this test's own broker key prefix. Its clients
-    record what the API answered them in ``answers`` (for ``assert_exactly_once``)."""
+    """A Stack on the private servers with this test's own broker key prefix or vhost. Its
+    clients record what the API answered them in ``answers`` (for ``assert_exactly_once``)."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, redis: PrivateRedis) -> None:
+    def __init__(self, env: dict[str, str], log_dir: Path, redis: PrivateRedis, broker) -> None:
         super().__init__(env, log_dir)
-        self.redis = redis
+        self.redis = redis  # the cache (and, with RedisBroker, the broker)
+        self.broker = broker
+        self.broker_env = env
         self.answers = Answers()
+
+    def pipeline_messages(self, queued: bool = True) -> int:
+        """Pipeline messages the broker holds for this stack: delivered and not acknowledged,
+        plus (``queued``) waiting in their queues."""
+        return self.broker.pipeline_messages(self.broker_env, queued=queued)
 
     def api(self, timeout: float = 60) -> RecordingApi:
         assert self.web_url, "start web first"
@@ -122,8 +159,9 @@ class FaultStack(Stack):
         self.web()
         return self.api()
 
-    def wipe_broker_keys(self) -> int:
-        return wipe_keys(self.redis.url(0), self.prefix)
+    def flush_broker(self) -> int:
+        """Everything the broker holds for this stack gone; how many keys or messages there were."""
+        return self.broker.flush(self.broker_env)
 
     def tails(self, lines: int = 40) -> str:
         out = []
@@ -134,24 +172,24 @@ class FaultStack(Stack):
 
 
 @pytest.fixture
-def make_stack(fault_db_url, private_redis, tmp_path, request) -> Iterator:
-    """``make_stack(**env)`` → a FaultStack (nothing started yet); stopped and its broker keys
-    removed at teardown. On failure the tail of every process log is printed."""
+def make_stack(fault_db_url, private_redis, broker, tmp_path, request) -> Iterator:
+    """``make_stack(**env)`` → a FaultStack on this test's broker (nothing started yet); stopped
+    and its broker keys or vhost removed at teardown. On failure the tail of every process log
+    is printed."""
     stacks: list[FaultStack] = []
 
     def factory(**env: str) -> FaultStack:
-        prefix = f"{KEY_PREFIX}f{uuid.uuid4().hex[:8]}:"
         full_env = {
             "DATABASE_URL": fault_db_url,
             "REDIS_URL": private_redis.url(0),
             "ETL_API_KEYS": API_KEY,
-            "ETL_BROKER_KEY_PREFIX": prefix,
+            **broker.stack_env(),
             **BASE_ENV,
             **env,
         }
         log_dir = tmp_path / f"stack{len(stacks)}"
         log_dir.mkdir()
-        stack = FaultStack(full_env, log_dir, private_redis)
+        stack = FaultStack(full_env, log_dir, private_redis, broker)
         stacks.append(stack)
         return stack
 
@@ -162,9 +200,10 @@ def make_stack(fault_db_url, private_redis, tmp_path, request) -> Iterator:
         if failed:
             print(stack.tails())
         try:
-            stack.wipe_broker_keys()
+            broker.start()
+            broker.cleanup(stack.broker_env)
         except Exception as exc:  # noqa: BLE001 - the broker may be down if the test failed badly
-            print(f"could not wipe broker keys: {exc}")
+            print(f"could not remove the stack's broker keys or vhost: {exc}")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -179,9 +218,9 @@ def pytest_terminal_summary(terminalreporter):
         return
     tr = terminalreporter
     tr.section("fault scenarios: records submitted / persisted / dead-lettered, time to settle")
-    tr.write_line(f"{'scenario':52} {'submitted':>9} {'persisted':>9} {'dead':>5} {'settle s':>8}  notes")
+    tr.write_line(f"{'scenario':64} {'submitted':>9} {'persisted':>9} {'dead':>5} {'settle s':>8}  notes")
     for r in RESULTS:
         notes = {k: v for k, v in r.items() if k not in {"scenario", "submitted", "persisted", "dead", "settle_s"}}
         tr.write_line(
-            f"{r['scenario']:52} {r['submitted']:>9} {r['persisted']:>9} {r['dead']:>5} {r['settle_s']:>8}  {notes}"
+            f"{r['scenario']:64} {r['submitted']:>9} {r['persisted']:>9} {r['dead']:>5} {r['settle_s']:>8}  {notes}"
         )

@@ -1,9 +1,11 @@
 """Process kills mid-batch: a pool child, the whole worker, every process and the broker's data.
 
 Each test leaves one way for the lost work to come back: a killed pool child's message goes
-back to the queue (task_reject_on_worker_lost; no beat, so no outbox sweeper); a killed
-worker's messages or a flushed broker's are gone or invisible for an hour, so the outbox
-sweeper alone re-drives their records."""
+back to the queue (task_reject_on_worker_lost; no beat, so no outbox sweeper). A killed
+worker's messages are invisible on Redis for an hour (the visibility timeout), so the outbox
+sweeper re-drives their records; RabbitMQ hands them to the next consumer as soon as the dead
+worker's connection drops. A flushed broker's messages are gone on either: the outbox sweeper
+alone re-drives their records."""
 
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ from tests.helpers.faultlib import (
     assert_exactly_once,
     log_count,
     outcome,
-    pipeline_messages,
     report,
     sweeper_runs,
     swept,
@@ -121,9 +122,10 @@ def test_a_pool_child_killed_in_a_task_has_its_message_delivered_again(
 
 
 def test_the_whole_worker_killed_mid_batch_and_started_again(make_stack, fault_engine, registry, unique):
-    """The killed worker's reserved messages stay invisible in Redis until the visibility
-    timeout (an hour); the outbox sweeper re-drives their records after the short lease. The
-    worker prefetches 4 messages a child here, so that the kill surely strands some."""
+    """On Redis the killed worker's reserved messages stay invisible until the visibility timeout
+    (an hour) and the outbox sweeper re-drives their records after the short lease; on RabbitMQ
+    they are back in their queue the moment the worker's connection drops. The worker
+    prefetches 4 messages a child here, so that the kill surely strands some."""
     stack = make_stack(CELERY_PREFETCH_MULTIPLIER="4")
     api = stack.up()
     worker = stack.procs[0]
@@ -131,31 +133,38 @@ def test_the_whole_worker_killed_mid_batch_and_started_again(make_stack, fault_e
     ing = api.submit("students/batch", students(unique, BATCH))["ingestion_id"]
 
     wait_persisted(fault_engine, ing, 1)  # persisting has begun (most persists come last)
+    held = wait_until(lambda: stack.pipeline_messages(queued=False), 30, 0.05, what="the worker to hold messages")
     worker.kill()  # SIGKILL to the process group: main process and pool children
     at_kill = outcome(fault_engine, [ing]).persisted
     assert at_kill < BATCH, "the kill came after the batch was done"
-    stranded = pipeline_messages(stack.redis.client(), stack.prefix, queued=False)
-    assert stranded > 0, "the killed worker held no pipeline message"
+    stranded = stack.pipeline_messages(queued=False)
+    if stack.broker.name == "redis":
+        assert stranded > 0, "the killed worker held no pipeline message"
+    else:
+        assert stranded == 0, "RabbitMQ should have taken the dead worker's messages back at once"
 
     restarted = stack.worker(name="worker2")
     wait_settled(fault_engine, [ing], 180)
     settle = clock()
     o = assert_exactly_once(fault_engine, registry, answers=stack.answers, compare=COMPARE)
     assert (o.persisted, o.dead) == (BATCH, 0)
-    assert swept(restarted) > 0, "the sweeper should have re-driven the stranded records"
+    if stack.broker.name == "redis":
+        assert swept(restarted) > 0, "the sweeper should have re-driven the stranded records"
     report(
         "whole worker SIGKILL mid-batch, restarted",
         o,
         settle,
         persisted_at_kill=at_kill,
+        messages_held_before_kill=held,
         messages_stranded_in_unacked=stranded,
         swept=swept(restarted),
     )
 
 
 def test_every_process_killed_and_the_broker_flushed(make_stack, fault_engine, registry, unique):
-    """Web, worker and beat SIGKILLed, every key of the broker gone (FLUSHALL on the private
-    Redis). No message is left to be delivered again, and every record still unsettled had been
+    """Web, worker and beat SIGKILLed, every message of the broker gone (FLUSHALL on the private
+    Redis, every queue of the stack's vhost purged on RabbitMQ). No message is left to be
+    delivered again, and every record still unsettled had been
     published (the web relay sends only unpublished ones): PostgreSQL alone knows them, and the
     outbox sweeper alone can re-drive them. It re-drives every one."""
     stack = make_stack()
@@ -174,10 +183,8 @@ def test_every_process_killed_and_the_broker_flushed(make_stack, fault_engine, r
         ).one()
     assert unsettled, "the kill came after the batch was done"
     assert unpublished == 0, f"{unpublished} unsettled records were never published: the relay would send them"
-    client = stack.redis.client()
-    keys_before = client.dbsize()
-    client.flushall()
-    assert client.dbsize() == 0
+    flushed = stack.flush_broker()
+    assert stack.pipeline_messages() == 0
 
     api = stack.up()
     worker = stack.procs[0]
@@ -199,10 +206,10 @@ def test_every_process_killed_and_the_broker_flushed(make_stack, fault_engine, r
     status = api.get(f"ingestions/{ing}").json()
     assert status["status"] == "finished" and status["counts"]["persisted"] == BATCH, status
     report(
-        "all processes SIGKILL + broker FLUSHALL",
+        "all processes SIGKILL + broker flushed",
         o,
         settle,
         unsettled_at_kill=len(unsettled),
-        broker_keys_flushed=keys_before,
+        broker_keys_or_messages_flushed=flushed,
         swept=swept(worker),
     )

@@ -88,7 +88,15 @@ def take_out(client, prefix: str, record_type: str, expected: int) -> int:
     return removed
 
 
-def test_chains_lost_under_a_sustained_load_land_while_the_queue_stays_long(make_stack, fault_engine, registry, unique):
+def test_chains_lost_under_a_sustained_load_land_while_the_queue_stays_long(
+    make_stack, broker, fault_engine, registry, unique
+):
+    if broker.name != "redis":
+        pytest.skip(
+            "RabbitMQ: the sweeper cannot see when the oldest queued message was sent (AMQP has no "
+            "peek), so under a queue longer than the lease it re-sends queued records too; and "
+            "a message cannot be taken out of a queue without consuming it"
+        )
     stack = make_stack(ETL_CHUNK_SIZE=str(CHUNK), ETL_OUTBOX_LEASE_SECONDS=str(LEASE), ETL_SWEEP_INTERVAL_SECONDS="1")
     api = stack.up(concurrency=1)
     redis_url = stack.redis.url(0)

@@ -12,7 +12,6 @@ from tests.helpers.faultlib import (
     Clock,
     assert_exactly_once,
     log_count,
-    pipeline_messages,
     report,
     sweeper_runs,
     swept,
@@ -60,7 +59,7 @@ def run_poison(make_stack, fault_engine, registry, unique, mode: str) -> tuple:
     assert dead.natural_key == poison and dead.error_type == "internal", dead
     # No loop: the broker holds nothing more of the pipeline once the batch settled, and nothing
     # else could send it again.
-    wait_until(lambda: pipeline_messages(stack.redis.client(), stack.prefix) == 0, 30, what="the broker to empty")
+    wait_until(lambda: stack.pipeline_messages() == 0, 30, what="the broker to empty")
     assert (sweeper_runs(worker), swept(worker)) == (0, 0)
     return stack, worker, o, settle, dead
 

@@ -23,6 +23,9 @@ from tests.helpers.support import Api
 
 # One line per scenario, printed at the end of the session (see conftest.pytest_terminal_summary).
 RESULTS: list[dict[str, Any]] = []
+# The broker of the test now running ("redis", "rabbitmq"; set by tests/faults/conftest.py's
+# broker fixture), shown beside each scenario.
+CURRENT_BROKER: dict[str, str] = {"name": "redis"}
 
 
 # -- what the API answered --------------------------------------------------------------------
@@ -286,7 +289,7 @@ def _check_rows(conn: sa.Connection, rt: Any, ids: list[uuid.UUID], compare: Seq
 
 def report(scenario: str, o: Outcome, settle_seconds: float, **extra: Any) -> None:
     line = {
-        "scenario": scenario,
+        "scenario": f"{scenario} [{CURRENT_BROKER['name']}]",
         "submitted": o.accepted,
         "persisted": o.persisted,
         "dead": o.dead,
