@@ -11,7 +11,9 @@ process answers with the same truth and nothing needs summing across processes:
 - task durations and API requests from Redis hashes every process adds to
   (:mod:`etl_app.runtime.stage_metrics`);
 - external lookups per provider (``etl_lookup_*``, :func:`etl_app.lookups.families`): four
-  counter hashes and one breaker read per provider, from the cache Redis.
+  counter hashes and one breaker read per provider, from the cache Redis;
+- under `etl-app run` only, the restarts of its processes, from the file its supervisor keeps
+  under ``ETL_VAR_DIR`` (:mod:`etl_app.local.supervisor`).
 
 A scrape is a handful of statements; what they cost on a large outbox is in README (Metrics).
 """
@@ -34,6 +36,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from etl_app import errors
 from etl_app.api.spec import operation
+from etl_app.local.supervisor import read_restarts, restarts_path
 from etl_app.lookups import families as lookup_families
 from etl_app.lookups.registry import providers as lookup_providers
 from etl_app.models import DEAD, PERSISTED, REJECTED, sql
@@ -217,6 +220,22 @@ class _RedisCollector:
         yield up
 
 
+class _RestartsCollector:
+    """``etl_process_restarts_total`` by process, when `etl-app run` supervises this web process
+    (its file under ``ETL_VAR_DIR``); nothing under another process manager."""
+
+    def collect(self):
+        counts = read_restarts(restarts_path())
+        if counts is None:
+            return
+        restarts = _counter(
+            "etl_process_restarts", "Processes started again by `etl-app run` after they exited", ["process"]
+        )
+        for process, n in sorted(counts.items()):
+            restarts.add_metric([process], n)
+        yield restarts
+
+
 class _RequestRecorder:
     """API request counts and latencies, added up here and sent to Redis once a second by one
     thread per process (and at each scrape): a request never waits on Redis. What a process
@@ -296,6 +315,7 @@ def init_app(app: Flask) -> None:
     recorder = _RequestRecorder(app)
     registry.register(_DatabaseCollector(app, recorder))
     registry.register(_RedisCollector(app, recorder))
+    registry.register(_RestartsCollector())
     app.extensions["etl_metrics"] = {"registry": registry, "requests": recorder}
 
     @app.before_request

@@ -1,12 +1,10 @@
-"""``etl-app run`` (migrate, then every process of the Procfile) and ``etl-app migrate``."""
+"""``etl-app run`` (migrate, then every process of the Procfile, supervised) and ``etl-app migrate``."""
 
 from __future__ import annotations
 
 import os
 import secrets
 import shlex
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -69,7 +67,7 @@ def prepare_environment(env: dict[str, str], var: Path) -> tuple[dict[str, str],
     env.setdefault("ETL_API_KEYS", _secret_file(var / "api_key", lambda: secrets.token_urlsafe(32)))
     env.setdefault("FLOWER_BASIC_AUTH", _secret_file(var / "flower_auth", lambda: "admin:" + secrets.token_urlsafe(16)))
     env.setdefault("ETL_VAR_DIR", str(var))
-    env.setdefault("WEB_PORT", env.get("PORT", "8000"))  # the process manager sets PORT per process
+    env.setdefault("WEB_PORT", env.get("PORT", "8000"))  # PORT as platforms set it, WEB_PORT the Procfile's
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     return env, embedded
@@ -79,13 +77,19 @@ def prepare_environment(env: dict[str, str], var: Path) -> tuple[dict[str, str],
 @click.option("--procfile", default="Procfile", show_default=True, type=click.Path(exists=True, dir_okay=False))
 def run(procfile: str) -> None:
     """Migrate, then run every process of the Procfile but release (web, the pipeline, lookups
-    and dead-letter workers, beat, Flower) in the foreground (Ctrl-C stops them all).
+    and dead-letter workers, beat, Flower) in the foreground; one that exits is started again
+    (after 1 s, doubling up to 30 s), the others keep running. Ctrl-C stops them all.
 
     With no DATABASE_URL / REDIS_URL set, an embedded PostgreSQL and Redis are started
     under ./var and stopped again on exit."""
     from etl_app.local.errors import EmbeddedServiceError
-    from etl_app.local.processes import die_with_parent
+    from etl_app.local.supervisor import Supervisor, procfile_commands, restarts_path
     from etl_app.migrate import upgrade
+
+    try:
+        commands = procfile_commands(Path(procfile), PROCESSES)
+    except KeyError as exc:
+        raise click.ClickException(exc.args[0]) from None
 
     var = Path(var_dir())
     var.mkdir(parents=True, exist_ok=True)
@@ -107,17 +111,8 @@ def run(procfile: str) -> None:
         click.echo(
             f"  try          curl -H 'Authorization: Bearer {key.secret}' http://127.0.0.1:{port}/api/v1/record-types"
         )
-        honcho = subprocess.Popen(["honcho", "start", "-f", procfile, *PROCESSES], env=env, preexec_fn=die_with_parent)
-
-        def _terminate(signum, _frame):  # SIGTERM: stop the processes, then fall through to cleanup
-            honcho.send_signal(signal.SIGTERM)
-
-        signal.signal(signal.SIGTERM, _terminate)
-        try:
-            honcho.wait()
-        except KeyboardInterrupt:
-            honcho.send_signal(signal.SIGINT)
-            honcho.wait(timeout=30)
+        # until Ctrl-C, SIGTERM or SIGHUP has stopped every process; then the embedded servers stop
+        Supervisor(commands, env=env, restarts_file=restarts_path(env)).run()
     finally:
         if embedded is not None:
             Path(embedded_env_path(env)).unlink(missing_ok=True)

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from etl_app import errors
+from etl_app.local.supervisor import restarts_path, write_restarts
 from etl_app.runtime import stage_metrics
 
 from tests.helpers.payloads import student
@@ -168,3 +169,13 @@ def test_every_registered_record_type_has_a_sample_when_it_is_zero(app, client, 
         assert all(value(after, name, record_type=t) is not None for t in names), name
     for error_type in errors.ERROR_TYPES:
         assert value(after, "etl_dead_letters_open", record_type="idle_type", error_type=error_type) == 0
+
+
+def test_the_restarts_of_the_processes_of_etl_app_run_are_counted_by_process(client, auth, tmp_path, monkeypatch):
+    monkeypatch.setenv("ETL_VAR_DIR", str(tmp_path))
+    samples = scrape(client, auth)  # no supervisor's file: another process manager runs this web
+    assert not [name for name, _ in samples if name.startswith("etl_process_restarts")]
+    write_restarts(restarts_path(), {"web": 0, "worker": 1})  # as `etl-app run` does, this process its supervisor
+    samples = scrape(client, auth)
+    assert value(samples, "etl_process_restarts_total", process="worker") == 1
+    assert value(samples, "etl_process_restarts_total", process="web") == 0

@@ -155,6 +155,15 @@ class Stack:
         (``sh -c <line>``); not waited for."""
         return self._start(process, ["sh", "-c", procfile_command(process)], **env)
 
+    def etl_app_run(self, var_dir: Path, **env: str) -> Proc:
+        """``etl-app run`` (migrate, then every Procfile process under its supervisor) on the
+        stack's database and Redis, with ``var_dir`` as its ./var and ports of its own
+        (``WEB_PORT`` is ``web_url``'s); not waited for."""
+        port = free_port()
+        self.web_url = f"http://127.0.0.1:{port}"
+        env = {"ETL_VAR_DIR": str(var_dir), "WEB_PORT": str(port), "FLOWER_PORT": str(free_port()), **env}
+        return self._start("etl-app-run", [str(BIN / "etl-app"), "run"], **env)
+
     def kill_all(self) -> None:
         """SIGKILL every process of the stack (each whole process group), as a power cut would."""
         for proc in reversed(self.procs):
