@@ -29,28 +29,76 @@ worker_max_memory_per_child = int(os.environ.get("CELERY_MAX_MEMORY_PER_CHILD_KB
 task_time_limit = int(os.environ.get("CELERY_TASK_TIME_LIMIT", "600"))
 task_soft_time_limit = int(os.environ.get("CELERY_TASK_SOFT_TIME_LIMIT", "540"))
 
-# Redis transport: countdowns, backoffs and time limits stay well below the visibility timeout.
-broker_transport_options = {
-    "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600")),
-    "socket_timeout": 10,
-    "socket_connect_timeout": 2,
-    "retry_on_timeout": False,
-}
 broker_connection_retry_on_startup = True
 broker_connection_timeout = 2
 worker_cancel_long_running_tasks_on_connection_loss = False
 
-task_default_queue = "etl"
-task_queues = (
-    Queue("etl", Exchange("etl"), routing_key="etl"),
-    Queue("dead_letter", Exchange("dead_letter"), routing_key="dead_letter"),
+QUEUE_NAMES = (
+    "etl",
+    "dead_letter",
     # beat's jobs: the pipeline workers consume it beside etl, so a long etl queue never holds
     # back (or expires) the sweeper that rescues lost records
-    Queue("jobs", Exchange("jobs"), routing_key="jobs"),
+    "jobs",
     # the enrich stage of record types with external lookups (etl_app/names.py LOOKUPS_QUEUE):
     # a hanging provider holds only the Procfile's lookups worker
-    Queue("lookups", Exchange("lookups"), routing_key="lookups"),
+    "lookups",
 )
+RABBITMQ_SCHEMES = ("amqp", "amqps", "pyamqp")
+RABBITMQ_HEARTBEAT_SECONDS = 20
+
+
+def is_rabbitmq(url: str) -> bool:
+    """A RabbitMQ (AMQP) broker URL; anything else is taken for Redis."""
+    return url.partition("://")[0].lower() in RABBITMQ_SCHEMES
+
+
+def broker_settings(url: str, key_prefix: str = "") -> dict:
+    """The settings that depend on the broker (``make_celery`` applies them for the URL it is given).
+
+    Redis: direct exchanges; the visibility timeout (a message delivered and not acknowledged is
+    delivered again after it: countdowns, backoffs and time limits stay well below it), socket
+    timeouts, and ``global_keyprefix`` (ETL_BROKER_KEY_PREFIX) that keeps several deployments
+    apart on one Redis.
+
+    RabbitMQ: quorum queues (replicated, survive a node restart); topic exchanges, which Celery's
+    native delayed delivery needs: a countdown waits in RabbitMQ's ``celery_delayed_*`` queues, not
+    in a worker (with quorum queues the prefetch is per consumer and fixed, so a countdown held in a
+    worker would hold one of its slots); ``worker_detect_quorum_queues`` turns global QoS off,
+    which quorum queues refuse; publisher confirms (a publish returns once RabbitMQ has the message,
+    or raises); AMQP heartbeats every 20 s on the worker's connection (Celery's default is 120 s),
+    so a dead connection is noticed and its unacknowledged messages are delivered again soon. Deployments
+    are kept apart by the virtual host of the URL; the Redis options are not passed."""
+    if is_rabbitmq(url):
+        quorum = {"x-queue-type": "quorum"}
+        return {
+            "task_queues": tuple(
+                Queue(name, Exchange(name, type="topic"), routing_key=name, queue_arguments=quorum)
+                for name in QUEUE_NAMES
+            ),
+            "broker_transport_options": {"confirm_publish": True},
+            "broker_heartbeat": RABBITMQ_HEARTBEAT_SECONDS,
+            "worker_detect_quorum_queues": True,
+            "broker_native_delayed_delivery_queue_type": "quorum",
+        }
+    options = {
+        "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600")),
+        "socket_timeout": 10,
+        "socket_connect_timeout": 2,
+        "retry_on_timeout": False,
+    }
+    if key_prefix:
+        options["global_keyprefix"] = key_prefix
+    return {
+        "task_queues": tuple(Queue(name, Exchange(name), routing_key=name) for name in QUEUE_NAMES),
+        "broker_transport_options": options,
+    }
+
+
+# this module's own broker (CELERY_BROKER_URL, else REDIS_URL); make_celery applies the same
+# function again for the URL of the settings it is given
+globals().update(broker_settings(broker_url, os.environ.get("ETL_BROKER_KEY_PREFIX", "").strip()))
+
+task_default_queue = "etl"
 task_routes = {
     "etl.dead_letter.*": {"queue": "dead_letter"},
     "etl.beat.*": {"queue": "jobs"},

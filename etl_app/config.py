@@ -55,6 +55,12 @@ def read_env_file(path: str) -> dict[str, str]:
     return out
 
 
+def is_rabbitmq(url: str) -> bool:
+    """A RabbitMQ (AMQP) broker URL (``amqp://``, ``amqps://``); any other is taken for Redis.
+    (``celeryconfig.is_rabbitmq`` decides the same for the Celery settings.)"""
+    return urlsplit(url).scheme.lower() in ("amqp", "amqps", "pyamqp")
+
+
 def _budgets(raw: str) -> dict[str, int]:
     """``persistence=10,enrichment=3`` → ``{"persistence": 10, "enrichment": 3}``."""
     out: dict[str, int] = {}
@@ -170,8 +176,20 @@ class Settings:
         """Retries allowed for a transient error of this type (ETL_RETRY_BUDGETS, else the default)."""
         return self.retry_budgets.get(error_type, self.transient_max_retries)
 
+    @property
+    def broker_is_rabbitmq(self) -> bool:
+        """CELERY_BROKER_URL is RabbitMQ's: the broker holds the queues only; the stash, caches,
+        rate limits and counters stay on the cache Redis (REDIS_URL)."""
+        return is_rabbitmq(self.broker_url)
+
     def check(self) -> None:
         parse_keys(self.api_keys)  # an unknown role stops the service at start
+        if self.broker_is_rabbitmq and not self.redis_url:
+            raise ValueError(
+                "REDIS_URL is not set: with a RabbitMQ broker (CELERY_BROKER_URL=amqp://…) the stash, "
+                "caches and rate limits still live on Redis; set REDIS_URL (`etl-app run` starts an "
+                "embedded one when it is unset)"
+            )
         scheme = urlsplit(self.lookup_cache_url).scheme
         if self.lookup_cache_url and scheme not in ("redis", "rediss", "unix"):  # the URL may hold a password
             raise ValueError(f"ETL_LOOKUP_CACHE_URL must be a redis://, rediss:// or unix:// URL, not {scheme!r}")
@@ -203,7 +221,7 @@ class Settings:
                 "ETL_GEOCODER_BACKOFF_SECONDS and ETL_GEOCODER_TIMEOUT_SECONDS above 0"
             )
         visibility = int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600"))
-        if self.retry_backoff_max_seconds * 2 > visibility:
+        if not self.broker_is_rabbitmq and self.retry_backoff_max_seconds * 2 > visibility:
             raise ValueError(
                 "ETL_RETRY_BACKOFF_MAX_SECONDS must stay well below the broker visibility timeout "
                 f"({visibility}s): a countdown longer than it is delivered twice"

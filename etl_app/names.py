@@ -13,6 +13,8 @@ JOBS_QUEUE = "jobs"
 # on a queue and worker of its own: a provider that hangs holds those worker processes only,
 # while every other chain (and the lookup type's validate and persist) goes on at full speed.
 LOOKUPS_QUEUE = "lookups"
+# every queue, in the order the queue depths show them (celeryconfig's QUEUE_NAMES spells them again)
+QUEUES = (PIPELINE_QUEUE, LOOKUPS_QUEUE, JOBS_QUEUE, DEAD_LETTER_QUEUE)
 
 VALIDATE = "etl.validate"
 ENRICH = "etl.enrich"

@@ -33,9 +33,24 @@ from celery.exceptions import Retry
 from celery.utils.time import get_exponential_backoff_interval
 
 from etl_app import errors, logs
+from etl_app.names import QUEUES
 from etl_app.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+# The shortest countdown a retry or a delayed chain is given: RabbitMQ's native delayed delivery
+# counts whole seconds, and Celery refuses a countdown that rounds down to 0 there
+# (``kombu.transport.native_delayed_delivery.calculate_routing_key``).
+MIN_COUNTDOWN_SECONDS = 1.0
+
+
+def delivered_queue(delivery_info: dict | None) -> str | None:
+    """The queue a message was delivered from, read off its routing key: the queue's name (our
+    queues' routing keys are their names), after the ``0.1.…`` prefix of a delay on RabbitMQ; None
+    for a routing key that names none of them."""
+    routing_key = (delivery_info or {}).get("routing_key") or ""
+    name = routing_key.rpartition(".")[2]
+    return name if name in QUEUES else None
 
 
 class UnitOfWork:
@@ -183,12 +198,24 @@ class EtlTask(Task):
     # -- the retry policy -------------------------------------------------------------------
 
     def backoff(self, retries: int) -> float:
-        """Celery's exponential backoff (factor and cap from settings), with equal jitter."""
+        """Celery's exponential backoff (factor and cap from settings), with equal jitter; at
+        least :data:`MIN_COUNTDOWN_SECONDS`."""
         settings = self.runtime.settings
         interval = get_exponential_backoff_interval(
             settings.retry_backoff_seconds, retries, settings.retry_backoff_max_seconds, full_jitter=False
         )
-        return interval / 2 + random.uniform(0, interval / 2)
+        return max(MIN_COUNTDOWN_SECONDS, interval / 2 + random.uniform(0, interval / 2))
+
+    def retry(self, *args: Any, **kwargs: Any) -> Retry:
+        """Celery's ``retry``, back on the queue the message came from. Celery sends a retry where
+        the message's delivery says; but on RabbitMQ a countdown goes through the native delayed
+        delivery exchanges, which route by the task's configured queue (``etl`` for every
+        ``etl.*`` task), so a retry of the enrich stage of a type with lookups would leave the
+        ``lookups`` queue. The queue is named here, for both brokers."""
+        queue = delivered_queue(self.request.delivery_info)
+        if queue is not None:
+            kwargs.setdefault("queue", queue)
+        return super().retry(*args, **kwargs)
 
     def _handle(self, exc: Exception, message: Any) -> Any:
         kind = errors.classify(exc)

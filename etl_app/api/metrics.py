@@ -7,7 +7,9 @@ process answers with the same truth and nothing needs summing across processes:
   rejected; ``raw_records`` by status through the ``(ingestion_id, status)`` index and the
   partial index on unsettled records; ``dead_letters``; ``job_runs``), in one read-only
   snapshot, so that accepted = unsettled + persisted + dead within a scrape;
-- queue depths from the broker Redis (``LLEN`` of each queue's lists, under the key prefix);
+- queue depths from the broker: a Redis broker's lists (``LLEN`` of each queue's lists, under the
+  key prefix), or RabbitMQ's count of each queue (a passive ``queue.declare`` each, on a connection
+  made for the scrape);
 - task durations and API requests from Redis hashes every process adds to
   (:mod:`etl_app.runtime.stage_metrics`);
 - external lookups per provider (``etl_lookup_*``, :func:`etl_app.lookups.families`): four
@@ -40,7 +42,7 @@ from etl_app.local.supervisor import read_restarts, restarts_path
 from etl_app.lookups import families as lookup_families
 from etl_app.lookups.registry import providers as lookup_providers
 from etl_app.models import DEAD, PERSISTED, REJECTED, sql
-from etl_app.pipeline.queues import queue_depths
+from etl_app.pipeline.queues import BrokerUnavailable, QueueDepths, depth_family
 from etl_app.runtime import stage_metrics
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,8 @@ log = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)
 
 
+# How long a scrape waits for the broker's queue depths (connect, then each read).
+BROKER_TIMEOUT_SECONDS = 2.0
 # Statement timeout of a scrape's snapshot: a slow database gives `etl_database_up 0`, not a hung scrape.
 SCRAPE_TIMEOUT_MS = 5_000
 
@@ -182,12 +186,13 @@ class _DatabaseCollector:
 
 
 class _RedisCollector:
-    """Queue depths from the broker; task durations and API requests from the cache Redis."""
+    """Queue depths from the broker (Redis or RabbitMQ); task durations and API requests from the
+    cache Redis."""
 
     def __init__(self, app: Flask, requests: _RequestRecorder) -> None:
         self.app = app
         self.requests = requests
-        self._broker: redis.Redis | None = None
+        self._broker: QueueDepths | None = None
         self._providers: list | None = None
 
     @property
@@ -198,18 +203,31 @@ class _RedisCollector:
         return self._providers
 
     @property
-    def broker(self) -> redis.Redis:
+    def broker(self) -> QueueDepths:
         if self._broker is None:
             settings = self.app.extensions["etl"].settings
-            self._broker = redis.Redis.from_url(settings.broker_url, socket_timeout=2, socket_connect_timeout=2)
+            self._broker = QueueDepths(settings.broker_url, settings.broker_key_prefix, BROKER_TIMEOUT_SECONDS)
         return self._broker
+
+    def _queue_depths(self):
+        """``etl_queue_messages`` and ``etl_broker_up``: a broker that does not answer leaves the
+        depths out (unknown, not 0)."""
+        up = GaugeMetricFamily("etl_broker_up", "1 if the broker answered this scrape's queue depths")
+        try:
+            depths = self.broker.read()
+        except BrokerUnavailable as exc:
+            log.warning("metrics: broker queue depths not read: %s", exc)
+            up.add_metric([], 0)
+            return [up]
+        up.add_metric([], 1)
+        return [depth_family(depths), up]
 
     def collect(self):
         runtime = self.app.extensions["etl"]
         prefix = runtime.settings.broker_key_prefix
-        up = GaugeMetricFamily("etl_redis_up", "1 if the broker and the cache Redis answered this scrape")
+        yield from self._queue_depths()
+        up = GaugeMetricFamily("etl_redis_up", "1 if the cache Redis answered this scrape")
         try:
-            yield queue_depths(self.broker, prefix)
             self.requests.flush()  # this process's latest requests; the others flush every second
             yield from stage_metrics.read(runtime.cache, prefix, REDIS_METRICS)
             yield from lookup_families(runtime.cache, prefix, self.providers)

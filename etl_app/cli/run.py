@@ -7,10 +7,11 @@ import secrets
 import shlex
 import sys
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import click
 
-from etl_app.config import Settings, embedded_env_path, var_dir
+from etl_app.config import Settings, embedded_env_path, is_rabbitmq, var_dir
 from etl_app.roles import parse_keys
 
 PROCESSES = ("web", "worker", "lookups", "dead_letter", "beat", "flower")
@@ -52,16 +53,22 @@ def migrate(revision: str) -> None:
 def prepare_environment(env: dict[str, str], var: Path) -> tuple[dict[str, str], object | None]:
     """Fill in what `make run` needs: embedded servers when no URLs are set, an API key and
     Flower credentials (generated once under ./var). Returns the environment and the embedded
-    servers handle (or None)."""
+    servers handle (or None).
+
+    The embedded Redis is started whenever no Redis is given: REDIS_URL unset and the broker
+    (CELERY_BROKER_URL) unset or RabbitMQ's, which holds the queues only; the stash, caches and
+    rate limits need a Redis. A Redis CELERY_BROKER_URL without REDIS_URL is the cache too."""
     embedded = None
-    if not env.get("DATABASE_URL") or not (env.get("REDIS_URL") or env.get("CELERY_BROKER_URL")):
+    broker = env.get("CELERY_BROKER_URL", "")
+    needs_redis = not env.get("REDIS_URL") and (not broker or is_rabbitmq(broker))
+    if not env.get("DATABASE_URL") or needs_redis:
         from etl_app.local.services import EmbeddedServices
 
         embedded = EmbeddedServices(var)
         urls = {}
         if not env.get("DATABASE_URL"):
             env["DATABASE_URL"] = urls["DATABASE_URL"] = embedded.start_postgres()
-        if not (env.get("REDIS_URL") or env.get("CELERY_BROKER_URL")):
+        if needs_redis:
             env["REDIS_URL"] = urls["REDIS_URL"] = embedded.start_redis()
         write_env_file(Path(embedded_env_path(env)), urls)
     env.setdefault("ETL_API_KEYS", _secret_file(var / "api_key", lambda: secrets.token_urlsafe(32)))
@@ -106,8 +113,17 @@ def run(procfile: str) -> None:
         click.echo(f"  API key      {key.secret}   (role {key.role})")
         click.echo(f"  pages        http://127.0.0.1:{port}/ui/   (sign in with the API key)")
         click.echo(f"  Flower       http://127.0.0.1:{flower_port}   (basic auth {env['FLOWER_BASIC_AUTH']})")
-        click.echo(f"  database     {'embedded under ' + str(var) if embedded else 'DATABASE_URL'}")
-        click.echo(f"  broker       {'embedded under ' + str(var) if embedded else 'REDIS_URL'}")
+        given = os.environ
+        local = f"embedded under {var}"
+        redis_from = local if not given.get("REDIS_URL") and env.get("REDIS_URL") else "REDIS_URL"
+        broker = env.get("CELERY_BROKER_URL", "")
+        click.echo(f"  database     {'DATABASE_URL' if given.get('DATABASE_URL') else local}")
+        if is_rabbitmq(broker):
+            vhost = unquote(urlsplit(broker).path[1:]) or "/"
+            click.echo(f"  broker       RabbitMQ, CELERY_BROKER_URL (virtual host {vhost})")
+            click.echo(f"  Redis        {redis_from}   (stash, caches, rate limits)")
+        else:
+            click.echo(f"  broker       Redis, {'CELERY_BROKER_URL' if broker else redis_from}")
         click.echo(
             f"  try          curl -H 'Authorization: Bearer {key.secret}' http://127.0.0.1:{port}/api/v1/record-types"
         )

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 
+from amqp.exceptions import AMQPError
 from celery import Celery
-from celery.signals import before_task_publish, celeryd_after_setup, setup_logging, worker_process_init
+from celery.signals import before_task_publish, celeryd_after_setup, setup_logging, worker_init, worker_process_init
+from kombu.exceptions import KombuError
 
+import celeryconfig
 from etl_app import logs
+from etl_app.config import is_rabbitmq
 from etl_app.pipeline.messages import stamp_sent_at
 from etl_app.runtime import redis_broker_close, stage_metrics
 
@@ -18,13 +22,13 @@ TASK_MODULES = ("tasks.pipeline", "tasks.dead_letter", "tasks.beat", "tasks.uplo
 
 
 def make_celery(name: str, broker_url: str, key_prefix: str = "") -> Celery:
-    """``key_prefix`` (ETL_BROKER_KEY_PREFIX) keeps several deployments apart on one Redis."""
+    """The app on ``broker_url``, with celeryconfig's settings for that broker (Redis or RabbitMQ:
+    ``celeryconfig.broker_settings``). ``key_prefix`` (ETL_BROKER_KEY_PREFIX) keeps several
+    deployments apart on one Redis; on RabbitMQ the virtual host of the URL does."""
     redis_broker_close.install()  # a broker restart must not stop a worker: see that module
     app = Celery(name, set_as_current=True, include=list(TASK_MODULES))
     app.config_from_object(CELERY_CONFIG_MODULE)
-    app.conf.broker_url = broker_url
-    if key_prefix:
-        app.conf.broker_transport_options = {**app.conf.broker_transport_options, "global_keyprefix": key_prefix}
+    app.conf.update(broker_url=broker_url, **celeryconfig.broker_settings(broker_url, key_prefix))
     return app
 
 
@@ -39,6 +43,25 @@ def _reset_connections_in_child(**_kwargs) -> None:
     runtime = getattr(current_app, "etl", None)
     if runtime is not None:
         runtime.reset_after_fork()
+
+
+@worker_init.connect
+def _declare_every_queue_on_rabbitmq(sender=None, **_kwargs) -> None:
+    """On RabbitMQ a worker declares every queue of the app at its start, not only those it
+    consumes. Celery's native delayed delivery binds every queue of the app to its delay
+    exchanges when a worker connects; a queue no worker has declared yet (``lookups``, when the
+    pipeline worker starts first on a new vhost) fails that binding, and Celery logs that delayed
+    delivery is unavailable. Queues and exchanges are durable: once declared they stay."""
+    app = getattr(sender, "app", None)
+    if app is None or not is_rabbitmq(app.conf.broker_url or ""):
+        return
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1)
+            for queue in app.amqp.queues.values():
+                queue.bind(conn.channel()).declare()
+    except (OSError, AMQPError, KombuError) as exc:  # the broker down: each worker declares its own queues later
+        logging.getLogger(__name__).warning("queues not declared at the worker's start: %s", exc)
 
 
 @setup_logging.connect

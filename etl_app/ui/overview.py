@@ -8,7 +8,8 @@ Every reading is index-backed (docs/operator-pages.md, Speed): persisted per min
 index ``ix_raw_records_payload_kept`` (a record persisted within the last hour still has its
 payload: retention keeps it at least a day), dead from ``ix_dead_letters_last_failed_at``,
 rejected from ``ix_rejections_created_at``, the backlog from ``ix_raw_records_unsettled``. Queue
-depths are the ``/metrics`` reading (:func:`etl_app.api.metrics.queue_depths`). Workers are
+depths are the ``/metrics`` reading (:class:`etl_app.pipeline.queues.QueueDepths`: the Redis
+broker's lists, or RabbitMQ's counts). Workers are
 asked by Celery's ``inspect ping`` in a thread of its own, at most every
 :data:`WORKERS_TTL_SECONDS`, so a page never waits on them: it shows the last answer.
 """
@@ -21,14 +22,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import redis
 import sqlalchemy as sa
 from flask import current_app, jsonify
 
 from etl_app.jobs.registry import JOBS
 from etl_app.jobs.runner import recent_runs
 from etl_app.models import sql
-from etl_app.pipeline.queues import queue_depths
+from etl_app.names import QUEUES
+from etl_app.pipeline.queues import BrokerUnavailable, QueueDepths
 from etl_app.ui.blueprint import bp, render
 from etl_app.web.context import current_runtime
 
@@ -38,6 +39,7 @@ MINUTES = 60
 SERIES = ("persisted", "rejected", "dead")
 WORKERS_TTL_SECONDS = 10.0
 PING_TIMEOUT_SECONDS = 0.5
+BROKER_TIMEOUT_SECONDS = 1.0  # a broker down costs the page at most this (connect, then each read)
 STATEMENT_TIMEOUT_MS = 3000  # a slow database gives an error on the page, not a hung page
 
 _PER_MINUTE = {
@@ -123,15 +125,16 @@ def _workers() -> dict[str, Any]:
 
 def _queues() -> tuple[list[dict[str, Any]], str | None]:
     runtime = current_runtime()
-    client = current_app.extensions.get("etl_ui_broker")
-    if client is None:
-        client = redis.Redis.from_url(runtime.settings.broker_url, socket_timeout=1, socket_connect_timeout=1)
-        current_app.extensions["etl_ui_broker"] = client
+    reader = current_app.extensions.get("etl_ui_broker")
+    if reader is None:
+        settings = runtime.settings
+        reader = QueueDepths(settings.broker_url, settings.broker_key_prefix, BROKER_TIMEOUT_SECONDS)
+        current_app.extensions["etl_ui_broker"] = reader
     try:
-        family = queue_depths(client, runtime.settings.broker_key_prefix)
-    except redis.RedisError as exc:
-        return [], f"The broker did not answer: {exc}"
-    return [{"queue": s.labels["queue"], "messages": int(s.value)} for s in family.samples], None
+        depths = reader.read()
+    except BrokerUnavailable as exc:
+        return [{"queue": queue, "messages": None} for queue in QUEUES], f"The broker did not answer: {exc}"
+    return [{"queue": queue, "messages": int(n)} for queue, n in depths.items()], None
 
 
 def overview_data() -> dict[str, Any]:
@@ -162,6 +165,7 @@ def overview_data() -> dict[str, Any]:
         "oldest_unsettled": age_text(oldest),
         "queues": queues,
         "queue_error": queue_error,
+        "broker": "rabbitmq" if runtime.settings.broker_is_rabbitmq else "redis",
         "workers": _workers(),
         "jobs": [{"name": name, "last_run": (runs.get(name) or [None])[0]} for name in JOBS],
         "error": error,

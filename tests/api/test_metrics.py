@@ -10,13 +10,13 @@ from types import SimpleNamespace
 import pytest
 import redis
 import sqlalchemy as sa
-from prometheus_client.parser import text_string_to_metric_families
 
 from etl_app import errors
 from etl_app.local.supervisor import restarts_path, write_restarts
 from etl_app.runtime import stage_metrics
 
 from tests.helpers.payloads import student
+from tests.helpers.support import metric_samples
 
 METRICS_KEY = "scrape-" + uuid.uuid4().hex[:8]
 
@@ -25,11 +25,7 @@ def scrape(client, auth) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
     """{(sample name, sorted labels): value} of one scrape."""
     r = client.get("/metrics", headers=auth)
     assert r.status_code == 200, r.get_data(as_text=True)
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(r.get_data(as_text=True))
-        for s in family.samples
-    }
+    return metric_samples(r.get_data(as_text=True))
 
 
 def value(samples, name: str, **labels: str) -> float | None:

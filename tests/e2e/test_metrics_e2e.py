@@ -9,11 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers.payloads import student
 from tests.helpers.procs import Stack, running_stack, wait_until
-from tests.helpers.support import API_KEY, RUN_ID, Api, fresh_database, redis_db
+from tests.helpers.support import API_KEY, RUN_ID, Api, fresh_database, metric_samples, redis_db
 
 pytestmark = pytest.mark.slow
 
@@ -44,11 +43,7 @@ def stack(metrics_database, tmp_path_factory) -> Iterator[Stack]:
 def scrape(stack: Stack, key: str = "scraper-key") -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     r = requests.get(f"{stack.web_url}/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=30)
     assert r.status_code == 200, r.text[:2000]
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(r.text)
-        for s in family.samples
-    }
+    return metric_samples(r.text)
 
 
 def value(samples, name: str, **labels: str) -> float | None:

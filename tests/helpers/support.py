@@ -59,6 +59,17 @@ def fresh_database(suffix: str, *, migrate: bool = True) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
+def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``{(sample name, sorted labels): value}`` of a ``/metrics`` answer (Prometheus text)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
 def redis_db(n: int) -> str:
     """The same Redis server as REDIS_URL_TEST, database ``n``."""
     parts = urlsplit(REDIS_BASE)

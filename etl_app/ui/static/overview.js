@@ -42,7 +42,7 @@
       tr.dataset.queue = q.queue;
       const th = cell("th", q.queue);
       th.scope = "row";
-      tr.append(th, cell("td", ETL.number(q.messages), "num"));
+      tr.append(th, cell("td", q.messages == null ? "unknown" : ETL.number(q.messages), "num"));
       return tr;
     }));
     const error = document.getElementById("queue-error");
