@@ -137,11 +137,17 @@ def test_the_whole_worker_killed_mid_batch_and_started_again(make_stack, fault_e
     worker.kill()  # SIGKILL to the process group: main process and pool children
     at_kill = outcome(fault_engine, [ing]).persisted
     assert at_kill < BATCH, "the kill came after the batch was done"
-    stranded = stack.pipeline_messages(queued=False)
     if stack.broker.name == "redis":
+        stranded = stack.pipeline_messages(queued=False)
         assert stranded > 0, "the killed worker held no pipeline message"
-    else:
-        assert stranded == 0, "RabbitMQ should have taken the dead worker's messages back at once"
+    else:  # rabbitmqctl's counts are statistics, refreshed every few seconds
+        stranded = 0
+        wait_until(
+            lambda: stack.pipeline_messages(queued=False) == 0,
+            30,
+            0.5,
+            what="RabbitMQ to take the dead worker's messages back (no consumer is left to hold them)",
+        )
 
     restarted = stack.worker(name="worker2")
     wait_settled(fault_engine, [ing], 180)

@@ -65,6 +65,8 @@ class PrivateRabbit:
             "RABBITMQ_CONFIG_FILE": str(self.root / "rabbitmq.conf"),
         }
         self.started = False
+        self.paused = False
+        self.pid: int | None = None
 
     def ctl(self, *args: str, check: bool = True, timeout: float = 60) -> str:
         done = subprocess.run(
@@ -87,6 +89,7 @@ class PrivateRabbit:
         subprocess.run(["rabbitmq-server", "-detached"], env=self.env, cwd=self.root, check=True, timeout=60)
         # until the node has registered with epmd, await_startup fails at once: ask again
         wait_until(self._status_ok, 90, 0.5, what=f"RabbitMQ node {self.node} to start")
+        self.pid = int(self.ctl("eval", "list_to_integer(os:getpid()).").strip())
         self.started = True
 
     def _status_ok(self) -> bool:
@@ -99,16 +102,32 @@ class PrivateRabbit:
         return done.returncode == 0
 
     def stop(self) -> None:
-        """The whole node stops: every connection drops; durable queues keep their messages."""
-        self.resume()
-        if self.started:
+        """The whole node stops: every connection drops; durable queues keep their messages. A
+        paused node is killed paused (SIGKILL), as PrivateRedis does: resumed first, it would
+        still take the publishes its clients sent while it was stopped, and hand them to a
+        worker, in the moment before it stops."""
+        if self.paused:
+            for pid in self._beam_pids():
+                os.kill(pid, signal.SIGKILL)
+            self.paused = False
+        elif self.started:
             self.ctl("stop", check=False, timeout=60)
-            wait_until(lambda: not self._beam_running(), 30, what=f"{self.node} to exit")
+        wait_until(lambda: not self._beam_running(), 30, what=f"{self.node} to exit")
         self.started = False
 
     def _beam_pids(self) -> list[int]:
-        found = subprocess.run(["pgrep", "-f", f"-sname {self.node.split('@')[0]}"], capture_output=True, text=True)
-        return [int(pid) for pid in found.stdout.split()]
+        """The node's Erlang VM (asked of the node once it serves: its command line does not name
+        it), if it still runs."""
+        if self.pid is None:
+            return []
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return []
+        with open(f"/proc/{self.pid}/stat") as stat:
+            if stat.read().split(")")[-1].split()[0] == "Z":
+                return []
+        return [self.pid]
 
     def _beam_running(self) -> bool:
         return bool(self._beam_pids())
@@ -117,10 +136,12 @@ class PrivateRabbit:
         """SIGSTOP to the node: connections stay open and nothing answers."""
         for pid in self._beam_pids():
             os.kill(pid, signal.SIGSTOP)
+        self.paused = True
 
     def resume(self) -> None:
         for pid in self._beam_pids():
             os.kill(pid, signal.SIGCONT)
+        self.paused = False
 
     def add_vhost(self, vhost: str) -> None:
         self.ctl("add_vhost", vhost)
