@@ -36,6 +36,13 @@ broker_transport_options = {
     "socket_connect_timeout": 2,
     "retry_on_timeout": False,
 }
+# Redis transport: how often a worker looks for delivered messages past the visibility timeout and
+# puts them back on their queue (kombu's default: about every 100 seconds).
+if os.environ.get("CELERY_UNACKED_RESTORE_SECONDS"):
+    broker_transport_options |= {
+        "unacked_restore_interval": int(os.environ["CELERY_UNACKED_RESTORE_SECONDS"]),
+        "unacked_restore_throttle": 1,
+    }
 broker_connection_retry_on_startup = True
 broker_connection_timeout = 2
 worker_cancel_long_running_tasks_on_connection_loss = False
