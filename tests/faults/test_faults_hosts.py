@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers.faultlib import assert_exactly_once, report
+from tests.helpers.faultlib import Outcome, assert_exactly_once, report
 from tests.helpers.hosts import RabbitVhost, netns_available
-from tests.helpers.partition import BROKERS, MultiHost
+from tests.helpers.partition import BROKERS, Figures, MultiHost
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -27,6 +27,25 @@ def services_restored() -> Iterator[None]:
     yield
 
 
+def check(fig: Figures, o: Outcome) -> None:
+    assert (o.persisted, o.dead) == (o.accepted, 0), o
+    # h2's work went to h3, and h2 came back
+    assert fig.held_at_cut > 0
+    assert fig.moved > 0, "no task the cut host held was received by the other host"
+    assert fig.redelivered_after_cut_s is not None and fig.redelivered_after_cut_s < fig.cut_s
+    assert fig.redelivered > 0, "the broker delivered nothing again"
+    assert fig.rejoined_after_restore_s is not None, "the cut host ran nothing it received after the restore"
+    assert fig.settled_after_cut_s is not None
+    # two beats on two hosts: the job never ran twice at once, and no send ran twice
+    assert fig.beat_back_after_restore_s is not None, "the cut host's beat sent nothing after the restore"
+    assert all(n > 0 for n in fig.beat_sends.values()), fig.beat_sends
+    assert set(fig.job_runs) <= {"succeeded", "skipped"}, fig.job_runs
+    assert fig.job_runs.get("succeeded", 0) >= 2, fig.job_runs
+    assert fig.overlapping_runs == 0
+    assert fig.runs_of_one_send == 0
+    assert sum(fig.job_runs.values()) >= fig.beat_sends["h3"], "a send of the beat that was never cut off was lost"
+
+
 @pytest.mark.parametrize("broker", BROKERS)
 def test_a_worker_host_cut_off_mid_batch_and_back(broker, tmp_path, registry):
     if reason := netns_available():
@@ -36,26 +55,12 @@ def test_a_worker_host_cut_off_mid_batch_and_back(broker, tmp_path, registry):
     with MultiHost(broker, tmp_path) as mh:
         try:
             fig = mh.run()
+            print(f"\n[{broker}] {fig.line()}")
             o = assert_exactly_once(mh.engine, registry, answers=mh.answers, compare=COMPARE)
+            check(fig, o)
         except BaseException:
             print(mh.tails())
             raise
-        print(f"\n[{broker}] {fig.line()}")
-        assert (o.persisted, o.dead) == (o.accepted, 0), o
-        # h2's work went to h3, and h2 came back
-        assert fig.held_at_cut > 0
-        assert fig.moved > 0, "no task the cut host held was received by the other host"
-        assert fig.redelivered_after_cut_s is not None and fig.redelivered_after_cut_s < fig.cut_s
-        assert fig.redelivered > 0, "the broker delivered nothing again"
-        assert fig.rejoined_after_restore_s is not None, "the cut host ran nothing it received after the restore"
-        assert fig.settled_after_cut_s is not None
-        # two beats on two hosts: the job never ran twice at once, and no send ran twice
-        assert all(n > 0 for n in fig.beat_sends.values()), fig.beat_sends
-        assert set(fig.job_runs) <= {"succeeded", "skipped"}, fig.job_runs
-        assert fig.job_runs.get("succeeded", 0) >= 2, fig.job_runs
-        assert fig.overlapping_runs == 0
-        assert fig.runs_of_one_send == 0
-        assert sum(fig.job_runs.values()) >= fig.beat_sends["h3"], "a send of the beat that was never cut off was lost"
     report(
         f"hosts: worker host cut off mid-batch ({broker})",
         o,
@@ -69,5 +74,6 @@ def test_a_worker_host_cut_off_mid_batch_and_back(broker, tmp_path, registry):
         moved=fig.moved,
         ran_twice=fig.ran_twice,
         swept=fig.swept,
+        beat_back_after_restore_s=fig.beat_back_after_restore_s,
         job_runs=fig.job_runs,
     )
