@@ -27,7 +27,6 @@ import re
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
 
 NET = ipaddress.ip_network("10.231.0.0/16")
 NS_PREFIX = "etl-"
@@ -258,10 +257,6 @@ class TcpForwarder:
             if pair in self._pairs:
                 self._pairs.remove(pair)
 
-    def connections(self) -> int:
-        with self._lock:
-            return len(self._pairs)
-
     def stop(self) -> None:
         self._stopped = True
         with contextlib.suppress(OSError):
@@ -300,7 +295,7 @@ class RabbitVhost:
 
     @staticmethod
     def list() -> list[str]:
-        return [line.strip() for line in _rabbitmqctl("list_vhosts", "name").stdout.splitlines()[1:] if line.strip()]
+        return [line.strip() for line in _rabbitmqctl("-s", "list_vhosts", "name").stdout.splitlines() if line.strip()]
 
     def create(self) -> RabbitVhost:
         if self.name in self.list():
@@ -315,22 +310,3 @@ class RabbitVhost:
 
     def url(self, host: str, port: int, heartbeat: float) -> str:
         return f"amqp://guest:guest@{host}:{port}/{self.name}?heartbeat={heartbeat:g}"
-
-    def queue_depths(self) -> dict[str, tuple[int, int]]:
-        """Each queue → (messages ready, messages delivered and not acknowledged)."""
-        out = _rabbitmqctl("list_queues", "-p", self.name, "name", "messages_ready", "messages_unacknowledged")
-        depths = {}
-        for line in out.stdout.splitlines()[1:]:
-            fields = line.split()
-            if len(fields) == 3 and fields[1].isdigit():
-                depths[fields[0]] = (int(fields[1]), int(fields[2]))
-        return depths
-
-
-@contextlib.contextmanager
-def forwarded(listen: tuple[str, int], target: tuple[str, int]) -> Iterator[TcpForwarder]:
-    forwarder = TcpForwarder(listen, target)
-    try:
-        yield forwarder
-    finally:
-        forwarder.stop()

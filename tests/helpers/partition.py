@@ -208,11 +208,11 @@ class MultiHost:
         cut_for = CUT_SECONDS[self.broker] if cut_for is None else cut_for
         fig = Figures(self.broker)
         w2, w3 = self.workers[2], self.workers[3]
-        started = time.monotonic()
         tag = uuid.uuid4().hex[:8]
         wait_until(
             lambda: all(SENT_BY_BEAT in b.log() for b in self.beats.values()), 60, what="both beats to send the job"
         )
+        started = time.monotonic()
         big = self.api.submit("students/batch", students(tag, batch))["ingestion_id"]
         say(f"submitted {batch} students to web on h1 ({self.hosts.address(1)})")
 
