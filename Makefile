@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DATABASE_URL_TEST ?= postgresql://postgres@127.0.0.1:5432/etl_app_test
 export REDIS_URL_TEST ?= redis://127.0.0.1:6379/15
 
-.PHONY: help install run test test-fast lint format services browser bench clean
+.PHONY: help install run test test-fast lint format services browser bench hosts-demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -46,6 +46,9 @@ format: $(STAMP)  ## apply ruff's formatting and fixes
 bench: $(STAMP) services  ## measure throughput: raw limit, naive baseline, batch, single, jobs, upload, lookups, outage, ui (python -m bench --help)
 	@$(BIN)/python -c 'import psutil, rich' 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench
+
+hosts-demo: $(STAMP)  ## as root: web, workers and beats on three network namespaces, a worker host cut off mid-batch and restored (Redis, then RabbitMQ); prints the figures
+	$(BIN)/python -m tests.helpers.partition $(ARGS)
 
 clean:  ## remove .venv and ./var (embedded servers' data)
 	rm -rf $(VENV) var

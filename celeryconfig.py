@@ -86,6 +86,11 @@ def broker_settings(url: str, key_prefix: str = "") -> dict:
         "socket_connect_timeout": 2,
         "retry_on_timeout": False,
     }
+    # how often a worker looks for delivered messages past the visibility timeout and puts them
+    # back on their queue (kombu's default: about every 100 seconds)
+    if os.environ.get("CELERY_UNACKED_RESTORE_SECONDS"):
+        options["unacked_restore_interval"] = int(os.environ["CELERY_UNACKED_RESTORE_SECONDS"])
+        options["unacked_restore_throttle"] = 1
     if key_prefix:
         options["global_keyprefix"] = key_prefix
     return {

@@ -7,7 +7,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,10 @@ class Proc(processes.LoggedProcess):
 class Stack:
     """Starts and tracks the app's processes for one test module; stops them all at the end."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, env: dict[str, str], log_dir: Path, argv_prefix: Sequence[str] = ()) -> None:
+        """``argv_prefix`` goes before every command (``ip netns exec <namespace>``: the processes
+        run on one of the hosts of tests/helpers/hosts.py)."""
+        self.argv_prefix = list(argv_prefix)
         self.env = {
             **os.environ,
             **env,
@@ -82,7 +85,7 @@ class Stack:
         self.web_url: str | None = None
 
     def _start(self, name: str, argv: list[str], **env: str) -> Proc:
-        proc = Proc(name, argv, {**self.env, **env}, self.log_dir)
+        proc = Proc(name, [*self.argv_prefix, *argv], {**self.env, **env}, self.log_dir)
         self.procs.append(proc)
         return proc
 
@@ -92,9 +95,11 @@ class Stack:
         name: str = "worker",
         app: str = "wsgi:celery",
         queues: str = "etl,jobs,lookups,dead_letter",
+        hostname: str | None = None,
         **env: str,
     ) -> Proc:
-        """A ``celery worker`` (``app``: the ``-A`` argument) on ``queues``, returned once it is ready."""
+        """A ``celery worker`` (``app``: the ``-A`` argument) on ``queues``, returned once it is
+        ready; its node name is ``hostname``, else ``<name>-<pid of the test>@<machine>``."""
         proc = self._start(
             name,
             [
@@ -109,7 +114,7 @@ class Stack:
                 "--loglevel",
                 "INFO",
                 "--hostname",
-                f"{name}-{os.getpid()}@%h",
+                hostname or f"{name}-{os.getpid()}@%h",
                 "--without-mingle",
                 "--without-gossip",
             ],
@@ -119,15 +124,16 @@ class Stack:
         assert proc.popen.poll() is None, proc.log()
         return proc
 
-    def beat(self, app: str = "wsgi:celery", **env: str) -> Proc:
+    def beat(self, app: str = "wsgi:celery", name: str = "beat", **env: str) -> Proc:
         schedule = self.log_dir / f"beat-{time.time_ns()}"
         return self._start(
-            "beat",
+            name,
             [str(BIN / "celery"), "-A", app, "beat", "--loglevel", "INFO", "--schedule", str(schedule)],
             **env,
         )
 
-    def web(self, workers: int = 2, **env: str) -> Proc:
+    def web(self, workers: int = 2, bind: str = "127.0.0.1", **env: str) -> Proc:
+        """gunicorn on a free port of ``bind`` (a free port of 127.0.0.1: free on a host's own address too)."""
         port = free_port()
         proc = self._start(
             "web",
@@ -135,7 +141,7 @@ class Stack:
                 str(BIN / "gunicorn"),
                 "wsgi:app",
                 "--bind",
-                f"127.0.0.1:{port}",
+                f"{bind}:{port}",
                 "--workers",
                 str(workers),
                 "--threads",
@@ -146,7 +152,7 @@ class Stack:
             ],
             **env,
         )
-        self.web_url = f"http://127.0.0.1:{port}"
+        self.web_url = f"http://{bind}:{port}"
         wait_answering(proc, f"{self.web_url}/health")
         return proc
 

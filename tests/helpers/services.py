@@ -3,7 +3,8 @@
 The system PostgreSQL and Redis are shared with other test runs and CI: the fault tests never
 touch them. These servers listen on 127.0.0.1 on free ports, keep their data in a temporary
 directory, and can be stopped and started again with the same data (PostgreSQL) or empty
-(Redis runs without persistence, like the broker in production).
+(Redis runs without persistence, like the broker in production). Given more addresses
+(``listen``, ``bind``), they listen there too, for the hosts of tests/helpers/hosts.py.
 """
 
 from __future__ import annotations
@@ -58,7 +59,12 @@ def _as_pg_account(argv: list[str]) -> list[str]:
 class PrivatePostgres:
     """``initdb`` once, then ``pg_ctl start`` / ``stop`` as often as a test likes."""
 
-    def __init__(self, database: str = "etl_app_faults") -> None:
+    def __init__(
+        self, database: str = "etl_app_faults", listen: tuple[str, ...] = (), trust: tuple[str, ...] = ()
+    ) -> None:
+        """``listen``: addresses to listen on besides 127.0.0.1; ``trust``: networks (CIDR) whose
+        clients connect without a password, as those of 127.0.0.1 do."""
+        self.listen = listen
         self.root = Path(tempfile.mkdtemp(prefix="etl-faults-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
@@ -82,6 +88,9 @@ class PrivatePostgres:
                 "--no-instructions",
             ]
         )
+        if trust:
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.writelines(f"host all all {network} trust\n" for network in trust)
 
     @property
     def admin_url(self) -> str:
@@ -115,7 +124,8 @@ class PrivatePostgres:
         if self.running():
             return
         options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
+            f"-p {self.port} -c listen_addresses={','.join(('127.0.0.1', *self.listen))} "
+            f"-c unix_socket_directories={self.root} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
         )
         self._run(
@@ -157,7 +167,9 @@ class PrivateRedis:
     """One ``redis-server`` subprocess without persistence; ``stop`` loses its data, as a broker
     restart without persistence does."""
 
-    def __init__(self) -> None:
+    def __init__(self, bind: tuple[str, ...] = ()) -> None:
+        """``bind``: addresses to listen on besides 127.0.0.1 (without a password: test networks only)."""
+        self.bind = bind
         self.root = Path(tempfile.mkdtemp(prefix="etl-faults-redis-"))
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -183,6 +195,9 @@ class PrivateRedis:
                 str(self.port),
                 "--bind",
                 "127.0.0.1",
+                *self.bind,
+                "--protected-mode",
+                "no" if self.bind else "yes",
                 "--save",
                 "",
                 "--appendonly",
