@@ -47,9 +47,9 @@ def test_a_connection_lost_with_unacked_messages_closes_every_channel(broker):
 
     conn = Connection(broker.url(0), transport_options={"socket_connect_timeout": 1})
     conn.connect()
-    tasks = conn.channel()
+    task_channel = conn.channel()
     received = []
-    task_consumer = Consumer(tasks, [WORK], callbacks=[lambda body, msg: received.append(msg)], accept=["json"])
+    task_consumer = Consumer(task_channel, [WORK], callbacks=[lambda body, msg: received.append(msg)], accept=["json"])
     task_consumer.qos(prefetch_count=3)
     task_consumer.consume()
     control = conn.channel()
@@ -62,17 +62,17 @@ def test_a_connection_lost_with_unacked_messages_closes_every_channel(broker):
             conn.drain_events(timeout=0.2)
         except TimeoutError:
             pass
-    assert received and tasks.qos._delivered, "the task channel holds an unacknowledged message"
+    assert received and task_channel.qos._delivered, "the task channel holds an unacknowledged message"
 
     shut_down(broker)
     conn.collect()  # what Celery's consumer does with a connection it lost
 
     # Every channel was closed, the one holding messages included ...
-    assert control.closed and tasks.closed
+    assert control.closed and task_channel.closed
     # ... so a second close (the consumer's cleanup after it reconnects) does nothing, where it
     # used to restore messages through the detached transport: AttributeError 'hostname'.
     broker.start()
-    tasks.close()
+    task_channel.close()
     conn.release()
     # The broker was killed without persistence: the messages are gone from it (the outbox
     # sweeper re-drives their records); with persistence they would come back after the
