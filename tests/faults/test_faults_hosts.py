@@ -62,9 +62,10 @@ def test_a_worker_host_cut_off_mid_batch_and_back(broker, tmp_path, registry):
             print(mh.tails())
             raise
     report(
-        f"hosts: worker host cut off mid-batch ({broker})",
+        "worker host cut off mid-batch",
         o,
         fig.settle_s,
+        broker=broker,
         cut_s=fig.cut_s,
         redelivered_after_cut_s=fig.redelivered_after_cut_s,
         settled_after_restore_s=fig.settled_after_restore_s,

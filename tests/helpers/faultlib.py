@@ -287,9 +287,11 @@ def _check_rows(conn: sa.Connection, rt: Any, ids: list[uuid.UUID], compare: Seq
 # -- the report -------------------------------------------------------------------------------
 
 
-def report(scenario: str, o: Outcome, settle_seconds: float, **extra: Any) -> None:
+def report(scenario: str, o: Outcome, settle_seconds: float, *, broker: str | None = None, **extra: Any) -> None:
+    """One line of the session's summary: ``scenario [broker]`` (the test's broker fixture's, or
+    ``broker``), the outcome and ``extra`` figures."""
     line = {
-        "scenario": f"{scenario} [{CURRENT_BROKER['name']}]",
+        "scenario": f"{scenario} [{broker or CURRENT_BROKER['name']}]",
         "submitted": o.accepted,
         "persisted": o.persisted,
         "dead": o.dead,
