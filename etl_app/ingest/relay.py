@@ -38,6 +38,11 @@ def relay_once(publisher: Publisher, *, limit: int = CLAIM_LIMIT) -> int:
     return n
 
 
+# The longest the relay waits between two rounds the broker refused: once it is back, the relay
+# sends what waited in the outbox within this, usually before the sweeper's next run does.
+MAX_BACKOFF_SECONDS = 8.0
+
+
 class Relay:
     """One relay thread per process, started on first use (after any fork). ``publisher`` gives
     the process's current :class:`~etl_app.ingest.send.Publisher` at each round (its connections
@@ -81,7 +86,14 @@ class Relay:
     def _run(self) -> None:
         backoff = self.idle
         while not self._stopped:
-            woken = self._wake.wait(timeout=backoff)
+            if backoff > self.idle:
+                # The broker refused the last round: wait the whole backoff, however many requests
+                # wake the relay meanwhile (each would fail too and double it; during an outage the
+                # backoff would soon be at its cap, and the relay late once the broker is back).
+                self._sleep(backoff)
+                woken = False
+            else:
+                woken = self._wake.wait(timeout=backoff)
             if self._stopped:
                 return
             if woken:
@@ -99,5 +111,12 @@ class Relay:
                     log.info("outbox relay: broker back, sent %d records", sent)
                 backoff = self.idle
             except Exception as exc:  # noqa: BLE001 - broker or database down: try again later
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 log.warning("outbox relay: %s; retrying in %.0fs", exc, backoff)
-                backoff = min(backoff * 2, 30.0)
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, ignoring wake-ups; returns early only when the relay is stopped."""
+        deadline = time.monotonic() + seconds
+        while not self._stopped and (left := deadline - time.monotonic()) > 0:
+            self._wake.wait(timeout=left)
+            self._wake.clear()
