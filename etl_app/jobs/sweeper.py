@@ -64,7 +64,11 @@ def run_sweeper(ctx: JobContext, tools: JobTools) -> int:
         if claim.count(claimed) < limit:
             break
     if swept:
-        log.info("outbox sweeper re-enqueued %d records", swept)
+        log.info(
+            "outbox sweeper re-enqueued %d records (the oldest queued message was sent %s)",
+            swept,
+            f"{since.isoformat()}" if since is not None else "at an unknown time, or the queues are empty",
+        )
     swept += resend_stalled(ctx.conn, tools.publisher, lease_seconds=settings.outbox_lease_seconds, commit=ctx.commit)
     return swept
 

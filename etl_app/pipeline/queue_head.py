@@ -23,12 +23,13 @@ tell it instead, as they take messages:
 Where the bound is loose, it errs on the safe side for the records:
 
 - the head is too late when a message waits behind a later one (two producers whose publishes
-  cross; a message returned to the queue after a later one was delivered): a record of such a
-  message may be re-sent once (every stage is idempotent); the claim's half-lease margin covers
-  crossing publishes;
+  cross; a message RabbitMQ delivers again after a worker's connection died or a consumer gave
+  it back: a quorum queue puts it at its end, ``x-delivery-count`` one more, and several given
+  back at once not necessarily in their order): a record of such a message may be re-sent once
+  (every stage is idempotent); the claim's half-lease margin covers crossing publishes;
 - the head is too early (old) while no worker takes anything from a queue that holds messages:
-  the sweeper then leaves alone records sent after it, and re-sends them once the workers have
-  moved past them. A record is re-sent only when workers that could run it take messages again.
+  the sweeper then leaves alone the records leased after it, until the workers move on; no
+  worker would run them sooner.
 
 A queue whose head was never recorded (no worker has taken a message from it since the key was
 made; a new cache Redis) has an unknown age: the sweeper then goes by the lease alone, as it did
