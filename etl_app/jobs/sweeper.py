@@ -29,7 +29,11 @@ def run_sweeper(ctx: JobContext, tools: JobTools) -> int:
 
     However long the ``etl`` and ``lookups`` queues, it runs: records waiting in the queue are not due (their
     lease is younger than the oldest queued message), so it re-sends only what was lost, and a
-    lost record waits at most one lease plus one queue wait.
+    lost record waits at most one lease plus one queue wait. On Redis the oldest queued message
+    is read from the queue itself; on RabbitMQ, which cannot show a queued message, from the
+    queue's head as the workers record it (:mod:`etl_app.pipeline.queue_head`). Where that time
+    is unknown, the sweeper goes by the lease alone, and records queued longer than a lease are
+    sent once more (every stage is idempotent).
 
     First it catches up on quality: settled ingestions that have none stored yet (a worker that
     stopped between its commit and its settle, an upload whose last rows were all refused) are
@@ -37,11 +41,10 @@ def run_sweeper(ctx: JobContext, tools: JobTools) -> int:
     settings = ctx.settings
     _catch_up_quality(ctx, tools)
     try:
-        sent_at = _oldest(oldest_queued_at(tools.publisher.celery, queue) for queue in (PIPELINE_QUEUE, LOOKUPS_QUEUE))
+        since = queued_since(tools, settings.broker_key_prefix)
     except Exception as exc:  # noqa: BLE001 - broker down: nothing can be sent now anyway
         log.warning("outbox sweeper: broker unavailable (%s); next interval", exc)
         return 0
-    queued_since = datetime.fromtimestamp(sent_at, UTC) if sent_at is not None else None
     swept = 0
     while swept < settings.sweep_max_records:
         limit = min(settings.sweep_batch_size, settings.sweep_max_records - swept)
@@ -50,7 +53,7 @@ def run_sweeper(ctx: JobContext, tools: JobTools) -> int:
             limit=limit,
             grace=claim.UNPUBLISHED_GRACE_SECONDS,
             lease=settings.outbox_lease_seconds,
-            queued_since=queued_since,
+            queued_since=since,
         )
         ctx.commit()  # the claim, before the send
         if not send_after_commit(tools.publisher, claimed, timeout=None, what="swept records"):
@@ -61,9 +64,24 @@ def run_sweeper(ctx: JobContext, tools: JobTools) -> int:
         if claim.count(claimed) < limit:
             break
     if swept:
-        log.info("outbox sweeper re-enqueued %d records", swept)
+        log.info(
+            "outbox sweeper re-enqueued %d records (the oldest queued message was sent %s)",
+            swept,
+            f"{since.isoformat()}" if since is not None else "at an unknown time, or the queues are empty",
+        )
     swept += resend_stalled(ctx.conn, tools.publisher, lease_seconds=settings.outbox_lease_seconds, commit=ctx.commit)
     return swept
+
+
+def queued_since(tools: JobTools, prefix: str) -> datetime | None:
+    """When the oldest message still waiting in the ``etl`` or ``lookups`` queue was sent; None
+    when both are empty or that time is unknown (the claim then goes by the lease alone). Raises
+    if the broker is unreachable."""
+    sent_at = _oldest(
+        oldest_queued_at(tools.publisher.celery, queue, cache=tools.cache, prefix=prefix)
+        for queue in (PIPELINE_QUEUE, LOOKUPS_QUEUE)
+    )
+    return datetime.fromtimestamp(sent_at, UTC) if sent_at is not None else None
 
 
 def _oldest(times) -> float | None:

@@ -26,15 +26,21 @@ nothing left to pass on returns None, and the next stage then does nothing.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Required, TypedDict
 
+import redis
 from celery import Celery, chain
 
 from etl_app.names import DEAD_LETTER, DEAD_LETTER_QUEUE, ENRICH, LOOKUPS_QUEUE, PERSIST, PIPELINE_QUEUE, VALIDATE
+from etl_app.pipeline.queue_head import SENT_AT_HEADER, read_head  # the header, named beside the heads
+from etl_app.pipeline.queues import rabbitmq_ready
 from etl_app.pipeline.stash import Item, Stash
+
+log = logging.getLogger(__name__)
 
 
 class ChunkMessage(TypedDict, total=False):
@@ -187,8 +193,6 @@ def publish_dead_letters(celery_app: Celery, type_name: str, failures: list[dict
 
 # -- how long the queue is, in time -------------------------------------------------------------
 
-SENT_AT_HEADER = "etl_sent_at"
-
 
 def stamp_sent_at(headers: dict | None = None, **_kwargs: Any) -> None:
     """``before_task_publish`` handler: every message etl_app sends carries the time it was sent
@@ -197,19 +201,28 @@ def stamp_sent_at(headers: dict | None = None, **_kwargs: Any) -> None:
         headers[SENT_AT_HEADER] = time.time()
 
 
-def oldest_queued_at(celery_app: Celery, queue: str) -> float | None:
+def oldest_queued_at(
+    celery_app: Celery, queue: str, *, cache: redis.Redis | None = None, prefix: str = ""
+) -> float | None:
     """When the oldest message still waiting in ``queue`` was sent (seconds since the epoch); None
-    when the queue is empty, or when that time is not known (a message without the header, a
-    broker other than Redis).
+    when the queue is empty, or when that time is not known (then the sweeper goes by the lease
+    alone). Raises if the broker is unreachable.
 
-    The Redis transport pushes messages on the left of one list per priority step and workers
-    pop them from the right, so the oldest waiting message is the last element of a list.
+    Redis: the transport pushes messages on the left of one list per priority step and workers
+    pop them from the right, so the oldest waiting message is the last element of a list; a
+    message without the header (a producer that does not stamp its messages) makes it unknown.
     Messages delivered to a worker (running, prefetched, or held for a countdown) have left the
-    list. Raises if the broker is unreachable."""
+    list.
+
+    RabbitMQ (any broker other than Redis): AMQP cannot look at a queued message without taking
+    it, so when the queue holds messages ready (a passive ``queue.declare``) this is the queue's
+    head as the workers measured it (:mod:`etl_app.pipeline.queue_head`): the latest send time of
+    a message a worker has taken from it, read from ``cache`` under ``prefix``. Unknown when no
+    head was recorded, or when ``cache`` is not given or does not answer."""
     with celery_app.connection_for_read() as conn:
         channel = conn.default_channel
         if not hasattr(channel, "_q_for_pri"):
-            return None
+            return _head_if_queued(conn, queue, cache, prefix)
         prefix = getattr(channel, "global_keyprefix", "") or ""
         keys = [prefix + channel._q_for_pri(queue, pri) for pri in channel.priority_steps]
         with channel.conn_or_acquire() as client:
@@ -223,3 +236,14 @@ def oldest_queued_at(celery_app: Celery, queue: str) -> float | None:
         except (ValueError, KeyError, TypeError):
             return None  # sent by a producer that does not stamp its messages: unknown
     return min(sent) if sent else None
+
+
+def _head_if_queued(conn: Any, queue: str, cache: redis.Redis | None, prefix: str) -> float | None:
+    """RabbitMQ: None for an empty queue, else its recorded head (None when unknown)."""
+    if not rabbitmq_ready(conn, queue) or cache is None:
+        return None
+    try:
+        return read_head(cache, prefix, queue)
+    except (redis.RedisError, ValueError) as exc:
+        log.warning("the head of queue %s is unknown (Redis: %s); the sweeper goes by the lease alone", queue, exc)
+        return None

@@ -51,24 +51,27 @@ def rabbitmq_queue_depths(url: str, timeout: float) -> dict[str, int]:
     after ``timeout`` seconds). A queue not declared yet (no worker has started on the vhost) holds
     0. Messages delivered and not yet acknowledged are not in these counts, and AMQP does not tell
     them (RabbitMQ's management API would)."""
-    depths: dict[str, int] = {}
     with Connection(
         url, connect_timeout=timeout, transport_options={"read_timeout": timeout, "write_timeout": timeout}
     ) as conn:
         conn.ensure_connection(max_retries=0)
-        channel = conn.channel()
-        try:
-            for queue in QUEUES:
-                try:
-                    _, depths[queue], _ = channel.queue_declare(queue=queue, passive=True)
-                except conn.channel_errors as exc:
-                    if getattr(exc, "reply_code", None) != _AMQP_NOT_FOUND:
-                        raise
-                    depths[queue] = 0
-                    channel = conn.channel()  # RabbitMQ closes a channel that asked for a missing queue
-        finally:
+        return {queue: rabbitmq_ready(conn, queue) for queue in QUEUES}
+
+
+def rabbitmq_ready(conn: Connection, queue: str) -> int:
+    """Messages ready in one RabbitMQ queue: a passive ``queue.declare`` on a channel of its own
+    (RabbitMQ closes a channel that asked for a missing queue); 0 for a queue not declared yet."""
+    channel = conn.channel()
+    try:
+        _, ready, _ = channel.queue_declare(queue=queue, passive=True)
+    except conn.channel_errors as exc:
+        if getattr(exc, "reply_code", None) != _AMQP_NOT_FOUND:
+            raise
+        return 0
+    finally:
+        if channel.is_open:
             channel.close()
-    return depths
+    return ready
 
 
 class QueueDepths:

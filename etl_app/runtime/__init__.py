@@ -19,6 +19,7 @@ from redis.retry import Retry
 from etl_app.config import Settings
 from etl_app.ingest.send import Publisher
 from etl_app.jobs.context import JobTools
+from etl_app.pipeline.queue_head import HeadRecorder
 from etl_app.pipeline.stash import Stash
 from etl_app.record_types import Registry
 
@@ -40,6 +41,7 @@ class Runtime:
     relay: Relay | None = None
     _cache: Any = field(default=None, repr=False)
     _lookup_cache: Any = field(default=None, repr=False)
+    _queue_heads: HeadRecorder | None = field(default=None, repr=False)
 
     @property
     def cache(self) -> redis.Redis:
@@ -59,6 +61,14 @@ class Runtime:
         if self._lookup_cache is None:
             self._lookup_cache = _cache_client(self.settings.lookup_cache_url)
         return self._lookup_cache
+
+    @property
+    def queue_heads(self) -> HeadRecorder:
+        """What a worker's consumer has taken from each queue, in time, written to :attr:`cache`
+        (RabbitMQ only: :mod:`etl_app.pipeline.queue_head`)."""
+        if self._queue_heads is None:
+            self._queue_heads = HeadRecorder(lambda: self.cache, self.settings.broker_key_prefix)
+        return self._queue_heads
 
     @property
     def stash(self) -> Stash:

@@ -6,13 +6,22 @@ import logging
 
 from amqp.exceptions import AMQPError
 from celery import Celery
-from celery.signals import before_task_publish, celeryd_after_setup, setup_logging, worker_init, worker_process_init
+from celery.signals import (
+    before_task_publish,
+    celeryd_after_setup,
+    setup_logging,
+    task_received,
+    worker_init,
+    worker_process_init,
+)
 from kombu.exceptions import KombuError
 
 import celeryconfig
 from etl_app import logs
 from etl_app.config import is_rabbitmq
+from etl_app.names import LOOKUPS_QUEUE, PIPELINE_QUEUE
 from etl_app.pipeline.messages import stamp_sent_at
+from etl_app.pipeline.queue_head import delivered_from
 from etl_app.runtime import redis_broker_close, stage_metrics
 
 CELERY_CONFIG_MODULE = "celeryconfig"
@@ -43,6 +52,20 @@ def _reset_connections_in_child(**_kwargs) -> None:
     runtime = getattr(current_app, "etl", None)
     if runtime is not None:
         runtime.reset_after_fork()
+
+
+@task_received.connect
+def _record_queue_head(sender=None, request=None, **_kwargs) -> None:
+    """On RabbitMQ, the worker's consumer notes the send time of each message it takes from the
+    ``etl`` and ``lookups`` queues: the queue's head, which the outbox sweeper reads (see
+    :mod:`etl_app.pipeline.queue_head`). In memory here; a thread writes it to Redis once a second.
+    On Redis the sweeper reads the queue itself and nothing is recorded."""
+    runtime = getattr(getattr(sender, "app", None), "etl", None)
+    if runtime is None or request is None or not runtime.settings.broker_is_rabbitmq:
+        return
+    seen = delivered_from(request.delivery_info, request.request_dict, (PIPELINE_QUEUE, LOOKUPS_QUEUE))
+    if seen is not None:
+        runtime.queue_heads.observe(*seen)
 
 
 @worker_init.connect

@@ -1,19 +1,26 @@
 """Chains lost while a sustained load keeps the queue long: the sweeper re-drives exactly the
-lost records, and they land while the load goes on (it does not wait for the queue to drain)."""
+lost records, and they land while the load goes on (it does not wait for the queue to drain).
+
+On Redis the sweeper reads when the oldest queued message was sent from the queue itself; on
+RabbitMQ from the queue's head as the workers record it (etl_app.pipeline.queue_head). The
+RabbitMQ run is skipped for now (see the test)."""
 
 from __future__ import annotations
 
 import base64
 import json
+import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
+from kombu import Connection, Exchange, Producer, Queue
 
 from tests.helpers.faultlib import Clock, assert_exactly_once, report, swept, wait_settled
 from tests.helpers.payloads import student, tutor
 from tests.helpers.procs import wait_until
-from tests.helpers.support import queue_length
 
 pytestmark = pytest.mark.slow
 
@@ -24,48 +31,60 @@ LOAD_BATCH = 1_000
 VICTIMS = 200  # tutors: 4 chains, taken out of the queue
 
 
-def message_type(raw: bytes) -> str | None:
-    """The record type of a pipeline message in the broker's list (None for any other message)."""
-    body = json.loads(base64.b64decode(json.loads(raw)["body"]))
+def chunk_type(body) -> str | None:
+    """The record type of a pipeline task's body (``[args, kwargs, embed]``); None for any other."""
     args = body[0] if isinstance(body, list) else []
     first = args[0] if args else None
     return first.get("type") if isinstance(first, dict) else None
 
 
-def queue_wait(client, prefix: str) -> float:
-    """How long the oldest message still queued has waited (0 when the queue is empty)."""
-    raw = client.lindex(f"{prefix}etl", -1)
-    return 0.0 if raw is None else time.time() - float(json.loads(raw)["headers"]["etl_sent_at"])
+def message_type(raw: bytes) -> str | None:
+    """The record type of a pipeline message in the Redis broker's list (None for any other message)."""
+    return chunk_type(json.loads(base64.b64decode(json.loads(raw)["body"])))
 
 
 class Load(threading.Thread):
     """Keeps at least DEPTH messages queued by submitting student batches; samples the queue."""
 
-    def __init__(self, api, client, redis_url: str, prefix: str, unique: str) -> None:
+    def __init__(self, api, broker, env: dict[str, str], cache, unique: str) -> None:
         super().__init__(name="load", daemon=True)
-        self.api, self.client, self.redis_url, self.prefix, self.unique = api, client, redis_url, prefix, unique
+        self.api, self.broker, self.env, self.cache, self.unique = api, broker, env, cache, unique
         self.ingestions: list[str] = []
         self.accepted = 0
         self.samples: list[tuple[float, int, float]] = []  # (time, depth, oldest message's wait)
         self.halt = threading.Event()
+        self.gate = threading.Lock()  # held by each round, and by :meth:`paused`
         self.error: BaseException | None = None
+
+    def depth(self) -> int:
+        return self.broker.queue_length(self.env)
+
+    def wait(self) -> float:
+        return self.broker.queue_wait(self.env, self.cache)
 
     def run(self) -> None:
         try:
             n = 0
             while not self.halt.is_set():
-                depth = queue_length(self.redis_url, self.prefix)
-                self.samples.append((time.monotonic(), depth, queue_wait(self.client, self.prefix)))
-                if depth < DEPTH + 200:
-                    batch = [student(f"{self.unique}-L{n}-{i}", grade_level=1 + i % 16) for i in range(LOAD_BATCH)]
-                    body = self.api.submit("students/batch", batch)
-                    self.ingestions.append(body["ingestion_id"])
-                    self.accepted += body["accepted"]
-                    n += 1
-                else:
-                    self.halt.wait(0.2)
+                with self.gate:
+                    depth = self.depth()
+                    self.samples.append((time.monotonic(), depth, self.wait()))
+                    if depth < DEPTH + 200:
+                        batch = [student(f"{self.unique}-L{n}-{i}", grade_level=1 + i % 16) for i in range(LOAD_BATCH)]
+                        body = self.api.submit("students/batch", batch)
+                        self.ingestions.append(body["ingestion_id"])
+                        self.accepted += body["accepted"]
+                        n += 1
+                        continue
+                self.halt.wait(0.2)
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Nothing submitted, nothing sampled meanwhile."""
+        with self.gate:
+            yield
 
     def stop(self) -> None:
         self.halt.set()
@@ -73,7 +92,7 @@ class Load(threading.Thread):
         assert self.error is None, f"the load failed: {self.error!r}"
 
 
-def take_out(client, prefix: str, record_type: str, expected: int) -> int:
+def take_out_of_redis(client, prefix: str, record_type: str, expected: int) -> int:
     """Remove every queued message of this record type from the broker's list, as a lost
     message; returns how many. Waits until ``expected`` of them are there."""
     key = f"{prefix}etl"
@@ -88,33 +107,82 @@ def take_out(client, prefix: str, record_type: str, expected: int) -> int:
     return removed
 
 
+def take_out_of_rabbitmq(url: str, record_type: str) -> int:
+    """Remove every queued message of this record type from the vhost's ``etl`` queue, as a lost
+    message; returns how many. AMQP removes no message from the middle of a queue: every ready
+    message is taken (``basic.get``, unacknowledged), the others are published again at the end
+    of the queue in the order they came (body, headers and properties as they were, publisher
+    confirms), then every taken message is acknowledged. Given back instead (``basic.reject``
+    with requeue), a quorum queue would put them at its end with ``x-delivery-count`` 1, but not
+    in the order they were given back when they are many: the workers would then take recent
+    messages before older ones, which a queue never does. Nothing else may enter the queue
+    meanwhile (the caller pauses the load and the worker): it is then as it was, less the victims."""
+    with Connection(url, connect_timeout=10, transport_options={"confirm_publish": True}) as conn:
+        channel = conn.channel()
+        queue = Queue("etl", channel=channel)
+        taken = []
+        while (message := queue.get(no_ack=False)) is not None:
+            taken.append(message)
+        producer = Producer(channel, exchange=Exchange("etl", type="topic"), routing_key="etl", auto_declare=False)
+        kept = [message for message in taken if chunk_type(message.payload) != record_type]
+        for message in kept:
+            producer.publish(
+                message.body,
+                headers=message.headers,
+                content_type=message.content_type,
+                content_encoding=message.content_encoding,
+                delivery_mode=2,
+                **{k: v for k, v in message.properties.items() if k in ("correlation_id", "reply_to", "priority")},
+            )
+        for message in taken:
+            message.ack()
+        channel.close()
+    return len(taken) - len(kept)
+
+
+@contextmanager
+def stopped(proc) -> Iterator[None]:
+    """The process and its children stopped (SIGSTOP), then continued: a worker that takes
+    nothing meanwhile (its consumer, its pool, the beat jobs it runs)."""
+    proc.signal_group(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        proc.signal_group(signal.SIGCONT)
+
+
 def test_chains_lost_under_a_sustained_load_land_while_the_queue_stays_long(
     make_stack, broker, fault_engine, registry, unique
 ):
     if broker.name != "redis":
         pytest.skip(
-            "RabbitMQ: the sweeper cannot see when the oldest queued message was sent (AMQP has no "
-            "peek), so under a queue longer than the lease it re-sends queued records too; and "
-            "a message cannot be taken out of a queue without consuming it"
+            "RabbitMQ: not passing yet. With the queue's head recorded by the worker and the lost "
+            "chains taken out by take_out_of_rabbitmq (the worker and the load paused), the "
+            "sweeper re-sent 10,200 to 23,050 records in one run soon after the take-out in 5 of 6 "
+            "runs (exactly the 200 lost in the other): the head it read was a message sent moments "
+            "before, while messages sent seconds earlier were still queued. Not understood yet"
         )
     stack = make_stack(ETL_CHUNK_SIZE=str(CHUNK), ETL_OUTBOX_LEASE_SECONDS=str(LEASE), ETL_SWEEP_INTERVAL_SECONDS="1")
     api = stack.up(concurrency=1)
-    redis_url = stack.redis.url(0)
     worker = stack.procs[0]
     client = stack.redis.client()
-    load = Load(api, client, redis_url, stack.prefix, unique)
+    load = Load(api, broker, stack.broker_env, client, unique)
     load.start()
     try:
         # a queue that waits several leases: a lease-only sweeper would re-send what is queued
         wait_until(
-            lambda: queue_length(redis_url, stack.prefix) >= DEPTH and queue_wait(client, stack.prefix) > 2 * LEASE,
+            lambda: load.depth() >= DEPTH and load.wait() > 2 * LEASE,
             120,
             0.2,
             what=f"{DEPTH} messages queued, the oldest waiting > {2 * LEASE}s",
         )
         clock = Clock()
         victims = api.submit("tutors/batch", [tutor(f"{unique}-T{i}") for i in range(VICTIMS)])
-        removed = take_out(client, stack.prefix, "tutors", VICTIMS // CHUNK)
+        if broker.name == "redis":
+            removed = take_out_of_redis(client, stack.prefix, "tutors", VICTIMS // CHUNK)
+        else:
+            with load.paused(), stopped(worker):
+                removed = take_out_of_rabbitmq(stack.broker_env["CELERY_BROKER_URL"], "tutors")
         assert removed == VICTIMS // CHUNK
         lost_at = clock()
 

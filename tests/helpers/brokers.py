@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,16 @@ class RedisBroker:
 
         return pipeline_messages(self.server.client(), env["ETL_BROKER_KEY_PREFIX"], queued=queued)
 
+    def queue_length(self, env: dict[str, str], queue: str = "etl") -> int:
+        """Messages waiting in ``queue``."""
+        return self.server.client().llen(f"{env['ETL_BROKER_KEY_PREFIX']}{queue}")
+
+    def queue_wait(self, env: dict[str, str], cache: Any) -> float:
+        """How long the oldest message still waiting in ``etl`` has waited (0 when the queue is
+        empty): read from that message, the last element of the list."""
+        raw = self.server.client().lindex(f"{env['ETL_BROKER_KEY_PREFIX']}etl", -1)
+        return 0.0 if raw is None else time.time() - float(json.loads(raw)["headers"]["etl_sent_at"])
+
     def flush(self, env: dict[str, str]) -> int:
         """Every key of the broker gone; how many there were."""
         client = self.server.client()
@@ -257,6 +268,25 @@ class RabbitBroker:
         queues = self.node.queues(self.vhost(env))
         mine = [q for name, q in queues.items() if name in PIPELINE_QUEUES]
         return sum(q["unacked"] + (q["ready"] if queued else 0) for q in mine)
+
+    def queue_length(self, env: dict[str, str], queue: str = "etl") -> int:
+        """Messages ready in ``queue``, as RabbitMQ counts them (passive ``queue.declare``)."""
+        from kombu import Connection
+
+        from etl_app.pipeline.queues import rabbitmq_ready
+
+        with Connection(env["CELERY_BROKER_URL"], connect_timeout=10) as conn:
+            return rabbitmq_ready(conn, queue)
+
+    def queue_wait(self, env: dict[str, str], cache: Any) -> float:
+        """How long the oldest message still waiting in ``etl`` has waited (0 when the queue is
+        empty, or no worker has taken a message yet). AMQP cannot show a queued message: this is
+        the queue's head as the workers record it in the cache Redis
+        (:mod:`etl_app.pipeline.queue_head`), what the sweeper measures against."""
+        from etl_app.pipeline.queue_head import read_head
+
+        head = read_head(cache, env["ETL_BROKER_KEY_PREFIX"], "etl")
+        return 0.0 if head is None or not self.queue_length(env) else time.time() - head
 
     def flush(self, env: dict[str, str]) -> int:
         """Every message of the stack's vhost gone (its queues purged; none may have a consumer);
