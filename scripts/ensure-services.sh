@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Make sure the local PostgreSQL and Redis that the tests use are running; start them if not.
+# Make sure the local PostgreSQL and Redis that the tests use are running, and the RabbitMQ node
+# where it is installed (its tests are skipped without rabbitmqctl); start them if not.
 set -euo pipefail
 
 pg_up() { pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; }
@@ -17,6 +18,15 @@ if ! redis_up; then
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
   for _ in $(seq 1 30); do redis_up && break; sleep 1; done
 fi
+if command -v rabbitmqctl >/dev/null && command -v rabbitmq-server >/dev/null; then
+  rabbit_up() { rabbitmqctl -q await_startup --timeout 5 >/dev/null 2>&1; }
+  if ! rabbit_up; then
+    echo "starting RabbitMQ"
+    rabbitmq-server -detached || true
+    for _ in $(seq 1 60); do rabbit_up && break; sleep 1; done
+  fi
+  rabbit_up || { echo "RabbitMQ is installed but does not answer (rabbitmqctl await_startup)" >&2; exit 1; }
+fi
 pg_up || { echo "PostgreSQL is not reachable on 127.0.0.1:5432" >&2; exit 1; }
 redis_up || { echo "Redis is not reachable on 127.0.0.1:6379" >&2; exit 1; }
-echo "PostgreSQL and Redis are up"
+echo "PostgreSQL and Redis are up$(command -v rabbitmqctl >/dev/null && echo ", and RabbitMQ")"
