@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
 
 import pytest
 import requests
 
-from tests.helpers.faultlib import Clock, assert_exactly_once, outcome, report, swept, wait_settled
+from tests.helpers.faultlib import Clock, assert_exactly_once, outcome, relayed, report, swept, wait_settled
 from tests.helpers.payloads import student
 from tests.helpers.procs import wait_until
 from tests.helpers.services import wait_for_postgres
@@ -111,11 +110,6 @@ def test_postgres_stopped_longer_than_the_retry_budget(make_stack, private_pg, f
         received_when_db_returned=right_after.received,
         swept=swept(worker),
     )
-
-
-def relayed(web: Any) -> int:
-    """Records the web process's outbox relay sent once the broker was back, by its log."""
-    return sum(int(n) for n in re.findall(r"outbox relay: broker back, sent (\d+) records", web.log()))
 
 
 @pytest.mark.parametrize("web_dies", [False, True], ids=["web-lives", "web-killed"])

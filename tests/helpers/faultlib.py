@@ -324,6 +324,17 @@ def sweeper_runs(worker: Any) -> int:
     return len(re.findall(r"Task etl\.beat\.outbox-sweeper\[[^\]]+\] received", worker.log()))
 
 
+def relayed(web: Any) -> int:
+    """Records the web process's outbox relay sent once the broker was back, by its log."""
+    return sum(int(n) for n in re.findall(r"outbox relay: broker back, sent (\d+) records", web.log()))
+
+
+def unpublished(web: Any) -> int:
+    """Records the web process stored but could not publish at once (the broker was down), by its
+    log: the relay or the sweeper sent them later."""
+    return sum(int(n) for n in re.findall(r"could not publish ingestion \S+ \((\d+) records\)", web.log()))
+
+
 def swept(worker: Any) -> int:
     """Records the outbox sweeper re-enqueued, by the log of the worker that ran it."""
     return sum(int(n) for n in re.findall(r"outbox sweeper re-enqueued (\d+) records", worker.log()))
