@@ -196,11 +196,10 @@ class RedisBroker:
     def stop(self, graceful: bool = False) -> None:
         """SIGKILL (or, ``graceful``, SIGTERM: a shutdown as a service manager does it); either way
         this Redis keeps nothing on disk, so what it held is gone."""
-        if graceful and self.server.running() and not self.server.paused:
-            self.server.proc.send_signal(signal.SIGTERM)
-            self.server.proc.wait(30)
-            self.server.proc = None
-        self.server.stop()
+        if graceful:
+            self.server.shutdown()
+        else:
+            self.server.stop()
 
     def start(self) -> None:
         self.server.resume()

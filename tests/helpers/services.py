@@ -235,6 +235,15 @@ class PrivateRedis:
         self.proc = None
         self.paused = False
 
+    def shutdown(self) -> None:
+        """SIGTERM, as `redis-cli shutdown` or a service manager's stop does (a paused server is
+        killed paused instead, see :meth:`stop`); without persistence, what it held is gone too."""
+        if self.running() and not self.paused:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
+            self.proc = None
+        self.stop()
+
     def pause(self) -> None:
         """SIGSTOP: connections open but nothing answers (what makes publishes hang)."""
         if self.running() and not self.paused:

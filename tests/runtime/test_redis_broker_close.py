@@ -7,7 +7,6 @@ queue); kombu closes a connection's channels last-opened first."""
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterator
 
 import pytest
@@ -29,13 +28,6 @@ def broker() -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.destroy()
-
-
-def shut_down(server: PrivateRedis) -> None:
-    """SIGTERM, as `redis-cli shutdown` or a service manager's stop does."""
-    server.proc.send_signal(signal.SIGTERM)
-    server.proc.wait(30)
-    server.proc = None
 
 
 def test_a_connection_lost_with_unacked_messages_closes_every_channel(broker):
@@ -64,7 +56,7 @@ def test_a_connection_lost_with_unacked_messages_closes_every_channel(broker):
             pass
     assert received and task_channel.qos._delivered, "the task channel holds an unacknowledged message"
 
-    shut_down(broker)
+    broker.shutdown()  # SIGTERM, as a service manager's stop does
     conn.collect()  # what Celery's consumer does with a connection it lost
 
     # Every channel was closed, the one holding messages included ...
