@@ -9,6 +9,7 @@ alone re-drives their records."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -38,12 +39,12 @@ def students(prefix: str, n: int) -> list[dict]:
     return [student(f"{prefix}-{i:05d}", name=f"Student {i}", grade_level=1 + i % 16) for i in range(n)]
 
 
-def wait_persisted(engine, ingestion_id, at_least: int, timeout: float = 120) -> int:
+def wait_persisted(engine, ingestion_id, at_least: int, timeout: float = 120, interval: float = 0.1) -> int:
     def enough() -> int | None:
         n = outcome(engine, [ingestion_id]).persisted
         return n if n >= at_least else None
 
-    return wait_until(enough, timeout, 0.1, what=f"{at_least} records persisted")
+    return wait_until(enough, timeout, interval, what=f"{at_least} records persisted")
 
 
 def in_order(text: str, *needles: str) -> bool:
@@ -132,10 +133,14 @@ def test_the_whole_worker_killed_mid_batch_and_started_again(make_stack, fault_e
     clock = Clock()
     ing = api.submit("students/batch", students(unique, BATCH))["ingestion_id"]
 
-    wait_persisted(fault_engine, ing, 1)  # persisting has begun (most persists come last)
+    # Persisting has begun (most persists come last): freeze the worker's whole process group
+    # at once, so the kill surely comes mid-batch however slowly the broker's counts follow
+    # (rabbitmqctl's are refreshed every few seconds, longer than the batch takes to finish).
+    wait_persisted(fault_engine, ing, 1, interval=0.02)
+    worker.signal_group(signal.SIGSTOP)
+    at_kill = outcome(fault_engine, [ing]).persisted
     held = wait_until(lambda: stack.pipeline_messages(queued=False), 30, 0.05, what="the worker to hold messages")
     worker.kill()  # SIGKILL to the process group: main process and pool children
-    at_kill = outcome(fault_engine, [ing]).persisted
     assert at_kill < BATCH, "the kill came after the batch was done"
     if stack.broker.name == "redis":
         stranded = stack.pipeline_messages(queued=False)
