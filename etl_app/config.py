@@ -104,6 +104,8 @@ class Settings:
     rollup_days: int = 7
     job_batch_size: int = 5_000
     rate_limit: str = ""
+    auth_failures_per_minute: int = 20  # per client address (etl_app.web.authfail); 0: off
+    proxy_hops: int = 0  # reverse proxies whose X-Forwarded-For names the client address
     openlineage_url: str | None = None  # unset: no lineage events (etl_app.lineage.openlineage)
     openlineage_endpoint: str = "api/v1/lineage"
     openlineage_api_key: str = ""
@@ -151,6 +153,8 @@ class Settings:
             rollup_days=_int(env, "ETL_ROLLUP_DAYS", cls.rollup_days),
             job_batch_size=_int(env, "ETL_JOB_BATCH_SIZE", cls.job_batch_size),
             rate_limit=env.get("ETL_RATE_LIMIT", "").strip(),
+            auth_failures_per_minute=_int(env, "ETL_AUTH_FAILURES_PER_MINUTE", cls.auth_failures_per_minute),
+            proxy_hops=_int(env, "ETL_PROXY_HOPS", cls.proxy_hops),
             openlineage_url=env.get("OPENLINEAGE_URL", "").strip() or None,
             openlineage_endpoint=env.get("OPENLINEAGE_ENDPOINT", "").strip() or cls.openlineage_endpoint,
             openlineage_api_key=env.get("OPENLINEAGE_API_KEY", "").strip(),
@@ -211,6 +215,8 @@ class Settings:
                     f"ETL_RATE_LIMIT must be in flask-limiter's notation, e.g. 100/second;5000/minute: "
                     f"{self.rate_limit!r}"
                 ) from None
+        if self.auth_failures_per_minute < 0 or self.proxy_hops < 0:
+            raise ValueError("ETL_AUTH_FAILURES_PER_MINUTE and ETL_PROXY_HOPS must be at least 0")
         if self.geocoder_breaker_failures < 1 or self.geocoder_breaker_cooldown_seconds < 1:
             raise ValueError(
                 "ETL_GEOCODER_BREAKER_FAILURES must be at least 1, ETL_GEOCODER_BREAKER_COOLDOWN_SECONDS at least 1"

@@ -25,6 +25,7 @@ from etl_app.dead_letters.tables import (
 from etl_app.ingest.tables import DEAD, PERSISTED, RECEIVED, REJECTED, STATUSES, Ingestion, RawRecord, Rejection
 from etl_app.jobs.tables import FAILED, JOB_RUN_STATUSES, JOB_TRIGGERS, RUNNING, SKIPPED, SUCCEEDED, JobRun
 from etl_app.quality.tables import DailyQuality, TutorDailyMetrics
+from etl_app.sessions import UiSession
 from etl_app.uploads.tables import PARSED, PARSING, STORED, UPLOAD_STATUSES, Upload, UploadChunk
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "RawRecord",
     "Rejection",
     "TutorDailyMetrics",
+    "UiSession",
     "Upload",
     "UploadChunk",
     "sql",

@@ -12,7 +12,9 @@ right       what it opens                                         roles
 ``submit``  POST records (one, batch, NDJSON, upload)             ingest, admin
 ``read``    every GET (records, ingestions, dead letters, jobs,   reader, operator, admin
             reports, audit, /metrics)
-``operate`` replay, discard and edit dead letters, run jobs       operator, admin
+``operate`` replay, discard and edit dead letters (an edit keeps  operator, admin
+            the natural key unless the key also has ``submit``),
+            run jobs
 ``any``     what any valid key may read (/openapi.json)           every role
 =========== ===================================================== ==========================
 

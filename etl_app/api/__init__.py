@@ -15,6 +15,7 @@ from etl_app.api import (
     metrics,
     openapi,
     providers,
+    ratelimit,
     read,
     rejections,
     reports,
@@ -32,7 +33,9 @@ def init_app(app: Flask) -> None:
     register_error_handlers(app)
     bodylimit.init_app(app)
     metrics.init_app(app)  # first, so that refused requests are counted too
-    auth.init_app(app)
+    auth.init_app(app)  # a missing or wrong key: 401
+    ratelimit.init_app(app)  # then every request of a known key counts, a refused one too
+    auth.init_rights(app)  # then a key whose role lacks the right: 403
     app.before_request(_refuse_nul)  # after the key check: a refused key is a 401 whatever it sent
     for module in (health, read, rejections, dead_letters, reports, openapi, metrics):
         app.register_blueprint(module.bp)

@@ -270,6 +270,10 @@ class AuditEntry(Schema):
     outcome = one_of(AUDIT_OUTCOMES)
     message = nullable(Text)
     request_id = nullable(Text)
+    occurrences = Int(
+        **described("how many times it happened: refusals of a key and action are counted in one entry a minute")
+    )
+    first_at = Moment(**described("the first time (``at`` is the last)"))
 
 
 class AuditPage(Schema):

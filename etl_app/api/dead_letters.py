@@ -11,6 +11,8 @@
 - ``POST /api/v1/dead-letters/<id>/replay``: body empty, or ``{"payload": {...}}`` to replay a
   corrected record (validated again: 422 with field errors when invalid). 409 unless open. A
   corrected replay keeps the payload as it was, the edit and the key id (etl_app.dead_letters.edits).
+  It must keep the natural key (the record type's key field) unless the key has the submit right:
+  403 ``natural_key_locked`` otherwise, nothing changed.
 - ``POST /api/v1/dead-letters/replay``: the same filters, as a JSON object body or as query
   parameters; replays at most 10,000 open dead letters a call (``limit`` lowers that) and says
   how many matching ones are still open (``remaining``): call again until it is 0. It needs a
@@ -39,6 +41,7 @@ from etl_app.dead_letters.errors import (
     FilterRequired,
     InvalidParameter,
     InvalidPayload,
+    KeyChanged,
     NotFound,
     NotOpen,
 )
@@ -53,7 +56,7 @@ from etl_app.dead_letters.filters import (
 )
 from etl_app.errors import ERROR_TYPES
 from etl_app.models import DEAD_LETTER_STATUSES
-from etl_app.web.context import ApiError, audited, current_runtime, send_replayed
+from etl_app.web.context import ApiError, audited, current_key_may_submit, current_runtime, send_replayed
 
 bp = Blueprint("dead_letters", __name__, url_prefix="/api/v1/dead-letters")
 
@@ -75,6 +78,8 @@ def api_error(exc: DeadLetterError) -> ApiError:
         return ApiError(404, "not_found", str(exc))
     if isinstance(exc, NotOpen):
         return ApiError(409, "not_open", str(exc), current_status=exc.status)
+    if isinstance(exc, KeyChanged):
+        return ApiError(403, "natural_key_locked", str(exc), field=exc.field)
     if isinstance(exc, InvalidPayload):
         return ApiError(422, "validation_failed", str(exc), errors=exc.errors)
     return ApiError(400, "bad_request", str(exc))
@@ -158,6 +163,7 @@ class CorrectedPayload(Schema):
         202: ("back in the pipeline", Replayed),
         400: "a bad body",
         404: "no such dead letter",
+        403: "`natural_key_locked`: the corrected payload changes the natural key, and the key lacks the submit right",
         409: "not open",
         415: "wrong Content-Type",
         422: "the corrected payload is not valid",
@@ -174,7 +180,12 @@ def replay_one(dead_letter_id: int):
     if "payload" in body:  # an edit: replayed with a corrected payload, kept with the original
         with audited("edit", {"dead_letter_id": dead_letter_id}) as (conn, entry):
             replayed = edits.edit_and_replay(
-                conn, runtime.registry, dead_letter_id, body["payload"], key_id=entry.key_id
+                conn,
+                runtime.registry,
+                dead_letter_id,
+                body["payload"],
+                key_id=entry.key_id,
+                may_submit=current_key_may_submit(),
             )
     else:
         with audited("replay", {"dead_letter_id": dead_letter_id}) as (conn, _):

@@ -23,7 +23,9 @@ def error_response(status: int, error: str, message: str, **extra: Any):
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return error_response(exc.status, exc.error, exc.message, **exc.extra)
+        response = error_response(exc.status, exc.error, exc.message, **exc.extra)
+        response.headers.update(exc.headers)
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

@@ -3,7 +3,10 @@
 ETL_RATE_LIMIT is in flask-limiter's notation (``100/second``, ``100/second;5000/minute``) and
 applies to each key on its own: the counter is named by the key id (never the key). A request
 over the limit is 429 ``rate_limited`` with Retry-After. /health, /ready and the other open
-endpoints are never limited; unauthenticated requests are refused (401) before they are counted.
+endpoints are never limited; unauthenticated requests are refused (401) before they are counted
+(their addresses are throttled instead: etl_app.web.authfail). The limiter's check runs between
+authentication and the role's check (etl_app.api.init_app), so a request its role refuses
+(403) is counted like any other, and once over the limit it is 429 without an audit row.
 
 The counters live in the Redis of REDIS_URL under ETL_BROKER_KEY_PREFIX. If that Redis is down,
 the limiter counts in memory (per process) and tries Redis again later; an error of the limiter

@@ -10,6 +10,12 @@ error_type, cause}`` for a group's replay, with ``reason`` for its discard (bulk
 touched), ``outcome`` (ok, refused, failed) with a ``message``, and the HTTP ``request_id`` if
 there is one.
 
+A refused action is not one row per request: the refusals of one key and action within a minute
+(``window_start``) are one row, whose ``occurrences`` counts them from ``first_at`` to ``at``
+(target, message and request id are those of the first; the request id of the last replaces it),
+written by one upsert, so a flood of refused requests cannot grow the table by more than a row
+per key, action and minute. Other outcomes have ``occurrences`` 1.
+
 Where the action writes to the database, its audit row is written in the same transaction
 (:func:`audited`): an action that commits is audited, one that fails leaves its row ``failed``
 (written on its own after the rollback). Job runs are audited by the runner
@@ -51,8 +57,12 @@ class Entry:
 
 
 _INSERT = sa.text(
-    "INSERT INTO audit (at, key_id, action, target, count, outcome, message, request_id) "
-    "VALUES (clock_timestamp(), :key_id, :action, CAST(:target AS jsonb), :count, :outcome, :message, :request_id)"
+    "INSERT INTO audit (at, first_at, key_id, action, target, count, outcome, message, request_id, occurrences, "
+    "window_start) "
+    "SELECT t, t, :key_id, :action, CAST(:target AS jsonb), :count, :outcome, :message, :request_id, 1, "
+    "CASE WHEN :outcome = 'refused' THEN date_trunc('minute', t) END FROM (SELECT clock_timestamp() AS t) now "
+    "ON CONFLICT (key_id, action, window_start) WHERE outcome = 'refused' "
+    "DO UPDATE SET occurrences = audit.occurrences + 1, at = excluded.at, request_id = excluded.request_id"
 )
 
 
@@ -92,8 +102,9 @@ def audited(engine: sa.Engine, entry: Entry) -> Iterator[sa.Connection]:
         with engine.begin() as conn:
             yield conn
             record(conn, entry)
-    except Exception as exc:
-        entry.outcome, entry.message = FAILED, f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # an error saying ``audit_outcome = "refused"`` is a refusal, not a failure
+        entry.outcome = REFUSED if getattr(exc, "audit_outcome", None) == REFUSED else FAILED
+        entry.message = f"{type(exc).__name__}: {exc}"
         entry.count = None
         record_alone(engine, entry)
         raise
@@ -120,6 +131,8 @@ def entry_dict(row: Any) -> dict[str, Any]:
         "outcome": row.outcome,
         "message": row.message,
         "request_id": row.request_id,
+        "occurrences": row.occurrences,
+        "first_at": row.first_at or row.at,
     }
 
 

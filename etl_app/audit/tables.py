@@ -36,6 +36,15 @@ class AuditEntry(Base):
             sa.text("(target ->> 'dead_letter_id')"),
             postgresql_where=sa.text("action IN ('replay', 'edit')"),
         ),
+        # Refusals are counted in one row per key, action and minute (etl_app.audit.record).
+        sa.Index(
+            "ux_audit_refusals",
+            "key_id",
+            "action",
+            "window_start",
+            unique=True,
+            postgresql_where=sa.text("outcome = 'refused'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
@@ -47,3 +56,8 @@ class AuditEntry(Base):
     outcome: Mapped[str] = mapped_column(sa.Text)
     message: Mapped[str | None] = mapped_column(sa.Text)
     request_id: Mapped[str | None] = mapped_column(sa.Text)
+    # How many times it happened: 1, but for refusals, counted per key, action and minute
+    # (``window_start``, null for the other outcomes) from ``first_at`` to ``at``.
+    occurrences: Mapped[int] = mapped_column(sa.Integer, server_default="1")
+    first_at: Mapped[datetime | None] = mapped_column(TSTZ)
+    window_start: Mapped[datetime | None] = mapped_column(TSTZ)

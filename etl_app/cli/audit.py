@@ -26,7 +26,7 @@ def audit_command(limit: int, action: str | None, key_id: str | None) -> None:
         click.echo("no audit entries match")
         return
     table = Table()
-    for name in ("id", "at (UTC)", "key id", "action", "count", "outcome"):
+    for name in ("id", "at (UTC)", "key id", "action", "count", "outcome", "times"):
         table.add_column(name, no_wrap=True)
     table.add_column("target", overflow="fold", min_width=20)
     table.add_column("message", overflow="fold", min_width=20)
@@ -38,6 +38,7 @@ def audit_command(limit: int, action: str | None, key_id: str | None) -> None:
             e["action"],
             "" if e["count"] is None else e["count"],
             e["outcome"],
+            e["occurrences"],
             orjson.dumps(e["target"]).decode(),
             e["message"] or "",
         )

@@ -200,7 +200,9 @@ def replay_command(
             if payload is actions.UNSET:
                 replayed = actions.replay(conn, get_registry(), dead_letter_id)
             else:  # kept in dead_letter_edits, as the API's and the page's edits are
-                replayed = edits.edit_and_replay(conn, get_registry(), dead_letter_id, payload, key_id=CLI_ACTOR)
+                replayed = edits.edit_and_replay(
+                    conn, get_registry(), dead_letter_id, payload, key_id=CLI_ACTOR, may_submit=True
+                )
         click.echo(
             f"replayed dead letter {dead_letter_id} (raw record {replayed.raw_ids[0]}); once it settles, "
             f"`etl-app dlq show {dead_letter_id}` says whether it landed"

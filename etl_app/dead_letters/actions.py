@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from etl_app.dead_letters.errors import InvalidParameter, InvalidPayload, NotFound, NotOpen
+from etl_app.dead_letters.errors import InvalidParameter, InvalidPayload, KeyChanged, NotFound, NotOpen
 from etl_app.dead_letters.filters import Filters
 from etl_app.dead_letters.queries import DEAD_LETTERS, MAX_ID, RAW_RECORDS
 from etl_app.ingest.send import Publisher, Wakeable, send_after_commit
@@ -96,10 +96,14 @@ def _replay_ids(conn: sa.Connection, dead_letter_ids: Sequence[int]) -> Replayed
 UNSET: Any = object()  # no corrected payload (None would be one, and validation refuses it)
 
 
-def replay(conn: sa.Connection, registry: Registry, dead_letter_id: int, payload: Any = UNSET) -> Replayed:
+def replay(
+    conn: sa.Connection, registry: Registry, dead_letter_id: int, payload: Any = UNSET, *, keep_key: bool = False
+) -> Replayed:
     """Replay one open dead letter, optionally with a corrected ``payload``, which must pass
     ``RecordType.validate`` as of the record's ``received_at`` (else :class:`InvalidPayload`,
-    nothing changed). Raises :class:`NotFound` or :class:`NotOpen`."""
+    nothing changed). With ``keep_key`` (a caller without the submit right), the payload must also
+    keep the natural key of the record it corrects: the same value of the record type's key field
+    (else :class:`KeyChanged`, nothing changed). Raises :class:`NotFound` or :class:`NotOpen`."""
     if not 0 < dead_letter_id <= MAX_ID:
         raise NotFound(dead_letter_id)
     row = conn.execute(
@@ -110,6 +114,7 @@ def replay(conn: sa.Connection, registry: Registry, dead_letter_id: int, payload
             RAW_RECORDS.c.id.label("raw_id"),
             RAW_RECORDS.c.status.label("record_status"),
             RAW_RECORDS.c.received_at,
+            RAW_RECORDS.c.payload.label("record_payload"),
         )
         .select_from(DEAD_LETTERS.join(RAW_RECORDS, RAW_RECORDS.c.id == DEAD_LETTERS.c.raw_record_id))
         .where(DEAD_LETTERS.c.id == dead_letter_id)
@@ -123,6 +128,8 @@ def replay(conn: sa.Connection, registry: Registry, dead_letter_id: int, payload
         record_type = registry.get(row.record_type)
         if record_type is None:
             raise InvalidPayload({"_schema": [f"record type {row.record_type!r} is not registered"]})
+        if keep_key:
+            refuse_key_change(record_type.key, row.record_payload, payload)
         _, field_errors = record_type.validate(payload, row.received_at)
         if field_errors:
             raise InvalidPayload(field_errors)
@@ -131,6 +138,21 @@ def replay(conn: sa.Connection, registry: Registry, dead_letter_id: int, payload
             {"payload": orjson.dumps(payload).decode(), "key": record_type.natural_key(payload), "id": row.raw_id},
         )
     return _replay_ids(conn, [row.id])
+
+
+def _key_value(payload: Any, field: str) -> Any:
+    return payload.get(field) if isinstance(payload, dict) else None
+
+
+def refuse_key_change(field: str, original: Any, corrected: Any) -> None:
+    """:class:`KeyChanged` unless ``corrected`` holds the very value of ``field`` that ``original``
+    holds (compared as JSON values: ``"T1"`` and ``" T1"`` differ, as do a missing key and any
+    key). A payload that is no object is left to validation."""
+    if not isinstance(corrected, dict):
+        return
+    before, after = _key_value(original, field), _key_value(corrected, field)
+    if field not in corrected or not isinstance(original, dict) or field not in original or before != after:
+        raise KeyChanged(field, before, after)
 
 
 def replay_matching(conn: sa.Connection, filters: Filters, *, cap: int = REPLAY_CAP) -> tuple[Replayed, int]:

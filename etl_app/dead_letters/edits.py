@@ -23,13 +23,17 @@ _KEEP = sa.text(
 
 
 def edit_and_replay(
-    conn: sa.Connection, registry: Registry, dead_letter_id: int, payload: Any, *, key_id: str
+    conn: sa.Connection, registry: Registry, dead_letter_id: int, payload: Any, *, key_id: str, may_submit: bool
 ) -> actions.Replayed:
     """Replay an open dead letter with a corrected ``payload`` (:func:`actions.replay`: validated
     again by its record type, :class:`InvalidPayload` and nothing changed when it does not pass;
     :class:`NotFound`, :class:`NotOpen`) and keep the edit: the dead letter's payload as it was,
-    ``payload``, and ``key_id``, in the caller's transaction."""
-    replayed = actions.replay(conn, registry, dead_letter_id, payload)  # locks the dead letter
+    ``payload``, and ``key_id``, in the caller's transaction.
+
+    Unless the key making the edit ``may_submit`` (has the submit right), the edit must keep the
+    dead letter's natural key (:class:`KeyChanged` otherwise): an operator corrects the record
+    that failed, and cannot write any record of any key through an edit."""
+    replayed = actions.replay(conn, registry, dead_letter_id, payload, keep_key=not may_submit)  # locks it
     conn.execute(_KEEP, {"id": dead_letter_id, "key_id": key_id, "edited": orjson.dumps(payload).decode()})
     return replayed
 

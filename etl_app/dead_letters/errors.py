@@ -51,3 +51,18 @@ class InvalidPayload(DeadLetterError):
     def __init__(self, field_errors: FieldErrors) -> None:
         super().__init__("the corrected payload is not valid")
         self.errors = field_errors
+
+
+class KeyChanged(DeadLetterError):
+    """A corrected payload that changes the dead letter's natural key (its record type's key
+    field), by a caller that may not submit records: an edit fixes the record it was, it never
+    writes another one. Nothing was changed; the audit trail writes it ``refused``."""
+
+    audit_outcome = "refused"
+
+    def __init__(self, field: str, before: object, after: object) -> None:
+        super().__init__(
+            f"the corrected payload changes the natural key {field} from {before!r} to {after!r}; "
+            "an edit must keep the natural key unless the key making it has the submit right"
+        )
+        self.field, self.before, self.after = field, before, after

@@ -37,6 +37,7 @@ from etl_app.dead_letters.errors import (
     GroupNotFound,
     InvalidParameter,
     InvalidPayload,
+    KeyChanged,
     NotFound,
     NotOpen,
 )
@@ -46,7 +47,7 @@ from etl_app.jsonsafe import json_safe
 from etl_app.models import DEAD_LETTER_STATUSES, OPEN
 from etl_app.ui.blueprint import bp, render
 from etl_app.ui.session import requires_operate
-from etl_app.web.context import audited, current_runtime, send_replayed
+from etl_app.web.context import audited, current_key_may_submit, current_runtime, send_replayed
 
 GROUPS_PER_PAGE = 20
 DEAD_LETTERS_PER_PAGE = 50
@@ -353,13 +354,25 @@ def dead_letter_edit(dead_letter_id: int):
     try:
         with audited("edit", {"dead_letter_id": dead_letter_id}) as (conn, entry):
             replayed = edits.edit_and_replay(
-                conn, current_runtime().registry, dead_letter_id, payload, key_id=entry.key_id
+                conn,
+                current_runtime().registry,
+                dead_letter_id,
+                payload,
+                key_id=entry.key_id,
+                may_submit=current_key_may_submit(),
             )
     except InvalidPayload as exc:
         message = "The record type refuses this payload; nothing was changed."
         return _dead_letter_page(
             dead_letter_id, status=422, edit_text=text, edit_error=message, field_errors=_field_errors(exc.errors)
         )
+    except KeyChanged as exc:
+        message = (
+            f"The edit changes the natural key {exc.field} ({exc.before!r} → {exc.after!r}). Your key's role may "
+            "correct this record but not turn it into another one: keep the key, or ask a key that may submit "
+            "records. Nothing was changed."
+        )
+        return _dead_letter_page(dead_letter_id, status=403, edit_text=text, edit_error=message)
     except (NotFound, NotOpen) as exc:
         return _refused(exc, dead_letter_id)
     send_replayed(replayed)

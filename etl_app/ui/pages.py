@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from flask import redirect, request, session, url_for
+from flask import redirect, request, url_for
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import NotFound
 
 from etl_app.ui.blueprint import bp, render
-from etl_app.ui.session import authenticate, safe_next, sign_in
+from etl_app.ui.session import authenticate, safe_next, sign_in, sign_out
+from etl_app.web import authfail
 
 bp.before_request(authenticate)
 
@@ -19,9 +20,16 @@ def signin():
 
 @bp.post("/signin")
 def signin_post():
-    user = sign_in(request.form.get("key", ""))
     target = request.form.get("next", "")
+    try:  # an address past its failed sign-ins waits, whatever key it sends (etl_app.web.authfail)
+        authfail.refuse_if_throttled()
+    except authfail.TooManyFailures as exc:
+        message = f"Too many failed sign-ins from your address. Try again in {exc.retry_after} seconds."
+        page = render("ui/signin.html", title="Sign in", next=target, error=message)
+        return page, 429, {"Retry-After": str(exc.retry_after)}
+    user = sign_in(request.form.get("key", ""))
     if user is None:
+        authfail.failed()
         message = "That key is not configured, or its role cannot read these pages."
         return render("ui/signin.html", title="Sign in", next=target, error=message), 401
     return redirect(safe_next(target))
@@ -29,7 +37,7 @@ def signin_post():
 
 @bp.post("/signout")
 def signout():
-    session.clear()
+    sign_out()
     return redirect(url_for("ui.signin"))
 
 

@@ -1,13 +1,16 @@
 """Signing in to the pages with an API key, the session cookie, CSRF and roles.
 
 - The sign-in form takes a key of ``ETL_API_KEYS``; the session then holds its **key id** and role
-  (never the key). The cookie is Flask's signed session cookie: ``HttpOnly``,
-  ``SameSite=Strict``, path ``/ui``, ``Secure`` when the request came over https (behind a proxy:
-  ``X-Forwarded-Proto``, see docs/operator-pages.md), valid for 12 hours. Its signing key is
+  (never the key) and a random session id, which must name a live row of ``ui_sessions``
+  (etl_app.sessions): signing out deletes it, so a copy of the cookie is worth nothing after.
+  The cookie is Flask's signed session cookie: ``HttpOnly``, ``SameSite=Strict``, path ``/ui``,
+  ``Secure`` when the request came over https (behind a proxy: ``X-Forwarded-Proto``, see
+  docs/operator-pages.md), valid for 12 hours. Its signing key is
   ``ETL_SECRET_KEY``, or, when that is unset, derived from the configured API keys, so that every
   web process and host agrees and rotating the keys signs everyone out.
-- Every request re-checks that the key id is still configured with that role: a key removed
-  from ``ETL_API_KEYS`` is signed out at its next request.
+- Every request re-checks that the key id is still configured with that role and that its
+  session is live: a key removed from ``ETL_API_KEYS`` is signed out at its next request, and its
+  sessions are deleted then (adding the key back does not bring them back).
 - Every POST carries a CSRF token (Flask-WTF's ``CSRFProtect``, checked for this blueprint
   only: the JSON API takes bearer keys, which a browser never sends by itself).
 - A key needs the ``read`` right to sign in (an ``ingest`` key cannot); actions need
@@ -30,7 +33,7 @@ from flask import Flask, abort, current_app, g, redirect, request, session, url_
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 
-from etl_app import audit
+from etl_app import audit, sessions
 from etl_app.roles import ADMIN, OPERATE, READ, ROLE_RIGHTS, parse_keys
 
 log = logging.getLogger(__name__)
@@ -105,8 +108,12 @@ def authenticate() -> Any:
         if request.method == "POST":
             csrf.protect()
         return None
-    key_id, role = session.get("key_id"), session.get("role")
-    if key_id is None or keys_by_id().get(key_id) != role:
+    key_id, role, session_id = session.get("key_id"), session.get("role"), session.get("sid")
+    configured = keys_by_id()
+    if key_id is not None and key_id not in configured:
+        with _engine().begin() as conn:  # a key that is no longer configured: its sessions end
+            sessions.close_key(conn, key_id)
+    if key_id is None or configured.get(key_id) != role or not _live(session_id, key_id):
         session.clear()
         if request.method == "GET" and not request.path.startswith("/ui/api/"):
             return redirect(url_for("ui.signin", next=request.full_path.rstrip("?")))
@@ -116,10 +123,21 @@ def authenticate() -> Any:
         session.clear()
         abort(403)
     g.ui_user = user
-    g.api_key_id = key_id  # the audit trail and the logs name this key, as for the API
+    g.api_key_id, g.api_key_role = key_id, role  # the audit trail and the logs name this key, as for the API
     if request.method == "POST":
         csrf.protect()
     return None
+
+
+def _engine():
+    return current_app.extensions["etl"].engine
+
+
+def _live(session_id: Any, key_id: str) -> bool:
+    if not isinstance(session_id, str) or not session_id:
+        return False
+    with _engine().connect() as conn:
+        return sessions.is_live(conn, session_id, key_id)
 
 
 def requires_operate(action: str | None = None, target: Callable[..., dict] | None = None):
@@ -169,6 +187,18 @@ def sign_in(key: str) -> User | None:
         return None
     session.clear()
     session.permanent = True
-    session["key_id"], session["role"] = user.key_id, user.role
+    with _engine().begin() as conn:
+        session_id = sessions.open_session(conn, user.key_id, timedelta(hours=SESSION_HOURS))
+    session["key_id"], session["role"], session["sid"] = user.key_id, user.role, session_id
     log.info("ui: key %s (%s) signed in", user.key_id, user.role)
     return user
+
+
+def sign_out() -> None:
+    """End this session: its row is deleted, so the cookie, or any copy of it, is signed out."""
+    session_id = session.get("sid")
+    if isinstance(session_id, str) and session_id:
+        with _engine().begin() as conn:
+            sessions.close(conn, session_id)
+        log.info("ui: key %s signed out", session.get("key_id"))
+    session.clear()

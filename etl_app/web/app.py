@@ -15,10 +15,11 @@ def create_app(config: dict[str, Any] | None = None):
     from flask import Flask
 
     from etl_app import api, logs, ui
-    from etl_app.api import ratelimit, requestlog
+    from etl_app.api import requestlog
     from etl_app.config import Settings
     from etl_app.lineage import openlineage
     from etl_app.runtime.build import build_runtime
+    from etl_app.web import authfail
 
     logs.configure()
     config = dict(config or {})
@@ -39,7 +40,7 @@ def create_app(config: dict[str, Any] | None = None):
     app.extensions["celery"] = runtime.celery
     app.extensions["etl"] = runtime
     requestlog.init_app(app)  # first: every later hook logs with the request id
-    api.init_app(app)
-    ratelimit.init_app(app)  # after authentication: counted by key id
+    api.init_app(app)  # with the rate limit, counted by key id between authentication and the rights
     ui.init_app(app)  # the operator's pages under /ui/
+    authfail.trust_proxies(app, settings.proxy_hops)
     return app

@@ -12,15 +12,19 @@ from flask import current_app, g, request
 
 from etl_app import audit
 from etl_app.dead_letters import actions
+from etl_app.roles import ADMIN, ROLE_RIGHTS, SUBMIT
 from etl_app.runtime import Runtime
 
 
 class ApiError(Exception):
     """An error answer: status, machine-readable code, human message, optional details."""
 
-    def __init__(self, status: int, error: str, message: str, **extra: Any) -> None:
+    def __init__(
+        self, status: int, error: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(message)
         self.status, self.error, self.message, self.extra = status, error, message, extra
+        self.headers = headers or {}  # of the answer, e.g. Retry-After
 
 
 def current_runtime() -> Runtime:
@@ -31,6 +35,13 @@ def current_runtime() -> Runtime:
 def current_key_id() -> str | None:
     """The key id of the request's API key (None before authentication or on an open endpoint)."""
     return g.get("api_key_id")
+
+
+def current_key_may_submit() -> bool:
+    """Whether the request's key (an API key, or the pages' signed-in key) has the submit right:
+    only such a key may change a dead letter's natural key by an edit."""
+    role = g.get("api_key_role")
+    return role is not None and (role == ADMIN or SUBMIT in ROLE_RIGHTS.get(role, ()))
 
 
 def request_id() -> str | None:

@@ -60,3 +60,57 @@ def test_a_malformed_rate_limit_stops_the_service_at_start():
 
     with pytest.raises(ValueError, match="ETL_RATE_LIMIT"):
         Settings.from_env({"ETL_RATE_LIMIT": "lots"})
+
+
+# -- refused requests count, and their audit rows stay few --------------------------------------
+
+
+def _refusals(engine, key: str, action: str) -> list[dict]:
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        query = sa.text(
+            "SELECT occurrences, first_at, at, outcome, target FROM audit "
+            "WHERE key_id = :k AND action = :a AND outcome = 'refused' ORDER BY id"
+        )
+        return [dict(r) for r in conn.execute(query, {"k": key_id(key), "a": action}).mappings()]
+
+
+def test_refused_requests_use_up_the_keys_rate_limit_and_are_audited_in_one_counted_row(make_app, engine, unique):
+    from tests.helpers.dead_letters import dead
+    from tests.helpers.payloads import student
+
+    reader = f"reader-{unique}"
+    client = make_app(rate_limit="5/minute", api_keys=(API_KEY, f"{reader}:reader")).test_client()
+    _, [dl_id] = dead(engine, "students", [student(unique)])
+    headers = {"Authorization": f"Bearer {reader}"}
+    codes = [client.post(f"/api/v1/dead-letters/{dl_id}/replay", headers=headers).status_code for _ in range(12)]
+    assert codes == [403] * 5 + [429] * 7
+    rows = _refusals(engine, reader, "replay")
+    assert 1 <= len(rows) <= 2  # one a minute (two if the burst straddled a minute)
+    assert sum(r["occurrences"] for r in rows) == 5
+    assert all(r["first_at"] <= r["at"] for r in rows)
+
+
+def test_a_flood_of_refusals_is_one_audit_row_with_its_count_shown_by_the_api_and_cli(
+    make_app, engine, unique, make_cli
+):
+    from tests.helpers.dead_letters import dead
+    from tests.helpers.payloads import student
+
+    reader = f"reader-{unique}"
+    client = make_app(api_keys=(API_KEY, f"{reader}:reader")).test_client()
+    _, [dl_id] = dead(engine, "students", [student(unique)])
+    headers = {"Authorization": f"Bearer {reader}"}
+    assert all(client.delete(f"/api/v1/dead-letters/{dl_id}", headers=headers).status_code == 403 for _ in range(60))
+    rows = _refusals(engine, reader, "discard")
+    assert 1 <= len(rows) <= 2 and sum(r["occurrences"] for r in rows) == 60
+    listed = client.get(
+        "/api/v1/audit", query_string={"key_id": key_id(reader)}, headers={"Authorization": f"Bearer {API_KEY}"}
+    )
+    assert listed.status_code == 200, listed.get_json()
+    entries = listed.get_json()["audit"]
+    assert sum(e["occurrences"] for e in entries) == 60 and all(e["first_at"] <= e["at"] for e in entries)
+    result = make_cli(COLUMNS="250")("audit", "--key-id", key_id(reader))
+    assert result.exit_code == 0, result.output
+    assert "times" in result.output and any(str(r["occurrences"]) in result.output for r in rows)

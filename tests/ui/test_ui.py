@@ -101,6 +101,44 @@ def test_signing_out_ends_the_session(browser):
     assert browser.get("/ui/jobs").status_code == 302
 
 
+def test_after_sign_out_a_copy_of_the_old_cookie_is_signed_out_too(ui_app, engine):
+    browser = ui_app.test_client()
+    sign_in(browser, KEYS["operator"])
+    assert browser.get("/ui/jobs").status_code == 200
+    stolen = browser.get_cookie("etl_ui", path="/ui").value
+    live = sessions_of(engine, KEYS["operator"])
+    assert post_form(browser, "/ui/signout", "/ui/jobs").status_code == 302
+    assert sessions_of(engine, KEYS["operator"]) == live - 1  # its row is gone
+    replay = ui_app.test_client()
+    replay.set_cookie("etl_ui", stolen, path="/ui")
+    r = replay.get("/ui/jobs")
+    assert r.status_code == 302 and "/ui/signin" in r.headers["Location"]
+    assert replay.get("/ui/api/ingestions").status_code == 401
+    assert replay.post("/ui/jobs/retention/run").status_code in (400, 401)  # no session, whatever the CSRF
+
+
+def sessions_of(engine, key: str) -> int:
+    with engine.connect() as conn:
+        query = sa.text("SELECT count(*) FROM ui_sessions WHERE key_id = :k AND expires_at > now()")
+        return conn.execute(query, {"k": key_id(key)}).scalar_one()
+
+
+def test_a_key_removed_and_added_back_does_not_bring_its_old_sessions_back(make_app, monkeypatch):
+    monkeypatch.setenv("ETL_SECRET_KEY", "a-fixed-secret-for-this-test")
+    key = f"ui-comeback-{uuid.uuid4().hex[:8]}"
+    first = make_app(api_keys=(f"{key}:reader",))
+    client = first.test_client()
+    sign_in(client, key)
+    assert client.get("/ui/jobs").status_code == 200
+    cookie = client.get_cookie("etl_ui", path="/ui").value
+    second = make_app(api_keys=(API_KEY,))  # the key gone: its session ends
+    other = second.test_client()
+    other.set_cookie("etl_ui", cookie, path="/ui")
+    assert other.get("/ui/jobs").status_code == 302
+    client.set_cookie("etl_ui", cookie, path="/ui")  # the key back: the old session stays ended
+    assert client.get("/ui/jobs").status_code == 302
+
+
 def test_a_key_removed_from_the_configuration_is_signed_out_at_its_next_request(make_app, monkeypatch):
     monkeypatch.setenv("ETL_SECRET_KEY", "a-fixed-secret-for-this-test")
     first = make_app(api_keys=(f"{KEYS['reader']}:reader",))

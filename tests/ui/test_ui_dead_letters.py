@@ -369,3 +369,42 @@ def test_the_diff_is_line_by_line_of_the_pretty_json():
 
 def test_csrf_token_helper_reads_the_page(operator):
     assert csrf_token(operator, "/ui/dead-letters")
+
+
+def test_an_operators_edit_must_keep_the_natural_key_an_admins_may_change_it(
+    operator, ui_app, engine, unique, auth, api_redis_url, broker_prefix
+):
+    accepted = store(engine, "students", [student(f"{unique}-k", grade_level=99)])
+    [dl] = bury(engine, accepted.ids, error="grade_level: Must be between 1 and 12.")
+    other_key = student(f"{unique}-victim", grade_level=11)
+    # the page: the operator (no submit right) is told, and nothing changes
+    r = post_form(operator, f"/ui/dead-letters/{dl}/edit", f"/ui/dead-letters/{dl}", payload=pretty(other_key))
+    assert r.status_code == 403
+    page = text_of(r)
+    assert "natural key student_id" in page and "Nothing was changed" in page
+    assert dead_letter_row(engine, dl).status == "open" and edits_of(engine, dl) == []
+    assert raw_row(engine, accepted.ids[0]).payload["student_id"] == f"{unique}-k"
+    # a key missing from the edit is a change too
+    keyless = {k: v for k, v in other_key.items() if k != "student_id"}
+    r = post_form(operator, f"/ui/dead-letters/{dl}/edit", f"/ui/dead-letters/{dl}", payload=pretty(keyless))
+    assert r.status_code == 403 and edits_of(engine, dl) == []
+    # the API: the operator's edit is 403 natural_key_locked, audited as refused
+    client = ui_app.test_client()
+    op = {"Authorization": f"Bearer {KEYS['operator']}"}
+    r = client.post(f"/api/v1/dead-letters/{dl}/replay", json={"payload": other_key}, headers=op)
+    assert r.status_code == 403, r.get_json()
+    assert r.get_json()["error"] == "natural_key_locked" and r.get_json()["field"] == "student_id"
+    assert "submit right" in r.get_json()["message"]
+    assert dead_letter_row(engine, dl).status == "open" and edits_of(engine, dl) == []
+    assert audit_rows(engine, "edit", KEYS["operator"])[-1]["outcome"] == "refused"
+    # keeping the key, the operator's edit goes through
+    fixed = student(f"{unique}-k", grade_level=11)
+    r = client.post(f"/api/v1/dead-letters/{dl}/replay", json={"payload": fixed}, headers=op)
+    assert r.status_code == 202, r.get_json()
+    assert [e["edited"] for e in edits_of(engine, dl)] == [fixed]
+    # an admin (submit right) may change the key
+    second = store(engine, "students", [student(f"{unique}-m", grade_level=99)])
+    [dl2] = bury(engine, second.ids, error="grade_level: Must be between 1 and 12.")
+    r = client.post(f"/api/v1/dead-letters/{dl2}/replay", json={"payload": other_key}, headers=auth)
+    assert r.status_code == 202, r.get_json()
+    assert raw_row(engine, second.ids[0]).payload["student_id"] == f"{unique}-victim"
