@@ -1,15 +1,15 @@
 """refused actions of the audit trail counted in one row per key, action and minute
 (occurrences, first_at, window_start), and the operator pages' sessions (ui_sessions)
 
-Revision ID: authz_0001
+Revision ID: 0016
 Revises: 0015
-Create Date: 2027-01-20 10:00:00
+Create Date: 2026-12-06 22:40:00
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "authz_0001"
+revision = "0016"
 down_revision = "0015"
 branch_labels = None
 depends_on = None
