@@ -3,7 +3,7 @@ stored in ``rejections`` with its place, its values as received and its field er
 
 What is stored of them is bounded (docs/uploads.md, "Rejections are kept"):
 
-- the values as received (``raw``) up to ``ETL_REJECTION_RAW_BYTES`` of JSON: past that, each long
+- the values as received (``raw``) up to ``ETL_REJECTION_RAW_BYTES`` of JSON (UTF-8): past that, each long
   text in them (keys included) is cut and ends with ``…``, so that the value stays an object with
   its keys; if that is not enough (thousands of keys or items), only the leading entries that fit
   are kept. Such a row has ``raw_truncated`` set and ``raw_size``, the length of the values' JSON
@@ -95,7 +95,7 @@ def _cut(value: Any, chars: int, cuts: list[int], depth: int = 0) -> Any:
 
 
 def _length(value: Any, depth: int = 0) -> int:
-    """About the length of ``value``'s JSON, without writing it (a text of 200 MB referenced by
+    """About the length of ``value``'s JSON (characters), without writing it (a text of 200 MB referenced by
     every row of a file is measured, not copied, for each row)."""
     if depth > MAX_DEPTH:
         return 3
@@ -112,13 +112,17 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(json_safe(value), option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+def _bytes(value: Any) -> int:
+    return len(_dumps(value).encode())
+
+
 def _leading(value: Any, limit: int) -> Any:
-    """The leading entries of an object or array whose JSON fits ``limit``; a text cut to fit."""
+    """The leading entries of an object or array whose JSON fits ``limit`` bytes; a text cut to fit."""
     if isinstance(value, dict):
         kept: dict[str, Any] = {}
         used = 2
         for k, v in value.items():
-            used += len(_dumps({k: v}))
+            used += _bytes({k: v})
             if used > limit:
                 break
             kept[k] = v
@@ -127,28 +131,29 @@ def _leading(value: Any, limit: int) -> Any:
         items: list[Any] = []
         used = 2
         for v in value:
-            used += len(_dumps(v)) + 1
+            used += _bytes(v) + 1
             if used > limit:
                 break
             items.append(v)
         return items
-    return _dumps(value)[: limit // 6] + MARK  # 6: the longest escape of one character
+    return _dumps(value)[: limit // 6] + MARK  # 6: the most bytes one character takes in JSON
 
 
 def bound(value: Any, limit: int, chars: int | None = None) -> Bounded:
-    """``value`` as JSON of at most about ``limit`` characters: first every text cut to ``chars``
-    (default ``limit``), then shorter, then only the leading entries."""
-    chars = limit if chars is None else chars
+    """``value`` as JSON of at most about ``limit`` bytes: first every text cut to ``chars``
+    characters (default a little under ``limit``), then shorter, then only the leading entries."""
+    chars = max(limit - 256, MIN_CHARS) if chars is None else chars  # room for the other fields
     cuts: list[int] = []
-    text = _dumps(_cut(value, chars, cuts))
-    if not cuts and len(text) <= limit:
-        return Bounded(text, False, len(text))
+    cut = _cut(value, chars, cuts)
+    text = _dumps(cut)
+    if not cuts and len(text.encode()) <= limit:
+        return Bounded(text, False, len(text.encode()))
     size = _length(value)
-    while len(text) > limit and chars > MIN_CHARS:
-        chars = max(chars // 4, MIN_CHARS)
+    while len(text.encode()) > limit and chars > MIN_CHARS:
+        chars = max(chars // 2, MIN_CHARS)
         cut = _cut(value, chars, [])
         text = _dumps(cut)
-    if len(text) > limit:
+    if len(text.encode()) > limit:
         text = _dumps(_leading(cut, limit))
     return Bounded(text, True, size)
 
