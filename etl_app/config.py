@@ -88,6 +88,8 @@ class Settings:
     max_batch_items: int = 50_000
     max_upload_bytes: int = 200 * MIB
     chunk_size: int = 500
+    rejection_raw_bytes: int = 8 * 1024  # a rejection's values as received, as JSON, stored up to this
+    max_rejections_stored: int = 10_000  # rejections of one ingestion stored in full; the rest counted
     publish_timeout_seconds: float = 2.0
     outbox_lease_seconds: int = 300
     sweep_batch_size: int = 5_000
@@ -137,6 +139,8 @@ class Settings:
             max_batch_items=_int(env, "ETL_MAX_BATCH_ITEMS", cls.max_batch_items),
             max_upload_bytes=_int(env, "ETL_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
             chunk_size=_int(env, "ETL_CHUNK_SIZE", cls.chunk_size),
+            rejection_raw_bytes=_int(env, "ETL_REJECTION_RAW_BYTES", cls.rejection_raw_bytes),
+            max_rejections_stored=_int(env, "ETL_MAX_REJECTIONS_STORED", cls.max_rejections_stored),
             publish_timeout_seconds=_float(env, "ETL_PUBLISH_TIMEOUT_SECONDS", cls.publish_timeout_seconds),
             outbox_lease_seconds=_int(env, "ETL_OUTBOX_LEASE_SECONDS", cls.outbox_lease_seconds),
             sweep_batch_size=_int(env, "ETL_SWEEP_BATCH_SIZE", cls.sweep_batch_size),
@@ -199,6 +203,10 @@ class Settings:
             raise ValueError(f"ETL_LOOKUP_CACHE_URL must be a redis://, rediss:// or unix:// URL, not {scheme!r}")
         if self.chunk_size < 1:
             raise ValueError("ETL_CHUNK_SIZE must be at least 1")
+        if self.rejection_raw_bytes < 1024:
+            raise ValueError("ETL_REJECTION_RAW_BYTES must be at least 1024")
+        if self.max_rejections_stored < 0:
+            raise ValueError("ETL_MAX_REJECTIONS_STORED must be at least 0")
         if self.raw_retention_days < 1:
             raise ValueError("ETL_RAW_RETENTION_DAYS must be at least 1")
         if self.rollup_days < 1:

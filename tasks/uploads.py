@@ -10,6 +10,7 @@ from typing import Any
 from celery import shared_task
 
 from etl_app import names
+from etl_app.ingest.rejections import RejectionLimits
 from etl_app.uploads import parse
 from tasks.base import EtlTask, PermanentFailure
 
@@ -53,6 +54,7 @@ def parse_upload(self: ParseTask, message: dict) -> str:
         upload_id,
         commit=self.commit,
         after_commit=self.after_commit,
+        rejection_limits=RejectionLimits.of(self.runtime.settings),
     )
     if outcome == parse.MORE:
         self.after_commit(lambda: self.apply_async(args=[message], queue=names.PIPELINE_QUEUE))

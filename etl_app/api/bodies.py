@@ -255,6 +255,9 @@ class IngestionCounts(Schema):
     persisted = Int()
     dead = Int()
     rejected = Int()
+    rejections_not_stored = Int(
+        **described("of the rejected, the ones past ETL_MAX_REJECTIONS_STORED: counted, not stored")
+    )
     in_flight = Int()
 
 
@@ -285,7 +288,15 @@ class Rejection(Schema):
     index = nullable(Int, **described("the place in an API batch, from 0 (null for an upload)"))
     row = nullable(Int, **described("the row of the uploaded file (null for an API ingestion)"))
     natural_key = nullable(Text)
-    raw = Any_(allow_none=True, **described("the values as received (a line that was not JSON: its text)"))
+    raw = Any_(
+        allow_none=True,
+        **described(
+            "the values as received (a line that was not JSON: its text), their long texts cut (ending with …) "
+            "when they were larger than ETL_REJECTION_RAW_BYTES"
+        ),
+    )
+    raw_truncated = Flag(**described("true when raw was cut when stored"))
+    raw_size = nullable(Int, **described("when raw_truncated, the length of the values' JSON as received"))
     errors = Obj(keys=Text(), values=texts(), **described("{field: [message]}"))
     created_at = Moment()
 
@@ -294,6 +305,9 @@ class RejectionPage(Schema):
     rejections = many(Rejection)
     next = nullable(Int)
     limit = Int()
+    not_stored = Int(
+        **described("rejections of the ingestion past ETL_MAX_REJECTIONS_STORED: counted, not stored, not listed")
+    )
 
 
 class Parent(Schema):

@@ -18,7 +18,7 @@ from etl_app.api.common import JSON, NDJSON, body_or_400, parse_json, record_typ
 from etl_app.api.spec import Context, operation, reply
 from etl_app.clock import utcnow
 from etl_app.ingest import outbox
-from etl_app.ingest.rejections import Refused, public
+from etl_app.ingest.rejections import Refused, RejectionLimits, public
 from etl_app.ingest.send import send_after_commit
 from etl_app.lineage import openlineage
 from etl_app.pipeline.stash import item
@@ -64,6 +64,7 @@ def _accept(
         source=source,
         received_at=received_at,
         rejections=rejections,
+        rejection_limits=RejectionLimits.of(runtime.settings),
         relayed=relayed,
     )
     openlineage.started(  # queued for a background thread: never waits, never raises

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from etl_app.ingest.rejections import Refused, store_rejections
+from etl_app.ingest.rejections import DEFAULT_LIMITS, Refused, RejectionLimits, store_rejections
 from etl_app.models import RECEIVED, sql
 from etl_app.record_types import RecordType
 
@@ -39,17 +39,18 @@ _INGESTION = (
     "INSERT INTO ingestions (id, record_type, source, accepted, rejected, created_at) "
     "VALUES (:id, :t, :source, :accepted, :rejected, :at)"
 )
-_STORE_SMALL = sql(
-    f"WITH ingestion AS ({_INGESTION}) "
+_RAW_SMALL = (
     "INSERT INTO raw_records (ingestion_id, record_type, natural_key, payload, status, received_at, updated_at, "
     "enqueued_at) SELECT :id, :t, r.key, r.payload, :RECEIVED, :at, :at, :enqueued_at "
     "FROM unnest(CAST(:keys AS text[]), CAST(:payloads AS jsonb[])) WITH ORDINALITY AS r(key, payload, n) "
     "ORDER BY r.n RETURNING id"
 )
-_STORE_IDS = sa.text(
-    f"WITH ingestion AS ({_INGESTION}) "
-    "SELECT nextval(pg_get_serial_sequence('raw_records', 'id')) FROM generate_series(1, :accepted)"
-)
+_IDS = "SELECT nextval(pg_get_serial_sequence('raw_records', 'id')) FROM generate_series(1, :accepted)"
+# The ingestion's row and its records in one statement; with rejections its row comes first, alone.
+_STORE_SMALL = sql(f"WITH ingestion AS ({_INGESTION}) {_RAW_SMALL}")
+_STORE_IDS = sa.text(f"WITH ingestion AS ({_INGESTION}) {_IDS}")
+_ONLY_RAW_SMALL = sql(_RAW_SMALL)
+_ONLY_IDS = sa.text(_IDS)
 
 
 def store_and_commit(engine: sa.Engine, record_type: RecordType, payloads: Sequence[Any], **kwargs: Any) -> Accepted:
@@ -70,6 +71,7 @@ def store(
     source: str,
     received_at: datetime,
     rejections: Sequence[Refused],
+    rejection_limits: RejectionLimits = DEFAULT_LIMITS,
     relayed: bool = False,
 ) -> Accepted:
     """Write the ingestion row and every accepted payload in the caller's transaction: one
@@ -88,9 +90,8 @@ def store(
     }
     result = Accepted(ingestion_id)
     if rejections:
-        if not payloads:
-            conn.execute(sa.text(_INGESTION), params)
-        store_rejections(conn, ingestion_id, record_type, rejections, received_at)
+        conn.execute(sa.text(_INGESTION), params)
+        store_rejections(conn, ingestion_id, record_type, rejections, received_at, rejection_limits)
         if not payloads:
             return result
     enqueued_at = None if relayed else received_at
@@ -100,9 +101,10 @@ def store(
             payloads=[_jsonb(p) for p in payloads],
             enqueued_at=enqueued_at,
         )
-        result.ids = [r[0] for r in conn.execute(_STORE_SMALL, params)]
+        statement = _ONLY_RAW_SMALL if rejections else _STORE_SMALL
+        result.ids = [r[0] for r in conn.execute(statement, params)]
         return result
-    ids = [r[0] for r in conn.execute(_STORE_IDS, params)]
+    ids = [r[0] for r in conn.execute(_ONLY_IDS if rejections else _STORE_IDS, params)]
     copy_records(conn, ids, ingestion_id, record_type, payloads, received_at=received_at, enqueued_at=enqueued_at)
     result.ids = ids
     return result

@@ -18,7 +18,8 @@ UPLOAD_FAILED = FAILED
 UPLOAD_FIELDS = ("filename", "format", "note", "size", "status", "rows_read", "progress", "error")
 
 _INGESTION = sa.text(
-    "SELECT i.id, i.record_type, i.source, i.rejected, i.created_at, i.finished_at, i.quality, "
+    "SELECT i.id, i.record_type, i.source, i.rejected, i.rejections_not_stored, i.created_at, i.finished_at, "
+    "i.quality, "
     "u.id AS upload_id, " + ", ".join(f"u.{name} AS upload_{name}" for name in UPLOAD_FIELDS) + " "
     "FROM ingestions i LEFT JOIN uploads u ON u.id = i.id WHERE i.id = :id"
 )
@@ -40,7 +41,8 @@ def read_status(conn: sa.Connection, ingestion_id: uuid.UUID) -> tuple[dict[str,
     its quality is not stored yet (:func:`etl_app.quality.settle.ingestion_status` stores it first).
 
     counts: ``received`` (accepted in all), ``in_flight`` (not settled yet), ``persisted``,
-    ``dead`` and ``rejected`` (refused at the API, plus upload rows refused at parsing).
+    ``dead`` and ``rejected`` (refused at the API, plus upload rows refused at parsing), of which
+    ``rejections_not_stored`` were only counted (past ETL_MAX_REJECTIONS_STORED).
     ``status`` is ``running`` until the ingestion settles (nothing in flight and, for an upload,
     its parse over); then its quality is stored (:mod:`etl_app.quality.settle`) and it is
     ``finished``, or ``failed`` for an upload whose parse failed.
@@ -74,6 +76,7 @@ def read_status(conn: sa.Connection, ingestion_id: uuid.UUID) -> tuple[dict[str,
             "persisted": counts[PERSISTED],
             "dead": counts[DEAD],
             "rejected": ing["rejected"] + counts[REJECTED],
+            "rejections_not_stored": ing["rejections_not_stored"],
         },
         "quality": ing["quality"] if settled else None,
         "created_at": ing["created_at"],

@@ -41,6 +41,10 @@ class Ingestion(Base):
     source: Mapped[str] = mapped_column(sa.Text)
     accepted: Mapped[int] = mapped_column(sa.Integer, server_default="0")
     rejected: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    # Its rejections stored in full, and the ones after ETL_MAX_REJECTIONS_STORED, only counted
+    # (etl_app.ingest.rejections); ``rejected`` counts both.
+    rejections_stored: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    rejections_not_stored: Mapped[int] = mapped_column(sa.Integer, server_default="0")
     created_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
     finished_at: Mapped[datetime | None] = mapped_column(TSTZ)
     # The quality report (docs/quality.md), written when the ingestion settles; null while it runs.
@@ -144,6 +148,9 @@ class Rejection(Base):
     position: Mapped[int] = mapped_column(sa.BigInteger)
     natural_key: Mapped[str | None] = mapped_column(sa.Text)
     raw: Mapped[Any | None] = mapped_column(JSONB)
+    # ``raw`` was cut to ETL_REJECTION_RAW_BYTES; ``raw_size``: the length of its JSON as received.
+    raw_truncated: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
+    raw_size: Mapped[int | None] = mapped_column(sa.BigInteger)
     errors: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(TSTZ, server_default=sa.func.now())
 

@@ -26,9 +26,10 @@ from etl_app.quality.settle import ingestion_status
 from etl_app.ui.blueprint import bp, render
 from etl_app.web.context import ApiError, current_runtime
 from etl_app.web.rejections import PAGE as REJECTIONS_PAGE
-from etl_app.web.rejections import csv_response, errors_text, ingestion_or_404, rejection_item
+from etl_app.web.rejections import download_response, errors_text, ingestion_or_404, rejection_item
 
 REJECTIONS_PER_PAGE = 25
+TEXT_SHOWN = 2000  # characters of a rejection's values, and of its errors, in a row of the page
 DEAD_LETTERS_SHOWN = 20
 MAX_POLLED = MAX_LIMIT  # ids one poll of the list may ask about
 
@@ -104,7 +105,7 @@ def _detail(report: dict[str, Any]) -> dict[str, Any]:
     return {
         **summary(report),
         "scorecard": scorecard(quality),
-        "top_errors": (quality or {}).get("top_errors") or [],
+        "top_errors": [{**e, "message": _shown(str(e["message"]))} for e in (quality or {}).get("top_errors") or []],
     }
 
 
@@ -190,8 +191,8 @@ def ingestion(ingestion_id: str):
         rejections = [
             {
                 **rejection_item(row, upload=upload),
-                "errors_text": errors_text(row.errors),
-                "raw_text": _raw_text(row.raw),
+                "errors_text": _shown(errors_text(row.errors)),
+                "raw_text": _shown(_raw_text(row.raw)),
             }
             for row in found[:REJECTIONS_PER_PAGE]
         ]
@@ -218,6 +219,11 @@ def ingestion(ingestion_id: str):
     )
 
 
+def _shown(text: str) -> str:
+    """A cell of the page: at most TEXT_SHOWN characters (the downloads hold the rest)."""
+    return text if len(text) <= TEXT_SHOWN else text[:TEXT_SHOWN] + "…"
+
+
 def _raw_text(raw: Any) -> str:
     """The values as received, as text (JSON; a line that was not JSON as it came)."""
     if raw is None or isinstance(raw, str):
@@ -235,11 +241,21 @@ def ingestion_json(ingestion_id: str):
     return jsonify(_detail(report))
 
 
+def _download(ingestion_id: str, fmt: str):
+    try:
+        ident, found = ingestion_or_404(ingestion_id)
+        return download_response(ident, found, 0, None, fmt)
+    except ApiError:
+        abort(404)
+
+
 @bp.get("/ingestions/<ingestion_id>/rejections.csv")
 def ingestion_rejections_csv(ingestion_id: str):
     """Every rejection of the ingestion as the CSV of ``GET /api/v1/ingestions/{id}/rejections?format=csv``."""
-    try:
-        ident, found = ingestion_or_404(ingestion_id)
-        return csv_response(ident, found.record_type, 0, None)
-    except ApiError:
-        abort(404)
+    return _download(ingestion_id, "csv")
+
+
+@bp.get("/ingestions/<ingestion_id>/rejections.xlsx")
+def ingestion_rejections_xlsx(ingestion_id: str):
+    """The same as a workbook of text cells (``?format=xlsx``)."""
+    return _download(ingestion_id, "xlsx")

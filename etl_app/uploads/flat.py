@@ -22,6 +22,10 @@ columns (parquet); the schemas are strict JSON (``schemas.common``: no "5" for a
   Decimal becomes int or float; other text is left for the schema to report.
 - Text fields (strings, ids, enums, emails): a number becomes its text (an Excel id typed as
   1001 is ``"1001"``; a whole float 1001.0 is ``"1001"``).
+- A text cell starting with a single quote followed by ``=``, ``+``, ``-``, ``@``, a tab or a
+  carriage return loses that quote: it is how the rejections download (:func:`neutralise`)
+  keeps a spreadsheet from reading such a value as a formula, so the corrected file is uploaded
+  as it was downloaded. A number (``-5``, ``+1.5``) is never quoted.
 - Dates and times (openpyxl and pyarrow give ``datetime``, ``date``, ``time``): ISO 8601 text.
   Naive datetimes stay naive (the schema reads naive as UTC), aware ones keep their offset. For
   a date field (``Day``) a datetime at midnight (how Excel stores a date) is its date.
@@ -44,6 +48,7 @@ from schemas.common import Day, Id, Number, Str, StrictBool, StrictInt, Timestam
 _SPACES = re.compile(r"[\s\-]+")
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 _FLOAT_RE = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _TRUE = frozenset({"true", "yes", "1"})
 _FALSE = frozenset({"false", "no", "0"})
 
@@ -51,6 +56,21 @@ _FALSE = frozenset({"false", "no", "0"})
 def normalise(name: str) -> str:
     """A column name as a field name: trimmed, lower case, spaces and dashes as underscores."""
     return _SPACES.sub("_", str(name).strip()).casefold()
+
+
+def neutralise(text: str) -> str:
+    """A cell a spreadsheet would read as a formula (it starts with ``=``, ``+``, ``-``, ``@``, a
+    tab or a carriage return, OWASP's list) with a single quote in front; numbers as they are."""
+    if text.startswith(_FORMULA_START) and not _FLOAT_RE.fullmatch(text):
+        return "'" + text
+    return text
+
+
+def _unquote(value: Any) -> Any:
+    """A cell that :func:`neutralise` quoted, as it was."""
+    if isinstance(value, str) and value.startswith("'") and value[1:2] and value[1] in _FORMULA_START:
+        return value[1:]
+    return value
 
 
 def _blank(value: Any) -> bool:
@@ -128,6 +148,7 @@ def _to_day(value: Any) -> Any:
 
 
 def _coerce_value(field: ma_fields.Field | None, value: Any) -> Any:
+    value = _unquote(value)
     if _blank(value):
         return None
     if isinstance(field, ma_fields.List):

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from etl_app.clock import utcnow
 from etl_app.config import Settings
 from etl_app.ingest import outbox
-from etl_app.ingest.rejections import Refused, store_rejections
+from etl_app.ingest.rejections import DEFAULT_LIMITS, Refused, RejectionLimits, store_rejections
 from etl_app.ingest.send import Publisher, send_after_commit
 from etl_app.models import FAILED, PARSED, PARSING, sql
 from etl_app.pipeline.stash import Item, item
@@ -115,6 +115,7 @@ def parse_slice(
     commit: Callable[[], None],
     after_commit: Callable[[Callable[[], Any]], None],
     slice_chunks: int | None = None,
+    rejection_limits: RejectionLimits = DEFAULT_LIMITS,
 ) -> str:
     """Read the next slice of an upload through ``conn`` (the task's transaction: ``commit()``
     after each chunk, ``after_commit(send)`` to send its chain). Returns MORE, DONE or OVERTAKEN."""
@@ -140,7 +141,10 @@ def parse_slice(
                 commit()
                 log.warning("upload %s failed after %d rows: %s", upload.id, upload.rows_read, exc.message)
                 return DONE
-            if not _store_chunk(publisher, conn, record_type, upload, batch, last=last, after_commit=after_commit):
+            limits = rejection_limits
+            if not _store_chunk(
+                publisher, conn, record_type, upload, batch, last=last, after_commit=after_commit, limits=limits
+            ):
                 return OVERTAKEN
             commit()
             if last:
@@ -158,6 +162,7 @@ def _store_chunk(
     *,
     last: bool,
     after_commit: Callable[[Callable[[], Any]], None],
+    limits: RejectionLimits = DEFAULT_LIMITS,
 ) -> bool:
     """One chunk in the task's transaction; False if another parser got there first."""
     was = upload.rows_read
@@ -201,7 +206,7 @@ def _store_chunk(
             enqueued_at=now,
             source_rows=[n for n, _, _ in accepted],
         )
-    store_rejections(conn, upload.id, record_type, refused, now)
+    store_rejections(conn, upload.id, record_type, refused, now, limits)
     if accepted or refused:
         conn.execute(_COUNT, {"accepted": len(accepted), "rejected": len(refused), "id": upload.id})
     upload.rows_read, upload.checkpoint = rows_read, checkpoint

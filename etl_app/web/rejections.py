@@ -1,11 +1,12 @@
 """An ingestion's rejections as the API and the Ingestions page give them: one page of items, and
-the CSV to fix in a spreadsheet and upload again (see :mod:`etl_app.api.rejections` for the
-format)."""
+the CSV (or XLSX) to fix in a spreadsheet and upload again (see :mod:`etl_app.api.rejections`
+for the format)."""
 
 from __future__ import annotations
 
 import csv
 import io
+import tempfile
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -13,13 +14,16 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from flask import Response, stream_with_context
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
 from etl_app.jsonsafe import json_safe
 from etl_app.lineage.records import input_fields
-from etl_app.uploads.flat import normalise
+from etl_app.uploads.flat import neutralise, normalise
 from etl_app.web.context import ApiError, current_runtime
 
-TRAILING_COLUMNS = ("_raw", "_row", "_errors")
+TRAILING_COLUMNS = ("_raw", "_row", "_errors", "_truncated")
 
 
 STREAM_ROWS = 1000  # rows a round trip of the server-side cursor
@@ -28,21 +32,30 @@ STREAM_ROWS = 1000  # rows a round trip of the server-side cursor
 FLUSH_BYTES = 64 * 1024
 
 
+XLSX_CELL_CHARS = 32_767  # the most a spreadsheet cell holds
+
+
 _INGESTION = sa.text(
-    "SELECT i.record_type, EXISTS (SELECT 1 FROM uploads u WHERE u.id = i.id) AS upload "
+    "SELECT i.record_type, i.rejections_not_stored, EXISTS (SELECT 1 FROM uploads u WHERE u.id = i.id) AS upload "
     "FROM ingestions i WHERE i.id = :id"
 )
 
 
-_COLUMNS = "position, natural_key, raw, errors, created_at"
+# Rejections stored before their values were cut to ETL_REJECTION_RAW_BYTES may be far larger:
+# past LEGACY_RAW_CHARS of JSON they are given as the start of their JSON text, marked cut.
+LEGACY_RAW_CHARS = 64 * 1024
 
 
-PAGE = sa.text(
-    f"SELECT {_COLUMNS} FROM rejections WHERE ingestion_id = :id AND position >= :from ORDER BY position, id LIMIT :n"
+_LEGACY = f"(NOT raw_truncated AND octet_length(CAST(raw AS text)) > {LEGACY_RAW_CHARS})"
+
+
+_COLUMNS = (
+    f"position, natural_key, errors, created_at, raw_size, raw_truncated OR {_LEGACY} AS raw_truncated, "
+    f"CASE WHEN {_LEGACY} THEN to_jsonb(left(CAST(raw AS text), {LEGACY_RAW_CHARS}) || '…') ELSE raw END AS raw"
 )
 
 
-_ALL = sa.text(
+PAGE = sa.text(
     f"SELECT {_COLUMNS} FROM rejections WHERE ingestion_id = :id AND position >= :from ORDER BY position, id LIMIT :n"
 )
 
@@ -65,6 +78,8 @@ def rejection_item(row: sa.Row, *, upload: bool) -> dict[str, Any]:
         "row": row.position if upload else None,
         "natural_key": row.natural_key,
         "raw": row.raw,
+        "raw_truncated": row.raw_truncated,
+        "raw_size": row.raw_size if row.raw_truncated else None,
         "errors": row.errors,
         "created_at": row.created_at,
     }
@@ -100,8 +115,9 @@ def errors_text(errors: Any) -> str:
     return "; ".join(parts)
 
 
-def csv_row(fields: list[str], position: int, raw: Any, errors: Any) -> list[str]:
-    """One rejection as CSV cells: the fields, then ``_raw``, ``_row``, ``_errors``."""
+def csv_row(fields: list[str], position: int, raw: Any, errors: Any, truncated: bool = False) -> list[str]:
+    """One rejection as cells: the fields, then ``_raw``, ``_row``, ``_errors`` and ``_truncated``
+    (``true`` when the values were cut when stored)."""
     if isinstance(raw, dict):
         # A file's columns as the parser matched them to fields ("Student ID" is student_id);
         # its note columns (``_row``, ``_errors`` of an earlier download) are not carried over.
@@ -111,33 +127,82 @@ def csv_row(fields: list[str], position: int, raw: Any, errors: Any) -> list[str
     else:
         values = [""] * len(fields)
         leftover = raw if isinstance(raw, str) else "" if raw is None else _json(raw)
-    return [*values, leftover, str(position), errors_text(errors)]
+    return [*values, leftover, str(position), errors_text(errors), "true" if truncated else ""]
 
 
-def _csv_lines(ident: uuid.UUID, fields: list[str], start: int, limit: int | None) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow([*fields, *TRAILING_COLUMNS])
-    # A server-side cursor, STREAM_ROWS rows a round trip: never the whole set in memory.
+def _rows(ident: uuid.UUID, fields: list[str], start: int, limit: int | None) -> Iterator[list[str]]:
+    """The header, then one row of cells a rejection, read from a server-side cursor STREAM_ROWS
+    rows a round trip: never the whole set in memory."""
+    yield [*fields, *TRAILING_COLUMNS]
     with current_runtime().engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=STREAM_ROWS).execute(
-            _ALL, {"id": ident, "from": start, "n": limit}
+            PAGE, {"id": ident, "from": start, "n": limit}
         )
         for row in result:
-            writer.writerow(csv_row(fields, row.position, row.raw, row.errors))
-            if buffer.tell() >= FLUSH_BYTES:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
+            yield csv_row(fields, row.position, row.raw, row.errors, row.raw_truncated)
+
+
+def _csv_chunks(rows: Iterator[list[str]]) -> Iterator[str]:
+    """Every cell quoted, and the ones a spreadsheet would take for a formula with a ``'`` in
+    front (:func:`etl_app.uploads.flat.neutralise`, undone by the upload parser)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL)
+    for cells in rows:
+        writer.writerow([neutralise(c) for c in cells])
+        if buffer.tell() >= FLUSH_BYTES:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
     yield buffer.getvalue()
 
 
-def csv_response(ident: uuid.UUID, type_name: str, start: int, limit: int | None) -> Response:
-    record_type = current_runtime().registry.get(type_name)
+def _xlsx_text(value: str) -> str:
+    """A cell's text as a worksheet holds it: characters XML cannot carry as ``\\xNN``, at most
+    XLSX_CELL_CHARS."""
+    value = ILLEGAL_CHARACTERS_RE.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
+    return value if len(value) <= XLSX_CELL_CHARS else value[: XLSX_CELL_CHARS - 1] + "…"
+
+
+def _xlsx_chunks(rows: Iterator[list[str]]) -> Iterator[bytes]:
+    """A workbook of one sheet, every cell text (type ``s``, number format ``@``): nothing in it is
+    read as a formula or a number. openpyxl's write-only mode keeps rows in a temporary file, the
+    workbook is written to another and sent FLUSH_BYTES at a time."""
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet("rejections")
+    for cells in rows:
+        written = []
+        for value in cells:
+            one = WriteOnlyCell(sheet, value=_xlsx_text(value))
+            one.data_type = "s"  # "=…" would otherwise be written as a formula
+            one.number_format = "@"
+            written.append(one)
+        sheet.append(written)
+    with tempfile.TemporaryFile() as out:
+        workbook.save(out)
+        out.seek(0)
+        while chunk := out.read(FLUSH_BYTES):
+            yield chunk
+
+
+XLSX_MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def download_response(ident: uuid.UUID, ingestion: sa.Row, start: int, limit: int | None, fmt: str) -> Response:
+    """Every rejection (from ``start``, at most ``limit``) as ``csv`` or ``xlsx``, streamed; the
+    rejections not stored (past ETL_MAX_REJECTIONS_STORED) are counted in a response header."""
+    record_type = current_runtime().registry.get(ingestion.record_type)
     if record_type is None:
-        raise ApiError(404, "unknown_record_type", f"record type {type_name!r} is not registered any more")
+        raise ApiError(404, "unknown_record_type", f"record type {ingestion.record_type!r} is not registered any more")
+    rows = _rows(ident, input_fields(record_type), start, limit)
+    body, mimetype = (_xlsx_chunks(rows), XLSX_MIMETYPE) if fmt == "xlsx" else (_csv_chunks(rows), "text/csv")
     return Response(
-        stream_with_context(_csv_lines(ident, input_fields(record_type), start, limit)),
-        mimetype="text/csv",
-        headers={"Content-Disposition": f"attachment; filename=rejections-{ident}.csv"},
+        stream_with_context(body),
+        mimetype=mimetype,
+        headers={
+            "Content-Disposition": f"attachment; filename=rejections-{ident}.{fmt}",
+            NOT_STORED_HEADER: str(ingestion.rejections_not_stored),
+        },
     )
+
+
+NOT_STORED_HEADER = "X-Rejections-Not-Stored"

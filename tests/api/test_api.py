@@ -99,7 +99,14 @@ def test_ingestion_reports_counts_by_status(client, auth, unique):
     r = client.post("/api/v1/students/batch", json=[student(f"{unique}-1"), {"student_id": "bad id!"}], headers=auth)
     ingestion_id = r.get_json()["ingestion_id"]
     body = client.get(f"/api/v1/ingestions/{ingestion_id}", headers=auth).get_json()
-    assert body["counts"] == {"received": 1, "in_flight": 1, "persisted": 0, "dead": 0, "rejected": 1}
+    assert body["counts"] == {
+        "received": 1,
+        "in_flight": 1,
+        "persisted": 0,
+        "dead": 0,
+        "rejected": 1,
+        "rejections_not_stored": 0,
+    }
     assert body["status"] == "running" and body["finished_at"] is None
     assert body["record_type"] == "students"
 

@@ -266,3 +266,39 @@ def test_the_overview_counts_the_last_hour_per_minute_and_the_backlog(browser, a
 
 def test_age_text():
     assert [age_text(v) for v in (None, 5, 200, 7500, 190000)] == ["—", "5 s", "3 min 20 s", "2 h 5 min", "2 d 4 h"]
+
+
+def test_the_page_of_an_ingestion_with_huge_rejections_stays_small(browser, ui_app, engine, auth, unique):
+    """Sixty rejections of 300 KB each (stored before values were cut: written here by hand) and
+    a value cut when stored: the page shows 25, each cut short, and both downloads."""
+    ident = uuid.uuid4()
+    huge = "y" * 300_000
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO ingestions (id, record_type, source, rejected, rejections_not_stored) "
+                "VALUES (:id, 'students', 'batch', 1000, 940)"
+            ),
+            {"id": ident},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO rejections (ingestion_id, record_type, position, natural_key, raw, errors) "
+                "SELECT :id, 'students', n, :k || n, "
+                "jsonb_build_object('student_id', :k || n, 'name', CAST(:v AS text)), "
+                "jsonb_build_object('name', jsonb_build_array(CAST(:v AS text))) FROM generate_series(0, 59) AS n"
+            ),
+            {"id": ident, "k": unique, "v": huge},
+        )
+    r = browser.get(f"/ui/ingestions/{ident}")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200 and len(page) < 200_000  # 60 × 600 KB stored
+    rejections = re.search(r'<table id="rejections">.*?</table>', page, re.S).group(0)
+    assert rejections.count("<tr>") == 1 + 25 and rejections.count('class="badge"') == 25  # each marked cut
+    assert "940 of them were counted but not stored" in page
+    assert "Download CSV" in page and "Download XLSX" in page
+    xlsx = browser.get(f"/ui/ingestions/{ident}/rejections.xlsx")
+    assert xlsx.status_code == 200 and xlsx.headers["X-Rejections-Not-Stored"] == "940"
+    assert xlsx.get_data()[:2] == b"PK"  # a zip: the workbook
+    item = ui_app.test_client().get(f"/api/v1/ingestions/{ident}/rejections?limit=1", headers=auth).get_json()
+    assert item["rejections"][0]["raw_truncated"] is True and len(item["rejections"][0]["raw"]) < 70_000
