@@ -1,9 +1,9 @@
 """bounded rejections: a rejection's values cut to a size (raw_truncated, raw_size), and the
 rejections of an ingestion past the allowance only counted (rejections_stored, rejections_not_stored)
 
-Revision ID: rej_0001
-Revises: 0015
-Create Date: 2027-01-20 10:00:00
+Revision ID: 0017
+Revises: 0016
+Create Date: 2026-12-06 22:50:00
 
 Columns with constant defaults only: no table is rewritten. Ingestions stored before count their
 rejections from 0 (an upload being read while this runs may store up to the allowance more).
@@ -12,8 +12,8 @@ rejections from 0 (an upload being read while this runs may store up to the allo
 import sqlalchemy as sa
 from alembic import op
 
-revision = "rej_0001"
-down_revision = "0015"
+revision = "0017"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
