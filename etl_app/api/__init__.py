@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, request
+from flask import Flask, Response, request
 
 from etl_app.api import (
     audit,
@@ -34,6 +34,7 @@ def init_app(app: Flask) -> None:
     metrics.init_app(app)  # first, so that refused requests are counted too
     auth.init_app(app)
     app.before_request(_refuse_nul)  # after the key check: a refused key is a 401 whatever it sent
+    app.after_request(_forbid_framing)
     for module in (health, read, rejections, dead_letters, reports, openapi, metrics):
         app.register_blueprint(module.bp)
     app.register_blueprint(dead_letter_groups.bp)
@@ -43,6 +44,14 @@ def init_app(app: Flask) -> None:
     # Last: a record type's name in their URLs is any name but the paths above (ingest.RecordTypeName).
     app.register_blueprint(uploads.bp)
     app.register_blueprint(ingest.bp)
+
+
+def _forbid_framing(response: Response) -> Response:
+    """No answer of this app may be shown in another site's frame (clickjacking): every one says
+    so, for old browsers too; a page with a policy of its own (the pages', /docs') forbids it there."""
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
+    return response
 
 
 def _refuse_nul() -> None:
