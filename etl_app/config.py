@@ -103,6 +103,7 @@ class Settings:
     raw_retention_days: int = 30
     rollup_days: int = 7
     job_batch_size: int = 5_000
+    job_max_window_days: int = 366
     rate_limit: str = ""
     openlineage_url: str | None = None  # unset: no lineage events (etl_app.lineage.openlineage)
     openlineage_endpoint: str = "api/v1/lineage"
@@ -150,6 +151,7 @@ class Settings:
             raw_retention_days=_int(env, "ETL_RAW_RETENTION_DAYS", cls.raw_retention_days),
             rollup_days=_int(env, "ETL_ROLLUP_DAYS", cls.rollup_days),
             job_batch_size=_int(env, "ETL_JOB_BATCH_SIZE", cls.job_batch_size),
+            job_max_window_days=_int(env, "ETL_JOB_MAX_WINDOW_DAYS", cls.job_max_window_days),
             rate_limit=env.get("ETL_RATE_LIMIT", "").strip(),
             openlineage_url=env.get("OPENLINEAGE_URL", "").strip() or None,
             openlineage_endpoint=env.get("OPENLINEAGE_ENDPOINT", "").strip() or cls.openlineage_endpoint,
@@ -201,6 +203,8 @@ class Settings:
             raise ValueError("ETL_ROLLUP_DAYS must be at least 1")
         if self.job_batch_size < 1:
             raise ValueError("ETL_JOB_BATCH_SIZE must be at least 1")
+        if self.job_max_window_days < 1:
+            raise ValueError("ETL_JOB_MAX_WINDOW_DAYS must be at least 1")
         if self.rate_limit:
             from limits import parse_many
 
