@@ -105,6 +105,7 @@ class Settings:
     raw_retention_days: int = 30
     rollup_days: int = 7
     job_batch_size: int = 5_000
+    job_max_window_days: int = 366
     rate_limit: str = ""
     auth_failures_per_minute: int = 20  # per client address (etl_app.web.authfail); 0: off
     proxy_hops: int = 0  # reverse proxies whose X-Forwarded-For names the client address
@@ -156,6 +157,7 @@ class Settings:
             raw_retention_days=_int(env, "ETL_RAW_RETENTION_DAYS", cls.raw_retention_days),
             rollup_days=_int(env, "ETL_ROLLUP_DAYS", cls.rollup_days),
             job_batch_size=_int(env, "ETL_JOB_BATCH_SIZE", cls.job_batch_size),
+            job_max_window_days=_int(env, "ETL_JOB_MAX_WINDOW_DAYS", cls.job_max_window_days),
             rate_limit=env.get("ETL_RATE_LIMIT", "").strip(),
             auth_failures_per_minute=_int(env, "ETL_AUTH_FAILURES_PER_MINUTE", cls.auth_failures_per_minute),
             proxy_hops=_int(env, "ETL_PROXY_HOPS", cls.proxy_hops),
@@ -213,6 +215,8 @@ class Settings:
             raise ValueError("ETL_ROLLUP_DAYS must be at least 1")
         if self.job_batch_size < 1:
             raise ValueError("ETL_JOB_BATCH_SIZE must be at least 1")
+        if self.job_max_window_days < 1:
+            raise ValueError("ETL_JOB_MAX_WINDOW_DAYS must be at least 1")
         if self.rate_limit:
             from limits import parse_many
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -29,3 +30,27 @@ def json_safe(value: Any, depth: int = 0) -> Any:
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         return str(value)
     return value
+
+
+class DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> None:
+    """``json.loads``' object hook: refuse an object that names a key twice (the values are not
+    kept: orjson has parsed them already)."""
+    if len({key for key, _ in pairs}) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+
+
+def refuse_duplicate_keys(text: bytes | str) -> None:
+    """:class:`DuplicateKey` for JSON ``text`` (already parsed, hence valid) that has an object
+    naming a key twice: a JSON parser keeps one of the values silently (orjson the last)."""
+    if b"{" in text if isinstance(text, bytes) else "{" in text:
+        json.loads(text, object_pairs_hook=_unique_pairs)

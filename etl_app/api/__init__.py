@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, request
+from flask import Flask, Response, request
 
 from etl_app.api import (
     audit,
@@ -21,9 +21,11 @@ from etl_app.api import (
     reports,
     uploads,
 )
+from etl_app.api.common import bad_parameter
 from etl_app.api.errors import register_error_handlers
 from etl_app.api.jobs import bp as jobs_bp
 from etl_app.api.jsonprovider import OrjsonProvider
+from etl_app.api.spec import declared_query
 from etl_app.web.context import ApiError
 
 
@@ -37,6 +39,8 @@ def init_app(app: Flask) -> None:
     ratelimit.init_app(app)  # then every request of a known key counts, a refused one too
     auth.init_rights(app)  # then a key whose role lacks the right: 403
     app.before_request(_refuse_nul)  # after the key check: a refused key is a 401 whatever it sent
+    app.before_request(_refuse_undeclared_query)
+    app.after_request(_forbid_framing)
     for module in (health, read, rejections, dead_letters, reports, openapi, metrics):
         app.register_blueprint(module.bp)
     app.register_blueprint(dead_letter_groups.bp)
@@ -46,6 +50,28 @@ def init_app(app: Flask) -> None:
     # Last: a record type's name in their URLs is any name but the paths above (ingest.RecordTypeName).
     app.register_blueprint(uploads.bp)
     app.register_blueprint(ingest.bp)
+
+
+def _forbid_framing(response: Response) -> Response:
+    """No answer of this app may be shown in another site's frame (clickjacking): every one says
+    so, for old browsers too; a page with a policy of its own (the pages', /docs') forbids it there."""
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
+    return response
+
+
+def _refuse_undeclared_query() -> None:
+    """A query parameter the operation's OpenAPI document does not name is a 400 naming it, on
+    every documented route (a misspelt filter must not widen what a request reads or acts on)."""
+    if not request.args or request.endpoint is None:
+        return
+    declared = declared_query(request.endpoint, request.view_args or {})
+    if declared is None:
+        return
+    unknown = sorted(set(request.args) - declared)
+    if unknown:
+        known = f"they are {', '.join(sorted(declared))}" if declared else "this operation takes none"
+        raise bad_parameter(unknown[0], f"is not a parameter; {known}")
 
 
 def _refuse_nul() -> None:

@@ -37,7 +37,10 @@ class Text(_AsIs, fields.String):
 
 
 class Flag(_AsIs, fields.Boolean):
-    pass
+    """A JSON boolean only: marshmallow's Boolean would also load "true", "1" or 1 as true."""
+
+    truthy = frozenset({True})
+    falsy = frozenset({False})
 
 
 class Moment(_AsIs, fields.DateTime):

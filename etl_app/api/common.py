@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from flask import request
 
+from etl_app.jsonsafe import DuplicateKey, refuse_duplicate_keys
 from etl_app.record_types import RecordType
 from etl_app.web.context import ApiError, current_runtime
 
@@ -23,11 +24,20 @@ def record_type_or_404(name: str) -> RecordType:
     return record_type
 
 
-def parse_json(body: bytes) -> Any:
+def parse_json(body: bytes | str, what: str = "the body") -> Any:
+    """``body`` parsed (orjson); a 400 ``invalid_json`` for invalid JSON or an object with a
+    duplicate key (``key`` names it)."""
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        raise ApiError(400, "invalid_json", f"{what} is not valid JSON: {exc}") from None
+    try:
+        refuse_duplicate_keys(body)
+    except DuplicateKey as exc:
+        raise ApiError(
+            400, "invalid_json", f"{what} has the key {exc.key!r} twice in one object", key=exc.key
+        ) from None
+    return value
 
 
 def wrong_content_type(expected: str) -> ApiError:
@@ -55,6 +65,16 @@ def json_object_or_none() -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise ApiError(400, "invalid_body", "the body must be a JSON object")
     return value
+
+
+def json_object_of(allowed: Sequence[str], shape: str) -> dict[str, Any]:
+    """The request's JSON object body (``{}`` when empty), naming no field but ``allowed``: else a
+    400 ``invalid_body`` that says the body is ``shape``."""
+    body = json_object_or_none() or {}
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise ApiError(400, "invalid_body", f"unknown field(s) {', '.join(unknown)}; the body is {shape}")
+    return body
 
 
 def bad_parameter(name: str, message: str) -> ApiError:

@@ -84,9 +84,7 @@ class GroupReplayBody(Schema):
 
 
 class GroupDiscardBody(Schema):
-    reason = Text(
-        validate=[validate.Length(max=groups.MAX_REASON_CHARS), validate.Regexp("^[^\\x00]*[^\\s\\x00][^\\x00]*$")]
-    )
+    reason = Text(validate=[validate.Length(max=groups.MAX_REASON_CHARS), validate.Regexp(groups.REASON_PATTERN)])
     dry_run = Flag(load_default=False)
 
 
@@ -118,8 +116,8 @@ def list_groups():
 )
 def replay_group(group: str):
     body = _body(("dry_run", "limit"))
-    dry_run = parse_flag(body, "dry_run")
-    cap = parse_int(body, "limit", actions.REPLAY_CAP, 1, actions.REPLAY_CAP)
+    dry_run = parse_flag(body, "dry_run", json_body=True)
+    cap = parse_int(body, "limit", actions.REPLAY_CAP, 1, actions.REPLAY_CAP, json_body=True)
     if dry_run:
         with current_runtime().engine.connect() as conn:
             return reply(GroupAction, groups.replay_group(conn, group, dry_run=True, cap=cap).as_dict())
@@ -145,7 +143,7 @@ def replay_group(group: str):
 )
 def discard_group(group: str):
     body = _body(("reason", "dry_run"))
-    dry_run = parse_flag(body, "dry_run")
+    dry_run = parse_flag(body, "dry_run", json_body=True)
     if dry_run:
         with current_runtime().engine.connect() as conn:
             return reply(GroupAction, groups.discard_group(conn, group, body.get("reason"), dry_run=True).as_dict())

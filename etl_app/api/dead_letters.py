@@ -32,10 +32,10 @@ from marshmallow import Schema, fields, validate
 
 from etl_app.api.bodies import Flag, Int, Obj, Text, Uuid, described, one_of
 from etl_app.api.bodies_operate import BulkDryRun, BulkReplayed, DeadLetter, DeadLetterPage, Discarded, Replayed
-from etl_app.api.common import json_object_or_none
+from etl_app.api.common import json_object_of, json_object_or_none
 from etl_app.api.errors import error_response
 from etl_app.api.spec import Context, operation, reply
-from etl_app.dead_letters import actions, edits, queries
+from etl_app.dead_letters import actions, edits, groups, queries
 from etl_app.dead_letters.errors import (
     DeadLetterError,
     FilterRequired,
@@ -170,12 +170,7 @@ class CorrectedPayload(Schema):
     },
 )
 def replay_one(dead_letter_id: int):
-    body = json_object_or_none() or {}
-    unknown = sorted(set(body) - {"payload"})
-    if unknown:
-        raise ApiError(
-            400, "invalid_body", f'unknown field(s) {", ".join(unknown)}; the body is {{"payload": {{...}}}}'
-        )
+    body = json_object_of(["payload"], '{"payload": {...}}')
     runtime = current_runtime()
     if "payload" in body:  # an edit: replayed with a corrected payload, kept with the original
         with audited("edit", {"dead_letter_id": dead_letter_id}) as (conn, entry):
@@ -214,6 +209,7 @@ def _bulk(ctx: Context) -> dict[str, Any]:
         "reads the filters from the query string (for curl), never both at once.",
         "tags": TAGS,
         "body": Schema.from_dict(body, name="BulkReplayBody"),
+        "body_in_query": True,
         "body_rules": {
             "anyOf": [
                 *({"required": [name]} for name in NARROWING),
@@ -241,9 +237,10 @@ def replay_bulk():
     runtime = current_runtime()
     refuse_empty_filters(params)
     filters = parse_filters(params, runtime.registry.names(), extra=("limit", *BULK_FLAGS))
-    cap = parse_int(params, "limit", actions.REPLAY_CAP, 1, actions.REPLAY_CAP)
-    require_filter(params, everything=parse_flag(params, "all"))
-    if parse_flag(params, "dry_run"):
+    json_body = body is not None
+    cap = parse_int(params, "limit", actions.REPLAY_CAP, 1, actions.REPLAY_CAP, json_body=json_body)
+    require_filter(params, everything=parse_flag(params, "all", json_body=json_body))
+    if parse_flag(params, "dry_run", json_body=json_body):
         with runtime.engine.connect() as conn:
             would, remaining = actions.count_replayable(conn, filters, cap=cap)
         return reply(BulkDryRun, {"dry_run": True, "would_replay": would, "remaining": remaining})
@@ -254,15 +251,35 @@ def replay_bulk():
     return reply(BulkReplayed, {"replayed": replayed.count, "remaining": remaining}, 202)
 
 
+class DiscardBody(Schema):
+    reason = Text(
+        validate=[validate.Length(max=groups.MAX_REASON_CHARS), validate.Regexp(groups.REASON_PATTERN)],
+        **described("why, for the audit trail (optional)"),
+    )
+
+
 @bp.post("/<int:dead_letter_id>/discard")
 @bp.delete("/<int:dead_letter_id>")
 @operation(
     summary="Discard an open dead letter: no replay, its record stays dead; idempotent (POST .../discard and "
     "DELETE /api/v1/dead-letters/{id} alike)",
+    description="The body is empty or `{reason}`: at most 1,000 characters, kept in the audit trail.",
     tags=TAGS,
-    responses={200: ("discarded", Discarded), 404: "no such dead letter", 409: "replayed or superseded"},
+    body=DiscardBody,
+    body_required=False,
+    responses={
+        200: ("discarded", Discarded),
+        400: "a bad body",
+        404: "no such dead letter",
+        409: "replayed or superseded",
+        415: "wrong Content-Type",
+    },
 )
 def discard(dead_letter_id: int):
-    with audited("discard", {"dead_letter_id": dead_letter_id}) as (conn, _):
+    body = json_object_of(["reason"], '{"reason": "..."}')
+    target: dict[str, Any] = {"dead_letter_id": dead_letter_id}
+    if "reason" in body:
+        target["reason"] = groups.check_reason(body["reason"])
+    with audited("discard", target) as (conn, _):
         result = actions.discard(conn, dead_letter_id)
     return reply(Discarded, result)

@@ -20,6 +20,7 @@ from etl_app.clock import utcnow
 from etl_app.ingest import outbox
 from etl_app.ingest.rejections import Refused, RejectionLimits, public
 from etl_app.ingest.send import send_after_commit
+from etl_app.jsonsafe import DuplicateKey, refuse_duplicate_keys
 from etl_app.lineage import openlineage
 from etl_app.pipeline.stash import item
 from etl_app.record_types import RecordType
@@ -162,6 +163,10 @@ def post_one(type_name: str):
     return reply(Accepted, {"ingestion_id": result.ingestion_id, "accepted": 1, "rejected": 0}, 202)
 
 
+def _refuse_line(rejections: list[Refused], index: int, line: bytes, message: str) -> None:
+    rejections.append({"index": index, "errors": {"_line": [message]}, "raw": line.decode("utf-8", "replace")})
+
+
 def _ndjson(body: bytes) -> tuple[list[Any], list[Refused], list[int]]:
     """Lines of NDJSON; blank lines are skipped, a bad line is a rejection with its index."""
     payloads, rejections, indexes = [], [], []
@@ -170,11 +175,15 @@ def _ndjson(body: bytes) -> tuple[list[Any], list[Refused], list[int]]:
         if not line.strip():
             continue
         try:
-            payloads.append(orjson.loads(line))
-            indexes.append(index)
+            payload = orjson.loads(line)
+            refuse_duplicate_keys(line)
         except orjson.JSONDecodeError as exc:
-            text = line.decode("utf-8", "replace")
-            rejections.append({"index": index, "errors": {"_line": [f"not valid JSON: {exc}"]}, "raw": text})
+            _refuse_line(rejections, index, line, f"not valid JSON: {exc}")
+        except DuplicateKey as exc:
+            _refuse_line(rejections, index, line, f"has the key {exc.key!r} twice in one object")
+        else:
+            payloads.append(payload)
+            indexes.append(index)
         index += 1
     return payloads, rejections, indexes
 

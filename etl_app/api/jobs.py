@@ -8,9 +8,9 @@
   ``{"from": "YYYY-MM-DD", "to": "YYYY-MM-DD"}`` (both inclusive; ``from`` alone runs through
   today). Queues the job's task on the ``jobs`` queue and answers 202 ``{job, task_id, window}``;
   the worker runs it through the same runner and lock as beat (a run that finds the lock held is
-  recorded ``skipped``), with trigger ``api``. 404 unknown job; 400 bad dates, or a window given
-  to a job that works as of now; 503 when the broker does not take the task within
-  ETL_PUBLISH_TIMEOUT_SECONDS.
+  recorded ``skipped``), with trigger ``api``. 404 unknown job; 400 bad dates (days from 1970 to
+  2100, at most ``ETL_JOB_MAX_WINDOW_DAYS`` of them), or a window given to a job that works as of
+  now; 503 when the broker does not take the task within ETL_PUBLISH_TIMEOUT_SECONDS.
 
 Reading needs the ``read`` right, running the ``operate`` right (operator, admin). The run is
 audited by the runner with the key id of the key that asked for it (passed in the task's kwargs);
@@ -76,11 +76,13 @@ def show_job(name: str):
     summary="Run a job now (queued on the jobs queue; same lock as beat)",
     description="The body is empty (the job's default window) or `{from, to}` (both inclusive; `from` alone runs "
     "through today), only for the jobs that take a window (`takes_window` in GET /api/v1/jobs); `from` no later "
-    "than `to`.",
+    "than `to`, days from 1970-01-01 to 2100-12-31, at most ETL_JOB_MAX_WINDOW_DAYS days (366 by default). "
+    "`from` and `to` may be query parameters instead.",
     tags=TAGS,
     path=NAME,
     body=Window,
     body_required=False,
+    body_in_query=True,
     responses={
         202: ("queued", JobQueued),
         400: "bad dates, or a window for a job that takes none",
@@ -98,7 +100,7 @@ def run_job_now(name: str):
         raise ApiError(400, "invalid_body", "from and to are days (YYYY-MM-DD): leave one out rather than null")
     start, end = body.get("from", request.args.get("from")), body.get("to", request.args.get("to"))
     try:
-        window = window_from(job, start, end)
+        window = window_from(job, start, end, max_days=current_runtime().settings.job_max_window_days)
     except BadWindow as exc:
         raise ApiError(400, "invalid_window", str(exc)) from None
     try:

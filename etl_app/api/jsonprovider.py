@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from flask.json.provider import JSONProvider
 
-from etl_app.jsonsafe import json_safe
+from etl_app.jsonsafe import json_safe, refuse_duplicate_keys
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
@@ -26,7 +26,10 @@ class OrjsonProvider(JSONProvider):
             return orjson.dumps(json_safe(obj), default=_default, option=_OPTIONS).decode()
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        return orjson.loads(s)
+        """orjson's value; ValueError (a 400 from ``request.get_json``) for an object with a key twice."""
+        value = orjson.loads(s)
+        refuse_duplicate_keys(s)
+        return value
 
     def response(self, *args: Any, **kwargs: Any):
         obj = self._prepare_response_obj(args, kwargs)

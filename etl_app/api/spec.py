@@ -94,6 +94,40 @@ def reply(schema: type[Schema], obj: Any, status: int = 200):
     return jsonify(dump(schema, obj)), status
 
 
+def declared_query(endpoint: str, view_args: dict[str, Any]) -> frozenset[str] | None:
+    """The query parameters the operation of ``endpoint`` documents (its ``query`` schema's names,
+    and its ``body``'s for ``body_in_query``, an operation that reads its body's fields from the
+    query string too); None for a view without a document (the pages, /docs). Cached per endpoint
+    and record type."""
+    view = current_app.view_functions.get(endpoint)
+    marked = getattr(view, "openapi", None)
+    if marked is None:
+        return None
+    doc, each_record_type = marked
+    runtime = current_app.extensions["etl"]
+    record_type = runtime.registry.get(str(view_args.get("type_name"))) if each_record_type else None
+    if each_record_type and record_type is None:
+        return None  # an unknown record type: the view answers 404
+    cache = current_app.extensions.setdefault("etl_declared_query", {})
+    cache_key = (endpoint, record_type.name if record_type is not None else None)
+    if cache_key not in cache:
+        if callable(doc):
+            from etl_app.lookups.registry import providers
+
+            doc = doc(Context(runtime.registry, list(providers(runtime.settings, runtime.registry)), record_type))
+        names = _field_names(doc.get("query"))
+        if doc.get("body_in_query"):
+            names |= _field_names(doc.get("body"))
+        cache[cache_key] = frozenset(names)
+    return cache[cache_key]
+
+
+def _field_names(schema: Any) -> set[str]:
+    if not (isinstance(schema, type) and issubclass(schema, Schema)):
+        return set()
+    return {field.data_key or name for name, field in schema._declared_fields.items()}
+
+
 def openapi_path(rule: str) -> str:
     return _VARIABLE.sub(lambda m: "{" + PATH_NAMES.get(m.group(2), m.group(2)) + "}", rule)
 

@@ -6,13 +6,14 @@ import os
 import secrets
 import shlex
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import click
 
 from etl_app.config import Settings, embedded_env_path, is_rabbitmq, var_dir
-from etl_app.roles import parse_keys
+from etl_app.roles import ADMIN, READ, ApiKey, parse_keys
 
 PROCESSES = ("web", "worker", "lookups", "dead_letter", "beat", "flower")
 
@@ -80,6 +81,54 @@ def prepare_environment(env: dict[str, str], var: Path) -> tuple[dict[str, str],
     return env, embedded
 
 
+def _signin_key(entries: str) -> ApiKey | None:
+    """The first key of ``ETL_API_KEYS`` that may sign in to the pages (the ``read`` right)."""
+    return next((key for key in parse_keys(entries.split(",")) if key.role == ADMIN or key.may(READ)), None)
+
+
+def banner(env: dict[str, str], var: Path, given: Mapping[str, str]) -> list[str]:
+    """What `etl-app run` prints at start: the addresses, where the API key and Flower's password
+    are (the files under ``var`` it generated, or the variables set), never the secrets themselves,
+    as this goes to every log of the service."""
+    port, flower_port = env["WEB_PORT"], env.get("FLOWER_PORT", "5555")
+    key_file, flower_file = var / "api_key", var / "flower_auth"
+    key = _signin_key(env["ETL_API_KEYS"])
+    if given.get("ETL_API_KEYS"):  # the operator's own keys: named by key id, read from where they set them
+        read_key, where = "$KEY", "ETL_API_KEYS (KEY=that key)"
+    else:
+        read_key = f"$(cat {shlex.quote(str(key_file))})"
+        where = f"{key_file} (KEY={read_key})"
+    if key is None:
+        key_line = "none of ETL_API_KEYS may sign in to the pages (that needs a reader, operator or admin key)"
+    else:
+        key_line = f"{key.id} (role {key.role}), in {where}"
+    flower_user = env["FLOWER_BASIC_AUTH"].split(",")[0].partition(":")[0]
+    flower_where = "FLOWER_BASIC_AUTH" if given.get("FLOWER_BASIC_AUTH") else str(flower_file)
+    lines = [
+        click.style("etl_app is starting", bold=True),
+        f"  API          http://127.0.0.1:{port}/api/v1   (docs: http://127.0.0.1:{port}/docs)",
+        f"  API key      {key_line}",
+        f"  pages        http://127.0.0.1:{port}/ui/   (sign in with "
+        + ("that key)" if key is not None else "a key with the read right)"),
+        f"  Flower       http://127.0.0.1:{flower_port}   (user {flower_user}, password in {flower_where})",
+    ]
+    local = f"embedded under {var}"
+    redis_from = local if not given.get("REDIS_URL") and env.get("REDIS_URL") else "REDIS_URL"
+    broker = env.get("CELERY_BROKER_URL", "")
+    lines.append(f"  database     {'DATABASE_URL' if given.get('DATABASE_URL') else local}")
+    if is_rabbitmq(broker):
+        vhost = unquote(urlsplit(broker).path[1:]) or "/"
+        lines.append(f"  broker       RabbitMQ, CELERY_BROKER_URL (virtual host {vhost})")
+        lines.append(f"  Redis        {redis_from}   (stash, caches, rate limits)")
+    else:
+        lines.append(f"  broker       Redis, {'CELERY_BROKER_URL' if broker else redis_from}")
+    if key is not None:
+        lines.append(
+            f"""  try          curl -H "Authorization: Bearer {read_key}" http://127.0.0.1:{port}/api/v1/record-types"""
+        )
+    return lines
+
+
 @click.command()
 @click.option("--procfile", default="Procfile", show_default=True, type=click.Path(exists=True, dir_okay=False))
 def run(procfile: str) -> None:
@@ -106,27 +155,8 @@ def run(procfile: str) -> None:
         raise click.ClickException(str(exc)) from None
     try:
         upgrade(env["DATABASE_URL"])
-        port, flower_port = env["WEB_PORT"], env.get("FLOWER_PORT", "5555")
-        click.echo(click.style("etl_app is starting", bold=True))
-        click.echo(f"  API          http://127.0.0.1:{port}/api/v1   (docs: http://127.0.0.1:{port}/docs)")
-        key = parse_keys(env["ETL_API_KEYS"].split(","))[0]  # the generated key, or the first one set
-        click.echo(f"  API key      {key.secret}   (role {key.role})")
-        click.echo(f"  pages        http://127.0.0.1:{port}/ui/   (sign in with the API key)")
-        click.echo(f"  Flower       http://127.0.0.1:{flower_port}   (basic auth {env['FLOWER_BASIC_AUTH']})")
-        given = os.environ
-        local = f"embedded under {var}"
-        redis_from = local if not given.get("REDIS_URL") and env.get("REDIS_URL") else "REDIS_URL"
-        broker = env.get("CELERY_BROKER_URL", "")
-        click.echo(f"  database     {'DATABASE_URL' if given.get('DATABASE_URL') else local}")
-        if is_rabbitmq(broker):
-            vhost = unquote(urlsplit(broker).path[1:]) or "/"
-            click.echo(f"  broker       RabbitMQ, CELERY_BROKER_URL (virtual host {vhost})")
-            click.echo(f"  Redis        {redis_from}   (stash, caches, rate limits)")
-        else:
-            click.echo(f"  broker       Redis, {'CELERY_BROKER_URL' if broker else redis_from}")
-        click.echo(
-            f"  try          curl -H 'Authorization: Bearer {key.secret}' http://127.0.0.1:{port}/api/v1/record-types"
-        )
+        for line in banner(env, var, given=os.environ):
+            click.echo(line)
         # until Ctrl-C, SIGTERM or SIGHUP has stopped every process; then the embedded servers stop
         Supervisor(commands, env=env, restarts_file=restarts_path(env)).run()
     finally:

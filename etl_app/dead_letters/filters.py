@@ -107,13 +107,16 @@ def parse_filters(params: Mapping[str, Any], record_types: Collection[str], extr
     return Filters(record_type, error_type, ingestion_id, since, status)
 
 
-def parse_int(params: Mapping[str, Any], name: str, default: int | None, lo: int, hi: int) -> int | None:
+def parse_int(
+    params: Mapping[str, Any], name: str, default: int | None, lo: int, hi: int, *, json_body: bool = False
+) -> int | None:
     """An integer parameter within ``lo..hi`` (``default`` when absent): a JSON integer, or ASCII
-    digits in a query string (``int()`` alone would take " 5", "+5", "5_000" or "٥")."""
+    digits in a query string (``int()`` alone would take " 5", "+5", "5_000" or "٥"); in a JSON
+    body (``json_body``) a JSON integer only, never a string of digits."""
     raw = params.get(name)
     if raw is None:
         return default
-    if isinstance(raw, str):
+    if isinstance(raw, str) and not json_body:
         value = int(raw) if raw.isascii() and raw.isdigit() else None
     else:
         value = raw if isinstance(raw, int) and not isinstance(raw, bool) else None
@@ -122,16 +125,18 @@ def parse_int(params: Mapping[str, Any], name: str, default: int | None, lo: int
     return value
 
 
-def parse_flag(params: Mapping[str, Any], name: str) -> bool:
-    """A boolean: JSON true/false, or true/false/1/0 as a query parameter (absent: false)."""
+def parse_flag(params: Mapping[str, Any], name: str, *, json_body: bool = False) -> bool:
+    """A boolean (absent: false): in a JSON body (``json_body``) JSON true or false only, never
+    the string "true" (``{"all": "true"}`` must not replay every open dead letter); as a query
+    parameter true/false/1/0."""
     if name not in params:
         return False
     raw = params[name]
     if isinstance(raw, bool):
         return raw
-    if isinstance(raw, str) and raw.lower() in ("true", "1", "false", "0"):
+    if not json_body and isinstance(raw, str) and raw.lower() in ("true", "1", "false", "0"):
         return raw.lower() in ("true", "1")
-    raise InvalidParameter(name, "must be true or false")
+    raise InvalidParameter(name, "must be JSON true or false" if json_body else "must be true or false")
 
 
 def refuse_empty_filters(params: Mapping[str, Any]) -> None:

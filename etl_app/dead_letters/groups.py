@@ -31,6 +31,7 @@ from etl_app.dead_letters.queries import DEAD_LETTERS
 from etl_app.models import DEAD_LETTER_STATUSES, OPEN
 
 MAX_REASON_CHARS = 1000
+REASON_PATTERN = "^[^\\x00]*[^\\s\\x00][^\\x00]*$"  # not blank, no NUL (the OpenAPI document's words for check_reason)
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 ARRIVAL_HOURS = 24
 

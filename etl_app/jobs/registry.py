@@ -158,22 +158,36 @@ class BadWindow(ValueError):
 
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+# The days a window may cover: far from date's own limits, which the jobs' day arithmetic would overflow.
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(2100, 12, 31)
 
 
 def _day(value: str | date, what: str) -> date:
     if isinstance(value, date):
-        return value
-    if not isinstance(value, str) or not _DAY.fullmatch(value.strip()):
+        day = value
+    elif not isinstance(value, str) or not _DAY.fullmatch(value.strip()):
         raise BadWindow(f"{what} must be a date YYYY-MM-DD, not {value!r}")
-    try:
-        return date.fromisoformat(value.strip())
-    except ValueError as exc:
-        raise BadWindow(f"{what}: {exc}") from None
+    else:
+        try:
+            day = date.fromisoformat(value.strip())
+        except ValueError as exc:
+            raise BadWindow(f"{what}: {exc}") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise BadWindow(f"{what} must be a day from {FIRST_DAY} to {LAST_DAY}, not {day}")
+    return day
 
 
-def window_from(job: Job, start: str | date | None, end: str | date | None, today: date | None = None) -> Window | None:
+def window_from(
+    job: Job,
+    start: str | date | None,
+    end: str | date | None,
+    today: date | None = None,
+    max_days: int | None = None,
+) -> Window | None:
     """The window an operator asked for (``--from``/``--to``, the API's ``from``/``to``), both
-    inclusive; ``from`` alone runs through today (UTC); neither: None, the job's default window."""
+    inclusive; ``from`` alone runs through today (UTC); neither: None, the job's default window.
+    Days from :data:`FIRST_DAY` to :data:`LAST_DAY`, and at most ``max_days`` of them
+    (``ETL_JOB_MAX_WINDOW_DAYS`` for the API and the pages; the command line has no such bound)."""
     if start is None and end is None:
         return None
     if not job.takes_window:
@@ -184,6 +198,9 @@ def window_from(job: Job, start: str | date | None, end: str | date | None, toda
     last = _day(end, "to") if end is not None else (today or datetime.now(UTC).date())
     if last < first:
         raise BadWindow(f"the window ends ({last}) before it starts ({first})")
+    days = (last - first).days + 1
+    if max_days is not None and days > max_days:
+        raise BadWindow(f"the window covers {days} days, over the limit of {max_days} (ETL_JOB_MAX_WINDOW_DAYS)")
     return Window(first, last)
 
 

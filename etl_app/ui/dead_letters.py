@@ -43,7 +43,7 @@ from etl_app.dead_letters.errors import (
 )
 from etl_app.dead_letters.filters import ALL, FILTERS, Filters, parse_filters, parse_int
 from etl_app.errors import ERROR_TYPES
-from etl_app.jsonsafe import json_safe
+from etl_app.jsonsafe import DuplicateKey, json_safe, refuse_duplicate_keys
 from etl_app.models import DEAD_LETTER_STATUSES, OPEN
 from etl_app.ui.blueprint import bp, render
 from etl_app.ui.session import requires_operate
@@ -348,8 +348,10 @@ def dead_letter_edit(dead_letter_id: int):
     text = request.form.get("payload", "")
     try:
         payload = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        message = f"The payload is not valid JSON: {exc}. Nothing was changed."
+        refuse_duplicate_keys(text)
+    except (orjson.JSONDecodeError, DuplicateKey) as exc:
+        said = f"it has the key {exc.key!r} twice" if isinstance(exc, DuplicateKey) else exc
+        message = f"The payload is not valid JSON: {said}. Nothing was changed."
         return _dead_letter_page(dead_letter_id, status=400, edit_text=text, edit_error=message)
     try:
         with audited("edit", {"dead_letter_id": dead_letter_id}) as (conn, entry):

@@ -40,7 +40,12 @@ def run_job(name: str):
     except UnknownJob:
         return render("ui/error.html", title="Not found", message=f"There is no job {name!r}."), 404
     try:
-        window = window_from(job, request.form.get("from") or None, request.form.get("to") or None)
+        window = window_from(
+            job,
+            request.form.get("from") or None,
+            request.form.get("to") or None,
+            max_days=current_runtime().settings.job_max_window_days,
+        )
         queued = queue_job_run(
             current_runtime().publisher,
             job,

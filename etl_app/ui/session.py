@@ -22,12 +22,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import wraps
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from flask import Flask, abort, current_app, g, redirect, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
@@ -164,9 +165,14 @@ def _audit_refusal(user: User, action: str, target: dict) -> None:
     audit.record_alone(current_app.extensions["etl"].engine, entry)
 
 
+# C0 controls, DEL and C1 controls: never part of a path to go to (a CR/LF would split the Location).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def safe_next(target: str | None) -> str:
-    """Where to go after signing in: a path under /ui/ of this site, never another site."""
-    if target:
+    """Where to go after signing in: a path under /ui/ of this site, never another site, and
+    without control characters, as sent or percent-encoded (else the overview)."""
+    if target and not _CONTROL.search(target) and not _CONTROL.search(unquote(target)):
         parts = urlsplit(target)
         if not parts.scheme and not parts.netloc and parts.path.startswith("/ui/") and "\\" not in target:
             return target

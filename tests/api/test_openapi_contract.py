@@ -81,6 +81,39 @@ def test_docs_loads_its_assets_from_the_app(client):
     assert client.get("/docs/assets/../openapi.py").status_code == 404
 
 
+def test_docs_cannot_be_framed_and_keeps_the_key_for_the_tab_only(client):
+    page = client.get("/docs")
+    assert page.headers["X-Frame-Options"] == "DENY"
+    csp = page.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp
+    html = page.get_data(as_text=True)
+    assert not re.search(r"<script>", html)  # no inline script: all of it in /docs/assets/docs.js
+    assert re.search(r'<button[^>]*id="change-key"', html) and re.search(r'<button[^>]*id="forget-key"', html)
+    script = client.get("/docs/assets/docs.js")
+    assert script.status_code == 200 and script.mimetype == "text/javascript"
+    js = script.get_data(as_text=True)
+    assert "sessionStorage.setItem(STORE" in js and "sessionStorage.removeItem(STORE)" in js
+    assert "localStorage.setItem" not in js and "localStorage.getItem" not in js
+    assert "localStorage.removeItem(STORE)" in js  # a key an earlier version kept for good is dropped
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/docs/assets/swagger-ui.css",
+        "/openapi.json",
+        "/api/v1/record-types",
+        "/health",
+        "/ui/signin",
+        "/api/v1/nowhere",
+    ],
+)
+def test_no_answer_of_the_app_may_be_framed(client, auth, path):
+    r = client.get(path, headers=auth)
+    assert r.headers["X-Frame-Options"] == "DENY", path
+    assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"], path
+
+
 def test_a_method_not_served_is_405_with_allow(client, auth):
     refused = client.post("/api/v1/dead-letters", headers=auth, json={})
     assert refused.status_code == 405 and "GET" in refused.headers["Allow"]

@@ -82,8 +82,9 @@ CROSS_FIELD: list[tuple[str, int, Callable[[dict], bool], str]] = [
         r"POST /api/v1/jobs/\{name\}/run",
         400,
         lambda body: body.get("error") == "invalid_window",
-        "a window only for the jobs that take one (the path's job), from no later than to: a rule between the "
-        "path and the body",
+        "a window only for the jobs that take one (the path's job), from no later than to, at most "
+        "ETL_JOB_MAX_WINDOW_DAYS days (to defaulting to today) between 1970 and 2100: rules between the path and "
+        "the body, and between from and to",
     ),
     (
         r"POST /api/v1/[a-z_-]+/upload",

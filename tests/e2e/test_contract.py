@@ -53,6 +53,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.core.failures import Failure, FailureGroup
 
+from etl_app.jobs.registry import FIRST_DAY, LAST_DAY
+
 from tests.helpers.support import API_KEY
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -123,7 +125,8 @@ def _day(value) -> date | None:
 
 def _keep_job_window(case, windowed: set[str]) -> None:
     """Only some jobs take a window (``GET /api/v1/jobs`` says which: ``takes_window``), and a
-    window needs ``from`` no later than ``to``: rules the document states in words."""
+    window needs ``from`` no later than ``to``, days from 1970 to 2100 and at most 366 of them
+    (``to`` defaulting to today): rules the document states in words."""
     body = case.body
     if not isinstance(body, dict):
         return
@@ -136,6 +139,10 @@ def _keep_job_window(case, windowed: set[str]) -> None:
         start = end
     if start and end and end < start:
         start, end = end, start
+    if start and not FIRST_DAY <= start <= LAST_DAY:
+        start = date(2026, 1, 1)
+    if start and (end is None or not start <= end <= LAST_DAY or (end - start).days > 365):
+        end = start + timedelta(days=29)
     for name, day in (("from", start), ("to", end)):
         if day is not None:
             body[name] = day.isoformat()

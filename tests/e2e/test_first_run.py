@@ -106,7 +106,8 @@ def test_make_run_in_a_private_clone_takes_a_record_and_stops_on_ctrl_c(tmp_path
         # Installing the clone's .venv comes first; then migrate and start every process.
         key = wait_until(api_key, 600, 1.0, what="the API of `make run` to answer")
         auth = {"Authorization": f"Bearer {key}"}
-        assert key in log_path.read_text(errors="replace")  # `etl-app run` prints the key
+        printed = log_path.read_text(errors="replace")
+        assert key not in printed and "var/api_key" in printed  # `etl-app run` says where the key is, not the key
 
         posted = requests.post(f"{api}/students", json={"student_id": "S1", "name": "Sam"}, headers=auth, timeout=10)
         assert posted.status_code == 202, posted.text
@@ -124,7 +125,7 @@ def test_make_run_in_a_private_clone_takes_a_record_and_stops_on_ctrl_c(tmp_path
             lambda: requests.get(f"{api}/records/tutors/T1", headers=auth, timeout=10).ok, 60, 0.5, what="tutor T1"
         )
 
-        # the pages: the printed address, signed in with the printed key
+        # the pages: the printed address, signed in with the key of var/api_key
         pages = f"http://127.0.0.1:{port}/ui/"
         assert pages in log_path.read_text(errors="replace")
         browser = requests.Session()

@@ -98,6 +98,16 @@ def test_flower_answers_401_without_the_right_credentials(flower, path, auth):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("auth", [(USER, PASSWORD), None], ids=["signed-in", "refused"])
+@pytest.mark.parametrize("path", ["/", "/tasks", "/api/workers", "/static/css/flower.css"])
+def test_flower_forbids_framing_of_every_answer(flower, path, auth):
+    r = requests.get(f"{flower.url}{path}", auth=auth, timeout=10)
+    assert r.status_code in (200, 401), (path, r.status_code)
+    assert r.headers["X-Frame-Options"] == "DENY", (path, dict(r.headers))
+    assert r.headers["Content-Security-Policy"] == "frame-ancestors 'none'", path
+
+
+@pytest.mark.slow
 def test_flower_lists_the_worker_and_the_pipeline_tasks_that_ran(flower, stack, api, unique):
     http = requests.Session()
     http.auth = (USER, PASSWORD)

@@ -93,6 +93,26 @@ def test_after_sign_in_it_goes_only_to_a_page_of_this_site(browser):
         assert r.headers["Location"] == "/ui/overview", target
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/ui/jobs%0d%0aSet-Cookie:%20x=1",
+        "/ui/jobs\r\nSet-Cookie: x=1",
+        "/ui/jobs\x00",
+        "/ui/jobs\x7f",
+        "/ui/jobs\x85",
+        "/ui/jobs%c2%85",
+        "/ui/jobs%09",
+        "/ui/jobs%7F",
+    ],
+    ids=["percent-crlf", "raw-crlf", "nul", "del", "c1", "percent-c1", "percent-tab", "percent-del"],
+)
+def test_after_sign_in_a_next_with_control_characters_goes_to_the_overview(browser, target):
+    r = sign_in(browser, KEYS["reader"], next=target)
+    assert r.status_code == 302 and r.headers["Location"] == "/ui/overview"
+    assert "Set-Cookie: x" not in str(r.headers) and browser.get("/ui/jobs").status_code == 200
+
+
 def test_signing_out_ends_the_session(browser):
     sign_in(browser, KEYS["reader"])
     assert browser.get("/ui/jobs").status_code == 200

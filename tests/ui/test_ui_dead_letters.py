@@ -281,6 +281,16 @@ def test_an_edit_with_invalid_json_is_a_400_that_keeps_the_text_and_changes_noth
     assert edits_of(engine, dl) == []
 
 
+def test_an_edit_naming_a_key_twice_is_a_400_that_says_which_and_changes_nothing(operator, engine, unique):
+    accepted = store(engine, "students", [student(f"{unique}-d", grade_level=99)])
+    [dl] = bury(engine, accepted.ids, error="grade_level: Must be between 1 and 12.")
+    text = f'{{"student_id": "{unique}-d", "grade_level": 99, "grade_level": 5}}'
+    r = post_form(operator, f"/ui/dead-letters/{dl}/edit", f"/ui/dead-letters/{dl}", payload=text)
+    assert r.status_code == 400
+    assert "it has the key &#39;grade_level&#39; twice" in text_of(r)
+    assert dead_letter_row(engine, dl).status == "open" and edits_of(engine, dl) == []
+
+
 def test_an_edit_the_record_type_refuses_shows_its_field_errors_and_changes_nothing(operator, engine, unique):
     accepted = store(engine, "students", [student(f"{unique}-f", grade_level=99)])
     [dl] = bury(engine, accepted.ids, error="grade_level: Must be between 1 and 12.")
