@@ -133,6 +133,16 @@ def test_a_value_over_the_cap_makes_its_row_an_error_naming_the_column_and_is_no
     assert [row.raw["student_id"] for row in rows[:2]] == ["s-1", "s-2"]
 
 
+def test_a_parquet_string_column_dictionary_encoded_on_disk_only_is_measured_too():
+    buf = io.BytesIO()  # no arrow schema stored: the column reads back as plain strings
+    table = pa.table({"student_id": [f"s-{i}" for i in range(1, 301)], "name": pa.array([BIG] * 300)})
+    pq.write_table(table, buf, compression="zstd", use_dictionary=True, store_schema=False)
+    rows = [row for row, _ in rows_of(buf.getvalue(), "parquet", Limits(max_field_bytes=1000))]
+    assert len(rows) == 300 and all(row.values is None for row in rows)
+    assert rows[-1].errors == {"_row": [f"column 'name' holds a value of size 3000, over the cap of 1000 {CAP}"]}
+    assert rows[-1].raw == {"student_id": "s-300", "name": "<a value of size 3000, not kept>"}
+
+
 def test_a_parquet_list_element_over_the_cap_makes_its_row_an_error():
     rows = [row for row, _ in rows_of(dictionary_parquet(5, lists=True), "parquet", Limits(max_field_bytes=1000))]
     assert [row.errors for row in rows] == [

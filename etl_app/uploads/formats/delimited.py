@@ -194,13 +194,15 @@ def _csv_rows(f: BinaryIO, fmt: str, cp: dict, limits: Limits, size: int) -> Ite
             return
         except _Overlong as exc:
             cells = None
-            errors = {"_row": [f"a line is longer than {8 * limits.max_field_bytes} bytes"]}
+            errors = {
+                "_row": [f"a line is longer than {8 * limits.max_field_bytes} bytes (8 × ETL_UPLOAD_MAX_FIELD_BYTES)"]
+            }
             raw = str(exc)
         except csv.Error as exc:
             cells = None
             text = str(exc)
             if "field larger than field limit" in text:
-                text = f"a field is longer than {limits.max_field_bytes} characters"
+                text = f"a field is longer than {limits.max_field_bytes} characters (ETL_UPLOAD_MAX_FIELD_BYTES)"
             errors = {"_row": [f"not valid CSV: {text}"]}
         finally:
             csv.field_size_limit(old_limit)
