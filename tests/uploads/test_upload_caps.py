@@ -229,6 +229,14 @@ def test_reading_stops_at_the_row_past_the_rows_cap(fmt):
     assert f"more than 10 rows (ETL_UPLOAD_MAX_ROWS): reading stopped at row {rows[-1].number + 1}" in exc.message
 
 
+def test_an_xlsx_sheet_past_the_rows_cap_of_the_settings_stops_there():
+    limits = upload_limits(Settings.from_env({"ETL_UPLOAD_MAX_ROWS": "10"}))
+    rows, exc = read_until_refused(shared_string_xlsx(12, "Ada"), "xlsx", limits)
+    assert [row.number for row in rows] == list(range(2, 12))
+    assert (exc.status, exc.code) == (413, "too_many_rows")
+    assert "(ETL_UPLOAD_MAX_ROWS): reading stopped at row 12, the rows before it are kept" in exc.message
+
+
 def test_a_parquet_footer_declaring_more_rows_than_the_cap_is_refused_whole():
     with pytest.raises(FileRefused) as exc_info:
         preflight(io.BytesIO(dictionary_parquet(12, "Ada")), "parquet", Limits(max_rows=10))

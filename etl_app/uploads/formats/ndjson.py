@@ -29,15 +29,8 @@ def _ndjson_rows(f: BinaryIO, cp: dict, limits: Limits, size: int) -> Iterator[t
         new_cp = {"offset": lines.pos, "row": number, "progress": _progress(lines.pos, size)}
         if overlong:
             raw = line[:_RAW_TEXT_CHARS].decode("utf-8", "replace")
-            yield (
-                Row(
-                    number,
-                    None,
-                    {"_line": [f"longer than {limits.max_field_bytes} bytes (ETL_UPLOAD_MAX_FIELD_BYTES)"]},
-                    raw,
-                ),
-                new_cp,
-            )
+            msg = f"longer than {limits.max_field_bytes} bytes (ETL_UPLOAD_MAX_FIELD_BYTES)"
+            yield Row(number, None, {"_line": [msg]}, raw), new_cp
             continue
         if not line.strip():
             continue

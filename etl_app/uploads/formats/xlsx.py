@@ -147,7 +147,11 @@ def _xlsx_rows(f: BinaryIO, cp: dict, limits: Limits) -> Iterator[tuple[Row, dic
             number += 1
             if number > limits.max_sheet_rows:
                 raise FileRefused(
-                    413, "too_many_rows", f"The sheet has more than {limits.max_sheet_rows} rows: split it."
+                    413,
+                    "too_many_rows",
+                    f"The sheet has more than {limits.max_sheet_rows} rows, its header included "
+                    f"(ETL_UPLOAD_MAX_ROWS): reading stopped at row {number}, the rows before it are kept; "
+                    "upload the rest as another file.",
                 )
             new_cp = {"row": number, "progress": _progress(number, max_row)}
             cells = list(values)
