@@ -87,6 +87,11 @@ class Settings:
     max_body_bytes: int = 10 * MIB
     max_batch_items: int = 50_000
     max_upload_bytes: int = 200 * MIB
+    upload_max_field_bytes: int = MIB
+    upload_max_row_bytes: int = 8 * MIB
+    upload_max_decoded_bytes: int = 0  # unset: 5 times max_upload_bytes
+    upload_max_expansion: int = 200
+    upload_max_rows: int = 1_048_576
     chunk_size: int = 500
     rejection_raw_bytes: int = 8 * 1024  # a rejection's values as received, as JSON, stored up to this
     max_rejections_stored: int = 10_000  # rejections of one ingestion stored in full; the rest counted
@@ -139,6 +144,11 @@ class Settings:
             max_body_bytes=_int(env, "ETL_MAX_BODY_BYTES", cls.max_body_bytes),
             max_batch_items=_int(env, "ETL_MAX_BATCH_ITEMS", cls.max_batch_items),
             max_upload_bytes=_int(env, "ETL_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
+            upload_max_field_bytes=_int(env, "ETL_UPLOAD_MAX_FIELD_BYTES", cls.upload_max_field_bytes),
+            upload_max_row_bytes=_int(env, "ETL_UPLOAD_MAX_ROW_BYTES", cls.upload_max_row_bytes),
+            upload_max_decoded_bytes=_int(env, "ETL_UPLOAD_MAX_DECODED_BYTES", cls.upload_max_decoded_bytes),
+            upload_max_expansion=_int(env, "ETL_UPLOAD_MAX_EXPANSION", cls.upload_max_expansion),
+            upload_max_rows=_int(env, "ETL_UPLOAD_MAX_ROWS", cls.upload_max_rows),
             chunk_size=_int(env, "ETL_CHUNK_SIZE", cls.chunk_size),
             rejection_raw_bytes=_int(env, "ETL_REJECTION_RAW_BYTES", cls.rejection_raw_bytes),
             max_rejections_stored=_int(env, "ETL_MAX_REJECTIONS_STORED", cls.max_rejections_stored),
@@ -182,6 +192,11 @@ class Settings:
         settings.check()
         return settings
 
+    @property
+    def upload_decoded_bytes(self) -> int:
+        """ETL_UPLOAD_MAX_DECODED_BYTES, else 5 times ETL_MAX_UPLOAD_BYTES."""
+        return self.upload_max_decoded_bytes or 5 * self.max_upload_bytes
+
     def max_retries(self, error_type: str) -> int:
         """Retries allowed for a transient error of this type (ETL_RETRY_BUDGETS, else the default)."""
         return self.retry_budgets.get(error_type, self.transient_max_retries)
@@ -209,6 +224,11 @@ class Settings:
             raise ValueError("ETL_REJECTION_RAW_BYTES must be at least 1024")
         if self.max_rejections_stored < 0:
             raise ValueError("ETL_MAX_REJECTIONS_STORED must be at least 0")
+        for name in ("upload_max_field_bytes", "upload_max_row_bytes", "upload_max_expansion", "upload_max_rows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ETL_{name.upper()} must be at least 1")
+        if self.upload_max_decoded_bytes < 0:
+            raise ValueError("ETL_UPLOAD_MAX_DECODED_BYTES must be at least 1 (or unset)")
         if self.raw_retention_days < 1:
             raise ValueError("ETL_RAW_RETENTION_DAYS must be at least 1")
         if self.rollup_days < 1:

@@ -12,6 +12,7 @@ from celery import shared_task
 from etl_app import names
 from etl_app.ingest.rejections import RejectionLimits
 from etl_app.uploads import parse
+from etl_app.uploads.caps import upload_limits
 from tasks.base import EtlTask, PermanentFailure
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def parse_upload(self: ParseTask, message: dict) -> str:
         commit=self.commit,
         after_commit=self.after_commit,
         rejection_limits=RejectionLimits.of(self.runtime.settings),
+        limits=upload_limits(self.runtime.settings),
     )
     if outcome == parse.MORE:
         self.after_commit(lambda: self.apply_async(args=[message], queue=names.PIPELINE_QUEUE))

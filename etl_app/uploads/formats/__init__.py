@@ -30,7 +30,10 @@ Hostile input: anything wrong with the whole file raises :class:`FileRefused` (4
 422); a bad row is a :class:`Row` with ``errors`` and the reading goes on. Nothing else is
 raised; memory stays bounded by :class:`Limits` (a csv/ndjson line is never held beyond
 ``8 × max_field_bytes``), and an xlsx zip bomb is refused from the zip directory before
-anything is decompressed.
+anything is decompressed. Every row carries its ``size`` (its values added up): a value or a
+row over its cap is a row error, and a file past ``max_rows`` rows or
+:meth:`Limits.decoded_cap` of values is refused from that row on (413), so that a small file
+whose one value every row references cannot unpack to gigabytes.
 """
 
 from etl_app.uploads.formats.common import FORMATS, FileRefused, GiB, KiB, Limits, MiB, Row

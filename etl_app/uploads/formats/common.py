@@ -13,6 +13,7 @@ FORMATS = ("csv", "tsv", "json", "ndjson", "xlsx", "parquet")
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 _CHUNK = 64 * KiB
 _RAW_TEXT_CHARS = 10_000
+EXPANSION_FLOOR = 64 * MiB
 
 
 class FileRefused(Exception):
@@ -47,6 +48,21 @@ class Limits:
       bytes); a csv/tsv physical line longer than 8 times this is a row error.
     - ``max_shared_strings_bytes`` (256 MiB): xlsx, the uncompressed shared-strings part,
       which openpyxl holds in memory whole.
+    - ``max_field_bytes`` is also every format's cap on one value (an xlsx cell, a parquet
+      value or list element, a JSON string): a value over it makes its row an error naming the
+      column; the value is measured, never copied into the row's ``raw``.
+    - ``max_row_bytes`` (8 MiB): the values of one row added up.
+    - ``max_decoded_bytes`` (1000 MiB): the values of the whole upload added up, oversized ones
+      included; past it the file is refused from that row on (413 ``too_large_decoded``).
+    - ``max_expansion`` (200): the values of the whole upload may also add up to at most this
+      many times the file's size (or ``EXPANSION_FLOOR``, 64 MiB, if more): a small file whose
+      one value is referenced by every row is refused from the row that passes it (413
+      ``too_large_decoded``), as a zip bomb is.
+    - ``max_rows`` (1 048 576): the rows of one upload; past it the file is refused from that
+      row on (413 ``too_many_rows``), a parquet file whose footer declares more is refused whole.
+
+    Sizes are in characters for text and in bytes for anything else (binary values; 8 for a
+    number, a date or a boolean).
     """
 
     max_uncompressed_bytes: int = 1 * GiB
@@ -56,6 +72,14 @@ class Limits:
     max_row_group_bytes: int = 256 * MiB
     max_field_bytes: int = 1 * MiB
     max_shared_strings_bytes: int = 256 * MiB
+    max_row_bytes: int = 8 * MiB
+    max_decoded_bytes: int = 1000 * MiB
+    max_expansion: int = 200
+    max_rows: int = 1_048_576
+
+    def decoded_cap(self, size: int) -> int:
+        """What the values of a file of ``size`` bytes may add up to."""
+        return min(self.max_decoded_bytes, max(EXPANSION_FLOOR, self.max_expansion * size))
 
 
 @dataclass
@@ -67,13 +91,80 @@ class Row:
     ``values``: keyed by the file's own column names (json: the object as is); None when the
     row is unusable. ``errors``: the row-level problem (``{"_row": [...]}`` or
     ``{"_line": [...]}``), else None. ``raw``: the values as received, JSON-able (a dict of
-    column to cell for flat formats, the line text for a bad line).
+    column to cell for flat formats, the line text for a bad line). ``size``: what the row's
+    values add up to (see :class:`Limits`), counted against ``max_decoded_bytes``.
     """
 
     number: int
     values: dict[str, Any] | None
     errors: dict[str, list[str]] | None
     raw: Any
+    size: int = 0
+
+
+_SCALAR_SIZE = 8
+
+
+def value_size(value: Any) -> tuple[int, int]:
+    """``(total, largest)``: the size of a Python value (containers added up) and of its
+    largest text or binary part; characters for text, bytes for binary, 8 for anything else."""
+    if value is None:
+        return 0, 0
+    if isinstance(value, (str, bytes, bytearray)):
+        return len(value), len(value)
+    if isinstance(value, (dict, list, tuple)):
+        total = largest = 0
+        for v in value.values() if isinstance(value, dict) else value:
+            t, big = value_size(v)
+            total += t
+            largest = max(largest, big)
+        if isinstance(value, dict):
+            keys = sum(len(str(k)) for k in value)
+            total += keys
+        return total, largest
+    return _SCALAR_SIZE, _SCALAR_SIZE
+
+
+def too_large(column: str, size: int, limits: Limits) -> str:
+    """The row error of a value over ``max_field_bytes``."""
+    return (
+        f"column '{column}' holds a value of size {size}, over the cap of {limits.max_field_bytes} "
+        "(ETL_UPLOAD_MAX_FIELD_BYTES)"
+    )
+
+
+def row_too_large(size: int, limits: Limits) -> str:
+    """The row error of a row whose values add up to more than ``max_row_bytes``."""
+    return f"the row's values add up to size {size}, over the cap of {limits.max_row_bytes} (ETL_UPLOAD_MAX_ROW_BYTES)"
+
+
+def oversized(size: int) -> str:
+    """What ``Row.raw`` shows in place of a value too large to keep."""
+    return f"<a value of size {size}, not kept>"
+
+
+def cap_errors(columns: dict[str, tuple[int, int]], limits: Limits) -> tuple[int, dict[str, list[str]] | None]:
+    """``(row size, errors)`` of a row from each column's ``(total, largest)`` size."""
+    size = sum(total for total, _ in columns.values())
+    for name, (_, largest) in columns.items():
+        if largest > limits.max_field_bytes:
+            return size, {"_row": [too_large(name, largest, limits)]}
+    if size > limits.max_row_bytes:
+        return size, {"_row": [row_too_large(size, limits)]}
+    return size, None
+
+
+def raw_keeps(limits: Limits) -> int:
+    """The largest value a row over a cap keeps in its ``raw``."""
+    return min(limits.max_field_bytes, _RAW_TEXT_CHARS)
+
+
+def capped_raw(values: dict[str, Any], columns: dict[str, tuple[int, int]], limits: Limits) -> dict[str, Any]:
+    """``Row.raw`` of a row over a cap: its small values as they are, the large ones as a note."""
+    keep = raw_keeps(limits)
+    return {
+        name: _jsonable(v) if columns[name][0] <= keep else oversized(columns[name][0]) for name, v in values.items()
+    }
 
 
 def _empty_file() -> FileRefused:
@@ -112,3 +203,13 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return str(value)
+
+
+def object_row(number: int, obj: dict, limits: Limits) -> Row:
+    """The row of a JSON object (a json array's item, an ndjson line), its values measured
+    against the caps: a value over them makes the row an error naming its key."""
+    sizes = {str(k): value_size(v) for k, v in obj.items()}
+    size, errors = cap_errors(sizes, limits)
+    if errors:
+        return Row(number, None, errors, capped_raw({str(k): v for k, v in obj.items()}, sizes, limits), size)
+    return Row(number, obj, None, obj, size)

@@ -16,6 +16,9 @@ from etl_app.uploads.formats.common import (
     _empty_file,
     _progress,
     _strip_bom,
+    capped_raw,
+    row_too_large,
+    value_size,
 )
 from etl_app.uploads.formats.lines import _Lines
 
@@ -182,6 +185,7 @@ def _csv_rows(f: BinaryIO, fmt: str, cp: dict, limits: Limits, size: int) -> Ite
         errors: dict[str, list[str]] | None = None
         values: dict[str, Any] | None = None
         raw: Any = None
+        row_size = 0
         feed.dirty = False
         csv.field_size_limit(limits.max_field_bytes)  # process-wide: set only while reading
         try:
@@ -190,13 +194,15 @@ def _csv_rows(f: BinaryIO, fmt: str, cp: dict, limits: Limits, size: int) -> Ite
             return
         except _Overlong as exc:
             cells = None
-            errors = {"_row": [f"a line is longer than {8 * limits.max_field_bytes} bytes"]}
+            errors = {
+                "_row": [f"a line is longer than {8 * limits.max_field_bytes} bytes (8 × ETL_UPLOAD_MAX_FIELD_BYTES)"]
+            }
             raw = str(exc)
         except csv.Error as exc:
             cells = None
             text = str(exc)
             if "field larger than field limit" in text:
-                text = f"a field is longer than {limits.max_field_bytes} characters"
+                text = f"a field is longer than {limits.max_field_bytes} characters (ETL_UPLOAD_MAX_FIELD_BYTES)"
             errors = {"_row": [f"not valid CSV: {text}"]}
         finally:
             csv.field_size_limit(old_limit)
@@ -217,8 +223,12 @@ def _csv_rows(f: BinaryIO, fmt: str, cp: dict, limits: Limits, size: int) -> Ite
                 errors = _csv_row_errors(header, cells, feed.dirty)
                 if errors is None:
                     values = {name: cells[i] for i, name in enumerate(header) if name and i < len(cells)}
+            row_size = sum(map(len, cells))
+            if row_size > limits.max_row_bytes:  # a record may span many lines
+                values, errors = None, {"_row": [row_too_large(row_size, limits)]}
+                raw = capped_raw(raw, {name: value_size(v) for name, v in raw.items()}, limits)
         new_cp = {"offset": lines.pos, "row": number, "progress": _progress(lines.pos, size)}
-        yield Row(number, values, errors, raw), new_cp
+        yield Row(number, values, errors, raw, row_size), new_cp
 
 
 def _csv_row_errors(header: list[str], cells: list[str], dirty: bool) -> dict[str, list[str]] | None:

@@ -66,7 +66,8 @@ def preflight(f: BinaryIO, fmt: str, limits: Limits) -> list[str]:
     (413 ``too_large_uncompressed``), or whose sheet dimension exceeds the caps (413
     ``too_many_rows`` / ``too_many_columns``); parquet whose footer cannot be read (422
     ``unreadable_file``) or with a row group above ``max_row_group_bytes`` (413
-    ``row_group_too_large``). ``f`` may be positioned anywhere and is left anywhere.
+    ``row_group_too_large``) or whose footer declares more than ``max_rows`` rows (413
+    ``too_many_rows``). ``f`` may be positioned anywhere and is left anywhere.
     """
     if fmt not in FORMATS:
         raise _unsupported(fmt)
@@ -90,20 +91,56 @@ def read_rows(
     the rows after it are yielded, nothing lost, nothing repeated. Every checkpoint is a small
     JSON-able dict with ``progress`` (0..1). ``size`` is the file's size in bytes. A part of
     the file that cannot be read raises :class:`FileRefused` (422 ``unreadable_file``, naming
-    the row); the rows yielded before it stand.
+    the row); the rows yielded before it stand. So does a file past ``max_rows`` rows or
+    :meth:`Limits.decoded_cap` of values (413 ``too_many_rows`` / ``too_large_decoded``).
     """
     checkpoint = dict(checkpoint or {})
     if fmt in ("csv", "tsv"):
-        return _csv_rows(f, fmt, checkpoint, limits, size)
-    if fmt == "ndjson":
-        return _ndjson_rows(f, checkpoint, limits, size)
-    if fmt == "json":
-        return _json_rows(f, checkpoint, limits, size)
-    if fmt == "xlsx":
-        return _xlsx_rows(f, checkpoint, limits)
-    if fmt == "parquet":
-        return _parquet_rows(f, checkpoint)
-    raise _unsupported(fmt)
+        rows = _csv_rows(f, fmt, checkpoint, limits, size)
+    elif fmt == "ndjson":
+        rows = _ndjson_rows(f, checkpoint, limits, size)
+    elif fmt == "json":
+        rows = _json_rows(f, checkpoint, limits, size)
+    elif fmt == "xlsx":
+        rows = _xlsx_rows(f, checkpoint, limits)
+    elif fmt == "parquet":
+        rows = _parquet_rows(f, checkpoint, limits)
+    else:
+        raise _unsupported(fmt)
+    return _upload_caps(rows, checkpoint, limits, size)
+
+
+def _upload_caps(
+    rows: Iterator[tuple[Row, dict]], checkpoint: dict, limits: Limits, size: int
+) -> Iterator[tuple[Row, dict]]:
+    """The rows, refused from the one past ``max_rows`` or past :meth:`Limits.decoded_cap` on
+    (413); the rows before it stand. The counts ride in the checkpoints, so a resumed read goes on."""
+    count = int(checkpoint.get("count", 0))
+    decoded = int(checkpoint.get("decoded", 0))
+    cap = limits.decoded_cap(size)
+    if cap < limits.max_decoded_bytes:
+        what = f"{cap} ({limits.max_expansion} times the file's size, ETL_UPLOAD_MAX_EXPANSION)"
+    else:
+        what = f"{cap} (ETL_UPLOAD_MAX_DECODED_BYTES)"
+    for row, cp in rows:
+        count += 1
+        if count > limits.max_rows:
+            raise FileRefused(
+                413,
+                "too_many_rows",
+                f"The file has more than {limits.max_rows} rows (ETL_UPLOAD_MAX_ROWS): reading stopped at "
+                f"row {row.number}, the rows before it are kept; upload the rest as another file.",
+            )
+        decoded += row.size
+        if decoded > cap:
+            raise FileRefused(
+                413,
+                "too_large_decoded",
+                f"The file's values add up to more than {what}, counting characters of text and bytes of "
+                f"binary values: reading stopped at row {row.number}, the rows before it are kept; upload the "
+                "rest as another file.",
+            )
+        yield row, {**cp, "count": count, "decoded": decoded}
 
 
 def _unsupported(fmt: str) -> FileRefused:

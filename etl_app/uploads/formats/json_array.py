@@ -6,7 +6,7 @@ import codecs
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from etl_app.uploads.formats.common import FileRefused, Limits, Row, _detail, _progress
+from etl_app.uploads.formats.common import FileRefused, Limits, Row, _detail, _progress, object_row
 
 _JSON_MAX_DEPTH = 64
 _CONTAINERS = {"start_map": "end_map", "start_array": "end_array"}
@@ -114,7 +114,7 @@ def _json_rows(f: BinaryIO, cp: dict, limits: Limits, size: int) -> Iterator[tup
         elif not isinstance(item, dict):
             yield Row(number, None, {"_row": ["not a JSON object"]}, item), new_cp
         else:
-            yield Row(number, item, None, item), new_cp
+            yield object_row(number, item, limits), new_cp
 
 
 def _bad_json(number: int, exc: BaseException) -> FileRefused:

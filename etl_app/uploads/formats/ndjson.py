@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from etl_app.uploads.formats.common import _RAW_TEXT_CHARS, Limits, Row, _progress, _strip_bom
+from etl_app.uploads.formats.common import _RAW_TEXT_CHARS, Limits, Row, _progress, _strip_bom, object_row
 from etl_app.uploads.formats.lines import _Lines
 
 
@@ -29,7 +29,8 @@ def _ndjson_rows(f: BinaryIO, cp: dict, limits: Limits, size: int) -> Iterator[t
         new_cp = {"offset": lines.pos, "row": number, "progress": _progress(lines.pos, size)}
         if overlong:
             raw = line[:_RAW_TEXT_CHARS].decode("utf-8", "replace")
-            yield Row(number, None, {"_line": [f"longer than {limits.max_field_bytes} bytes"]}, raw), new_cp
+            msg = f"longer than {limits.max_field_bytes} bytes (ETL_UPLOAD_MAX_FIELD_BYTES)"
+            yield Row(number, None, {"_line": [msg]}, raw), new_cp
             continue
         if not line.strip():
             continue
@@ -51,4 +52,4 @@ def _ndjson_rows(f: BinaryIO, cp: dict, limits: Limits, size: int) -> Iterator[t
         if not isinstance(value, dict):
             yield Row(number, None, {"_row": ["not a JSON object"]}, value), new_cp
             continue
-        yield Row(number, value, None, value), new_cp
+        yield object_row(number, value, limits), new_cp

@@ -7,7 +7,18 @@ import zipfile
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from etl_app.uploads.formats.common import FileRefused, Limits, MiB, Row, _detail, _jsonable, _progress
+from etl_app.uploads.formats.common import (
+    FileRefused,
+    Limits,
+    MiB,
+    Row,
+    _detail,
+    _jsonable,
+    _progress,
+    cap_errors,
+    capped_raw,
+    value_size,
+)
 
 # Ratios below this uncompressed size are not checked: small XML parts compress very well and
 # cannot hurt.
@@ -136,7 +147,11 @@ def _xlsx_rows(f: BinaryIO, cp: dict, limits: Limits) -> Iterator[tuple[Row, dic
             number += 1
             if number > limits.max_sheet_rows:
                 raise FileRefused(
-                    413, "too_many_rows", f"The sheet has more than {limits.max_sheet_rows} rows: split it."
+                    413,
+                    "too_many_rows",
+                    f"The sheet has more than {limits.max_sheet_rows} rows, its header included "
+                    f"(ETL_UPLOAD_MAX_ROWS): reading stopped at row {number}, the rows before it are kept; "
+                    "upload the rest as another file.",
                 )
             new_cp = {"row": number, "progress": _progress(number, max_row)}
             cells = list(values)
@@ -144,18 +159,23 @@ def _xlsx_rows(f: BinaryIO, cp: dict, limits: Limits) -> Iterator[tuple[Row, dic
                 cells.pop()
             if not cells:
                 continue
-            yield _xlsx_row(number, header, cells), new_cp
+            yield _xlsx_row(number, header, cells, limits), new_cp
     finally:
         wb.close()
 
 
-def _xlsx_row(number: int, header: list[str], cells: list[Any]) -> Row:
+def _xlsx_row(number: int, header: list[str], cells: list[Any], limits: Limits) -> Row:
     width = len(header)
-    raw = {(header[i] if i < width and header[i] else f"column {i + 1}"): _jsonable(c) for i, c in enumerate(cells)}
+    named = {(header[i] if i < width and header[i] else f"column {i + 1}"): c for i, c in enumerate(cells)}
+    sizes = {name: value_size(c) for name, c in named.items()}
+    size, errors = cap_errors(sizes, limits)
+    if errors:  # a cell over the cap (a shared string may be referenced by every cell): not kept
+        return Row(number, None, errors, capped_raw(named, sizes, limits), size)
+    raw = {name: _jsonable(c) for name, c in named.items()}
     for i, cell in enumerate(cells):
         if _blank(cell):
             continue
         if i >= width or not header[i]:
-            return Row(number, None, {"_row": [f"has a value in column {i + 1}, which has no header"]}, raw)
+            return Row(number, None, {"_row": [f"has a value in column {i + 1}, which has no header"]}, raw, size)
     values = {name: (cells[i] if i < len(cells) else None) for i, name in enumerate(header) if name}
-    return Row(number, values, None, raw)
+    return Row(number, values, None, raw, size)

@@ -1,0 +1,21 @@
+"""The caps of the upload readers (:class:`etl_app.uploads.formats.Limits`) from the settings,
+the same for the checks before a file is stored and for the parse that reads it."""
+
+from __future__ import annotations
+
+from etl_app.config import Settings
+from etl_app.uploads.formats import Limits
+
+
+def upload_limits(settings: Settings) -> Limits:
+    """``ETL_UPLOAD_MAX_FIELD_BYTES``, ``_ROW_BYTES``, ``_DECODED_BYTES``, ``_EXPANSION`` and ``_ROWS``; the other
+    caps are :class:`Limits`' own. An xlsx sheet may hold ``ETL_UPLOAD_MAX_ROWS`` rows below its
+    header."""
+    return Limits(
+        max_field_bytes=settings.upload_max_field_bytes,
+        max_row_bytes=settings.upload_max_row_bytes,
+        max_decoded_bytes=settings.upload_decoded_bytes,
+        max_expansion=settings.upload_max_expansion,
+        max_rows=settings.upload_max_rows,
+        max_sheet_rows=settings.upload_max_rows + 1,
+    )
