@@ -17,6 +17,8 @@ import sqlalchemy as sa
 from etl_app.ingest.rejections import KEY_CHARS, RejectionLimits, store_rejections
 from etl_app.record_types import get_registry
 from etl_app.uploads import parse
+from etl_app.uploads.caps import upload_limits
+from etl_app.uploads.caps import upload_limits
 
 from tests.helpers.payloads import student
 
@@ -124,7 +126,8 @@ def test_an_upload_read_in_chunks_stores_the_allowance_and_counts_the_rest(make_
             conn,
             ident,
             commit=conn.commit,
-            after_commit=lambda send: None,
+            slice_chunks=10,
+            limits=upload_limits(runtime.settings),
             slice_chunks=10,
             rejection_limits=RejectionLimits.of(runtime.settings),
         )
