@@ -126,9 +126,9 @@ def test_an_upload_read_in_chunks_stores_the_allowance_and_counts_the_rest(make_
             conn,
             ident,
             commit=conn.commit,
+            after_commit=lambda send: None,
             slice_chunks=10,
             limits=upload_limits(runtime.settings),
-            slice_chunks=10,
             rejection_limits=RejectionLimits.of(runtime.settings),
         )
         conn.commit()
