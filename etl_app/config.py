@@ -87,6 +87,9 @@ class Settings:
     max_body_bytes: int = 10 * MIB
     max_batch_items: int = 50_000
     max_upload_bytes: int = 200 * MIB
+    request_header_seconds: float = 10.0  # connect (or previous answer) to the end of the headers
+    request_read_seconds: float = 30.0  # the body: the longest pause, and the grace before the rate counts
+    request_min_rate: int = 32 * 1024  # bytes/s: each one earns a body that much more time
     chunk_size: int = 500
     publish_timeout_seconds: float = 2.0
     outbox_lease_seconds: int = 300
@@ -134,6 +137,9 @@ class Settings:
             max_body_bytes=_int(env, "ETL_MAX_BODY_BYTES", cls.max_body_bytes),
             max_batch_items=_int(env, "ETL_MAX_BATCH_ITEMS", cls.max_batch_items),
             max_upload_bytes=_int(env, "ETL_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
+            request_header_seconds=_float(env, "ETL_REQUEST_HEADER_SECONDS", cls.request_header_seconds),
+            request_read_seconds=_float(env, "ETL_REQUEST_READ_SECONDS", cls.request_read_seconds),
+            request_min_rate=_int(env, "ETL_REQUEST_MIN_RATE", cls.request_min_rate),
             chunk_size=_int(env, "ETL_CHUNK_SIZE", cls.chunk_size),
             publish_timeout_seconds=_float(env, "ETL_PUBLISH_TIMEOUT_SECONDS", cls.publish_timeout_seconds),
             outbox_lease_seconds=_int(env, "ETL_OUTBOX_LEASE_SECONDS", cls.outbox_lease_seconds),
