@@ -92,6 +92,9 @@ class Settings:
     upload_max_decoded_bytes: int = 0  # unset: 5 times max_upload_bytes
     upload_max_expansion: int = 200
     upload_max_rows: int = 1_048_576
+    request_header_seconds: float = 10.0  # connect (or previous answer) to the end of the headers
+    request_read_seconds: float = 30.0  # the body: the longest pause, and the grace before the rate counts
+    request_min_rate: int = 32 * 1024  # bytes/s: each one earns a body that much more time
     chunk_size: int = 500
     rejection_raw_bytes: int = 8 * 1024  # a rejection's values as received, as JSON, stored up to this
     max_rejections_stored: int = 10_000  # rejections of one ingestion stored in full; the rest counted
@@ -149,6 +152,9 @@ class Settings:
             upload_max_decoded_bytes=_int(env, "ETL_UPLOAD_MAX_DECODED_BYTES", cls.upload_max_decoded_bytes),
             upload_max_expansion=_int(env, "ETL_UPLOAD_MAX_EXPANSION", cls.upload_max_expansion),
             upload_max_rows=_int(env, "ETL_UPLOAD_MAX_ROWS", cls.upload_max_rows),
+            request_header_seconds=_float(env, "ETL_REQUEST_HEADER_SECONDS", cls.request_header_seconds),
+            request_read_seconds=_float(env, "ETL_REQUEST_READ_SECONDS", cls.request_read_seconds),
+            request_min_rate=_int(env, "ETL_REQUEST_MIN_RATE", cls.request_min_rate),
             chunk_size=_int(env, "ETL_CHUNK_SIZE", cls.chunk_size),
             rejection_raw_bytes=_int(env, "ETL_REJECTION_RAW_BYTES", cls.rejection_raw_bytes),
             max_rejections_stored=_int(env, "ETL_MAX_REJECTIONS_STORED", cls.max_rejections_stored),

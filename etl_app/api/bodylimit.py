@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -13,12 +12,13 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.utils import cached_property
 from werkzeug.wsgi import ClosingIterator, LimitedStream
 
+from etl_app.api import bodydeadline
+
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 DRAIN_FACTOR = 2  # times the request's limit
 DRAIN_MIN_BYTES = 64 * MIB
-DRAIN_SECONDS = 10.0
 _PIECE = 64 * 1024
 _LIMIT_KEY = "etl.max_content_length"  # the request's limit, left in the WSGI environ for the drain
 
@@ -91,13 +91,14 @@ class DrainUnreadBody:
     always; ``requests``, whose urllib3 reads the answer after a broken pipe, when the reset comes
     first). Discarding the rest here lets such a client finish sending and read it.
 
-    Bounds: at most ``max(2 × the request's limit, 64 MiB)`` bytes, all within 10 s (a socket
-    timeout, so a client that stops sending holds the thread no longer). A body declared larger
-    than that is not read at all. Past either bound the connection closes as before and the client
-    sees the reset. The request's limit is ``request.max_content_length``, so an endpoint that
-    raises it for its own requests (uploads) gets a drain to match. 10 s lets a client on a slow
-    link send twice the default limit, and ends well inside the web process's 20 s graceful
-    timeout, so a stopping worker is not held up by a drain.
+    Bounds: at most ``max(2 × the request's limit, 64 MiB)`` bytes, arriving as fast as a body
+    must (:mod:`etl_app.api.bodydeadline`: no pause over ``ETL_REQUEST_READ_SECONDS``, and
+    ``ETL_REQUEST_MIN_RATE`` bytes a second on average after those first seconds), so a client
+    that stops or trickles holds the connection no longer than a slow body would. A body
+    declared larger than that is not read at all. Past either bound the connection closes as
+    before and the client sees the reset. The request's limit is ``request.max_content_length``,
+    so an endpoint that raises it for its own requests (uploads, ``ETL_MAX_UPLOAD_BYTES``) gets a
+    drain to match, also when it refuses a file declared over its limit.
 
     Only where the server hands over its socket (``gunicorn.socket``), which is what bounds the
     time, and only for HTTP/1.x. A body already read to its end costs one empty read.
@@ -107,11 +108,13 @@ class DrainUnreadBody:
         self,
         app: WSGIApp,
         *,
+        seconds: float,
+        min_rate: int,
         factor: int = DRAIN_FACTOR,
         min_bytes: int = DRAIN_MIN_BYTES,
-        seconds: float = DRAIN_SECONDS,
     ) -> None:
-        self.app, self.factor, self.min_bytes, self.seconds = app, factor, min_bytes, seconds
+        self.app, self.seconds, self.min_rate = app, seconds, min_rate
+        self.factor, self.min_bytes = factor, min_bytes
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         sock = environ.get("gunicorn.socket")
@@ -125,35 +128,25 @@ class DrainUnreadBody:
         return max(self.factor * limit, self.min_bytes) if limit else self.min_bytes
 
     def _drain(self, environ: dict[str, Any], body: Any, sock: Any) -> None:
+        if environ.get(bodydeadline.TIMED_OUT):
+            self._give_up(environ, "it did not arrive in time")
+            return
         budget = self._budget(environ)
         declared = _declared_length(environ)
         if declared is None or declared > budget:
             self._give_up(environ, f"{environ.get('CONTENT_LENGTH')} bytes declared, over {budget}")
             return
-        deadline = time.monotonic() + self.seconds
+        drain_environ: dict[str, Any] = {}
+        rest = bodydeadline.DeadlineInput(body, sock, drain_environ, self.seconds, self.min_rate)
         drained = 0
-        prior_timeout = sock.gettimeout()
         try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self._give_up(environ, f"not sent within {self.seconds:g} s")
-                    return
-                sock.settimeout(remaining)
-                data = body.read(min(_PIECE, budget + 1 - drained))
-                if not data:
-                    return
+            while data := rest.read(min(_PIECE, budget + 1 - drained)):
                 drained += len(data)
                 if drained > budget:
                     self._give_up(environ, f"over {budget} bytes")
                     return
         except Exception as exc:  # noqa: BLE001 - a timeout, a reset or bad chunk framing: the server closes
-            self._give_up(environ, f"{type(exc).__name__}: {exc}")
-        finally:
-            try:
-                sock.settimeout(prior_timeout)
-            except OSError:
-                pass
+            self._give_up(environ, drain_environ.get(bodydeadline.TIMED_OUT) or f"{type(exc).__name__}: {exc}")
 
     @staticmethod
     def _give_up(environ: dict[str, Any], why: str) -> None:
@@ -166,8 +159,11 @@ class DrainUnreadBody:
 
 
 def init_app(app: Flask) -> None:
+    settings = app.extensions["etl"].settings
     app.request_class = Request
-    app.wsgi_app = DrainUnreadBody(app.wsgi_app)
+    deadline = {"seconds": settings.request_read_seconds, "min_rate": settings.request_min_rate}
+    bodydeadline.init_app(app, **deadline)  # inside the drain: the drain reads the body's rest itself
+    app.wsgi_app = DrainUnreadBody(app.wsgi_app, **deadline)
 
     @app.after_request
     def _leave_limit_for_the_drain(response):

@@ -93,9 +93,9 @@ def _upload(ctx: Context) -> dict:
 def post_upload(type_name: str):
     record_type = record_type_or_404(type_name)
     limit = _limit()
+    request.max_content_length = limit + MULTIPART_SLACK  # first: also the drain's measure (api.bodylimit)
     if request.content_length is not None and request.content_length > limit + MULTIPART_SLACK:
         raise _too_large(limit)
-    request.max_content_length = limit + MULTIPART_SLACK
     if request.mimetype != "multipart/form-data":
         raise ApiError(
             415,
