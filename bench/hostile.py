@@ -285,6 +285,8 @@ def _follow(
                     f"counts {body.get('counts')} ({elapsed:.0f} s)")  # fmt: skip
             time.sleep(1)
     seconds = time.perf_counter() - started
+    if post.is_alive():
+        post.error = f"no answer in {seconds:.0f} s"
     answer = post.body if isinstance(post.body, dict) else {"text": post.body}
     result: dict[str, Any] = {
         "http": {"status": post.status, "error": answer.get("error"), "message": answer.get("message"),
@@ -296,6 +298,8 @@ def _follow(
     rates = _rates(progress)
     if rates:
         result["read_rates"] = rates
+        every = max(1, len(progress) // 20)  # about 20 points of (seconds, rows read)
+        result["rows_read_over_time"] = [(round(t), rows) for t, rows in progress[::every] + progress[-1:]]
     return result
 
 

@@ -20,13 +20,14 @@ import pyarrow.parquet as pq
 
 from etl_app.local.generate import generate, write_records
 
-MAIN_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
-REL_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
-PKG_REL_NS = "http://schemas.openxmlformats.org/package/2006/relationships"
+_OOXML = "openxmlformats.org"
+MAIN_NS = f"http://schemas.{_OOXML}/spreadsheetml/2006/main"
+REL_NS = f"http://schemas.{_OOXML}/officeDocument/2006/relationships"
+PKG_REL_NS = f"http://schemas.{_OOXML}/package/2006/relationships"
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml"
 _CONTENT_TYPES = (
     '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-    '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+    f'<Types xmlns="http://schemas.{_OOXML}/package/2006/content-types">'
     '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
     '<Default Extension="xml" ContentType="application/xml"/>'
     f'<Override PartName="/xl/workbook.xml" ContentType="{XLSX_TYPE}.sheet.main+xml"/>'
