@@ -16,13 +16,15 @@ from typing import Any
 
 import psutil
 
-from bench import app_phases, env, jobs, lookups, outage, phases, report, ui, upload
+from bench import app_phases, env, hostile, jobs, lookups, outage, phases, report, ui, upload
 from bench.noise import ForeignCpu
 from bench.procs import ROOT, Processes, start_app
 from bench.progress import console, say
 from bench.rss import Sampler
 
-PHASES = ("raw", "naive", "batch", "single", "jobs", "upload", "lookups", "outage", "ui")
+PHASES = ("raw", "naive", "batch", "single", "jobs", "upload", "lookups", "outage", "ui", "hostile")
+# Phases that run only when --only names them (they take long or push the service over its limits).
+OPT_IN = ("hostile",)
 APP_PHASES = ("batch", "single", "soak", "upload", "outage")
 # (records for raw and batch, naive, single, raw repeats)
 DEFAULTS = {
@@ -57,7 +59,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--upload-rows", type=int, help="rows of the CSV file of the upload phase (default 1,000,000)")
     p.add_argument("--lookup-tutors", type=int, help="tutors whose locations the lookups phase asks (default 20,000)")
     p.add_argument("--ui-records", type=int, help="records the ui phase seeds, a tenth dead (default 1,000,000)")
-    p.add_argument("--only", help=f"comma-separated phases to run, of {','.join(PHASES)} (default: all)")
+    p.add_argument(
+        "--only",
+        help=f"comma-separated phases to run, of {','.join(PHASES)} (default: all but {','.join(OPT_IN)})",
+    )
+    p.add_argument(
+        "--hostile-cap",
+        type=float,
+        default=hostile.CAP_SECONDS,
+        help="seconds a hostile file may take before its case stops (default 180)",
+    )
+    p.add_argument("--hostile-cases", help=f"comma-separated cases of the hostile phase (default: all of "
+                                           f"{','.join(hostile.CASE_NAMES)})")  # fmt: skip
     p.add_argument("--soak", type=int, metavar="N", help="memory soak: N sessions through the batch path")
     p.add_argument("--raw-chunk", type=int, default=10_000, help="rows a transaction in the raw limit")
     p.add_argument("--seed", type=int, default=1)
@@ -79,7 +92,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if unknown:
             p.error(f"unknown phase(s) {', '.join(sorted(unknown))}; choose from {', '.join(PHASES)}")
     else:
-        args.phases = [] if args.soak else list(PHASES)
+        args.phases = [] if args.soak else [name for name in PHASES if name not in OPT_IN]
+    args.hostile_cases = [x.strip() for x in (args.hostile_cases or "").split(",") if x.strip()]
+    unknown_cases = set(args.hostile_cases) - set(hostile.CASE_NAMES)
+    if unknown_cases:
+        p.error(
+            f"unknown hostile case(s) {', '.join(sorted(unknown_cases))}; choose from {', '.join(hostile.CASE_NAMES)}"
+        )
     if args.soak:
         args.phases.append("soak")
     return args
@@ -225,6 +244,9 @@ def _run_phase(name: str, args: argparse.Namespace, ctx: phases.Context) -> dict
             result = outage.run_outage(ctx, args.records)
         elif name == "ui":
             result = ui.run_ui(ctx, args.ui_records, args.ui_records // 10)
+        elif name == "hostile":
+            scale = 0.01 if args.quick else 1.0
+            result = hostile.run_hostile(ctx, args.hostile_cap, args.hostile_cases, scale)
         else:
             result = app_phases.run_soak(ctx, args.soak)
     except Exception as exc:  # noqa: BLE001 - reported in the results; the next phase still runs

@@ -30,10 +30,8 @@ def redis_url(url: str | None = None) -> str:
     return url or os.environ.get("BENCH_REDIS_URL") or DEFAULT_REDIS
 
 
-def recreate_database(url: str) -> None:
-    """Drop and create the database of ``url`` (ending its sessions first), then migrate it to head."""
-    from etl_app.migrate import upgrade
-
+def drop_database(url: str, *, create: bool = False) -> None:
+    """Drop the database of ``url`` (ending its sessions first); with ``create``, create it again empty."""
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
     admin = urlunsplit((parts.scheme, parts.netloc, "/postgres", parts.query, ""))
@@ -43,7 +41,15 @@ def recreate_database(url: str) -> None:
             (name,),
         )
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
+        if create:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def recreate_database(url: str) -> None:
+    """Drop and create the database of ``url`` (ending its sessions first), then migrate it to head."""
+    from etl_app.migrate import upgrade
+
+    drop_database(url, create=True)
     upgrade(url)
 
 

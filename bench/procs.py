@@ -55,14 +55,15 @@ class Processes:
         self.procs.append(proc)
         return proc
 
-    def stop(self, proc: Proc) -> None:
-        proc.stop()
+    def stop(self, proc: Proc, timeout: float = 20) -> None:
+        proc.stop(timeout)
         if proc in self.procs:
             self.procs.remove(proc)
 
-    def stop_all(self) -> None:
+    def stop_all(self, timeout: float = 20) -> None:
+        """``timeout``: seconds each main process gets after SIGTERM before its group is killed."""
         while self.procs:
-            self.stop(self.procs[-1])
+            self.stop(self.procs[-1], timeout)
 
 
 def procfile(path: Path = ROOT / "Procfile") -> dict[str, str]:

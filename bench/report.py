@@ -126,6 +126,10 @@ def render(results: dict[str, Any]) -> None:
         for skipped in ui.get("skipped", []):
             console.print(f"[dim]ui: not timed: {skipped['route']} ({skipped['reason']})[/dim]")
 
+    hostile = phases.get("hostile")
+    if hostile and hostile.get("cases"):
+        console.print(_hostile_table(hostile))
+
     soak = phases.get("soak")
     if soak and "rss_by_process" in soak:
         console.print(_soak_table(soak))
@@ -199,6 +203,39 @@ def _ui_table(ui: dict[str, Any]) -> Table:
         if page["path"] == slowest:
             path, median = f"[bold]{path}[/bold] (slowest)", f"[bold]{median}[/bold]"
         table.add_row(path, status, _n(page["bytes"] / 1024, 1), _n(page["first_ms"], 1), median, _n(page["max_ms"], 1))
+    return table
+
+
+def _hostile_table(hostile: dict[str, Any]) -> Table:
+    """Each hostile file: its answer, outcome, seconds, peak memory, bytes stored and rows produced."""
+    title = f"hostile files (each case capped at {hostile['cap_seconds']:.0f} s"
+    title += ")" if hostile.get("scale", 1) == 1 else f", sizes × {hostile['scale']})"
+    table = Table(title=title)
+    columns = ("case", "file KiB", "HTTP", "outcome", "seconds", "web MiB", "worker MiB", "stored MiB",
+               "records", "rejections", "outbox")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("case", "HTTP", "outcome") else "right")
+    for case in hostile["cases"]:
+        if "error" in case:
+            table.add_row(case["case"], "", "", f"[red]{case['error']}[/red]")
+            continue
+        if "http" not in case:
+            table.add_row(case["case"], _n(case["file_bytes"] / 1024, 1), "", case.get("outcome", ""))
+            continue
+        http = case["http"]
+        answer = f"{http['status']} {http['error'] or ''}".strip() if http["status"] else (http["failure"] or "-")
+        rss = case.get("rss_mib") or {}
+
+        def mib(group: str, rss: dict[str, Any] = rss) -> str:
+            peaks = rss.get(group) or {}
+            return f"{_n(peaks.get('largest_process'))} / {_n(peaks.get('tree_peak'))}"
+
+        rows = case.get("rows") or {}
+        table.add_row(case["case"], _n(case["file_bytes"] / 1024, 1), answer, case["outcome"],
+                      _n(case["seconds"], 1), mib("web"), mib("worker"),
+                      _n(case["stored_bytes"]["database"] / 2**20, 1), _n(rows.get("records")),
+                      _n(rows.get("rejections")), _n(rows.get("raw_records")))  # fmt: skip
+    table.caption = "MiB: largest process / the whole tree (main + children) at its peak"
     return table
 
 

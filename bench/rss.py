@@ -45,6 +45,8 @@ class Sampler:
         self.interval = interval
         self.groups: dict[str, int] = {}
         self.peaks: dict[str, float] = {}
+        self.current: dict[str, float] = {}  # group -> summed RSS at the last sample
+        self.largest_process: dict[str, float] = {}  # group -> largest RSS of one process since the last reset
         self.cpu: dict[str, dict[int, float]] = {}  # group -> pid -> CPU seconds seen last
         self.cpu_base: dict[str, dict[int, float]] = {}  # the same at the last reset
         self._lock = threading.Lock()
@@ -67,23 +69,28 @@ class Sampler:
         self.sample()
         with self._lock:
             self.peaks = {}
+            self.largest_process = {}
             self.cpu_base = {name: dict(v) for name, v in self.cpu.items()}
 
     def sample(self) -> None:
         with self._lock:
             groups = dict(self.groups)
         for name, pid in groups.items():
-            rss, cpu = 0.0, {}
+            rss, largest, cpu = 0.0, 0.0, {}
             for proc in tree(pid):
                 try:
                     with proc.oneshot():
-                        rss += proc.memory_info().rss / MIB
+                        one = proc.memory_info().rss / MIB
+                        rss += one
+                        largest = max(largest, one)
                         times = proc.cpu_times()
                         cpu[proc.pid] = times.user + times.system
                 except psutil.Error:
                     continue
             with self._lock:
                 self.peaks[name] = max(self.peaks.get(name, 0.0), rss)
+                self.current[name] = rss
+                self.largest_process[name] = max(self.largest_process.get(name, 0.0), largest)
                 self.cpu.setdefault(name, {}).update(cpu)
 
     def snapshot(self) -> dict[str, float]:
@@ -91,6 +98,17 @@ class Sampler:
         self.sample()
         with self._lock:
             return {name: round(v, 1) for name, v in self.peaks.items()}
+
+    def largest(self) -> dict[str, float]:
+        """The largest RSS of any one process of each tree since the last reset, in MiB."""
+        self.sample()
+        with self._lock:
+            return {name: round(v, 1) for name, v in self.largest_process.items()}
+
+    def current_total(self) -> float:
+        """The summed RSS of every tracked tree at the last sample, in MiB."""
+        with self._lock:
+            return sum(self.current.values())
 
     def cpu_seconds(self) -> dict[str, dict[str, float]]:
         """CPU seconds each tree used since the last reset: its main process and its children
