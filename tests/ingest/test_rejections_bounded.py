@@ -18,7 +18,6 @@ from etl_app.ingest.rejections import KEY_CHARS, RejectionLimits, store_rejectio
 from etl_app.record_types import get_registry
 from etl_app.uploads import parse
 from etl_app.uploads.caps import upload_limits
-from etl_app.uploads.caps import upload_limits
 
 from tests.helpers.payloads import student
 
