@@ -87,6 +87,8 @@ class Settings:
     max_body_bytes: int = 10 * MIB
     max_batch_items: int = 50_000
     max_upload_bytes: int = 200 * MIB
+    upload_max_shared_strings: int = 1_000_000
+    upload_max_shared_strings_bytes: int = 32 * MIB
     chunk_size: int = 500
     publish_timeout_seconds: float = 2.0
     outbox_lease_seconds: int = 300
@@ -134,6 +136,10 @@ class Settings:
             max_body_bytes=_int(env, "ETL_MAX_BODY_BYTES", cls.max_body_bytes),
             max_batch_items=_int(env, "ETL_MAX_BATCH_ITEMS", cls.max_batch_items),
             max_upload_bytes=_int(env, "ETL_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
+            upload_max_shared_strings=_int(env, "ETL_UPLOAD_MAX_SHARED_STRINGS", cls.upload_max_shared_strings),
+            upload_max_shared_strings_bytes=_int(
+                env, "ETL_UPLOAD_MAX_SHARED_STRINGS_BYTES", cls.upload_max_shared_strings_bytes
+            ),
             chunk_size=_int(env, "ETL_CHUNK_SIZE", cls.chunk_size),
             publish_timeout_seconds=_float(env, "ETL_PUBLISH_TIMEOUT_SECONDS", cls.publish_timeout_seconds),
             outbox_lease_seconds=_int(env, "ETL_OUTBOX_LEASE_SECONDS", cls.outbox_lease_seconds),

@@ -11,6 +11,7 @@ from celery import shared_task
 
 from etl_app import names
 from etl_app.uploads import parse
+from etl_app.uploads.formats import Limits
 from tasks.base import EtlTask, PermanentFailure
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ def parse_upload(self: ParseTask, message: dict) -> str:
         upload_id,
         commit=self.commit,
         after_commit=self.after_commit,
+        limits=Limits.of(self.runtime.settings),
     )
     if outcome == parse.MORE:
         self.after_commit(lambda: self.apply_async(args=[message], queue=names.PIPELINE_QUEUE))

@@ -114,7 +114,7 @@ def post_upload(type_name: str):
     filename = display_name(upload.filename)
     try:
         fmt, note = formats.detect(head, filename, upload.mimetype)
-        columns = formats.preflight(f, fmt, formats.Limits())
+        columns = formats.preflight(f, fmt, formats.Limits.of(current_runtime().settings))
     except formats.FileRefused as exc:
         raise ApiError(exc.status, exc.code, exc.message) from None
     _some_column_is_a_field(record_type, columns)

@@ -44,9 +44,9 @@ from etl_app.uploads.reader import open_upload
 log = logging.getLogger(__name__)
 
 SLICE_CHUNKS = 20
-# Formats a slice cannot resume by seeking (xlsx: the sheet's XML is read again from its start
-# up to the checkpoint; a JSON array: the items before it are parsed and skipped) take longer
-# slices: a sheet of a million rows (Excel's most) is read about five times over, not fifty.
+# Formats a slice resumes at a cost (xlsx: the sheet's XML is inflated again up to the
+# checkpoint, not parsed; a JSON array: the items before it are parsed and skipped) take longer
+# slices.
 SLICE_CHUNKS_BY_FORMAT = {"xlsx": 200, "json": 200}
 FLAT_FORMATS = ("csv", "tsv", "xlsx", "parquet")
 
@@ -115,6 +115,7 @@ def parse_slice(
     commit: Callable[[], None],
     after_commit: Callable[[Callable[[], Any]], None],
     slice_chunks: int | None = None,
+    limits: Limits | None = None,
 ) -> str:
     """Read the next slice of an upload through ``conn`` (the task's transaction: ``commit()``
     after each chunk, ``after_commit(send)`` to send its chain). Returns MORE, DONE or OVERTAKEN."""
@@ -129,7 +130,9 @@ def parse_slice(
     chunk_size = publisher.chunk_size
     with publisher.engine.connect() as file_conn:
         f = open_upload(file_conn, upload.id, upload.size, upload.chunk_bytes)
-        rows = read_rows(f, upload.format, checkpoint=upload.checkpoint or None, limits=Limits(), size=upload.size)
+        rows = read_rows(
+            f, upload.format, checkpoint=upload.checkpoint or None, limits=limits or Limits(), size=upload.size
+        )
         for _ in range(slice_chunks or SLICE_CHUNKS_BY_FORMAT.get(upload.format, SLICE_CHUNKS)):
             try:
                 batch = list(itertools.islice(rows, chunk_size))

@@ -45,8 +45,10 @@ class Limits:
     - ``max_row_group_bytes`` (256 MiB): parquet, the uncompressed size of one row group.
     - ``max_field_bytes`` (1 MiB): one csv/tsv field (in characters) or one ndjson line (in
       bytes); a csv/tsv physical line longer than 8 times this is a row error.
-    - ``max_shared_strings_bytes`` (256 MiB): xlsx, the uncompressed shared-strings part,
-      which openpyxl holds in memory whole.
+    - ``max_shared_strings_bytes`` (32 MiB, ``ETL_UPLOAD_MAX_SHARED_STRINGS_BYTES``) and
+      ``max_shared_strings`` (1 000 000, ``ETL_UPLOAD_MAX_SHARED_STRINGS``): xlsx, the
+      uncompressed size of the shared-strings part (the distinct texts of the cells) and the
+      number of its strings; the worker holds their texts, the web request only counts them.
     """
 
     max_uncompressed_bytes: int = 1 * GiB
@@ -55,7 +57,16 @@ class Limits:
     max_columns: int = 16_384
     max_row_group_bytes: int = 256 * MiB
     max_field_bytes: int = 1 * MiB
-    max_shared_strings_bytes: int = 256 * MiB
+    max_shared_strings_bytes: int = 32 * MiB
+    max_shared_strings: int = 1_000_000
+
+    @classmethod
+    def of(cls, settings: Any) -> Limits:
+        """The caps, with those the environment sets (an :class:`etl_app.config.Settings`)."""
+        return cls(
+            max_shared_strings_bytes=settings.upload_max_shared_strings_bytes,
+            max_shared_strings=settings.upload_max_shared_strings,
+        )
 
 
 @dataclass
