@@ -131,9 +131,25 @@ def stream_strings(src: IO[bytes], limits: Limits, keep: Callable[[int, str], No
         if in_text:
             parts.append(text)
 
+    if keep is None:  # counting only: the lightest handlers
+        depth = 0
+
+        def start(name: str, _attrs: Any) -> None:
+            nonlocal depth
+            depth += 1
+
+        def end(name: str) -> None:
+            nonlocal depth, count
+            depth -= 1
+            if depth == 1 and name == _SI_NAME:
+                count += 1
+                if count > limits.max_shared_strings:
+                    raise too_many_strings(limits)
+
+    else:
+        parser.CharacterDataHandler = data
     parser.StartElementHandler = start
     parser.EndElementHandler = end
-    parser.CharacterDataHandler = data
     while True:
         chunk = src.read(_READ)
         parser.Parse(chunk, not chunk)
