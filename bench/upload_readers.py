@@ -57,7 +57,6 @@ def _measure(what: str, fn: Callable[[], Any]) -> Any:
     return result
 
 
-_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 _SST_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"
 
 
@@ -66,6 +65,7 @@ def strings_xlsx(rows: list[list[Any]], extra: int = 0, strings_path: str = "xl/
     shared-strings part holds ``extra`` more short distinct strings no cell uses (openpyxl
     itself writes inline strings)."""
     import openpyxl
+    from openpyxl.xml.constants import SHEET_MAIN_NS as _NS
 
     buf = io.BytesIO()
     openpyxl.Workbook().save(buf)

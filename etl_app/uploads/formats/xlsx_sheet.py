@@ -18,7 +18,6 @@ from xml.etree.ElementTree import TreeBuilder
 from xml.parsers import expat
 
 _READ = 64 * 1024
-_ROW = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}row"
 
 
 def _tag(name: str) -> str:
@@ -35,7 +34,9 @@ class SheetRows:
     rows parsed (those dropped too)."""
 
     def __init__(self, ws: Any, after: int, at: list[int] | None):
-        from openpyxl.worksheet._reader import WorkSheetParser
+        from openpyxl.worksheet._reader import ROW_TAG, WorkSheetParser
+
+        self.row_tag = ROW_TAG
 
         wb = ws.parent
         self.cells = WorkSheetParser(
@@ -69,7 +70,7 @@ class SheetRows:
             tag = _tag(name)
             builder = state["builder"]
             if builder is None:
-                if tag != _ROW:
+                if tag != self.row_tag:
                     return
                 builder = state["builder"] = TreeBuilder()
                 state["start"] = parser.CurrentByteIndex

@@ -18,8 +18,6 @@ from typing import IO, Any
 
 from etl_app.uploads.formats.common import FileRefused, GiB, Limits, MiB
 
-_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
-_SI_NAME, _R_NAME, _T_NAME = f"{_NS}si", f"{_NS}r", f"{_NS}t"
 _READ = 64 * 1024
 
 
@@ -96,6 +94,9 @@ def stream_strings(src: IO[bytes], limits: Limits, keep: Callable[[int, str], No
     """
     from xml.parsers import expat
 
+    from openpyxl.xml.constants import SHEET_MAIN_NS
+
+    si_name, r_name, t_name = (f"{SHEET_MAIN_NS}}}{local}" for local in ("si", "r", "t"))
     parser = expat.ParserCreate(namespace_separator="}")
     parser.buffer_text = True
     parser.StartDoctypeDeclHandler = _no_dtd
@@ -111,15 +112,15 @@ def stream_strings(src: IO[bytes], limits: Limits, keep: Callable[[int, str], No
         depth = len(path)
         in_text = (
             keep is not None
-            and name == _T_NAME
-            and ((depth == 3 and path[1] == _SI_NAME) or (depth == 4 and path[1] == _SI_NAME and path[2] == _R_NAME))
+            and name == t_name
+            and ((depth == 3 and path[1] == si_name) or (depth == 4 and path[1] == si_name and path[2] == r_name))
         )
 
     def end(name: str) -> None:
         nonlocal count, in_text
         path.pop()
         in_text = False
-        if len(path) == 1 and name == _SI_NAME:
+        if len(path) == 1 and name == si_name:
             count += 1
             if count > limits.max_shared_strings:
                 raise too_many_strings(limits)
@@ -141,7 +142,7 @@ def stream_strings(src: IO[bytes], limits: Limits, keep: Callable[[int, str], No
         def end(name: str) -> None:
             nonlocal depth, count
             depth -= 1
-            if depth == 1 and name == _SI_NAME:
+            if depth == 1 and name == si_name:
                 count += 1
                 if count > limits.max_shared_strings:
                     raise too_many_strings(limits)
