@@ -95,6 +95,8 @@ class Settings:
     request_header_seconds: float = 10.0  # connect (or previous answer) to the end of the headers
     request_read_seconds: float = 30.0  # the body: the longest pause, and the grace before the rate counts
     request_min_rate: int = 32 * 1024  # bytes/s: each one earns a body that much more time
+    upload_max_shared_strings: int = 1_000_000
+    upload_max_shared_strings_bytes: int = 32 * MIB
     chunk_size: int = 500
     rejection_raw_bytes: int = 8 * 1024  # a rejection's values as received, as JSON, stored up to this
     max_rejections_stored: int = 10_000  # rejections of one ingestion stored in full; the rest counted
@@ -155,6 +157,10 @@ class Settings:
             request_header_seconds=_float(env, "ETL_REQUEST_HEADER_SECONDS", cls.request_header_seconds),
             request_read_seconds=_float(env, "ETL_REQUEST_READ_SECONDS", cls.request_read_seconds),
             request_min_rate=_int(env, "ETL_REQUEST_MIN_RATE", cls.request_min_rate),
+            upload_max_shared_strings=_int(env, "ETL_UPLOAD_MAX_SHARED_STRINGS", cls.upload_max_shared_strings),
+            upload_max_shared_strings_bytes=_int(
+                env, "ETL_UPLOAD_MAX_SHARED_STRINGS_BYTES", cls.upload_max_shared_strings_bytes
+            ),
             chunk_size=_int(env, "ETL_CHUNK_SIZE", cls.chunk_size),
             rejection_raw_bytes=_int(env, "ETL_REJECTION_RAW_BYTES", cls.rejection_raw_bytes),
             max_rejections_stored=_int(env, "ETL_MAX_REJECTIONS_STORED", cls.max_rejections_stored),

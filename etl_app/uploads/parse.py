@@ -47,9 +47,9 @@ log = logging.getLogger(__name__)
 
 SLICE_CHUNKS = 20
 CHUNK_BYTES = 16 * 1024 * 1024
-# Formats a slice cannot resume by seeking (xlsx: the sheet's XML is read again from its start
-# up to the checkpoint; a JSON array: the items before it are parsed and skipped) take longer
-# slices: a sheet of a million rows (Excel's most) is read about five times over, not fifty.
+# Formats a slice resumes at a cost (xlsx: the sheet's XML is inflated again up to the
+# checkpoint, not parsed; a JSON array: the items before it are parsed and skipped) take longer
+# slices.
 SLICE_CHUNKS_BY_FORMAT = {"xlsx": 200, "json": 200}
 FLAT_FORMATS = ("csv", "tsv", "xlsx", "parquet")
 

@@ -15,14 +15,18 @@ Formats (:data:`FORMATS`):
   Row numbers are spreadsheet row numbers: the header is row 1 and each record counts one row
   (a quoted newline does not add a row). Resumed by byte offset (the header is re-read from
   offset 0, then the reader seeks): O(1).
-- ``json``: one array of objects, streamed with ijson; numbers are read as float or int.
+- ``json``: one array of objects, streamed with ijson, handed pieces that end between tokens
+  (``json_pieces``: yajl lexes a token cut by a read again at every read); numbers are read
+  as float or int.
   Resumed by skipping the first N items (a re-parse of those items: O(N), documented cost).
 - ``ndjson``: one JSON object per line (blank lines skipped); the row number is the line number.
   Resumed by byte offset.
 - ``xlsx``: the first worksheet, read with openpyxl in read-only mode (defusedxml is installed,
-  so openpyxl parses XML with it: ``openpyxl.DEFUSEDXML`` is True). Row 1 is the header;
-  trailing empty cells and wholly empty rows are ignored; a value in a column with no header
-  is a row error. Resumed by row number.
+  so openpyxl parses XML with it: ``openpyxl.DEFUSEDXML`` is True), its shared strings read
+  here, bounded (``xlsx_strings``), and its rows parsed with expat and openpyxl's cell reader
+  (``xlsx_sheet``). Row 1 is the header; trailing empty cells and wholly empty rows are
+  ignored; a value in a column with no header is a row error. Resumed at the byte of the sheet's
+  XML where the last row read starts: no row before it is parsed again.
 - ``parquet``: read in batches with pyarrow; values keep their types (nanosecond timestamps are
   cut to microseconds). Resumed by row count, whole row groups skipped from the metadata.
 

@@ -46,8 +46,10 @@ class Limits:
     - ``max_row_group_bytes`` (256 MiB): parquet, the uncompressed size of one row group.
     - ``max_field_bytes`` (1 MiB): one csv/tsv field (in characters) or one ndjson line (in
       bytes); a csv/tsv physical line longer than 8 times this is a row error.
-    - ``max_shared_strings_bytes`` (256 MiB): xlsx, the uncompressed shared-strings part,
-      which openpyxl holds in memory whole.
+    - ``max_shared_strings_bytes`` (32 MiB, ``ETL_UPLOAD_MAX_SHARED_STRINGS_BYTES``) and
+      ``max_shared_strings`` (1 000 000, ``ETL_UPLOAD_MAX_SHARED_STRINGS``): xlsx, the
+      uncompressed size of the shared-strings part (the distinct texts of the cells) and the
+      number of its strings; the worker holds their texts, the web request only counts them.
     - ``max_field_bytes`` is also every format's cap on one value (an xlsx cell, a parquet
       value or list element, a JSON string): a value over it makes its row an error naming the
       column; the value is measured, never copied into the row's ``raw``.
@@ -71,7 +73,8 @@ class Limits:
     max_columns: int = 16_384
     max_row_group_bytes: int = 256 * MiB
     max_field_bytes: int = 1 * MiB
-    max_shared_strings_bytes: int = 256 * MiB
+    max_shared_strings_bytes: int = 32 * MiB
+    max_shared_strings: int = 1_000_000
     max_row_bytes: int = 8 * MiB
     max_decoded_bytes: int = 1000 * MiB
     max_expansion: int = 200

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from etl_app.uploads.formats.common import FileRefused, Limits, Row, _detail, _progress, object_row
+from etl_app.uploads.formats.json_pieces import CUT, TokenPieces
 
 _JSON_MAX_DEPTH = 64
 _CONTAINERS = {"start_map": "end_map", "start_array": "end_array"}
@@ -50,14 +51,14 @@ def _json_item(first: tuple[str, Any], events: Iterator[tuple[str, Any]], budget
         if reason is not None:
             continue
         if event == "map_key":
-            budget -= len(value) + 8
+            budget -= _cost(value, budget)
             keys[-1] = value
         else:
             if event == "start_map" or event == "start_array":
                 item: Any = {} if event == "start_map" else []
             else:
                 item = value
-                budget -= (len(value) if isinstance(value, str) else 0) + 8
+                budget -= _cost(value, budget)
             parent = stack[-1]
             if isinstance(parent, dict):
                 parent[keys[-1]] = item
@@ -71,6 +72,13 @@ def _json_item(first: tuple[str, Any], events: Iterator[tuple[str, Any]], budget
     raise ValueError("the file ends inside an item")
 
 
+def _cost(value: Any, budget: int) -> int:
+    """What a key or scalar takes of an item's budget (a string cut short takes all of it)."""
+    if isinstance(value, str):
+        return budget + 1 if value == CUT else len(value) + 8
+    return 8
+
+
 def _json_rows(f: BinaryIO, cp: dict, limits: Limits, size: int) -> Iterator[tuple[Row, dict]]:
     import ijson
 
@@ -78,9 +86,10 @@ def _json_rows(f: BinaryIO, cp: dict, limits: Limits, size: int) -> Iterator[tup
     f.seek(0)
     head = f.read(3)
     f.seek(3 if head == codecs.BOM_UTF8 else 0)
-    events = ijson.basic_parse(f, use_float=True)
     number = 0
     budget = 8 * limits.max_field_bytes
+    # in pieces that end between tokens: yajl lexes a token cut by a read again on each read
+    events = ijson.basic_parse(TokenPieces(f, budget), use_float=True)
     try:
         first = next(events, None)
         if first is None or first[0] != "start_array":

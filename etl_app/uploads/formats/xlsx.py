@@ -19,6 +19,8 @@ from etl_app.uploads.formats.common import (
     capped_raw,
     value_size,
 )
+from etl_app.uploads.formats.xlsx_sheet import SheetRows
+from etl_app.uploads.formats.xlsx_strings import check_strings_size, load_workbook, resolve
 
 # Ratios below this uncompressed size are not checked: small XML parts compress very well and
 # cannot hurt.
@@ -64,27 +66,28 @@ def _xlsx_zip_checks(f: BinaryIO, limits: Limits) -> None:
         ratio = info.file_size / max(info.compress_size, 1)
         if info.file_size >= _RATIO_FLOOR and ratio > limits.max_compression_ratio:
             raise FileRefused(413, "too_large_uncompressed", too_big)
-        if info.filename.lower().endswith("sharedstrings.xml") and info.file_size > limits.max_shared_strings_bytes:
-            raise FileRefused(413, "too_large_uncompressed", too_big)
+        if info.filename.lower().endswith("sharedstrings.xml"):  # the part the manifest names is checked too
+            check_strings_size(info.file_size, limits)
     if total > limits.max_uncompressed_bytes:
         raise FileRefused(413, "too_large_uncompressed", too_big)
 
 
-def _open_sheet(f: BinaryIO, limits: Limits) -> tuple[Any, Any]:
-    """``(workbook, first worksheet)`` in read-only mode, after the zip checks."""
-    import openpyxl
-
+def _open_sheet(f: BinaryIO, limits: Limits, *, refs_only: bool = False) -> tuple[Any, Any, str | None]:
+    """``(workbook, first worksheet, shared-strings path)`` in read-only mode, after the zip
+    checks; with ``refs_only`` the shared strings are counted, not kept (see ``xlsx_strings``)."""
     _xlsx_zip_checks(f, limits)
     f.seek(0)
     try:
-        wb = openpyxl.load_workbook(f, read_only=True, data_only=True)
+        wb, strings_path = load_workbook(f, limits, refs_only=refs_only)
+    except FileRefused:
+        raise
     except Exception as exc:  # noqa: BLE001 - openpyxl raises anything on a broken part
         raise _unreadable_xlsx(_detail(exc)) from None
     sheets = wb.worksheets
     if not sheets:
         wb.close()
         raise FileRefused(422, "no_worksheet", "The .xlsx file has no worksheet: put the data in its first sheet.")
-    return wb, sheets[0]
+    return wb, sheets[0], strings_path
 
 
 def _header_cells(values: tuple[Any, ...]) -> list[str]:
@@ -95,7 +98,7 @@ def _header_cells(values: tuple[Any, ...]) -> list[str]:
 
 
 def _xlsx_preflight(f: BinaryIO, limits: Limits) -> list[str]:
-    wb, ws = _open_sheet(f, limits)
+    wb, ws, strings_path = _open_sheet(f, limits, refs_only=True)
     try:
         try:
             max_row, max_col = ws.max_row, ws.max_column
@@ -113,6 +116,9 @@ def _xlsx_preflight(f: BinaryIO, limits: Limits) -> list[str]:
             )
         try:
             first = next(ws.iter_rows(min_row=1, max_row=1, values_only=True), ())
+            first = resolve(wb._archive, strings_path, first, limits)
+        except FileRefused:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise _unreadable_xlsx(f"{_detail(exc)} at row 1") from None
         return _header_cells(first)
@@ -125,7 +131,7 @@ def _blank(value: Any) -> bool:
 
 
 def _xlsx_rows(f: BinaryIO, cp: dict, limits: Limits) -> Iterator[tuple[Row, dict]]:
-    wb, ws = _open_sheet(f, limits)
+    wb, ws, _ = _open_sheet(f, limits)
     try:
         try:
             max_row = ws.max_row or 0
@@ -136,30 +142,32 @@ def _xlsx_rows(f: BinaryIO, cp: dict, limits: Limits) -> Iterator[tuple[Row, dic
         except Exception as exc:  # noqa: BLE001
             raise _unreadable_xlsx(f"{_detail(exc)} at row 1") from None
         number = max(1, int(cp.get("row", 1)))
-        rows = ws.iter_rows(min_row=number + 1, values_only=True)
-        while True:
-            try:
-                values = next(rows)
-            except StopIteration:
-                return
-            except Exception as exc:  # noqa: BLE001 - a corrupt part found mid-file
-                raise _unreadable_xlsx(f"{_detail(exc)} at row {number + 1}") from None
-            number += 1
-            if number > limits.max_sheet_rows:
-                raise FileRefused(
-                    413,
-                    "too_many_rows",
-                    f"The sheet has more than {limits.max_sheet_rows} rows, its header included "
-                    f"(ETL_UPLOAD_MAX_ROWS): reading stopped at row {number}, the rows before it are kept; "
-                    "upload the rest as another file.",
-                )
-            new_cp = {"row": number, "progress": _progress(number, max_row)}
-            cells = list(values)
-            while cells and _blank(cells[-1]):
-                cells.pop()
-            if not cells:
-                continue
-            yield _xlsx_row(number, header, cells, limits), new_cp
+        try:
+            sheet = SheetRows(ws, number, cp.get("xml"))
+        except Exception as exc:  # noqa: BLE001 - the sheet's part is missing or broken
+            raise _unreadable_xlsx(f"{_detail(exc)} at row {number + 1}") from None
+        rows = iter(sheet)
+        try:
+            while True:
+                try:
+                    number, values, place = next(rows)
+                except StopIteration:
+                    return
+                except Exception as exc:  # noqa: BLE001 - a corrupt part found mid-file
+                    raise _unreadable_xlsx(f"{_detail(exc)} at row {number + 1}") from None
+                if number > limits.max_sheet_rows:
+                    raise FileRefused(
+                        413, "too_many_rows", f"The sheet has more than {limits.max_sheet_rows} rows: split it."
+                    )
+                new_cp = {"row": number, "xml": place, "progress": _progress(number, max_row)}
+                cells = list(values)
+                while cells and _blank(cells[-1]):
+                    cells.pop()
+                if not cells:
+                    continue
+                yield _xlsx_row(number, header, cells), new_cp
+        finally:
+            sheet.close()
     finally:
         wb.close()
 
