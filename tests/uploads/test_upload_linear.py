@@ -46,9 +46,9 @@ def test_json_long_strings_reach_the_parser_whole_and_an_oversized_one_is_droppe
             return data
 
     monkeypatch.setattr(ijson, "basic_parse", lambda source, **kw: real(Recorded(source), **kw))
-    long = "x" * (3 * MiB) + '\\"é'
-    limits = Limits(max_field_bytes=512 * 1024)  # 4 MiB an item
-    data = json.dumps([{"a": 1, "note": long}, {"a": 2, "note": "y" * (6 * MiB)}, {"a": 3}]).encode()
+    long = "x" * (768 * 1024) + '\\"é'  # read in many pieces, under the cap on one value
+    limits = Limits(max_field_bytes=MiB)  # 8 MiB an item
+    data = json.dumps([{"a": 1, "note": long}, {"a": 2, "note": "y" * (9 * MiB)}, {"a": 3}]).encode()
     rows = rows_of(data, "json", limits)
     assert [(r.number, r.errors) for r, _ in rows] == [
         (1, None),
@@ -57,7 +57,7 @@ def test_json_long_strings_reach_the_parser_whole_and_an_oversized_one_is_droppe
     ]
     assert rows[0][0].values == {"a": 1, "note": long}
     handed = b"".join(pieces)
-    assert len(handed) < len(data) - 5 * MiB  # the 6 MiB string was dropped, never handed on
+    assert len(handed) < len(data) - 8 * MiB  # the 9 MiB string was dropped, never handed on
     assert max(len(p) for p in pieces) < 5 * MiB
     ends, at = [], 0
     for piece in pieces:

@@ -157,7 +157,11 @@ def _xlsx_rows(f: BinaryIO, cp: dict, limits: Limits) -> Iterator[tuple[Row, dic
                     raise _unreadable_xlsx(f"{_detail(exc)} at row {number + 1}") from None
                 if number > limits.max_sheet_rows:
                     raise FileRefused(
-                        413, "too_many_rows", f"The sheet has more than {limits.max_sheet_rows} rows: split it."
+                        413,
+                        "too_many_rows",
+                        f"The sheet has more than {limits.max_sheet_rows} rows, its header included "
+                        f"(ETL_UPLOAD_MAX_ROWS): reading stopped at row {number}, the rows before it are kept; "
+                        "upload the rest as another file.",
                     )
                 new_cp = {"row": number, "xml": place, "progress": _progress(number, max_row)}
                 cells = list(values)
@@ -165,7 +169,7 @@ def _xlsx_rows(f: BinaryIO, cp: dict, limits: Limits) -> Iterator[tuple[Row, dic
                     cells.pop()
                 if not cells:
                     continue
-                yield _xlsx_row(number, header, cells), new_cp
+                yield _xlsx_row(number, header, cells, limits), new_cp
         finally:
             sheet.close()
     finally:
