@@ -50,7 +50,14 @@ def test_a_flood_of_failures_waits_for_its_own_consumer_while_the_pipeline_goes_
 
         wait_until(lambda: counts(good)["persisted"] == VALID, 60, what="the valid records")
         wait_until(lambda: queue_length(redis_url, stack.prefix, "dead_letter") > 0, 60, what="dead letters queued")
-        assert counts(bad) == {"received": FLOOD, "in_flight": FLOOD, "persisted": 0, "dead": 0, "rejected": 0}
+        assert counts(bad) == {
+            "received": FLOOD,
+            "in_flight": FLOOD,
+            "persisted": 0,
+            "dead": 0,
+            "rejected": 0,
+            "rejections_not_stored": 0,
+        }
 
         stack.worker(name="dead_letter", queues=procfile_queues("dead_letter"), concurrency=1)
         done = api.wait_finished(bad["ingestion_id"])

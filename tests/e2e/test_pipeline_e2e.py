@@ -20,7 +20,14 @@ def test_a_tutor_student_session_and_feedback_land_with_their_derived_fields(api
     r = api.post("feedback", feedback(f, s, t, st))
     assert r.status_code == 202
     status = api.wait_finished(r.json()["ingestion_id"])
-    assert status["counts"] == {"received": 1, "in_flight": 0, "persisted": 1, "dead": 0, "rejected": 0}
+    assert status["counts"] == {
+        "received": 1,
+        "in_flight": 0,
+        "persisted": 1,
+        "dead": 0,
+        "rejected": 0,
+        "rejections_not_stored": 0,
+    }
 
     tutor_row = api.get(f"records/tutors/{t}").json()
     received = tutor_row["lineage"]["received_at"][:10]

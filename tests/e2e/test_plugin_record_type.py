@@ -146,7 +146,14 @@ def test_tracks_go_from_the_api_to_their_table_with_derived_fields(plugin_env, p
         assert r.status_code == 202, r.text
         assert r.json()["accepted"] == 3
         status = api.wait_finished(r.json()["ingestion_id"], timeout=60)
-        assert status["counts"] == {"received": 3, "in_flight": 0, "persisted": 3, "dead": 0, "rejected": 0}
+        assert status["counts"] == {
+            "received": 3,
+            "in_flight": 0,
+            "persisted": 3,
+            "dead": 0,
+            "rejected": 0,
+            "rejections_not_stored": 0,
+        }
 
         rows = query(
             plugin_database,

@@ -25,7 +25,14 @@ def test_the_worker_stores_the_quality_of_a_batch_when_it_settles(api, unique, s
     wait_until(lambda: sql("SELECT quality FROM ingestions WHERE id = :i", i=ingestion)[0][0], 60, what="quality")
     body = api.get(f"ingestions/{ingestion}").json()
     assert body["status"] == "finished" and body["finished_at"] and body["upload"] is None
-    assert body["counts"] == {"received": 3, "in_flight": 0, "persisted": 3, "dead": 0, "rejected": 1}
+    assert body["counts"] == {
+        "received": 3,
+        "in_flight": 0,
+        "persisted": 3,
+        "dead": 0,
+        "rejected": 1,
+        "rejections_not_stored": 0,
+    }
     assert body["quality"] == {
         "received": 4,
         "accepted": 3,

@@ -132,7 +132,14 @@ def test_every_format_lands_and_keeps_its_refused_row(api, sql, unique, kind):
     assert (body["upload"]["note"] is not None) == (kind == "xlsx-named-csv")
     ingestion = api.wait_settled(body["ingestion_id"])
     assert ingestion["status"] == "finished", ingestion
-    assert ingestion["counts"] == {"received": 3, "in_flight": 0, "persisted": 3, "dead": 0, "rejected": 1}
+    assert ingestion["counts"] == {
+        "received": 3,
+        "in_flight": 0,
+        "persisted": 3,
+        "dead": 0,
+        "rejected": 1,
+        "rejections_not_stored": 0,
+    }
 
     stored = sql(
         "SELECT tutor_id, name, subjects, onboarding_date, status, age FROM tutors WHERE tutor_id LIKE :p "
