@@ -41,8 +41,10 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
 
 
 @pytest.fixture(scope="module")
-def stack(database_url, tmp_path_factory) -> Iterator[Stack]:
-    with running_stack(database_url, E2E_REDIS, tmp_path_factory.mktemp("logs"), **E2E_ENV) as s:
+def stack(request, database_url, tmp_path_factory) -> Iterator[Stack]:
+    """The module's stack: web and worker with ``E2E_ENV``, and the module's own ``STACK_ENV`` if it has one."""
+    env = {**E2E_ENV, **getattr(request.module, "STACK_ENV", {})}
+    with running_stack(database_url, E2E_REDIS, tmp_path_factory.mktemp("logs"), **env) as s:
         s.worker()
         s.web()
         yield s
