@@ -325,6 +325,7 @@ def test_the_rejections_download_fixed_in_a_spreadsheet_uploads_again(api, sql, 
         "persisted": 2,
         "dead": 0,
         "rejected": 0,
+        "rejections_not_stored": 0,
     }
     stored = sql("SELECT student_id, grade_level FROM students WHERE student_id LIKE :p ORDER BY 1", p=f"{unique}-%")
     assert [tuple(row) for row in stored] == [(f"{unique}-1", 9), (f"{unique}-2", 10), (f"{unique}-3", 10)]
