@@ -67,6 +67,7 @@ def test_a_pool_child_killed_mid_file_resumes_without_losing_or_doubling_a_row(
         "persisted": ROWS - len(refused_rows),
         "dead": 0,
         "rejected": len(refused_rows),
+        "rejections_not_stored": 0,
     }
     with fault_engine.connect() as conn:
         stored_rows = conn.execute(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime
 
 import pytest
 
@@ -25,7 +24,9 @@ def landed(api):
     answer = api.submit("students/batch", batch)
     assert answer["rejected"] == 1
     api.wait_settled(answer["ingestion_id"])
-    today = datetime.now(UTC).date().isoformat()
+    # the day the records were received (UTC), not the clock's: a run that crosses midnight
+    # measures the day they belong to
+    today = api.get(f"records/students/{keys[0]}").json()["lineage"]["received_at"][:10]
 
     def measured():
         days = api.get(f"quality/students?from={today}&to={today}").json()["days"]
@@ -33,7 +34,7 @@ def landed(api):
 
     # a run that finds another run's lock is recorded "skipped": ask again until one counts ours
     for _ in range(5):
-        r = api.post("jobs/daily-quality/run", {})
+        r = api.post("jobs/daily-quality/run", {"from": today, "to": today})
         assert r.status_code == 202, r.text
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
