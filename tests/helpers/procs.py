@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 import time
 import uuid
@@ -171,7 +172,10 @@ class Stack:
         return self._start("etl-app-run", [str(BIN / "etl-app"), "run"], **env)
 
     def kill_all(self) -> None:
-        """SIGKILL every process of the stack (each whole process group), as a power cut would."""
+        """SIGKILL every process of the stack (each whole process group), as a power cut would:
+        all of them frozen first (SIGSTOP), so none goes on working while another is killed."""
+        for proc in self.procs:
+            proc.signal_group(signal.SIGSTOP)
         for proc in reversed(self.procs):
             proc.kill()
             proc.stop()
