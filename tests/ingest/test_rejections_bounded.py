@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from etl_app.ingest.rejections import KEY_CHARS, RejectionLimits, store_rejections
 from etl_app.record_types import get_registry
 from etl_app.uploads import parse
-from etl_app.uploads.caps import upload_limits
 
+from tests.helpers.parsing import parse_slice_as_the_task
 from tests.helpers.payloads import student
 
 AT = datetime(2001, 2, 3, 10, 0, tzinfo=UTC)
@@ -118,19 +118,7 @@ def test_an_upload_read_in_chunks_stores_the_allowance_and_counts_the_rest(make_
     )  # fmt: skip
     assert r.status_code == 202, r.get_json()
     ident = uuid.UUID(r.get_json()["ingestion_id"])
-    with engine.connect() as conn:
-        outcome = parse.parse_slice(
-            runtime.publisher,
-            runtime.registry,
-            conn,
-            ident,
-            commit=conn.commit,
-            after_commit=lambda send: None,
-            slice_chunks=10,
-            limits=upload_limits(runtime.settings),
-            rejection_limits=RejectionLimits.of(runtime.settings),
-        )
-        conn.commit()
+    outcome = parse_slice_as_the_task(runtime, engine, ident, slice_chunks=10)
     assert outcome == parse.DONE
     refused = 45 - 5  # rows 0, 9, 18, 27 and 36 are valid
     stored = _stored(engine, ident)

@@ -19,6 +19,8 @@ from etl_app.uploads import parse
 from etl_app.uploads.caps import upload_limits
 from etl_app.uploads.formats import FileRefused, Limits, Row, preflight, read_rows
 
+from tests.helpers.parsing import parse_slice_as_the_task
+
 BIG = "x" * 3000
 CAP = "(ETL_UPLOAD_MAX_FIELD_BYTES)"
 
@@ -275,12 +277,7 @@ def upload(client, auth, data: bytes, name: str):
 def parse_all(app, engine, ident: uuid.UUID) -> None:
     runtime = app.extensions["etl"]
     for _ in range(100):
-        with engine.connect() as conn:
-            outcome = parse.parse_slice(
-                runtime.publisher, runtime.registry, conn, ident, commit=conn.commit, after_commit=lambda send: None,
-                limits=upload_limits(runtime.settings), slice_chunks=2,
-            )  # fmt: skip
-            conn.commit()
+        outcome = parse_slice_as_the_task(runtime, engine, ident, slice_chunks=2)
         if outcome != parse.MORE:
             return
     raise AssertionError("the parse did not end")

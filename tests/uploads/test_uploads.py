@@ -13,9 +13,10 @@ import redis
 import sqlalchemy as sa
 
 from etl_app.uploads import parse, resume
-from etl_app.uploads.caps import upload_limits
 from etl_app.uploads.reader import open_upload
 from etl_app.uploads.store import PIECE_BYTES, display_name
+
+from tests.helpers.parsing import parse_slice_as_the_task
 
 HEADER = b"student_id,name,grade_level\n"
 
@@ -94,19 +95,7 @@ def test_a_parser_overtaken_by_another_stores_nothing_and_every_row_lands_once(m
     sent: list = []
 
     def run_slice(chunks: int) -> str:
-        with engine.connect() as conn:
-            outcome = parse.parse_slice(
-                runtime.publisher,
-                runtime.registry,
-                conn,
-                ident,
-                commit=conn.commit,
-                after_commit=sent.append,
-                limits=upload_limits(runtime.settings),
-                slice_chunks=chunks,
-            )
-            conn.commit()
-            return outcome
+        return parse_slice_as_the_task(runtime, engine, ident, slice_chunks=chunks, after_commit=sent.append)
 
     with engine.connect() as conn:
         stale = parse.load(conn, ident)  # a parser that read the upload at rows_read 0 ...
