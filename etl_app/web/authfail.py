@@ -12,6 +12,13 @@ The counters are ``<ETL_BROKER_KEY_PREFIX>authfail:<address>:<minute>`` on the c
 (REDIS_URL), expiring with their window, so every web process counts together. If that Redis
 cannot answer, authentication goes on unthrottled (logged), as the rate limit does.
 
+A request reads its address's counter only when the web process that serves it has itself
+seen a failed authentication from that address in the current window, so a client whose keys
+are right costs no Redis round trip. A guesser's requests fail, so each process it reaches
+starts checking after its first failure there: the budget is the limit plus at most one
+unchecked attempt per web process and window. A process that has seen failures from more than
+``TRACKED_ADDRESSES`` addresses in one window checks every request until the window ends.
+
 The address is Flask's ``request.remote_addr``: the peer of the connection, as in the access
 log, or, behind reverse proxies, the client address they forwarded when ETL_PROXY_HOPS says how
 many of them to trust (:func:`trust_proxies`).
@@ -28,6 +35,11 @@ from flask import Flask, current_app, request
 log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
+TRACKED_ADDRESSES = 100_000
+
+# Addresses this process saw fail in the window ``_seen_window`` (see the module's docstring).
+_seen: set[str] = set()
+_seen_window = -1
 
 
 class TooManyFailures(Exception):
@@ -65,8 +77,11 @@ def refuse_if_throttled() -> None:
     if limit <= 0:
         return
     window, left = _now()
+    address = client_address()
+    if window != _seen_window or (address not in _seen and len(_seen) < TRACKED_ADDRESSES):
+        return
     try:
-        failures = current_app.extensions["etl"].cache.get(_counter(client_address(), window))
+        failures = current_app.extensions["etl"].cache.get(_counter(address, window))
     except redis.RedisError as exc:
         log.warning("failed authentications are not throttled: the cache Redis did not answer (%s)", exc)
         return
@@ -79,7 +94,9 @@ def failed() -> None:
     if _limit() <= 0:
         return
     window, _ = _now()
-    name = _counter(client_address(), window)
+    address = client_address()
+    _remember(address, window)
+    name = _counter(address, window)
     try:
         with current_app.extensions["etl"].cache.pipeline(transaction=False) as pipe:
             pipe.incr(name)
@@ -87,6 +104,16 @@ def failed() -> None:
             pipe.execute()
     except redis.RedisError as exc:
         log.warning("a failed authentication was not counted: the cache Redis did not answer (%s)", exc)
+
+
+def _remember(address: str, window: int) -> None:
+    """Note that this process saw ``address`` fail in ``window`` (a new window forgets the old)."""
+    global _seen_window
+    if window != _seen_window:
+        _seen.clear()
+        _seen_window = window
+    if len(_seen) < TRACKED_ADDRESSES:
+        _seen.add(address)
 
 
 def trust_proxies(app: Flask, hops: int) -> None:

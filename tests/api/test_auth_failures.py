@@ -107,3 +107,26 @@ def test_negative_budgets_stop_the_service_at_start():
     with pytest.raises(ValueError, match="ETL_AUTH_FAILURES_PER_MINUTE"):
         Settings.from_env({"ETL_AUTH_FAILURES_PER_MINUTE": "-1"})
     assert Settings.from_env({}).auth_failures_per_minute == 20
+
+
+def test_right_keys_cost_no_redis_round_trip_until_the_address_fails_here(make_app, one_window, monkeypatch):
+    monkeypatch.setattr(authfail, "_seen", set())
+    monkeypatch.setattr(authfail, "_seen_window", -1)
+    app = make_app(auth_failures_per_minute=3)
+    cache = app.extensions["etl"].cache
+    reads = []
+    real_get = cache.get
+    monkeypatch.setattr(cache, "get", lambda name: reads.append(name) or real_get(name))
+    client = app.test_client()
+    right = {"Authorization": f"Bearer {API_KEY}"}
+    assert all(
+        client.get("/api/v1/record-types", headers=right, environ_base=ATTACKER).status_code == 200 for _ in range(5)
+    )
+    assert reads == []
+    # once this process has seen the address fail, its requests read the counter again
+    assert client.get("/api/v1/record-types", headers=wrong(1), environ_base=ATTACKER).status_code == 401
+    assert client.get("/api/v1/record-types", headers=right, environ_base=ATTACKER).status_code == 200
+    assert len(reads) == 1 and "203.0.113.7" in reads[0]
+    # and another address still costs nothing
+    assert client.get("/api/v1/record-types", headers=right, environ_base=ELSEWHERE).status_code == 200
+    assert len(reads) == 1
