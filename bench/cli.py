@@ -176,7 +176,7 @@ def _run(args: argparse.Namespace) -> int:
     }
     procs = Processes(log_dir, _app_env(database_url, redis_url, f"{api_key},{submit_key}:ingest", log_dir))
     sampler = Sampler().start()
-    foreign = ForeignCpu().start()
+    foreign = ForeignCpu(database=env.BENCH_DB).start()
     ctx = phases.Context(database_url, redis_url, api_key, procs, sampler, args.seed, args.stall_seconds, log_dir,
                          submit_key=submit_key, foreign=foreign)  # fmt: skip
     status = 0

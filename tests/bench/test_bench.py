@@ -141,6 +141,18 @@ def test_the_printed_tables_state_each_ratio_the_cpu_per_record_and_the_soaks_st
     assert [cells(f"{n:,}")[0][1:] for n in (0, 300)] == [["100.0", "200.0", "300.0"], ["103.0", "200.0", "303.0"]]
 
 
+def test_postgres_backends_of_other_databases_are_not_counted_as_the_benchmarks_servers():
+    """A test suite on the same PostgreSQL would swell the servers' CPU per record."""
+    from bench.noise import other_database
+
+    other = "postgres: 15/main: postgres etl_app_test_11931_27b3f8 127.0.0.1(46582) idle in transaction"
+    assert other_database(other, "etl_app_bench") and other_database("postgres: app x [local] idle", "etl_app_bench")
+    ours = ("postgres: 15/main: postgres etl_app_bench 127.0.0.1(46582) idle", "postgres: 15/main: checkpointer ",
+            "postgres: 15/main: walwriter", "postgres: postgres etl_app_bench_hostile 127.0.0.1(1) COPY")  # fmt: skip
+    assert not any(other_database(title, "etl_app_bench") for title in ours)
+    assert not other_database(other, None)
+
+
 def test_a_second_benchmark_on_the_same_scratch_services_stops_at_once(tmp_path):
     """Two runs on one database and Redis would drop each other's data: the second is refused,
     naming the first, and may run once the first is done."""
