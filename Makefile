@@ -43,7 +43,7 @@ format: $(STAMP)  ## apply ruff's formatting and fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) services  ## measure throughput: raw limit, naive baseline, batch, single, jobs, upload, lookups, outage, ui (python -m bench --help)
+bench: $(STAMP) services  ## measure throughput: raw limit, naive baseline, batch, single beside a no-op endpoint, jobs, upload, lookups, outage, ui; prints the ratios (python -m bench --help)
 	@$(BIN)/python -c 'import psutil, rich' 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench
 

@@ -1,7 +1,13 @@
-"""The app's phases: batch path, single-record path and memory soak, over HTTP to the real app.
+"""The app's phases: batch path, single-record path, the no-op endpoint and memory soak, over
+HTTP to the real app, with a key of the ``ingest`` role (submit only).
 
 A phase counts as done when every record the API accepted is settled: none of the phase's
-ingestions has a raw record still ``received``.
+ingestions has a raw record still ``received``. The no-op phase stores nothing: it is done when
+the last request is answered.
+
+Each measured part reports the CPU seconds of the app's processes (by tree: main process and
+children), of PostgreSQL and Redis (``servers_cpu_seconds``) and of the load generator's own
+threads (``client_cpu_seconds``), from which the report derives µs of CPU per record.
 """
 
 from __future__ import annotations
@@ -32,8 +38,17 @@ class Submission:
     """Client threads posting ``bodies`` in the background; knows the ingestions the API
     answered with, and so how many of the submitted records are not settled yet."""
 
-    def __init__(self, ctx: Context, path: str, bodies: Iterable[tuple[bytes, int]], threads: int, records: int):
+    def __init__(
+        self,
+        ctx: Context,
+        path: str,
+        bodies: Iterable[tuple[bytes, int]],
+        threads: int,
+        records: int,
+        new_connections: bool = False,
+    ):
         self.ctx, self.path, self.bodies, self.threads, self.records = ctx, path, bodies, threads, records
+        self.new_connections = new_connections
         self.accepted = 0
         self.ingestions: list[uuid.UUID] = []
         self.result: LoadResult | None = None
@@ -49,8 +64,9 @@ class Submission:
 
     def _run(self) -> None:
         assert self.ctx.port is not None
-        self.result = run_clients(self.ctx.port, self.ctx.api_key, self.path, self.bodies, self.threads,
-                                  on_accepted=self._accepted)  # fmt: skip
+        self.result = run_clients(self.ctx.port, self.ctx.submit_key or self.ctx.api_key, self.path, self.bodies,
+                                  self.threads, on_accepted=self._accepted,
+                                  new_connections=self.new_connections)  # fmt: skip
 
     def _accepted(self, n: int, ingestion_id: str) -> None:
         with self._lock:
@@ -86,8 +102,10 @@ class Submission:
         self._conn.close()
 
 
-def _submit_and_wait(ctx: Context, path: str, bodies, threads: int, records: int, description: str, **kw):
-    sub = Submission(ctx, path, bodies, threads, records).start()
+def _submit_and_wait(
+    ctx: Context, path: str, bodies, threads: int, records: int, description: str, new_connections=False, **kw
+):
+    sub = Submission(ctx, path, bodies, threads, records, new_connections).start()
     try:
         seconds = sub.wait(description, **kw)
         statuses = sub.statuses()
@@ -109,14 +127,24 @@ def _seed_parents(ctx: Context, ds: Dataset) -> None:
             raise RuntimeError(f"parents ({record_type}): {statuses}, {result.failed} not accepted {result.errors}")
 
 
-def _track_app(ctx: Context) -> None:
+def _track_app(ctx: Context) -> float:
+    """Track the app's processes from now on (the sampler starts a new phase); returns
+    PostgreSQL's and Redis's CPU seconds so far, for :func:`servers_cpu`."""
     assert ctx.app is not None
     for name, proc in ctx.app.items():
         ctx.sampler.track(name, proc.pid)
     ctx.sampler.reset()
+    return ctx.foreign.seconds()[1] if ctx.foreign else 0.0
 
 
-def _summary(ctx: Context, result: LoadResult, records: int, seconds: float, submit: float, statuses: dict) -> dict:
+def servers_cpu(ctx: Context, since: float) -> float | None:
+    """PostgreSQL's and Redis's CPU seconds since ``since`` (from :func:`_track_app`)."""
+    return round(ctx.foreign.seconds()[1] - since, 3) if ctx.foreign else None
+
+
+def _summary(
+    ctx: Context, result: LoadResult, records: int, seconds: float, submit: float, statuses: dict, servers: float
+) -> dict:
     return {
         "records": records,
         "accepted": result.accepted,
@@ -136,6 +164,8 @@ def _summary(ctx: Context, result: LoadResult, records: int, seconds: float, sub
         "errors": result.errors[:5],
         "peak_rss_mib": ctx.sampler.snapshot(),
         "cpu_seconds": ctx.sampler.cpu_seconds(),
+        "servers_cpu_seconds": servers_cpu(ctx, servers),
+        "client_cpu_seconds": round(result.client_cpu_seconds, 3),
     }
 
 
@@ -148,27 +178,52 @@ def run_batch(ctx: Context, records: int, batch_size: int = 1000, clients: int =
     _seed_parents(ctx, ds)
     say(f"batch path: preparing {records:,} sessions in bodies of {batch_size:,}")
     bodies = list(batch_bodies(ds.stream("sessions"), batch_size))
-    _track_app(ctx)
+    servers = _track_app(ctx)
     result, seconds, submit, statuses = _submit_and_wait(
         ctx, "/api/v1/sessions/batch", bodies, clients, records, "batch: sessions settled"
     )
-    out = _summary(ctx, result, records, seconds, submit, statuses)
+    out = _summary(ctx, result, records, seconds, submit, statuses, servers)
     out["persisted_rows"] = scalar(ctx.database_url, *count_prefix("sessions", "session_id", "bt-"))
     out.update(batch_size=batch_size, clients=clients)
     return out
 
 
-def run_single(ctx: Context, records: int, clients: int = 8) -> dict[str, Any]:
+def single_bodies(ctx: Context, records: int) -> tuple[Dataset, list[tuple[bytes, int]]]:
+    """The single-record phase's sessions, one JSON object a body (the no-op phase posts the same)."""
     ds = dataset(records, ctx.seed, id_prefix="sg-")
+    return ds, [(orjson.dumps(s), 1) for s in ds.stream("sessions")]
+
+
+def run_single(ctx: Context, records: int, clients: int = 8) -> dict[str, Any]:
+    """One session a request from ``clients`` threads, a new connection for each request."""
+    ds, bodies = single_bodies(ctx, records)
     _seed_parents(ctx, ds)
-    bodies = [(orjson.dumps(s), 1) for s in ds.stream("sessions")]
-    _track_app(ctx)
+    servers = _track_app(ctx)
     result, seconds, submit, statuses = _submit_and_wait(
-        ctx, "/api/v1/sessions", bodies, clients, records, "single: sessions settled"
+        ctx, "/api/v1/sessions", bodies, clients, records, "single: sessions settled", new_connections=True
     )
-    out = _summary(ctx, result, records, seconds, submit, statuses)
+    out = _summary(ctx, result, records, seconds, submit, statuses, servers)
     out["persisted_rows"] = scalar(ctx.database_url, *count_prefix("sessions", "session_id", "sg-"))
-    out["clients"] = clients
+    out.update(clients=clients, connections="new for each request")
+    return out
+
+
+NOOP_PATH = "/api/v1/_noop"
+
+
+def run_noop(ctx: Context, records: int, clients: int = 8) -> dict[str, Any]:
+    """The single phase's bodies, its clients and key, posted to the no-op endpoint (the app runs
+    with ETL_BENCH_NOOP=1): the web tier's own ceiling, with nothing validated or stored."""
+    assert ctx.port is not None
+    _, bodies = single_bodies(ctx, records)
+    servers = _track_app(ctx)
+    say(f"no-op endpoint: {records:,} requests of one session from {clients} clients")
+    result = run_clients(ctx.port, ctx.submit_key or ctx.api_key, NOOP_PATH, bodies, clients, new_connections=True)
+    seconds = result.finished - result.started
+    if result.failed:
+        raise RuntimeError(f"no-op endpoint: {result.failed} requests failed: {result.errors}")
+    out = _summary(ctx, result, records, seconds, seconds, {}, servers)
+    out.update(clients=clients, connections="new for each request")
     return out
 
 
@@ -177,7 +232,7 @@ def run_soak(ctx: Context, records: int, every: int = 100_000, clients: int = 2)
     process at the start, at each ``every`` settled records and at the end."""
     ds = dataset(records, ctx.seed, id_prefix="sk-")
     _seed_parents(ctx, ds)
-    _track_app(ctx)
+    servers = _track_app(ctx)
     app = ctx.app
     assert app is not None
     snapshots: list[dict[str, Any]] = []
@@ -202,6 +257,7 @@ def run_soak(ctx: Context, records: int, every: int = 100_000, clients: int = 2)
     snap(records)
     return {
         "records": records,
+        "every": every,
         "accepted": result.accepted,
         "failed": result.failed,
         "statuses": statuses,
@@ -209,6 +265,8 @@ def run_soak(ctx: Context, records: int, every: int = 100_000, clients: int = 2)
         "records_per_s": round(result.accepted / seconds, 1),
         "peak_rss_mib": ctx.sampler.snapshot(),
         "cpu_seconds": ctx.sampler.cpu_seconds(),
+        "servers_cpu_seconds": servers_cpu(ctx, servers),
+        "client_cpu_seconds": round(result.client_cpu_seconds, 3),
         "snapshots": [{"settled": s["settled"], **_totals(s)} for s in snapshots],
         "rss_by_process": snapshots,
     }

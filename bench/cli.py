@@ -22,10 +22,10 @@ from bench.procs import ROOT, Processes, start_app
 from bench.progress import console, say
 from bench.rss import Sampler
 
-PHASES = ("raw", "naive", "batch", "single", "jobs", "upload", "lookups", "outage", "ui", "hostile")
+PHASES = ("raw", "naive", "batch", "single", "noop", "jobs", "upload", "lookups", "outage", "ui", "hostile")
 # Phases that run only when --only names them (they take long or push the service over its limits).
 OPT_IN = ("hostile",)
-APP_PHASES = ("batch", "single", "soak", "upload", "outage")
+APP_PHASES = ("batch", "single", "noop", "soak", "upload", "outage")
 # (records for raw and batch, naive, single, raw repeats)
 DEFAULTS = {
     "records": 200_000,
@@ -54,7 +54,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small sizes (under a minute), for a smoke run")
     p.add_argument("--records", type=int, help="sessions for the raw limit and the batch path (default 200,000)")
     p.add_argument("--naive-records", type=int, help="sessions for the naive baseline (default 5,000)")
-    p.add_argument("--single-records", type=int, help="sessions for the single-record path (default 5,000)")
+    p.add_argument(
+        "--single-records", type=int, help="sessions for the single path and requests to the no-op one (default 5,000)"
+    )
     p.add_argument("--jobs-sessions", type=int, help="sessions seeded for the jobs phase (default 1,000,000)")
     p.add_argument("--upload-rows", type=int, help="rows of the CSV file of the upload phase (default 1,000,000)")
     p.add_argument("--lookup-tutors", type=int, help="tutors whose locations the lookups phase asks (default 20,000)")
@@ -112,10 +114,11 @@ def _git() -> dict[str, Any]:
     return {"commit": run("rev-parse", "HEAD"), "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
 
 
-def _app_env(database_url: str, redis_url: str, api_key: str, var_dir: Path) -> dict[str, str]:
+def _app_env(database_url: str, redis_url: str, keys: str, var_dir: Path) -> dict[str, str]:
+    """The app's environment: the scratch services, the keys, and the no-op endpoint on (etl_app.api.noop)."""
     base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")}
-    return {**base, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "ETL_API_KEYS": api_key,
-            "ETL_VAR_DIR": str(var_dir)}  # fmt: skip
+    return {**base, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "ETL_API_KEYS": keys,
+            "ETL_VAR_DIR": str(var_dir), "ETL_BENCH_NOOP": "1"}  # fmt: skip
 
 
 def _log_problems(log_dir: Path) -> list[str]:
@@ -152,7 +155,8 @@ def _run(args: argparse.Namespace) -> int:
     log_dir = args.results_dir / f"{started_at.replace(':', '').replace('-', '')}-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     database_url, redis_url = env.database_url(), env.redis_url()
-    api_key = "bench-" + secrets.token_urlsafe(16)
+    api_key = "bench-" + secrets.token_urlsafe(16)  # admin: reads, uploads, the other phases
+    submit_key = "bench-ingest-" + secrets.token_urlsafe(16)  # ingest role: what a submitting client holds
     results: dict[str, Any] = {
         "started_at": started_at,
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -170,10 +174,11 @@ def _run(args: argparse.Namespace) -> int:
         "phases": {},
         "notes": [],
     }
-    procs = Processes(log_dir, _app_env(database_url, redis_url, api_key, log_dir))
+    procs = Processes(log_dir, _app_env(database_url, redis_url, f"{api_key},{submit_key}:ingest", log_dir))
     sampler = Sampler().start()
-    foreign = ForeignCpu().start()
-    ctx = phases.Context(database_url, redis_url, api_key, procs, sampler, args.seed, args.stall_seconds, log_dir)
+    foreign = ForeignCpu(database=env.BENCH_DB).start()
+    ctx = phases.Context(database_url, redis_url, api_key, procs, sampler, args.seed, args.stall_seconds, log_dir,
+                         submit_key=submit_key, foreign=foreign)  # fmt: skip
     status = 0
     try:
         say(f"scratch database {database_url} (re-created, migrated); Redis {redis_url} (flushed)")
@@ -234,6 +239,8 @@ def _run_phase(name: str, args: argparse.Namespace, ctx: phases.Context) -> dict
             result = app_phases.run_batch(ctx, args.records)
         elif name == "single":
             result = app_phases.run_single(ctx, args.single_records)
+        elif name == "noop":
+            result = app_phases.run_noop(ctx, args.single_records)
         elif name == "jobs":
             result = jobs.run_jobs(ctx, args.jobs_sessions)
         elif name == "upload":

@@ -2,19 +2,33 @@
 
 Counted every second over all processes that are not the benchmark's own (itself and its
 descendants). PostgreSQL and Redis are counted apart ("servers"): they serve the benchmark but
-may serve others too. A process that starts and ends between two samples is missed, so both
-are lower bounds.
+may serve others too. Given the benchmark's database, a PostgreSQL backend serving another
+database counts as another program (``postgres (other databases)``), so that a test suite on the
+same server does not swell the servers' figure; PostgreSQL's shared processes (checkpointer,
+WAL writer, autovacuum) and Redis count as servers whoever they work for. A process that starts
+and ends between two samples is missed, so both are lower bounds.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 
 import psutil
 
 SHARED = ("postgres", "redis-server", "redis-serve")
+OTHER_DATABASES = "postgres (other databases)"
+# A client backend's title: "postgres: [<cluster>: ]<user> <database> <host>(<port>) <state>"
+_BACKEND = re.compile(r"^postgres: (?:\S+: )?\S+ (\S+) (?:\S+\(\d+\)|\[local\])")
+
+
+def other_database(title: str, database: str | None) -> bool:
+    """``title`` (a postgres process's) is a client backend of a database but ``database`` (or one
+    named after it, as the hostile phase's ``etl_app_bench_hostile``)."""
+    match = _BACKEND.match(title)
+    return bool(database and match and not match.group(1).startswith(database))
 
 
 def _program(argv: list[str]) -> str:
@@ -26,8 +40,8 @@ def _program(argv: list[str]) -> str:
 
 
 class ForeignCpu:
-    def __init__(self, interval: float = 1.0) -> None:
-        self.interval = interval
+    def __init__(self, interval: float = 1.0, database: str | None = None) -> None:
+        self.interval, self.database = interval, database
         self.me = os.getpid()
         self._last: dict[int, float] = {}
         self._total = 0.0
@@ -67,6 +81,8 @@ class ForeignCpu:
             used = info["cpu_times"].user + info["cpu_times"].system
             seen[proc.pid] = used
             server = (info["name"] or "").startswith(SHARED)
+            if server and other_database(" ".join(info["cmdline"] or []), self.database):
+                server = False
             if proc.pid in self._last:
                 delta = used - self._last[proc.pid]
             elif self._scanned_at and (info["create_time"] or 0) >= self._scanned_at:
@@ -75,7 +91,12 @@ class ForeignCpu:
                 delta = 0.0
             added[server] += delta
             if delta and not server:
-                name = _program(info["cmdline"] or [info["name"] or "?"])
+                title = " ".join(info["cmdline"] or [])
+                name = (
+                    OTHER_DATABASES
+                    if other_database(title, self.database)
+                    else _program(info["cmdline"] or [info["name"] or "?"])
+                )
                 by_program[name] = by_program.get(name, 0.0) + delta
         with self._lock:
             for name, delta in by_program.items():

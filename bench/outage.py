@@ -59,7 +59,7 @@ def run_outage(ctx: Context, records: int, batch_size: int = 1000, clients: int 
         for n, (part, chunk) in enumerate(halves.items()):
             tutor_bodies = list(batch_bodies(generate("tutors", extra, ctx.seed + 1 + n, id_prefix=f"og{n}-"), 500))
             bodies = list(batch_bodies(iter(chunk), batch_size))
-            _track_app(ctx)
+            servers = _track_app(ctx)
             say(f"outage ({part}): {len(chunk):,} sessions while {extra:,} new tutors meet the hanging geocoder")
             assert ctx.port is not None
             tutors = threading.Thread(
@@ -69,7 +69,7 @@ def run_outage(ctx: Context, records: int, batch_size: int = 1000, clients: int 
             result, seconds, submit, statuses = _submit_and_wait(
                 ctx, "/api/v1/sessions/batch", bodies, clients, len(chunk), f"outage ({part}): sessions settled"
             )
-            out[part] = _summary(ctx, result, len(chunk), seconds, submit, statuses)
+            out[part] = _summary(ctx, result, len(chunk), seconds, submit, statuses, servers)
             tutors.join(timeout=120)
             say(f"outage ({part}): waiting (untimed, at most 5 minutes) for the new tutors to land after their retries")
             deadline = time.monotonic() + 300

@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 
 from bench import raw
+from bench.noise import ForeignCpu
 from bench.procs import BIN, Proc, Processes, wait_worker_ready
 from bench.progress import say, step
 from bench.rss import Sampler
@@ -37,6 +38,8 @@ class Context:
     log_dir: Path
     port: int | None = None
     app: dict[str, Proc] | None = None
+    submit_key: str = ""  # a key of the ingest role (submit only), for the submitting phases; else api_key
+    foreign: ForeignCpu | None = None  # PostgreSQL's and Redis's CPU time (and other programs')
 
 
 def scalar(database_url: str, sql: str, params: tuple = ()) -> Any:

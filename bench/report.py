@@ -10,20 +10,73 @@ from rich.table import Table
 
 from bench.progress import console
 
-# (name, what, test on the value, text of the target)
+# (name, what, test on the value or None for a figure without a target, text of the target)
 TARGETS = (
     ("batch_over_raw", "batch ÷ raw (new rows)", lambda v: v >= 0.15, "≥ 0.15"),
-    ("single_over_naive", "single ÷ naive", lambda v: v >= 3, "≥ 3"),
+    ("single_over_noop", "single ÷ no-op endpoint (settled rec/s ÷ answers/s)", None, "-"),
+    ("single_records_per_s", "single rec/s (every record settled)", lambda v: v >= 1000, "≥ 1,000"),
     ("api_p99_ms", "single API p99 (ms)", lambda v: v < 25, "< 25"),
+    ("noop_p99_ms", "no-op endpoint p99 (ms)", None, "-"),
+    ("upload_over_batch", "upload ÷ batch", lambda v: v >= 0.8, "≥ 0.8"),
+    ("single_over_naive", "single ÷ naive", lambda v: v >= 3, "≥ 3"),
 )
+# µs of CPU per record: (column, the phase's CPU seconds of that kind)
+CPU_KINDS = (
+    ("web", lambda p: _tree(p, "web")),
+    ("worker main", lambda p: ((p.get("cpu_seconds") or {}).get("worker") or {}).get("main")),
+    ("worker children", lambda p: ((p.get("cpu_seconds") or {}).get("worker") or {}).get("children")),
+    ("other app processes", lambda p: _others(p)),
+    ("PostgreSQL+Redis", lambda p: p.get("servers_cpu_seconds")),
+    ("bench client", lambda p: p.get("client_cpu_seconds")),
+)
+CPU_PHASES = ("batch", "single", "noop", "upload")
+
+
+def _tree(phase: dict[str, Any], group: str) -> float | None:
+    cpu = (phase.get("cpu_seconds") or {}).get(group)
+    return None if not cpu else cpu["main"] + cpu["children"]
+
+
+def _others(phase: dict[str, Any]) -> float | None:
+    """The app's processes but web and worker (the lookups and dead-letter workers)."""
+    cpu = phase.get("cpu_seconds") or {}
+    groups = [v for k, v in cpu.items() if k not in ("web", "worker")]
+    return sum(v["main"] + v["children"] for v in groups) if groups else None
+
+
+def cpu_per_record(phases: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """µs of CPU per record by process kind, for the phases that measure it (the measured part:
+    from the first request to the last record settled; the bench client: its own threads)."""
+    out = {}
+    for name in CPU_PHASES:
+        phase = phases.get(name) or {}
+        records = phase.get("accepted") or phase.get("rows")
+        if not records or "cpu_seconds" not in phase:
+            continue
+        out[name] = {}
+        for kind, seconds_of in CPU_KINDS:
+            seconds = seconds_of(phase)
+            out[name][kind] = None if seconds is None else round(seconds * 1e6 / records, 1)
+        known = [v for v in out[name].values() if v is not None]
+        out[name]["total"] = round(sum(known), 1) if known else None
+    return out
+
+
+def soak_rss(phases: dict[str, Any]) -> list[dict[str, Any]]:
+    """The soak's resident memory by process tree (MiB) at every mark (each 100,000 records)."""
+    return list((phases.get("soak") or {}).get("snapshots") or [])
 
 
 def derived(phases: dict[str, Any]) -> dict[str, Any]:
     """Ratios, and each target as met / not met (None when a phase did not run)."""
     raw, naive = phases.get("raw") or {}, phases.get("naive") or {}
-    batch, single = phases.get("batch") or {}, phases.get("single") or {}
+    batch, single, noop = phases.get("batch") or {}, phases.get("single") or {}, phases.get("noop") or {}
     values = {
         "batch_over_raw": _ratio(batch.get("records_per_s"), raw.get("insert_rows_per_s")),
+        "single_over_noop": _ratio(single.get("records_per_s"), noop.get("records_per_s")),
+        "single_api_over_noop": _ratio(single.get("api_records_per_s"), noop.get("records_per_s")),
+        "single_records_per_s": single.get("records_per_s"),
+        "noop_p99_ms": (noop.get("latency_ms") or {}).get("p99"),
         "single_over_naive": _ratio(single.get("records_per_s"), naive.get("records_per_s")),
         "api_p99_ms": (single.get("latency_ms") or {}).get("p99"),
         "upload_over_batch": _ratio((phases.get("upload") or {}).get("rows_per_s"), batch.get("records_per_s")),
@@ -33,17 +86,28 @@ def derived(phases: dict[str, Any]) -> dict[str, Any]:
         ),
     }
     targets = {
-        name: {"value": values[name], "target": text, "met": None if values[name] is None else bool(test(values[name]))}
+        name: {
+            "value": values[name],
+            "target": text,
+            "met": None if values[name] is None or test is None else bool(test(values[name])),
+        }
         for name, _, test, text in TARGETS
     }
     ratios = (
         "batch_over_raw",
+        "single_over_noop",
+        "single_api_over_noop",
         "single_over_naive",
         "upload_over_batch",
         "outage_over_batch",
         "outage_onset_over_batch",
     )
-    return {"ratios": {k: values[k] for k in ratios}, "targets": targets}
+    return {
+        "ratios": {k: values[k] for k in ratios},
+        "targets": targets,
+        "cpu_us_per_record": cpu_per_record(phases),
+        "soak_rss_mib": soak_rss(phases),
+    }
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -75,7 +139,8 @@ def _rows(phases: dict[str, Any]) -> list[list[str]]:
                      _n(naive["records_per_s"]), "", "", _rss(naive, "worker")])  # fmt: skip
     for key, label in (
         ("batch", "batch path (1,000/request, 2 clients)"),
-        ("single", "single path (8 clients)"),
+        ("single", "single path (8 clients, a connection each request)"),
+        ("noop", "no-op endpoint (the same requests)"),
         ("outage", "batch path, geocoder hanging"),
     ):
         phase = phases.get(key)
@@ -111,6 +176,8 @@ def render(results: dict[str, Any]) -> None:
         console.print(table)
     if any(t["value"] is not None for t in results["targets"].values()):
         console.print(_targets_table(results["targets"]))
+    if results.get("cpu_us_per_record"):
+        console.print(_cpu_per_record_table(results["cpu_us_per_record"]))
 
     cpu = _cpu_table(phases)
     if cpu.row_count:
@@ -132,6 +199,7 @@ def render(results: dict[str, Any]) -> None:
 
     soak = phases.get("soak")
     if soak and "rss_by_process" in soak:
+        console.print(_soak_steps_table(soak))
         console.print(_soak_table(soak))
     for key, phase in phases.items():
         if phase and phase.get("error"):
@@ -147,7 +215,34 @@ def _targets_table(targets: dict[str, Any]) -> Table:
     for name, label, _, _ in TARGETS:
         t = targets[name]
         status = "-" if t["met"] is None else "[green]met[/green]" if t["met"] else "[red]not met[/red]"
-        table.add_row(label, _n(t["value"], 3 if "over" in name else 1), t["target"], status)
+        digits = 3 if "_over_" in name else 0 if name.endswith("_per_s") else 1
+        table.add_row(label, _n(t["value"], digits), t["target"], status)
+    return table
+
+
+def _cpu_per_record_table(per_record: dict[str, dict[str, float | None]]) -> Table:
+    table = Table(title="µs of CPU per record (the measured part; bench client: its own threads)")
+    table.add_column("phase")
+    for kind, _ in CPU_KINDS:
+        table.add_column(kind, justify="right")
+    table.add_column("total", justify="right")
+    for name, kinds in per_record.items():
+        table.add_row(name, *(_n(kinds.get(kind)) for kind, _ in CPU_KINDS), _n(kinds.get("total")))
+    return table
+
+
+def _soak_steps_table(soak: dict[str, Any]) -> Table:
+    """Summed RSS of each app process tree at every mark of the soak."""
+    steps = soak["snapshots"]
+    groups = list(dict.fromkeys(k for step in steps for k in step if k != "settled"))
+    table = Table(title=f"memory soak: MiB by process tree, every {_n(soak.get('every'))} records settled")
+    table.add_column("records settled", justify="right")
+    for group in groups:
+        table.add_column(group, justify="right")
+    table.add_column("all", justify="right")
+    for step in steps:
+        values = [step.get(g) for g in groups]
+        table.add_row(_n(step["settled"]), *(_n(v, 1) for v in values), _n(sum(v or 0 for v in values), 1))
     return table
 
 

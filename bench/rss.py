@@ -120,7 +120,7 @@ class Sampler:
                 base = self.cpu_base.get(name, {})
                 used = {p: t - base.get(p, 0.0) for p, t in self.cpu.get(name, {}).items()}
                 main = used.pop(pid, 0.0)
-                out[name] = {"main": round(main, 1), "children": round(sum(used.values()), 1)}
+                out[name] = {"main": round(main, 3), "children": round(sum(used.values()), 3)}
         return out
 
     def _run(self) -> None:

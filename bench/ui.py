@@ -659,7 +659,7 @@ def run_ui(ctx: Context, records: int, dead_letters: int) -> dict[str, Any]:
         )
         samples = _samples(engine)
         operator = "bench-operator-" + secrets.token_urlsafe(12)
-        keys = f"{ctx.api_key},{operator}:operator"
+        keys = f"{ctx.procs.env.get('ETL_API_KEYS') or ctx.api_key},{operator}:operator"
         urls = {"database_url": ctx.database_url, "redis_url": ctx.redis_url, "broker_url": ctx.redis_url}
         app = create_app({**urls, "api_keys": tuple(keys.split(","))})  # its URL map: the routes to time
         pages, skipped = routes(app, samples)

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from bench.app_phases import _seed_parents, _track_app
+from bench.app_phases import _seed_parents, _track_app, servers_cpu
 from bench.phases import Context, count_prefix, scalar
 from bench.progress import say
 from bench.rss import rss_by_process
@@ -39,13 +39,13 @@ def run_upload(ctx: Context, rows: int) -> dict[str, Any]:
         write_records(ds.stream("sessions"), f, "csv", "sessions")
     size = path.stat().st_size
     _seed_parents(ctx, ds)
-    _track_app(ctx)
+    servers = _track_app(ctx)
     assert ctx.app is not None
     at_start = {name: rss_by_process(proc.pid) for name, proc in ctx.app.items()}
     peaks: dict[str, dict[str, float]] = {}
     headers = {"Authorization": f"Bearer {ctx.api_key}"}
     say(f"upload: sending {size / 2**20:.0f} MiB")
-    started = time.perf_counter()
+    started, client_cpu = time.perf_counter(), time.thread_time()
     with path.open("rb") as f, httpx.Client(timeout=600) as client:
         r = client.post(
             f"http://127.0.0.1:{ctx.port}/api/v1/sessions/upload",
@@ -74,6 +74,7 @@ def run_upload(ctx: Context, rows: int) -> dict[str, Any]:
                 last_report = now
             time.sleep(1)
     seconds = time.perf_counter() - started
+    client_cpu = time.thread_time() - client_cpu
     _peaks(ctx, peaks)
     counts = body["counts"]
     settled = counts["persisted"] + counts["dead"] + counts["rejected"]
@@ -91,4 +92,6 @@ def run_upload(ctx: Context, rows: int) -> dict[str, Any]:
         "rss_mib_peak": peaks,
         "peak_rss_mib": ctx.sampler.snapshot(),
         "cpu_seconds": ctx.sampler.cpu_seconds(),
+        "servers_cpu_seconds": servers_cpu(ctx, servers),
+        "client_cpu_seconds": round(client_cpu, 3),  # sending the file, then following the ingestion
     }

@@ -117,6 +117,7 @@ class Settings:
     job_batch_size: int = 5_000
     job_max_window_days: int = 366
     rate_limit: str = ""
+    bench_noop: bool = False  # POST /api/v1/_noop for `make bench` (etl_app.api.noop); off: no such route
     auth_failures_per_minute: int = 20  # per client address (etl_app.web.authfail); 0: off
     proxy_hops: int = 0  # reverse proxies whose X-Forwarded-For names the client address
     openlineage_url: str | None = None  # unset: no lineage events (etl_app.lineage.openlineage)
@@ -181,6 +182,7 @@ class Settings:
             job_batch_size=_int(env, "ETL_JOB_BATCH_SIZE", cls.job_batch_size),
             job_max_window_days=_int(env, "ETL_JOB_MAX_WINDOW_DAYS", cls.job_max_window_days),
             rate_limit=env.get("ETL_RATE_LIMIT", "").strip(),
+            bench_noop=env.get("ETL_BENCH_NOOP", "").strip().lower() in ("1", "true", "yes", "on"),
             auth_failures_per_minute=_int(env, "ETL_AUTH_FAILURES_PER_MINUTE", cls.auth_failures_per_minute),
             proxy_hops=_int(env, "ETL_PROXY_HOPS", cls.proxy_hops),
             openlineage_url=env.get("OPENLINEAGE_URL", "").strip() or None,

@@ -13,6 +13,7 @@ from etl_app.api import (
     health,
     ingest,
     metrics,
+    noop,
     openapi,
     providers,
     ratelimit,
@@ -47,6 +48,8 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(jobs_bp)
     app.register_blueprint(audit.bp)
     app.register_blueprint(providers.bp)
+    if app.extensions["etl"].settings.bench_noop:  # before the ingest rules: "_noop" is no record type
+        app.register_blueprint(noop.bp)
     # Last: a record type's name in their URLs is any name but the paths above (ingest.RecordTypeName).
     app.register_blueprint(uploads.bp)
     app.register_blueprint(ingest.bp)
