@@ -96,12 +96,11 @@ class _Refused(Exception):
     """The fast path does not accept this value: marshmallow decides."""
 
 
-_REFUSED = _Refused()
 _REQUIRED = object()  # the default of a required field: absent or null is refused
 
 
 def _refuse() -> Any:
-    raise _REFUSED
+    raise _Refused  # a new instance each time: a shared one would pile up tracebacks
 
 
 # -- validators ---------------------------------------------------------------------------------
@@ -360,7 +359,7 @@ def fast_loader(schema_class: type[ma.Schema]) -> FastLoad:
             for (name, convert, default), value in zip(fields_, values, strict=True):
                 if value is None:  # absent or null
                     if default is _REQUIRED:
-                        raise _REFUSED
+                        raise _Refused
                     data[name] = default
                 else:
                     data[name] = convert(value)

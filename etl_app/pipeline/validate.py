@@ -13,13 +13,13 @@ are checked here a second time, on purpose:
   same pass as it checks them;
 - carrying the loaded values instead (a stash write per request, or a second jsonb document per
   outbox row) would add a Redis round trip or a second document's bytes to every single-record
-  request, the path that must be fastest, to save the worker 3 to 15 µs a record;
+  request, the path that must be fastest, to save the worker that much CPU;
 - handing them in memory from the API to its own process's relay could pass on values for a
   payload that has since changed: a dead-lettered record replayed with an edited payload keeps
   its id, and nothing on the row would say so.
 
-With the fast path the second check costs 3 to 15 µs a record, where the schema alone took 26 to
-92 (``python -m bench.validators``, docs/benchmark.md).
+With the fast path the second check costs about 3 to 15 µs of CPU a record, where the schema alone
+took 26 to 100 (``python -m bench.validators``, docs/benchmark.md).
 """
 
 from __future__ import annotations
