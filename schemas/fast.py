@@ -200,10 +200,26 @@ def _id(field: Id, required: bool) -> Converter:
     return convert
 
 
-def _int(value: Any) -> int:
-    if type(value) is not int or not INT32_MIN <= value <= INT32_MAX:
-        _refuse()
-    return value
+def _int(lo: int, hi: int) -> Converter:
+    """An integer within PostgreSQL's ``integer`` and ``lo..hi``."""
+    lo, hi = max(lo, INT32_MIN), min(hi, INT32_MAX)
+
+    def convert(value: Any) -> int:
+        if type(value) is not int or not lo <= value <= hi:
+            _refuse()
+        return value
+
+    return convert
+
+
+def _inclusive_range(field: fields.Field) -> tuple[Any, Any] | None:
+    """``(min, max)`` when the field's one validator is an inclusive ``Range`` (None: no bound)."""
+    if len(field.validators) != 1:
+        return None
+    r = field.validators[0]
+    if type(r) is not validate.Range or not (r.min_inclusive and r.max_inclusive):
+        return None
+    return r.min, r.max
 
 
 def _number(value: Any) -> float:
@@ -274,13 +290,19 @@ def _identity(value: Any) -> Any:
 
 def _field(field: fields.Field) -> tuple[Any, Converter]:
     """The msgspec type of a field's value as sent, and its converter (not None values only)."""
+    if field.data_key is not None or field.attribute is not None:
+        raise Unsupported("data_key or attribute")
     required, kind = field.required, type(field)
+    bounds = _inclusive_range(field) if kind is StrictInt else None
+    if bounds is not None:  # the common case in one step: type, integer range and the field's range
+        lo, hi = bounds
+        return int, _int(INT32_MIN if lo is None else lo, INT32_MAX if hi is None else hi)
     if kind is Id:
         spec: tuple[Any, Converter] = (str, _id(field, required))
     elif kind is Str:
         spec = (str, _text(field, required, field.max_length))
     elif kind is StrictInt:
-        spec = (int, _int)
+        spec = (int, _int(INT32_MIN, INT32_MAX))
     elif kind is Number:
         spec = (Any, _number)
     elif kind is StrictBool:
@@ -293,8 +315,6 @@ def _field(field: fields.Field) -> tuple[Any, Converter]:
         spec = (list[str], _str_list(field))
     else:
         raise Unsupported(f"field class {kind.__name__}")
-    if field.data_key is not None or field.attribute is not None:
-        raise Unsupported("data_key or attribute")
     return spec[0], _validated(spec[1], _checks(field))
 
 

@@ -18,8 +18,8 @@ are checked here a second time, on purpose:
   payload that has since changed: a dead-lettered record replayed with an edited payload keeps
   its id, and nothing on the row would say so.
 
-With the fast path the second check costs about 3 to 15 µs of CPU a record, where the schema alone
-took 26 to 100 (``python -m bench.validators``, docs/benchmark.md).
+With the fast path the second check costs about 3 to 14 µs of CPU a record, where the schema alone
+took 26 to 90 (``python -m bench.validators``, docs/benchmark.md).
 """
 
 from __future__ import annotations
