@@ -12,7 +12,7 @@ the fast path itself (else it would silently fall back on the slow path).
 
 Derandomized (the same examples on every run, no example database): 4 types x 300 examples x
 (1 valid + 8 mutated) = 10,800 payloads, plus every field of a fixed valid record set to each of
-the ~90 edge values (about 5,500 more), compared on every run.
+the 76 edge values or removed (4,316 more), compared on every run.
 """
 
 from __future__ import annotations
