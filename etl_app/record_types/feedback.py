@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from etl_app.db import lineage_columns, metadata
 from etl_app.record_types import ParentRef, RecordType
+from schemas.fast import fast_loader
 from schemas.feedback import CATEGORY_RATINGS, FeedbackSchema
 
 TSTZ = sa.DateTime(timezone=True)
@@ -78,6 +79,7 @@ RECORD_TYPE = RecordType(
     name="feedback",
     key="feedback_id",
     schema=FeedbackSchema,
+    fast_load=fast_loader(FeedbackSchema),
     derive=derive,
     table=table,
     parents=(

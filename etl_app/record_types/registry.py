@@ -61,6 +61,10 @@ class RecordType:
       the input fields, the derived fields and the lineage columns.
     - ``time_field``: the input timestamp that says when the record's event happened, used
       for timeliness when the payload gives no ``event_time`` (None: the type has none).
+    - ``fast_load``: optional; the schema's fast path (:func:`schemas.fast.fast_loader`): the
+      loaded values of a valid payload, exactly as the schema loads them, or None when it
+      refuses the payload (then the schema runs, for its error messages). A type without one is
+      validated by its schema alone.
     - ``lookups``: external lookups asked in enrich, each a callable taking the process's
       ``Settings`` and returning a :class:`etl_app.lookups.Provider` (e.g.
       :func:`etl_app.lookups.geocoder.geocoder_provider`). The table then has a nullable column for
@@ -79,6 +83,7 @@ class RecordType:
     description: str = ""
     time_field: str | None = None
     lookups: tuple[Callable[[Any], Any], ...] = ()
+    fast_load: Callable[[Any], dict[str, Any] | None] | None = field(default=None, repr=False, compare=False)
     _schema_instance: ma.Schema | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -89,21 +94,32 @@ class RecordType:
         return self._schema_instance  # type: ignore[return-value]
 
     def validate(self, payload: Any, as_of: datetime) -> tuple[dict[str, Any] | None, FieldErrors]:
-        """Check one payload; return ``(data, {})`` when valid, ``(None, errors)`` otherwise."""
+        """Check one payload; return ``(data, {})`` when valid, ``(None, errors)`` otherwise.
+
+        The type's fast path (``fast_load``) runs first when it has one; what it refuses goes
+        through the schema, which gives the errors (and loads what the fast path was not sure of)."""
         if not isinstance(payload, dict):
             return None, {"_schema": ["Each record must be a JSON object."]}
-        try:
-            data = self.loader.load(payload)
-        except ma.ValidationError as exc:
-            return None, normalise_errors(exc.messages)
-        except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # a value no field rule foresaw
-            log.warning("%s: schema raised %s on a payload; treated as invalid", self.name, type(exc).__name__)
-            return None, {"_schema": [f"the record could not be read: {type(exc).__name__}"]}
+        data = self.fast_load(payload) if self.fast_load is not None else None
+        if data is None:
+            data, errors = self._load(payload)
+            if errors:
+                return None, errors
         if self.check_as_of is not None:
             errors = self.check_as_of(data, as_of)
             if errors:
                 return None, errors
         return data, {}
+
+    def _load(self, payload: dict[str, Any]) -> tuple[dict[str, Any], FieldErrors]:
+        """The schema's verdict on a payload: ``(data, {})`` or ``({}, errors)``."""
+        try:
+            return self.loader.load(payload), {}
+        except ma.ValidationError as exc:
+            return {}, normalise_errors(exc.messages)
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # a value no field rule foresaw
+            log.warning("%s: schema raised %s on a payload; treated as invalid", self.name, type(exc).__name__)
+            return {}, {"_schema": [f"the record could not be read: {type(exc).__name__}"]}
 
     def natural_key(self, payload: Any) -> str | None:
         """The natural key of a raw payload, if it has a usable one."""

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from etl_app.db import lineage_columns, metadata
 from etl_app.record_types import ParentRef, RecordType
+from schemas.fast import fast_loader
 from schemas.sessions import SessionSchema
 
 TSTZ = sa.DateTime(timezone=True)
@@ -87,6 +88,7 @@ RECORD_TYPE = RecordType(
     name="sessions",
     key="session_id",
     schema=SessionSchema,
+    fast_load=fast_loader(SessionSchema),
     derive=derive,
     table=table,
     parents=(ParentRef("tutor_id", "tutors"), ParentRef("student_id", "students")),

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from etl_app.db import lineage_columns, metadata
 from etl_app.record_types import RecordType
+from schemas.fast import fast_loader
 from schemas.students import StudentSchema
 
 table = sa.Table(
@@ -33,6 +34,7 @@ RECORD_TYPE = RecordType(
     name="students",
     key="student_id",
     schema=StudentSchema,
+    fast_load=fast_loader(StudentSchema),
     derive=derive,
     table=table,
     description="Students of the platform.",

@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from etl_app.db import lineage_columns, metadata
 from etl_app.lookups.geocoder import geocoder_provider
 from etl_app.record_types import FieldErrors, RecordType
+from schemas.fast import fast_loader
 from schemas.tutors import TutorSchema
 
 TSTZ = sa.DateTime(timezone=True)
@@ -98,6 +99,7 @@ RECORD_TYPE = RecordType(
     name="tutors",
     key="tutor_id",
     schema=TutorSchema,
+    fast_load=fast_loader(TutorSchema),
     derive=derive,
     table=table,
     check_as_of=check_as_of,
