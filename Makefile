@@ -29,8 +29,8 @@ services:  ## make sure the local PostgreSQL and Redis used by the tests are up
 browser:  ## make sure Debian's chromium, which the browser tests drive, is installed (apt-get when missing)
 	@bash scripts/ensure-browser.sh
 
-test: $(STAMP) services browser  ## the whole suite: unit, API, end-to-end, browser and fault tests on real PostgreSQL, Redis and Celery
-	$(BIN)/python -m pytest
+test: $(STAMP) services browser  ## the whole suite: unit, API, end-to-end, browser and fault tests on real PostgreSQL, Redis and Celery (the fault tests run beside the rest; TEST_PARALLEL=0: one after the other)
+	BIN=$(BIN) bash scripts/test-all.sh
 
 test-fast: $(STAMP) services  ## everything but the slow end-to-end and fault tests
 	$(BIN)/python -m pytest -m 'not slow'
