@@ -112,6 +112,7 @@ class Settings:
     max_deliveries: int = 5
     db_pool_size: int = 5
     relay_window_ms: int = 100
+    relay_max_window_ms: int = 1000  # the relay's window grows to this while rounds are small
     raw_retention_days: int = 30
     rollup_days: int = 7
     job_batch_size: int = 5_000
@@ -177,6 +178,7 @@ class Settings:
             max_deliveries=_int(env, "ETL_MAX_DELIVERIES", cls.max_deliveries),
             db_pool_size=_int(env, "ETL_DB_POOL_SIZE", cls.db_pool_size),
             relay_window_ms=_int(env, "ETL_RELAY_WINDOW_MS", cls.relay_window_ms),
+            relay_max_window_ms=_int(env, "ETL_RELAY_MAX_WINDOW_MS", cls.relay_max_window_ms),
             raw_retention_days=_int(env, "ETL_RAW_RETENTION_DAYS", cls.raw_retention_days),
             rollup_days=_int(env, "ETL_ROLLUP_DAYS", cls.rollup_days),
             job_batch_size=_int(env, "ETL_JOB_BATCH_SIZE", cls.job_batch_size),
@@ -234,6 +236,8 @@ class Settings:
             raise ValueError(f"ETL_LOOKUP_CACHE_URL must be a redis://, rediss:// or unix:// URL, not {scheme!r}")
         if self.chunk_size < 1:
             raise ValueError("ETL_CHUNK_SIZE must be at least 1")
+        if not 0 <= self.relay_max_window_ms <= 4000:  # below the sweeper's grace for unpublished records (5 s)
+            raise ValueError("ETL_RELAY_MAX_WINDOW_MS must be between 0 and 4000")
         if self.rejection_raw_bytes < 1024:
             raise ValueError("ETL_REJECTION_RAW_BYTES must be at least 1024")
         if self.max_rejections_stored < 0:

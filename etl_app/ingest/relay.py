@@ -2,12 +2,30 @@
 
 A chain per single record caps throughput at a third of Celery's task rate. Instead, the API
 commits small submissions with ``enqueued_at`` unset and wakes the relay, a thread in each web
-process. The relay waits ``ETL_RELAY_WINDOW_MS`` (100 ms) for more records to arrive, claims every
-unpublished record (:mod:`etl_app.ingest.claim`), commits the claim and sends one chain per chunk
-and type (:func:`~etl_app.ingest.send.send_after_commit`); what the broker does not take is
-flagged unpublished again, and the relay backs off (1 s doubling to 30 s). It also looks every
-second by itself, so records of a web process that died after its commit are picked up too; the
-outbox sweeper remains the last resort.
+process. The relay waits a window for more records to arrive, claims every unpublished record
+(:mod:`etl_app.ingest.claim`), commits the claim and sends one chain per chunk and type
+(:func:`~etl_app.ingest.send.send_after_commit`); what the broker does not take is flagged
+unpublished again, and the relay backs off (1 s doubling to 8 s). It also looks every second by
+itself, so records of a web process that died after its commit are picked up too; the outbox
+sweeper remains the last resort.
+
+**The window adapts to the flow.** The worker pays for each message whatever it carries (the
+prefork parent alone ~1.7 ms, three of them a chain), so a chain of a handful of records costs
+the worker several ms per record, more than the web spends on it. The window therefore starts at
+``ETL_RELAY_WINDOW_MS`` (100 ms) and doubles after each round that claimed less than a chunk, up
+to ``ETL_RELAY_MAX_WINDOW_MS`` (1 s); a round that claimed a whole chunk halves it again. While
+records trickle in they wait up to a second longer before they are sent, in chains carrying
+that second's records; under a flood the rounds fill chunks and the window shrinks back. Only
+the time to *settle* changes: the API commits and answers 202 before the relay is involved, and
+every guarantee (the outbox before the 202, the leases, the sweeper, exactly once) is the
+claim's and the chain's, not the window's. The window stays far below the sweeper's grace
+(:data:`etl_app.ingest.claim.UNPUBLISHED_GRACE_SECONDS`), so the sweeper does not race it.
+
+Each web process has its own relay, and any relay's round claims what every process committed
+(the outbox is one table), so two processes' rounds interleave: at the longest window a record
+waits about half of it. A single relay for the deployment (an advisory lock) would double the
+records per chain again but needs a way to wake it from the other processes (NOTIFY, a round
+trip per request) or a poll; the adaptive window gets most of the gain with neither.
 """
 
 from __future__ import annotations
@@ -48,10 +66,23 @@ class Relay:
     the process's current :class:`~etl_app.ingest.send.Publisher` at each round (its connections
     are the process's own, made again after a fork)."""
 
-    def __init__(self, publisher: Callable[[], Publisher], *, window: float = 0.1, idle: float = 1.0) -> None:
+    def __init__(
+        self,
+        publisher: Callable[[], Publisher],
+        *,
+        window: float = 0.1,
+        idle: float = 1.0,
+        max_window: float | None = None,
+        full: int = 500,
+    ) -> None:
         self.publisher = publisher
         self.window, self.idle = window, idle
+        # the window grows to max_window while rounds claim fewer than ``full`` records (a chunk)
+        self.max_window = max(window, window if max_window is None else max_window)
+        self.full = full
+        self.current_window = window
         self._wake = threading.Event()
+        self._stop = threading.Event()
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._stopped = False
@@ -68,6 +99,7 @@ class Relay:
         app torn down while another takes over the same database must not go on sending that
         one's records to its own broker."""
         self._stopped = True
+        self._stop.set()
         self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread() and self._pid == os.getpid():
@@ -97,7 +129,7 @@ class Relay:
             if self._stopped:
                 return
             if woken:
-                time.sleep(self.window)  # let concurrent requests join this round
+                self._stop.wait(self.current_window)  # let concurrent requests join this round
                 if self._stopped:
                     return
             self._wake.clear()
@@ -110,9 +142,18 @@ class Relay:
                 if backoff > self.idle and sent:
                     log.info("outbox relay: broker back, sent %d records", sent)
                 backoff = self.idle
+                self._adapt(sent)
             except Exception as exc:  # noqa: BLE001 - broker or database down: try again later
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 log.warning("outbox relay: %s; retrying in %.0fs", exc, backoff)
+
+    def _adapt(self, sent: int) -> None:
+        """The next round's window: longer after a round that did not fill a chunk, shorter after
+        one that did (see the module's docstring)."""
+        if sent >= self.full:
+            self.current_window = max(self.window, self.current_window / 2)
+        else:
+            self.current_window = min(self.max_window, self.current_window * 2)
 
     def _sleep(self, seconds: float) -> None:
         """Wait ``seconds``, ignoring wake-ups; returns early only when the relay is stopped."""

@@ -35,6 +35,11 @@ def build_runtime(
         raise ValueError(f"ETL_GEOCODER_URL / ETL_GEOCODER_RATE: {exc}") from None
     runtime = Runtime(settings=settings, engine=engine, registry=get_registry(), celery=celery)
     if with_relay:
-        runtime.relay = Relay(lambda: runtime.publisher, window=settings.relay_window_ms / 1000)
+        runtime.relay = Relay(
+            lambda: runtime.publisher,
+            window=settings.relay_window_ms / 1000,
+            max_window=settings.relay_max_window_ms / 1000,
+            full=settings.chunk_size,
+        )
     celery.etl = runtime
     return runtime
