@@ -78,9 +78,8 @@ def parse_upload(self: ParseTask, message: dict) -> str:
     """``message``: ``{"upload_id": "<uuid>"}``. Returns the slice's outcome."""
     upload_id = uuid.UUID(str(message["upload_id"]))
     backlog = pipeline_backlog(self.runtime.settings)
-    if backlog is not None and backlog > AHEAD_MESSAGES:
-        if not parse.renew_lease(self.db, upload_id):
-            return parse.DONE  # read already, failed, or gone
+    # (an upload read already, failed or gone renews nothing: parse_slice says DONE for it)
+    if backlog is not None and backlog > AHEAD_MESSAGES and parse.renew_lease(self.db, upload_id):
         self.after_commit(lambda: self.apply_async(args=[message], queue=names.UPLOADS_QUEUE, countdown=WAIT_SECONDS))
         return parse.WAITING
     outcome = parse.parse_slice(
