@@ -183,7 +183,9 @@ def _converter(field: ma_fields.Field | None) -> Any:
 # A column of a header: its field name, its conversion, and whether a cell of it with nothing in
 # it is dropped (an unknown column) rather than kept as null; None for a column that is skipped.
 _Column = tuple[str, Any, bool] | None
-_PLANS: dict[tuple[int, tuple], tuple[_Column, ...]] = {}
+# keyed by the schema's fields' id and the header; each entry holds the fields themselves, so the
+# id is not reused while the entry lives
+_PLANS: dict[tuple[int, tuple], tuple[dict, tuple[_Column, ...]]] = {}
 _MAX_PLANS = 64
 
 
@@ -192,9 +194,9 @@ def _plan(record_type: RecordType, columns: tuple) -> tuple[_Column, ...]:
     same header: a few files' headers at a time)."""
     load_fields = record_type.loader.load_fields
     key = (id(load_fields), columns)
-    plan = _PLANS.get(key)
-    if plan is not None:
-        return plan
+    cached = _PLANS.get(key)
+    if cached is not None and cached[0] is load_fields:
+        return cached[1]
     out: list[_Column] = []
     for column in columns:
         name = str(column).strip()
@@ -207,7 +209,7 @@ def _plan(record_type: RecordType, columns: tuple) -> tuple[_Column, ...]:
     plan = tuple(out)
     if len(_PLANS) >= _MAX_PLANS:
         _PLANS.clear()
-    _PLANS[key] = plan
+    _PLANS[key] = (load_fields, plan)
     return plan
 
 
