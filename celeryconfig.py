@@ -42,6 +42,8 @@ QUEUE_NAMES = (
     # the enrich stage of record types with external lookups (etl_app/names.py LOOKUPS_QUEUE):
     # a hanging provider holds only the Procfile's lookups worker
     "lookups",
+    # the slices of uploaded files (etl_app/names.py UPLOADS_QUEUE)
+    "uploads",
 )
 RABBITMQ_SCHEMES = ("amqp", "amqps", "pyamqp")
 RABBITMQ_HEARTBEAT_SECONDS = 20
@@ -107,6 +109,7 @@ task_default_queue = "etl"
 task_routes = {
     "etl.dead_letter.*": {"queue": "dead_letter"},
     "etl.beat.*": {"queue": "jobs"},
+    "etl.upload.*": {"queue": "uploads"},
     "etl.*": {"queue": "etl"},
 }
 

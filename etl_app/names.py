@@ -13,8 +13,12 @@ JOBS_QUEUE = "jobs"
 # on a queue and worker of its own: a provider that hangs holds those worker processes only,
 # while every other chain (and the lookup type's validate and persist) goes on at full speed.
 LOOKUPS_QUEUE = "lookups"
+# The slices of an uploaded file are read on a queue of their own: a file's next slice is not
+# queued behind the chains of the slices before it, and a long file does not hold back the
+# chains of API batches (the worker consumes it: docs/deployment.md, "Uploads and the worker's pool").
+UPLOADS_QUEUE = "uploads"
 # every queue, in the order the queue depths show them (celeryconfig's QUEUE_NAMES spells them again)
-QUEUES = (PIPELINE_QUEUE, LOOKUPS_QUEUE, JOBS_QUEUE, DEAD_LETTER_QUEUE)
+QUEUES = (PIPELINE_QUEUE, LOOKUPS_QUEUE, UPLOADS_QUEUE, JOBS_QUEUE, DEAD_LETTER_QUEUE)
 
 VALIDATE = "etl.validate"
 ENRICH = "etl.enrich"
@@ -25,7 +29,8 @@ SWEEP_OUTBOX = "etl.beat.outbox-sweeper"
 # The sweeper's task name before every job task read ``etl.beat.<job name>``: still registered,
 # so that a message queued (or a beat schedule written) under it runs.
 SWEEP_OUTBOX_FORMER = "etl.beat.sweep_outbox"
-# An uploaded file is read in slices, each a call of this task that sends the next (etl queue).
+# An uploaded file is read in slices, each a call of this task that sends the next (uploads queue;
+# a parse message still waiting on the etl queue, sent before that queue existed, runs there).
 PARSE_UPLOAD = "etl.upload.parse"
 
 # The scheduled jobs' tasks: ``etl.beat.<job name>`` (etl_app/jobs/registry.py).

@@ -1,5 +1,12 @@
 """The parse task of uploaded files (:mod:`etl_app.uploads.parse`): one slice a call, then the
-next slice sent to the end of the ``etl`` queue."""
+next slice sent to the end of the ``uploads`` queue (a parse message still on the ``etl`` queue,
+sent by an earlier version, runs where it is and sends its next slice to ``uploads``).
+
+A file is read no faster than the pipeline takes its records in: while the ``etl`` queue holds
+more than :data:`AHEAD_MESSAGES` messages (chunks waiting for a stage), a slice is not read; its
+message comes back after :data:`WAIT_SECONDS` (and the upload's lease is renewed, so the sweeper
+does not take it for stalled). So the values a file's chunks leave in Redis stay bounded, and API
+batches are not queued behind a whole file's chunks."""
 
 from __future__ import annotations
 
@@ -10,12 +17,34 @@ from typing import Any
 from celery import shared_task
 
 from etl_app import names
+from etl_app.config import Settings
 from etl_app.ingest.rejections import RejectionLimits
+from etl_app.pipeline.queues import BrokerUnavailable, QueueDepths
 from etl_app.uploads import parse
 from etl_app.uploads.caps import upload_limits
 from tasks.base import EtlTask, PermanentFailure
 
 log = logging.getLogger(__name__)
+
+# Two slices' worth of chunks (each a message on the etl queue until its chain ends).
+AHEAD_MESSAGES = 2 * parse.SLICE_CHUNKS
+WAIT_SECONDS = 1.0
+BROKER_TIMEOUT_SECONDS = 2.0
+_depths: dict[tuple[str, str], QueueDepths] = {}
+
+
+def pipeline_backlog(settings: Settings) -> int | None:
+    """Messages waiting on the ``etl`` queue; None if the broker did not answer (the slice is
+    then read: a broker that is down fails its sends, which retry as usual)."""
+    key = (settings.broker_url, settings.broker_key_prefix)
+    reader = _depths.get(key)
+    if reader is None:
+        reader = _depths[key] = QueueDepths(*key, BROKER_TIMEOUT_SECONDS)
+    try:
+        return reader.read()[names.PIPELINE_QUEUE]
+    except BrokerUnavailable as exc:
+        log.warning("could not read the etl queue's depth (%s): reading the slice", exc)
+        return None
 
 
 class ParseTask(EtlTask):
@@ -48,6 +77,11 @@ class ParseTask(EtlTask):
 def parse_upload(self: ParseTask, message: dict) -> str:
     """``message``: ``{"upload_id": "<uuid>"}``. Returns the slice's outcome."""
     upload_id = uuid.UUID(str(message["upload_id"]))
+    backlog = pipeline_backlog(self.runtime.settings)
+    # (an upload read already, failed or gone renews nothing: parse_slice says DONE for it)
+    if backlog is not None and backlog > AHEAD_MESSAGES and parse.renew_lease(self.db, upload_id):
+        self.after_commit(lambda: self.apply_async(args=[message], queue=names.UPLOADS_QUEUE, countdown=WAIT_SECONDS))
+        return parse.WAITING
     outcome = parse.parse_slice(
         self.runtime.publisher,
         self.runtime.registry,
@@ -59,7 +93,7 @@ def parse_upload(self: ParseTask, message: dict) -> str:
         limits=upload_limits(self.runtime.settings),
     )
     if outcome == parse.MORE:
-        self.after_commit(lambda: self.apply_async(args=[message], queue=names.PIPELINE_QUEUE))
+        self.after_commit(lambda: self.apply_async(args=[message], queue=names.UPLOADS_QUEUE))
     elif outcome == parse.DONE:
         self.after_commit(
             lambda: parse.after_parse(self.runtime.engine, self.runtime.registry, self.runtime.settings, upload_id)

@@ -147,40 +147,93 @@ def _to_day(value: Any) -> Any:
     return value
 
 
-def _coerce_value(field: ma_fields.Field | None, value: Any) -> Any:
-    value = _unquote(value)
-    if _blank(value):
-        return None
+def _dates_then(then: Any) -> Any:
+    def convert(value: Any) -> Any:
+        if isinstance(value, (datetime, date, time)):
+            return _iso(value)
+        return then(value)
+
+    return convert
+
+
+def _other(value: Any) -> Any:
+    return _to_number(value) if isinstance(value, Decimal) else value
+
+
+_TEXT = _dates_then(_to_text)
+_OTHER = _dates_then(_other)
+
+
+def _converter(field: ma_fields.Field | None) -> Any:
+    """The conversion of a (non-blank, unquoted) cell for ``field``: one function per field,
+    chosen once per file header instead of once per cell."""
     if isinstance(field, ma_fields.List):
-        return _to_list(value)
+        return _to_list
     if isinstance(field, StrictBool):
-        return _to_bool(value)
-    if isinstance(field, StrictInt):
-        return _to_number(value)
-    if isinstance(field, Number):
-        return _to_number(value)
+        return _to_bool
+    if isinstance(field, (StrictInt, Number)):
+        return _to_number
     if isinstance(field, Day):
-        return _to_day(value)
-    if isinstance(value, (datetime, date, time)):
-        return _iso(value)
+        return _to_day
     if isinstance(field, (Str, Id, Timestamp)):
-        return _to_text(value)
-    if isinstance(value, Decimal):
-        return _to_number(value)
-    return value
+        return _TEXT
+    return _OTHER
+
+
+# A column of a header: its field name, its conversion, and whether a cell of it with nothing in
+# it is dropped (an unknown column) rather than kept as null; None for a column that is skipped.
+_Column = tuple[str, Any, bool] | None
+# keyed by the schema's fields' id and the header; each entry holds the fields themselves, so the
+# id is not reused while the entry lives
+_PLANS: dict[tuple[int, tuple], tuple[dict, tuple[_Column, ...]]] = {}
+_MAX_PLANS = 64
+
+
+def _plan(record_type: RecordType, columns: tuple) -> tuple[_Column, ...]:
+    """How each column of a header is coerced for ``record_type`` (kept for the next rows of the
+    same header: a few files' headers at a time)."""
+    load_fields = record_type.loader.load_fields
+    key = (id(load_fields), columns)
+    cached = _PLANS.get(key)
+    if cached is not None and cached[0] is load_fields:
+        return cached[1]
+    out: list[_Column] = []
+    for column in columns:
+        name = str(column).strip()
+        if not name or name.startswith("_"):
+            out.append(None)
+            continue
+        name = normalise(name)
+        field = load_fields.get(name)
+        out.append((name, _converter(field), field is None))
+    plan = tuple(out)
+    if len(_PLANS) >= _MAX_PLANS:
+        _PLANS.clear()
+    _PLANS[key] = (load_fields, plan)
+    return plan
 
 
 def coerce(record_type: RecordType, values: dict[str, Any]) -> dict[str, Any]:
     """The payload of one flat row for ``record_type``'s schema (see the module's rules)."""
-    load_fields = record_type.loader.load_fields
     payload: dict[str, Any] = {}
-    for column, value in values.items():
-        name = str(column).strip()
-        if not name or name.startswith("_"):
+    for column, value in zip(_plan(record_type, tuple(values)), values.values(), strict=True):
+        if column is None:
             continue
-        key = normalise(name)
-        field = load_fields.get(key)
-        if field is None and _blank(value):
-            continue  # an empty cell of an unknown column carries nothing to reject
-        payload[key] = _coerce_value(field, value)
+        key, convert, unknown = column
+        if value.__class__ is str:  # most cells (csv, tsv: all): _blank and _unquote inlined
+            if not value or value.isspace():
+                if not unknown:
+                    payload[key] = None
+                continue  # an empty cell of an unknown column carries nothing to reject
+            if value[0] == "'" and value[1:2] and value[1] in _FORMULA_START:
+                value = value[1:]
+                if value.isspace():
+                    payload[key] = None
+                    continue
+            payload[key] = convert(value)
+            continue
+        if unknown and value is None:
+            continue
+        value = _unquote(value)
+        payload[key] = None if _blank(value) else convert(value)
     return payload

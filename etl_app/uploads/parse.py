@@ -57,6 +57,7 @@ FLAT_FORMATS = ("csv", "tsv", "xlsx", "parquet")
 MORE = "more"  # read its share; the next slice goes on
 DONE = "done"  # the whole file is read (or it failed, or it was read already)
 OVERTAKEN = "overtaken"  # another parser committed first: this one stops
+WAITING = "waiting"  # the pipeline's queue is long: the slice is sent again a moment later
 
 
 @dataclass
@@ -89,6 +90,7 @@ _FAIL = sql(
     "UPDATE uploads SET status = :FAILED, error = :error, parsed_at = now() "
     "WHERE id = :id AND rows_read = :was AND status IN (:STORED, :PARSING)"
 )
+_RENEW = sql("UPDATE uploads SET leased_at = now() WHERE id = :id AND status IN (:STORED, :PARSING)")
 _COUNT = sa.text(
     "UPDATE ingestions SET accepted = accepted + :accepted, rejected = rejected + :rejected WHERE id = :id"
 )
@@ -97,6 +99,11 @@ _COUNT = sa.text(
 def load(conn: sa.Connection, upload_id: uuid.UUID) -> Upload | None:
     row = conn.execute(_LOAD, {"id": upload_id}).mappings().first()
     return Upload(**row) if row else None
+
+
+def renew_lease(conn: sa.Connection, upload_id: uuid.UUID) -> bool:
+    """The upload's parse is alive (it waits for the pipeline); False once it is read or failed."""
+    return bool(conn.execute(_RENEW, {"id": upload_id}).rowcount)
 
 
 def mark_failed(conn: sa.Connection, upload: Upload, error: str) -> bool:

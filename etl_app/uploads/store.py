@@ -97,7 +97,7 @@ def send_parse(publisher: Publisher, upload_id: uuid.UUID, *, timeout: float | N
     the sweeper sends it later."""
 
     def send() -> None:
-        publisher.celery.send_task(names.PARSE_UPLOAD, args=[{"upload_id": str(upload_id)}], queue=names.PIPELINE_QUEUE)
+        publisher.celery.send_task(names.PARSE_UPLOAD, args=[{"upload_id": str(upload_id)}], queue=names.UPLOADS_QUEUE)
 
     try:
         run_within(send, timeout)

@@ -63,6 +63,7 @@ def test_queue_depth_reads_the_prefixed_lists_of_every_priority(client, auth, ap
     r.rpush(f"{broker_prefix}jobs\x06\x169", *[b"m"] * 2)
     r.rpush(f"{broker_prefix}dead_letter", b"m")
     r.rpush(f"{broker_prefix}lookups", *[b"m"] * 5)
+    r.rpush(f"{broker_prefix}uploads", *[b"m"] * 6)
     r.hset(f"{broker_prefix}unacked", mapping={"tag-1": b"m", "tag-2": b"m"})
     other = f"other-{uuid.uuid4().hex[:8]}:"
     r.rpush(f"{other}etl", *[b"m"] * 7)  # another deployment's queue: not ours
@@ -74,6 +75,7 @@ def test_queue_depth_reads_the_prefixed_lists_of_every_priority(client, auth, ap
     assert value(samples, "etl_queue_messages", queue="jobs") == 2
     assert value(samples, "etl_queue_messages", queue="dead_letter") == 1
     assert value(samples, "etl_queue_messages", queue="lookups") == 5
+    assert value(samples, "etl_queue_messages", queue="uploads") == 6
     assert value(samples, "etl_queue_messages", queue="unacked") == 2
     assert value(samples, "etl_redis_up") == 1
 

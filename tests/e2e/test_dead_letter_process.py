@@ -18,7 +18,7 @@ VALID = 300
 
 
 def test_the_procfile_gives_dead_letters_a_worker_of_their_own():
-    assert procfile_queues("worker") == "etl,jobs"
+    assert procfile_queues("worker") == "etl,jobs,uploads"
     assert procfile_queues("lookups") == "lookups"
     assert procfile_queues("dead_letter") == "dead_letter"
 

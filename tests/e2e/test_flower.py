@@ -122,7 +122,7 @@ def test_flower_lists_the_worker_and_the_pipeline_tasks_that_ran(flower, stack, 
         return r.json().get(worker)
 
     info = wait_until(worker_listed, 30, what=f"Flower to list {worker}")
-    assert {q["name"] for q in info["active_queues"]} == {"etl", "jobs", "lookups", "dead_letter"}
+    assert {q["name"] for q in info["active_queues"]} == {"etl", "jobs", "lookups", "uploads", "dead_letter"}
 
     def pipeline_succeeded():
         r = http.get(f"{flower.url}/api/tasks", timeout=10)

@@ -74,7 +74,7 @@ def test_one_scrape_reports_what_every_process_did(stack):
 
     def drained():
         samples = scrape(stack)
-        queues = ("etl", "lookups", "jobs", "dead_letter", "unacked")
+        queues = ("etl", "lookups", "uploads", "jobs", "dead_letter", "unacked")
         return [value(samples, "etl_queue_messages", queue=q) for q in queues] == [0] * len(queues)
 
     # The last chain's ack comes after its task_postrun (the child observes, then the parent
@@ -98,7 +98,7 @@ def test_one_scrape_reports_what_every_process_did(stack):
     assert value(samples, "etl_records_persisted_total", record_type="students") == N
     assert value(samples, "etl_records_dead", record_type="students") == 0
     assert value(samples, "etl_outbox_unsettled_records", record_type="students") == 0
-    for queue in ("etl", "lookups", "jobs", "dead_letter", "unacked"):
+    for queue in ("etl", "lookups", "uploads", "jobs", "dead_letter", "unacked"):
         assert value(samples, "etl_queue_messages", queue=queue) == 0, queue
 
     # Stage durations: observed by both prefork children, one histogram in Redis.

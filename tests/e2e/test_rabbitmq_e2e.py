@@ -20,7 +20,7 @@ from tests.helpers.support import API_KEY, metric_samples, redis_db
 
 pytestmark = pytest.mark.slow
 
-QUEUES = ("etl", "lookups", "jobs", "dead_letter")
+QUEUES = ("etl", "lookups", "uploads", "jobs", "dead_letter")
 ENV = {
     "ETL_PARENT_WAIT_SECONDS": "6",
     "ETL_RETRY_BACKOFF_SECONDS": "1",

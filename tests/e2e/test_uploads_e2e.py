@@ -329,3 +329,25 @@ def test_the_rejections_download_fixed_in_a_spreadsheet_uploads_again(api, sql, 
     }
     stored = sql("SELECT student_id, grade_level FROM students WHERE student_id LIKE :p ORDER BY 1", p=f"{unique}-%")
     assert [tuple(row) for row in stored] == [(f"{unique}-1", 9), (f"{unique}-2", 10), (f"{unique}-3", 10)]
+
+
+def test_a_parse_message_left_on_the_etl_queue_by_an_earlier_version_is_still_read(stack, api, engine, sql, unique):
+    """Before the ``uploads`` queue the parse task went to ``etl``: a message still waiting there
+    after an upgrade is run by the worker, and the file lands whole."""
+    from etl_app import names
+    from etl_app.record_types.registry import get_registry
+    from etl_app.runtime.celery_app import make_celery
+    from etl_app.uploads.store import store_upload
+
+    prefix = f"{unique}-old"
+    upload_id, _ = store_upload(
+        engine, get_registry()["tutors"], io.BytesIO(as_csv(tutors(prefix))),
+        filename="tutors.csv", fmt="csv", note=None, received_at=datetime.now().astimezone(),
+    )  # fmt: skip
+    celery = make_celery("etl_app", redis_db(15), key_prefix=stack.prefix)
+    celery.send_task(names.PARSE_UPLOAD, args=[{"upload_id": str(upload_id)}], queue=names.PIPELINE_QUEUE)
+    ingestion = api.wait_settled(str(upload_id))
+    assert ingestion["upload"]["status"] == "parsed"
+    assert ingestion["counts"]["persisted"] == 3 and ingestion["counts"]["rejected"] == 1
+    ids = sql("SELECT tutor_id FROM tutors WHERE tutor_id LIKE :p ORDER BY tutor_id", p=f"{prefix}-%")
+    assert [row[0] for row in ids] == [f"{prefix}-1", f"{prefix}-2", f"{prefix}-4"]

@@ -95,7 +95,7 @@ class Stack:
         concurrency: int = 2,
         name: str = "worker",
         app: str = "wsgi:celery",
-        queues: str = "etl,jobs,lookups,dead_letter",
+        queues: str = "etl,jobs,lookups,uploads,dead_letter",
         hostname: str | None = None,
         **env: str,
     ) -> Proc:

@@ -16,7 +16,7 @@ from tests.helpers.rabbitmq import queue_messages, queue_types, rabbitmq_vhost
 from tests.helpers.support import API_KEY, metric_samples
 from tests.helpers.ui import sign_in
 
-QUEUES = ("etl", "lookups", "jobs", "dead_letter")
+QUEUES = ("etl", "lookups", "uploads", "jobs", "dead_letter")
 
 
 @pytest.fixture
@@ -48,18 +48,20 @@ def test_metrics_and_the_overview_count_what_waits_in_each_rabbitmq_queue(make_a
         celery.send_task(names.SWEEP_OUTBOX, queue=names.JOBS_QUEUE)
     for _ in range(2):
         celery.send_task(names.VALIDATE, args=[{}], queue=names.PIPELINE_QUEUE)
-    # what the publisher declared is a quorum queue; nothing has declared lookups or dead_letter yet
+    # what the publisher declared is a quorum queue; nothing has declared lookups, uploads or dead_letter yet
     assert queue_types(broker_url) == {"jobs": "quorum", "etl": "quorum"}
     # rabbitmqctl's counts are statistics, emitted every few seconds
     wait_until(lambda: {q: n[0] for q, n in queue_messages(broker_url).items()} == {"jobs": 3, "etl": 2}, 30)
 
     samples = scrape(app.test_client(), auth)
-    assert depths(samples) == {"etl": 2, "lookups": 0, "jobs": 3, "dead_letter": 0, "unacked": None}
+    assert depths(samples) == {"etl": 2, "lookups": 0, "uploads": 0, "jobs": 3, "dead_letter": 0, "unacked": None}
     assert samples[("etl_broker_up", ())] == 1 and samples[("etl_redis_up", ())] == 1
 
     data = overview(app)
     assert data["queue_error"] is None and data["broker"] == "rabbitmq"
-    assert {q["queue"]: q["messages"] for q in data["queues"]} == {"etl": 2, "lookups": 0, "jobs": 3, "dead_letter": 0}
+    assert {q["queue"]: q["messages"] for q in data["queues"]} == {
+        "etl": 2, "lookups": 0, "uploads": 0, "jobs": 3, "dead_letter": 0
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(

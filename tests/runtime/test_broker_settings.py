@@ -16,7 +16,7 @@ from tasks.base import MIN_COUNTDOWN_SECONDS, delivered_queue
 
 pytestmark = pytest.mark.unit
 
-QUEUES = {"etl", "dead_letter", "jobs", "lookups"}
+QUEUES = {"etl", "dead_letter", "jobs", "lookups", "uploads"}
 AMQP = "amqp://guest:guest@127.0.0.1:5672/etl"
 
 

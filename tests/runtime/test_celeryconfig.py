@@ -61,6 +61,7 @@ def test_each_task_is_routed_to_its_queue(celery_app):
             names.DEAD_LETTER: names.DEAD_LETTER_QUEUE,
             names.SWEEP_OUTBOX: names.JOBS_QUEUE,
             names.SWEEP_OUTBOX_FORMER: names.JOBS_QUEUE,
+            names.PARSE_UPLOAD: names.UPLOADS_QUEUE,  # never behind the chains of the file's slices
         }
         | {name: names.JOBS_QUEUE for name in names.JOB_TASKS}
     )

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import uuid
 
 import redis
 import sqlalchemy as sa
 
+from etl_app import names
 from etl_app.uploads import parse, resume
 from etl_app.uploads.reader import open_upload
 from etl_app.uploads.store import PIECE_BYTES, display_name
+from tasks.uploads import AHEAD_MESSAGES
 
 from tests.helpers.parsing import parse_slice_as_the_task
 
@@ -124,8 +127,10 @@ def test_the_sweeper_resends_the_parse_of_an_upload_that_went_quiet(make_app, au
     runtime = app.extensions["etl"]
     quiet = stored_upload(app.test_client(), auth, students_csv(unique, 2))
     fresh = stored_upload(app.test_client(), auth, students_csv(unique + "f", 2))
-    queue = f"{broker_prefix}etl"
+    queue = f"{broker_prefix}uploads"  # the parse tasks have their queue: never behind the chains on etl
     client = redis.Redis.from_url(api_redis_url)
+    assert any(str(quiet).encode() in m for m in client.lrange(queue, 0, -1))
+    assert not [m for m in client.lrange(f"{broker_prefix}etl", 0, -1) if b"etl.upload.parse" in m]
     client.delete(queue)  # the parse tasks the API sent are lost with the broker
     with engine.begin() as conn:
         conn.execute(
@@ -174,3 +179,28 @@ def test_retention_drops_the_bytes_of_uploads_read_long_ago_and_keeps_their_reco
         size = conn.execute(sa.text("SELECT size FROM uploads WHERE id = :i"), {"i": old}).scalar()
     assert kept == {old: 0, recent: 1, unread: 1}
     assert dropped_at is not None and size == len(students_csv(f"{unique}0", 2))
+
+
+def test_a_slice_is_not_read_while_the_pipeline_queue_is_long_and_is_read_once_it_is_short(
+    make_app, auth, engine, unique, api_redis_url, broker_prefix
+):
+    app = make_app(chunk_size=10)
+    ident = stored_upload(app.test_client(), auth, students_csv(unique, 25))
+    broker = redis.Redis.from_url(api_redis_url)
+    uploads, etl = f"{broker_prefix}uploads", f"{broker_prefix}etl"
+    broker.delete(uploads)  # the API's parse message: this test runs the task itself
+    broker.rpush(etl, *[b"a chunk waiting for a stage"] * (AHEAD_MESSAGES + 1))
+    task = app.extensions["celery"].tasks[names.PARSE_UPLOAD]
+
+    assert task.apply(args=[{"upload_id": str(ident)}]).get() == parse.WAITING
+    with engine.connect() as conn:
+        up = conn.execute(sa.text("SELECT rows_read, leased_at FROM uploads WHERE id = :i"), {"i": ident}).one()
+    assert up.rows_read == 0 and up.leased_at is not None  # nothing read; the sweeper sees it alive
+    [again] = [json.loads(m) for m in broker.lrange(uploads, 0, -1)]
+    assert again["headers"]["task"] == names.PARSE_UPLOAD and again["headers"]["eta"]  # a moment later
+
+    broker.delete(etl, uploads)
+    assert task.apply(args=[{"upload_id": str(ident)}]).get() == parse.DONE
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT rows_read FROM uploads WHERE id = :i"), {"i": ident}).scalar() == 25
+    assert broker.llen(etl) == 3  # its three chunks' chains, on the pipeline's queue

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from etl_app.uploads.formats.common import (
+    CellsRow,
     FileRefused,
     Limits,
     MiB,
@@ -302,13 +303,15 @@ def _converted(batch: Any, names: list[str], totals: list[int], start: int, end:
         return
     part = batch.slice(start, end - start)
     columns = [_column_values(part.column(i)) for i in range(part.num_columns)]
-    for k in range(end - start):
+    unreadable = [c for c, column in enumerate(columns) if any(isinstance(v, _Bad) for v in column)]
+    rows = zip(*columns, strict=True) if columns else [()] * (end - start)
+    for k, cells in enumerate(rows):
         r = start + k
-        values = {name: columns[c][k] for c, name in enumerate(names)}
-        raw = {name: _jsonable(v) if not isinstance(v, _Bad) else str(v) for name, v in values.items()}
-        bad = [name for name, v in values.items() if isinstance(v, _Bad)]
+        values = dict(zip(names, cells, strict=True))
+        bad = [names[c] for c in unreadable if isinstance(cells[c], _Bad)]
         if bad:
+            raw = {name: _jsonable(v) if not isinstance(v, _Bad) else str(v) for name, v in values.items()}
             msg = f"column '{bad[0]}' cannot be read ({values[bad[0]].reason})"
             yield Row(number + r + 1, None, {"_row": [msg]}, raw, totals[r])
         else:
-            yield Row(number + r + 1, values, None, raw, totals[r])
+            yield CellsRow(number + r + 1, values, None, None, totals[r])
