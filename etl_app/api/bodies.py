@@ -235,7 +235,7 @@ class TopError(Schema):
 class Quality(Schema):
     """An ingestion's or a day's quality (etl_app.quality.as_report); null shares when nothing was accepted."""
 
-    received = Int()
+    received = Int(**described("every record sent: accepted + rejected (the base of validity)"))
     accepted = Int()
     rejected = Int()
     validity = Num()
@@ -254,7 +254,12 @@ class Quality(Schema):
 
 
 class IngestionCounts(Schema):
-    received = Int()
+    received = Int(
+        **described(
+            "the records accepted and stored (in flight, persisted or dead); not quality.received, "
+            "which adds the rejected"
+        )
+    )
     persisted = Int()
     dead = Int()
     rejected = Int()

@@ -15,12 +15,13 @@ holding the values as received (a list as its items joined with ``;``, an object
 true/false for booleans, empty for null or absent), then ``_raw``, ``_row`` and ``_errors``
 (``field: message; ...``), whose names start with ``_`` so that the upload parser drops them.
 ``_raw`` is empty unless the values cannot be spread over the columns: a value that is not an
-object (a bad NDJSON line: its text) or an object with fields the schema does not have (it as
-JSON). ``_row`` is the row of the file, or the index in the batch; ``_truncated`` is ``true``
-when the values were cut when stored. Every cell is quoted, and one starting with ``=``, ``+``,
-``-``, ``@``, a tab or a carriage return (and not a number) gets a ``'`` in front, so that a
-spreadsheet does not run it as a formula; the upload parser takes that quote off again. The
-``X-Rejections-Not-Stored`` header counts the rejections that were not stored.
+object (a bad NDJSON line: its text) or an object with fields the schema does not have (those
+fields, as JSON; the others are in their columns). ``_row`` is the row of the file, or the
+index in the batch; ``_truncated`` is ``true`` when the values were cut when stored. Every
+cell is quoted, and one starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return
+(and not a number) gets a ``'`` in front, so that a spreadsheet does not run it as a formula;
+the upload parser takes that quote off again. The ``X-Rejections-Not-Stored`` header counts the
+rejections that were not stored.
 
 ``?format=xlsx``: the same rows and columns as a workbook whose every cell is text (number
 format ``@``): no ``'`` is added, nothing is read as a formula or a number.

@@ -325,7 +325,7 @@ def submit_command(file: Path, record_type: str, follow: bool, as_json: bool, ur
         upload = answer.get("upload") or {}
         if not follow:
             if as_json:
-                click.echo(json.dumps(answer, indent=2))
+                click.echo(json.dumps(answer))  # one line, as a script reads it
             else:
                 click.echo(ingestion_id)
                 if upload.get("note"):
@@ -349,7 +349,7 @@ def submit_command(file: Path, record_type: str, follow: bool, as_json: bool, ur
             )
             raise SystemExit(EXIT_INTERRUPTED) from None
     if as_json:
-        click.echo(json.dumps(body, indent=2))
+        click.echo(json.dumps(body))
     else:
         print_report(body, out)
     if _failed(body):

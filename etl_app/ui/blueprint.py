@@ -91,6 +91,12 @@ def _security_headers(response):
     return response
 
 
+@bp.app_template_filter("counted")
+def counted(n: int, word: str) -> str:
+    """``1 attempt``, ``2 attempts``: a count and its noun, singular for one."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
 @bp.app_template_filter("when")
 def when(value: Any) -> str:
     """A timestamp as ``YYYY-MM-DD HH:MM:SS`` UTC (ISO text or datetime); empty for None."""

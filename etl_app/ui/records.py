@@ -21,7 +21,7 @@ from flask import redirect, request, url_for
 
 from etl_app.lineage import key_history, lineage
 from etl_app.lineage.records import record_fields, stored_row
-from etl_app.ui.blueprint import bp, render
+from etl_app.ui.blueprint import bp, counted, render
 from etl_app.web.context import current_runtime
 
 
@@ -69,7 +69,7 @@ def _step(kind: str, at: Any, label: str, detail: str = "") -> dict:
 def _dead_letter_steps(dl: dict, replays: list[dict]) -> list[dict]:
     steps = [_step("dead", dl["first_failed_at"], f"dead-lettered ({dl['error_type']})", dl["error"] or "")]
     if dl["last_failed_at"] and dl["last_failed_at"] != dl["first_failed_at"]:
-        steps.append(_step("dead", dl["last_failed_at"], "failed again", f"{dl['attempts']} attempts"))
+        steps.append(_step("dead", dl["last_failed_at"], "failed again", counted(dl["attempts"], "attempt")))
     for replay in replays:
         label = "edited and replayed" if replay["action"] == "edit" else "replay asked"
         said = f" ({replay['message']})" if replay["message"] else ""
@@ -106,7 +106,9 @@ def timeline_entry(entry: dict) -> dict:
         steps.append(_step("rejected", entry["settled_at"], refused, error_text(entry["errors"] or "")))
     elif status == "received":
         attempts = entry["attempts"] or 0
-        steps.append(_step("in_flight", None, "in the pipeline", f"not settled yet; {attempts} attempts so far"))
+        steps.append(
+            _step("in_flight", None, "in the pipeline", f"not settled yet; {counted(attempts, 'attempt')} so far")
+        )
     timed = sorted((s for s in steps if s["at"] is not None), key=lambda s: s["at"])
     steps = timed + [s for s in steps if s["at"] is None]
     title = f"Raw record {entry['raw_record_id']}"

@@ -123,7 +123,9 @@ def csv_row(fields: list[str], position: int, raw: Any, errors: Any, truncated: 
         # its note columns (``_row``, ``_errors`` of an earlier download) are not carried over.
         data = {normalise(k): v for k, v in raw.items() if not str(k).strip().startswith("_")}
         values = [cell(data.get(name)) for name in fields]
-        leftover = "" if set(data) <= set(fields) else _json(raw)
+        columns = set(fields)
+        extra = {k: v for k, v in raw.items() if normalise(k) in set(data) - columns}
+        leftover = _json(extra) if extra else ""  # only the values that fit no column
     else:
         values = [""] * len(fields)
         leftover = raw if isinstance(raw, str) else "" if raw is None else _json(raw)

@@ -64,3 +64,14 @@ def test_a_download_format_is_one_of_json_csv_xlsx(client, auth, unique):
     ident = _ingestion(client, auth, unique)
     r = client.get(f"/api/v1/ingestions/{ident}/rejections?format=ods", headers=auth)
     assert (r.status_code, r.get_json()["error"]) == (400, "invalid_parameter")
+
+
+def test_raw_holds_only_the_fields_that_fit_no_column(client, auth, unique):
+    refused = {**student(f"{unique}-x"), "nickname": "Ace"}
+    r = client.post("/api/v1/students/batch", json=[student(f"{unique}-ok"), refused], headers=auth)
+    assert r.status_code == 202 and r.get_json()["rejected"] == 1, r.get_json()
+    text = client.get(f"/api/v1/ingestions/{r.get_json()['ingestion_id']}/rejections?format=csv", headers=auth)
+    [row] = list(csv.DictReader(io.StringIO(text.get_data(as_text=True), newline="")))
+    assert row["student_id"] == f"{unique}-x" and row["name"] == refused["name"]  # the known fields in their columns
+    assert row["_raw"] == '{"nickname":"Ace"}'  # and only the unknown one here, not the whole record again
+    assert "nickname" in row["_errors"]

@@ -226,10 +226,11 @@ def test_json_prints_the_final_ingestion(service, csv_file, tmp_path):
     finishing(fake)
     result = cli(url, tmp_path, str(csv_file), "--type", "sessions", "--follow", "--json", "--interval", "0.05")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == fake.states[-1]
+    assert json.loads(result.stdout) == fake.states[-1] and result.stdout.count("\n") == 1
 
     result = cli(url, tmp_path, str(csv_file), "--type", "sessions", "--json")
     assert json.loads(result.stdout)["ingestion_id"] == fake.ingestion_id
+    assert result.stdout.count("\n") == 1  # one line, as docs/uploads.md shows: a script reads it line by line
 
 
 def test_usage_errors_exit_2(service, csv_file, tmp_path):

@@ -230,3 +230,14 @@ def test_a_missing_page_says_so_on_a_page_not_in_json(browser):
     assert r.status_code in (404, 405)
     r = browser.get("/ui/assets/nope.js")
     assert r.status_code == 404 and "There is nothing at this address." in r.get_data(as_text=True)
+
+
+def test_counts_on_the_pages_say_one_attempt_and_two_attempts():
+    from etl_app.ui.blueprint import counted
+
+    assert [counted(n, "attempt") for n in (0, 1, 2, 1200)] == [
+        "0 attempts",
+        "1 attempt",
+        "2 attempts",
+        "1,200 attempts",
+    ]

@@ -119,6 +119,7 @@ def test_the_timeline_lists_rejection_dead_letter_replay_persisted_and_in_flight
     assert re.findall(r'data-step="(\w+)"', stored) == ["received", "dead", "replay", "persisted"]
     assert "edited and replayed" in stored and f"dead letter {tutor_with_history['dead_letter_id']}" in stored
     assert re.findall(r'data-step="(\w+)"', entries[2]) == ["received", "in_flight"]
+    assert "not settled yet; 0 attempts so far" in text_of(entries[2])
     times = [t for t in re.findall(r'<time class="at">([^<]*)</time>', timeline) if t != "—"]
     assert times == sorted(times)
     lineage = text_of(re.search(r'<dl class="card lineage".*?</dl>', page, re.S).group(0))
