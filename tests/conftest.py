@@ -99,6 +99,14 @@ def auth() -> dict[str, str]:
 
 
 @pytest.fixture
+def since(engine) -> str:
+    """The database's clock as the test starts (ISO 8601): a ``since`` filter that keeps the
+    ingestions of earlier tests out of a list."""
+    with engine.connect() as conn:
+        return conn.scalar(sa.text("SELECT clock_timestamp()")).isoformat()
+
+
+@pytest.fixture
 def unique() -> str:
     """A prefix that keeps this test's keys apart from every other test's."""
     return "t" + uuid.uuid4().hex[:10]

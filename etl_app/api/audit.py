@@ -14,10 +14,10 @@ from marshmallow import Schema, validate
 from etl_app import audit
 from etl_app.api.bodies import Int, Text, described, one_of
 from etl_app.api.bodies_operate import AuditPage
-from etl_app.api.common import bad_parameter, query_parameters
+from etl_app.api.common import bad_parameter, choice_parameter, query_parameters, since_parameter
 from etl_app.api.spec import operation, reply
 from etl_app.dead_letters.errors import InvalidParameter
-from etl_app.dead_letters.filters import MOMENT_PATTERN, parse_int, parse_moment
+from etl_app.dead_letters.filters import MOMENT_PATTERN, parse_int
 from etl_app.web.context import current_runtime
 
 bp = Blueprint("audit", __name__, url_prefix="/api/v1/audit")
@@ -50,15 +50,8 @@ def list_audit():
         raise bad_parameter("key_id", "must not contain NUL")
     if len(params.get("key_id", "")) > MAX_KEY_ID:
         raise bad_parameter("key_id", f"is longer than {MAX_KEY_ID} characters")
-    action = params.get("action") or None
-    if action is not None and action not in audit.ACTIONS:
-        raise bad_parameter("action", f"must be one of {', '.join(audit.ACTIONS)}")
-    since = None
-    if params.get("since"):
-        try:
-            since = parse_moment(params["since"])
-        except ValueError:
-            raise bad_parameter("since", "must be an ISO 8601 timestamp") from None
+    action = choice_parameter(params, "action", audit.ACTIONS)
+    since = since_parameter(params)
     try:
         limit = parse_int(params, "limit", audit.DEFAULT_LIMIT, 1, audit.MAX_LIMIT)
         cursor = parse_int(params, "cursor", None, 1, 2**63 - 1)

@@ -292,6 +292,12 @@ class Ingestion(Schema):
     upload = nested(UploadProgress, allow_none=True, **described("null unless the ingestion is an upload"))
 
 
+class IngestionPage(Schema):
+    ingestions = many(Ingestion, **described("newest first, each as GET /api/v1/ingestions/{id} shows it"))
+    next = nullable(Text, **described("the cursor of the next (older) page; null on the last"))
+    limit = Int()
+
+
 class Rejection(Schema):
     index = nullable(Int, **described("the place in an API batch, from 0 (null for an upload)"))
     row = nullable(Int, **described("the row of the uploaded file (null for an API ingestion)"))

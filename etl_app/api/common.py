@@ -3,12 +3,14 @@ checks of query parameters."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
 from flask import request
 
+from etl_app.dead_letters.filters import parse_moment
 from etl_app.jsonsafe import DuplicateKey, refuse_duplicate_keys
 from etl_app.record_types import RecordType
 from etl_app.web.context import ApiError, current_runtime
@@ -92,3 +94,21 @@ def query_parameters(allowed: Sequence[str]) -> dict[str, str]:
     if empty:
         raise bad_parameter(empty[0], "is empty: give it a value or leave it out")
     return params
+
+
+def choice_parameter(params: Mapping[str, str], name: str, values: Collection[str]) -> str | None:
+    """The query parameter ``name``, one of ``values`` (else a 400 naming them); None when absent."""
+    value = params.get(name)
+    if value is not None and value not in values:
+        raise bad_parameter(name, f"must be one of {', '.join(values)}")
+    return value
+
+
+def since_parameter(params: Mapping[str, str]) -> datetime | None:
+    """The ``since`` query parameter as an aware moment (ISO 8601, naive means UTC); None when absent."""
+    if not params.get("since"):
+        return None
+    try:
+        return parse_moment(params["since"])
+    except ValueError:
+        raise bad_parameter("since", "must be an ISO 8601 timestamp") from None

@@ -21,6 +21,7 @@ ENDPOINT_RIGHTS: dict[str, str] = {
     # read
     "read.get_record": READ,
     "read.get_ingestion": READ,
+    "read.list_ingestions": READ,
     "rejections.list_rejections": READ,
     "read.list_record_types": READ,
     "dead_letters.list_dead_letters": READ,

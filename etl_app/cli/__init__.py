@@ -1,5 +1,5 @@
-"""The operator's command line: ``etl-app run``, ``migrate``, ``dlq``, ``jobs``, ``providers``, ``audit``, ``status``,
-``generate`` and ``submit``."""
+"""The operator's command line: ``etl-app run``, ``migrate``, ``ingestions``, ``dlq``, ``jobs``,
+``providers``, ``audit``, ``status``, ``generate`` and ``submit``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from etl_app.cli import dead_letter_groups  # noqa: F401 - its commands join dlq
 from etl_app.cli.audit import audit_command
 from etl_app.cli.dead_letters import dlq_group
 from etl_app.cli.generate import generate
+from etl_app.cli.ingestions import ingestions_group
 from etl_app.cli.jobs import jobs_group
 from etl_app.cli.providers import providers_group
 from etl_app.cli.run import migrate, run
@@ -25,6 +26,7 @@ def main() -> None:
 main.add_command(run)
 main.add_command(migrate)
 main.add_command(generate)
+main.add_command(ingestions_group, "ingestions")
 main.add_command(dlq_group, "dlq")
 main.add_command(jobs_group, "jobs")
 main.add_command(providers_group, "providers")

@@ -1,6 +1,7 @@
-"""Ingestions newest first, for the operator's pages: which ingestions a page shows (keyset on
-``(created_at, id)``, never OFFSET), filtered by record type and status, and the segments of
-each one's progress bar. What each ingestion is (counts, status, quality) is
+"""Ingestions newest first, for the operator's pages, ``GET /api/v1/ingestions`` and ``etl-app
+ingestions list``: which ingestions a page shows (keyset on ``(created_at, id)``, never OFFSET),
+filtered by record type, status and creation time, and the segments of each one's progress bar.
+What each ingestion is (counts, status, quality) is
 :func:`etl_app.quality.settle.ingestion_status`, as ``GET /api/v1/ingestions/{id}`` shows it.
 
 The list reads ``ix_ingestions_created_at_id`` (or ``ix_ingestions_record_type_created_at_id``
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,7 +45,9 @@ class Listed:
 
 
 def encode_cursor(created_at: datetime, ident: uuid.UUID) -> str:
-    return f"{created_at.isoformat()}~{ident}"
+    """``<created_at in UTC>~<id>``: only characters a URL's query keeps as they are (an offset's
+    ``+`` would be read back as a space when the cursor is pasted into a URL unencoded)."""
+    return f"{created_at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}~{ident}"
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
@@ -77,13 +80,17 @@ def list_ingestions(
     *,
     record_type: str | None = None,
     status: str | None = None,
+    since: datetime | None = None,
     cursor: str | None = None,
     limit: int = DEFAULT_LIMIT,
 ) -> Listed:
-    """The ids of one page of ingestions, newest first, and the cursor of the next (older) page."""
+    """The ids of one page of ingestions (created at or after ``since``, when given), newest
+    first, and the cursor of the next (older) page."""
     query = sa.select(INGESTIONS.c.id, INGESTIONS.c.created_at)
     if record_type is not None:
         query = query.where(INGESTIONS.c.record_type == record_type)
+    if since is not None:
+        query = query.where(INGESTIONS.c.created_at >= since)
     if status == IN_PROGRESS:
         query = query.where(INGESTIONS.c.quality.is_(None), ~_settled())
     elif status == FINISHED:
