@@ -371,9 +371,10 @@ def test_csv_cells_join_lists_and_keep_what_fits_no_column(engine, unique):
     assert csv_row(fields, 3, {"tutor_id": "T", "subjects": ["Math", "Art"], "active": True}, {"a": ["b"]}) == [
         "T", "Math;Art", "true", "", "3", "a: b", "",
     ]  # fmt: skip
+    # _raw: only what fits no column (tutor_id is in its own)
     assert csv_row(fields, 4, {"tutor_id": "T", "extra": {"x": 1}}, {}) == [
         "T", "", "", '{"extra":{"x":1}}', "4", "", "",
-    ]  # fmt: skip  (_raw: only what fits no column; tutor_id is in its own)
+    ]  # fmt: skip
     assert csv_row(fields, 5, [1, 2], {"_schema": ["Invalid input type."]}) == [
         "", "", "", "[1,2]", "5", "_schema: Invalid input type.", "",
     ]  # fmt: skip
