@@ -12,6 +12,9 @@ from urllib.parse import urlsplit
 from etl_app.roles import parse_keys
 
 MIB = 1024 * 1024
+# Set by `etl-app run` when it runs as root and its banner said so: Celery's workers then skip
+# their own superuser warning (etl_app.runtime.celery_app), which each of the three would print.
+ROOT_NOTED_ENV = "ETL_ROOT_NOTED"
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

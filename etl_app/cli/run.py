@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 import click
 
-from etl_app.config import Settings, embedded_env_path, is_rabbitmq, project_dir, var_dir
+from etl_app.config import ROOT_NOTED_ENV, Settings, embedded_env_path, is_rabbitmq, project_dir, var_dir
 from etl_app.roles import ADMIN, READ, ApiKey, parse_keys
 
 PROCESSES = ("web", "worker", "lookups", "dead_letter", "beat", "flower")
@@ -122,6 +122,11 @@ def banner(env: dict[str, str], var: Path, given: Mapping[str, str]) -> list[str
         lines.append(f"  Redis        {redis_from}   (stash, caches, rate limits)")
     else:
         lines.append(f"  broker       Redis, {'CELERY_BROKER_URL' if broker else redis_from}")
+    if env.get(ROOT_NOTED_ENV) == "1":
+        lines.append(
+            "  as root      the workers run as root too, which Celery advises against (said here once, not by "
+            "each worker); a service runs them as an account of its own (docs/processes.md, systemd)"
+        )
     if key is not None:
         lines.append(
             f"""  try          curl -H "Authorization: Bearer {read_key}" http://127.0.0.1:{port}/api/v1/record-types"""
@@ -163,8 +168,11 @@ def run(procfile: str) -> None:
 
     var = Path(var_dir())
     var.mkdir(parents=True, exist_ok=True)
+    given = dict(os.environ)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        given[ROOT_NOTED_ENV] = "1"  # the banner says it; the workers do not repeat it
     try:
-        env, embedded = prepare_environment(dict(os.environ), var)
+        env, embedded = prepare_environment(given, var)
     except EmbeddedServiceError as exc:  # it says why and where the server's log is
         raise click.ClickException(str(exc)) from None
     try:
