@@ -12,6 +12,9 @@ from urllib.parse import urlsplit
 from etl_app.roles import parse_keys
 
 MIB = 1024 * 1024
+# Set by `etl-app run` when it runs as root and its banner said so: Celery's workers then skip
+# their own superuser warning (etl_app.runtime.celery_app), which each of the three would print.
+ROOT_NOTED_ENV = "ETL_ROOT_NOTED"
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -24,10 +27,33 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return float(raw) if raw else default
 
 
+def project_dir() -> str | None:
+    """The checkout etl_app runs from (a clone installed with ``pip install -e .``, as ``make
+    install`` does): the folder above the package when it holds the project's setup.cfg and
+    Procfile. None when the package was installed from a wheel into site-packages."""
+    root = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    is_checkout = all(os.path.isfile(os.path.join(root, name)) for name in ("setup.cfg", "Procfile"))
+    return root if is_checkout else None
+
+
 def var_dir(env: Mapping[str, str] | None = None) -> str:
-    """Where local state lives (embedded servers, generated keys): ``ETL_VAR_DIR`` or ./var."""
+    """Where local state lives (embedded servers, generated keys, the restart counts), as an
+    absolute path: ``ETL_VAR_DIR``; else ``var`` in the project's checkout (:func:`project_dir`),
+    whatever the current folder, so that every ``etl-app`` command finds what ``etl-app run``
+    wrote; else (an installed wheel: no checkout) ``./var`` of the current folder."""
     env = os.environ if env is None else env
-    return env.get("ETL_VAR_DIR") or os.path.join(os.getcwd(), "var")
+    configured = env.get("ETL_VAR_DIR", "").strip()
+    if configured:
+        return os.path.abspath(os.path.expanduser(configured))
+    return os.path.join(project_dir() or os.getcwd(), "var")
+
+
+def var_dir_source(env: Mapping[str, str] | None = None) -> str:
+    """Why :func:`var_dir` is where it is, for messages: the variable, the checkout or the folder."""
+    env = os.environ if env is None else env
+    if env.get("ETL_VAR_DIR", "").strip():
+        return "ETL_VAR_DIR"
+    return "the project's checkout" if project_dir() else "the current folder (no checkout: ETL_VAR_DIR unset)"
 
 
 def embedded_env_path(env: Mapping[str, str] | None = None) -> str:

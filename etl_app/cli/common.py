@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from rich.console import Console
 
 from etl_app import audit
-from etl_app.config import Settings
+from etl_app.config import Settings, embedded_env_path
 from etl_app.db import make_engine
 from etl_app.dead_letters.errors import DeadLetterError, InvalidPayload
 from etl_app.roles import CLI_ACTOR
@@ -24,7 +24,10 @@ def settings_or_fail() -> Settings:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     if not settings.database_url:
-        raise click.ClickException("DATABASE_URL is not set (with `etl-app run` going, it is found under ./var)")
+        raise click.ClickException(
+            f"DATABASE_URL is not set, nor found in {embedded_env_path()} (which `etl-app run` writes while it runs "
+            "embedded servers; set ETL_VAR_DIR to the folder it keeps its files in)"
+        )
     return settings
 
 

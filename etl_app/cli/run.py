@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 import click
 
-from etl_app.config import Settings, embedded_env_path, is_rabbitmq, var_dir
+from etl_app.config import ROOT_NOTED_ENV, Settings, embedded_env_path, is_rabbitmq, project_dir, var_dir
 from etl_app.roles import ADMIN, READ, ApiKey, parse_keys
 
 PROCESSES = ("web", "worker", "lookups", "dead_letter", "beat", "flower")
@@ -53,7 +53,7 @@ def migrate(revision: str) -> None:
 
 def prepare_environment(env: dict[str, str], var: Path) -> tuple[dict[str, str], object | None]:
     """Fill in what `make run` needs: embedded servers when no URLs are set, an API key and
-    Flower credentials (generated once under ./var). Returns the environment and the embedded
+    Flower credentials (generated once under ``var``). Returns the environment and the embedded
     servers handle (or None).
 
     The embedded Redis is started whenever no Redis is given: REDIS_URL unset and the broker
@@ -122,6 +122,11 @@ def banner(env: dict[str, str], var: Path, given: Mapping[str, str]) -> list[str
         lines.append(f"  Redis        {redis_from}   (stash, caches, rate limits)")
     else:
         lines.append(f"  broker       Redis, {'CELERY_BROKER_URL' if broker else redis_from}")
+    if env.get(ROOT_NOTED_ENV) == "1":
+        lines.append(
+            "  as root      the workers run as root too, which Celery advises against (said here once, not by "
+            "each worker); a service runs them as an account of its own (docs/processes.md, systemd)"
+        )
     if key is not None:
         lines.append(
             f"""  try          curl -H "Authorization: Bearer {read_key}" http://127.0.0.1:{port}/api/v1/record-types"""
@@ -129,15 +134,29 @@ def banner(env: dict[str, str], var: Path, given: Mapping[str, str]) -> list[str
     return lines
 
 
+def _default_procfile() -> str:
+    """./Procfile, else the checkout's (``etl-app run`` from another folder)."""
+    root = project_dir()
+    if os.path.isfile("Procfile") or root is None:
+        return "Procfile"
+    return os.path.join(root, "Procfile")
+
+
 @click.command()
-@click.option("--procfile", default="Procfile", show_default=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--procfile",
+    default=_default_procfile,
+    show_default="./Procfile, else the checkout's",
+    type=click.Path(exists=True, dir_okay=False),
+)
 def run(procfile: str) -> None:
     """Migrate, then run every process of the Procfile but release (web, the pipeline, lookups
     and dead-letter workers, beat, Flower) in the foreground; one that exits is started again
     (after 1 s, doubling up to 30 s), the others keep running. Ctrl-C stops them all.
 
     With no DATABASE_URL / REDIS_URL set, an embedded PostgreSQL and Redis are started
-    under ./var and stopped again on exit."""
+    under the var folder (ETL_VAR_DIR, else ``var`` in the checkout) and stopped again on exit.
+    The processes run in the Procfile's folder (its lines name files of the checkout)."""
     from etl_app.local.errors import EmbeddedServiceError
     from etl_app.local.supervisor import Supervisor, procfile_commands, restarts_path
     from etl_app.migrate import upgrade
@@ -149,8 +168,11 @@ def run(procfile: str) -> None:
 
     var = Path(var_dir())
     var.mkdir(parents=True, exist_ok=True)
+    given = dict(os.environ)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        given[ROOT_NOTED_ENV] = "1"  # the banner says it; the workers do not repeat it
     try:
-        env, embedded = prepare_environment(dict(os.environ), var)
+        env, embedded = prepare_environment(given, var)
     except EmbeddedServiceError as exc:  # it says why and where the server's log is
         raise click.ClickException(str(exc)) from None
     try:
@@ -158,7 +180,8 @@ def run(procfile: str) -> None:
         for line in banner(env, var, given=os.environ):
             click.echo(line)
         # until Ctrl-C, SIGTERM or SIGHUP has stopped every process; then the embedded servers stop
-        Supervisor(commands, env=env, restarts_file=restarts_path(env)).run()
+        workdir = Path(procfile).resolve().parent
+        Supervisor(commands, env=env, cwd=workdir, restarts_file=restarts_path(env)).run()
     finally:
         if embedded is not None:
             Path(embedded_env_path(env)).unlink(missing_ok=True)

@@ -7,7 +7,8 @@ ingestion's counts and quality report.
 
 URL: ``--url`` / ``ETL_API_URL``, else ``http://127.0.0.1:{WEB_PORT or PORT or 8000}`` (where
 ``etl-app run`` serves). Key: ``--key`` / ``ETL_API_KEY``, else the key ``etl-app run``
-generated into ``<var>/api_key`` (``ETL_VAR_DIR``, default ./var).
+generated into ``<var>/api_key``: ``ETL_VAR_DIR``, else ``var`` in the project's checkout whatever
+the current folder (``etl_app.config.var_dir``).
 
 Exit codes: 0 accepted (and, following, finished); 1 the server refused the file (its message
 is shown), the service could not be reached, or the ingestion or its upload failed; 2 usage
@@ -28,7 +29,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from etl_app.config import var_dir
+from etl_app.config import var_dir, var_dir_source
 
 TYPES = ("tutors", "students", "sessions", "feedback")
 CONTENT_TYPES = {
@@ -59,12 +60,16 @@ def find_key(given: str | None) -> str:
     path = Path(var_dir()) / "api_key"
     try:
         text = path.read_text().strip()
-    except OSError:
-        text = ""
+        problem = "empty"
+    except FileNotFoundError:
+        text, problem = "", "not found"
+    except OSError as exc:
+        text, problem = "", f"not readable: {exc.strerror}"
     secret = text.split(",")[0].split(":")[0].strip()  # a key holds neither , nor :
     if not secret:
         raise click.UsageError(
-            f"no API key: give --key or set ETL_API_KEY (`etl-app run` writes its key to {path}, not found)"
+            "no API key: give --key or set ETL_API_KEY, or set ETL_VAR_DIR to the folder where `etl-app run` "
+            f"keeps its files (looked for {path}, in the var folder of {var_dir_source()}: {problem})"
         )
     return secret
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import warnings
 
 from amqp.exceptions import AMQPError
 from celery import Celery
 from celery.signals import (
     before_task_publish,
     celeryd_after_setup,
+    celeryd_init,
     setup_logging,
     task_received,
     worker_init,
@@ -18,7 +21,7 @@ from kombu.exceptions import KombuError
 
 import celeryconfig
 from etl_app import logs
-from etl_app.config import is_rabbitmq
+from etl_app.config import ROOT_NOTED_ENV, is_rabbitmq
 from etl_app.names import LOOKUPS_QUEUE, PIPELINE_QUEUE
 from etl_app.pipeline.messages import stamp_sent_at
 from etl_app.pipeline.queue_head import delivered_from
@@ -43,6 +46,17 @@ def make_celery(name: str, broker_url: str, key_prefix: str = "") -> Celery:
 
 before_task_publish.connect(stamp_sent_at, weak=False)
 stage_metrics.connect()  # task durations, into Redis: see etl_app.runtime.stage_metrics
+
+
+@celeryd_init.connect
+def _root_warning_said_by_the_launcher(**_kwargs) -> None:
+    """Under `etl-app run` as root, its banner says once that the workers run as root; Celery's
+    own warning (sent just after this signal, "You're running the worker with superuser
+    privileges") would repeat it for each worker. Anywhere else (systemd, a container) it stands."""
+    if os.environ.get(ROOT_NOTED_ENV) == "1":
+        from celery.exceptions import SecurityWarning
+
+        warnings.filterwarnings("ignore", message="You're running the worker with superuser", category=SecurityWarning)
 
 
 @worker_process_init.connect

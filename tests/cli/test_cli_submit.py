@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import threading
 import tracemalloc
 import uuid
@@ -17,6 +20,10 @@ import pytest
 from click.testing import CliRunner
 
 from etl_app.cli import main
+from etl_app.config import var_dir
+
+ROOT = Path(__file__).resolve().parents[2]
+ETL_APP = Path(sys.executable).parent / "etl-app"
 
 KEY = "submit-test-key"
 QUALITY = {
@@ -282,3 +289,87 @@ def test_a_big_file_is_streamed_not_read_into_memory(service, tmp_path):
     assert result.exit_code == 0, result.output
     assert fake.uploads[0]["length"] > big.stat().st_size
     assert peak < 8 * 1024 * 1024, peak
+
+
+def etl_app_elsewhere(folder: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The installed ``etl-app`` run in ``folder`` (outside the checkout), as a user runs it from a
+    shell: no ETL_VAR_DIR nor ETL_API_KEY unless ``env`` gives them."""
+    base = {k: v for k, v in os.environ.items() if k not in ("ETL_VAR_DIR", "ETL_API_KEY", "ETL_API_URL")}
+    return subprocess.run(
+        [str(ETL_APP), *args],
+        cwd=folder,
+        env={**base, "COLUMNS": "200", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path) -> Path:
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    assert ROOT not in folder.resolve().parents
+    return folder
+
+
+@pytest.fixture
+def checkout_key() -> Iterator[str]:
+    """The key in the checkout's ``var/api_key``, as ``etl-app run`` leaves it there: the one it
+    holds already, else one written for the test and removed after it."""
+    path = ROOT / "var" / "api_key"
+    if path.exists():
+        yield path.read_text().strip().split(",")[0].split(":")[0]
+        return
+    made_var = not path.parent.exists()
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("written-for-a-test\n")
+    try:
+        yield "written-for-a-test"
+    finally:
+        path.unlink(missing_ok=True)
+        if made_var:
+            path.parent.rmdir()
+
+
+@pytest.mark.unit
+def test_the_var_folder_is_the_checkouts_whatever_the_current_folder(elsewhere, monkeypatch):
+    monkeypatch.delenv("ETL_VAR_DIR", raising=False)
+    monkeypatch.chdir(elsewhere)
+    assert var_dir() == str(ROOT / "var")
+    assert var_dir({"ETL_VAR_DIR": "state"}) == str(elsewhere / "state")  # a relative one: from here
+
+
+def test_submit_run_from_another_folder_finds_the_key_run_wrote_in_the_checkout(
+    service, csv_file, elsewhere, checkout_key
+):
+    fake, url = service
+    result = etl_app_elsewhere(elsewhere, "submit", str(csv_file), "--type", "sessions", "--url", url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == fake.ingestion_id
+    assert fake.auth == [f"Bearer {checkout_key}"]
+
+
+def test_submit_from_another_folder_takes_etl_api_key_or_the_key_under_etl_var_dir(
+    service, csv_file, elsewhere, tmp_path
+):
+    fake, url = service
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "api_key").write_text("key-under-var-dir\n")
+    args = ("submit", str(csv_file), "--type", "sessions", "--url", url)
+    assert etl_app_elsewhere(elsewhere, *args, ETL_VAR_DIR=str(tmp_path / "state")).returncode == 0
+    assert etl_app_elsewhere(elsewhere, *args, ETL_API_KEY="key-from-env").returncode == 0
+    assert fake.auth == ["Bearer key-under-var-dir", "Bearer key-from-env"]
+
+
+def test_without_a_key_the_error_names_what_to_set_and_where_it_looked(service, csv_file, elsewhere, tmp_path):
+    fake, url = service
+    empty = tmp_path / "empty-var"
+    result = etl_app_elsewhere(
+        elsewhere, "submit", str(csv_file), "--type", "sessions", "--url", url, ETL_VAR_DIR=str(empty)
+    )
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())
+    assert "give --key or set ETL_API_KEY, or set ETL_VAR_DIR" in message
+    assert f"looked for {empty / 'api_key'}, in the var folder of ETL_VAR_DIR: not found" in message
+    assert fake.uploads == []

@@ -67,3 +67,12 @@ def test_the_banner_says_when_no_key_can_sign_in_to_the_pages(start):
     out = start(ETL_API_KEYS="ingest-only-key:ingest", FLOWER_BASIC_AUTH="ops:flower-secret")
     assert "ingest-only-key" not in out
     assert "none of ETL_API_KEYS may sign in to the pages" in out
+
+
+@pytest.mark.unit
+def test_as_root_the_banner_says_once_that_the_workers_run_as_root(start, monkeypatch):
+    monkeypatch.delenv("ETL_ROOT_NOTED", raising=False)
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    assert start().count("as root      the workers run as root too, which Celery advises against") == 1
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    assert "as root" not in start()

@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from tests.helpers.payloads import tutor
-from tests.helpers.procs import free_port, wait_until
+from tests.helpers.procs import assert_a_quiet_start, free_port, wait_until
 
 pytestmark = [
     pytest.mark.slow,
@@ -147,6 +147,11 @@ def test_make_run_in_a_private_clone_takes_a_record_and_stops_on_ctrl_c(tmp_path
             wait_until(lambda: not _processes_under(clone), 30, 0.5, what="every process of the clone to exit")
         except AssertionError:
             pytest.fail(f"left running after make run exited: {_describe(_processes_under(clone))}\n{log_tail()}")
+        # what a newcomer reads: installing says nothing of the pages' folders, and the start
+        # is the banner, then the processes' lines without the warnings every start repeated
+        printed = log_path.read_text(errors="replace")
+        assert "etl_app.ui.static" not in printed and "is absent from the `packages`" not in printed, printed
+        assert_a_quiet_start(printed)
     finally:
         if make is not None and make.poll() is None:
             os.killpg(make.pid, signal.SIGKILL)

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import E2E_REDIS
 from tests.helpers.payloads import student
-from tests.helpers.procs import Proc, Stack, running_stack, wait_answering, wait_until
+from tests.helpers.procs import Proc, Stack, assert_a_quiet_start, running_stack, wait_answering, wait_until
 from tests.helpers.support import Api
 
 pytestmark = pytest.mark.slow
@@ -114,6 +114,7 @@ def test_a_killed_worker_is_started_again_while_web_keeps_answering(stack, tmp_p
     )
     assert "every process has stopped" in run.log()
     assert not (tmp_path / "var" / "process_restarts.json").exists()
+    assert_a_quiet_start(run.log())
 
 
 def _gone(pid: int) -> bool:

@@ -209,3 +209,13 @@ def running_stack(database_url: str, redis_url: str, log_dir: Path, **env: str) 
     finally:
         stack.stop()
         wipe_keys(redis_url, prefix)
+
+
+def assert_a_quiet_start(log: str) -> None:
+    """Banner, addresses, then the processes' own lines: no warning that every start repeats.
+    As root the banner says once that the workers run as root, and no worker says it again;
+    Flower does not report the workers that had not answered it yet as it started."""
+    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    assert log.count("  as root      the workers run as root") == (1 if as_root else 0), log
+    assert "superuser privileges" not in log, log
+    assert "Inspect method" not in log, log
