@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import threading
+import uuid
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
@@ -26,7 +27,7 @@ from etl_app.runtime.build import build_runtime
 from tests.helpers.dead_letters import dead, enriched_chunk, land, raw_row, store
 from tests.helpers.payloads import student, tutor
 from tests.helpers.procs import wait_until
-from tests.helpers.support import redis_db
+from tests.helpers.support import fresh_database, redis_db
 
 
 @pytest.fixture
@@ -148,13 +149,22 @@ def test_two_runs_at_once_one_works_the_other_is_skipped(engine, settings, uniqu
     assert len(dropped) == 1 and None not in dropped
 
 
-def test_the_sweeper_records_only_runs_that_re_sent_records(database_url, engine, broker_prefix):
+def test_the_sweeper_records_only_runs_that_re_sent_records(broker_prefix):
+    # A database of its own: in the run's shared one, another test's record could come of age for
+    # the sweeper between the two runs below, and the idle run would rightly re-send it.
+    with fresh_database(f"sweeper_{uuid.uuid4().hex[:8]}") as own_database:
+        _sweeper_runs(own_database, broker_prefix)
+
+
+def _sweeper_runs(database_url: str, broker_prefix: str) -> None:
     settings = Settings(
         database_url=database_url, redis_url=redis_db(14), broker_url=redis_db(14), broker_key_prefix=broker_prefix
     )
     runtime = build_runtime(settings, pool_size=2, with_relay=False)
+    engine = runtime.engine
     try:
         before = len(runs_of(engine, "outbox-sweeper"))
+        assert before == 0
         accepted = store(engine, "students", [student("sweep-me")])
         with engine.begin() as conn:
             conn.execute(
@@ -165,6 +175,7 @@ def test_the_sweeper_records_only_runs_that_re_sent_records(database_url, engine
         assert swept.status == "succeeded" and swept.rows >= 1 and swept.run_id is not None
         idle = run_job(runtime.engine, "outbox-sweeper", settings=settings, tools=runtime.job_tools)
         assert idle.status == "succeeded" and idle.rows == 0 and idle.run_id is None
+        assert swept.rows == 1  # the one record of this database
         runs = runs_of(engine, "outbox-sweeper")[before:]
         assert [(r.id, r.status, r.rows) for r in runs] == [(swept.run_id, "succeeded", swept.rows)]
         assert runs[0].started_at <= runs[0].finished_at
