@@ -19,7 +19,7 @@ from celery import shared_task
 from etl_app import names
 from etl_app.config import Settings
 from etl_app.ingest.rejections import RejectionLimits
-from etl_app.pipeline.queues import BrokerUnavailable, QueueDepths
+from etl_app.pipeline.queues import BrokerUnavailable, queue_depths
 from etl_app.uploads import parse
 from etl_app.uploads.caps import upload_limits
 from tasks.base import EtlTask, PermanentFailure
@@ -30,18 +30,13 @@ log = logging.getLogger(__name__)
 AHEAD_MESSAGES = 2 * parse.SLICE_CHUNKS
 WAIT_SECONDS = 1.0
 BROKER_TIMEOUT_SECONDS = 2.0
-_depths: dict[tuple[str, str], QueueDepths] = {}
 
 
 def pipeline_backlog(settings: Settings) -> int | None:
     """Messages waiting on the ``etl`` queue; None if the broker did not answer (the slice is
     then read: a broker that is down fails its sends, which retry as usual)."""
-    key = (settings.broker_url, settings.broker_key_prefix)
-    reader = _depths.get(key)
-    if reader is None:
-        reader = _depths[key] = QueueDepths(*key, BROKER_TIMEOUT_SECONDS)
     try:
-        return reader.read()[names.PIPELINE_QUEUE]
+        return queue_depths(settings, BROKER_TIMEOUT_SECONDS).read()[names.PIPELINE_QUEUE]
     except BrokerUnavailable as exc:
         log.warning("could not read the etl queue's depth (%s): reading the slice", exc)
         return None

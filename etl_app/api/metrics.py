@@ -42,7 +42,7 @@ from etl_app.local.supervisor import read_restarts, restarts_path
 from etl_app.lookups import families as lookup_families
 from etl_app.lookups.registry import providers as lookup_providers
 from etl_app.models import DEAD, PERSISTED, REJECTED, sql
-from etl_app.pipeline.queues import BrokerUnavailable, QueueDepths, depth_family
+from etl_app.pipeline.queues import BrokerUnavailable, QueueDepths, depth_family, queue_depths
 from etl_app.runtime import stage_metrics
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,6 @@ class _RedisCollector:
     def __init__(self, app: Flask, requests: _RequestRecorder) -> None:
         self.app = app
         self.requests = requests
-        self._broker: QueueDepths | None = None
         self._providers: list | None = None
 
     @property
@@ -204,10 +203,7 @@ class _RedisCollector:
 
     @property
     def broker(self) -> QueueDepths:
-        if self._broker is None:
-            settings = self.app.extensions["etl"].settings
-            self._broker = QueueDepths(settings.broker_url, settings.broker_key_prefix, BROKER_TIMEOUT_SECONDS)
-        return self._broker
+        return queue_depths(self.app.extensions["etl"].settings, BROKER_TIMEOUT_SECONDS)
 
     def _queue_depths(self):
         """``etl_queue_messages`` and ``etl_broker_up``: a broker that does not answer leaves the

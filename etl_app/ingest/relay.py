@@ -33,7 +33,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 
 from etl_app.errors import BrokerUnavailable
@@ -85,8 +84,11 @@ class Relay:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._pid: int | None = None
-        self._stopped = False
         self._thread: threading.Thread | None = None
+
+    @property
+    def _stopped(self) -> bool:
+        return self._stop.is_set()
 
     def notify(self) -> None:
         """Records were committed unpublished: send them soon."""
@@ -98,7 +100,6 @@ class Relay:
         (used when an app is torn down): once this returns, this relay claims nothing more. An
         app torn down while another takes over the same database must not go on sending that
         one's records to its own broker."""
-        self._stopped = True
         self._stop.set()
         self._wake.set()
         thread = self._thread
@@ -157,7 +158,4 @@ class Relay:
 
     def _sleep(self, seconds: float) -> None:
         """Wait ``seconds``, ignoring wake-ups; returns early only when the relay is stopped."""
-        deadline = time.monotonic() + seconds
-        while not self._stopped and (left := deadline - time.monotonic()) > 0:
-            self._wake.wait(timeout=left)
-            self._wake.clear()
+        self._stop.wait(seconds)

@@ -10,7 +10,7 @@ from kombu import Connection
 from kombu.exceptions import KombuError
 from prometheus_client.core import GaugeMetricFamily
 
-from etl_app.config import is_rabbitmq
+from etl_app.config import Settings, is_rabbitmq
 from etl_app.names import QUEUES
 
 # kombu's Redis transport keeps a queue's messages of priority n (3, 6, 9) in "<queue>\x06\x16<n>",
@@ -113,3 +113,17 @@ def depth_family(depths: dict[str, int]) -> GaugeMetricFamily:
     for queue, n in depths.items():
         family.add_metric([queue], n)
     return family
+
+
+_READERS: dict[tuple[str, str, float], QueueDepths] = {}
+
+
+def queue_depths(settings: Settings, timeout: float) -> QueueDepths:
+    """This process's :class:`QueueDepths` of the deployment's broker, made on first use and kept
+    between reads (one per broker URL, key prefix and timeout): what /metrics, the Overview page
+    and the parse task read."""
+    key = (settings.broker_url, settings.broker_key_prefix, timeout)
+    reader = _READERS.get(key)
+    if reader is None:
+        reader = _READERS[key] = QueueDepths(*key)
+    return reader

@@ -29,7 +29,7 @@ from etl_app.jobs.registry import JOBS
 from etl_app.jobs.runner import recent_runs
 from etl_app.models import sql
 from etl_app.names import QUEUES
-from etl_app.pipeline.queues import BrokerUnavailable, QueueDepths
+from etl_app.pipeline.queues import BrokerUnavailable, queue_depths
 from etl_app.ui.blueprint import bp, render
 from etl_app.web.context import current_runtime
 
@@ -125,13 +125,8 @@ def _workers() -> dict[str, Any]:
 
 def _queues() -> tuple[list[dict[str, Any]], str | None]:
     runtime = current_runtime()
-    reader = current_app.extensions.get("etl_ui_broker")
-    if reader is None:
-        settings = runtime.settings
-        reader = QueueDepths(settings.broker_url, settings.broker_key_prefix, BROKER_TIMEOUT_SECONDS)
-        current_app.extensions["etl_ui_broker"] = reader
     try:
-        depths = reader.read()
+        depths = queue_depths(runtime.settings, BROKER_TIMEOUT_SECONDS).read()
     except BrokerUnavailable as exc:
         return [{"queue": queue, "messages": None} for queue in QUEUES], f"The broker did not answer: {exc}"
     return [{"queue": queue, "messages": int(n)} for queue, n in depths.items()], None

@@ -123,8 +123,8 @@ def csv_row(fields: list[str], position: int, raw: Any, errors: Any, truncated: 
         # its note columns (``_row``, ``_errors`` of an earlier download) are not carried over.
         data = {normalise(k): v for k, v in raw.items() if not str(k).strip().startswith("_")}
         values = [cell(data.get(name)) for name in fields]
-        columns = set(fields)
-        extra = {k: v for k, v in raw.items() if normalise(k) in set(data) - columns}
+        unmatched = set(data) - set(fields)
+        extra = {k: v for k, v in raw.items() if normalise(k) in unmatched}
         leftover = _json(extra) if extra else ""  # only the values that fit no column
     else:
         values = [""] * len(fields)
