@@ -29,6 +29,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from etl_app import durations
 from etl_app.config import var_dir, var_dir_source
 
 TYPES = ("tutors", "students", "sessions", "feedback")
@@ -206,19 +207,8 @@ def _share(value: Any) -> str:
 
 
 def _seconds(value: Any) -> str:
-    if value is None:
-        return "-"
-    s = float(value)
-    sign, s = ("-" if s < 0 else ""), abs(s)
-    if s < 60:
-        human = f"{s:.1f}s"
-    elif s < 3600:
-        human = f"{int(s // 60)}m {int(s % 60)}s"
-    elif s < 86400:
-        human = f"{int(s // 3600)}h {int(s % 3600 // 60)}m"
-    else:
-        human = f"{int(s // 86400)}d {int(s % 86400 // 3600)}h"
-    return sign + human
+    """A duration as the pages show it too (``120d 7h``: :func:`etl_app.durations.human`)."""
+    return "-" if value is None else durations.human(value)
 
 
 def _schema_order(record_type: str) -> dict[str, int]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Blueprint, abort, render_template, send_from_directory
 
+from etl_app import durations
 from etl_app.ui.session import current_user
 
 bp = Blueprint(
@@ -108,3 +109,16 @@ def when(value: Any) -> str:
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+@bp.app_template_filter("duration")
+def duration(seconds: float | None) -> str:
+    """A duration in at most two units (``120d 7h``: :func:`etl_app.durations.human`, as the
+    command line prints it); ``—`` for None."""
+    return "—" if seconds is None else durations.human(seconds)
+
+
+@bp.app_template_filter("exact_seconds")
+def exact_seconds(seconds: float | None) -> str:
+    """The same duration in seconds to the millisecond (``10,394,437.25 s``), for hover text."""
+    return "" if seconds is None else durations.exact(seconds)

@@ -23,7 +23,7 @@ from etl_app.ingest.progress import IN_PROGRESS
 from etl_app.jsonsafe import json_safe
 from etl_app.quality import LEVELS, UNUSABLE
 from etl_app.quality.settle import ingestion_status
-from etl_app.ui.blueprint import bp, render
+from etl_app.ui.blueprint import bp, duration, exact_seconds, render
 from etl_app.web.context import ApiError, current_runtime
 from etl_app.web.rejections import PAGE as REJECTIONS_PAGE
 from etl_app.web.rejections import download_response, errors_text, ingestion_or_404, rejection_item
@@ -54,8 +54,9 @@ def _share(value: float | None) -> str:
 
 
 def scorecard(quality: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The quality report as rows of ``{metric, value, level}`` (value as text; level None where
-    a metric has none), in docs/quality.md's order."""
+    """The quality report as rows of ``{metric, value, level, title}`` (value as text; level None
+    where a metric has none; title: the exact seconds of a duration, for hover, else None), in
+    docs/quality.md's order. Durations read as the command line prints them (``120d 7h``)."""
     if not quality:
         return []
     rows: list[dict[str, Any]] = [
@@ -76,10 +77,16 @@ def scorecard(quality: dict[str, Any] | None) -> list[dict[str, Any]]:
     timeliness = quality.get("timeliness")
     for part in ("p50", "p95", "max"):
         value = None if not timeliness else timeliness.get(part)
-        text = "—" if value is None else f"{value:,.1f} s"
-        rows.append({"metric": f"timeliness {part}", "value": text, "level": None})
+        rows.append(
+            {
+                "metric": f"timeliness {part}",
+                "value": duration(value),
+                "level": None,
+                "title": exact_seconds(value) or None,
+            }
+        )
     rows.append({"metric": "score", "value": _share(quality.get("score")), "level": quality.get("level")})
-    return rows
+    return [{"title": None, **row} for row in rows]
 
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:

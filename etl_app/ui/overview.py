@@ -30,7 +30,7 @@ from etl_app.jobs.runner import recent_runs
 from etl_app.models import sql
 from etl_app.names import QUEUES
 from etl_app.pipeline.queues import BrokerUnavailable, queue_depths
-from etl_app.ui.blueprint import bp, render
+from etl_app.ui.blueprint import bp, duration, exact_seconds, render
 from etl_app.web.context import current_runtime
 
 log = logging.getLogger(__name__)
@@ -62,17 +62,9 @@ _BACKLOG = sql(
 
 
 def age_text(seconds: float | None) -> str:
-    """``42 s``, ``3 min 20 s``, ``2 h 5 min``, ``3 d 4 h``; ``—`` for None."""
-    if seconds is None:
-        return "—"
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60} s"
-    if s < 86400:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    return f"{s // 86400} d {s % 86400 // 3600} h"
+    """An age as every page shows durations (``42.7s``, ``3m 20s``, ``2h 5m``, ``3d 4h``), never
+    below zero (a clock a little ahead of the database's); ``—`` for None."""
+    return duration(None if seconds is None else max(0.0, seconds))
 
 
 def per_minute(conn: sa.Connection, now: datetime) -> list[dict[str, Any]]:
@@ -158,6 +150,7 @@ def overview_data() -> dict[str, Any]:
         "unsettled": unsettled,
         "oldest_unsettled_seconds": oldest,
         "oldest_unsettled": age_text(oldest),
+        "oldest_unsettled_exact": exact_seconds(oldest),
         "queues": queues,
         "queue_error": queue_error,
         "broker": "rabbitmq" if runtime.settings.broker_is_rabbitmq else "redis",

@@ -210,7 +210,8 @@ def test_the_quality_page_charts_and_tabulates_each_day_with_its_level(ui, quali
     rows = re.findall(r'<tr data-day="([^"]+)">(.*?)</tr>', table, re.S)
     assert [day for day, _ in rows] == ["1983-03-09", "1983-03-08", "1983-03-07"]  # newest first
     first = text_of(rows[2][1])
-    assert first == "1983-03-07 good 0.8917 0.9000 0.6667 1.0000 1.0000 10 9 1 12.5 40.0 " + ERROR_SHOWN
+    assert first == "1983-03-07 good 0.8917 0.9000 0.6667 1.0000 1.0000 10 9 1 12.5s 40.0s " + ERROR_SHOWN
+    assert '<td class="num lag-p95" title="40 s">40.0s</td>' in rows[2][1]  # the exact seconds on hover
     assert "&lt;i&gt;too high&lt;/i&gt;" in rows[2][1]
     assert text_of(rows[1][1]).startswith("1983-03-08 poor 0.6125 0.5000")
     assert text_of(rows[0][1]).endswith("— — —")  # no event time, no error

@@ -48,7 +48,9 @@ const ETLIngestion = (() => {
       th.scope = "row";
       const level = document.createElement("td");
       if (r.level) level.append(badge(r.level, `level-${r.level}`));
-      tr.append(th, cell("td", r.value, "num"), level);
+      const value = cell("td", r.value, "num");
+      if (r.title) value.title = r.title;
+      tr.append(th, value, level);
       return tr;
     }));
   }

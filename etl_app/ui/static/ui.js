@@ -48,10 +48,14 @@ const ETL = (() => {
       headers: { "Content-Type": "application/json", "X-CSRFToken": csrf() } });
   }
 
-  /* Draw (or redraw) a Plotly chart in `el`; the page shows the same numbers in a table. */
+  /* Draw (or redraw) a Plotly chart in `el`; the page shows the same numbers in a table. The
+     legend sits above the plot, left-aligned: below it (Plotly's place for a horizontal legend)
+     it overlaps the x axis's labels once they turn sideways on a narrow screen. Plotly widens
+     the top margin to fit it, on as many lines as the width needs. */
   function chart(el, traces, layout = {}) {
     if (!el || typeof Plotly === "undefined") return;
-    const base = { margin: { t: 10, r: 10, b: 40, l: 50 }, height: 260, legend: { orientation: "h" },
+    const legend = { orientation: "h", x: 0, xanchor: "left", y: 1.02, yanchor: "bottom" };
+    const base = { margin: { t: 10, r: 10, b: 40, l: 50 }, height: 260, legend,
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)", font: { size: 12 } };
     Plotly.react(el, traces, { ...base, ...layout }, { displayModeBar: false, responsive: true });
     el.dataset.drawn = "true";
