@@ -81,6 +81,16 @@ def quality_fields(record_type: RecordType) -> list[tuple[str, bool]]:
     return [(name, f.required) for name, f in record_type.loader.fields.items() if name not in SHARED_FIELDS]
 
 
+def level_of(share: float | None) -> str | None:
+    """The level a score (or any share) falls in; None without a value."""
+    if share is None:
+        return None
+    for name, low in LEVELS:
+        if share >= low:
+            return name
+    return UNUSABLE
+
+
 def in_schema_order(record_type: RecordType, completeness: dict[str, Any] | None) -> dict[str, Any] | None:
     """A stored ``completeness`` with its fields in the schema's order, then ``overall`` (jsonb
     keeps its keys sorted its own way); keys the schema no longer has keep their place at the end."""

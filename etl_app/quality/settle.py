@@ -98,7 +98,7 @@ def _measure(conn: sa.Connection, registry: Registry, type_name: str, ids: list[
     return reports
 
 
-def _stored_form(report: dict[str, Any]) -> str:
+def stored_form(report: dict[str, Any]) -> str:
     """A quality report as ``ingestions.quality`` holds it (JSON text)."""
     return orjson.dumps(json_safe(report)).decode()
 
@@ -117,7 +117,7 @@ def _store(conn: sa.Connection, registry: Registry, candidates: Iterable[sa.Row]
         reports.update(_measure(conn, registry, type_name, ids))
     params = {
         "ids": list(reports),
-        "reports": [_stored_form(r) for r in reports.values()],
+        "reports": [stored_form(r) for r in reports.values()],
     }
     return list(conn.execute(_STORE, params).scalars())
 
@@ -215,7 +215,7 @@ def ingestion_status(
         report = {
             **report,
             "status": UPLOAD_FAILED if failed else FINISHED,
-            "quality": orjson.loads(_stored_form(quality)),  # as the catch-up will store it
+            "quality": orjson.loads(stored_form(quality)),  # as the catch-up will store it
             "finished_at": conn.scalar(_FINISHED, {"id": report["id"]}),
         }
     if report["quality"] is not None:
