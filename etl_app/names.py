@@ -39,4 +39,5 @@ LOOKUP_REFRESH = "etl.beat.lookup-refresh"
 DAILY_QUALITY = "etl.beat.daily-quality"
 TUTOR_ROLLUPS = "etl.beat.tutor-rollups"
 RETENTION = "etl.beat.retention"
-JOB_TASKS = (RE_ENRICH, DAILY_QUALITY, TUTOR_ROLLUPS, RETENTION, LOOKUP_REFRESH)
+QUALITY_RECOMPUTE = "etl.beat.quality-recompute"  # not scheduled: run by hand, sent by the API's run-now
+JOB_TASKS = (RE_ENRICH, DAILY_QUALITY, TUTOR_ROLLUPS, RETENTION, LOOKUP_REFRESH, QUALITY_RECOMPUTE)

@@ -243,12 +243,15 @@ class Quality(Schema):
         keys=Text(),
         values=nullable(Num),
         allow_none=True,
-        **described("{field: share} for every input field, and overall (the optional fields' mean)"),
+        **described(
+            "{field: share} for every input field, in the schema's order, and overall: the mean of the shares "
+            "of the type's expected fields (GET /api/v1/record-types), null when it has none"
+        ),
     )
     uniqueness = nullable(Num)
     integrity = nullable(Num)
     timeliness = nested(Timeliness, allow_none=True, **described("seconds from event time to receipt"))
-    score = nullable(Num)
+    score = nullable(Num, **described("mean of validity, completeness.overall, uniqueness, integrity: those not null"))
     level = one_of([*(name for name, _ in LEVELS), UNUSABLE])
     top_errors = many(TopError)
 
@@ -333,6 +336,9 @@ class FieldInfo(Schema):
     name = Text()
     type = Text()
     required = Flag()
+    expected = Flag(
+        **described("an optional field its data owners want filled: quality's completeness.overall averages these")
+    )
 
 
 class Endpoints(Schema):

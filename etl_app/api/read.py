@@ -141,8 +141,11 @@ def list_record_types():
 
 def describe(record_type: RecordType) -> dict:
     fields = []
+    expected = {e.field for e in record_type.expected_fields}
     for name, field in record_type.loader.fields.items():
-        fields.append({"name": name, "type": type(field).__name__, "required": field.required})
+        fields.append(
+            {"name": name, "type": type(field).__name__, "required": field.required, "expected": name in expected}
+        )
     return {
         "name": record_type.name,
         "key": record_type.key,

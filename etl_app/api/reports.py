@@ -26,7 +26,7 @@ from etl_app.api.common import record_type_or_404
 from etl_app.api.spec import operation, reply
 from etl_app.clock import utcnow
 from etl_app.jobs.rollups import tutor_days
-from etl_app.quality import as_report, quality_fields
+from etl_app.quality import as_report, in_schema_order
 from etl_app.quality.daily import quality_days
 from etl_app.quality.days import BadRange, parse_day_range
 from etl_app.web.context import ApiError, current_runtime
@@ -71,12 +71,10 @@ def get_quality(type_name: str):
     start, end = day_range()
     with current_runtime().engine.connect() as conn:
         rows = quality_days(conn, record_type.name, start, end)
-    order = [name for name, _ in quality_fields(record_type)] + ["overall"]
     days: list[dict[str, Any]] = []
     for row in rows:
         report = as_report(row)
-        if report["completeness"] is not None:  # the schema's order, not jsonb's
-            report["completeness"] = {k: report["completeness"][k] for k in order if k in report["completeness"]}
+        report["completeness"] = in_schema_order(record_type, report["completeness"])  # not jsonb's order
         days.append({"day": row["day"], **report})
     return reply(QualityDays, {"record_type": record_type.name, "from": start, "to": end, "days": days})
 

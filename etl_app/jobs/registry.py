@@ -34,6 +34,11 @@ def yesterday_and_today(today: date, settings: Settings) -> Window:
     return Window(today - timedelta(days=1), today)
 
 
+def every_day(today: date, settings: Settings) -> Window:
+    """Every day a window may start on, up to today: a job that rewrites whatever is stored."""
+    return Window(FIRST_DAY, today)
+
+
 def last_rollup_days(today: date, settings: Settings) -> Window:
     """The last ``ETL_ROLLUP_DAYS`` days, today included: late data land in recent days."""
     return Window.last_days(settings.rollup_days, today)
@@ -52,16 +57,21 @@ class Job:
     # Whether the function takes JobTools (the broker, the shared Redis) beside its context.
     needs_tools: bool = False
     takes_window: bool = True  # False: the window only labels the run (the job works as of now)
+    scheduled: bool = True  # False: beat never runs it (run by hand: the CLI, the API, the Jobs page)
 
     @property
-    def schedule_variable(self) -> str:
+    def schedule_variable(self) -> str | None:
+        if not self.scheduled:
+            return None
         if self.name in celeryconfig.JOB_SCHEDULES:
             return celeryconfig.JOB_SCHEDULES[self.name][0]
         return "ETL_SWEEP_INTERVAL_SECONDS"
 
     @property
     def schedule(self) -> str:
-        """As beat runs it: a crontab expression (UTC), or ``every N s``."""
+        """As beat runs it: a crontab expression (UTC), or ``every N s``; ``by hand`` when it does not."""
+        if not self.scheduled:
+            return "by hand"
         if self.name in celeryconfig.JOB_SCHEDULES:
             expression = celeryconfig.job_schedule_expression(self.name)
         else:
@@ -125,6 +135,15 @@ JOBS: dict[str, Job] = {
             needs_tools=True,
             description="Ask external lookups again for stored records: failed ones once the provider's breaker "
             "is closed, skipped or never asked ones, and lookups older than the provider's TTL.",
+        ),
+        Job(
+            name="quality-recompute",
+            function="etl_app.quality.recompute:run_quality_recompute",
+            task_name=names.QUALITY_RECOMPUTE,
+            default_window=every_day,
+            scheduled=False,
+            description="Rewrite the stored quality of the ingestions created and the daily-quality days in the "
+            "window with the current definitions (run once after an upgrade; default: every day).",
         ),
         Job(
             name=OUTBOX_SWEEPER,

@@ -15,8 +15,13 @@ Rules (docs/quality.md, and the choices where the definitions are silent):
   received the call, which is also its accepted records' ``received_at``).
 - completeness: per input field of the schema (``source`` and ``event_time``, which every type
   accepts, are not the type's fields), the share of accepted records whose payload has the field
-  with a value other than null or an all-space string (an empty optional string means null).
-  ``overall`` is the mean of the optional fields' unrounded shares.
+  with a value other than null or an all-space string (an empty optional string means null);
+  listed in the schema's field order (:func:`in_schema_order`: jsonb keeps no order, so readers
+  put it back). ``overall`` is the mean of the unrounded shares of the type's *expected* fields
+  (``RecordType.expected``), null when it declares none; an expected field with a waiver counts
+  as present in a record whose payload has the waiving value (a no-show's ``actual_start``), in
+  its listed share too. Required fields are listed, not averaged; other optional fields are
+  listed and lower nothing.
 - integrity: a record counts against it while it *is* dead-lettered as ``missing_parent`` or
   ``parent_mismatch`` (raw record ``dead``); one a replay landed counts again as sound.
 - timeliness: ``received_at`` minus the event time, in seconds (negative when the event is
@@ -27,11 +32,16 @@ Rules (docs/quality.md, and the choices where the definitions are silent):
   the open validation dead letters (their ``field: message`` parts), most frequent first, ties
   by field and message.
 - Every share and every second count is rounded to 4 decimals (half away from zero); score is
-  the mean of the unrounded parts, rounded once, and level reads the rounded score.
+  the mean of the unrounded parts that are not null (validity, overall, uniqueness, integrity),
+  rounded once, and level reads the rounded score.
 - No accepted record: validity 0, every other metric null, level ``unusable``.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+import orjson
 
 from etl_app.record_types import RecordType
 
@@ -69,6 +79,40 @@ _OFFSET_RE = r"([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$"
 def quality_fields(record_type: RecordType) -> list[tuple[str, bool]]:
     """``(field, required)`` for every input field completeness is measured on, in schema order."""
     return [(name, f.required) for name, f in record_type.loader.fields.items() if name not in SHARED_FIELDS]
+
+
+def level_of(share: float | None) -> str | None:
+    """The level a score (or any share) falls in; None without a value."""
+    if share is None:
+        return None
+    for name, low in LEVELS:
+        if share >= low:
+            return name
+    return UNUSABLE
+
+
+def in_schema_order(record_type: RecordType, completeness: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A stored ``completeness`` with its fields in the schema's order, then ``overall`` (jsonb
+    keeps its keys sorted its own way); keys the schema no longer has keep their place at the end."""
+    if completeness is None:
+        return None
+    order = [name for name, _ in quality_fields(record_type)]
+    out = {name: completeness[name] for name in order if name in completeness}
+    out.update((k, v) for k, v in completeness.items() if k not in out and k != "overall")
+    if "overall" in completeness:
+        out["overall"] = completeness["overall"]
+    return out
+
+
+def _present(record_type: RecordType, name: str) -> str:
+    """SQL: the field ``name`` counts as given in the accepted record ``a``."""
+    given = f"(a.payload ->> {_literal(name)}) ~ '\\S'"
+    for expected in record_type.expected_fields:
+        if expected.field == name and expected.waived_when is not None:
+            field, value = expected.waived_when
+            waiver = _literal(orjson.dumps(value).decode())
+            return f"({given} OR a.payload -> {_literal(field)} = CAST({waiver} AS jsonb))"
+    return given
 
 
 def _literal(text: str) -> str:
@@ -110,18 +154,18 @@ def quality_select(record_type: RecordType, *, raw_group: str, raw_filter: str, 
     time_field = record_type.time_field
     own_time = _timestamp(_trimmed(time_field)) if time_field else "NULL"
     counts = ",\n".join(
-        f"count(*) FILTER (WHERE (a.payload ->> {_literal(name)}) ~ '\\S') AS c_{i}"
-        for i, (name, _) in enumerate(fields)
+        f"count(*) FILTER (WHERE {_present(record_type, name)}) AS c_{i}" for i, (name, _) in enumerate(fields)
     )
     pairs = [f"{_literal(name)}, round({_share(f'm.c_{i}')}, 4)" for i, (name, _) in enumerate(fields)]
     # jsonb_build_object takes at most 100 arguments: 40 fields an object, joined with ||
     shares = " || ".join(f"jsonb_build_object({', '.join(pairs[n : n + 40])})" for n in range(0, len(pairs), 40))
     shares = shares or "CAST('{}' AS jsonb)"
-    optional = [_share(f"m.c_{i}") for i, (_, required) in enumerate(fields) if not required]
-    overall = f"({' + '.join(optional)}) / {len(optional)}" if optional else "NULL"
+    wanted = {e.field for e in record_type.expected_fields}
+    expected = [_share(f"m.c_{i}") for i, (name, _) in enumerate(fields) if name in wanted]
+    overall = f"({' + '.join(expected)}) / {len(expected)}" if expected else "CAST(NULL AS numeric)"
     parented = bool(record_type.parents)
     integrity = _share("m.accepted - m.orphans") if parented else "1"
-    parts = ["v.validity", "v.uniqueness", "v.integrity"] + (["v.overall"] if optional else [])
+    parts = ["v.validity", "v.uniqueness", "v.integrity"] + (["v.overall"] if expected else [])
     score = f"round(({' + '.join(parts)}) / {len(parts)}, 4)"
     return f"""
     WITH a AS (

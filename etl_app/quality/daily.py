@@ -28,7 +28,7 @@ _COLUMNS = ", ".join(METRIC_COLUMNS)
 _EXCLUDED = ", ".join(f"excluded.{c}" for c in METRIC_COLUMNS)
 
 
-def _replace_statement(record_type: RecordType) -> sa.TextClause:
+def replace_statement(record_type: RecordType) -> sa.TextClause:
     measured = quality_select(
         record_type,
         raw_group=_DAY,
@@ -68,7 +68,7 @@ def run_daily_quality(ctx: JobContext) -> int:
     ctx.conn.execute(sa.text("SET LOCAL jit = off"))
     touched = 0
     for record_type in get_registry():
-        touched += ctx.conn.execute(_replace_statement(record_type), {**params, "t": record_type.name}).scalar_one()
+        touched += ctx.conn.execute(replace_statement(record_type), {**params, "t": record_type.name}).scalar_one()
     return touched
 
 

@@ -33,7 +33,7 @@ from etl_app.ingest.progress import FINISHED, UPLOAD_FAILED, read_status
 from etl_app.jsonsafe import json_safe
 from etl_app.lineage import openlineage
 from etl_app.models import FAILED, sql
-from etl_app.quality import METRIC_COLUMNS, UNUSABLE, as_report, quality_select
+from etl_app.quality import METRIC_COLUMNS, UNUSABLE, as_report, in_schema_order, quality_select
 from etl_app.record_types import Registry, get_registry
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def _measure(conn: sa.Connection, registry: Registry, type_name: str, ids: list[
     return reports
 
 
-def _stored_form(report: dict[str, Any]) -> str:
+def stored_form(report: dict[str, Any]) -> str:
     """A quality report as ``ingestions.quality`` holds it (JSON text)."""
     return orjson.dumps(json_safe(report)).decode()
 
@@ -117,7 +117,7 @@ def _store(conn: sa.Connection, registry: Registry, candidates: Iterable[sa.Row]
         reports.update(_measure(conn, registry, type_name, ids))
     params = {
         "ids": list(reports),
-        "reports": [_stored_form(r) for r in reports.values()],
+        "reports": [stored_form(r) for r in reports.values()],
     }
     return list(conn.execute(_STORE, params).scalars())
 
@@ -200,21 +200,28 @@ def ingestion_status(
     An ingestion that has settled and whose quality is not stored yet (a batch whose every
     record was refused reaches no worker; a worker stopped before its settle) is shown finished,
     measured here as it would be stored; it writes nothing: the outbox sweeper's catch-up stores
-    it, and announces it."""
+    it, and announces it. ``completeness`` comes in the schema's field order
+    (:func:`etl_app.quality.in_schema_order`)."""
     report, due = read_status(conn, ingestion_id)
-    if not due or report is None:
-        return report
+    if report is None:
+        return None
     registry = registry or get_registry()
-    if report["record_type"] not in registry.names():
+    record_type = registry.get(report["record_type"])
+    if record_type is None:
         return report
-    quality = _measure(conn, registry, report["record_type"], [report["id"]])[report["id"]]
-    failed = report["upload"] is not None and report["upload"]["status"] == FAILED
-    return {
-        **report,
-        "status": UPLOAD_FAILED if failed else FINISHED,
-        "quality": orjson.loads(_stored_form(quality)),  # as the catch-up will store it
-        "finished_at": conn.scalar(_FINISHED, {"id": report["id"]}),
-    }
+    if due:
+        quality = _measure(conn, registry, record_type.name, [report["id"]])[report["id"]]
+        failed = report["upload"] is not None and report["upload"]["status"] == FAILED
+        report = {
+            **report,
+            "status": UPLOAD_FAILED if failed else FINISHED,
+            "quality": orjson.loads(stored_form(quality)),  # as the catch-up will store it
+            "finished_at": conn.scalar(_FINISHED, {"id": report["id"]}),
+        }
+    if report["quality"] is not None:
+        completeness = in_schema_order(record_type, report["quality"].get("completeness"))
+        report["quality"] = {**report["quality"], "completeness": completeness}
+    return report
 
 
 def _announce(conn: sa.Connection, settings: Settings | None, stored: Sequence[uuid.UUID]) -> None:

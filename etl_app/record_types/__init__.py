@@ -8,6 +8,7 @@ entry-point group. The API, the tasks and the migrations read :func:`get_registr
 
 from etl_app.record_types.registry import (
     BUILTIN_MODULES,
+    Expected,
     FieldErrors,
     ParentRef,
     RecordType,
@@ -18,6 +19,7 @@ from etl_app.record_types.registry import (
 
 __all__ = [
     "BUILTIN_MODULES",
+    "Expected",
     "FieldErrors",
     "ParentRef",
     "RecordType",

@@ -90,5 +90,6 @@ RECORD_TYPE = RecordType(
         ),
     ),
     time_field="submitted_at",
+    expected=("free_text_feedback", "would_recommend"),  # quality's completeness.overall
     description="Student feedback on sessions, with rating summaries and delay.",
 )

@@ -47,6 +47,21 @@ class ParentRef:
 
 
 @dataclass(frozen=True)
+class Expected:
+    """An optional field its data owners want filled: quality's ``completeness.overall`` is the mean
+    of the shares of a type's expected fields (docs/quality.md).
+
+    ``waived_when``: ``(field, value)``; a record whose payload has ``field`` equal to ``value``
+    (compared as JSON) counts as having this field: a no-show session has no ``actual_start``
+    (it must be null then), so ``Expected("actual_start", waived_when=("no_show", True))``.
+    A plain field name in ``RecordType.expected`` is an ``Expected`` with no waiver.
+    """
+
+    field: str
+    waived_when: tuple[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class RecordType:
     """Everything the pipeline needs to know about one record type.
 
@@ -65,6 +80,10 @@ class RecordType:
       loaded values of a valid payload, exactly as the schema loads them, or None when it
       refuses the payload (then the schema runs, for its error messages). A type without one is
       validated by its schema alone.
+    - ``expected``: the optional input fields its data owners want filled (names, or
+      :class:`Expected` for a field with a waiver), whose shares quality's ``completeness.overall``
+      averages; none by default (then ``overall`` is null and the score leaves it out). Checked
+      when the type is registered: each must be an optional field of the schema.
     - ``lookups``: external lookups asked in enrich, each a callable taking the process's
       ``Settings`` and returning a :class:`etl_app.lookups.Provider` (e.g.
       :func:`etl_app.lookups.geocoder.geocoder_provider`). The table then has a nullable column for
@@ -82,6 +101,7 @@ class RecordType:
     schema_version: int = 1
     description: str = ""
     time_field: str | None = None
+    expected: tuple[str | Expected, ...] = ()
     lookups: tuple[Callable[[Any], Any], ...] = ()
     fast_load: Callable[[Any], dict[str, Any] | None] | None = field(default=None, repr=False, compare=False)
     _schema_instance: ma.Schema | None = field(default=None, repr=False, compare=False)
@@ -92,6 +112,29 @@ class RecordType:
         if self._schema_instance is None:
             object.__setattr__(self, "_schema_instance", self.schema())
         return self._schema_instance  # type: ignore[return-value]
+
+    @property
+    def expected_fields(self) -> tuple[Expected, ...]:
+        """``expected`` with every plain name as an :class:`Expected`, in the declared order."""
+        return tuple(e if isinstance(e, Expected) else Expected(e) for e in self.expected)
+
+    def expected_errors(self) -> list[str]:
+        """What is wrong with ``expected`` (empty when nothing): each must name an optional input
+        field of the schema, once, and a waiver a field of the schema."""
+        fields = self.loader.fields
+        errors: list[str] = []
+        seen: set[str] = set()
+        for e in self.expected_fields:
+            if e.field in seen:
+                errors.append(f"{e.field!r} is expected twice")
+            seen.add(e.field)
+            if e.field not in fields or e.field in ("source", "event_time"):
+                errors.append(f"{e.field!r} is not an input field of {self.schema.__name__}")
+            elif fields[e.field].required:
+                errors.append(f"{e.field!r} is required: only optional fields can be expected")
+            if e.waived_when is not None and e.waived_when[0] not in fields:
+                errors.append(f"{e.field!r} is waived by {e.waived_when[0]!r}, not a field of {self.schema.__name__}")
+        return errors
 
     def validate(self, payload: Any, as_of: datetime) -> tuple[dict[str, Any] | None, FieldErrors]:
         """Check one payload; return ``(data, {})`` when valid, ``(None, errors)`` otherwise.
@@ -153,6 +196,9 @@ class Registry:
         self._types: dict[str, RecordType] = {}
 
     def register(self, record_type: RecordType) -> RecordType:
+        errors = record_type.expected_errors()
+        if errors:
+            raise ValueError(f"record type {record_type.name!r}: expected fields: {'; '.join(errors)}")
         existing = self._types.get(record_type.name)
         if existing is not None and existing is not record_type:
             raise ValueError(f"record type {record_type.name!r} is registered already")

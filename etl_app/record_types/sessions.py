@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from etl_app.db import lineage_columns, metadata
-from etl_app.record_types import ParentRef, RecordType
+from etl_app.record_types import Expected, ParentRef, RecordType
 from schemas.fast import fast_loader
 from schemas.sessions import SessionSchema
 
@@ -93,5 +93,12 @@ RECORD_TYPE = RecordType(
     table=table,
     parents=(ParentRef("tutor_id", "tutors"), ParentRef("student_id", "students")),
     time_field="scheduled_start",
+    # Quality's completeness.overall: how it went. A no-show has no actual_start (it must be null):
+    # it counts as given then.
+    expected=(
+        Expected("actual_start", waived_when=("no_show", True)),
+        "engagement_score",
+        "learning_objectives_met",
+    ),
     description="Tutoring sessions, with calendar and punctuality fields.",
 )

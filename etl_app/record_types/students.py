@@ -37,5 +37,6 @@ RECORD_TYPE = RecordType(
     fast_load=fast_loader(StudentSchema),
     derive=derive,
     table=table,
+    expected=("grade_level", "enrolled_on"),  # quality's completeness.overall; name may be withheld
     description="Students of the platform.",
 )

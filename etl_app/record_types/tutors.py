@@ -104,6 +104,9 @@ RECORD_TYPE = RecordType(
     table=table,
     check_as_of=check_as_of,
     time_field="updated_at",
+    # Quality's completeness.overall: where they teach, their education and kind of subjects; age,
+    # archetype and weekly baseline may be left out without lowering it (docs/quality.md).
+    expected=("location", "education_level", "subject_type"),
     lookups=(geocoder_provider,),
     description="Tutors of the platform, with tenure and experience level, geocoded from their location.",
 )

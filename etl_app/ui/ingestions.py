@@ -21,7 +21,7 @@ from etl_app.dead_letters.queries import list_dead_letters
 from etl_app.ingest.listing import DEFAULT_LIMIT, MAX_LIMIT, STATUSES, BadCursor, list_ingestions, segments
 from etl_app.ingest.progress import IN_PROGRESS
 from etl_app.jsonsafe import json_safe
-from etl_app.quality import LEVELS, UNUSABLE
+from etl_app.quality import level_of
 from etl_app.quality.settle import ingestion_status
 from etl_app.ui.blueprint import bp, duration, exact_seconds, render
 from etl_app.web.context import ApiError, current_runtime
@@ -39,24 +39,16 @@ def _report(conn, ident: uuid.UUID) -> dict[str, Any] | None:
     return ingestion_status(conn, ident, runtime.registry, runtime.settings)
 
 
-def level_of(share: float | None) -> str | None:
-    """The level (docs/quality.md) a share or score falls in; None without a value."""
-    if share is None:
-        return None
-    for name, low in LEVELS:
-        if share >= low:
-            return name
-    return UNUSABLE
-
-
 def _share(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
 
 
-def scorecard(quality: dict[str, Any] | None) -> list[dict[str, Any]]:
+def scorecard(quality: dict[str, Any] | None, expected: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     """The quality report as rows of ``{metric, value, level, title}`` (value as text; level None
     where a metric has none; title: the exact seconds of a duration, for hover, else None), in
-    docs/quality.md's order. Durations read as the command line prints them (``120d 7h``)."""
+    docs/quality.md's order. A field's share has a level only when the field is one of the type's
+    ``expected`` ones (marked so): the others lower nothing. Durations read as the command line
+    prints them (``120d 7h``)."""
     if not quality:
         return []
     rows: list[dict[str, Any]] = [
@@ -71,7 +63,9 @@ def scorecard(quality: dict[str, Any] | None) -> list[dict[str, Any]]:
     rows.append({"metric": "completeness (overall)", "value": _share(overall), "level": level_of(overall)})
     for field, share in completeness.items():
         if field != "overall":
-            rows.append({"metric": f"completeness · {field}", "value": _share(share), "level": level_of(share)})
+            wanted = field in expected
+            label = f"completeness · {field}" + (" (expected)" if wanted else "")
+            rows.append({"metric": label, "value": _share(share), "level": level_of(share) if wanted else None})
     for name in ("uniqueness", "integrity"):
         rows.append({"metric": name, "value": _share(quality.get(name)), "level": level_of(quality.get(name))})
     timeliness = quality.get("timeliness")
@@ -107,11 +101,16 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _expected(record_type: str) -> frozenset[str]:
+    known = current_runtime().registry.get(record_type)
+    return frozenset(e.field for e in known.expected_fields) if known is not None else frozenset()
+
+
 def _detail(report: dict[str, Any]) -> dict[str, Any]:
     quality = report["quality"]
     return {
         **summary(report),
-        "scorecard": scorecard(quality),
+        "scorecard": scorecard(quality, _expected(report["record_type"])),
         "top_errors": [{**e, "message": _shown(str(e["message"]))} for e in (quality or {}).get("top_errors") or []],
     }
 

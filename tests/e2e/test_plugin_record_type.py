@@ -135,6 +135,7 @@ def test_tracks_go_from_the_api_to_their_table_with_derived_fields(plugin_env, p
         assert {"tutors", "students", "sessions", "feedback", "tracks"} <= set(types)
         assert types["tracks"]["key"] == "track_id"
         assert types["tracks"]["derived_fields"] == ["duration_minutes", "decade", "years_since_release", "is_long"]
+        assert [f["name"] for f in types["tracks"]["fields"] if f["expected"]] == ["album", "genre"]
 
         a, b, c = f"{unique}-A", f"{unique}-B", f"{unique}-C"
         batch = [
@@ -154,6 +155,10 @@ def test_tracks_go_from_the_api_to_their_table_with_derived_fields(plugin_env, p
             "rejected": 0,
             "rejections_not_stored": 0,
         }
+        quality = status["quality"]  # the type's expected fields: album (2 of 3) and genre (3 of 3)
+        assert list(quality["completeness"])[:3] == ["track_id", "title", "artist"]  # the schema's order
+        assert (quality["completeness"]["released_on"], quality["completeness"]["overall"]) == (0.6667, 0.8333)
+        assert (quality["score"], quality["level"]) == (0.9583, "excellent")  # (1 + 5/6 + 1 + 1) / 4
 
         rows = query(
             plugin_database,

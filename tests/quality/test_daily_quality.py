@@ -143,7 +143,7 @@ def test_daily_quality_of_a_day_is_every_metric_of_quality_md_computed_by_hand(e
         engagement_score=0.4,  # the null one is absent, 0.0 is present
         learning_objectives_met=0.2,
         technical_issues=0.6,
-        overall=0.3,  # (5 x 0.2 + 2 x 0.4 + 0.6) / 8
+        overall=0.2667,  # the expected fields: (actual_start 0.2 + engagement_score 0.4 + objectives 0.2) / 3
     )
     assert row == {
         "record_type": "sessions",
@@ -159,7 +159,7 @@ def test_daily_quality_of_a_day_is_every_metric_of_quality_md_computed_by_hand(e
         "timeliness_p50": 1800.0,
         "timeliness_p95": 6480.0,
         "timeliness_max": 7200.0,
-        "score": 0.6536,  # (5/7 + 0.3 + 0.8 + 0.8) / 4 = 0.65357...
+        "score": 0.6452,  # (5/7 + 0.8/3 + 0.8 + 0.8) / 4 = 0.64523...
         "level": "poor",
         "top_errors": [
             {"field": "duration_minutes", "message": DURATION, "count": 3},  # 2 rejections, 1 dead letter
@@ -250,7 +250,7 @@ def test_get_quality_serves_the_days_of_the_range(client, auth, engine, day_of_s
     assert list(first["completeness"]) == [*schema_order, "overall"]  # the schema's order
     assert first["timeliness"] == {"p50": 1800.0, "p95": 6480.0, "max": 7200.0}
     assert {k: first[k] for k in ("received", "accepted", "rejected", "validity", "score", "level")} == {
-        "received": 7, "accepted": 5, "rejected": 2, "validity": 0.7143, "score": 0.6536, "level": "poor",
+        "received": 7, "accepted": 5, "rejected": 2, "validity": 0.7143, "score": 0.6452, "level": "poor",
     }  # fmt: skip
     assert first["top_errors"][0] == {"field": "duration_minutes", "message": DURATION, "count": 3}
 

@@ -77,12 +77,12 @@ BATCH_QUALITY = {
         "name": 0.6667,
         "grade_level": 0.3333,
         "enrolled_on": 0.3333,
-        "overall": 0.4444,  # (2/3 + 1/3 + 1/3) / 3
+        "overall": 0.3333,  # the expected fields: (grade_level 1/3 + enrolled_on 1/3) / 2; name is not one
     },
     "uniqueness": 0.6667,  # 2 keys / 3 records
     "integrity": 1.0,  # students have no parents
     "timeliness": {"p50": 120.0, "p95": 174.0, "max": 180.0},  # lags 60 and 180
-    "score": 0.6778,  # (0.6 + 4/9 + 2/3 + 1) / 4 = 0.67777...
+    "score": 0.65,  # (0.6 + 1/3 + 2/3 + 1) / 4
     "level": "poor",
     "top_errors": [
         {"field": "grade_level", "message": RANGE, "count": 1},
@@ -145,12 +145,12 @@ def test_an_ndjson_batch_with_a_bad_line_is_measured_by_hand(client, auth, engin
         "accepted": 2,
         "rejected": 2,
         "validity": 0.5,
-        "completeness": {"student_id": 1.0, "name": 0.5, "grade_level": 0.5, "enrolled_on": 0.0, "overall": 0.3333},
+        "completeness": {"student_id": 1.0, "name": 0.5, "grade_level": 0.5, "enrolled_on": 0.0, "overall": 0.25},
         "uniqueness": 1.0,
         "integrity": 1.0,
         "timeliness": None,  # no record has an event time
-        "score": 0.7083,  # (0.5 + 1/3 + 1 + 1) / 4
-        "level": "fair",
+        "score": 0.6875,  # (0.5 + 0.25 + 1 + 1) / 4
+        "level": "poor",
         "top_errors": sorted(
             [
                 {"field": "_line", "message": line_error, "count": 1},
@@ -172,7 +172,7 @@ def test_the_ingestion_a_persist_task_settles_gets_its_quality_at_once(make_app,
     assert _quality_column(engine, accepted.ingestion_id) is None
     assert app.extensions["celery"].tasks["etl.persist"].apply(args=(chunk,)).get() == 1
     quality = _quality_column(engine, accepted.ingestion_id)  # no GET in between: the task stored it
-    assert (quality["received"], quality["validity"], quality["level"]) == (1, 1.0, "good")  # (1 + 2/3 + 1 + 1) / 4
+    assert (quality["received"], quality["validity"], quality["level"]) == (1, 1.0, "good")  # (1 + 1/2 + 1 + 1) / 4
 
 
 def test_the_dead_letter_task_settles_an_ingestion_whose_last_record_dies(make_app, engine, unique):

@@ -297,3 +297,18 @@ def test_the_page_of_an_ingestion_with_huge_rejections_stays_small(browser, ui_a
     assert xlsx.get_data()[:2] == b"PK"  # a zip: the workbook
     item = ui_app.test_client().get(f"/api/v1/ingestions/{ident}/rejections?limit=1", headers=auth).get_json()
     assert item["rejections"][0]["raw_truncated"] is True and len(item["rejections"][0]["raw"]) < 70_000
+
+
+def test_only_the_expected_fields_shares_have_a_level_on_the_scorecard():
+    quality = {
+        "received": 2, "accepted": 2, "rejected": 0, "validity": 1.0, "uniqueness": 1.0, "integrity": 1.0,
+        "completeness": {"student_id": 1.0, "name": 0.0, "grade_level": 0.5, "overall": 0.5},
+        "timeliness": None, "score": 0.875, "level": "good",
+    }  # fmt: skip
+    rows = {r["metric"]: r for r in scorecard(quality, frozenset({"grade_level"}))}
+    assert rows["completeness · grade_level (expected)"] == {
+        "metric": "completeness · grade_level (expected)", "value": "0.5000", "level": "poor",
+    }  # fmt: skip
+    assert rows["completeness · name"]["level"] is None  # not expected: it lowers nothing
+    assert rows["completeness · student_id"]["level"] is None
+    assert rows["completeness (overall)"]["level"] == "poor"

@@ -71,5 +71,7 @@ RECORD_TYPE = RecordType(
     derive=derive,
     table=table,
     check_as_of=check_as_of,
+    # Quality's completeness.overall averages these; released_on and explicit may be left out.
+    expected=("album", "genre"),
     description="Music tracks, with their length in minutes, decade and age.",
 )
