@@ -11,31 +11,18 @@ from collections.abc import Sequence
 import pytest
 import sqlalchemy as sa
 
-from etl_app.clock import utcnow
 from etl_app.db import make_engine
 from etl_app.dead_letters import actions, waiting
-from etl_app.pipeline.enrich import enrich_chunk, fetch_parents, mark_waiting
 from etl_app.pipeline.persist import persist_chunk
-from etl_app.pipeline.validate import load_raw, validate_chunk
 from etl_app.record_types import get_registry
 from etl_app.roles import key_id
 
-from tests.helpers.dead_letters import enriched_chunk, land, raw_row, store
+from tests.helpers.dead_letters import enriched_chunk, land, make_wait, raw_row, store
 from tests.helpers.payloads import feedback, session, student, tutor
 from tests.helpers.procs import wait_until
 from tests.helpers.support import API_KEY, fresh_database
 
 REGISTRY = get_registry()
-
-
-def make_wait(engine: sa.Engine, record_type: str, raw_ids: Sequence[int]) -> None:
-    """What etl.enrich does with children whose parent is missing: they wait (no worker here)."""
-    rt = REGISTRY[record_type]
-    with engine.begin() as conn:
-        items, failures = validate_chunk(rt, load_raw(conn, raw_ids))
-        done, waits, more = enrich_chunk(rt, items, fetch_parents(conn, rt, REGISTRY, items))
-        assert not (failures or done or more) and len(waits) == len(raw_ids)
-        mark_waiting(conn, waits, utcnow())
 
 
 def waiting_sessions(engine: sa.Engine, unique: str, n: int = 1, tutor_id: str | None = None):

@@ -16,9 +16,10 @@ from etl_app.ingest.listing import BadCursor, decode_cursor, encode_cursor, segm
 from etl_app.ui.ingestions import level_of, scorecard
 from etl_app.ui.overview import age_text
 
-from tests.helpers.payloads import student, tutor
+from tests.helpers.dead_letters import make_wait, raw_row, store
+from tests.helpers.payloads import session, student, tutor
 from tests.helpers.support import API_KEY
-from tests.helpers.ui import sign_in
+from tests.helpers.ui import post_form, sign_in
 
 READER = f"ui-reader-{uuid.uuid4().hex[:8]}"
 SCRIPT = "<script>alert(1)</script>"
@@ -302,3 +303,36 @@ def test_the_page_of_an_ingestion_with_huge_rejections_stays_small(browser, ui_a
     assert xlsx.get_data()[:2] == b"PK"  # a zip: the workbook
     item = ui_app.test_client().get(f"/api/v1/ingestions/{ident}/rejections?limit=1", headers=auth).get_json()
     assert item["rejections"][0]["raw_truncated"] is True and len(item["rejections"][0]["raw"]) < 70_000
+
+
+# -- records waiting for their parents ------------------------------------------------------------
+
+
+def test_an_operator_gives_up_on_an_ingestions_waiting_records_and_a_reader_only_sees_them(ui_app, engine, unique):
+    accepted = store(engine, "sessions", [session(f"{unique}-S{i}", f"{unique}-T", f"{unique}-ST") for i in range(2)])
+    make_wait(engine, "sessions", accepted.ids)
+    path = f"/ui/ingestions/{accepted.ingestion_id}"
+
+    reader = ui_app.test_client()
+    sign_in(reader, READER)
+    page = reader.get(path).get_data(as_text=True)
+    assert re.search(r'id="waiting-count">2</strong> records waiting for parents', page)
+    assert "Give up now" not in page
+    assert post_form(reader, f"{path}/give-up", path).status_code == 403
+    assert [raw_row(engine, i).status for i in accepted.ids] == ["received", "received"]
+
+    operator = ui_app.test_client()
+    sign_in(operator, API_KEY)
+    assert "Give up now" in operator.get(path).get_data(as_text=True)
+    r = post_form(operator, f"{path}/give-up", path)
+    assert r.status_code == 302 and r.headers["Location"] == path
+    page = operator.get(path).get_data(as_text=True)
+    assert "Gave up on 2 waiting records" in page and 'id="waiting"' not in page
+    assert [raw_row(engine, i).status for i in accepted.ids] == ["dead", "dead"]
+    assert page.count("missing_parent") >= 2  # the dead letters' table of the page
+    with engine.connect() as conn:
+        outcomes = conn.execute(
+            sa.text("SELECT outcome, count FROM audit WHERE action = 'give_up' AND target->>'ingestion_id' = :i"),
+            {"i": str(accepted.ingestion_id)},
+        ).all()
+    assert sorted(tuple(o) for o in outcomes) == [("ok", 2), ("refused", None)]
