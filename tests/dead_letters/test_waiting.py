@@ -253,3 +253,25 @@ def test_the_command_line_lists_waiting_records_and_gives_up_on_one(make_cli, en
     refused = cli("waiting", "give-up", "--ingestion", str(accepted.ingestion_id), "--type", "sessions")
     assert refused.exit_code == 2 and "exactly one of --ingestion, --type, --record" in refused.output
     assert raw_row(engine, accepted.ids[1]).status == "received"
+
+
+# -- the OpenAPI document ------------------------------------------------------------------------------
+
+
+def test_the_openapi_document_describes_what_waits_and_the_give_up_with_its_one_selector(client, auth):
+    spec = client.get("/openapi.json", headers=auth).get_json()
+
+    def resolved(schema: dict) -> dict:
+        return spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]] if "$ref" in schema else schema
+
+    listed = spec["paths"]["/api/v1/waiting"]["get"]
+    assert [p["name"] for p in listed["parameters"]] == ["ingestion_id"]
+    page = resolved(listed["responses"]["200"]["content"]["application/json"]["schema"])
+    assert set(page["properties"]) == {"total", "groups", "more"}
+    give_up_op = spec["paths"]["/api/v1/waiting/give-up"]["post"]
+    body = resolved(give_up_op["requestBody"]["content"]["application/json"]["schema"])
+    assert [rule["required"] for rule in body["oneOf"]] == [["ingestion_id"], ["record_type"], ["record"]]
+    assert body["additionalProperties"] is False
+    assert {"200", "400"} <= set(give_up_op["responses"])
+    answer = resolved(give_up_op["responses"]["200"]["content"]["application/json"]["schema"])
+    assert set(answer["properties"]) == {"given_up", "remaining"}
