@@ -1,6 +1,7 @@
 """The Ingestions pages: the list (newest first, by type and status, keyset pagination) with each
 one's progress bar and quality level, and one ingestion with its counts, upload, quality
-scorecard (docs/quality.md), top errors, rejections (and their CSV) and dead letters.
+scorecard (docs/quality.md), top errors, rejections (and their CSV), dead letters, and how many
+of its records wait for their parents, with the operator's "Give up now" (etl_app.web.waiting).
 
 Everything an ingestion is comes from :func:`etl_app.quality.settle.ingestion_status`, as
 ``GET /api/v1/ingestions/{id}`` shows it; its rejections from :mod:`etl_app.api.rejections`, its
