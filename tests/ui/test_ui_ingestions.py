@@ -309,12 +309,15 @@ def test_the_page_of_an_ingestion_with_huge_rejections_stays_small(browser, ui_a
 
 
 def test_an_operator_gives_up_on_an_ingestions_waiting_records_and_a_reader_only_sees_them(ui_app, engine, unique):
+    reader = ui_app.test_client()
+    sign_in(reader, READER)
+    before = reader.get("/ui/api/overview").get_json()["waiting_for_parents"]
     accepted = store(engine, "sessions", [session(f"{unique}-S{i}", f"{unique}-T", f"{unique}-ST") for i in range(2)])
     make_wait(engine, "sessions", accepted.ids)
     path = f"/ui/ingestions/{accepted.ingestion_id}"
 
-    reader = ui_app.test_client()
-    sign_in(reader, READER)
+    assert reader.get("/ui/api/overview").get_json()["waiting_for_parents"] == before + 2
+    assert "Waiting for parents" in reader.get("/ui/overview").get_data(as_text=True)
     page = reader.get(path).get_data(as_text=True)
     assert re.search(r'id="waiting-count">2</strong> records waiting for parents', page)
     assert "Give up now" not in page
@@ -329,6 +332,7 @@ def test_an_operator_gives_up_on_an_ingestions_waiting_records_and_a_reader_only
     page = operator.get(path).get_data(as_text=True)
     assert "Gave up on 2 waiting records" in page and 'id="waiting"' not in page
     assert [raw_row(engine, i).status for i in accepted.ids] == ["dead", "dead"]
+    assert reader.get("/ui/api/overview").get_json()["waiting_for_parents"] == before
     assert page.count("missing_parent") >= 2  # the dead letters' table of the page
     with engine.connect() as conn:
         outcomes = conn.execute(

@@ -72,6 +72,7 @@
     ETL.text(stat("open_dead_letters"), data.open_dead_letters == null ? "—" : ETL.number(data.open_dead_letters));
     ETL.text(stat("unsettled"), data.unsettled == null ? "—" : ETL.number(data.unsettled));
     ETL.text(stat("oldest_unsettled"), data.oldest_unsettled);
+    ETL.text(stat("waiting_for_parents"), data.waiting_for_parents == null ? "—" : ETL.number(data.waiting_for_parents));
     const workers = data.workers;
     ETL.text(stat("workers"), workers.names == null ? (workers.error ? "unknown" : "asking…") : workers.names.length);
     ETL.text(stat("worker_names"), workers.names ? workers.names.join(", ") : (workers.error || ""));
