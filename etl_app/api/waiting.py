@@ -45,7 +45,7 @@ def _selector_error(exc: DeadLetterError):
 )
 def list_waiting():
     params = request.args.to_dict()
-    ident = parse({"ingestion_id": params["ingestion_id"]}).ingestion_id if params.get("ingestion_id") else None
+    ident = waiting.parse_ingestion_id(params["ingestion_id"]) if "ingestion_id" in params else None
     with current_runtime().engine.connect() as conn:
         found = waiting.list_waiting(conn, ingestion_id=ident)
     return reply(WaitingList, found)

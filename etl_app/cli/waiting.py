@@ -26,8 +26,8 @@ def waiting_group() -> None:
 @click.option("--ingestion", "ingestion_id", help="Only this ingestion.")
 def list_command(ingestion_id: str | None) -> None:
     """Records waiting for a parent now, by ingestion and record type (most first)."""
+    ident = _selector({"ingestion_id": ingestion_id}).ingestion_id if ingestion_id is not None else None
     settings = settings_or_fail()
-    ident = _selector({"ingestion_id": ingestion_id}).ingestion_id if ingestion_id else None
     with connect(settings) as conn:
         found = waiting.list_waiting(conn, ingestion_id=ident)
     table = Table()

@@ -82,10 +82,7 @@ def parse_selector(params: dict[str, Any], type_names: list[str], *, record_text
     name = given[0]
     value = params[name]
     if name == "ingestion_id":
-        try:
-            return Selector(ingestion_id=uuid.UUID(str(value)))
-        except ValueError:
-            raise InvalidParameter(name, "not an ingestion id (a UUID)") from None
+        return Selector(ingestion_id=parse_ingestion_id(value))
     if name == "record_type":
         return Selector(record_type=_type_name(name, value, type_names))
     if record_text and isinstance(value, str):
@@ -97,6 +94,14 @@ def parse_selector(params: dict[str, Any], type_names: list[str], *, record_text
     if not value["key"] or len(value["key"]) > 1000:
         raise InvalidParameter(name, "the key is 1 to 1,000 characters")
     return Selector(record_type=_type_name(name, value["type"], type_names), key=value["key"])
+
+
+def parse_ingestion_id(value: Any) -> uuid.UUID:
+    """An ingestion id given as text (an empty one too is :class:`InvalidParameter`)."""
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise InvalidParameter("ingestion_id", "not an ingestion id (a UUID)") from None
 
 
 def _type_name(name: str, value: Any, type_names: list[str]) -> str:

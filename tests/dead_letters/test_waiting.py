@@ -92,6 +92,10 @@ def test_giving_up_on_an_ingestion_dead_letters_its_waiting_records_naming_who_a
 
 def test_giving_up_on_one_record_leaves_its_siblings_waiting(client, auth, engine, unique):
     accepted = waiting_sessions(engine, unique, n=2)
+    # an empty or bad ingestion id is refused, never read as "every ingestion"
+    for bad in ("", "nope"):
+        refused = client.get("/api/v1/waiting", query_string={"ingestion_id": bad}, headers=auth)
+        assert refused.status_code == 400 and refused.get_json()["parameter"] == "ingestion_id"
     r = give_up(client, auth, {"record": {"type": "sessions", "key": f"{unique}-S1"}})
     assert r.get_json() == {"given_up": 1, "remaining": 0}
     assert [raw_row(engine, i).status for i in accepted.ids] == ["received", "dead"]
