@@ -26,7 +26,12 @@ def waiting_group() -> None:
 @click.option("--ingestion", "ingestion_id", help="Only this ingestion.")
 def list_command(ingestion_id: str | None) -> None:
     """Records waiting for a parent now, by ingestion and record type (most first)."""
-    ident = _selector({"ingestion_id": ingestion_id}).ingestion_id if ingestion_id is not None else None
+    ident = None
+    if ingestion_id is not None:
+        try:
+            ident = waiting.parse_ingestion_id(ingestion_id)
+        except InvalidParameter:
+            raise click.BadParameter("not an ingestion id (a UUID)", param_hint="--ingestion") from None
     settings = settings_or_fail()
     with connect(settings) as conn:
         found = waiting.list_waiting(conn, ingestion_id=ident)
