@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -125,8 +125,8 @@ def list_waiting(conn: sa.Connection, *, ingestion_id: uuid.UUID | None = None) 
     """``{total, groups: [{ingestion_id, record_type, waiting, parents, waiting_since}], more}``:
     the records waiting for a parent now, by ingestion and record type (most first, at most
     :data:`MAX_GROUPS`; ``more`` says there were more groups), ``parents`` the distinct parents
-    they wait for, ``waiting_since`` when the longest waiting one began. One query, on the partial
-    index of waiting records."""
+    they wait for, ``waiting_since`` when the longest waiting one began. Two queries (the groups,
+    the total), both on the partial index of waiting records."""
     where, params = ("AND ingestion_id = :ingestion_id", {"ingestion_id": ingestion_id}) if ingestion_id else ("", {})
     rows = conn.execute(sql(_WAITING.format(where=where)), {**params, "n": MAX_GROUPS + 1}).mappings().all()
     groups = [dict(row) for row in rows[:MAX_GROUPS]]
@@ -164,7 +164,7 @@ def given_up_error(parent: str, who: str, at: datetime, since: datetime | None) 
     """The dead letter's error: the parent it waited for, who gave up, when, after how long (the
     key and numbers vary, so the cause groups every give-up by anyone together)."""
     waited = f" after waiting {max(0, int((at - since).total_seconds()))}s" if since else ""
-    return f"parent {parent} not found: given up by '{who}' at {at:%Y-%m-%dT%H:%M:%SZ}{waited}"
+    return f"parent {parent} not found: given up by '{who}' at {at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}{waited}"
 
 
 def give_up(conn: sa.Connection, selector: Selector, *, who: str, cap: int = GIVE_UP_CAP) -> GivenUp:

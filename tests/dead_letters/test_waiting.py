@@ -279,3 +279,18 @@ def test_the_openapi_document_describes_what_waits_and_the_give_up_with_its_one_
     assert {"200", "400"} <= set(give_up_op["responses"])
     answer = resolved(give_up_op["responses"]["200"]["content"]["application/json"]["schema"])
     assert set(answer["properties"]) == {"given_up", "remaining"}
+
+
+@pytest.mark.unit
+def test_a_given_up_error_says_who_when_in_utc_and_how_long_and_groups_with_every_other():
+    from datetime import datetime, timedelta, timezone
+
+    from etl_app.dead_letters.causes import normalise
+
+    at = datetime(2026, 12, 7, 6, 0, tzinfo=timezone(timedelta(hours=1)))
+    error = waiting.given_up_error("tutors:T1", "k-1a2b3c4d", at, at - timedelta(seconds=42))
+    assert error == "parent tutors:T1 not found: given up by 'k-1a2b3c4d' at 2026-12-07T05:00:00Z after waiting 42s"
+    other = waiting.given_up_error("tutors:T2", "cli", at, None)
+    cause = "parent tutors:<key> not found: given up by '<v>' at <ts> after waiting <n>s"
+    assert normalise(error, ("tutors",)) == cause
+    assert other == "parent tutors:T2 not found: given up by 'cli' at 2026-12-07T05:00:00Z"
