@@ -27,6 +27,7 @@ from etl_app.pipeline import validate as validate_step
 from etl_app.pipeline.messages import Chunk, ChunkMessage, chunk_message, read_chunk
 from etl_app.pipeline.stash import Item
 from etl_app.record_types import RecordType
+from tasks.base import MIN_COUNTDOWN_SECONDS
 from tasks.chunks import ChunkTask
 
 log = logging.getLogger(__name__)
@@ -76,12 +77,16 @@ class StageTask(ChunkTask):
 
     def wait_or_give_up(self, type_name: str, waiting: list[enrich_step.Waiting], retries: int) -> list[Failure]:
         """Retry waiting children with backoff until ETL_PARENT_WAIT_SECONDS have passed since they
-        first waited; then they are dead letters of type missing_parent."""
+        first waited; then they are dead letters of type missing_parent. The last retry is due
+        when the wait ends (``next_try_in``), so the dead letter comes then, not a backoff later."""
         settings = self.runtime.settings
         now = utcnow()
         retry, failures = enrich_step.give_up_on_waiting(waiting, now, settings.parent_wait_seconds)
         if retry:
-            countdown = self.backoff(retries)
+            countdown = max(
+                MIN_COUNTDOWN_SECONDS,
+                enrich_step.next_try_in(retry, now, settings.parent_wait_seconds, self.backoff(retries)),
+            )
             enrich_step.mark_waiting(self.db, retry, now + timedelta(seconds=countdown))
             ids = [w.item["id"] for w in retry]
             self.after_commit(partial(self.republish, type_name, ids, countdown=countdown, parent_retries=retries + 1))

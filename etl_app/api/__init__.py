@@ -21,6 +21,7 @@ from etl_app.api import (
     rejections,
     reports,
     uploads,
+    waiting,
 )
 from etl_app.api.common import bad_parameter
 from etl_app.api.errors import register_error_handlers
@@ -48,6 +49,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(jobs_bp)
     app.register_blueprint(audit.bp)
     app.register_blueprint(providers.bp)
+    app.register_blueprint(waiting.bp)
     if app.extensions["etl"].settings.bench_noop:  # before the ingest rules: "_noop" is no record type
         app.register_blueprint(noop.bp)
     # Last: a record type's name in their URLs is any name but the paths above (ingest.RecordTypeName).

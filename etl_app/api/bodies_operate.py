@@ -280,3 +280,25 @@ class AuditPage(Schema):
     audit = many(AuditEntry)
     next = nullable(Int)
     limit = Int()
+
+
+# -- records waiting for their parents (etl_app.api.waiting) --------------------------------------
+
+
+class WaitingGroup(Schema):
+    ingestion_id = Uuid(required=True)
+    record_type = Text(required=True)
+    waiting = Int(required=True, **described("records of this ingestion and type waiting for a parent"))
+    parents = Int(required=True, **described("distinct parents they wait for"))
+    waiting_since = Moment(required=True, allow_none=True, **described("when the longest waiting one began"))
+
+
+class WaitingList(Schema):
+    total = Int(required=True, **described("records waiting for a parent"))
+    groups = many(WaitingGroup, required=True)
+    more = Flag(required=True, **described("more groups than the 500 listed"))
+
+
+class GivenUp(Schema):
+    given_up = Int(required=True, **described("records dead-lettered as missing_parent now"))
+    remaining = Int(required=True, **described("matching records still waiting (past the 10,000 of a call)"))

@@ -33,6 +33,7 @@ ENDPOINT_RIGHTS: dict[str, str] = {
     "jobs.show_job": READ,
     "audit.list_audit": READ,
     "providers.list_providers": READ,
+    "waiting.list_waiting": READ,
     "metrics.metrics": READ,  # or a key of ETL_METRICS_KEY
     "openapi.openapi_json": ANY,
     # operate
@@ -43,6 +44,7 @@ ENDPOINT_RIGHTS: dict[str, str] = {
     "dead_letter_groups.discard_group": OPERATE,  # with a reason
     "jobs.run_job_now": OPERATE,
     "providers.reset": OPERATE,  # a circuit breaker
+    "waiting.give_up": OPERATE,  # records waiting for their parents
 }
 
 # Endpoints registered only with a setting (ETL_BENCH_NOOP: etl_app.api.noop), so not in the
@@ -59,6 +61,7 @@ AUDITED_ENDPOINTS: dict[str, str] = {
     "dead_letter_groups.discard_group": "bulk_discard",
     "jobs.run_job_now": "job_run",
     "providers.reset": "breaker_reset",
+    "waiting.give_up": "give_up",
 }
 
 

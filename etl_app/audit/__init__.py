@@ -1,12 +1,13 @@
-"""The audit trail: who replayed, discarded or edited dead letters, ran jobs and reset lookup
-providers' circuit breakers, and how it went.
+"""The audit trail: who replayed, discarded or edited dead letters, ran jobs, reset lookup
+providers' circuit breakers and gave up on records waiting for their parents, and how it went.
 
 One row of the ``audit`` table per action: ``at``, ``key_id`` (the API key's id,
 etl_app.roles.key_id; ``cli`` for the command line; ``beat`` for scheduled job runs), ``action``
 (replay, bulk_replay, discard, bulk_discard, edit (a replay with a corrected payload), job_run,
-breaker_reset), ``target`` (JSON: ``{dead_letter_id}``, ``{filters}``, ``{group, record_type,
+breaker_reset, give_up), ``target`` (JSON: ``{dead_letter_id}``, ``{filters}``, ``{group, record_type,
 error_type, cause}`` for a group's replay, with ``reason`` for its discard (bulk_discard),
-``{job, window, run_id}``, ``{provider}``), ``count`` (dead letters acted on, rows a job
+``{job, window, run_id}``, ``{provider}``, ``{ingestion_id}``, ``{record_type}`` or ``{record: {type,
+key}}`` for a give-up), ``count`` (dead letters acted on, rows a job
 touched), ``outcome`` (ok, refused, failed) with a ``message``, and the HTTP ``request_id`` if
 there is one.
 

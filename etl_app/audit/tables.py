@@ -12,7 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from etl_app.db import TSTZ, Base
 
 # audit.action values: what an operator (a key, the command line) or beat did.
-AUDIT_ACTIONS = ("replay", "bulk_replay", "discard", "bulk_discard", "edit", "job_run", "breaker_reset")
+AUDIT_ACTIONS = ("replay", "bulk_replay", "discard", "bulk_discard", "edit", "job_run", "breaker_reset", "give_up")
 
 
 # audit.outcome values: done; refused (the key's role lacks the right); failed (with its message).

@@ -1,5 +1,5 @@
 """The operator's command line: ``etl-app run``, ``migrate``, ``ingestions``, ``dlq``, ``jobs``,
-``providers``, ``audit``, ``status``, ``generate`` and ``submit``."""
+``providers``, ``waiting``, ``audit``, ``status``, ``generate`` and ``submit``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from etl_app.cli.providers import providers_group
 from etl_app.cli.run import migrate, run
 from etl_app.cli.status import status_command
 from etl_app.cli.submit import submit_command
+from etl_app.cli.waiting import waiting_group
 
 
 @click.group()
@@ -30,6 +31,7 @@ main.add_command(ingestions_group, "ingestions")
 main.add_command(dlq_group, "dlq")
 main.add_command(jobs_group, "jobs")
 main.add_command(providers_group, "providers")
+main.add_command(waiting_group, "waiting")
 main.add_command(audit_command)
 main.add_command(status_command)
 main.add_command(submit_command)

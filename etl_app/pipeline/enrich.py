@@ -124,6 +124,20 @@ def give_up_on_waiting(
     return retry, failures
 
 
+def next_try_in(waiting: Sequence[Waiting], now: datetime, wait_seconds: int, backoff: float) -> float:
+    """Seconds until these waiting children are tried again: ``backoff``, but never past the
+    moment the first of them has waited ``wait_seconds`` (a child that has not waited yet has all
+    of them ahead). So the try that dead-letters a child comes when its wait ends, not up to a
+    whole backoff (``ETL_RETRY_BACKOFF_MAX_SECONDS``) later; a child that is not due yet then is
+    retried with the backoff again. The caller applies its floor (a broker's whole second)."""
+    budget = timedelta(seconds=wait_seconds)
+    left = min(
+        ((w.item["waiting_since"] + budget - now).total_seconds() if w.item.get("waiting_since") else wait_seconds)
+        for w in waiting
+    )
+    return max(0.0, min(backoff, left))
+
+
 def mark_waiting(conn: sa.Connection, waiting: Sequence[Waiting], retry_at: datetime) -> None:
     """Remember what each waiting record waits for, and when it will be tried again."""
     conn.execute(

@@ -1,6 +1,7 @@
 """The Ingestions pages: the list (newest first, by type and status, keyset pagination) with each
 one's progress bar and quality level, and one ingestion with its counts, upload, quality
-scorecard (docs/quality.md), top errors, rejections (and their CSV) and dead letters.
+scorecard (docs/quality.md), top errors, rejections (and their CSV), dead letters, and how many
+of its records wait for their parents, with the operator's "Give up now" (etl_app.web.waiting).
 
 Everything an ingestion is comes from :func:`etl_app.quality.settle.ingestion_status`, as
 ``GET /api/v1/ingestions/{id}`` shows it; its rejections from :mod:`etl_app.api.rejections`, its
@@ -14,8 +15,9 @@ import uuid
 from typing import Any
 
 import orjson
-from flask import abort, current_app, jsonify, request, url_for
+from flask import abort, current_app, flash, jsonify, redirect, request, url_for
 
+from etl_app.dead_letters import waiting
 from etl_app.dead_letters.filters import ALL, Filters
 from etl_app.dead_letters.queries import list_dead_letters
 from etl_app.ingest.listing import DEFAULT_LIMIT, MAX_LIMIT, STATUSES, BadCursor, list_ingestions, segments
@@ -24,9 +26,11 @@ from etl_app.jsonsafe import json_safe
 from etl_app.quality import level_of
 from etl_app.quality.settle import ingestion_status
 from etl_app.ui.blueprint import bp, duration, exact_seconds, render
+from etl_app.ui.session import requires_operate
 from etl_app.web.context import ApiError, current_runtime
 from etl_app.web.rejections import PAGE as REJECTIONS_PAGE
 from etl_app.web.rejections import download_response, errors_text, ingestion_or_404, rejection_item
+from etl_app.web.waiting import give_up_now
 
 REJECTIONS_PER_PAGE = 25
 TEXT_SHOWN = 2000  # characters of a rejection's values, and of its errors, in a row of the page
@@ -203,6 +207,7 @@ def ingestion(ingestion_id: str):
             for row in found[:REJECTIONS_PER_PAGE]
         ]
         dead = list_dead_letters(conn, Filters(ingestion_id=ident, status=ALL), limit=DEAD_LETTERS_SHOWN)
+        waits = waiting.list_waiting(conn, ingestion_id=ident)
     following = None
     if len(found) > REJECTIONS_PER_PAGE:
         following = url_for("ui.ingestion", ingestion_id=str(ident), rejections_from=found[-2].position + 1)
@@ -222,7 +227,25 @@ def ingestion(ingestion_id: str):
         dead_letters=dead.items,
         more_dead_letters=dead.next is not None,
         dead_letters_page=dead_letters_page,
+        waiting_count=waits["total"],
+        waiting_since=min((g["waiting_since"] for g in waits["groups"] if g["waiting_since"]), default=None),
+        wait_seconds=runtime.settings.parent_wait_seconds,
     )
+
+
+@bp.post("/ingestions/<ingestion_id>/give-up")
+@requires_operate("give_up", lambda ingestion_id: {"ingestion_id": ingestion_id})
+def ingestion_give_up(ingestion_id: str):
+    """The "Give up now" button: the ingestion's records waiting for their parents become
+    ``missing_parent`` dead letters now (etl_app.dead_letters.waiting), audited ``give_up``."""
+    ident = _ident_or_404(ingestion_id)
+    given = give_up_now(waiting.Selector(ingestion_id=ident))
+    if given.count:
+        more = f" {given.remaining:,} more still wait: give up again for them." if given.remaining else ""
+        flash(f"Gave up on {given.count:,} waiting records: they are missing_parent dead letters now.{more}", "ok")
+    else:
+        flash("Nothing to give up on: no record of this ingestion waits for a parent now.", "ok")
+    return redirect(url_for("ui.ingestion", ingestion_id=str(ident)))
 
 
 def _shown(text: str) -> str:

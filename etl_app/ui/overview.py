@@ -1,13 +1,15 @@
 """The Overview page: is data flowing? Records persisted, rejected and dead per minute over the
 last hour (a stacked chart and the same numbers in a table), queue depth per queue, open dead
-letters, the unsettled backlog and the age of its oldest record, the workers seen, the last run
+letters, the unsettled backlog and the age of its oldest record (and how many of it wait for a
+parent), the workers seen, the last run
 of each scheduled job, and a link to Flower. ``/ui/api/overview`` answers the same as JSON for
 the page's polling (every 5 s).
 
 Every reading is index-backed (docs/operator-pages.md, Speed): persisted per minute from the partial
 index ``ix_raw_records_payload_kept`` (a record persisted within the last hour still has its
 payload: retention keeps it at least a day), dead from ``ix_dead_letters_last_failed_at``,
-rejected from ``ix_rejections_created_at``, the backlog from ``ix_raw_records_unsettled``. Queue
+rejected from ``ix_rejections_created_at``, the backlog from ``ix_raw_records_unsettled``, those
+waiting for a parent from ``ix_raw_records_waiting_on``. Queue
 depths are the ``/metrics`` reading (:class:`etl_app.pipeline.queues.QueueDepths`: the Redis
 broker's lists, or RabbitMQ's counts). Workers are
 asked by Celery's ``inspect ping`` in a thread of its own, at most every
@@ -56,6 +58,8 @@ _PER_MINUTE = {
     ),
 }
 _OPEN_DEAD_LETTERS = sql("SELECT count(*) FROM dead_letters WHERE status = :OPEN")
+# Of the backlog, the records waiting for a parent (the partial index ix_raw_records_waiting_on).
+_WAITING = sql("SELECT count(*) FROM raw_records WHERE status = :RECEIVED AND waiting_on IS NOT NULL")
 _BACKLOG = sql(
     "SELECT count(*), extract(epoch FROM now() - min(received_at)) FROM raw_records WHERE status = :RECEIVED"
 )
@@ -129,7 +133,7 @@ def overview_data() -> dict[str, Any]:
     runtime = current_runtime()
     error = None
     minutes: list[dict[str, Any]] = []
-    open_dead, unsettled, oldest = None, None, None
+    open_dead, unsettled, oldest, waiting = None, None, None, None
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in JOBS}
     try:
         with runtime.engine.connect() as conn, conn.begin():
@@ -137,6 +141,7 @@ def overview_data() -> dict[str, Any]:
             minutes = per_minute(conn, datetime.now(UTC))
             open_dead = conn.execute(_OPEN_DEAD_LETTERS).scalar_one()
             unsettled, oldest = conn.execute(_BACKLOG).one()
+            waiting = conn.execute(_WAITING).scalar_one()
             runs = recent_runs(conn, list(JOBS), per_job=1)
     except sa.exc.SQLAlchemyError as exc:
         log.warning("overview: database not read: %s", exc)
@@ -151,6 +156,7 @@ def overview_data() -> dict[str, Any]:
         "oldest_unsettled_seconds": oldest,
         "oldest_unsettled": age_text(oldest),
         "oldest_unsettled_exact": exact_seconds(oldest),
+        "waiting_for_parents": waiting,
         "queues": queues,
         "queue_error": queue_error,
         "broker": "rabbitmq" if runtime.settings.broker_is_rabbitmq else "redis",

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from etl_app.clock import utcnow
 from etl_app.dead_letters.store import Failure, dead_letter
 from etl_app.ingest import outbox
-from etl_app.pipeline.enrich import enrich_chunk, fetch_parents
+from etl_app.pipeline.enrich import enrich_chunk, fetch_parents, mark_waiting
 from etl_app.pipeline.persist import persist_chunk
 from etl_app.pipeline.stash import Stash
 from etl_app.pipeline.validate import load_raw, validate_chunk
@@ -95,3 +95,14 @@ def dead_letter_row(engine: sa.Engine, dead_letter_id: int) -> sa.Row:
 def raw_row(engine: sa.Engine, raw_id: int) -> sa.Row:
     with engine.connect() as conn:
         return conn.execute(sa.text("SELECT * FROM raw_records WHERE id = :id"), {"id": raw_id}).one()
+
+
+def make_wait(engine: sa.Engine, record_type: str, raw_ids: Sequence[int]) -> None:
+    """What etl.enrich does with children whose parent is missing: they wait (no worker here)."""
+    registry = get_registry()
+    rt = registry[record_type]
+    with engine.begin() as conn:
+        items, failures = validate_chunk(rt, load_raw(conn, raw_ids))
+        done, waits, more = enrich_chunk(rt, items, fetch_parents(conn, rt, registry, items))
+        assert not (failures or done or more) and len(waits) == len(raw_ids)
+        mark_waiting(conn, waits, utcnow())

@@ -18,7 +18,7 @@ import pytest
 from etl_app import clock, errors
 from etl_app.dead_letters.store import Failure
 from etl_app.pipeline import enrich
-from etl_app.pipeline.enrich import Waiting, enrich_chunk, fetch_parents, give_up_on_waiting
+from etl_app.pipeline.enrich import Waiting, enrich_chunk, fetch_parents, give_up_on_waiting, next_try_in
 from etl_app.pipeline.stash import item
 from etl_app.pipeline.validate import load_raw, validate_chunk
 from etl_app.record_types import get_registry
@@ -107,6 +107,19 @@ def test_a_child_is_dead_lettered_as_missing_parent_exactly_when_its_wait_reache
         Failure(i, errors.MISSING_PARENT, "parent tutors:T-1 not found after waiting 900s", waiting_on="tutors:T-1")
         for i in (3, 4)
     ]
+
+
+@pytest.mark.unit
+def test_the_try_that_dead_letters_a_waiting_child_is_due_when_its_wait_ends_not_a_backoff_later():
+    # A backoff of 300 s (ETL_RETRY_BACKOFF_MAX_SECONDS) no longer carries a child past its wait.
+    assert next_try_in([child(1, timedelta(seconds=800))], NOW, BUDGET, backoff=300) == 100
+    # The first of the chunk to come of age decides; a child that has not waited has it all ahead.
+    chunk = [child(1, None), child(2, timedelta(seconds=890)), child(3, timedelta(seconds=10))]
+    assert next_try_in(chunk, NOW, BUDGET, backoff=300) == 10
+    assert next_try_in([child(1, None)], NOW, 3, backoff=60) == 3
+    # Early in the wait the backoff stands; past the end of it, at once.
+    assert next_try_in([child(1, timedelta(seconds=10))], NOW, BUDGET, backoff=4) == 4
+    assert next_try_in([child(1, timedelta(seconds=BUDGET + 5))], NOW, BUDGET, backoff=4) == 0
 
 
 # -- derived fields as of received_at -------------------------------------------------------------

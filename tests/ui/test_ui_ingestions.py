@@ -15,9 +15,10 @@ import sqlalchemy as sa
 from etl_app.ingest.listing import BadCursor, decode_cursor, encode_cursor, segments
 from etl_app.ui.ingestions import level_of, scorecard
 
-from tests.helpers.payloads import student, tutor
+from tests.helpers.dead_letters import make_wait, raw_row, store
+from tests.helpers.payloads import session, student, tutor
 from tests.helpers.support import API_KEY
-from tests.helpers.ui import sign_in
+from tests.helpers.ui import post_form, sign_in
 
 READER = f"ui-reader-{uuid.uuid4().hex[:8]}"
 SCRIPT = "<script>alert(1)</script>"
@@ -307,8 +308,45 @@ def test_only_the_expected_fields_shares_have_a_level_on_the_scorecard():
     }  # fmt: skip
     rows = {r["metric"]: r for r in scorecard(quality, frozenset({"grade_level"}))}
     assert rows["completeness · grade_level (expected)"] == {
-        "metric": "completeness · grade_level (expected)", "value": "0.5000", "level": "poor",
+        "metric": "completeness · grade_level (expected)", "value": "0.5000", "level": "poor", "title": None,
     }  # fmt: skip
     assert rows["completeness · name"]["level"] is None  # not expected: it lowers nothing
     assert rows["completeness · student_id"]["level"] is None
     assert rows["completeness (overall)"]["level"] == "poor"
+
+
+# -- records waiting for their parents ------------------------------------------------------------
+
+
+def test_an_operator_gives_up_on_an_ingestions_waiting_records_and_a_reader_only_sees_them(ui_app, engine, unique):
+    reader = ui_app.test_client()
+    sign_in(reader, READER)
+    before = reader.get("/ui/api/overview").get_json()["waiting_for_parents"]
+    accepted = store(engine, "sessions", [session(f"{unique}-S{i}", f"{unique}-T", f"{unique}-ST") for i in range(2)])
+    make_wait(engine, "sessions", accepted.ids)
+    path = f"/ui/ingestions/{accepted.ingestion_id}"
+
+    assert reader.get("/ui/api/overview").get_json()["waiting_for_parents"] == before + 2
+    assert "Waiting for parents" in reader.get("/ui/overview").get_data(as_text=True)
+    page = reader.get(path).get_data(as_text=True)
+    assert re.search(r'id="waiting-count">2</strong> records waiting for parents', page)
+    assert "Give up now" not in page
+    assert post_form(reader, f"{path}/give-up", path).status_code == 403
+    assert [raw_row(engine, i).status for i in accepted.ids] == ["received", "received"]
+
+    operator = ui_app.test_client()
+    sign_in(operator, API_KEY)
+    assert "Give up now" in operator.get(path).get_data(as_text=True)
+    r = post_form(operator, f"{path}/give-up", path)
+    assert r.status_code == 302 and r.headers["Location"] == path
+    page = operator.get(path).get_data(as_text=True)
+    assert "Gave up on 2 waiting records" in page and 'id="waiting"' not in page
+    assert [raw_row(engine, i).status for i in accepted.ids] == ["dead", "dead"]
+    assert reader.get("/ui/api/overview").get_json()["waiting_for_parents"] == before
+    assert page.count("missing_parent") >= 2  # the dead letters' table of the page
+    with engine.connect() as conn:
+        outcomes = conn.execute(
+            sa.text("SELECT outcome, count FROM audit WHERE action = 'give_up' AND target->>'ingestion_id' = :i"),
+            {"i": str(accepted.ingestion_id)},
+        ).all()
+    assert sorted(tuple(o) for o in outcomes) == [("ok", 2), ("refused", None)]

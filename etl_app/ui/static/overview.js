@@ -73,6 +73,7 @@
     ETL.text(stat("unsettled"), data.unsettled == null ? "—" : ETL.number(data.unsettled));
     ETL.text(stat("oldest_unsettled"), data.oldest_unsettled);
     stat("oldest_unsettled").title = data.oldest_unsettled_exact || "";
+    ETL.text(stat("waiting_for_parents"), data.waiting_for_parents == null ? "—" : ETL.number(data.waiting_for_parents));
     const workers = data.workers;
     ETL.text(stat("workers"), workers.names == null ? (workers.error ? "unknown" : "asking…") : workers.names.length);
     ETL.text(stat("worker_names"), workers.names ? workers.names.join(", ") : (workers.error || ""));

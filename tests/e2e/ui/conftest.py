@@ -38,9 +38,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def ui_stack(database_url, tmp_path_factory) -> Iterator[Stack]:
+def ui_stack(request, database_url, tmp_path_factory) -> Iterator[Stack]:
+    """The module's stack: web and worker with ``UI_ENV``, and the module's own ``STACK_ENV`` if it has one."""
     keys = ",".join([API_KEY, *(f"{key}:{role}" for role, key in KEYS.items())])
-    with running_stack(database_url, UI_REDIS, tmp_path_factory.mktemp("logs"), **UI_ENV) as s:
+    env = {**UI_ENV, **getattr(request.module, "STACK_ENV", {})}
+    with running_stack(database_url, UI_REDIS, tmp_path_factory.mktemp("logs"), **env) as s:
         s.env["ETL_API_KEYS"] = keys
         s.worker()
         s.web()
