@@ -1,5 +1,5 @@
-/* The Overview page: the per-minute chart (and its table), the numbers, queues, workers and
-   last job runs, read now and every 5 s from /ui/api/overview while the tab is visible. */
+/* The Overview page: the per-minute chart (and its table), the numbers, backpressure, queues,
+   workers and last job runs, read now and every 5 s from /ui/api/overview while the tab is visible. */
 "use strict";
 (() => {
   const url = document.getElementById("page-script").dataset.url;
@@ -72,6 +72,11 @@
     ETL.text(stat("open_dead_letters"), data.open_dead_letters == null ? "—" : ETL.number(data.open_dead_letters));
     ETL.text(stat("unsettled"), data.unsettled == null ? "—" : ETL.number(data.unsettled));
     ETL.text(stat("oldest_unsettled"), data.oldest_unsettled);
+    ETL.text(stat("backpressure"), data.backpressure);
+    ETL.text(stat("backpressure_bounds"), data.backpressure_bounds);
+    const full = data.backlog && data.backlog.full;
+    ETL.text(stat("backlog_message"), full ? data.backlog.message : "");
+    document.getElementById("backlog-full").hidden = !full;
     const workers = data.workers;
     ETL.text(stat("workers"), workers.names == null ? (workers.error ? "unknown" : "asking…") : workers.names.length);
     ETL.text(stat("worker_names"), workers.names ? workers.names.join(", ") : (workers.error || ""));
