@@ -7,9 +7,10 @@ off). While it is full the submit and upload endpoints answer 429 ``backlog_full
 ``Retry-After`` (docs/backpressure.md).
 
 **Cheap on the hot path.** A request reads this process's last reading (:class:`BacklogReader`),
-never the database. A reading is taken by the first request after the last one is a second old
-(others meanwhile keep using the last one: no request waits for it but the process's very first),
-and costs one statement and one Redis round trip:
+never the database. The first request after the last reading is a second old starts a thread
+that takes the next one; that request and the others go on with the last reading meanwhile (only
+the process's very first reading is waited for). A reading costs one statement and one Redis
+round trip:
 
 - the statement walks the partial index of unsettled records (``ix_raw_records_unsettled``) and
   stops after ``bound + what five minutes of draining settles + 1`` records (``LIMIT``): enough to
@@ -24,7 +25,8 @@ and costs one statement and one Redis round trip:
 
 A reading that took long delays the next: the next is due after ``max(1 s, 10 × its duration)``,
 so the check never keeps the database busy more than a tenth of the time, however large the
-backlog. A database that fails the reading leaves the last one in use for up to
+backlog (at the default bound of 1,000,000 records a full backlog's reading takes about a second:
+the next is ten seconds later). A database that fails the reading leaves the last one in use for up to
 :data:`STALE_SECONDS`, then none (the endpoints accept: the request itself tells a database
 that is down). A Redis that fails leaves the drain rate unknown: ``Retry-After`` is then
 :data:`DEFAULT_RETRY_SECONDS`, as with no record settled in the window.
@@ -241,19 +243,22 @@ class BacklogReader:
     def read(self) -> Backlog | None:
         if not self.bounds.on:
             return None
-        now = time.monotonic()
-        if now >= self._due:
-            # the process's first reading is waited for; later ones are taken by one request
-            # while the others go on with the last
-            if self._lock.acquire(blocking=self._state is None):
-                try:
+        if time.monotonic() >= self._due:
+            if self._state is None:  # the process's first reading: waited for
+                with self._lock:
                     if time.monotonic() >= self._due:
                         self._refresh()
-                finally:
-                    self._lock.release()
+            elif self._lock.acquire(blocking=False):  # later ones: in a thread, this request goes on
+                threading.Thread(target=self._refresh_and_release, name="etl-backlog-read", daemon=True).start()
         if self._state is None or time.monotonic() - self._taken > STALE_SECONDS:
             return None
         return self._state
+
+    def _refresh_and_release(self) -> None:
+        try:
+            self._refresh()
+        finally:
+            self._lock.release()
 
     def _refresh(self) -> None:
         started = time.monotonic()
