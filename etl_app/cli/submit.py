@@ -142,7 +142,7 @@ def _upload_when_taken(
                 f"upload refused: {_error_message(response)} (gave up after waiting {waited:.0f} s: --max-wait)"
             )
         err.print(
-            f"the service is busy: {_error_message(response)}\n"
+            f"{_error_message(response)}\n"
             f"waiting {wait:.0f} s before sending the file again "
             f"({waited:.0f} s waited so far, at most {max_wait:.0f} s: --max-wait)",
             highlight=False,

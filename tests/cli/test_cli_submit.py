@@ -236,7 +236,7 @@ def test_a_busy_service_is_waited_for_as_it_asks_then_the_file_is_sent_again(ser
     assert result.stdout.strip() == fake.ingestion_id
     assert len(fake.uploads) == 3
     assert file_part(fake.uploads[2])[1] == csv_file.read_bytes()  # sent whole again, from its start
-    assert result.stderr.count("the service is busy: HTTP 429 (backlog_full)") == 2
+    assert result.stderr.count("HTTP 429 (backlog_full): the service is busy: 1200 records are waiting") == 2
     assert "waiting 1 s before sending the file again (0 s waited so far, at most 600 s: --max-wait)" in result.stderr
     assert "(1 s waited so far" in result.stderr
 

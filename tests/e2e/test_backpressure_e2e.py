@@ -101,8 +101,8 @@ def test_a_full_backlog_is_429_with_retry_after_until_the_workers_drain_it(stack
             stderr=err,
         )
     try:
-        wait_until(lambda: "the service is busy" in err_path.read_text(), 60, what="etl-app submit to wait")
-        assert "HTTP 429 (backlog_full)" in err_path.read_text()
+        wait_until(lambda: "HTTP 429 (backlog_full)" in err_path.read_text(), 60, what="etl-app submit to wait")
+        assert "the service is busy" in err_path.read_text()
         assert "waiting 30 s before sending the file again" in err_path.read_text()
 
         stack.worker()  # the workers drain the backlog
