@@ -8,9 +8,10 @@ off). While it is full the submit and upload endpoints answer 429 ``backlog_full
 
 **Cheap on the hot path.** A request reads this process's last reading (:class:`BacklogReader`),
 never the database. The first request after the last reading is a second old starts a thread
-that takes the next one; that request and the others go on with the last reading meanwhile (only
-the process's very first reading is waited for). A reading costs one statement and one Redis
-round trip:
+that takes the next one; that request and the others go on with the last reading meanwhile. Only
+a process's first reading, and the first after it served nothing for over :data:`OVERDUE_SECONDS`
+(its last reading would be old), are waited for: a few milliseconds. A reading costs one
+statement and one Redis round trip:
 
 - the statement walks the partial index of unsettled records (``ix_raw_records_unsettled``) and
   stops after ``bound + what five minutes of draining settles + 1`` records (``LIMIT``): enough to
@@ -59,6 +60,7 @@ MIN_RETRY_SECONDS, MAX_RETRY_SECONDS = 1, 300
 DEFAULT_RETRY_SECONDS = 30  # Retry-After when nothing settled in the window (or Redis did not say)
 REFRESH_SECONDS = 1.0  # a reading is reused this long at least
 COST_FACTOR = 10  # ... and at least this many times what it took
+OVERDUE_SECONDS = 5.0  # a reading due longer ago than this (the process served nothing) is waited for
 STALE_SECONDS = 30.0  # a reading older than this is not used (the database failed the later ones)
 AGE_ONLY_LIMIT = 1_000_000  # records counted when only the age bound is on
 
@@ -243,8 +245,10 @@ class BacklogReader:
     def read(self) -> Backlog | None:
         if not self.bounds.on:
             return None
-        if time.monotonic() >= self._due:
-            if self._state is None:  # the process's first reading: waited for
+        now = time.monotonic()
+        if now >= self._due:
+            # the process's first reading, and one after it served nothing for a while: waited for
+            if self._state is None or now - self._due > OVERDUE_SECONDS:
                 with self._lock:
                     if time.monotonic() >= self._due:
                         self._refresh()

@@ -147,6 +147,17 @@ def test_once_settled_below_the_bound_submits_are_taken_again(full_app, auth, en
     assert stored_keys(engine, [f"{unique}-early", f"{unique}-now"]) == [f"{unique}-now"]
 
 
+def test_after_a_while_without_requests_the_first_answer_reads_the_backlog_again(full_app, engine, settle_afterwards):
+    """A web process that served nothing for a while does not answer its next request from its
+    old reading: that request waits for a new one."""
+    client = full_app.test_client()
+    assert client.get("/ready").get_json()["backlog"]["full"] is True
+    settle(engine, settle_afterwards)
+    reader = full_app.extensions["etl"].backlog
+    reader._due = time.monotonic() - backlog.OVERDUE_SECONDS - 1  # as if nothing came for that long
+    assert client.get("/ready").get_json()["backlog"]["full"] is False
+
+
 def _ids(engine, key: str):
     with engine.connect() as conn:
         return conn.execute(sa.text("SELECT id FROM raw_records WHERE natural_key = :k"), {"k": key}).all()
