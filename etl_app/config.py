@@ -137,6 +137,10 @@ class Settings:
     retry_budgets: dict[str, int] = field(default_factory=dict)
     max_deliveries: int = 5
     db_pool_size: int = 5
+    # backpressure (etl_app.ingest.backlog): 429 on submits while more records than this wait to
+    # settle, or while one waits longer than this; 0 turns either off
+    backlog_max_records: int = 1_000_000
+    backlog_max_age_seconds: int = 3600
     relay_window_ms: int = 100
     relay_max_window_ms: int = 1000  # the relay's window grows to this while rounds are small
     raw_retention_days: int = 30
@@ -203,6 +207,8 @@ class Settings:
             retry_budgets=_budgets(env.get("ETL_RETRY_BUDGETS", "")),
             max_deliveries=_int(env, "ETL_MAX_DELIVERIES", cls.max_deliveries),
             db_pool_size=_int(env, "ETL_DB_POOL_SIZE", cls.db_pool_size),
+            backlog_max_records=_int(env, "ETL_BACKLOG_MAX_RECORDS", cls.backlog_max_records),
+            backlog_max_age_seconds=_int(env, "ETL_BACKLOG_MAX_AGE_SECONDS", cls.backlog_max_age_seconds),
             relay_window_ms=_int(env, "ETL_RELAY_WINDOW_MS", cls.relay_window_ms),
             relay_max_window_ms=_int(env, "ETL_RELAY_MAX_WINDOW_MS", cls.relay_max_window_ms),
             raw_retention_days=_int(env, "ETL_RAW_RETENTION_DAYS", cls.raw_retention_days),
@@ -291,6 +297,8 @@ class Settings:
                     f"ETL_RATE_LIMIT must be in flask-limiter's notation, e.g. 100/second;5000/minute: "
                     f"{self.rate_limit!r}"
                 ) from None
+        if self.backlog_max_records < 0 or self.backlog_max_age_seconds < 0:
+            raise ValueError("ETL_BACKLOG_MAX_RECORDS and ETL_BACKLOG_MAX_AGE_SECONDS must be at least 0 (0: off)")
         if self.auth_failures_per_minute < 0 or self.proxy_hops < 0:
             raise ValueError("ETL_AUTH_FAILURES_PER_MINUTE and ETL_PROXY_HOPS must be at least 0")
         if self.geocoder_breaker_failures < 1 or self.geocoder_breaker_cooldown_seconds < 1:

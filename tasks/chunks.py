@@ -5,17 +5,19 @@ It adds to :class:`tasks.base.EtlTask` (the unit of work and the retry policy) w
 needs: a chunk that fails for good is bisected into two new chains until the one bad record is
 isolated and dead-lettered with its traceback; a retry extends the lease of the chunk's records in
 the outbox; records are sent through a new chain (``republish``) or to the dead-letter queue
-(``send_dead_letters``); the quality of the ingestions a call settled is stored after its commit.
+(``send_dead_letters``); the quality of the ingestions a call settled is stored after its commit,
+and the records it settled are counted for the backlog's drain rate (:mod:`etl_app.ingest.backlog`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 from etl_app.dead_letters.store import Failure
-from etl_app.ingest import claim
+from etl_app.ingest import backlog, claim
 from etl_app.pipeline.messages import UnreadableMessage, publish_chunks, publish_dead_letters, read_chunk
 from etl_app.quality import settle
 from tasks.base import EtlTask, PermanentFailure
@@ -95,10 +97,19 @@ class ChunkTask(EtlTask):
         if failures:
             publish_dead_letters(self.app, type_name, [f.to_message() for f in failures], self.name)
 
-    def settle_after_commit(self, *, ingestion_ids: Iterable[Any] = (), raw_ids: Iterable[int] = ()) -> None:
-        """Once this call's transaction has committed, store the quality of those of these ingestions
-        (or of these raw records' ingestions) that have settled (:mod:`etl_app.quality.settle`), on
-        this call's connection. Checking is one indexed query; a failure is logged, never the task's."""
+    def settle_after_commit(
+        self, *, settled: int, ingestion_ids: Iterable[Any] = (), raw_ids: Iterable[int] = ()
+    ) -> None:
+        """Once this call's transaction has committed, count the ``settled`` records it settled
+        (the backlog's drain rate: one Redis round trip) and store the quality of those of these
+        ingestions (or of these raw records' ingestions) that have settled
+        (:mod:`etl_app.quality.settle`), on this call's connection. Checking is one indexed query;
+        a failure is logged, never the task's."""
+        if settled:
+            runtime = self.runtime
+            self.after_commit(
+                partial(backlog.count_settled, runtime.cache, runtime.settings.broker_key_prefix, settled)
+            )
         ingestion_ids, raw_ids = sorted(set(ingestion_ids)), sorted(set(raw_ids))
         if ingestion_ids or raw_ids:
             runtime, unit = self.runtime, self.unit

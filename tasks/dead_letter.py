@@ -32,5 +32,5 @@ def record(self: ChunkTask, type_name: str, failures: list[dict], task_name: str
     self.after_commit(
         partial(send_after_commit, self.runtime.publisher, replayed.records, timeout=None, what="replayed dead letters")
     )
-    self.settle_after_commit(raw_ids=[f.raw_id for f in rows])
+    self.settle_after_commit(settled=len(new), raw_ids=[f.raw_id for f in rows])
     return len(new)

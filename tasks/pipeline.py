@@ -207,5 +207,6 @@ def persist(self: StageTask, message: ChunkMessage | None) -> int:
         for child_type, ids in waiting.items():
             self.after_commit(partial(self.republish, child_type, ids))
     self.after_commit(partial(runtime.stash.drop, chunk.stash))
-    self.settle_after_commit(ingestion_ids=[one["ingestion_id"] for one in items])
+    # the chunk's records still unsettled are persisted now (a redelivery's, already, are counted again)
+    self.settle_after_commit(settled=len(items), ingestion_ids=[one["ingestion_id"] for one in items])
     return len(keys)

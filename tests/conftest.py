@@ -72,6 +72,10 @@ def make_app(database_url: str, api_redis_url: str, broker_prefix: str):
             "broker_url": api_redis_url,
             "broker_key_prefix": broker_prefix,
             "api_keys": (API_KEY,),
+            # Backpressure off: this database holds other tests' records left unsettled on purpose
+            # (some received long ago); tests/api/test_backpressure.py sets the bounds it checks.
+            "backlog_max_records": 0,
+            "backlog_max_age_seconds": 0,
             **overrides,
         }
         app = create_app(config)

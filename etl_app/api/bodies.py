@@ -402,6 +402,29 @@ class Health(Schema):
     status = Text()
 
 
+class BacklogState(Schema):
+    """The backlog of records received and not settled yet (etl_app.ingest.backlog), as this web
+    process last read it (at most a second or so ago)."""
+
+    full = Flag(**described("submits and uploads are refused with 429 backlog_full"))
+    reasons = texts(**described("why it is full: records (too many), age (one waits too long)"))
+    message = Text()
+    records = Int(**described("unsettled records, counted up to the bound and what 5 minutes of draining settles"))
+    oldest_seconds = nullable(Num, **described("how long the oldest record counted has waited"))
+    settled_per_second = nullable(Num, **described("records settled per second over the last minute"))
+    max_records = Int(**described("ETL_BACKLOG_MAX_RECORDS (0: off)"))
+    max_age_seconds = Int(**described("ETL_BACKLOG_MAX_AGE_SECONDS (0: off)"))
+    retry_after = nullable(Int, **described("the Retry-After a submit is told now (null: not full)"))
+
+
 class Ready(Schema):
     status = one_of(["ready", "not_ready"])
     checks = Obj(keys=Text(), values=Text(), **described("{database, broker}: ok, or unavailable: <error>"))
+    backlog = nested(
+        BacklogState,
+        allow_none=True,
+        **described(
+            "null when both bounds are off (or not read lately); a full backlog leaves the service ready: it "
+            "answers reads, and submits with 429 until the workers have caught up"
+        ),
+    )

@@ -1,5 +1,5 @@
-"""What the blueprints share: the runtime, the record type of a URL, JSON bodies, the 415, the
-checks of query parameters."""
+"""What the blueprints share: the runtime, the record type of a URL, the backlog's 429, JSON
+bodies, the 415, the checks of query parameters."""
 
 from __future__ import annotations
 
@@ -24,6 +24,25 @@ def record_type_or_404(name: str) -> RecordType:
     if record_type is None:
         raise ApiError(404, "unknown_record_type", f"no record type {name!r}; see GET /api/v1/record-types")
     return record_type
+
+
+def refuse_while_backlog_full() -> None:
+    """429 ``backlog_full`` with ``Retry-After`` while the backlog of unsettled records is over a
+    bound (:mod:`etl_app.ingest.backlog`); the submit and upload endpoints call it before reading
+    the body. It reads this process's last reading of the backlog: no query of its own."""
+    backlog = current_runtime().backlog.read()
+    if backlog is None or not backlog.full:
+        return
+    numbers = backlog.as_dict()
+    raise ApiError(
+        429,
+        "backlog_full",
+        backlog.message(),
+        headers={"Retry-After": str(backlog.retry_after)},
+        backlog={k: numbers[k] for k in ("records", "oldest_seconds", "settled_per_second", "reasons")},
+        bound={"records": numbers["max_records"], "age_seconds": numbers["max_age_seconds"]},
+        retry_after=backlog.retry_after,
+    )
 
 
 def parse_json(body: bytes | str, what: str = "the body") -> Any:

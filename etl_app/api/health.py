@@ -1,4 +1,6 @@
-"""Liveness and readiness."""
+"""Liveness and readiness. /ready also says whether the backlog is full, and why
+(:mod:`etl_app.ingest.backlog`); a full backlog does not make the service unready: it still
+answers reads and the operator's pages, and refuses submits with 429 until the workers catch up."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ def health():
 
 @bp.get("/ready")
 @operation(
-    summary="Readiness: database and broker reachable",
+    summary="Readiness: database and broker reachable; whether the backlog is full, and why",
     open=True,
     responses={200: ("ready", Ready), 503: ("not ready", Ready)},
 )
@@ -39,4 +41,8 @@ def ready():
     except Exception as exc:  # noqa: BLE001
         checks["broker"] = f"unavailable: {type(exc).__name__}"
     ok = all(v == "ok" for v in checks.values())
-    return reply(Ready, {"status": "ready" if ok else "not_ready", "checks": checks}, 200 if ok else 503)
+    backlog = runtime.backlog.read() if checks["database"] == "ok" else None
+    shown = None if backlog is None else {**backlog.as_dict(), "message": backlog.message()}
+    return reply(
+        Ready, {"status": "ready" if ok else "not_ready", "checks": checks, "backlog": shown}, 200 if ok else 503
+    )

@@ -14,8 +14,16 @@ from werkzeug.routing import BaseConverter, Map
 from etl_app import logs
 from etl_app.api import metrics
 from etl_app.api.bodies import Accepted
-from etl_app.api.common import JSON, NDJSON, body_or_400, parse_json, record_type_or_404, wrong_content_type
-from etl_app.api.spec import Context, operation, reply
+from etl_app.api.common import (
+    JSON,
+    NDJSON,
+    body_or_400,
+    parse_json,
+    record_type_or_404,
+    refuse_while_backlog_full,
+    wrong_content_type,
+)
+from etl_app.api.spec import BUSY, Context, operation, reply
 from etl_app.clock import utcnow
 from etl_app.ingest import outbox
 from etl_app.ingest.rejections import Refused, RejectionLimits, public
@@ -121,6 +129,7 @@ ERRORS = {
     413: "body or batch over the limit",
     415: "wrong Content-Type",
     422: "validation failed",
+    429: BUSY,
 }
 
 
@@ -151,6 +160,7 @@ def _batch(ctx: Context) -> dict[str, Any]:
 @operation(_one, each_record_type=True)
 def post_one(type_name: str):
     record_type = record_type_or_404(type_name)
+    refuse_while_backlog_full()
     if request.mimetype != JSON:
         raise wrong_content_type(JSON)
     payload = parse_json(body_or_400())
@@ -192,6 +202,7 @@ def _ndjson(body: bytes) -> tuple[list[Any], list[Refused], list[int]]:
 @operation(_batch, each_record_type=True)
 def post_batch(type_name: str):
     record_type = record_type_or_404(type_name)
+    refuse_while_backlog_full()
     limit = current_runtime().settings.max_batch_items
     if request.mimetype == JSON:
         payloads = parse_json(body_or_400())

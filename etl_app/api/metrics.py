@@ -14,6 +14,8 @@ process answers with the same truth and nothing needs summing across processes:
   (:mod:`etl_app.runtime.stage_metrics`);
 - external lookups per provider (``etl_lookup_*``, :func:`etl_app.lookups.families`): four
   counter hashes and one breaker read per provider, from the cache Redis;
+- backpressure (``etl_backlog_*``): this web process's last reading of the backlog
+  (:mod:`etl_app.ingest.backlog`), taken at most every second whoever asks;
 - under `etl-app run` only, the restarts of its processes, from the file its supervisor keeps
   under ``ETL_VAR_DIR`` (:mod:`etl_app.local.supervisor`).
 
@@ -38,6 +40,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from etl_app import errors
 from etl_app.api.spec import operation
+from etl_app.ingest.backlog import AGE, RECORDS
 from etl_app.local.supervisor import read_restarts, restarts_path
 from etl_app.lookups import families as lookup_families
 from etl_app.lookups.registry import providers as lookup_providers
@@ -234,6 +237,52 @@ class _RedisCollector:
         yield up
 
 
+class _BacklogCollector:
+    """Backpressure (:mod:`etl_app.ingest.backlog`): whether this web process refuses submits now,
+    why, the Retry-After it gives, the drain rate and the bounds; this process's last reading (no
+    query of its own). Nothing when both bounds are off."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def collect(self):
+        backlog = self.app.extensions["etl"].backlog.read()
+        if backlog is None:
+            return
+        full = GaugeMetricFamily(
+            "etl_backlog_full",
+            "1 while submits and uploads are refused with 429 backlog_full, by reason: records (too many "
+            "unsettled records), age (one waits too long)",
+            labels=["reason"],
+        )
+        for reason in (RECORDS, AGE):
+            full.add_metric([reason], 1 if reason in backlog.reasons else 0)
+        retry = GaugeMetricFamily(
+            "etl_backlog_retry_after_seconds", "The Retry-After a submit is told now (0: the backlog is not full)"
+        )
+        retry.add_metric([], backlog.retry_after or 0)
+        counted = GaugeMetricFamily(
+            "etl_backlog_records",
+            "Unsettled records as the backpressure check counts them (up to its bound plus 5 minutes of draining)",
+        )
+        counted.add_metric([], backlog.records)
+        bounds = GaugeMetricFamily(
+            "etl_backlog_bound",
+            "ETL_BACKLOG_MAX_RECORDS (records) and ETL_BACKLOG_MAX_AGE_SECONDS (age_seconds); 0: off",
+            labels=["bound"],
+        )
+        bounds.add_metric(["records"], backlog.bounds.max_records)
+        bounds.add_metric(["age_seconds"], backlog.bounds.max_age_seconds)
+        families = [full, retry, counted, bounds]
+        if backlog.drain_rate is not None:
+            rate = GaugeMetricFamily(
+                "etl_backlog_settled_per_second", "Records persisted or dead-lettered per second over the last minute"
+            )
+            rate.add_metric([], backlog.drain_rate)
+            families.append(rate)
+        yield from families
+
+
 class _RestartsCollector:
     """``etl_process_restarts_total`` by process, when `etl-app run` supervises this web process
     (its file under ``ETL_VAR_DIR``); nothing under another process manager."""
@@ -329,6 +378,7 @@ def init_app(app: Flask) -> None:
     recorder = _RequestRecorder(app)
     registry.register(_DatabaseCollector(app, recorder))
     registry.register(_RedisCollector(app, recorder))
+    registry.register(_BacklogCollector(app))
     registry.register(_RestartsCollector())
     app.extensions["etl_metrics"] = {"registry": registry, "requests": recorder}
 

@@ -47,6 +47,15 @@ SHARED: dict[str, dict[str, Any]] = {
     "429": {"name": "RateLimited", "description": "the key is over ETL_RATE_LIMIT", "headers": RETRY_AFTER},
     "503": {"name": "Unavailable", "description": "the database is unavailable; retry", "headers": RETRY_AFTER},
 }
+# The submit and upload endpoints' 429: the rate limit's, or the backlog's (etl_app.ingest.backlog).
+BUSY_RESPONSE = {
+    "name": "Busy",
+    "description": "the key is over ETL_RATE_LIMIT (error rate_limited), or more records wait to be processed "
+    "than the service takes (error backlog_full: the body's backlog, bound and retry_after say how many, and "
+    "how long they have waited); retry after Retry-After seconds",
+    "headers": RETRY_AFTER,
+}
+BUSY = {"$ref": f"#/components/responses/{BUSY_RESPONSE['name']}"}
 # The document's names of the rules' path variables, where they differ.
 PATH_NAMES = {"type_name": "record_type", "dead_letter_id": "id"}
 _VARIABLE = re.compile(r"<(?:([^<>:]+):)?([^<>]+)>")  # <converter:name>
@@ -187,6 +196,8 @@ class _Spec:
         return out
 
     def response(self, answer: Any) -> Doc:
+        if isinstance(answer, dict):  # a reference to a shared answer (BUSY)
+            return answer
         if isinstance(answer, str):
             return {"description": answer, "content": {"application/json": {"schema": ERROR}}}
         description, body = answer
@@ -219,7 +230,7 @@ def build_spec(app: Flask, registry: Registry, providers: list[str]) -> dict[str
 def complete(doc: dict[str, Any]) -> dict[str, Any]:
     """``doc`` with the shared answers on every operation that can give them."""
     responses = doc.setdefault("components", {}).setdefault("responses", {})
-    for shared in SHARED.values():
+    for shared in (*SHARED.values(), BUSY_RESPONSE):
         responses[shared["name"]] = {
             "description": shared["description"],
             "content": {"application/json": {"schema": ERROR}},

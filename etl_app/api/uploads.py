@@ -17,8 +17,8 @@ from flask import Blueprint, request
 
 from etl_app import logs
 from etl_app.api.bodies import UploadAccepted
-from etl_app.api.common import record_type_or_404
-from etl_app.api.spec import Context, operation, reply
+from etl_app.api.common import record_type_or_404, refuse_while_backlog_full
+from etl_app.api.spec import BUSY, Context, operation, reply
 from etl_app.clock import utcnow
 from etl_app.lineage import openlineage
 from etl_app.uploads import flat, formats
@@ -84,6 +84,7 @@ def _upload(ctx: Context) -> dict:
             413: "file over the limit",
             415: "not multipart/form-data",
             422: "a file that is not of the type, or unreadable",
+            429: BUSY,
         },
     }
 
@@ -94,6 +95,7 @@ def post_upload(type_name: str):
     record_type = record_type_or_404(type_name)
     limit = _limit()
     request.max_content_length = limit + MULTIPART_SLACK  # first: also the drain's measure (api.bodylimit)
+    refuse_while_backlog_full()
     if request.content_length is not None and request.content_length > limit + MULTIPART_SLACK:
         raise _too_large(limit)
     if request.mimetype != "multipart/form-data":

@@ -5,14 +5,20 @@ chunks: a 200 MB file is never read into memory), then with ``--follow`` polls
 ``GET {url}/api/v1/ingestions/{id}`` until its status is no longer ``running`` and prints the
 ingestion's counts and quality report.
 
+A busy service answers the upload 429 with ``Retry-After``: the backlog of records waiting to be
+processed is over its bound (``backlog_full``), or the key is over its rate limit. The command
+then says so on stderr, waits what the service asked (at least 1 s, at most what is left of
+``--max-wait``, 600 s by default) and sends the file again from its start; once ``--max-wait``
+seconds have passed it gives up with the service's message (exit 1).
+
 URL: ``--url`` / ``ETL_API_URL``, else ``http://127.0.0.1:{WEB_PORT or PORT or 8000}`` (where
 ``etl-app run`` serves). Key: ``--key`` / ``ETL_API_KEY``, else the key ``etl-app run``
 generated into ``<var>/api_key``: ``ETL_VAR_DIR``, else ``var`` in the project's checkout whatever
 the current folder (``etl_app.config.var_dir``).
 
 Exit codes: 0 accepted (and, following, finished); 1 the server refused the file (its message
-is shown), the service could not be reached, or the ingestion or its upload failed; 2 usage
-errors; 130 Ctrl-C while following (the ingestion goes on).
+is shown) or stayed busy past ``--max-wait``, the service could not be reached, or the ingestion
+or its upload failed; 2 usage errors; 130 Ctrl-C while following (the ingestion goes on).
 """
 
 from __future__ import annotations
@@ -43,6 +49,9 @@ CONTENT_TYPES = {
     ".parquet": "application/vnd.apache.parquet",
 }
 POLL_RETRIES = 10  # consecutive failed polls (unreachable, 5xx, 429) before giving up
+BUSY = 429
+MAX_WAIT_SECONDS = 600.0  # --max-wait's default: how long a busy service is waited for, in all
+NO_RETRY_AFTER_SECONDS = 5.0  # a 429 without a usable Retry-After
 EXIT_INTERRUPTED = 130
 
 
@@ -109,7 +118,54 @@ def _error_message(response) -> str:
     return f"HTTP {response.status_code} {response.reason_phrase}" + (f": {text}" if text else "")
 
 
-def _upload(client, path: Path, record_type: str, console: Console) -> dict[str, Any]:
+def retry_after(response) -> float:
+    """The seconds a 429 asks to wait (``Retry-After`` in seconds), at least 1; 5 without one
+    (or with an HTTP date, which this command does not read)."""
+    try:
+        return max(1.0, float(response.headers.get("Retry-After", "")))
+    except ValueError:
+        return NO_RETRY_AFTER_SECONDS
+
+
+def _upload_when_taken(
+    client, path: Path, record_type: str, console: Console, err: Console, max_wait: float
+) -> dict[str, Any]:
+    """:func:`_upload`, sent again after each 429 once its Retry-After has passed, for at most
+    ``max_wait`` seconds in all (said on stderr each time)."""
+    waited = 0.0
+    while True:
+        response = _upload(client, path, record_type, console)
+        if response.status_code != BUSY:
+            return _accepted(response)
+        wait = min(retry_after(response), max_wait - waited)
+        if wait <= 0:
+            raise Failed(
+                f"upload refused: {_error_message(response)} (gave up after waiting {waited:.0f} s: --max-wait)"
+            )
+        err.print(
+            f"{_error_message(response)}\n"
+            f"waiting {wait:.0f} s before sending the file again "
+            f"({waited:.0f} s waited so far, at most {max_wait:.0f} s: --max-wait)",
+            highlight=False,
+            markup=False,
+        )
+        time.sleep(wait)
+        waited += wait
+
+
+def _accepted(response) -> dict[str, Any]:
+    if response.status_code != 202:
+        raise Failed(f"upload refused: {_error_message(response)}")
+    try:
+        body = response.json()
+        body["ingestion_id"]
+    except (ValueError, KeyError, TypeError):
+        raise Failed(f"unexpected answer to the upload (HTTP {response.status_code}): {response.text[:300]}") from None
+    return body
+
+
+def _upload(client, path: Path, record_type: str, console: Console):
+    """One POST of the file (streamed from its start); the response, whatever its status."""
     import httpx
 
     size = path.stat().st_size
@@ -128,17 +184,9 @@ def _upload(client, path: Path, record_type: str, console: Console) -> dict[str,
         task = progress.add_task(path.name, total=size or None)
         reading = _Reading(fh, lambda n: progress.advance(task, n))
         try:
-            response = client.post(f"/api/v1/{record_type}/upload", files={"file": (path.name, reading, content_type)})
+            return client.post(f"/api/v1/{record_type}/upload", files={"file": (path.name, reading, content_type)})
         except httpx.TransportError as exc:
             raise Failed(f"could not reach {client.base_url} ({type(exc).__name__}: {exc})") from None
-    if response.status_code != 202:
-        raise Failed(f"upload refused: {_error_message(response)}")
-    try:
-        body = response.json()
-        body["ingestion_id"]
-    except (ValueError, KeyError, TypeError):
-        raise Failed(f"unexpected answer to the upload (HTTP {response.status_code}): {response.text[:300]}") from None
-    return body
 
 
 def _get(client, ingestion_id: str) -> dict[str, Any]:
@@ -301,7 +349,16 @@ def _failed(body: dict[str, Any]) -> bool:
 @click.option(
     "--interval", type=click.FloatRange(min=0.05), default=0.5, show_default=True, help="Seconds between polls."
 )
-def submit_command(file: Path, record_type: str, follow: bool, as_json: bool, url, key, interval: float) -> None:
+@click.option(
+    "--max-wait",
+    type=click.FloatRange(min=0),
+    default=MAX_WAIT_SECONDS,
+    show_default=True,
+    help="Seconds to wait in all for a busy service (429: backlog full or rate limit) before giving up; 0: never wait.",
+)
+def submit_command(
+    file: Path, record_type: str, follow: bool, as_json: bool, url, key, interval: float, max_wait: float
+) -> None:
     """Upload FILE (csv, tsv, ndjson, json, xlsx or parquet) as records of --type; print the
     ingestion id, and with --follow its progress, counts and quality report."""
     import httpx
@@ -315,7 +372,7 @@ def submit_command(file: Path, record_type: str, follow: bool, as_json: bool, ur
     status_console = err if as_json else out
     timeout = httpx.Timeout(30.0, read=600.0)  # the server may take a while to store a big file
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secret}"}, timeout=timeout) as client:
-        answer = _upload(client, file, record_type, status_console)
+        answer = _upload_when_taken(client, file, record_type, status_console, err, max_wait)
         ingestion_id = str(answer["ingestion_id"])
         upload = answer.get("upload") or {}
         if not follow:

@@ -17,6 +17,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from etl_app.config import Settings
+from etl_app.ingest.backlog import BacklogReader, Bounds
 from etl_app.ingest.send import Publisher
 from etl_app.jobs.context import JobTools
 from etl_app.pipeline.queue_head import HeadRecorder
@@ -42,6 +43,7 @@ class Runtime:
     _cache: Any = field(default=None, repr=False)
     _lookup_cache: Any = field(default=None, repr=False)
     _queue_heads: HeadRecorder | None = field(default=None, repr=False)
+    _backlog: BacklogReader | None = field(default=None, repr=False)
 
     @property
     def cache(self) -> redis.Redis:
@@ -71,6 +73,17 @@ class Runtime:
         return self._queue_heads
 
     @property
+    def backlog(self) -> BacklogReader:
+        """This process's reading of the backlog of unsettled records, taken again at most every
+        second (:mod:`etl_app.ingest.backlog`): what the submit endpoints, /ready, /metrics and the
+        Overview page read."""
+        if self._backlog is None:
+            self._backlog = BacklogReader(
+                self.engine, lambda: self.cache, self.settings.broker_key_prefix, Bounds.of(self.settings)
+            )
+        return self._backlog
+
+    @property
     def stash(self) -> Stash:
         """Where chunk values wait between stages (the cache Redis, the broker's key prefix)."""
         return Stash(self.cache, self.settings.broker_key_prefix)
@@ -97,6 +110,7 @@ class Runtime:
         """Drop inherited connections in a forked child (they belong to the parent)."""
         self.engine.dispose(close=False)
         self._cache = self._lookup_cache = None
+        self._backlog = None
 
 
 def _cache_client(url: str) -> redis.Redis:

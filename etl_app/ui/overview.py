@@ -1,8 +1,9 @@
 """The Overview page: is data flowing? Records persisted, rejected and dead per minute over the
 last hour (a stacked chart and the same numbers in a table), queue depth per queue, open dead
 letters, the unsettled backlog and the age of its oldest record (and how many of it wait for a
-parent), the workers seen, the last run
-of each scheduled job, and a link to Flower. ``/ui/api/overview`` answers the same as JSON for
+parent), whether submits are refused because the backlog is full (backpressure: this web
+process's last reading, :mod:`etl_app.ingest.backlog`), the workers seen, the last run of each
+scheduled job, and a link to Flower. ``/ui/api/overview`` answers the same as JSON for
 the page's polling (every 5 s).
 
 Every reading is index-backed (docs/operator-pages.md, Speed): persisted per minute from the partial
@@ -128,6 +129,34 @@ def _queues() -> tuple[list[dict[str, Any]], str | None]:
     return [{"queue": queue, "messages": int(n)} for queue, n in depths.items()], None
 
 
+def backpressure_text(backlog: dict[str, Any] | None) -> str:
+    """The Backpressure figure: ``off``, ``accepting``, or ``refusing submits · retry in 30 s``."""
+    if backlog is None:
+        return "off"
+    if backlog["full"]:
+        return f"refusing submits · retry in {backlog['retry_after']} s"
+    return "accepting"
+
+
+def bounds_text(backlog: dict[str, Any] | None) -> str:
+    """``bounds: 1,000,000 records · 1 h`` (what is on), or why there are none."""
+    if backlog is None:
+        return "ETL_BACKLOG_MAX_RECORDS and ETL_BACKLOG_MAX_AGE_SECONDS are 0 (or the backlog was not read lately)"
+    parts = []
+    if backlog["max_records"]:
+        parts.append(f"{backlog['max_records']:,} records")
+    if backlog["max_age_seconds"]:
+        parts.append(age_text(backlog["max_age_seconds"]))
+    rate = backlog["settled_per_second"]
+    drain = "" if rate is None else f"; settling {rate:,.1f} records/s"
+    return f"bounds: {' · '.join(parts)}{drain}"
+
+
+def _backlog() -> dict[str, Any] | None:
+    reading = current_runtime().backlog.read()
+    return None if reading is None else {**reading.as_dict(), "message": reading.message()}
+
+
 def overview_data() -> dict[str, Any]:
     """Everything the page shows (the JSON of ``/ui/api/overview``)."""
     runtime = current_runtime()
@@ -148,6 +177,7 @@ def overview_data() -> dict[str, Any]:
         error = "The database did not answer in time."
     queues, queue_error = _queues()
     oldest = None if oldest is None else float(oldest)
+    backlog = _backlog()
     return {
         "minutes": minutes,
         "totals": {name: sum(m[name] for m in minutes) for name in SERIES},
@@ -157,6 +187,9 @@ def overview_data() -> dict[str, Any]:
         "oldest_unsettled": age_text(oldest),
         "oldest_unsettled_exact": exact_seconds(oldest),
         "waiting_for_parents": waiting,
+        "backlog": backlog,
+        "backpressure": backpressure_text(backlog),
+        "backpressure_bounds": bounds_text(backlog),
         "queues": queues,
         "queue_error": queue_error,
         "broker": "rabbitmq" if runtime.settings.broker_is_rabbitmq else "redis",

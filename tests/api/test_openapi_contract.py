@@ -182,3 +182,13 @@ def test_every_api_rule_is_documented_with_the_methods_it_serves(app, client, au
         allow = client.options(path, headers=auth).headers["Allow"]
         advertised = {m.strip().lower() for m in allow.split(",")} - {"head", "options"}
         assert advertised == set(operations), (path, allow)
+
+
+def test_submits_and_uploads_document_their_429_with_retry_after(spec):
+    busy = spec["components"]["responses"]["Busy"]
+    assert "Retry-After" in busy["headers"] and "backlog_full" in busy["description"]
+    for path in ("/api/v1/tutors", "/api/v1/tutors/batch", "/api/v1/students/upload"):
+        assert spec["paths"][path]["post"]["responses"]["429"] == {"$ref": "#/components/responses/Busy"}, path
+    assert spec["paths"]["/api/v1/record-types"]["get"]["responses"]["429"]["$ref"].endswith("/RateLimited")
+    ready = spec["paths"]["/ready"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert "backlog" in ready["properties"]

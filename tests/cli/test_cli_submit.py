@@ -40,6 +40,11 @@ QUALITY = {
     "top_errors": [{"field": "duration_minutes", "message": "Must be between 5 and 480.", "count": 1}],
 }
 
+BUSY = {
+    "error": "backlog_full",
+    "message": "the service is busy: 1200 records are waiting to be processed, over the bound of 1000",
+}
+
 
 class FakeService:
     """``POST /api/v1/<type>/upload`` answers ``upload_status`` (202 with an id, or an error body);
@@ -54,6 +59,8 @@ class FakeService:
         self.uploads: list[dict[str, Any]] = []
         self.gets = 0
         self.auth: list[str | None] = []
+        self.busy = 0  # uploads answered 429 backlog_full (Retry-After: retry_after) before the others
+        self.retry_after = "1"
 
     def body(self, status: str, progress: float, rows: int, counts: dict[str, int], **kw: Any) -> dict[str, Any]:
         full = {"received": 0, "persisted": 0, "dead": 0, "rejected": 0, "in_flight": 0, **counts}
@@ -85,9 +92,11 @@ class FakeService:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def _answer(self, status: int, body: dict[str, Any]) -> None:
+            def _answer(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -111,6 +120,9 @@ class FakeService:
                         "body": b"".join(kept),
                     }
                 )
+                if len(service.uploads) <= service.busy:
+                    self._answer(429, BUSY, {"Retry-After": service.retry_after})
+                    return
                 if service.upload_status != 202:
                     self._answer(service.upload_status, service.upload_error)
                     return
@@ -214,6 +226,31 @@ def test_a_refused_upload_exits_1_with_the_servers_message(service, csv_file, tm
     assert result.exit_code == 1
     assert "HTTP 413 (too_large): the file is over the 200 MB upload limit" in result.stderr
     assert fake.gets == 0
+
+
+def test_a_busy_service_is_waited_for_as_it_asks_then_the_file_is_sent_again(service, csv_file, tmp_path):
+    fake, url = service
+    fake.busy = 2
+    result = cli(url, tmp_path, str(csv_file), "--type", "sessions")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == fake.ingestion_id
+    assert len(fake.uploads) == 3
+    assert file_part(fake.uploads[2])[1] == csv_file.read_bytes()  # sent whole again, from its start
+    assert result.stderr.count("HTTP 429 (backlog_full): the service is busy: 1200 records are waiting") == 2
+    assert "waiting 1 s before sending the file again (0 s waited so far, at most 600 s: --max-wait)" in result.stderr
+    assert "(1 s waited so far" in result.stderr
+
+
+def test_a_service_busy_past_max_wait_exits_1_with_its_message(service, csv_file, tmp_path):
+    fake, url = service
+    fake.busy = 100
+    result = cli(url, tmp_path, str(csv_file), "--type", "sessions", "--max-wait", "2")
+    assert result.exit_code == 1
+    assert len(fake.uploads) == 3  # at once, after 1 s, after 2 s
+    assert "upload refused: HTTP 429 (backlog_full): the service is busy" in result.stderr
+    assert "gave up after waiting 2 s: --max-wait" in result.stderr
+    never = cli(url, tmp_path, str(csv_file), "--type", "sessions", "--max-wait", "0")
+    assert never.exit_code == 1 and "gave up after waiting 0 s" in never.stderr
 
 
 def test_a_failed_upload_exits_1_and_shows_why(service, csv_file, tmp_path):

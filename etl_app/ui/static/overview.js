@@ -1,5 +1,5 @@
-/* The Overview page: the per-minute chart (and its table), the numbers, queues, workers and
-   last job runs, read now and every 5 s from /ui/api/overview while the tab is visible. */
+/* The Overview page: the per-minute chart (and its table), the numbers, backpressure, queues,
+   workers and last job runs, read now and every 5 s from /ui/api/overview while the tab is visible. */
 "use strict";
 (() => {
   const url = document.getElementById("page-script").dataset.url;
@@ -74,6 +74,11 @@
     ETL.text(stat("oldest_unsettled"), data.oldest_unsettled);
     stat("oldest_unsettled").title = data.oldest_unsettled_exact || "";
     ETL.text(stat("waiting_for_parents"), data.waiting_for_parents == null ? "—" : ETL.number(data.waiting_for_parents));
+    ETL.text(stat("backpressure"), data.backpressure);
+    ETL.text(stat("backpressure_bounds"), data.backpressure_bounds);
+    const full = data.backlog && data.backlog.full;
+    ETL.text(stat("backlog_message"), full ? data.backlog.message : "");
+    document.getElementById("backlog-full").hidden = !full;
     const workers = data.workers;
     ETL.text(stat("workers"), workers.names == null ? (workers.error ? "unknown" : "asking…") : workers.names.length);
     ETL.text(stat("worker_names"), workers.names ? workers.names.join(", ") : (workers.error || ""));
