@@ -123,7 +123,7 @@ class Settings:
     request_min_rate: int = 32 * 1024  # bytes/s: each one earns a body that much more time
     upload_max_shared_strings: int = 1_000_000
     upload_max_shared_strings_bytes: int = 32 * MIB
-    chunk_size: int = 500
+    chunk_size: int = 2_000
     rejection_raw_bytes: int = 8 * 1024  # a rejection's values as received, as JSON, stored up to this
     max_rejections_stored: int = 10_000  # rejections of one ingestion stored in full; the rest counted
     publish_timeout_seconds: float = 2.0

@@ -1,11 +1,15 @@
 """Every table of the service in one place, for Alembic (``migrations/env.py``) and for the code
 that names a status: each table is defined beside its domain (``etl_app/<domain>/tables.py``)
-and gathered here. Also :func:`sql`, which binds the statuses a statement names."""
+and gathered here. Also :func:`sql`, which binds the statuses a statement names, and
+:func:`json_list` / :func:`json_array`, how the hot statements take a chunk's lists."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from etl_app import errors
@@ -91,3 +95,20 @@ def sql(statement: str) -> sa.TextClause:
     names = sorted(set(_PLACEHOLDER.findall(statement)) & NAMED_VALUES.keys())
     binds = (sa.bindparam(n, NAMED_VALUES[n], type_=sa.Text, literal_execute=True) for n in names)
     return sa.text(statement).bindparams(*binds)
+
+
+def json_list(values: Iterable[Any]) -> str:
+    """A list parameter (a chunk's ids, its keys) as one JSON array, for :func:`json_array`.
+
+    psycopg adapts a Python list to a PostgreSQL array element by element in Python, a few µs
+    each: tens of ms for the lists of a chunk of 2,000, paid by every stage. orjson writes the
+    whole list in one C call, and PostgreSQL reads it back as fast."""
+    return orjson.dumps(values if isinstance(values, list) else list(values)).decode()
+
+
+def json_array(param: str, pg_type: str = "text") -> str:
+    """SQL for the array of ``pg_type`` that the :func:`json_list` bound as ``:param`` holds;
+    ``x = ANY(<it>)`` uses an index on ``x`` as ``x = ANY(:array)`` does (the array is computed
+    once, before the scan)."""
+    value = "v" if pg_type == "text" else f"CAST(v AS {pg_type})"
+    return f"ARRAY(SELECT {value} FROM json_array_elements_text(CAST(:{param} AS json)) AS v)"

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
+from typing import TypeVar
 
 from celery import shared_task
 
@@ -31,6 +33,7 @@ from tasks.base import MIN_COUNTDOWN_SECONDS
 from tasks.chunks import ChunkTask
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class StageTask(ChunkTask):
@@ -65,15 +68,23 @@ class StageTask(ChunkTask):
 
     def stashed_items(self, record_type: RecordType, chunk: Chunk) -> list[Item] | None:
         """The chunk's values from the stash; if they are gone, its records go through again."""
-        items = self.runtime.stash.get(record_type, chunk.stash) if chunk.stash else None
-        if items is None:
+        stash = self.runtime.stash
+        return self._from_stash(record_type, chunk, lambda key: stash.get(record_type, key))
+
+    def stashed_document(self, record_type: RecordType, chunk: Chunk) -> bytes | None:
+        """The chunk's values as the stash holds them (undecoded), or as :meth:`stashed_items`."""
+        return self._from_stash(record_type, chunk, self.runtime.stash.get_encoded)
+
+    def _from_stash(self, record_type: RecordType, chunk: Chunk, read: Callable[[str], T | None]) -> T | None:
+        values = read(chunk.stash) if chunk.stash else None
+        if values is None:
             log.warning(
                 "%s: values of a chunk of %d are gone from the stash; sending it through again",
                 self.name,
                 len(chunk.ids),
             )
             self.after_commit(partial(self.republish, record_type.name, chunk.ids))
-        return items
+        return values
 
     def wait_or_give_up(self, type_name: str, waiting: list[enrich_step.Waiting], retries: int) -> list[Failure]:
         """Retry waiting children with backoff until ETL_PARENT_WAIT_SECONDS have passed since they
@@ -191,10 +202,11 @@ def persist(self: StageTask, message: ChunkMessage | None) -> int:
     chunk = read_chunk(message)
     runtime = self.runtime
     record_type = runtime.registry[chunk.type_name]
-    items = self.stashed_items(record_type, chunk)
-    if items is None:
+    values = self.stashed_document(record_type, chunk)
+    if values is None:
         return 0
-    keys = persist_step.persist_chunk(self.db, record_type, items)
+    persisted = persist_step.persist_stashed(self.db, record_type, values)
+    keys = persisted.keys
     has_children = any(ref.record_type == record_type.name for other in runtime.registry for ref in other.parents)
     if has_children:
         waiting = persist_step.children_waiting_for(self.db, record_type, keys)  # first: see its docstring
@@ -207,6 +219,6 @@ def persist(self: StageTask, message: ChunkMessage | None) -> int:
         for child_type, ids in waiting.items():
             self.after_commit(partial(self.republish, child_type, ids))
     self.after_commit(partial(runtime.stash.drop, chunk.stash))
-    # the chunk's records still unsettled are persisted now (a redelivery's, already, are counted again)
-    self.settle_after_commit(settled=len(items), ingestion_ids=[one["ingestion_id"] for one in items])
+    # the drain rate counts only the records this commit settled (a redelivery's are not counted again)
+    self.settle_after_commit(settled=persisted.settled, ingestion_ids=persisted.ingestion_ids)
     return len(keys)

@@ -27,6 +27,7 @@ from etl_app.api.spec import BUSY, Context, operation, reply
 from etl_app.clock import utcnow
 from etl_app.ingest import outbox
 from etl_app.ingest.rejections import Refused, RejectionLimits, public
+from etl_app.ingest.relay import goes_through_relay
 from etl_app.ingest.send import send_after_commit
 from etl_app.jsonsafe import DuplicateKey, refuse_duplicate_keys
 from etl_app.lineage import openlineage
@@ -65,7 +66,7 @@ def _accept(
     if not accepted:
         metrics.count_refused(record_type.name, len(rejections))  # no ingestion row counts these
         return None
-    relayed = len(accepted) < runtime.settings.chunk_size  # small submissions share chains through the relay
+    relayed = goes_through_relay(len(accepted), runtime.settings.chunk_size)  # small ones share chains
     result = outbox.store_and_commit(
         runtime.engine,
         record_type,

@@ -27,7 +27,7 @@ from etl_app.dead_letters.errors import InvalidParameter, InvalidPayload, KeyCha
 from etl_app.dead_letters.filters import Filters
 from etl_app.dead_letters.queries import DEAD_LETTERS, MAX_ID, RAW_RECORDS
 from etl_app.ingest.send import Publisher, Wakeable, send_after_commit
-from etl_app.models import DEAD, DISCARDED, OPEN, sql
+from etl_app.models import DEAD, DISCARDED, OPEN, json_array, json_list, sql
 from etl_app.pipeline.enrich import parent_refs, split_parent_ref
 from etl_app.record_types import Registry
 
@@ -194,7 +194,7 @@ def count_matching(conn: sa.Connection, filters: Filters) -> int:
 
 _REPLAY_CHILDREN = _replay_sql(
     "SELECT d.id, d.raw_record_id FROM raw_records r JOIN dead_letters d ON d.raw_record_id = r.id "
-    "WHERE r.status = :DEAD AND r.waiting_on = ANY(:refs) AND d.status = :OPEN "
+    f"WHERE r.status = :DEAD AND r.waiting_on = ANY({json_array('refs')}) AND d.status = :OPEN "
     "AND d.error_type = :MISSING_PARENT ORDER BY r.id FOR UPDATE OF r, d"
 )
 
@@ -204,7 +204,7 @@ def replay_children(conn: sa.Connection, parent_type: str, keys: Sequence[str]) 
     persisted, in the caller's transaction): one statement. Discarded ones stay discarded."""
     if not keys:
         return Replayed()
-    return _collect(conn.execute(_REPLAY_CHILDREN, {"refs": parent_refs(parent_type, keys)}))
+    return _collect(conn.execute(_REPLAY_CHILDREN, {"refs": json_list(parent_refs(parent_type, keys))}))
 
 
 _DEAD_ORPHANS = sql(

@@ -43,6 +43,18 @@ log = logging.getLogger(__name__)
 
 CLAIM_LIMIT = 20_000  # records one relay round claims at most
 
+# A submission of at least this many accepted records (or of a whole chunk, when ETL_CHUNK_SIZE
+# is smaller) publishes its own chains, with the values the API validated: at this size a chain
+# is worth its messages already, and going through the relay would cost every record a claim (an
+# outbox UPDATE) and a second validation, to save the worker a few messages. Chunks grow up to
+# ETL_CHUNK_SIZE on both paths.
+OWN_CHAINS_FROM = 500
+
+
+def goes_through_relay(accepted: int, chunk_size: int) -> bool:
+    """Whether a submission of ``accepted`` records is left to the relay (see :data:`OWN_CHAINS_FROM`)."""
+    return accepted < min(chunk_size, OWN_CHAINS_FROM)
+
 
 def relay_once(publisher: Publisher, *, limit: int = CLAIM_LIMIT) -> int:
     """Claim what is unpublished now (commit), then send it; raises

@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
+from psycopg.rows import dict_row
 
 from etl_app import errors
 from etl_app.clock import utcnow
 from etl_app.dead_letters.store import Failure
-from etl_app.models import sql
+from etl_app.models import json_list, sql
 from etl_app.pipeline.stash import Item
 from etl_app.record_types import RecordType, Registry
 
@@ -35,17 +37,25 @@ def split_parent_ref(ref: str) -> tuple[str, str]:
 def fetch_parents(
     conn: sa.Connection, record_type: RecordType, registry: Registry, items: Sequence[Item]
 ) -> dict[tuple[str, str], Mapping[str, Any]]:
-    """The stored parent rows the chunk refers to, one query per parent type."""
+    """The stored parent rows the chunk refers to: one query per parent type, on the driver's
+    own cursor (rows as dicts: no SQLAlchemy statement to compile, nor result rows to wrap, for
+    what is per record on the hot path). A read, in the caller's transaction when one is open."""
     found: dict[tuple[str, str], Mapping[str, Any]] = {}
     for ref in record_type.parents:
         parent = registry[ref.record_type]
-        keys = sorted({item["data"][ref.field] for item in items})
+        keys = list({item["data"][ref.field] for item in items})
         if not keys:
             continue
-        key_col = parent.table.c[parent.key]
-        for row in conn.execute(sa.select(parent.table).where(key_col.in_(keys))).mappings():
-            found[(ref.record_type, row[parent.key])] = row
+        with conn.connection.driver_connection.cursor(row_factory=dict_row) as cursor:
+            cursor.execute(_parents_query(parent), (json_list(keys),))
+            found.update(((ref.record_type, row[parent.key]), row) for row in cursor)
     return found
+
+
+@cache
+def _parents_query(parent: RecordType) -> str:
+    keys = "ARRAY(SELECT json_array_elements_text(CAST(%s AS json)))"  # a json_list
+    return f'SELECT * FROM "{parent.table.name}" WHERE "{parent.key}" = ANY({keys})'
 
 
 @dataclass

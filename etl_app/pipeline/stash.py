@@ -98,6 +98,11 @@ class Stash:
         blob = self.client.get(key)
         return None if blob is None else decode(record_type, blob)
 
+    def get_encoded(self, key: str) -> bytes | None:
+        """The chunk's values as stored (one JSON array of items), for a reader that hands them
+        on undecoded (persist gives them to PostgreSQL)."""
+        return self.client.get(key)
+
     def drop(self, key: str) -> None:
         """Best effort: what is not dropped expires."""
         try:

@@ -30,19 +30,19 @@ import sqlalchemy as sa
 
 from etl_app import errors
 from etl_app.dead_letters.store import Failure
-from etl_app.models import sql
+from etl_app.models import json_array, json_list, sql
 from etl_app.pipeline.stash import Item, item
 from etl_app.record_types import RecordType
 
 _LOAD = sql(
     "SELECT id, ingestion_id, payload, received_at, waiting_since FROM raw_records "
-    "WHERE id = ANY(:ids) AND status = :RECEIVED ORDER BY id"
+    f"WHERE id = ANY({json_array('ids', 'bigint')}) AND status = :RECEIVED ORDER BY id"
 )
 
 
 def load_raw(conn: sa.Connection, ids: Sequence[int]) -> list[sa.Row]:
     """The chunk's raw records that are still unsettled (settled ones are skipped: idempotence)."""
-    return list(conn.execute(_LOAD, {"ids": list(ids)}))
+    return list(conn.execute(_LOAD, {"ids": json_list(ids)}))
 
 
 def validate_chunk(record_type: RecordType, raws: Iterable[sa.Row]) -> tuple[list[Item], list[Failure]]:

@@ -95,6 +95,22 @@ def test_a_batch_is_published_as_chunks_not_one_chain_per_record(make_app, auth,
     assert queued_messages(api_redis_url, broker_prefix) == 3
 
 
+def test_a_batch_of_hundreds_publishes_its_own_validated_chain_when_chunks_are_larger(
+    make_app, auth, engine, api_redis_url, broker_prefix, unique
+):
+    """Chunks may be larger than a batch worth a chain of its own: such a batch is not left to the
+    relay (which would claim and validate its records a second time) but published at once, with
+    the values the API validated."""
+    client = make_app(chunk_size=2000).test_client()
+    r = client.post("/api/v1/students/batch", json=[student(f"{unique}-{i}") for i in range(600)], headers=auth)
+    assert r.status_code == 202
+    rows = raw_rows(engine, r.get_json()["ingestion_id"])
+    assert len(rows) == 600 and all(row.enqueued_at is not None for row in rows)  # not left unpublished
+    messages = redis.Redis.from_url(api_redis_url).lrange(f"{broker_prefix}etl", 0, -1)
+    chunks = [json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0] for raw in messages]
+    assert [(len(c["ids"]), c.get("validated")) for c in chunks] == [(600, True)]
+
+
 def test_ingestion_reports_counts_by_status(client, auth, unique):
     r = client.post("/api/v1/students/batch", json=[student(f"{unique}-1"), {"student_id": "bad id!"}], headers=auth)
     ingestion_id = r.get_json()["ingestion_id"]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import sqlalchemy as sa
 
 from etl_app.db import make_engine
 from etl_app.pipeline.persist import persist_chunk
 from etl_app.record_types import get_registry
 
-from tests.helpers.dead_letters import enriched_chunk, store
-from tests.helpers.payloads import student
+from tests.helpers.dead_letters import enriched_chunk, land, store
+from tests.helpers.payloads import session, student, tutor
 
 
 def test_a_rolled_back_first_persist_does_not_break_the_connection(database_url, engine, unique):
@@ -78,3 +80,37 @@ def test_chunk_values_wait_in_the_stash_and_a_lost_stash_sends_the_records_throu
     chunk = enriched_chunk(engine, "students", accepted.ids, stash=runtime.stash)
     assert persist.apply(args=({k: chunk[k] for k in ("type", "ids", "stash")},)).get() == 1
     assert not runtime.cache.exists(chunk["stash"])  # dropped once persisted
+
+
+def test_a_persisted_row_holds_every_value_of_its_record_exactly(engine, unique):
+    """The row is built by PostgreSQL from the chunk's values as the stash holds them: strings of
+    any character, timestamps with their offsets, numbers, nulls and the lineage all land as the
+    pipeline derived them."""
+    land(engine, "tutors", [tutor(f"{unique}-t")])
+    land(engine, "students", [student(f"{unique}-s", name='Zoë "Q" O\'Brien \\ 東京\n🙂', enrolled_on="2026-02-03")])
+    payload = session(
+        unique,
+        f"{unique}-t",
+        f"{unique}-s",
+        subject='Math: "quoted" \\ back\\slash\ttab 🙂',
+        engagement_score=0.1,
+        learning_objectives_met=None,
+    )
+    accepted = store(engine, "sessions", [payload])
+    items = enriched_chunk(engine, "sessions", accepted.ids)["items"]
+    with engine.begin() as conn:
+        assert persist_chunk(conn, get_registry()["sessions"], items) == [unique]
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT * FROM sessions WHERE session_id = :k"), {"k": unique}).mappings().one()
+        name = conn.execute(sa.text("SELECT name, enrolled_on FROM students WHERE student_id = :k"),
+                            {"k": f"{unique}-s"}).one()  # fmt: skip
+    (item,) = items
+    for column, value in item["data"].items():
+        if column in row:
+            assert row[column] == value, column
+    assert row["subject"] == 'Math: "quoted" \\ back\\slash\ttab 🙂' and row["engagement_score"] == 0.1
+    assert row["learning_objectives_met"] is None and row["late_start_minutes"] == 6
+    assert (row["raw_record_id"], str(row["ingestion_id"])) == (item["id"], item["ingestion_id"])
+    assert (row["received_at"], row["enriched_at"]) == (item["received_at"], item["enriched_at"])
+    assert row["schema_version"] == get_registry()["sessions"].schema_version and row["persisted_at"] is not None
+    assert tuple(name) == ('Zoë "Q" O\'Brien \\ 東京\n🙂', date(2026, 2, 3))
