@@ -49,6 +49,34 @@ _ESCAPE = re.compile(r"\\([\"\\])")
 _PIECE = 1024 * 1024
 
 
+# The OpenAPI document's words for the header (etl_app.api.spec), shared by the submits and the upload.
+PARAMETER = {
+    "name": HEADER,
+    "in": "header",
+    "required": False,
+    "description": (
+        'Makes the request safe to send again (IETF httpapi draft "The Idempotency-Key HTTP Header Field"): '
+        "the same key with the same request gets the first answer again, marked Idempotent-Replayed: true, "
+        "and nothing is stored twice; the same key with another body, path or Content-Type is a 422 "
+        "idempotency_key_reused. Keys belong to the API key that sends them and are kept "
+        "ETL_IDEMPOTENCY_TTL_SECONDS (a day by default). Plain text, or a quoted string as the draft writes it; "
+        f"1 to {MAX_LENGTH} printable ASCII characters. A UUID per request (reused by its retries) is a good key."
+    ),
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_LENGTH, "pattern": r"^[!#-~]([ -~]*[!-~])?$"},
+}
+ANSWER_HEADERS = {
+    REPLAYED: {
+        "description": "true when this is the stored answer of an earlier request with the same Idempotency-Key",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
+ERRORS = {
+    400: f"malformed body, or a malformed {HEADER}",
+    409: f"the {HEADER} changed hands as the request met it (its earlier use expired that moment); send it again",
+    422: f"validation failed, or the {HEADER} was used with another request (idempotency_key_reused)",
+}
+
+
 def _refused(message: str) -> ApiError:
     return ApiError(400, "invalid_idempotency_key", f"{HEADER} {message}")
 
@@ -158,11 +186,6 @@ def of_upload(filename: str | None, media_type: str | None, f: BinaryIO) -> Requ
         return None
     parts = [b"multipart/form-data", (filename or "").encode(), (media_type or "").encode(), _file_digest(f)]
     return RequestKey(current_key_id() or "", key, fingerprint(parts))
-
-
-def check_header() -> None:
-    """A malformed header is a 400 before anything else is read."""
-    _header()
 
 
 def serialise(schema: type[Schema], obj: Any) -> str:

@@ -157,11 +157,12 @@ class RecordTypeName(BaseConverter):
 
 
 ERRORS = {
-    400: "malformed body",
+    400: idempotency.ERRORS[400],
     404: "unknown record type",
+    409: idempotency.ERRORS[409],
     413: "body or batch over the limit",
     415: "wrong Content-Type",
-    422: "validation failed",
+    422: idempotency.ERRORS[422],
 }
 
 
@@ -170,8 +171,9 @@ def _one(ctx: Context) -> dict[str, Any]:
     return {
         "summary": f"Submit one {name} record",
         "tags": [name],
+        "headers": [idempotency.PARAMETER],
         "body": ctx.record_type.schema,
-        "responses": {202: ("stored; processing", Accepted), **ERRORS},
+        "responses": {202: ("stored; processing", Accepted, idempotency.ANSWER_HEADERS), **ERRORS},
     }
 
 
@@ -180,11 +182,15 @@ def _batch(ctx: Context) -> dict[str, Any]:
     return {
         "summary": f"Submit a batch of {name} records (JSON array or NDJSON)",
         "tags": [name],
+        "headers": [idempotency.PARAMETER],
         "body": {
             JSON: {"type": "array", "items": {"$ref": f"#/components/schemas/{schema.__name__}"}, "minItems": 1},
             NDJSON[0]: {"type": "string"},
         },
-        "responses": {202: ("valid records stored; the others rejected one by one", Accepted), **ERRORS},
+        "responses": {
+            202: ("valid records stored; the others rejected one by one", Accepted, idempotency.ANSWER_HEADERS),
+            **ERRORS,
+        },
     }
 
 

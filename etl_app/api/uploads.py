@@ -73,6 +73,7 @@ def _upload(ctx: Context) -> dict:
         "description": "Stored, then parsed in the background; rows refused by the parser become "
         "rejections with their row number. Follow it at GET /api/v1/ingestions/{ingestion_id}.",
         "tags": [name],
+        "headers": [idempotency.PARAMETER],
         "body": {
             "multipart/form-data": {
                 "type": "object",
@@ -81,12 +82,13 @@ def _upload(ctx: Context) -> dict:
             }
         },
         "responses": {
-            202: ("file stored; parsing", UploadAccepted),
-            400: "no file",
+            202: ("file stored; parsing", UploadAccepted, idempotency.ANSWER_HEADERS),
+            400: f"no file, or a malformed {idempotency.HEADER}",
             404: "unknown record type",
+            409: idempotency.ERRORS[409],
             413: "file over the limit",
             415: "not multipart/form-data",
-            422: "a file that is not of the type, or unreadable",
+            422: f"a file that is not of the type, or unreadable; or the {idempotency.HEADER} used with another file",
         },
     }
 

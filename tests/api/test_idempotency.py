@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -323,3 +324,21 @@ def test_an_upload_sent_again_with_its_key_is_stored_once(client, auth, engine, 
     assert [str(i) for i in stored] == [ingestion_id] and pieces == 1  # the file stored once
     other = upload(data + f"{unique}-3,Cy\n".encode())
     assert other.status_code == 422 and other.get_json()["error"] == "idempotency_key_reused"
+
+
+def test_the_openapi_document_names_the_header_and_its_answers_on_every_submit_and_upload(client, auth):
+    spec = client.get("/openapi.json", headers=auth).get_json()
+    submits = [
+        (path, ops["post"])
+        for path, ops in spec["paths"].items()
+        if "post" in ops and re.fullmatch(r"/api/v1/(tutors|students|sessions|feedback)(/batch|/upload)?", path)
+    ]
+    assert len(submits) == 12
+    for path, operation in submits:
+        (header,) = [p for p in operation["parameters"] if p["in"] == "header"]
+        assert header["name"] == "Idempotency-Key" and header["schema"]["maxLength"] == 255, path
+        assert "Idempotent-Replayed" in operation["responses"]["202"]["headers"], path
+        assert {"400", "409", "422"} <= set(operation["responses"]), path
+        assert "Idempotency-Key" in operation["responses"]["422"]["description"], path
+    others = [op for path, ops in spec["paths"].items() if path not in dict(submits) for op in ops.values()]
+    assert not any(p.get("in") == "header" for op in others for p in op.get("parameters", []))
