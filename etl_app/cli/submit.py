@@ -10,6 +10,12 @@ URL: ``--url`` / ``ETL_API_URL``, else ``http://127.0.0.1:{WEB_PORT or PORT or 8
 generated into ``<var>/api_key``: ``ETL_VAR_DIR``, else ``var`` in the project's checkout whatever
 the current folder (``etl_app.config.var_dir``).
 
+The upload carries an ``Idempotency-Key`` (a new UUID for each run, or ``--idempotency-key``;
+none with ``--no-idempotency-key``) and is sent again, with the same key, when the service could
+not be reached, did not answer or answered 5xx, 409 or 429 (``--retries`` more tries, with
+backoff): the service stores the file once whatever the number of tries
+(:mod:`etl_app.cli.resend` says what is tried again without a key).
+
 Exit codes: 0 accepted (and, following, finished); 1 the server refused the file (its message
 is shown), the service could not be reached, or the ingestion or its upload failed; 2 usage
 errors; 130 Ctrl-C while following (the ingestion goes on).
@@ -20,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +36,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from etl_app.cli import resend
 from etl_app.config import var_dir, var_dir_source
 
 TYPES = ("tutors", "students", "sessions", "feedback")
@@ -108,9 +116,8 @@ def _error_message(response) -> str:
     return f"HTTP {response.status_code} {response.reason_phrase}" + (f": {text}" if text else "")
 
 
-def _upload(client, path: Path, record_type: str, console: Console) -> dict[str, Any]:
-    import httpx
-
+def _post_once(client, path: Path, record_type: str, console: Console, headers: dict[str, str]):
+    """One try of the upload: the file streamed from its start."""
     size = path.stat().st_size
     content_type = CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
     with (
@@ -126,10 +133,36 @@ def _upload(client, path: Path, record_type: str, console: Console) -> dict[str,
     ):
         task = progress.add_task(path.name, total=size or None)
         reading = _Reading(fh, lambda n: progress.advance(task, n))
-        try:
-            response = client.post(f"/api/v1/{record_type}/upload", files={"file": (path.name, reading, content_type)})
-        except httpx.TransportError as exc:
-            raise Failed(f"could not reach {client.base_url} ({type(exc).__name__}: {exc})") from None
+        return client.post(
+            f"/api/v1/{record_type}/upload", files={"file": (path.name, reading, content_type)}, headers=headers
+        )
+
+
+def _upload(
+    client, path: Path, record_type: str, console: Console, *, key: str | None, retries: int, err: Console
+) -> dict[str, Any]:
+    import httpx
+
+    headers = {"Idempotency-Key": key} if key else {}
+    again = f"with the same Idempotency-Key {key}" if key else "(nothing was stored)"
+
+    def on_retry(why: str, wait: float, number: int) -> None:
+        err.print(
+            f"upload not answered ({why}); sending it again in {wait:.1f}s {again}, try {number} of {retries + 1}",
+            highlight=False,
+            markup=False,
+        )
+
+    try:
+        response = resend.send(
+            lambda: _post_once(client, path, record_type, console, headers),
+            keyed=key is not None,
+            retries=retries,
+            on_retry=on_retry,
+        )
+    except httpx.TransportError as exc:
+        hint = f"; run it again with --idempotency-key {key} so that it is stored once" if key else ""
+        raise Failed(f"could not reach {client.base_url} ({type(exc).__name__}: {exc}){hint}") from None
     if response.status_code != 202:
         raise Failed(f"upload refused: {_error_message(response)}")
     try:
@@ -311,13 +344,44 @@ def _failed(body: dict[str, Any]) -> bool:
 @click.option(
     "--interval", type=click.FloatRange(min=0.05), default=0.5, show_default=True, help="Seconds between polls."
 )
-def submit_command(file: Path, record_type: str, follow: bool, as_json: bool, url, key, interval: float) -> None:
+@click.option(
+    "--idempotency-key",
+    "idempotency_key",
+    metavar="KEY",
+    help="The upload's Idempotency-Key (default: a new UUID each run); give the key of an earlier run whose "
+    "answer was lost to get that answer, without storing the file twice.",
+)
+@click.option(
+    "--no-idempotency-key", "no_idempotency_key", is_flag=True, help="Send no Idempotency-Key (fewer retries)."
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 20),
+    default=resend.RETRIES,
+    show_default=True,
+    help="Tries after the first when the upload is not answered (unreachable, timeout, 5xx, 409, 429).",
+)
+def submit_command(
+    file: Path,
+    record_type: str,
+    follow: bool,
+    as_json: bool,
+    url,
+    key,
+    interval: float,
+    idempotency_key: str | None,
+    no_idempotency_key: bool,
+    retries: int,
+) -> None:
     """Upload FILE (csv, tsv, ndjson, json, xlsx or parquet) as records of --type; print the
     ingestion id, and with --follow its progress, counts and quality report."""
     import httpx
 
     from etl_app.cli.common import console as make_console
 
+    if idempotency_key is not None and no_idempotency_key:
+        raise click.UsageError("--idempotency-key and --no-idempotency-key exclude each other")
+    request_key = None if no_idempotency_key else (idempotency_key or str(uuid.uuid4()))
     base = (url or default_url()).rstrip("/")
     secret = find_key(key)
     out = make_console()
@@ -325,7 +389,7 @@ def submit_command(file: Path, record_type: str, follow: bool, as_json: bool, ur
     status_console = err if as_json else out
     timeout = httpx.Timeout(30.0, read=600.0)  # the server may take a while to store a big file
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secret}"}, timeout=timeout) as client:
-        answer = _upload(client, file, record_type, status_console)
+        answer = _upload(client, file, record_type, status_console, key=request_key, retries=retries, err=err)
         ingestion_id = str(answer["ingestion_id"])
         upload = answer.get("upload") or {}
         if not follow:
