@@ -3,20 +3,21 @@ stored twice.
 
 The rule, as a short proof. A key's row (``idempotency_keys``: the API key's id as ``owner``, the
 key, the request's fingerprint and the answer) is written by :func:`claim` as the first statement
-of the transaction that stores the submission (the ingestion, its outbox rows or its file), with
-``INSERT … ON CONFLICT DO NOTHING`` on the primary key (owner, key). So:
+of the transaction that stores the submission (the ingestion, its outbox rows or its file), as an
+``INSERT … ON CONFLICT (owner, key)`` that leaves a live row alone (:data:`CLAIM_INSERT`). So:
 
 - the row and the submission commit together or not at all: no crash can keep one without the
   other, and an answer is stored exactly when its submission is;
 - of two requests with one key, the second one's insert waits on the uniqueness check until the
   first one's transaction ends (PostgreSQL's unique index, not a lock of ours): if the first
-  committed, the insert does nothing and the second raises :class:`KeyTaken`, stores nothing and
-  answers what :func:`find` reads (the first answer, or a 422 for another body); if the first
-  rolled back, the insert goes through and the second does the work. Exactly one submission per
-  key is stored, whatever the number of requests, processes or hosts;
+  committed, the insert changes nothing and returns no row, and the second raises
+  :class:`KeyTaken`, stores nothing and answers what :func:`find` reads (the first answer, or a
+  422 for another request); if the first rolled back, the insert goes through and the second does
+  the work. Exactly one submission per key is stored, whatever the number of requests, processes
+  or hosts;
 - a key whose row expired (``expires_at`` passed, not yet deleted by the retention job) is free:
-  the insert then takes the row over (``DO UPDATE … WHERE expires_at <= now``) instead of doing
-  nothing, so an expired key behaves as a key never seen.
+  the insert then takes the row over (``DO UPDATE … WHERE expires_at <= now``) instead of leaving
+  it, so an expired key behaves as a key never seen.
 
 Only accepted submissions (202) are kept: a request refused before anything is stored (a 4xx)
 leaves no row, and sending it again is judged again.
