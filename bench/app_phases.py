@@ -46,9 +46,11 @@ class Submission:
         threads: int,
         records: int,
         new_connections: bool = False,
+        idempotency_keys: bool = False,
     ):
         self.ctx, self.path, self.bodies, self.threads, self.records = ctx, path, bodies, threads, records
         self.new_connections = new_connections
+        self.idempotency_keys = idempotency_keys
         self.accepted = 0
         self.ingestions: list[uuid.UUID] = []
         self.result: LoadResult | None = None
@@ -66,7 +68,8 @@ class Submission:
         assert self.ctx.port is not None
         self.result = run_clients(self.ctx.port, self.ctx.submit_key or self.ctx.api_key, self.path, self.bodies,
                                   self.threads, on_accepted=self._accepted,
-                                  new_connections=self.new_connections)  # fmt: skip
+                                  new_connections=self.new_connections,
+                                  idempotency_keys=self.idempotency_keys)  # fmt: skip
 
     def _accepted(self, n: int, ingestion_id: str) -> None:
         with self._lock:
@@ -103,9 +106,17 @@ class Submission:
 
 
 def _submit_and_wait(
-    ctx: Context, path: str, bodies, threads: int, records: int, description: str, new_connections=False, **kw
+    ctx: Context,
+    path: str,
+    bodies,
+    threads: int,
+    records: int,
+    description: str,
+    new_connections=False,
+    idempotency_keys=False,
+    **kw,
 ):
-    sub = Submission(ctx, path, bodies, threads, records, new_connections).start()
+    sub = Submission(ctx, path, bodies, threads, records, new_connections, idempotency_keys).start()
     try:
         seconds = sub.wait(description, **kw)
         statuses = sub.statuses()
@@ -194,17 +205,19 @@ def single_bodies(ctx: Context, records: int) -> tuple[Dataset, list[tuple[bytes
     return ds, [(orjson.dumps(s), 1) for s in ds.stream("sessions")]
 
 
-def run_single(ctx: Context, records: int, clients: int = 8) -> dict[str, Any]:
-    """One session a request from ``clients`` threads, a new connection for each request."""
+def run_single(ctx: Context, records: int, clients: int = 8, idempotency_keys: bool = False) -> dict[str, Any]:
+    """One session a request from ``clients`` threads, a new connection for each request
+    (``idempotency_keys``: each with an Idempotency-Key of its own)."""
     ds, bodies = single_bodies(ctx, records)
     _seed_parents(ctx, ds)
     servers = _track_app(ctx)
     result, seconds, submit, statuses = _submit_and_wait(
-        ctx, "/api/v1/sessions", bodies, clients, records, "single: sessions settled", new_connections=True
-    )
+        ctx, "/api/v1/sessions", bodies, clients, records, "single: sessions settled", new_connections=True,
+        idempotency_keys=idempotency_keys,
+    )  # fmt: skip
     out = _summary(ctx, result, records, seconds, submit, statuses, servers)
     out["persisted_rows"] = scalar(ctx.database_url, *count_prefix("sessions", "session_id", "sg-"))
-    out.update(clients=clients, connections="new for each request")
+    out.update(clients=clients, connections="new for each request", idempotency_keys=idempotency_keys)
     return out
 
 

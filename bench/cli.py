@@ -73,6 +73,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--hostile-cases", help=f"comma-separated cases of the hostile phase (default: all of "
                                            f"{','.join(hostile.CASE_NAMES)})")  # fmt: skip
+    p.add_argument(
+        "--idempotency-keys",
+        action="store_true",
+        help="the single phase sends each request with an Idempotency-Key of its own (a new UUID)",
+    )
     p.add_argument("--soak", type=int, metavar="N", help="memory soak: N sessions through the batch path")
     p.add_argument("--raw-chunk", type=int, default=10_000, help="rows a transaction in the raw limit")
     p.add_argument("--seed", type=int, default=1)
@@ -238,7 +243,7 @@ def _run_phase(name: str, args: argparse.Namespace, ctx: phases.Context) -> dict
         elif name == "batch":
             result = app_phases.run_batch(ctx, args.records)
         elif name == "single":
-            result = app_phases.run_single(ctx, args.single_records)
+            result = app_phases.run_single(ctx, args.single_records, idempotency_keys=args.idempotency_keys)
         elif name == "noop":
             result = app_phases.run_noop(ctx, args.single_records)
         elif name == "jobs":

@@ -12,6 +12,7 @@ import math
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -29,8 +30,13 @@ class Client:
         self.headers = {"Authorization": f"Bearer {api_key}"}
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
 
-    def post(self, path: str, body: bytes, content_type: str = "application/json") -> tuple[int, bytes]:
+    def post(
+        self, path: str, body: bytes, extra: bytes = b"", content_type: str = "application/json"
+    ) -> tuple[int, bytes]:
         headers = {**self.headers, "Content-Type": content_type}
+        if extra:  # one header line, as post_once takes it
+            name, _, value = extra.decode().partition(":")
+            headers[name] = value.strip()
         for attempt in (1, 2):
             try:
                 self.conn.request("POST", path, body=body, headers=headers)
@@ -51,16 +57,17 @@ def request_head(port: int, api_key: str, path: str, content_type: str = "applic
     """The request line and headers of a POST to ``path`` on a new connection, but Content-Length."""
     return (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {api_key}\r\n"
-        f"Content-Type: {content_type}\r\nConnection: close\r\nContent-Length: "
+        f"Content-Type: {content_type}\r\nConnection: close\r\n"
     ).encode()
 
 
-def post_once(port: int, head: bytes, body: bytes, timeout: float = 120) -> tuple[int, bytes]:
-    """One POST on a new connection (``head`` from :func:`request_head`): the request in one
-    write, the answer read until the server closes. Less Python per request than http.client
-    (no header objects, no email parser): the load generator shares the CPUs with the server."""
+def post_once(port: int, head: bytes, body: bytes, timeout: float = 120, extra: bytes = b"") -> tuple[int, bytes]:
+    """One POST on a new connection (``head`` from :func:`request_head`, then the ``extra``
+    header lines): the request in one write, the answer read until the server closes. Less
+    Python per request than http.client (no header objects, no email parser): the load
+    generator shares the CPUs with the server."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(b"%s%d\r\n\r\n%s" % (head, len(body), body))
+        sock.sendall(b"%s%sContent-Length: %d\r\n\r\n%s" % (head, extra, len(body), body))
         chunks = []
         while data := sock.recv(65536):
             chunks.append(data)
@@ -118,9 +125,11 @@ def run_clients(
     *,
     on_accepted: Callable[[int, str], None] | None = None,
     new_connections: bool = False,
+    idempotency_keys: bool = False,
 ) -> LoadResult:
     """Post every ``(body, records)`` from ``threads`` client threads; wait for all of them.
-    ``new_connections``: a new connection for every request, else one kept alive per thread."""
+    ``new_connections``: a new connection for every request, else one kept alive per thread.
+    ``idempotency_keys``: each request with an ``Idempotency-Key`` of its own (a new UUID)."""
     source: Iterator[tuple[bytes, int]] = iter(bodies)
     lock = threading.Lock()
     results = [LoadResult() for _ in range(threads)]
@@ -137,9 +146,13 @@ def run_clients(
         try:
             while (item := next_body()) is not None:
                 body, records = item
+                extra = b"Idempotency-Key: %s\r\n" % uuid.uuid4().hex.encode() if idempotency_keys else b""
                 t0 = time.perf_counter()
                 try:
-                    status, answer = client.post(path, body) if client else post_once(port, head, body)
+                    if client:
+                        status, answer = client.post(path, body, extra)
+                    else:
+                        status, answer = post_once(port, head, body, extra=extra)
                 except (OSError, http.client.HTTPException) as exc:
                     result.failed += records
                     result.errors.append(f"{type(exc).__name__}: {exc}")

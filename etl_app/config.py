@@ -126,6 +126,7 @@ class Settings:
     chunk_size: int = 2_000
     rejection_raw_bytes: int = 8 * 1024  # a rejection's values as received, as JSON, stored up to this
     max_rejections_stored: int = 10_000  # rejections of one ingestion stored in full; the rest counted
+    idempotency_ttl_seconds: int = 86_400  # how long a submit's Idempotency-Key and its answer are kept
     publish_timeout_seconds: float = 2.0
     outbox_lease_seconds: int = 300
     sweep_batch_size: int = 5_000
@@ -196,6 +197,7 @@ class Settings:
             chunk_size=_int(env, "ETL_CHUNK_SIZE", cls.chunk_size),
             rejection_raw_bytes=_int(env, "ETL_REJECTION_RAW_BYTES", cls.rejection_raw_bytes),
             max_rejections_stored=_int(env, "ETL_MAX_REJECTIONS_STORED", cls.max_rejections_stored),
+            idempotency_ttl_seconds=_int(env, "ETL_IDEMPOTENCY_TTL_SECONDS", cls.idempotency_ttl_seconds),
             publish_timeout_seconds=_float(env, "ETL_PUBLISH_TIMEOUT_SECONDS", cls.publish_timeout_seconds),
             outbox_lease_seconds=_int(env, "ETL_OUTBOX_LEASE_SECONDS", cls.outbox_lease_seconds),
             sweep_batch_size=_int(env, "ETL_SWEEP_BATCH_SIZE", cls.sweep_batch_size),
@@ -274,6 +276,8 @@ class Settings:
             raise ValueError("ETL_REJECTION_RAW_BYTES must be at least 1024")
         if self.max_rejections_stored < 0:
             raise ValueError("ETL_MAX_REJECTIONS_STORED must be at least 0")
+        if self.idempotency_ttl_seconds < 1:
+            raise ValueError("ETL_IDEMPOTENCY_TTL_SECONDS must be at least 1")
         for name in ("upload_max_field_bytes", "upload_max_row_bytes", "upload_max_expansion", "upload_max_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ETL_{name.upper()} must be at least 1")

@@ -26,7 +26,17 @@ from etl_app.dead_letters.tables import (
     DeadLetter,
     DeadLetterEdit,
 )
-from etl_app.ingest.tables import DEAD, PERSISTED, RECEIVED, REJECTED, STATUSES, Ingestion, RawRecord, Rejection
+from etl_app.ingest.tables import (
+    DEAD,
+    PERSISTED,
+    RECEIVED,
+    REJECTED,
+    STATUSES,
+    IdempotencyKey,
+    Ingestion,
+    RawRecord,
+    Rejection,
+)
 from etl_app.jobs.tables import FAILED, JOB_RUN_STATUSES, JOB_TRIGGERS, RUNNING, SKIPPED, SUCCEEDED, JobRun
 from etl_app.quality.tables import DailyQuality, TutorDailyMetrics
 from etl_app.sessions import UiSession
@@ -63,6 +73,7 @@ __all__ = [
     "DailyQuality",
     "DeadLetter",
     "DeadLetterEdit",
+    "IdempotencyKey",
     "Ingestion",
     "JobRun",
     "RawRecord",

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -12,7 +16,7 @@ from flask import Blueprint, request
 from werkzeug.routing import BaseConverter, Map
 
 from etl_app import logs
-from etl_app.api import metrics
+from etl_app.api import idempotency, metrics
 from etl_app.api.bodies import Accepted
 from etl_app.api.common import (
     JSON,
@@ -23,9 +27,11 @@ from etl_app.api.common import (
     refuse_while_backlog_full,
     wrong_content_type,
 )
+from etl_app.api.idempotency import RequestKey
 from etl_app.api.spec import BUSY, Context, operation, reply
 from etl_app.clock import utcnow
 from etl_app.ingest import outbox
+from etl_app.ingest.idempotency import KeyTaken
 from etl_app.ingest.rejections import Refused, RejectionLimits, public
 from etl_app.ingest.relay import goes_through_relay
 from etl_app.ingest.send import send_after_commit
@@ -39,44 +45,77 @@ bp = Blueprint("ingest", __name__, url_prefix="/api/v1")
 log = logging.getLogger(__name__)
 
 
-def _accept(
-    record_type: RecordType,
-    payloads: list[Any],
-    *,
-    source: str,
-    rejections: list[Refused],
-    indexes: list[int] | None = None,
-):
-    """Validate, store (commit) and publish; returns the Accepted outcome, or None if nothing
-    was valid. Rejections are appended to ``rejections`` with their index in the request
-    (``indexes[i]`` when payloads are a subset of the request, as for NDJSON)."""
-    runtime = current_runtime()
-    received_at = utcnow()
-    accepted: list[Any] = []
-    loaded: list[dict[str, Any]] = []
+@dataclass
+class _Checked:
+    """A submission validated: the accepted payloads with their loaded values, and when it came."""
+
+    received_at: datetime
+    accepted: list[Any] = field(default_factory=list)
+    loaded: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _validate(
+    record_type: RecordType, payloads: list[Any], rejections: list[Refused], indexes: list[int] | None = None
+) -> _Checked:
+    """Validate each payload; rejections are appended to ``rejections`` with their index in the
+    request (``indexes[i]`` when payloads are a subset of the request, as for NDJSON)."""
+    checked = _Checked(utcnow())
     for position, payload in enumerate(payloads):
-        data, field_errors = record_type.validate(payload, received_at)
+        data, field_errors = record_type.validate(payload, checked.received_at)
         if field_errors:
             index = indexes[position] if indexes is not None else position
             rejections.append({"index": index, "errors": field_errors, "raw": payload})
         else:
-            accepted.append(payload)
-            loaded.append(data)
+            checked.accepted.append(payload)
+            checked.loaded.append(data)
     rejections.sort(key=lambda r: r["index"])
-    if not accepted:
-        metrics.count_refused(record_type.name, len(rejections))  # no ingestion row counts these
-        return None
-    relayed = goes_through_relay(len(accepted), runtime.settings.chunk_size)  # small ones share chains
-    result = outbox.store_and_commit(
-        runtime.engine,
-        record_type,
-        accepted,
-        source=source,
-        received_at=received_at,
-        rejections=rejections,
-        rejection_limits=RejectionLimits.of(runtime.settings),
-        relayed=relayed,
-    )
+    return checked
+
+
+def _refuse(record_type: RecordType, checked: _Checked, rejections: list[Refused], key: RequestKey | None):
+    """Nothing valid: counted as refused, unless the key has a live answer (the same body may
+    have been accepted when it was first sent), which is then given again."""
+    if key is not None and (replayed := key.replay_if_stored(checked.received_at)) is not None:
+        return replayed
+    metrics.count_refused(record_type.name, len(rejections))  # no ingestion row counts these
+    return None
+
+
+def _accept(
+    record_type: RecordType,
+    checked: _Checked,
+    *,
+    source: str,
+    rejections: list[Refused],
+    key: RequestKey | None,
+    answer: Callable[[uuid.UUID], dict[str, Any]],
+):
+    """Store (commit) and publish the accepted records; the 202 answer, ``answer(ingestion id)``.
+    With an idempotency key the answer is stored with the records, in their transaction, and a
+    key that has an answer already gets that one (nothing stored or sent)."""
+    runtime = current_runtime()
+    received_at = checked.received_at
+    relayed = goes_through_relay(len(checked.accepted), runtime.settings.chunk_size)  # small ones share chains
+    claim, body = None, None
+    if key is not None:
+        ingestion_id = uuid.uuid4()
+        body = idempotency.serialise(Accepted, answer(ingestion_id))
+        claim = key.claim(ingestion_id, 202, body, received_at)
+    try:
+        result = outbox.store_and_commit(
+            runtime.engine,
+            record_type,
+            checked.accepted,
+            source=source,
+            received_at=received_at,
+            rejections=rejections,
+            rejection_limits=RejectionLimits.of(runtime.settings),
+            relayed=relayed,
+            claim=claim,
+        )
+    except KeyTaken:
+        assert key is not None
+        return key.replay()
     openlineage.started(  # queued for a background thread: never waits, never raises
         runtime.settings,
         {
@@ -88,23 +127,25 @@ def _accept(
         },
     )
     logs.bind(ingestion_id=result.ingestion_id, record_type=record_type.name)  # until the request ends
-    log.info("ingestion stored (%s): %d accepted, %d rejected", source, len(accepted), len(rejections))
+    log.info("ingestion stored (%s): %d accepted, %d rejected", source, len(checked.accepted), len(rejections))
     if relayed:
         runtime.relay.notify()
-        return result
-    items = [
-        item(raw_id, result.ingestion_id, received_at, None, data)
-        for raw_id, data in zip(result.ids, loaded, strict=True)
-    ]
-    send_after_commit(
-        runtime.publisher,
-        {record_type.name: result.ids},
-        items=items,
-        timeout=runtime.settings.publish_timeout_seconds,
-        what=f"ingestion {result.ingestion_id}",
-        relay=runtime.relay,
-    )
-    return result
+    else:
+        items = [
+            item(raw_id, result.ingestion_id, received_at, None, data)
+            for raw_id, data in zip(result.ids, checked.loaded, strict=True)
+        ]
+        send_after_commit(
+            runtime.publisher,
+            {record_type.name: result.ids},
+            items=items,
+            timeout=runtime.settings.publish_timeout_seconds,
+            what=f"ingestion {result.ingestion_id}",
+            relay=runtime.relay,
+        )
+    if body is not None:
+        return idempotency.first_answer(body, 202)
+    return reply(Accepted, answer(result.ingestion_id), 202)
 
 
 class RecordTypeName(BaseConverter):
@@ -125,11 +166,12 @@ class RecordTypeName(BaseConverter):
 
 
 ERRORS = {
-    400: "malformed body",
+    400: idempotency.ERRORS[400],
     404: "unknown record type",
+    409: idempotency.ERRORS[409],
     413: "body or batch over the limit",
     415: "wrong Content-Type",
-    422: "validation failed",
+    422: idempotency.ERRORS[422],
     429: BUSY,
 }
 
@@ -139,8 +181,9 @@ def _one(ctx: Context) -> dict[str, Any]:
     return {
         "summary": f"Submit one {name} record",
         "tags": [name],
+        "headers": [idempotency.PARAMETER],
         "body": ctx.record_type.schema,
-        "responses": {202: ("stored; processing", Accepted), **ERRORS},
+        "responses": {202: ("stored; processing", Accepted, idempotency.ANSWER_HEADERS), **ERRORS},
     }
 
 
@@ -149,11 +192,15 @@ def _batch(ctx: Context) -> dict[str, Any]:
     return {
         "summary": f"Submit a batch of {name} records (JSON array or NDJSON)",
         "tags": [name],
+        "headers": [idempotency.PARAMETER],
         "body": {
             JSON: {"type": "array", "items": {"$ref": f"#/components/schemas/{schema.__name__}"}, "minItems": 1},
             NDJSON[0]: {"type": "string"},
         },
-        "responses": {202: ("valid records stored; the others rejected one by one", Accepted), **ERRORS},
+        "responses": {
+            202: ("valid records stored; the others rejected one by one", Accepted, idempotency.ANSWER_HEADERS),
+            **ERRORS,
+        },
     }
 
 
@@ -164,14 +211,26 @@ def post_one(type_name: str):
     refuse_while_backlog_full()
     if request.mimetype != JSON:
         raise wrong_content_type(JSON)
-    payload = parse_json(body_or_400())
+    body = body_or_400()
+    key = idempotency.of_body(body)
+    payload = parse_json(body)
     if not isinstance(payload, dict):
         raise ApiError(400, "invalid_body", "the body must be one JSON object; send arrays to .../batch")
     rejections: list[Refused] = []
-    result = _accept(record_type, [payload], source="api", rejections=rejections)
-    if result is None:
+    checked = _validate(record_type, [payload], rejections)
+    if not checked.accepted:
+        replayed = _refuse(record_type, checked, rejections, key)
+        if replayed is not None:
+            return replayed
         raise ApiError(422, "validation_failed", "the record is not valid", errors=rejections[0]["errors"])
-    return reply(Accepted, {"ingestion_id": result.ingestion_id, "accepted": 1, "rejected": 0}, 202)
+    return _accept(
+        record_type,
+        checked,
+        source="api",
+        rejections=rejections,
+        key=key,
+        answer=lambda ingestion_id: {"ingestion_id": ingestion_id, "accepted": 1, "rejected": 0},
+    )
 
 
 def _refuse_line(rejections: list[Refused], index: int, line: bytes, message: str) -> None:
@@ -205,24 +264,29 @@ def post_batch(type_name: str):
     record_type = record_type_or_404(type_name)
     refuse_while_backlog_full()
     limit = current_runtime().settings.max_batch_items
+    if request.mimetype != JSON and request.mimetype not in NDJSON:
+        raise wrong_content_type(f"{JSON} or application/x-ndjson")
+    body = body_or_400()
+    key = idempotency.of_body(body)
     if request.mimetype == JSON:
-        payloads = parse_json(body_or_400())
+        payloads = parse_json(body)
         if not isinstance(payloads, list):
             raise ApiError(400, "invalid_body", "a batch must be a JSON array of objects (or NDJSON)")
         rejections: list[Refused] = []
         indexes = None
         source = "batch"
-    elif request.mimetype in NDJSON:
-        payloads, rejections, indexes = _ndjson(body_or_400())
-        source = "ndjson"
     else:
-        raise wrong_content_type(f"{JSON} or application/x-ndjson")
+        payloads, rejections, indexes = _ndjson(body)
+        source = "ndjson"
     if len(payloads) + len(rejections) > limit:
         raise ApiError(413, "too_many_records", f"a batch holds at most {limit} records; split it")
     if not payloads and not rejections:
         raise ApiError(422, "empty_batch", "the batch holds no records", errors=[])
-    result = _accept(record_type, payloads, source=source, rejections=rejections, indexes=indexes)
-    if result is None:
+    checked = _validate(record_type, payloads, rejections, indexes)
+    if not checked.accepted:
+        replayed = _refuse(record_type, checked, rejections, key)
+        if replayed is not None:
+            return replayed
         raise ApiError(
             422,
             "validation_failed",
@@ -231,13 +295,16 @@ def post_batch(type_name: str):
             rejected=len(rejections),
             errors=public(rejections),
         )
-    return reply(
-        Accepted,
-        {
-            "ingestion_id": result.ingestion_id,
-            "accepted": result.accepted,
+    return _accept(
+        record_type,
+        checked,
+        source=source,
+        rejections=rejections,
+        key=key,
+        answer=lambda ingestion_id: {
+            "ingestion_id": ingestion_id,
+            "accepted": len(checked.accepted),
             "rejected": len(rejections),
             "errors": public(rejections),
         },
-        202,
     )

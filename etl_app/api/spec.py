@@ -1,11 +1,13 @@
 """The OpenAPI document, read from the handlers themselves.
 
 Each view says what it does with :func:`operation`, beside it: ``summary``, ``description``,
-``tags``, its ``path`` parameters (marshmallow fields), its ``query`` and ``body`` (marshmallow
-schemas; a body of several media types as ``{media type: schema}``, ``body_rules`` for what
-marshmallow cannot say, such as an ``anyOf``) and its ``responses``: ``{status: (description,
-schema)}`` for a body the handler makes with :func:`reply` from that same schema, ``{status:
-description}`` for an error body (:class:`etl_app.api.bodies.ErrorBody`). The argument may
+``tags``, its ``path`` parameters (marshmallow fields), its request ``headers`` (OpenAPI
+parameter objects), its ``query`` and ``body`` (marshmallow schemas; a body of several media
+types as ``{media type: schema}``, ``body_rules`` for what marshmallow cannot say, such as an
+``anyOf``) and its ``responses``: ``{status: (description, schema)}`` for a body the handler
+makes with :func:`reply` from that same schema (``(description, schema, headers)`` with the
+answer's headers), ``{status: description}`` for an error body
+(:class:`etl_app.api.bodies.ErrorBody`). The argument may
 also be a function of a :class:`Context` (the registered record types, the configured lookup
 providers), for the enums that depend on them; ``each_record_type=True`` makes one path per
 record type of a rule's ``<type_name>``.
@@ -179,6 +181,7 @@ class _Spec:
             name = PATH_NAMES.get(variable, variable)
             field = path_fields.get(name) or {"type": "integer" if converter == "int" else "string"}
             parameters.append({"name": name, "in": "path", "required": True, "schema": self.schema(field)})
+        parameters += doc.get("headers", [])
         if "query" in doc:
             parameters += self.plugin.converter.schema2parameters(doc["query"], location="query")
         if parameters:
@@ -200,9 +203,10 @@ class _Spec:
             return answer
         if isinstance(answer, str):
             return {"description": answer, "content": {"application/json": {"schema": ERROR}}}
-        description, body = answer
+        description, body, *headers = answer
         content = body if isinstance(body, dict) else {"application/json": body}
-        return {"description": description, "content": {m: {"schema": self.schema(s)} for m, s in content.items()}}
+        out = {"description": description, "content": {m: {"schema": self.schema(s)} for m, s in content.items()}}
+        return {**out, "headers": headers[0]} if headers else out
 
 
 def build_spec(app: Flask, registry: Registry, providers: list[str]) -> dict[str, Any]:

@@ -12,14 +12,17 @@ rejections with their row number (``GET /api/v1/ingestions/{id}/rejections``).
 from __future__ import annotations
 
 import logging
+import uuid
 
 from flask import Blueprint, request
 
 from etl_app import logs
+from etl_app.api import idempotency
 from etl_app.api.bodies import UploadAccepted
 from etl_app.api.common import record_type_or_404, refuse_while_backlog_full
 from etl_app.api.spec import BUSY, Context, operation, reply
 from etl_app.clock import utcnow
+from etl_app.ingest.idempotency import KeyTaken
 from etl_app.lineage import openlineage
 from etl_app.uploads import flat, formats
 from etl_app.uploads.caps import upload_limits
@@ -70,6 +73,7 @@ def _upload(ctx: Context) -> dict:
         "description": "Stored, then parsed in the background; rows refused by the parser become "
         "rejections with their row number. Follow it at GET /api/v1/ingestions/{ingestion_id}.",
         "tags": [name],
+        "headers": [idempotency.PARAMETER],
         "body": {
             "multipart/form-data": {
                 "type": "object",
@@ -78,12 +82,13 @@ def _upload(ctx: Context) -> dict:
             }
         },
         "responses": {
-            202: ("file stored; parsing", UploadAccepted),
-            400: "no file",
+            202: ("file stored; parsing", UploadAccepted, idempotency.ANSWER_HEADERS),
+            400: f"no file, or a malformed {idempotency.HEADER}",
             404: "unknown record type",
+            409: idempotency.ERRORS[409],
             413: "file over the limit",
             415: "not multipart/form-data",
-            422: "a file that is not of the type, or unreadable",
+            422: f"a file that is not of the type, or unreadable; or the {idempotency.HEADER} used with another file",
             429: BUSY,
         },
     }
@@ -112,6 +117,9 @@ def post_upload(type_name: str):
     size = f.tell()
     if size > limit:
         raise _too_large(limit)
+    key = idempotency.of_upload(upload.filename, upload.mimetype, f)  # None without the header
+    if key is not None and (replayed := key.replay_if_stored(utcnow())) is not None:
+        return replayed  # the file was stored with this key: not checked, copied or parsed again
     f.seek(0)
     head = f.read(_HEAD_BYTES)
     filename = display_name(upload.filename)
@@ -123,9 +131,19 @@ def post_upload(type_name: str):
     _some_column_is_a_field(record_type, columns)
     runtime = current_runtime()
     received_at = utcnow()
-    ingestion_id, stored = store_upload(
-        runtime.engine, record_type, f, filename=filename, fmt=fmt, note=note, received_at=received_at
-    )
+    claim, body = None, None
+    upload_body = {"filename": filename, "format": fmt, "size": size, "note": note}
+    if key is not None:
+        claim_id = uuid.uuid4()
+        body = idempotency.serialise(UploadAccepted, {"ingestion_id": claim_id, "upload": upload_body})
+        claim = key.claim(claim_id, 202, body, received_at)
+    try:
+        ingestion_id, stored = store_upload(
+            runtime.engine, record_type, f, filename=filename, fmt=fmt, note=note, received_at=received_at, claim=claim
+        )
+    except KeyTaken:
+        assert key is not None
+        return key.replay()  # another request with this key stored the file first: not stored twice
     logs.bind(ingestion_id=ingestion_id, record_type=record_type.name)
     log.info("upload stored: %s, %s, %d bytes", filename, fmt, stored)
     send_parse(runtime.publisher, ingestion_id, timeout=runtime.settings.publish_timeout_seconds)
@@ -139,5 +157,6 @@ def post_upload(type_name: str):
             "filename": filename,
         },
     )
-    body = {"ingestion_id": ingestion_id, "upload": {"filename": filename, "format": fmt, "size": stored, "note": note}}
-    return reply(UploadAccepted, body, 202)
+    if body is not None:
+        return idempotency.first_answer(body, 202)
+    return reply(UploadAccepted, {"ingestion_id": ingestion_id, "upload": {**upload_body, "size": stored}}, 202)

@@ -16,6 +16,12 @@ URL: ``--url`` / ``ETL_API_URL``, else ``http://127.0.0.1:{WEB_PORT or PORT or 8
 generated into ``<var>/api_key``: ``ETL_VAR_DIR``, else ``var`` in the project's checkout whatever
 the current folder (``etl_app.config.var_dir``).
 
+The upload carries an ``Idempotency-Key`` (a new UUID for each run, or ``--idempotency-key``;
+none with ``--no-idempotency-key``) and is sent again, with the same key, when the service could
+not be reached, did not answer or answered 5xx, 409 or 429 (``--retries`` more tries, with
+backoff): the service stores the file once whatever the number of tries
+(:mod:`etl_app.cli.resend` says what is tried again without a key).
+
 Exit codes: 0 accepted (and, following, finished); 1 the server refused the file (its message
 is shown) or stayed busy past ``--max-wait``, the service could not be reached, or the ingestion
 or its upload failed; 2 usage errors; 130 Ctrl-C while following (the ingestion goes on).
@@ -26,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +43,7 @@ from rich.table import Table
 from rich.text import Text
 
 from etl_app import durations
+from etl_app.cli import resend
 from etl_app.config import var_dir, var_dir_source
 
 TYPES = ("tutors", "students", "sessions", "feedback")
@@ -128,13 +136,21 @@ def retry_after(response) -> float:
 
 
 def _upload_when_taken(
-    client, path: Path, record_type: str, console: Console, err: Console, max_wait: float
+    client,
+    path: Path,
+    record_type: str,
+    console: Console,
+    err: Console,
+    max_wait: float,
+    *,
+    key: str | None,
+    retries: int,
 ) -> dict[str, Any]:
     """:func:`_upload`, sent again after each 429 once its Retry-After has passed, for at most
     ``max_wait`` seconds in all (said on stderr each time)."""
     waited = 0.0
     while True:
-        response = _upload(client, path, record_type, console)
+        response = _upload(client, path, record_type, console, key=key, retries=retries, err=err)
         if response.status_code != BUSY:
             return _accepted(response)
         wait = min(retry_after(response), max_wait - waited)
@@ -164,10 +180,8 @@ def _accepted(response) -> dict[str, Any]:
     return body
 
 
-def _upload(client, path: Path, record_type: str, console: Console):
-    """One POST of the file (streamed from its start); the response, whatever its status."""
-    import httpx
-
+def _post_once(client, path: Path, record_type: str, console: Console, headers: dict[str, str]):
+    """One try of the upload: the file streamed from its start."""
     size = path.stat().st_size
     content_type = CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
     with (
@@ -183,10 +197,37 @@ def _upload(client, path: Path, record_type: str, console: Console):
     ):
         task = progress.add_task(path.name, total=size or None)
         reading = _Reading(fh, lambda n: progress.advance(task, n))
-        try:
-            return client.post(f"/api/v1/{record_type}/upload", files={"file": (path.name, reading, content_type)})
-        except httpx.TransportError as exc:
-            raise Failed(f"could not reach {client.base_url} ({type(exc).__name__}: {exc})") from None
+        return client.post(
+            f"/api/v1/{record_type}/upload", files={"file": (path.name, reading, content_type)}, headers=headers
+        )
+
+
+def _upload(client, path: Path, record_type: str, console: Console, *, key: str | None, retries: int, err: Console):
+    """The upload, tried again as :mod:`etl_app.cli.resend` says (a 429 is the caller's: it waits
+    as the service asks, up to ``--max-wait``); the last answer, whatever its status."""
+    import httpx
+
+    headers = {"Idempotency-Key": key} if key else {}
+    again = f"with the same Idempotency-Key {key}" if key else "(nothing was stored)"
+
+    def on_retry(why: str, wait: float, number: int) -> None:
+        err.print(
+            f"upload not answered ({why}); sending it again in {wait:.1f}s {again}, try {number} of {retries + 1}",
+            highlight=False,
+            markup=False,
+        )
+
+    try:
+        response = resend.send(
+            lambda: _post_once(client, path, record_type, console, headers),
+            keyed=key is not None,
+            retries=retries,
+            on_retry=on_retry,
+        )
+    except httpx.TransportError as exc:
+        hint = f"; run it again with --idempotency-key {key} so that it is stored once" if key else ""
+        raise Failed(f"could not reach {client.base_url} ({type(exc).__name__}: {exc}){hint}") from None
+    return response
 
 
 def _get(client, ingestion_id: str) -> dict[str, Any]:
@@ -356,8 +397,35 @@ def _failed(body: dict[str, Any]) -> bool:
     show_default=True,
     help="Seconds to wait in all for a busy service (429: backlog full or rate limit) before giving up; 0: never wait.",
 )
+@click.option(
+    "--idempotency-key",
+    "idempotency_key",
+    metavar="KEY",
+    help="The upload's Idempotency-Key (default: a new UUID each run); give the key of an earlier run whose "
+    "answer was lost to get that answer, without storing the file twice.",
+)
+@click.option(
+    "--no-idempotency-key", "no_idempotency_key", is_flag=True, help="Send no Idempotency-Key (fewer retries)."
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 20),
+    default=resend.RETRIES,
+    show_default=True,
+    help="Tries after the first when the upload is not answered (unreachable, timeout, 5xx, 409, 429).",
+)
 def submit_command(
-    file: Path, record_type: str, follow: bool, as_json: bool, url, key, interval: float, max_wait: float
+    file: Path,
+    record_type: str,
+    follow: bool,
+    as_json: bool,
+    url,
+    key,
+    interval: float,
+    idempotency_key: str | None,
+    no_idempotency_key: bool,
+    retries: int,
+    max_wait: float,
 ) -> None:
     """Upload FILE (csv, tsv, ndjson, json, xlsx or parquet) as records of --type; print the
     ingestion id, and with --follow its progress, counts and quality report."""
@@ -365,6 +433,9 @@ def submit_command(
 
     from etl_app.cli.common import console as make_console
 
+    if idempotency_key is not None and no_idempotency_key:
+        raise click.UsageError("--idempotency-key and --no-idempotency-key exclude each other")
+    request_key = None if no_idempotency_key else (idempotency_key or str(uuid.uuid4()))
     base = (url or default_url()).rstrip("/")
     secret = find_key(key)
     out = make_console()
@@ -372,7 +443,9 @@ def submit_command(
     status_console = err if as_json else out
     timeout = httpx.Timeout(30.0, read=600.0)  # the server may take a while to store a big file
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secret}"}, timeout=timeout) as client:
-        answer = _upload_when_taken(client, file, record_type, status_console, err, max_wait)
+        answer = _upload_when_taken(
+            client, file, record_type, status_console, err, max_wait, key=request_key, retries=retries
+        )
         ingestion_id = str(answer["ingestion_id"])
         upload = answer.get("upload") or {}
         if not follow:

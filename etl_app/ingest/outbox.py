@@ -12,6 +12,8 @@ import orjson
 import psycopg
 import sqlalchemy as sa
 
+from etl_app.ingest import idempotency
+from etl_app.ingest.idempotency import Claim, KeyTaken
 from etl_app.ingest.rejections import DEFAULT_LIMITS, Refused, RejectionLimits, store_rejections
 from etl_app.models import RECEIVED, sql
 from etl_app.record_types import RecordType
@@ -65,14 +67,27 @@ _STORE_ONE = (
     f"enqueued_at) VALUES (%(id)s, %(t)s, %(key)s, %(payload)s::jsonb, '{RECEIVED}', %(at)s, %(at)s, "
     "%(enqueued_at)s) RETURNING id"
 )
+# ... and with an idempotency key: its claim first, the ingestion and the record only if the claim
+# took the key (one statement still, atomic in autocommit; no row back: the key was taken).
+_STORE_ONE_CLAIMED = (
+    f"WITH claim AS ({idempotency.CLAIM_INSERT}), "
+    "ingestion AS (INSERT INTO ingestions (id, record_type, source, accepted, rejected, created_at) "
+    "SELECT %(id)s, %(t)s, %(source)s, 1, 0, %(at)s FROM claim) "
+    "INSERT INTO raw_records (ingestion_id, record_type, natural_key, payload, status, received_at, updated_at, "
+    f"enqueued_at) SELECT %(id)s, %(t)s, %(key)s, %(payload)s::jsonb, '{RECEIVED}', %(at)s, %(at)s, "
+    "%(enqueued_at)s FROM claim RETURNING id"
+)
 
 
 def store_and_commit(engine: sa.Engine, record_type: RecordType, payloads: Sequence[Any], **kwargs: Any) -> Accepted:
     """:func:`store` and commit. A few records are one statement, which commits by itself
-    (autocommit: no BEGIN and COMMIT round trips); more, or any with rejections, are a transaction."""
+    (autocommit: no BEGIN and COMMIT round trips); more, or any with rejections, or any with an
+    idempotency key's ``claim`` but a single record, are a transaction. Raises
+    :class:`~etl_app.ingest.idempotency.KeyTaken` (nothing stored) when the claim's key has an
+    answer already."""
     if len(payloads) == 1 and not kwargs.get("rejections"):
         return _store_one(engine, record_type, payloads[0], **kwargs)
-    if len(payloads) < COPY_THRESHOLD and not kwargs.get("rejections"):
+    if len(payloads) < COPY_THRESHOLD and not kwargs.get("rejections") and kwargs.get("claim") is None:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             return store(conn, record_type, payloads, **kwargs)
     with engine.begin() as conn:
@@ -89,11 +104,13 @@ def _store_one(
     rejections: Sequence[Refused] = (),
     rejection_limits: RejectionLimits = DEFAULT_LIMITS,
     relayed: bool = False,
+    claim: Claim | None = None,
 ) -> Accepted:
-    """One record and its ingestion row in one autocommitted statement (:data:`_STORE_ONE`). A
-    connection that fails it is thrown away (psycopg's error is the caller's: a 503 in the API)."""
+    """One record and its ingestion row in one autocommitted statement (:data:`_STORE_ONE`, or
+    :data:`_STORE_ONE_CLAIMED` with a key's claim). A connection that fails it is thrown away
+    (psycopg's error is the caller's: a 503 in the API)."""
     del rejections, rejection_limits  # none: the caller checked
-    ingestion_id = uuid.uuid4()
+    ingestion_id = claim.ingestion_id if claim is not None else uuid.uuid4()
     params = {
         "id": ingestion_id,
         "t": record_type.name,
@@ -102,13 +119,15 @@ def _store_one(
         "key": record_type.natural_key(payload),
         "payload": _jsonb(payload),
         "enqueued_at": None if relayed else received_at,
+        **(claim.params() if claim is not None else {}),
     }
+    statement = _STORE_ONE if claim is None else _STORE_ONE_CLAIMED
     pooled = engine.raw_connection()
     try:
         conn: psycopg.Connection = pooled.driver_connection  # type: ignore[assignment]
         conn.autocommit = True
         try:
-            row = conn.execute(_STORE_ONE, params, prepare=True).fetchone()
+            row = conn.execute(statement, params, prepare=True).fetchone()
         finally:
             if not (conn.closed or conn.broken):
                 conn.autocommit = False
@@ -118,7 +137,9 @@ def _store_one(
         raise
     finally:
         pooled.close()
-    assert row is not None
+    if row is None:
+        assert claim is not None  # without a claim the statement always stores its record
+        raise KeyTaken(claim.key)
     return Accepted(ingestion_id, [row[0]])
 
 
@@ -132,13 +153,18 @@ def store(
     rejections: Sequence[Refused],
     rejection_limits: RejectionLimits = DEFAULT_LIMITS,
     relayed: bool = False,
+    claim: Claim | None = None,
 ) -> Accepted:
     """Write the ingestion row and every accepted payload in the caller's transaction: one
     statement for a few records, COPY for more; the refused records go to ``rejections``.
 
     ``relayed``: leave ``enqueued_at`` unset, for the outbox relay to publish (small
-    submissions); otherwise the caller publishes right after the commit."""
-    ingestion_id = uuid.uuid4()
+    submissions); otherwise the caller publishes right after the commit. ``claim``: an
+    idempotency key's, written first (:func:`etl_app.ingest.idempotency.claim`: KeyTaken, and
+    the caller rolls back, when the key has an answer already)."""
+    if claim is not None:
+        idempotency.claim(conn, claim)
+    ingestion_id = claim.ingestion_id if claim is not None else uuid.uuid4()
     params = {
         "id": ingestion_id,
         "t": record_type.name,

@@ -164,3 +164,21 @@ sa.Index("ix_ingestions_record_type_created_at_id", Ingestion.record_type, Inges
 
 
 sa.Index("ix_rejections_created_at", Rejection.created_at)
+
+
+class IdempotencyKey(Base):
+    """A submit's ``Idempotency-Key`` and the answer it was given (etl_app.ingest.idempotency):
+    one row per API key (``owner``, its key id) and key, written in the transaction that stores
+    the submission, kept until ``expires_at`` (ETL_IDEMPOTENCY_TTL_SECONDS after it)."""
+
+    __tablename__ = "idempotency_keys"
+
+    owner: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    key: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    # SHA-256 (hex) of what the request said (etl_app.api.idempotency.fingerprint)
+    fingerprint: Mapped[str] = mapped_column(sa.Text)
+    ingestion_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
+    status: Mapped[int] = mapped_column(sa.SmallInteger)
+    body: Mapped[str] = mapped_column(sa.Text)  # the answer's JSON as sent, byte for byte
+    created_at: Mapped[datetime] = mapped_column(TSTZ)
+    expires_at: Mapped[datetime] = mapped_column(TSTZ, index=True)

@@ -12,13 +12,20 @@ committed, along the partial index ``ix_raw_records_payload_kept``.
 Uploaded files go the same way: the bytes (``upload_chunks``) of an upload read (``parsed`` or
 ``failed``) more than ``ETL_RAW_RETENTION_DAYS`` ago are deleted, one upload a transaction, and
 ``uploads.bytes_dropped_at`` says when; the upload's row (name, size, checksum, rows read) stays.
-The job's row count is the payloads dropped plus the uploads whose bytes were dropped.
+
+Submits' idempotency keys (``idempotency_keys``, etl_app.ingest.idempotency) whose
+``expires_at`` has passed are deleted, ``ETL_JOB_BATCH_SIZE`` a transaction, along their
+``expires_at`` index; a key that expired but is not deleted yet is already free to use again.
+
+The job's row count is the payloads dropped, plus the uploads whose bytes were dropped, plus the
+idempotency keys deleted.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+from etl_app.ingest import idempotency
 from etl_app.jobs.context import JobContext
 from etl_app.models import sql
 
@@ -62,5 +69,11 @@ def run_retention(ctx: JobContext) -> int:
     while ctx.conn.execute(_UPLOAD, {"cutoff": cutoff, "now": ctx.now}).rowcount:
         ctx.commit()
         dropped += 1
+    while True:
+        done = idempotency.purge_expired(ctx.conn, ctx.now, size)
+        ctx.commit()
+        dropped += done
+        if done < size:
+            break
     ctx.commit()
     return dropped

@@ -22,6 +22,7 @@ from typing import BinaryIO
 import sqlalchemy as sa
 
 from etl_app import names
+from etl_app.ingest import idempotency
 from etl_app.ingest.send import Publisher, run_within
 from etl_app.models import STORED
 from etl_app.record_types import RecordType
@@ -47,14 +48,19 @@ def store_upload(
     fmt: str,
     note: str | None,
     received_at: datetime,
+    claim: idempotency.Claim | None = None,
 ) -> tuple[uuid.UUID, int]:
     """Copy ``f`` (read from its start) into the database as one new ingestion; returns its id
-    and the number of bytes stored. Commits."""
-    ingestion_id = uuid.uuid4()
+    and the number of bytes stored. Commits. With an idempotency key's ``claim`` the key is
+    written first in the same transaction: :class:`~etl_app.ingest.idempotency.KeyTaken` (and
+    nothing stored, not a byte copied) when the key has an answer already."""
+    ingestion_id = claim.ingestion_id if claim is not None else uuid.uuid4()
     digest = hashlib.sha256()
     size = 0
     f.seek(0)
     with engine.begin() as conn:
+        if claim is not None:
+            idempotency.claim(conn, claim)
         conn.execute(
             sa.text(
                 "INSERT INTO ingestions (id, record_type, source, accepted, rejected, created_at) "

@@ -58,3 +58,32 @@ def test_single_and_noop_phases_run_and_the_report_states_their_ratio(
     assert set(results["cpu_us_per_record"]) == {"single", "noop"}
     assert results["cpu_us_per_record"]["single"]["web"] > 0 and results["cpu_us_per_record"]["noop"]["web"] > 0
     assert results["cpu_us_per_record"]["single"]["bench client"] > 0
+
+
+def test_the_single_phase_with_idempotency_keys_sends_a_key_of_its_own_with_each_request(
+    database_url, api_redis_url, broker_prefix, engine, tmp_path
+):
+    submit = "bench-ingest-" + secrets.token_urlsafe(8)
+    env = cli._app_env(database_url, api_redis_url, f"{submit}:ingest", tmp_path)
+    procs = Processes(tmp_path, {**env, "ETL_BROKER_KEY_PREFIX": broker_prefix})
+    sampler = Sampler().start()
+    ctx = Context(database_url, api_redis_url, submit, procs, sampler, 8, 60, tmp_path, submit_key=submit)
+    with engine.connect() as conn:
+        since = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
+    try:
+        ctx.app, ctx.port = start_app(procs)
+        single = app_phases.run_single(ctx, 20, idempotency_keys=True)
+    finally:
+        procs.stop_all()
+        sampler.stop()
+
+    assert single["statuses"] == {"received": 0, "persisted": 20, "dead": 0} and single["idempotency_keys"]
+    with engine.connect() as conn:
+        keys = conn.execute(
+            sa.text(
+                "SELECT count(*), count(DISTINCT k.key) FROM idempotency_keys k JOIN ingestions i "
+                "ON i.id = k.ingestion_id WHERE i.source = 'api' AND i.record_type = 'sessions' AND i.created_at >= :s"
+            ),
+            {"s": since},
+        ).one()
+    assert tuple(keys) == (20, 20)

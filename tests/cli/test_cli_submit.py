@@ -61,6 +61,9 @@ class FakeService:
         self.auth: list[str | None] = []
         self.busy = 0  # uploads answered 429 backlog_full (Retry-After: retry_after) before the others
         self.retry_after = "1"
+        # what the first uploads get before the others are answered: a status, or "drop" (the
+        # connection closed with no answer, as when the service died after storing the file)
+        self.failures: list[int | str] = []
 
     def body(self, status: str, progress: float, rows: int, counts: dict[str, int], **kw: Any) -> dict[str, Any]:
         full = {"received": 0, "persisted": 0, "dead": 0, "rejected": 0, "in_flight": 0, **counts}
@@ -118,10 +121,19 @@ class FakeService:
                         "content_type": self.headers["Content-Type"],
                         "length": length,
                         "body": b"".join(kept),
+                        "idempotency_key": self.headers.get("Idempotency-Key"),
                     }
                 )
                 if len(service.uploads) <= service.busy:
                     self._answer(429, BUSY, {"Retry-After": service.retry_after})
+                    return
+                if service.failures:
+                    failure = service.failures.pop(0)
+                    if failure == "drop":
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
+                    self._answer(int(failure), {"error": "internal_error", "message": "failed"})
                     return
                 if service.upload_status != 202:
                     self._answer(service.upload_status, service.upload_error)
@@ -288,9 +300,48 @@ def test_usage_errors_exit_2(service, csv_file, tmp_path):
     assert fake.uploads == []
 
 
-def test_an_unreachable_service_exits_1(csv_file, tmp_path):
-    result = cli("http://127.0.0.1:9", tmp_path, str(csv_file), "--type", "sessions")
+def test_an_unreachable_service_exits_1_after_its_retries_naming_the_key_to_send_again(csv_file, tmp_path):
+    result = cli("http://127.0.0.1:9", tmp_path, str(csv_file), "--type", "sessions", "--retries", "1")
     assert result.exit_code == 1 and "could not reach http://127.0.0.1:9" in result.stderr
+    assert result.stderr.count("sending it again") == 1 and "try 2 of 2" in result.stderr
+    assert "run it again with --idempotency-key " in result.stderr
+
+
+def test_a_lost_answer_or_a_5xx_is_sent_again_with_the_same_key(service, csv_file, tmp_path):
+    fake, url = service
+    fake.failures = ["drop", 503, 500]
+    result = cli(url, tmp_path, str(csv_file), "--type", "sessions")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == fake.ingestion_id
+    keys = [u["idempotency_key"] for u in fake.uploads]
+    assert len(keys) == 4 and len(set(keys)) == 1 and uuid.UUID(keys[0])  # one key, a UUID, on every try
+    assert all(file_part(u)[1] == csv_file.read_bytes() for u in fake.uploads)  # the whole file each time
+    assert result.stderr.count("sending it again") == 3 and f"with the same Idempotency-Key {keys[0]}" in result.stderr
+    # another run is another submission: a new key
+    assert cli(url, tmp_path, str(csv_file), "--type", "sessions").exit_code == 0
+    assert fake.uploads[-1]["idempotency_key"] not in keys
+
+
+def test_the_key_can_be_given_or_left_out(service, csv_file, tmp_path):
+    fake, url = service
+    assert (
+        cli(url, tmp_path, str(csv_file), "--type", "sessions", "--idempotency-key", "nightly-2026-12-07").exit_code
+        == 0
+    )
+    assert fake.uploads[-1]["idempotency_key"] == "nightly-2026-12-07"
+    result = cli(url, tmp_path, str(csv_file), "--type", "sessions", "--idempotency-key", "k", "--no-idempotency-key")
+    assert result.exit_code == 2 and "exclude each other" in result.stderr
+
+
+def test_without_a_key_only_what_stored_nothing_is_sent_again(service, csv_file, tmp_path):
+    fake, url = service
+    fake.failures = [503, 500]  # a 503 stored nothing; a 500 may have stored the file
+    result = cli(url, tmp_path, str(csv_file), "--type", "sessions", "--no-idempotency-key")
+    assert result.exit_code == 1 and "HTTP 500" in result.stderr
+    assert [u["idempotency_key"] for u in fake.uploads] == [None, None]
+    fake.failures = ["drop"]  # the answer lost: the file may be stored, so it is not sent again
+    result = cli(url, tmp_path, str(csv_file), "--type", "sessions", "--no-idempotency-key")
+    assert result.exit_code == 1 and len(fake.uploads) == 3
 
 
 def test_ctrl_c_stops_following_and_says_how_to_look_again(service, csv_file, tmp_path, monkeypatch):

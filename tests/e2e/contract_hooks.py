@@ -100,6 +100,13 @@ CROSS_FIELD: list[tuple[str, int, Callable[[dict], bool], str]] = [
         "the same rule: a file that parses but whose columns name no field of the path's record type",
     ),
     (
+        r"POST /api/v1/[a-z_-]+(/batch|/upload)?",
+        422,
+        lambda body: body.get("error") == "idempotency_key_reused",
+        "an Idempotency-Key names one request, and the drawn keys repeat across requests with other bodies: "
+        "a rule between requests",
+    ),
+    (
         r"POST /api/v1/dead-letters/\{id\}/replay",
         422,
         lambda body: body.get("error") == "validation_failed",

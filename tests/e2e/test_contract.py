@@ -23,7 +23,9 @@ Generation notes (none of them hides an operation):
   apart (``_keep_day_range``); a window only for the jobs that take one (``_keep_job_window``,
   from ``GET /api/v1/jobs``); a dead letter replayed as stored (a corrected payload must be a
   valid record of that dead letter's own type); an upload's file holding records of its type
-  (``_keep_upload_a_file``: two generated records as CSV).
+  (``_keep_upload_a_file``: two generated records as CSV); an ``Idempotency-Key`` naming one
+  request (``_fresh_idempotency_key``: the drawn keys repeat across requests with other bodies,
+  which the document's 422 ``idempotency_key_reused`` refuses).
 - A negative case whose every violation is a mutated ``anyOf`` branch (the value still matches
   another branch: nullable fields, the bulk replay's "a filter, or all: true") or a changed
   Authorization header (every call carries the real key) is valid after all: it is counted as
@@ -40,6 +42,7 @@ import json
 import os
 import re
 import time
+import uuid
 from collections import Counter, defaultdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -168,6 +171,14 @@ def _keep_upload_a_file(case, record_type: str) -> None:
     case.body["file"] = Binary(out.getvalue())
 
 
+def _fresh_idempotency_key(case) -> None:
+    """An Idempotency-Key names one request (a rule between requests, stated in the header's
+    description): a drawn key, which hypothesis repeats across cases with other bodies, becomes a
+    new UUID of the same documented form."""
+    if case.headers and "Idempotency-Key" in case.headers:
+        case.headers["Idempotency-Key"] = str(uuid.uuid4())
+
+
 def _partly_rejected_batch(operation, response) -> bool:
     """A batch is answered 202 when some of its records are valid: the invalid ones are rejected
     one by one in the body (``rejected``, ``errors``), as the contract says, not by a 4xx."""
@@ -247,6 +258,7 @@ def _fuzz(operation, mode, base_url: str, checks, stats: dict, windowed: set[str
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case) -> None:
         if mode is schemathesis.GenerationMode.POSITIVE:
+            _fresh_idempotency_key(case)
             if operation.path.endswith("/upload"):
                 _keep_upload_a_file(case, operation.path.split("/")[3])
             elif operation.path.startswith("/api/v1/sessions"):

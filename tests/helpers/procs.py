@@ -133,14 +133,15 @@ class Stack:
             **env,
         )
 
-    def web(self, workers: int = 2, bind: str = "127.0.0.1", **env: str) -> Proc:
-        """gunicorn on a free port of ``bind`` (a free port of 127.0.0.1: free on a host's own address too)."""
+    def web(self, workers: int = 2, bind: str = "127.0.0.1", app: str = "wsgi:app", **env: str) -> Proc:
+        """gunicorn on a free port of ``bind`` (a free port of 127.0.0.1: free on a host's own
+        address too), serving ``app`` (the WSGI target)."""
         port = free_port()
         proc = self._start(
             "web",
             [
                 str(BIN / "gunicorn"),
-                "wsgi:app",
+                app,
                 "--bind",
                 f"{bind}:{port}",
                 "--workers",
