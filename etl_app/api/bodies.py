@@ -214,6 +214,10 @@ class StoredRecord(Schema):
     key = Text()
     fields = Obj()
     derived = Obj()
+    extra = Obj(
+        allow_none=True,
+        **described("unknown fields kept beside the record as sent (schema contract unknown=keep); else null"),
+    )
     lineage = nested(Lineage)
 
 
@@ -230,6 +234,11 @@ class TopError(Schema):
     field = Text()
     message = Text()
     count = Int()
+
+
+class SetAside(Schema):
+    total = Int(**described("fields set aside, over all accepted records"))
+    fields = Obj(keys=Text(), values=Int(), **described("{field: the accepted records it was set aside in}"))
 
 
 class Quality(Schema):
@@ -251,6 +260,14 @@ class Quality(Schema):
     score = nullable(Num)
     level = one_of([*(name for name, _ in LEVELS), UNUSABLE])
     top_errors = many(TopError)
+    dropped_fields = nested(
+        SetAside,
+        **described("unknown fields the type's schema contract dropped (unknown=drop); an ingestion's only"),
+    )
+    nulled_values = nested(
+        SetAside,
+        **described("wrong-typed optional values taken as null (schema contract wrong_type=null); an ingestion's only"),
+    )
 
 
 class IngestionCounts(Schema):

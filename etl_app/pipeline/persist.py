@@ -7,12 +7,14 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from etl_app.models import sql
 from etl_app.pipeline.enrich import parent_refs
 from etl_app.pipeline.stash import Item
 from etl_app.record_types import RecordType
+from etl_app.record_types.contract import EXTRA_COLUMN
 
 
 def dedupe_last_wins(record_type: RecordType, items: Sequence[Item]) -> list[Item]:
@@ -133,6 +135,9 @@ def _column_value(record_type: RecordType, item: Mapping[str, Any], name: str) -
         return item["id"]
     if name == "schema_version":
         return record_type.schema_version
+    if name == EXTRA_COLUMN:  # kept unknown fields (a schema contract's keep), as JSON text for COPY
+        extra = item["data"].get(name)
+        return None if extra is None else orjson.dumps(extra).decode()
     return item["data"].get(name)
 
 
