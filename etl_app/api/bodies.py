@@ -16,6 +16,7 @@ from marshmallow import INCLUDE, Schema, fields, validate
 
 from etl_app.models import AUDIT_OUTCOMES, DEAD_LETTER_STATUSES, OUTCOMES, STATUSES
 from etl_app.quality import LEVELS, UNUSABLE
+from etl_app.record_types.contract import UNKNOWN_MODES, WRONG_TYPE_MODES
 from etl_app.uploads.formats import FORMATS as UPLOAD_FORMATS
 
 
@@ -357,6 +358,13 @@ class Endpoints(Schema):
     batch = Text()
 
 
+class Contract(Schema):
+    """A record type's schema contract in force (its declaration, or ETL_SCHEMA_CONTRACT)."""
+
+    unknown = one_of(UNKNOWN_MODES, **described("what an unknown field does to a record"))
+    wrong_type = one_of(WRONG_TYPE_MODES, **described("what a wrong-typed optional value does"))
+
+
 class RecordTypeInfo(Schema):
     name = Text()
     key = Text()
@@ -365,6 +373,7 @@ class RecordTypeInfo(Schema):
     parents = many(Parent)
     fields = many(FieldInfo)
     derived_fields = texts()
+    contract = nested(Contract)
     endpoints = nested(Endpoints)
 
 

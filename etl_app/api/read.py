@@ -158,5 +158,6 @@ def describe(record_type: RecordType) -> dict:
         "parents": [{"field": p.field, "record_type": p.record_type} for p in record_type.parents],
         "fields": fields,
         "derived_fields": derived_fields(record_type),
+        "contract": record_type.contract.describe(),
         "endpoints": {"single": f"/api/v1/{record_type.name}", "batch": f"/api/v1/{record_type.name}/batch"},
     }

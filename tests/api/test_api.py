@@ -148,6 +148,7 @@ def test_record_types_lists_the_four_tutoring_types_with_fields(client, auth):
     assert sessions["key"] == "session_id"
     assert {p["record_type"] for p in sessions["parents"]} == {"tutors", "students"}
     assert "time_of_day" in sessions["derived_fields"]
+    assert sessions["contract"] == {"unknown": "reject", "wrong_type": "reject"}  # as declared
 
 
 def test_unknown_record_and_ingestion_are_404(client, auth):

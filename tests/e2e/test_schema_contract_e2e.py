@@ -77,6 +77,13 @@ def test_dropped_unknown_fields_are_counted_in_the_ingestion_quality(api, sql, u
 
 
 def test_a_type_the_setting_does_not_name_keeps_rejecting_as_today(api, unique):
+    contracts = {t["name"]: t["contract"] for t in api.get("record-types").json()["record_types"]}
+    assert contracts == {
+        "tutors": {"unknown": "drop", "wrong_type": "reject"},
+        "students": {"unknown": "keep", "wrong_type": "null"},
+        "sessions": {"unknown": "reject", "wrong_type": "reject"},
+        "feedback": {"unknown": "reject", "wrong_type": "reject"},
+    }
     r = api.post("sessions/batch", [session(f"{unique}-s1", "t", "s", mood="good")])
     assert r.status_code == 422, r.text
     assert r.json()["errors"][0]["errors"] == {"mood": ["Unknown field."]}
