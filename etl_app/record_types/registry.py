@@ -213,7 +213,10 @@ class Registry:
         for name, declared in self._declared.items():
             modes = overrides.get(name, {})
             contract = dataclasses.replace(declared.contract, **modes, max_extra_bytes=max_extra_bytes)
-            check_contract(declared, contract)
+            try:
+                check_contract(declared, contract)
+            except ValueError as exc:  # the declared contract passed at registration: the setting asks it
+                raise ValueError(f"{contracts.SETTING}: {exc}") from None
             same = contract == declared.contract
             chosen[name] = declared if same else dataclasses.replace(declared, contract=contract)
         self._types = chosen

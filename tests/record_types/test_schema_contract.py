@@ -168,7 +168,7 @@ def test_the_setting_overrides_declared_contracts_and_is_recomputed_at_each_star
     ("text", "message"),
     [
         ("lessons:unknown=drop", "no record type 'lessons'"),
-        ("plain:unknown=keep", "plain: unknown=keep needs a jsonb column 'extra' on table 'plain'"),
+        ("plain:unknown=keep", "ETL_SCHEMA_CONTRACT: plain: unknown=keep needs a jsonb column 'extra'"),
     ],
 )
 def test_the_setting_names_a_type_that_cannot_take_it(text, message):
