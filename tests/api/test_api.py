@@ -312,3 +312,16 @@ def test_metrics_report_outbox_dead_letters_and_requests(client, auth, unique):
     assert 'etl_outbox_unsettled_records{record_type="students"}' in text
     assert "etl_database_up 1.0" in text
     assert 'etl_api_requests_total{endpoint="ingest.post_batch",status="202"} 1.0' in text
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("lessons:unknown=drop", "ETL_SCHEMA_CONTRACT: no record type 'lessons'"),
+        ("students:unknown=evolve", "unknown of 'students' must be one of reject, keep, drop, not 'evolve'"),
+    ],
+)
+def test_a_schema_contract_setting_the_types_cannot_take_stops_the_app_at_its_start(make_app, setting, message):
+    with pytest.raises(ValueError) as caught:
+        make_app(schema_contract=setting)
+    assert message in str(caught.value)
