@@ -149,6 +149,7 @@ class Settings:
     job_batch_size: int = 5_000
     job_max_window_days: int = 366
     rate_limit: str = ""
+    schema_contract: str = ""  # ETL_SCHEMA_CONTRACT: per-type overrides of the declared contracts
     bench_noop: bool = False  # POST /api/v1/_noop for `make bench` (etl_app.api.noop); off: no such route
     auth_failures_per_minute: int = 20  # per client address (etl_app.web.authfail); 0: off
     proxy_hops: int = 0  # reverse proxies whose X-Forwarded-For names the client address
@@ -218,6 +219,7 @@ class Settings:
             job_batch_size=_int(env, "ETL_JOB_BATCH_SIZE", cls.job_batch_size),
             job_max_window_days=_int(env, "ETL_JOB_MAX_WINDOW_DAYS", cls.job_max_window_days),
             rate_limit=env.get("ETL_RATE_LIMIT", "").strip(),
+            schema_contract=env.get("ETL_SCHEMA_CONTRACT", "").strip(),
             bench_noop=env.get("ETL_BENCH_NOOP", "").strip().lower() in ("1", "true", "yes", "on"),
             auth_failures_per_minute=_int(env, "ETL_AUTH_FAILURES_PER_MINUTE", cls.auth_failures_per_minute),
             proxy_hops=_int(env, "ETL_PROXY_HOPS", cls.proxy_hops),
@@ -303,6 +305,10 @@ class Settings:
                 ) from None
         if self.backlog_max_records < 0 or self.backlog_max_age_seconds < 0:
             raise ValueError("ETL_BACKLOG_MAX_RECORDS and ETL_BACKLOG_MAX_AGE_SECONDS must be at least 0 (0: off)")
+        if self.schema_contract:
+            from etl_app.record_types.contract import parse_overrides
+
+            parse_overrides(self.schema_contract)  # its form; the types are checked against the registry
         if self.auth_failures_per_minute < 0 or self.proxy_hops < 0:
             raise ValueError("ETL_AUTH_FAILURES_PER_MINUTE and ETL_PROXY_HOPS must be at least 0")
         if self.geocoder_breaker_failures < 1 or self.geocoder_breaker_cooldown_seconds < 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase
 
 NAMING_CONVENTION = {
@@ -36,6 +37,12 @@ def lineage_columns() -> list[sa.Column]:
         sa.Column("source", sa.Text, nullable=True),
         sa.Column("raw_record_id", sa.BigInteger, nullable=True),
     ]
+
+
+def extra_column() -> sa.Column:
+    """The column holding a record's kept unknown fields (a schema contract's ``unknown=keep``,
+    :mod:`etl_app.record_types.contract`): jsonb, null when none were kept. Never a typed field."""
+    return sa.Column("extra", JSONB, nullable=True)
 
 
 LINEAGE_FIELDS = (

@@ -3,8 +3,11 @@
 Rules (docs/record-types.md "General rules", docs/api.md "Errors"):
 - Unknown fields are errors (``unknown = RAISE``), except ``source`` (free text, at most
   200 chars, kept in lineage) and ``event_time`` (an optional timestamp), which every
-  type accepts. An unknown field's name is reported with NUL and lone surrogates
-  backslash-escaped and cut to 100 chars, so error bodies stay valid JSON/jsonb text.
+  type accepts. A record type's schema contract may keep or drop unknown fields, or null a
+  wrong-typed optional value, before the schema sees the record
+  (:mod:`etl_app.record_types.contract`); the schema itself always refuses them. An unknown
+  field's name is reported with NUL and lone surrogates backslash-escaped and cut to 100 chars,
+  so error bodies stay valid JSON/jsonb text.
 - Optional fields: absent, ``null`` and (for strings and ids) an empty or all-space string
   all give the field's default (``None`` unless documented, e.g. ``no_show`` is False), so
   every column key is present in the loaded dict. Required fields: absent is

@@ -16,6 +16,7 @@ from marshmallow import INCLUDE, Schema, fields, validate
 
 from etl_app.models import AUDIT_OUTCOMES, DEAD_LETTER_STATUSES, OUTCOMES, STATUSES
 from etl_app.quality import LEVELS, UNUSABLE
+from etl_app.record_types.contract import UNKNOWN_MODES, WRONG_TYPE_MODES
 from etl_app.uploads.formats import FORMATS as UPLOAD_FORMATS
 
 
@@ -214,6 +215,10 @@ class StoredRecord(Schema):
     key = Text()
     fields = Obj()
     derived = Obj()
+    extra = Obj(
+        allow_none=True,
+        **described("unknown fields kept beside the record as sent (schema contract unknown=keep); else null"),
+    )
     lineage = nested(Lineage)
 
 
@@ -230,6 +235,11 @@ class TopError(Schema):
     field = Text()
     message = Text()
     count = Int()
+
+
+class SetAside(Schema):
+    total = Int(**described("fields set aside, over all accepted records"))
+    fields = Obj(keys=Text(), values=Int(), **described("{field: the accepted records it was set aside in}"))
 
 
 class Quality(Schema):
@@ -254,6 +264,14 @@ class Quality(Schema):
     score = nullable(Num, **described("mean of validity, completeness.overall, uniqueness, integrity: those not null"))
     level = one_of([*(name for name, _ in LEVELS), UNUSABLE])
     top_errors = many(TopError)
+    dropped_fields = nested(
+        SetAside,
+        **described("unknown fields the type's schema contract dropped (unknown=drop); an ingestion's only"),
+    )
+    nulled_values = nested(
+        SetAside,
+        **described("wrong-typed optional values taken as null (schema contract wrong_type=null); an ingestion's only"),
+    )
 
 
 class IngestionCounts(Schema):
@@ -346,6 +364,13 @@ class Endpoints(Schema):
     batch = Text()
 
 
+class Contract(Schema):
+    """A record type's schema contract in force (its declaration, or ETL_SCHEMA_CONTRACT)."""
+
+    unknown = one_of(UNKNOWN_MODES, **described("what an unknown field does to a record"))
+    wrong_type = one_of(WRONG_TYPE_MODES, **described("what a wrong-typed optional value does"))
+
+
 class RecordTypeInfo(Schema):
     name = Text()
     key = Text()
@@ -354,6 +379,7 @@ class RecordTypeInfo(Schema):
     parents = many(Parent)
     fields = many(FieldInfo)
     derived_fields = texts()
+    contract = nested(Contract)
     endpoints = nested(Endpoints)
 
 

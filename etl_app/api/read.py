@@ -28,7 +28,7 @@ from etl_app.dead_letters.errors import InvalidParameter
 from etl_app.dead_letters.filters import MOMENT_PATTERN, parse_int
 from etl_app.ingest import listing
 from etl_app.lineage import lineage
-from etl_app.lineage.records import derived_fields, record_fields, stored_row
+from etl_app.lineage.records import derived_fields, kept_extra, record_fields, stored_row
 from etl_app.quality.settle import ingestion_status
 from etl_app.record_types import RecordType
 from etl_app.web.context import ApiError, current_runtime
@@ -57,7 +57,14 @@ def get_record(type_name: str, key: str):
     fields, derived = record_fields(record_type, row)
     return reply(
         StoredRecord,
-        {"record_type": record_type.name, "key": key, "fields": fields, "derived": derived, "lineage": found},
+        {
+            "record_type": record_type.name,
+            "key": key,
+            "fields": fields,
+            "derived": derived,
+            "extra": kept_extra(row),
+            "lineage": found,
+        },
     )
 
 
@@ -154,5 +161,6 @@ def describe(record_type: RecordType) -> dict:
         "parents": [{"field": p.field, "record_type": p.record_type} for p in record_type.parents],
         "fields": fields,
         "derived_fields": derived_fields(record_type),
+        "contract": record_type.contract.describe(),
         "endpoints": {"single": f"/api/v1/{record_type.name}", "batch": f"/api/v1/{record_type.name}/batch"},
     }

@@ -35,6 +35,11 @@ Rules (docs/quality.md, and the choices where the definitions are silent):
   the mean of the unrounded parts that are not null (validity, overall, uniqueness, integrity),
   rounded once, and level reads the rounded score.
 - No accepted record: validity 0, every other metric null, level ``unusable``.
+- dropped_fields and nulled_values (the type's schema contract, etl_app.record_types.contract):
+  ``{total, fields: {field: count}}`` over the accepted records, read from their payloads as sent
+  under the contract in force: with ``unknown=drop``, each field of a payload the schema does not
+  declare counts once; with ``wrong_type=null``, each optional field whose value's JSON type is
+  not the field's (``jsonb_typeof``, null aside). ``{total: 0, fields: {}}`` otherwise.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from typing import Any
 import orjson
 
 from etl_app.record_types import RecordType
+from etl_app.record_types.contract import DROP, NULL, json_type
 
 # The columns of a measured group, in order (after the group key ``k``).
 METRIC_COLUMNS = (
@@ -115,6 +121,35 @@ def _present(record_type: RecordType, name: str) -> str:
     return given
 
 
+# What the schema contract set aside, per group: an addition to the metrics of METRIC_COLUMNS.
+SET_ASIDE_COLUMNS = ("dropped_fields", "nulled_values")
+_NONE_SET_ASIDE = "jsonb_build_object('total', 0, 'fields', CAST('{}' AS jsonb))"
+
+
+def _set_aside(record_type: RecordType) -> str:
+    """SQL rows ``(k, kind, field)`` over ``a``: one per field the contract dropped (kind
+    'dropped_fields') or nulled ('nulled_values') in an accepted record; empty text when the
+    contract rejects both."""
+    contract, fields = record_type.contract, record_type.loader.load_fields
+    parts = []
+    if contract.unknown == DROP:
+        known = ", ".join(_literal(name) for name in fields)
+        parts.append(
+            "SELECT a.k, 'dropped_fields' AS kind, e.key AS field FROM a CROSS JOIN LATERAL jsonb_object_keys("
+            "CASE WHEN jsonb_typeof(a.payload) = 'object' THEN a.payload ELSE '{}' END) AS e(key) "
+            f"WHERE e.key <> ALL(ARRAY[{known}])"
+        )
+    typed = [(name, json_type(f)) for name, f in fields.items() if not f.required and json_type(f)]
+    if contract.wrong_type == NULL and typed:
+        values = ", ".join(f"({_literal(name)}, {_literal(kind)})" for name, kind in typed)
+        parts.append(
+            "SELECT a.k, 'nulled_values' AS kind, f.name AS field "
+            f"FROM a CROSS JOIN (VALUES {values}) AS f(name, kind) "
+            "WHERE jsonb_typeof(a.payload -> f.name) NOT IN (f.kind, 'null')"
+        )
+    return " UNION ALL ".join(parts)
+
+
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -167,6 +202,21 @@ def quality_select(record_type: RecordType, *, raw_group: str, raw_filter: str, 
     integrity = _share("m.accepted - m.orphans") if parented else "1"
     parts = ["v.validity", "v.uniqueness", "v.integrity"] + (["v.overall"] if expected else [])
     score = f"round(({' + '.join(parts)}) / {len(parts)}, 4)"
+    set_aside = _set_aside(record_type)
+    if set_aside:
+        aside_cte = f""", aside AS (
+        SELECT k, kind, sum(n) AS total, jsonb_object_agg(field, n) AS fields
+        FROM (SELECT k, kind, field, count(*) AS n FROM ({set_aside}) x GROUP BY k, kind, field) per_field
+        GROUP BY k, kind
+    )"""
+        aside_columns = ", ".join(
+            f"coalesce((SELECT jsonb_build_object('total', CAST(x.total AS integer), 'fields', x.fields) "
+            f"FROM aside x WHERE x.k = s.k AND x.kind = '{name}'), {_NONE_SET_ASIDE}) AS {name}"
+            for name in SET_ASIDE_COLUMNS
+        )
+    else:
+        aside_cte = ""
+        aside_columns = ", ".join(f"{_NONE_SET_ASIDE} AS {name}" for name in SET_ASIDE_COLUMNS)
     return f"""
     WITH a AS (
         SELECT {raw_group} AS k, r.id, r.natural_key, r.payload, r.status,
@@ -225,7 +275,7 @@ def quality_select(record_type: RecordType, *, raw_group: str, raw_filter: str, 
         LEFT JOIN m ON m.k = g.k LEFT JOIN rej ON rej.k = g.k LEFT JOIN top ON top.k = g.k
     ), s AS (
         SELECT v.*, CASE WHEN v.accepted > 0 THEN {score} END AS score FROM v
-    )
+    ){aside_cte}
     SELECT s.k, CAST(s.dropped AS integer) AS payloads_dropped,
            CAST(s.accepted + s.rejected AS integer) AS received,
            CAST(s.accepted AS integer) AS accepted,
@@ -240,7 +290,8 @@ def quality_select(record_type: RecordType, *, raw_group: str, raw_filter: str, 
            {_round("s.lag_max")} AS timeliness_max,
            CAST(s.score AS double precision) AS score,
            {_level("s.score")} AS level,
-           coalesce(s.top_errors, '[]') AS top_errors
+           coalesce(s.top_errors, '[]') AS top_errors,
+           {aside_columns}
     FROM s
     """
 
@@ -251,4 +302,5 @@ def as_report(row: dict) -> dict:
     out = {name: row[name] for name in METRIC_COLUMNS if not name.startswith("timeliness_")}
     p50, p95, most = row["timeliness_p50"], row["timeliness_p95"], row["timeliness_max"]
     out["timeliness"] = None if p50 is None else {"p50": p50, "p95": p95, "max": most}
+    out.update({name: row[name] for name in SET_ASIDE_COLUMNS if name in row})
     return out

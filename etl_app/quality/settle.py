@@ -33,7 +33,7 @@ from etl_app.ingest.progress import FINISHED, UPLOAD_FAILED, read_status
 from etl_app.jsonsafe import json_safe
 from etl_app.lineage import openlineage
 from etl_app.models import FAILED, sql
-from etl_app.quality import METRIC_COLUMNS, UNUSABLE, as_report, in_schema_order, quality_select
+from etl_app.quality import METRIC_COLUMNS, SET_ASIDE_COLUMNS, UNUSABLE, as_report, in_schema_order, quality_select
 from etl_app.record_types import Registry, get_registry
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ def empty_report() -> dict[str, Any]:
     row): nothing received, validity 0, level unusable."""
     row: dict[str, Any] = dict.fromkeys(METRIC_COLUMNS)
     row.update(received=0, accepted=0, rejected=0, validity=0.0, level=UNUSABLE, top_errors=[])
+    row.update({name: {"total": 0, "fields": {}} for name in SET_ASIDE_COLUMNS})
     return as_report(row)
 
 

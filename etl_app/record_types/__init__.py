@@ -6,6 +6,7 @@ live beside this module; another package adds its own through the ``etl_app.reco
 entry-point group. The API, the tasks and the migrations read :func:`get_registry`.
 """
 
+from etl_app.record_types.contract import SchemaContract
 from etl_app.record_types.registry import (
     BUILTIN_MODULES,
     Expected,
@@ -24,6 +25,7 @@ __all__ = [
     "ParentRef",
     "RecordType",
     "Registry",
+    "SchemaContract",
     "get_registry",
     "normalise_errors",
 ]

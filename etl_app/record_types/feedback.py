@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from etl_app.db import lineage_columns, metadata
+from etl_app.db import extra_column, lineage_columns, metadata
 from etl_app.record_types import ParentRef, RecordType
 from schemas.fast import fast_loader
 from schemas.feedback import CATEGORY_RATINGS, FeedbackSchema
@@ -51,6 +51,7 @@ table = sa.Table(
     sa.Column("has_text_feedback", sa.Boolean, nullable=False),
     sa.Column("feedback_delay_hours", sa.Double, nullable=False),
     *lineage_columns(),
+    extra_column(),
 )
 
 

@@ -9,6 +9,7 @@ through the ``etl_app.record_types`` entry-point group (each entry point names a
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 from collections.abc import Callable, Mapping
@@ -19,6 +20,9 @@ from typing import Any
 
 import marshmallow as ma
 import sqlalchemy as sa
+
+from etl_app.record_types import contract as contracts
+from etl_app.record_types.contract import EXTRA_COLUMN, KEEP, STRICT, SchemaContract
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +93,12 @@ class RecordType:
       :func:`etl_app.lookups.geocoder.geocoder_provider`). The table then has a nullable column for
       every field a provider fills, plus ``lookup_status`` (text) and ``looked_up_at``
       (timestamptz); see :mod:`etl_app.pipeline.lookups`.
+    - ``contract``: what happens to unknown fields and to wrong-typed optional values
+      (:class:`etl_app.record_types.contract.SchemaContract`; by default both are rejected, as
+      the built-in types declare). ``ETL_SCHEMA_CONTRACT`` overrides it per type at start-up
+      (:meth:`Registry.apply_contracts`). ``keep`` needs an ``extra`` jsonb column on the table
+      (:func:`etl_app.db.extra_column`); the loaded values then carry the kept fields under
+      ``extra`` (None when there were none), which is where the table's column takes them from.
     """
 
     name: str
@@ -103,6 +113,7 @@ class RecordType:
     time_field: str | None = None
     expected: tuple[str | Expected, ...] = ()
     lookups: tuple[Callable[[Any], Any], ...] = ()
+    contract: SchemaContract = STRICT
     fast_load: Callable[[Any], dict[str, Any] | None] | None = field(default=None, repr=False, compare=False)
     _schema_instance: ma.Schema | None = field(default=None, repr=False, compare=False)
 
@@ -140,12 +151,21 @@ class RecordType:
         """Check one payload; return ``(data, {})`` when valid, ``(None, errors)`` otherwise.
 
         The type's fast path (``fast_load``) runs first when it has one; what it refuses goes
-        through the schema, which gives the errors (and loads what the fast path was not sure of)."""
+        through the type's contract (unknown fields kept or dropped, wrong-typed optional values
+        nulled: :mod:`etl_app.record_types.contract`) and then the schema, which gives the errors
+        (and loads what the fast path was not sure of)."""
         if not isinstance(payload, dict):
             return None, {"_schema": ["Each record must be a JSON object."]}
         data = self.fast_load(payload) if self.fast_load is not None else None
         if data is None:
-            data, errors = self._load(payload)
+            if self.contract.strict:
+                data, errors = self._load(payload)
+            else:
+                applied = contracts.apply(self.contract, self.loader, payload)
+                data, errors = self._load(applied.payload)
+                errors = {**(applied.errors or {}), **errors}
+                if not errors and self.contract.unknown == KEEP:
+                    data[EXTRA_COLUMN] = applied.extra
             if errors:
                 return None, errors
         if self.check_as_of is not None:
@@ -173,6 +193,21 @@ class RecordType:
         return None
 
 
+def check_contract(record_type: RecordType, contract: SchemaContract) -> None:
+    """ValueError when ``record_type`` cannot hold what ``contract`` asks: ``keep`` needs a table column
+    ``extra`` (jsonb) and no input field of that name."""
+    if contract.unknown != KEEP:
+        return
+    column = record_type.table.c.get(EXTRA_COLUMN)
+    if column is None or not isinstance(column.type, sa.JSON):
+        raise ValueError(
+            f"{record_type.name}: unknown=keep needs a jsonb column {EXTRA_COLUMN!r} on table "
+            f"{record_type.table.name!r} (etl_app.db.extra_column())"
+        )
+    if EXTRA_COLUMN in record_type.loader.fields:
+        raise ValueError(f"{record_type.name}: unknown=keep stores unknown fields in {EXTRA_COLUMN!r}, an input field")
+
+
 def normalise_errors(messages: Any) -> FieldErrors:
     """marshmallow error messages as ``{field: [message, ...]}`` (nested ones flattened)."""
     if isinstance(messages, list):
@@ -194,16 +229,43 @@ class Registry:
 
     def __init__(self) -> None:
         self._types: dict[str, RecordType] = {}
+        self._declared: dict[str, RecordType] = {}  # as registered, before ETL_SCHEMA_CONTRACT
 
     def register(self, record_type: RecordType) -> RecordType:
         errors = record_type.expected_errors()
         if errors:
             raise ValueError(f"record type {record_type.name!r}: expected fields: {'; '.join(errors)}")
-        existing = self._types.get(record_type.name)
+        existing = self._declared.get(record_type.name)
         if existing is not None and existing is not record_type:
             raise ValueError(f"record type {record_type.name!r} is registered already")
-        self._types[record_type.name] = record_type
+        check_contract(record_type, record_type.contract)
+        self._types[record_type.name] = self._declared[record_type.name] = record_type
         return record_type
+
+    def apply_contracts(self, setting: str, *, max_extra_bytes: int = contracts.DEFAULT_MAX_EXTRA_BYTES) -> None:
+        """Each type's contract: its declared one, with the modes ``setting`` (``ETL_SCHEMA_CONTRACT``,
+        :func:`etl_app.record_types.contract.parse_overrides`) gives it and the kept fields' byte
+        bound. Recomputed from the declared contracts at each call, so a process (or a test) that
+        applies another setting does not inherit the last one. ValueError (naming the type and the
+        rule) for an unknown type or a ``keep`` its table cannot store: the process stops at start."""
+        overrides = contracts.parse_overrides(setting)
+        unknown = sorted(set(overrides) - set(self._declared))
+        if unknown:
+            raise ValueError(
+                f"{contracts.SETTING}: no record type {', '.join(map(repr, unknown))} "
+                f"(the types: {', '.join(self._declared)})"
+            )
+        chosen: dict[str, RecordType] = {}
+        for name, declared in self._declared.items():
+            modes = overrides.get(name, {})
+            contract = dataclasses.replace(declared.contract, **modes, max_extra_bytes=max_extra_bytes)
+            try:
+                check_contract(declared, contract)
+            except ValueError as exc:  # the declared contract passed at registration: the setting asks it
+                raise ValueError(f"{contracts.SETTING}: {exc}") from None
+            same = contract == declared.contract
+            chosen[name] = declared if same else dataclasses.replace(declared, contract=contract)
+        self._types = chosen
 
     def get(self, name: str) -> RecordType | None:
         return self._types.get(name)

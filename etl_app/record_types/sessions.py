@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl_app.db import lineage_columns, metadata
+from etl_app.db import extra_column, lineage_columns, metadata
 from etl_app.record_types import Expected, ParentRef, RecordType
 from schemas.fast import fast_loader
 from schemas.sessions import SessionSchema
@@ -54,6 +54,7 @@ table = sa.Table(
     sa.Column("week_of_year", sa.Integer, nullable=False),
     sa.Column("month_of_year", sa.Integer, nullable=False),
     *lineage_columns(),
+    extra_column(),
 )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl_app.db import lineage_columns, metadata
+from etl_app.db import extra_column, lineage_columns, metadata
 from etl_app.record_types import RecordType
 from schemas.fast import fast_loader
 from schemas.students import StudentSchema
@@ -22,6 +22,7 @@ table = sa.Table(
     sa.Column("enrolled_on", sa.Date),
     sa.Column("event_time", sa.DateTime(timezone=True)),
     *lineage_columns(),
+    extra_column(),
 )
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from etl_app.db import lineage_columns, metadata
+from etl_app.db import extra_column, lineage_columns, metadata
 from etl_app.lookups.geocoder import geocoder_provider
 from etl_app.record_types import FieldErrors, RecordType
 from schemas.fast import fast_loader
@@ -60,6 +60,7 @@ table = sa.Table(
     sa.Column("lookup_status", sa.Text),  # found, not_found, failed, skipped, empty; null: stored before
     sa.Column("looked_up_at", TSTZ),  # null when nothing was asked (skipped, empty)
     *lineage_columns(),
+    extra_column(),
 )
 
 

@@ -21,7 +21,10 @@ def build_runtime(
     with_relay: bool = True,
 ) -> Runtime:
     """The runtime of a process; raises ValueError when the geocoder is configured wrong
-    (ETL_GEOCODER_URL, ETL_GEOCODER_RATE), so that the process stops at its start."""
+    (ETL_GEOCODER_URL, ETL_GEOCODER_RATE) or ETL_SCHEMA_CONTRACT names a type that does not exist
+    or asks what its table cannot hold, so that the process stops at its start."""
+    registry = get_registry()
+    registry.apply_contracts(settings.schema_contract, max_extra_bytes=settings.rejection_raw_bytes)
     engine = make_engine(
         settings.database_url,
         pool_size=settings.db_pool_size if pool_size is None else pool_size,
@@ -33,7 +36,7 @@ def build_runtime(
         geocoder_provider(settings)  # the provider checks its own settings
     except ValueError as exc:
         raise ValueError(f"ETL_GEOCODER_URL / ETL_GEOCODER_RATE: {exc}") from None
-    runtime = Runtime(settings=settings, engine=engine, registry=get_registry(), celery=celery)
+    runtime = Runtime(settings=settings, engine=engine, registry=registry, celery=celery)
     if with_relay:
         runtime.relay = Relay(
             lambda: runtime.publisher,

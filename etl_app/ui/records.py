@@ -20,7 +20,7 @@ import orjson
 from flask import redirect, request, url_for
 
 from etl_app.lineage import key_history, lineage
-from etl_app.lineage.records import record_fields, stored_row
+from etl_app.lineage.records import kept_extra, record_fields, stored_row
 from etl_app.ui.blueprint import bp, counted, render
 from etl_app.web.context import current_runtime
 
@@ -152,6 +152,7 @@ def record(type_name: str, key: str):
         return _form(type_name, key, missing), 404
     # a key that never landed (dead-lettered, rejected, in flight): its history without a row
     fields, derived = record_fields(record_type, row) if row is not None else ({}, {})
+    extra = kept_extra(row) if row is not None else None
     return render(
         "ui/record.html",
         title=f"{record_type.name} · {key}",
@@ -160,9 +161,10 @@ def record(type_name: str, key: str):
         key=key,
         fields=fields,
         derived=derived,
+        extra=extra,
         lineage=found,
         timeline=[timeline_entry(entry) for entry in found["history"]],
-        stored_json=as_json({"fields": fields, "derived": derived}),
+        stored_json=as_json({"fields": fields, "derived": derived, "extra": extra}),
         stored=row is not None,
         shown=shown,
     )

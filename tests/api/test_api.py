@@ -164,6 +164,7 @@ def test_record_types_lists_the_four_tutoring_types_with_fields(client, auth):
     assert sessions["key"] == "session_id"
     assert {p["record_type"] for p in sessions["parents"]} == {"tutors", "students"}
     assert "time_of_day" in sessions["derived_fields"]
+    assert sessions["contract"] == {"unknown": "reject", "wrong_type": "reject"}  # as declared
 
 
 def test_unknown_record_and_ingestion_are_404(client, auth):
@@ -327,3 +328,16 @@ def test_metrics_report_outbox_dead_letters_and_requests(client, auth, unique):
     assert 'etl_outbox_unsettled_records{record_type="students"}' in text
     assert "etl_database_up 1.0" in text
     assert 'etl_api_requests_total{endpoint="ingest.post_batch",status="202"} 1.0' in text
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("lessons:unknown=drop", "ETL_SCHEMA_CONTRACT: no record type 'lessons'"),
+        ("students:unknown=evolve", "unknown of 'students' must be one of reject, keep, drop, not 'evolve'"),
+    ],
+)
+def test_a_schema_contract_setting_the_types_cannot_take_stops_the_app_at_its_start(make_app, setting, message):
+    with pytest.raises(ValueError) as caught:
+        make_app(schema_contract=setting)
+    assert message in str(caught.value)

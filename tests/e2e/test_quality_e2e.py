@@ -47,6 +47,8 @@ def test_the_worker_stores_the_quality_of_a_batch_when_it_settles(api, unique, s
         "score": 0.7708,  # (0.75 + 2/3 + 2/3 + 1) / 4: overall is grade_level's and enrolled_on's mean
         "level": "fair",
         "top_errors": [{"field": "grade_level", "message": range_error, "count": 1}],
+        "dropped_fields": {"total": 0, "fields": {}},
+        "nulled_values": {"total": 0, "fields": {}},
     }
     rejections = api.get(f"ingestions/{ingestion}/rejections").json()["rejections"]
     assert [(x["index"], x["natural_key"]) for x in rejections] == [(3, f"{unique}-3")]

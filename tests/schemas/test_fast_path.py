@@ -13,6 +13,10 @@ the fast path itself (else it would silently fall back on the slow path).
 Derandomized (the same examples on every run, no example database): 4 types x 300 examples x
 (1 valid + 8 mutated) = 10,800 payloads, plus every field of a fixed valid record set to each of
 the 76 edge values or removed (4,316 more), compared on every run.
+
+Schema contracts (etl_app.record_types.contract) run only on what the fast path refuses; so every
+payload the fast path accepts is also checked to be one no contract would change (no unknown
+field to keep or drop, no wrong-typed optional value to null).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from marshmallow import validate
 
-from etl_app.record_types import get_registry
+from etl_app.record_types import SchemaContract, get_registry
+from etl_app.record_types import contract as contracts
 from schemas.common import Day, Id, Number, Str, StrictBool, StrictInt, StrList, Timestamp
 from schemas.fast import fast_loader
 
@@ -326,6 +331,15 @@ def compare(name: str, payload: dict[str, Any], *, must_be_fast: bool) -> None:
     assert slow is not None, f"the fast path accepted what marshmallow refuses: {payload!r}"
     assert repr_typed(fast) == repr_typed(slow), payload
     assert fast == slow
+    for loose in LOOSE_CONTRACTS:  # what the fast path accepts, no contract would change
+        applied = contracts.apply(loose, get_registry()[name].loader, payload)
+        assert (applied.payload, applied.extra, applied.dropped, applied.nulled) == (payload, None, (), ()), payload
+
+
+LOOSE_CONTRACTS = (
+    SchemaContract(unknown="keep", wrong_type="null"),
+    SchemaContract(unknown="drop", wrong_type="null"),
+)
 
 
 @pytest.mark.parametrize("name", BUILTIN)

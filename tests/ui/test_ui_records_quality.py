@@ -19,8 +19,8 @@ from etl_app.quality import METRIC_COLUMNS
 from etl_app.record_types import get_registry
 from etl_app.ui.records import shown
 
-from tests.helpers.dead_letters import bury, enriched_chunk
-from tests.helpers.payloads import tutor
+from tests.helpers.dead_letters import bury, enriched_chunk, land
+from tests.helpers.payloads import student, tutor
 from tests.helpers.support import API_KEY
 from tests.helpers.ui import sign_in
 
@@ -97,6 +97,33 @@ def test_the_record_page_shows_the_stored_and_derived_values_of_the_api(ui, clie
     pre = re.search(r'<pre id="record-json">(.*?)</pre>', page, re.S).group(1)
     assert "<" not in pre
     assert orjson.loads(html.unescape(pre))["derived"]["experience_level"] == api["derived"]["experience_level"]
+
+
+@pytest.fixture
+def students_keep_unknown_fields():
+    """The process's students keep unknown fields (as ETL_SCHEMA_CONTRACT would say), for this test."""
+    get_registry().apply_contracts("students:unknown=keep")
+    yield
+    get_registry().apply_contracts("")
+
+
+def test_the_record_page_shows_kept_unknown_fields_as_text_apart_from_the_typed_ones(
+    ui, client, auth, engine, unique, students_keep_unknown_fields
+):
+    land(engine, "students", [student(unique, shoe_size=38, note=SCRIPT)])
+    api = client.get(f"/api/v1/records/students/{unique}", headers=auth).get_json()
+    assert api["extra"] == {"shoe_size": 38, "note": SCRIPT}
+    page = ui.get(f"/ui/records/students/{unique}").get_data(as_text=True)
+    extra = re.search(r'<table id="extra".*?</table>', page, re.S).group(0)
+    assert text_of(cell(extra, "shoe_size")) == "38"
+    assert cell(extra, "note") == "&lt;script&gt;alert(1)&lt;/script&gt;" and SCRIPT not in page
+    fields = re.search(r'<table id="fields">.*?</table>', page, re.S).group(0)
+    assert 'data-field="shoe_size"' not in fields and 'data-field="grade_level"' in fields
+
+
+def test_a_record_with_no_kept_fields_shows_no_such_table(ui, tutor_with_history):
+    page = ui.get(f"/ui/records/tutors/{tutor_with_history['key']}").get_data(as_text=True)
+    assert 'id="extra"' not in page
 
 
 def test_a_hostile_value_is_shown_as_text_never_as_markup(ui, tutor_with_history):

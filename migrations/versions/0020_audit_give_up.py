@@ -1,14 +1,14 @@
 """the audit trail records an operator giving up on records waiting for their parents (give_up)
 
-Revision ID: 0021
-Revises: 0018
+Revision ID: 0020
+Revises: 0019
 Create Date: 2026-12-07 05:20:00
 """
 
 from alembic import op
 
-revision = "0021"
-down_revision = "0018"
+revision = "0020"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
