@@ -55,7 +55,11 @@ def _give_up(ctx: Context) -> dict:
     record = Schema.from_dict(
         {
             "type": one_of(ctx.registry.names(), required=True),
-            "key": Text(required=True, validate=validate.Length(1, 1000), **described("its natural key")),
+            "key": Text(
+                required=True,
+                validate=[validate.Length(1, 1000), validate.Regexp("^[^\\x00]+$")],
+                **described("its natural key (no NUL)"),
+            ),
         },
         name="WaitingRecord",
     )

@@ -91,8 +91,8 @@ def parse_selector(params: dict[str, Any], type_names: list[str], *, record_text
     if not isinstance(value, dict) or set(value) != {"type", "key"} or not isinstance(value["key"], str):
         shape = "TYPE:KEY" if record_text else '{"type": "<record type>", "key": "<natural key>"}'
         raise InvalidParameter(name, f"a record is {shape}")
-    if not value["key"] or len(value["key"]) > 1000:
-        raise InvalidParameter(name, "the key is 1 to 1,000 characters")
+    if not value["key"] or len(value["key"]) > 1000 or "\x00" in value["key"]:  # PostgreSQL text holds no NUL
+        raise InvalidParameter(name, "the key is 1 to 1,000 characters, none of them NUL")
     return Selector(record_type=_type_name(name, value["type"], type_names), key=value["key"])
 
 

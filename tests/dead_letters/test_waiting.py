@@ -116,6 +116,8 @@ def test_giving_up_on_one_record_leaves_its_siblings_waiting(client, auth, engin
         ({"ingestion_id": "not-a-uuid"}, "invalid_parameter", "ingestion_id"),
         ({"record": {"type": "sessions"}}, "invalid_parameter", "record"),
         ({"record": "sessions:S0"}, "invalid_parameter", "record"),
+        ({"record": {"type": "sessions", "key": "S\x000"}}, "invalid_parameter", "record"),  # NUL: a 400, not a 500
+        ({"record": {"type": "sessions", "key": "S" * 1001}}, "invalid_parameter", "record"),
         ({"everything": True}, "invalid_parameter", "everything"),
     ],
 )
