@@ -77,6 +77,9 @@ def parse_selector(params: dict[str, Any], type_names: list[str], *, record_text
     unknown = sorted(set(params) - set(SELECTORS))
     if unknown:
         raise InvalidParameter(unknown[0], f"unknown; give one of {', '.join(SELECTORS)}")
+    nulls = [name for name in SELECTORS if name in params and params[name] is None]
+    if nulls:  # JSON's null is not "left out": the document has no nullable selector
+        raise InvalidParameter(nulls[0], "is null: give a value or leave it out")
     if len(given) != 1:
         raise FilterRequired(None, f"give exactly one of {', '.join(SELECTORS)}")
     name = given[0]

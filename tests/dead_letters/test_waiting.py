@@ -117,6 +117,7 @@ def test_giving_up_on_one_record_leaves_its_siblings_waiting(client, auth, engin
         ({"record": {"type": "sessions"}}, "invalid_parameter", "record"),
         ({"record": "sessions:S0"}, "invalid_parameter", "record"),
         ({"record": {"type": "sessions", "key": "S\x000"}}, "invalid_parameter", "record"),  # NUL: a 400, not a 500
+        ({"ingestion_id": str(uuid.uuid4()), "record": None}, "invalid_parameter", "record"),  # null is not absent
         ({"record": {"type": "sessions", "key": "S" * 1001}}, "invalid_parameter", "record"),
         ({"everything": True}, "invalid_parameter", "everything"),
     ],
