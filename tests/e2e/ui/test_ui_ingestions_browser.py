@@ -94,7 +94,7 @@ def test_the_overview_draws_the_last_hours_records(page, sign_in, api, screensho
     assert page.locator("#queues tr[data-queue=etl]").count() == 1
     # backpressure: the default bounds, far from reached; the poll keeps the figure and the banner hidden
     assert page.locator("[data-stat=backpressure]").inner_text() == "accepting"
-    assert "bounds: 1,000,000 records · 1 h 0 min" in page.locator("[data-stat=backpressure_bounds]").inner_text()
+    assert "bounds: 1,000,000 records · 1h 0m" in page.locator("[data-stat=backpressure_bounds]").inner_text()
     assert page.locator("#backlog-full").is_hidden()
     screenshot(page, "overview")
     assert page.script_errors == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from tests.e2e.ui.conftest import DESKTOP, PHONE
 from tests.helpers.payloads import student
 from tests.helpers.procs import wait_until
+from tests.helpers.support import RUN_ID, fresh_database
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +32,14 @@ def exact(title: str | None) -> float:
     """The seconds of a duration's hover text (``10,394,437.25 s``)."""
     assert title and title.endswith(" s"), title
     return float(title.removesuffix(" s").replace(",", ""))
+
+
+@pytest.fixture(scope="module")
+def database_url() -> Iterator[str]:
+    """This module's own database: the Quality page's top error of a day is the most frequent of
+    the whole day, so rejections other modules stored that day must not outnumber this module's."""
+    with fresh_database(f"{RUN_ID}_units") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
