@@ -1,0 +1,91 @@
+"""gunicorn's access log through etl_app.logs.GunicornLogger: the same line as gunicorn's own,
+from the atoms the format names, masked by the formatter."""
+
+from __future__ import annotations
+
+import io
+import logging
+from datetime import timedelta
+from types import SimpleNamespace
+
+import orjson
+import pytest
+from gunicorn import glogging
+from gunicorn.config import Config
+
+from etl_app import logs
+
+pytestmark = pytest.mark.unit
+
+EVERY_PLAIN_ATOM = " ".join(f"%({a})s" for a in "h l u t r s m U q H b B f a T D M L p".split())
+SECRET = "access-log-secret-key"
+
+
+def _logger(access_log_format: str | None = None) -> logs.GunicornLogger:
+    cfg = Config()
+    cfg.set("accesslog", "-")
+    if access_log_format is not None:
+        cfg.set("access_log_format", access_log_format)
+    return logs.GunicornLogger(cfg)
+
+
+def _request(path: str = "/api/v1/_noop", authorization: str = f"Bearer {SECRET}"):
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "RAW_URI": f"{path}?x=1",
+        "PATH_INFO": path,
+        "QUERY_STRING": "x=1",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "10.1.2.3",
+        "HTTP_REFERER": 'https://example.org/"quoted"',
+        "HTTP_USER_AGENT": "bench/1.0",
+        "HTTP_AUTHORIZATION": authorization,
+        "HTTP_X_REQUEST_ID": "rid-1",
+        "wsgi.url_scheme": "http",
+    }
+    req = SimpleNamespace(headers=[("AUTHORIZATION", authorization), ("X-REQUEST-ID", "rid-1")])
+    resp = SimpleNamespace(status="202 ACCEPTED", sent=27, headers=[("Content-Type", "application/json")])
+    return resp, req, environ, timedelta(seconds=1, microseconds=2345)
+
+
+def _line(logger: glogging.Logger, fmt: str, atoms: dict) -> str:
+    line = fmt % glogging.SafeAtoms(atoms)
+    return line[: line.index("[")] + line[line.index("]") :] if "%(t)s" in fmt else line  # the time moves
+
+
+@pytest.mark.parametrize("fmt", [None, EVERY_PLAIN_ATOM])
+def test_the_line_is_gunicorns_own(fmt):
+    logger = _logger(fmt)
+    fmt = logger.cfg.access_log_format
+    for authorization in (f"Bearer {SECRET}", "Basic dXNlcjpwYXNz"):  # %(u)s: the basic-auth user
+        args = _request(authorization=authorization)
+        assert _line(logger, fmt, logger.atoms(*args)) == _line(logger, fmt, glogging.Logger.atoms(logger, *args))
+
+
+def test_a_format_naming_a_header_or_environ_atom_gets_every_atom():
+    fmt = '%(h)s "%(r)s" %({x-request-id}i)s %({content-type}o)s %({wsgi.url_scheme}e)s'
+    logger = _logger(fmt)
+    args = _request()
+    atoms = glogging.SafeAtoms(logger.atoms(*args))
+    assert fmt % atoms == '10.1.2.3 "POST /api/v1/_noop?x=1 HTTP/1.1" rid-1 application/json http'
+
+
+@pytest.mark.parametrize("json_format", [False, True])
+def test_the_written_line_is_masked(monkeypatch, json_format):
+    if json_format:
+        monkeypatch.setenv("ETL_LOG_FORMAT", "json")
+    logs.add_secrets(SECRET)
+    logger = _logger()
+    stream = io.StringIO()
+    for handler in logger.access_log.handlers:
+        handler.setStream(stream)
+    logger.access(*_request(path=f"/api/v1/{SECRET}"))
+    line = stream.getvalue().splitlines()[-1]
+    assert SECRET not in line and "/api/v1/***" in line
+    if json_format:
+        entry = orjson.loads(line)
+        assert entry["logger"] == "gunicorn.access"
+        assert entry["http"] == {"method": "POST", "path": "/api/v1/***", "status": "202", "duration_ms": 1002.3}
+    else:
+        assert '"POST /api/v1/***?x=1 HTTP/1.1" 202 27' in line and "gunicorn.access" in line
+    assert all(isinstance(h, logging.StreamHandler) for h in logger.access_log.handlers)
