@@ -101,7 +101,8 @@ class DrainUnreadBody:
     drain to match, also when it refuses a file declared over its limit.
 
     Only where the server hands over its socket (``gunicorn.socket``), which is what bounds the
-    time, and only for HTTP/1.x. A body already read to its end costs one empty read.
+    time, and only for HTTP/1.x. A body of a declared length that the app read to its end costs
+    nothing more.
     """
 
     def __init__(
@@ -130,6 +131,9 @@ class DrainUnreadBody:
     def _drain(self, environ: dict[str, Any], body: Any, sock: Any) -> None:
         if environ.get(bodydeadline.TIMED_OUT):
             self._give_up(environ, "it did not arrive in time")
+            return
+        read = environ.get("wsgi.input")
+        if isinstance(read, bodydeadline.DeadlineInput) and read.read_to_end:
             return
         budget = self._budget(environ)
         declared = _declared_length(environ)
