@@ -55,14 +55,10 @@ class Request(flask.Request):
 
     @cached_property
     def stream(self) -> Any:
-        limit = self.max_content_length
-        if (
-            limit is not None
-            and self.content_length is None
-            and "wsgi.input_terminated" in self.environ
-            and not self.shallow
-        ):
-            return _LimitedToMax(self.environ["wsgi.input"], limit)
+        if self.content_length is None and "wsgi.input_terminated" in self.environ and not self.shallow:
+            limit = self.max_content_length
+            if limit is not None:
+                return _LimitedToMax(self.environ["wsgi.input"], limit)
         return super().stream
 
 
@@ -171,5 +167,8 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _leave_limit_for_the_drain(response):
-        flask.request.environ[_LIMIT_KEY] = flask.request.max_content_length
+        request = flask.request._get_current_object()
+        read = request.environ.get("wsgi.input")
+        if not (isinstance(read, bodydeadline.DeadlineInput) and read.read_to_end):  # else no drain
+            request.environ[_LIMIT_KEY] = request.max_content_length
         return response
