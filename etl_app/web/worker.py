@@ -12,6 +12,8 @@ Deadlines: a connection must deliver the whole header block of its next request 
 ``ETL_REQUEST_HEADER_SECONDS`` of connecting (or of its previous answer), or it is closed; the
 body's deadline is :mod:`etl_app.api.bodydeadline`'s.
 
+The Date header of an answer, gunicorn's own, is formatted once a second (:func:`_http_date`).
+
 One send per answer: gunicorn writes an answer's head, then each piece of its body, each with a
 send of its own, so an API answer (one small piece) took two sends of the server and two reads
 of the client. :class:`OneWriteResponse` sends the head with the first piece when that piece is
@@ -20,13 +22,16 @@ small; the worker has gunicorn build its HTTP/1 answers with it.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import gevent
+from gunicorn import util
 from gunicorn.http import wsgi
 from gunicorn.workers.ggevent import GeventWorker
 
 from etl_app.config import Settings
+from etl_app.logs import PerSecond
 
 ONE_WRITE_BYTES = 64 * 1024  # a first piece up to this size goes out with the head
 
@@ -39,6 +44,16 @@ class _Gathered:
 
     def sendall(self, data: bytes) -> None:
         self.parts.append(data)
+
+
+_gunicorn_http_date = util.http_date
+_date_now = PerSecond(_gunicorn_http_date)
+
+
+def _http_date(timestamp: float | None = None) -> str:
+    """gunicorn's ``util.http_date``, the current one worked out once a second (gunicorn formats
+    it for every answer, through ``email.utils``)."""
+    return _date_now(time.time()) if timestamp is None else _gunicorn_http_date(timestamp)
 
 
 class OneWriteResponse(wsgi.Response):
@@ -66,6 +81,7 @@ class WebWorker(GeventWorker):
     def init_process(self) -> None:
         self.header_seconds = Settings.from_env().request_header_seconds
         wsgi.Response = OneWriteResponse  # in this worker process: what gunicorn's wsgi.create builds
+        util.http_date = _http_date  # every answer's Date header
         super().init_process()
 
     def timeout_ctx(self) -> gevent.Timeout:

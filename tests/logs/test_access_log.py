@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -89,3 +90,26 @@ def test_the_written_line_is_masked(monkeypatch, json_format):
     else:
         assert '"POST /api/v1/***?x=1 HTTP/1.1" 202 27' in line and "gunicorn.access" in line
     assert all(isinstance(h, logging.StreamHandler) for h in logger.access_log.handlers)
+
+
+def test_times_formatted_once_a_second_are_those_logging_and_gunicorn_write(monkeypatch):
+    plain = logging.Formatter("%(asctime)s")
+    ours = logs.TextFormatter()
+    logger = _logger()
+    for created in (1700000000.0, 1700000000.123, 1700000000.999, 1700000001.5, 1700003600.25):
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", (), None)
+        record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+        assert ours.formatTime(record) == plain.formatTime(record)
+        assert ours.formatTime(record, "%H:%M") == plain.formatTime(record, "%H:%M")
+        monkeypatch.setattr("time.time", lambda created=created: created)
+        assert logger.now() == time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(created))
+    monkeypatch.undo()
+    # gunicorn's own, read now (twice at most: a second may turn between the two)
+    assert any(logger.now() == glogging.Logger.now(logger) for _ in range(2))
+
+
+def test_the_per_second_text_changes_with_the_second():
+    seen: list[int] = []
+    text = logs.PerSecond(lambda second: seen.append(second) or str(second))
+    assert [text(t) for t in (10.1, 10.9, 11.0, 10.5)] == ["10", "10", "11", "10"]
+    assert seen == [10, 11, 10]

@@ -79,7 +79,22 @@ def test_a_piece_that_is_no_bytes_still_fails_as_in_gunicorn_after_the_head_is_s
 
 
 def test_the_worker_has_gunicorn_build_its_answers_with_it(monkeypatch):
+    from gunicorn import util
+
+    from etl_app.web.worker import _http_date
+
     monkeypatch.setattr(wsgi, "Response", wsgi.Response)  # restored after the test
+    monkeypatch.setattr(util, "http_date", util.http_date)
     monkeypatch.setattr("etl_app.web.worker.GeventWorker.init_process", lambda self: None)
     WebWorker.init_process(object.__new__(WebWorker))  # a worker as far as init_process goes
     assert wsgi.Response is OneWriteResponse  # wsgi.create's answer class when it is given none
+    assert util.http_date is _http_date
+
+
+def test_the_date_header_is_gunicorns(monkeypatch):
+    from etl_app.web import worker
+
+    for now, second in ((1700000000.2, 20), (1700000000.9, 20), (1700000001.1, 21)):
+        monkeypatch.setattr("time.time", lambda now=now: now)
+        assert worker._http_date() == worker._gunicorn_http_date(now) == f"Tue, 14 Nov 2023 22:13:{second} GMT"
+    assert worker._http_date(1.5) == worker._gunicorn_http_date(1.5)
