@@ -302,7 +302,12 @@ if glogging is not None:
         but the Referer and User-Agent, so no Authorization value is ever written."""
 
         def setup(self, cfg: Any) -> None:
+            """Also: the web process's log records name no thread (no line of ours shows one):
+            each connection is a greenlet of its own, and naming it made a dummy Thread object
+            for every request's access line."""
             super().setup(cfg)
+            logging.logThreads = False
+            logging.logMultiprocessing = False
             masker.add(secrets_from_env(os.environ))
             for log in (self.error_log, self.access_log):
                 for handler in log.handlers:  # no SecretFilter: this formatter masks the whole line

@@ -22,6 +22,13 @@ EVERY_PLAIN_ATOM = " ".join(f"%({a})s" for a in "h l u t r s m U q H b B f a T D
 SECRET = "access-log-secret-key"
 
 
+@pytest.fixture(autouse=True)
+def _logging_flags(monkeypatch):
+    """A GunicornLogger turns logging's thread names off for the process: on again after each test."""
+    monkeypatch.setattr(logging, "logThreads", logging.logThreads)
+    monkeypatch.setattr(logging, "logMultiprocessing", logging.logMultiprocessing)
+
+
 def _logger(access_log_format: str | None = None) -> logs.GunicornLogger:
     cfg = Config()
     cfg.set("accesslog", "-")
@@ -113,3 +120,11 @@ def test_the_per_second_text_changes_with_the_second():
     text = logs.PerSecond(lambda second: seen.append(second) or str(second))
     assert [text(t) for t in (10.1, 10.9, 11.0, 10.5)] == ["10", "10", "11", "10"]
     assert seen == [10, 11, 10]
+
+
+def test_the_web_process_records_name_no_thread():
+    logging.logThreads = logging.logMultiprocessing = True  # restored by _logging_flags
+    _logger()
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", (), None)
+    assert (record.thread, record.threadName, record.processName) == (None, None, None)
+    assert record.process  # the pid stays: every line shows it
