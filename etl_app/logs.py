@@ -295,11 +295,29 @@ except ImportError:  # pragma: no cover
 
 if glogging is not None:
 
+    def _escaped(value: Any) -> Any:
+        return value.replace('"', '\\"') if isinstance(value, str) else value
+
+    class _SafeOnRead(glogging.SafeAtoms):
+        """gunicorn's SafeAtoms (a missing atom reads ``-``, a ``"`` in a string reads ``\\"``),
+        each atom escaped when the line reads it instead of every atom beforehand."""
+
+        def __init__(self, atoms: Mapping[str, Any]) -> None:
+            dict.__init__(self, atoms)
+
+        def __getitem__(self, key: str) -> Any:
+            return _escaped(super().__getitem__(key))
+
+        def get(self, key: str, default: Any = None) -> Any:
+            return _escaped(dict.get(self, key, default))
+
     class GunicornLogger(glogging.Logger):
         """gunicorn's error and access logs in the same format as the app's, masked.
 
         The access log line is gunicorn's (``access_log_format``); it holds no request header
         but the Referer and User-Agent, so no Authorization value is ever written."""
+
+        atoms_wrapper_class = _SafeOnRead
 
         def setup(self, cfg: Any) -> None:
             """Also: the web process's log records name no thread (no line of ours shows one):

@@ -128,3 +128,22 @@ def test_the_web_process_records_name_no_thread():
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", (), None)
     assert (record.thread, record.threadName, record.processName) == (None, None, None)
     assert record.process  # the pid stays: every line shows it
+
+
+def test_atoms_escaped_on_read_read_as_gunicorns_safe_atoms():
+    logger = _logger("%(h)s %({x-request-id}i)s")
+    atoms = glogging.Logger.atoms(logger, *_request())  # every atom, headers and environ included
+    ours, theirs = logger.atoms_wrapper_class(atoms), glogging.SafeAtoms(atoms)
+    keys = [*atoms, "{X-Request-ID}i", "{missing}i", "zz", "f"]
+    assert [ours[k] for k in keys] == [theirs[k] for k in keys]
+    assert [ours.get(k) for k in keys] == [theirs.get(k) for k in keys]
+    assert ours["f"] == 'https://example.org/\\"quoted\\"'
+
+
+def test_the_text_line_escapes_quotes_as_gunicorn_does():
+    logger = _logger()
+    stream = io.StringIO()
+    for handler in logger.access_log.handlers:
+        handler.setStream(stream)
+    logger.access(*_request())
+    assert '"https://example.org/\\"quoted\\"" "bench/1.0"' in stream.getvalue().splitlines()[-1]
