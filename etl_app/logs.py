@@ -63,10 +63,15 @@ def bound(**fields: Any) -> Iterator[None]:
         unbind(token)
 
 
+# Whether this process may run a Celery task: not a gunicorn process (GunicornLogger.setup), which
+# only sends them; asking Celery costs an exception caught in every line of a web process.
+tasks_run_here = True
+
+
 def current_fields() -> dict[str, Any]:
     """The context fields of a line logged now: bound ones, and the Celery task being run."""
     fields = dict(_context.get())
-    task = _current_task()
+    task = _current_task() if tasks_run_here else None
     if task is not None:
         request = getattr(task, "request", None)
         task_id = getattr(request, "id", None)
@@ -322,10 +327,12 @@ if glogging is not None:
         def setup(self, cfg: Any) -> None:
             """Also: the web process's log records name no thread (no line of ours shows one):
             each connection is a greenlet of its own, and naming it made a dummy Thread object
-            for every request's access line."""
+            for every request's access line; and its lines name no Celery task, as it runs none."""
+            global tasks_run_here
             super().setup(cfg)
             logging.logThreads = False
             logging.logMultiprocessing = False
+            tasks_run_here = False
             masker.add(secrets_from_env(os.environ))
             for log in (self.error_log, self.access_log):
                 for handler in log.handlers:  # no SecretFilter: this formatter masks the whole line

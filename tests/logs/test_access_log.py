@@ -27,6 +27,7 @@ def _logging_flags(monkeypatch):
     """A GunicornLogger turns logging's thread names off for the process: on again after each test."""
     monkeypatch.setattr(logging, "logThreads", logging.logThreads)
     monkeypatch.setattr(logging, "logMultiprocessing", logging.logMultiprocessing)
+    monkeypatch.setattr(logs, "tasks_run_here", logs.tasks_run_here)
 
 
 def _logger(access_log_format: str | None = None) -> logs.GunicornLogger:
@@ -128,6 +129,13 @@ def test_the_web_process_records_name_no_thread():
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", (), None)
     assert (record.thread, record.threadName, record.processName) == (None, None, None)
     assert record.process  # the pid stays: every line shows it
+
+
+def test_a_web_process_does_not_ask_celery_for_a_task(monkeypatch):
+    monkeypatch.setattr(logs, "_current_task", lambda: pytest.fail("asked"))
+    _logger()
+    with logs.bound(request_id="r-1"):
+        assert logs.current_fields() == {"request_id": "r-1"}
 
 
 def test_atoms_escaped_on_read_read_as_gunicorns_safe_atoms():
