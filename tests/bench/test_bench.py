@@ -176,3 +176,18 @@ def test_a_second_benchmark_on_the_same_scratch_services_stops_at_once(tmp_path)
         timeout=60,
     )
     assert again.returncode == 0
+
+
+def test_one_run_of_the_bench_takes_memory_from_100k_to_1m_records_beside_the_ratios():
+    from bench.cli import parse_args
+
+    full = parse_args([])
+    assert full.soak == 1_000_000 and "soak" in full.phases
+    assert {"raw", "batch", "single", "noop", "upload"} <= set(full.phases)
+    assert "hostile" not in full.phases
+    assert parse_args(["--quick"]).soak == 20_000
+    alone = parse_args(["--soak", "300000"])
+    assert (alone.phases, alone.soak) == (["soak"], 300_000)
+    chosen = parse_args(["--only", "batch,soak", "--soak", "500"])
+    assert (chosen.phases, chosen.soak) == (["batch", "soak"], 500)
+    assert "soak" not in parse_args(["--only", "raw,batch"]).phases
