@@ -29,7 +29,7 @@ import orjson
 import sqlalchemy as sa
 
 from etl_app.config import Settings
-from etl_app.ingest.progress import FINISHED, UPLOAD_FAILED, read_status
+from etl_app.ingest.progress import FINISHED, UPLOAD_FAILED, read_status, read_statuses
 from etl_app.jsonsafe import json_safe
 from etl_app.lineage import openlineage
 from etl_app.models import FAILED, sql
@@ -226,16 +226,26 @@ def ingestion_status(
 
 
 def _announce(conn: sa.Connection, settings: Settings | None, stored: Sequence[uuid.UUID]) -> None:
-    if not stored or settings is None:
+    """Tell the lineage server (:func:`_on_settled`) about each ingestion this call stored, as
+    ``GET /api/v1/ingestions/{id}`` shows it. Nothing is read when no server is configured: a
+    worker settling single records settles an ingestion per record, and reading each back was
+    most of its work. When one is, they are read together (two statements however many)."""
+    if not stored or settings is None or not openlineage.enabled(settings):
         return
+    try:
+        reports = read_statuses(conn, list(stored))
+    except Exception:
+        log.exception("could not announce %d settled ingestions", len(stored))
+        reports = {}
     for ident in stored:
+        report = reports.get(ident)
+        if report is None:
+            continue
         try:
-            report, _ = read_status(conn, ident)
-            if report is not None:
-                _on_settled(settings, report)
+            _on_settled(settings, report)
         except Exception:
             log.exception("could not announce the settled ingestion %s", ident)
-    conn.rollback()  # end the read transaction ingestion_status began
+    conn.rollback()  # end the read transaction the reports began
 
 
 def _on_settled(settings: Settings, report: dict[str, Any]) -> None:
