@@ -63,8 +63,8 @@ _STORE = sql(
     f"""
     UPDATE ingestions i SET quality = m.quality,
         finished_at = {_FINISHED_AT}
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:reports AS jsonb[])) AS m(id, quality)
-    WHERE i.id = m.id AND {_SETTLED}
+    FROM jsonb_each(CAST(:reports AS jsonb)) AS m(id, quality)
+    WHERE i.id = CAST(m.id AS uuid) AND {_SETTLED}
     RETURNING i.id
     """
 )
@@ -116,11 +116,9 @@ def _store(conn: sa.Connection, registry: Registry, candidates: Iterable[sa.Row]
     reports: dict[uuid.UUID, dict] = {}
     for type_name, ids in by_type.items():
         reports.update(_measure(conn, registry, type_name, ids))
-    params = {
-        "ids": list(reports),
-        "reports": [stored_form(r) for r in reports.values()],
-    }
-    return list(conn.execute(_STORE, params).scalars())
+    # one JSON object {id: report}: an array of jsonb is adapted element by element, in Python
+    document = orjson.dumps({str(ident): json_safe(report) for ident, report in reports.items()}).decode()
+    return list(conn.execute(_STORE, {"reports": document}).scalars())
 
 
 def settle_on(
