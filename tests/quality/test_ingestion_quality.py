@@ -10,10 +10,12 @@ import uuid
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
+import orjson
 import pytest
 import sqlalchemy as sa
 
 from etl_app.ingest import outbox, progress
+from etl_app.jsonsafe import json_safe
 from etl_app.quality import settle
 from etl_app.record_types import get_registry
 
@@ -311,6 +313,13 @@ def test_reading_many_ingestions_reads_each_as_one_would(engine, batch, unique):
     assert many[batch.ingestion_id]["counts"] == {
         "received": 3, "in_flight": 3, "persisted": 0, "dead": 0, "rejected": 2, "rejections_not_stored": 0
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("message", ["Bad.", "NUL \x00 inside", "a lone \ud800 surrogate", "a \\u0000 as text"])
+def test_a_report_is_stored_as_json_safe_makes_it(message):
+    report = {**settle.empty_report(), "top_errors": [{"field": "name", "message": message, "count": 1}]}
+    assert settle.stored_form(report) == orjson.dumps(json_safe(report)).decode()
+    assert "\x00" not in orjson.loads(settle.stored_form(report))["top_errors"][0]["message"]
 
 
 # -- uploads ------------------------------------------------------------------------------------
