@@ -168,7 +168,7 @@ _STORE_GROUP = (
     f"enqueued_at) SELECT r.id, r.t, r.key, r.payload, '{RECEIVED}', r.at, r.at, r.enqueued_at "
     "FROM unnest(%(id)s::uuid[], %(t)s::text[], %(at)s::timestamptz[], %(key)s::text[], %(payload)s::jsonb[], "
     "%(enqueued_at)s::timestamptz[]) WITH ORDINALITY AS r(id, t, at, key, payload, enqueued_at, n) "
-    "ORDER BY r.n RETURNING id"
+    "ORDER BY r.n RETURNING ingestion_id, id"
 )
 _GROUP_FIELDS = ("id", "t", "source", "at", "key", "payload", "enqueued_at")
 
@@ -184,7 +184,9 @@ def _write_group(engine: sa.Engine, group: Sequence[dict[str, Any]]) -> list[int
             return [conn.execute(_STORE_ONE, group[0], prepare=True).fetchone()[0]]  # type: ignore[index]
         arrays = {name: [params[name] for params in group] for name in _GROUP_FIELDS}
         try:
-            return [row[0] for row in conn.execute(_STORE_GROUP, arrays, prepare=True)]
+            # each request's record by its own ingestion (the order RETURNING gives is not a promise)
+            ids = dict(conn.execute(_STORE_GROUP, arrays, prepare=True).fetchall())
+            return [ids[params["id"]] for params in group]
         except psycopg.Error:
             if conn.closed or conn.broken:
                 raise
