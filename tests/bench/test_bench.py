@@ -191,3 +191,21 @@ def test_one_run_of_the_bench_takes_memory_from_100k_to_1m_records_beside_the_ra
     chosen = parse_args(["--only", "batch,soak", "--soak", "500"])
     assert (chosen.phases, chosen.soak) == (["batch", "soak"], 500)
     assert "soak" not in parse_args(["--only", "raw,batch"]).phases
+
+
+def test_once_every_request_is_answered_the_settle_is_polled_finely(monkeypatch):
+    """The moment the last record settles is known within 50 ms, not within the phase's interval."""
+    import threading
+    import types
+
+    from bench import phases
+
+    producer = threading.Thread(target=lambda: None)
+    producer.start()
+    producer.join()
+    slept: list[float] = []
+    monkeypatch.setattr(phases.time, "sleep", slept.append)
+    left = iter([3, 2, 1, 0])
+    ctx = types.SimpleNamespace(stall_seconds=60)
+    phases.wait_for(ctx, lambda: next(left), 3, "settled", producer, interval=0.25)
+    assert slept == [phases.TAIL_INTERVAL] * 3 and phases.TAIL_INTERVAL <= 0.05
