@@ -22,7 +22,7 @@ from bench.procs import ROOT, Processes, start_app
 from bench.progress import console, say
 from bench.rss import Sampler
 
-PHASES = ("raw", "naive", "batch", "single", "noop", "jobs", "upload", "lookups", "outage", "ui", "hostile")
+PHASES = ("raw", "naive", "batch", "single", "noop", "jobs", "upload", "lookups", "outage", "ui", "soak", "hostile")
 # Phases that run only when --only names them (they take long or push the service over its limits).
 OPT_IN = ("hostile",)
 APP_PHASES = ("batch", "single", "noop", "soak", "upload", "outage")
@@ -36,6 +36,7 @@ DEFAULTS = {
     "upload": 1_000_000,
     "lookups": 20_000,
     "ui": 1_000_000,
+    "soak": 1_000_000,
 }
 QUICK = {
     "records": 5_000,
@@ -46,6 +47,7 @@ QUICK = {
     "upload": 5_000,
     "lookups": 2_000,
     "ui": 20_000,
+    "soak": 20_000,
 }
 
 
@@ -78,7 +80,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="the single phase sends each request with an Idempotency-Key of its own (a new UUID)",
     )
-    p.add_argument("--soak", type=int, metavar="N", help="memory soak: N sessions through the batch path")
+    p.add_argument(
+        "--soak",
+        type=int,
+        metavar="N",
+        help="sessions of the memory soak through the batch path, RSS at every 100,000 (default 1,000,000); "
+        "without --only, the soak alone",
+    )
     p.add_argument("--raw-chunk", type=int, default=10_000, help="rows a transaction in the raw limit")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--stall-seconds", type=float, default=90, help="give a phase up when nothing moves this long")
@@ -93,21 +101,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.upload_rows = args.upload_rows or sizes["upload"]
     args.lookup_tutors = args.lookup_tutors or sizes["lookups"]
     args.ui_records = args.ui_records or sizes["ui"]
+    soak_alone = bool(args.soak) and not args.only
+    args.soak = args.soak or sizes["soak"]
     if args.only:
         args.phases = [x.strip() for x in args.only.split(",") if x.strip()]
         unknown = set(args.phases) - set(PHASES)
         if unknown:
             p.error(f"unknown phase(s) {', '.join(sorted(unknown))}; choose from {', '.join(PHASES)}")
     else:
-        args.phases = [] if args.soak else [name for name in PHASES if name not in OPT_IN]
+        args.phases = ["soak"] if soak_alone else [name for name in PHASES if name not in OPT_IN]
     args.hostile_cases = [x.strip() for x in (args.hostile_cases or "").split(",") if x.strip()]
     unknown_cases = set(args.hostile_cases) - set(hostile.CASE_NAMES)
     if unknown_cases:
         p.error(
             f"unknown hostile case(s) {', '.join(sorted(unknown_cases))}; choose from {', '.join(hostile.CASE_NAMES)}"
         )
-    if args.soak:
-        args.phases.append("soak")
     return args
 
 
@@ -260,7 +268,7 @@ def _run_phase(name: str, args: argparse.Namespace, ctx: phases.Context) -> dict
             scale = 0.01 if args.quick else 1.0
             result = hostile.run_hostile(ctx, args.hostile_cap, args.hostile_cases, scale)
         else:
-            result = app_phases.run_soak(ctx, args.soak)
+            result = app_phases.run_soak(ctx, args.soak, every=min(100_000, max(args.soak // 5, 1)))
     except Exception as exc:  # noqa: BLE001 - reported in the results; the next phase still runs
         console.print(f"[red]{name} failed: {type(exc).__name__}: {exc}[/red]")
         result = {"error": f"{type(exc).__name__}: {exc}"}

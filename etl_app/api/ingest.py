@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 from werkzeug.routing import BaseConverter, Map
 
 from etl_app import logs
@@ -89,10 +89,13 @@ def _accept(
     rejections: list[Refused],
     key: RequestKey | None,
     answer: Callable[[uuid.UUID], dict[str, Any]],
+    answer_bytes: Callable[[uuid.UUID], bytes] | None = None,
 ):
     """Store (commit) and publish the accepted records; the 202 answer, ``answer(ingestion id)``.
     With an idempotency key the answer is stored with the records, in their transaction, and a
-    key that has an answer already gets that one (nothing stored or sent)."""
+    key that has an answer already gets that one (nothing stored or sent). ``answer_bytes``: the
+    same answer already serialised, sent without a key instead of dumping ``answer`` through its
+    schema (for the single record, whose answer is always the same but for its id)."""
     runtime = current_runtime()
     received_at = checked.received_at
     relayed = goes_through_relay(len(checked.accepted), runtime.settings.chunk_size)  # small ones share chains
@@ -145,6 +148,8 @@ def _accept(
         )
     if body is not None:
         return idempotency.first_answer(body, 202)
+    if answer_bytes is not None:
+        return Response(answer_bytes(result.ingestion_id), 202, mimetype=JSON)
     return reply(Accepted, answer(result.ingestion_id), 202)
 
 
@@ -230,7 +235,14 @@ def post_one(type_name: str):
         rejections=rejections,
         key=key,
         answer=lambda ingestion_id: {"ingestion_id": ingestion_id, "accepted": 1, "rejected": 0},
+        answer_bytes=_one_accepted,
     )
+
+
+def _one_accepted(ingestion_id: uuid.UUID) -> bytes:
+    """The single record's 202 body, as :class:`~etl_app.api.bodies.Accepted` dumps it (a test
+    compares them), without the schema's dump and the JSON encoder: about 20 µs a request."""
+    return b'{"ingestion_id":"%s","accepted":1,"rejected":0}' % str(ingestion_id).encode()
 
 
 def _refuse_line(rejections: list[Refused], index: int, line: bytes, message: str) -> None:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
 import sqlalchemy as sa
 
 from etl_app.ingest import idempotency
+from etl_app.ingest.group_commit import PerProcess
 from etl_app.ingest.idempotency import Claim, KeyTaken
 from etl_app.ingest.rejections import DEFAULT_LIMITS, Refused, RejectionLimits, store_rejections
 from etl_app.models import RECEIVED, sql
@@ -29,6 +32,9 @@ class Accepted:
     @property
     def accepted(self) -> int:
         return len(self.ids)
+
+
+_T = TypeVar("_T")
 
 
 def _jsonb(value: Any) -> str:
@@ -81,8 +87,10 @@ _STORE_ONE_CLAIMED = (
 
 def store_and_commit(engine: sa.Engine, record_type: RecordType, payloads: Sequence[Any], **kwargs: Any) -> Accepted:
     """:func:`store` and commit. A few records are one statement, which commits by itself
-    (autocommit: no BEGIN and COMMIT round trips); more, or any with rejections, or any with an
-    idempotency key's ``claim`` but a single record, are a transaction. Raises
+    (autocommit: no BEGIN and COMMIT round trips); a single record shares its statement with the
+    single records of this process's other requests of the moment (:func:`_store_one`); more
+    records, or any with rejections, or any with an idempotency key's ``claim`` but a single
+    record, are a transaction. Raises
     :class:`~etl_app.ingest.idempotency.KeyTaken` (nothing stored) when the claim's key has an
     answer already."""
     if len(payloads) == 1 and not kwargs.get("rejections"):
@@ -106,8 +114,9 @@ def _store_one(
     relayed: bool = False,
     claim: Claim | None = None,
 ) -> Accepted:
-    """One record and its ingestion row in one autocommitted statement (:data:`_STORE_ONE`, or
-    :data:`_STORE_ONE_CLAIMED` with a key's claim). A connection that fails it is thrown away
+    """One record and its ingestion row in one autocommitted statement: without a key, with the
+    other single records this process is storing at the same moment (:func:`_write_group`); with
+    a key's claim, alone (:data:`_STORE_ONE_CLAIMED`). A connection that fails it is thrown away
     (psycopg's error is the caller's: a 503 in the API)."""
     del rejections, rejection_limits  # none: the caller checked
     ingestion_id = claim.ingestion_id if claim is not None else uuid.uuid4()
@@ -119,15 +128,25 @@ def _store_one(
         "key": record_type.natural_key(payload),
         "payload": _jsonb(payload),
         "enqueued_at": None if relayed else received_at,
-        **(claim.params() if claim is not None else {}),
     }
-    statement = _STORE_ONE if claim is None else _STORE_ONE_CLAIMED
+    if claim is None:
+        return Accepted(ingestion_id, [_group_of(engine).submit(params)])
+    params.update(claim.params())
+    row = _on_driver(engine, lambda conn: conn.execute(_STORE_ONE_CLAIMED, params, prepare=True).fetchone())
+    if row is None:  # the claim did not take the key
+        raise KeyTaken(claim.key)
+    return Accepted(ingestion_id, [row[0]])
+
+
+def _on_driver(engine: sa.Engine, work: Callable[[psycopg.Connection], _T]) -> _T:
+    """``work`` on a pooled connection's driver connection in autocommit (each statement its own
+    transaction, no BEGIN and COMMIT round trips). A connection that fails is thrown away."""
     pooled = engine.raw_connection()
     try:
         conn: psycopg.Connection = pooled.driver_connection  # type: ignore[assignment]
         conn.autocommit = True
         try:
-            row = conn.execute(statement, params, prepare=True).fetchone()
+            return work(conn)
         finally:
             if not (conn.closed or conn.broken):
                 conn.autocommit = False
@@ -137,10 +156,67 @@ def _store_one(
         raise
     finally:
         pooled.close()
-    if row is None:
-        assert claim is not None  # without a claim the statement always stores its record
-        raise KeyTaken(claim.key)
-    return Accepted(ingestion_id, [row[0]])
+
+
+# Several single records (of any record types), each with its ingestion row, in one statement:
+# the arrays hold one element per record, in order, and the ids come back in that order.
+_STORE_GROUP = (
+    "WITH ingestion AS (INSERT INTO ingestions (id, record_type, source, accepted, rejected, created_at) "
+    "SELECT r.id, r.t, r.source, 1, 0, r.at FROM unnest(%(id)s::uuid[], %(t)s::text[], %(source)s::text[], "
+    "%(at)s::timestamptz[]) AS r(id, t, source, at)) "
+    "INSERT INTO raw_records (ingestion_id, record_type, natural_key, payload, status, received_at, updated_at, "
+    f"enqueued_at) SELECT r.id, r.t, r.key, r.payload, '{RECEIVED}', r.at, r.at, r.enqueued_at "
+    "FROM unnest(%(id)s::uuid[], %(t)s::text[], %(at)s::timestamptz[], %(key)s::text[], %(payload)s::jsonb[], "
+    "%(enqueued_at)s::timestamptz[]) WITH ORDINALITY AS r(id, t, at, key, payload, enqueued_at, n) "
+    "ORDER BY r.n RETURNING ingestion_id, id"
+)
+_GROUP_FIELDS = ("id", "t", "source", "at", "key", "payload", "enqueued_at")
+
+
+def _write_group(engine: sa.Engine, group: Sequence[dict[str, Any]]) -> list[int | Exception]:
+    """Store single records (the params of :data:`_STORE_ONE`), one statement for all of them;
+    each record's raw id, or its error. A statement refused on a good connection stored nothing:
+    each record is then stored alone, so that only a record PostgreSQL refuses fails. A failed
+    connection fails them all (see :mod:`etl_app.ingest.group_commit`)."""
+
+    def write(conn: psycopg.Connection) -> list[int | Exception]:
+        if len(group) == 1:
+            return [conn.execute(_STORE_ONE, group[0], prepare=True).fetchone()[0]]  # type: ignore[index]
+        arrays = {name: [params[name] for params in group] for name in _GROUP_FIELDS}
+        try:
+            # each request's record by its own ingestion (the order RETURNING gives is not a promise)
+            ids = dict(conn.execute(_STORE_GROUP, arrays, prepare=True).fetchall())
+            return [ids[params["id"]] for params in group]
+        except psycopg.Error:
+            if conn.closed or conn.broken:
+                raise
+        outcomes: list[int | Exception] = []
+        for params in group:
+            try:
+                outcomes.append(conn.execute(_STORE_ONE, params, prepare=True).fetchone()[0])  # type: ignore[index]
+            except psycopg.Error as exc:
+                if conn.closed or conn.broken:
+                    raise
+                outcomes.append(exc)
+        return outcomes
+
+    return _on_driver(engine, write)
+
+
+_groups: weakref.WeakKeyDictionary[sa.Engine, PerProcess[dict[str, Any], int]] = weakref.WeakKeyDictionary()
+_groups_lock = threading.Lock()
+
+
+def _group_of(engine: sa.Engine) -> PerProcess[dict[str, Any], int]:
+    """The engine's :class:`~etl_app.ingest.group_commit.GroupCommit` of single records."""
+    group = _groups.get(engine)
+    if group is None:
+        with _groups_lock:
+            group = _groups.get(engine)
+            if group is None:
+                ref = weakref.ref(engine)
+                group = _groups[engine] = PerProcess(lambda items: _write_group(ref(), items))  # type: ignore[arg-type]
+    return group
 
 
 def store(

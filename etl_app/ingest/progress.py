@@ -21,18 +21,29 @@ _INGESTION = sa.text(
     "SELECT i.id, i.record_type, i.source, i.rejected, i.rejections_not_stored, i.created_at, i.finished_at, "
     "i.quality, "
     "u.id AS upload_id, " + ", ".join(f"u.{name} AS upload_{name}" for name in UPLOAD_FIELDS) + " "
-    "FROM ingestions i LEFT JOIN uploads u ON u.id = i.id WHERE i.id = :id"
+    "FROM ingestions i LEFT JOIN uploads u ON u.id = i.id WHERE i.id = ANY(:ids)"
 )
-_COUNTS = sa.text("SELECT status, count(*) FROM raw_records WHERE ingestion_id = :id GROUP BY status")
+_COUNTS = sa.text(
+    "SELECT ingestion_id, status, count(*) FROM raw_records WHERE ingestion_id = ANY(:ids) "
+    "GROUP BY ingestion_id, status"
+)
 
 
-def _read(conn: sa.Connection, ingestion_id: uuid.UUID) -> tuple[sa.RowMapping | None, dict[str, int]]:
-    ing = conn.execute(_INGESTION, {"id": ingestion_id}).mappings().first()
-    counts = {RECEIVED: 0, PERSISTED: 0, DEAD: 0, REJECTED: 0}
-    if ing is not None:
-        for state, n in conn.execute(_COUNTS, {"id": ingestion_id}):
-            counts[state] = n
-    return ing, counts
+def _read(conn: sa.Connection, ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[sa.RowMapping, dict[str, int]]]:
+    """The stored ingestions among ``ids``, each with its raw records counted by status: two
+    statements however many ids."""
+    found = {ing["id"]: (ing, {RECEIVED: 0, PERSISTED: 0, DEAD: 0, REJECTED: 0})
+             for ing in conn.execute(_INGESTION, {"ids": ids}).mappings()}  # fmt: skip
+    if found:
+        for ingestion_id, state, n in conn.execute(_COUNTS, {"ids": list(found)}):
+            found[ingestion_id][1][state] = n
+    return found
+
+
+def read_statuses(conn: sa.Connection, ingestion_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+    """:func:`read_status`'s report of each of these ingestions that exists, by id, in two
+    statements (those who announce many settled ingestions at once read them together)."""
+    return {ident: _report(ing, counts)[0] for ident, (ing, counts) in _read(conn, list(ingestion_ids)).items()}
 
 
 def read_status(conn: sa.Connection, ingestion_id: uuid.UUID) -> tuple[dict[str, Any] | None, bool]:
@@ -50,9 +61,11 @@ def read_status(conn: sa.Connection, ingestion_id: uuid.UUID) -> tuple[dict[str,
     ingestion is an upload: then ``{filename, format, note, size, status, rows_read, progress,
     error}``.
     """
-    ing, counts = _read(conn, ingestion_id)
-    if ing is None:
-        return None, False
+    found = next(iter(_read(conn, [ingestion_id]).values()), None)
+    return (None, False) if found is None else _report(*found)
+
+
+def _report(ing: sa.RowMapping, counts: dict[str, int]) -> tuple[dict[str, Any], bool]:
     upload_open = ing["upload_id"] is not None and ing["upload_status"] not in (PARSED, FAILED)
     due = ing["quality"] is None and counts[RECEIVED] == 0 and not upload_open
     settled = ing["quality"] is not None

@@ -21,6 +21,14 @@ every guarantee (the outbox before the 202, the leases, the sweeper, exactly onc
 claim's and the chain's, not the window's. The window stays far below the sweeper's grace
 (:data:`etl_app.ingest.claim.UNPUBLISHED_GRACE_SECONDS`), so the sweeper does not race it.
 
+**A round closes when the records stop.** Waiting out the whole window after the last record of a
+flood would add up to the window to the time every record takes to settle. So a round also
+closes once its process has taken no record for a while: :data:`QUIET_SECONDS` (50 ms), or
+:data:`QUIET_GAPS` times the usual gap between its records when they trickle in slower than that
+(so a trickle still fills a window). Under a flood records come every few ms and rounds last the
+window; once it stops, its last records go out 50 ms later. A record that comes alone after a
+pause longer than the longest window goes out after 50 ms.
+
 Each web process has its own relay, and any relay's round claims what every process committed
 (the outbox is one table), so two processes' rounds interleave: at the longest window a record
 waits about half of it. A single relay for the deployment (an advisory lock) would double the
@@ -33,6 +41,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 
 from etl_app.errors import BrokerUnavailable
@@ -67,6 +76,11 @@ def relay_once(publisher: Publisher, *, limit: int = CLAIM_LIMIT) -> int:
     return n
 
 
+# A round closes once its process has had no record for QUIET_SECONDS, or for QUIET_GAPS times
+# the usual gap between its records when that is longer (see the module's docstring).
+QUIET_SECONDS = 0.05
+QUIET_GAPS = 4
+
 # The longest the relay waits between two rounds the broker refused: once it is back, the relay
 # sends what waited in the outbox within this, usually before the sweeper's next run does.
 MAX_BACKOFF_SECONDS = 8.0
@@ -92,6 +106,9 @@ class Relay:
         self.max_window = max(window, window if max_window is None else max_window)
         self.full = full
         self.current_window = window
+        self.quiet = QUIET_SECONDS
+        self._last_notify = float("-inf")  # time.monotonic() of the last record
+        self._gap: float | None = None  # the usual gap between records (a moving average); None: no flow
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -104,6 +121,12 @@ class Relay:
 
     def notify(self) -> None:
         """Records were committed unpublished: send them soon."""
+        now = time.monotonic()
+        gap, self._last_notify = now - self._last_notify, now
+        if gap > self.max_window:
+            self._gap = None  # the first record after a pause: not a flow (yet)
+        else:
+            self._gap = gap if self._gap is None else self._gap + (gap - self._gap) / 4
         self._ensure_thread()
         self._wake.set()
 
@@ -142,7 +165,7 @@ class Relay:
             if self._stopped:
                 return
             if woken:
-                self._stop.wait(self.current_window)  # let concurrent requests join this round
+                self._gather()  # let concurrent requests join this round
                 if self._stopped:
                     return
             self._wake.clear()
@@ -159,6 +182,22 @@ class Relay:
             except Exception as exc:  # noqa: BLE001 - broker or database down: try again later
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 log.warning("outbox relay: %s; retrying in %.0fs", exc, backoff)
+
+    def _gather(self) -> None:
+        """Wait for the round's records: the window, or less once this process has had none for
+        :meth:`_quiet` seconds; returns early when the relay is stopped."""
+        deadline = time.monotonic() + self.current_window
+        while not self._stopped:
+            now = time.monotonic()
+            until = min(deadline, self._last_notify + self._quiet())
+            if until <= now:
+                return
+            self._stop.wait(until - now)
+
+    def _quiet(self) -> float:
+        """How long without a record closes a round (see :data:`QUIET_GAPS`)."""
+        gap = self._gap
+        return self.quiet if gap is None else max(self.quiet, QUIET_GAPS * gap)
 
     def _adapt(self, sent: int) -> None:
         """The next round's window: longer after a round that did not fill a chunk, shorter after

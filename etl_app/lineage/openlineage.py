@@ -71,6 +71,12 @@ def started(settings: Any, ingestion: Mapping[str, Any]) -> None:
         _submit(settings, "START", ingestion)
 
 
+def enabled(settings: Any) -> bool:
+    """Whether events are sent at all (``OPENLINEAGE_URL`` is set): callers skip reading what
+    an event would carry when none is."""
+    return bool(settings.openlineage_url)
+
+
 def settled(settings: Any, report: Mapping[str, Any]) -> None:
     """A COMPLETE event (FAIL when ``report["status"]`` is ``failed``) for a settled ingestion;
     ``report`` is the body of ``GET /api/v1/ingestions/{id}``. Never raises, never waits."""

@@ -29,7 +29,7 @@ import orjson
 import sqlalchemy as sa
 
 from etl_app.config import Settings
-from etl_app.ingest.progress import FINISHED, UPLOAD_FAILED, read_status
+from etl_app.ingest.progress import FINISHED, UPLOAD_FAILED, read_status, read_statuses
 from etl_app.jsonsafe import json_safe
 from etl_app.lineage import openlineage
 from etl_app.models import FAILED, sql
@@ -63,8 +63,8 @@ _STORE = sql(
     f"""
     UPDATE ingestions i SET quality = m.quality,
         finished_at = {_FINISHED_AT}
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:reports AS jsonb[])) AS m(id, quality)
-    WHERE i.id = m.id AND {_SETTLED}
+    FROM jsonb_each(CAST(:reports AS jsonb)) AS m(id, quality)
+    WHERE i.id = CAST(m.id AS uuid) AND {_SETTLED}
     RETURNING i.id
     """
 )
@@ -101,7 +101,21 @@ def _measure(conn: sa.Connection, registry: Registry, type_name: str, ids: list[
 
 def stored_form(report: dict[str, Any]) -> str:
     """A quality report as ``ingestions.quality`` holds it (JSON text)."""
-    return orjson.dumps(json_safe(report)).decode()
+    return _dumps(report)
+
+
+def _dumps(value: Any) -> str:
+    """``orjson.dumps(json_safe(value))``, copying ``value`` through :func:`json_safe` only when
+    orjson finds something to clean: it refuses lone surrogates and writes NUL as ``\\u0000``,
+    which jsonb refuses. A report's strings come from PostgreSQL, which holds neither, and its
+    numbers are finite (the one other thing json_safe changes), so the copy, about 15 µs a report
+    (one per single record), is almost never made."""
+    try:
+        encoded = orjson.dumps(value)
+        clean = b"\\u0000" not in encoded
+    except orjson.JSONEncodeError:  # a lone surrogate
+        clean = False
+    return (encoded if clean else orjson.dumps(json_safe(value))).decode()
 
 
 def _store(conn: sa.Connection, registry: Registry, candidates: Iterable[sa.Row]) -> list[uuid.UUID]:
@@ -116,11 +130,9 @@ def _store(conn: sa.Connection, registry: Registry, candidates: Iterable[sa.Row]
     reports: dict[uuid.UUID, dict] = {}
     for type_name, ids in by_type.items():
         reports.update(_measure(conn, registry, type_name, ids))
-    params = {
-        "ids": list(reports),
-        "reports": [stored_form(r) for r in reports.values()],
-    }
-    return list(conn.execute(_STORE, params).scalars())
+    # one JSON object {id: report}: an array of jsonb is adapted element by element, in Python
+    document = _dumps({str(ident): report for ident, report in reports.items()})
+    return list(conn.execute(_STORE, {"reports": document}).scalars())
 
 
 def settle_on(
@@ -226,16 +238,26 @@ def ingestion_status(
 
 
 def _announce(conn: sa.Connection, settings: Settings | None, stored: Sequence[uuid.UUID]) -> None:
-    if not stored or settings is None:
+    """Tell the lineage server (:func:`_on_settled`) about each ingestion this call stored, as
+    ``GET /api/v1/ingestions/{id}`` shows it. Nothing is read when no server is configured: a
+    worker settling single records settles an ingestion per record, and reading each back was
+    most of its work. When one is, they are read together (two statements however many)."""
+    if not stored or settings is None or not openlineage.enabled(settings):
         return
+    try:
+        reports = read_statuses(conn, list(stored))
+    except Exception:
+        log.exception("could not announce %d settled ingestions", len(stored))
+        reports = {}
     for ident in stored:
+        report = reports.get(ident)
+        if report is None:
+            continue
         try:
-            report, _ = read_status(conn, ident)
-            if report is not None:
-                _on_settled(settings, report)
+            _on_settled(settings, report)
         except Exception:
             log.exception("could not announce the settled ingestion %s", ident)
-    conn.rollback()  # end the read transaction ingestion_status began
+    conn.rollback()  # end the read transaction the reports began
 
 
 def _on_settled(settings: Settings, report: dict[str, Any]) -> None:

@@ -7,9 +7,13 @@ from __future__ import annotations
 import base64
 import json
 import time
+import uuid
 
 import redis
 import sqlalchemy as sa
+
+from etl_app.api.bodies import Accepted
+from etl_app.api.spec import dump
 
 from tests.helpers.payloads import student, tutor
 from tests.helpers.procs import wait_until
@@ -106,3 +110,13 @@ def test_a_submit_on_a_dead_connection_is_a_503_and_the_next_one_is_stored(make_
             conn.scalars(sa.text("SELECT natural_key FROM raw_records WHERE natural_key LIKE :p"), {"p": f"{unique}-%"})
         )
     assert keys == {f"{unique}-0", f"{unique}-2"} | ({f"{unique}-1"} if second.status_code == 202 else set())
+
+
+def test_the_single_answer_is_the_documented_schema_s_dump_byte_for_byte(make_app, auth, unique):
+    app = make_app()
+    r = app.test_client().post("/api/v1/tutors", json=tutor(f"{unique}-answer"), headers=auth)
+    assert r.status_code == 202 and r.mimetype == "application/json"
+    ingestion_id = uuid.UUID(r.get_json()["ingestion_id"])
+    with app.app_context():
+        expected = app.json.dumps(dump(Accepted, {"ingestion_id": ingestion_id, "accepted": 1, "rejected": 0}))
+    assert r.data == expected.encode()

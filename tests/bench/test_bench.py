@@ -176,3 +176,36 @@ def test_a_second_benchmark_on_the_same_scratch_services_stops_at_once(tmp_path)
         timeout=60,
     )
     assert again.returncode == 0
+
+
+def test_one_run_of_the_bench_takes_memory_from_100k_to_1m_records_beside_the_ratios():
+    from bench.cli import parse_args
+
+    full = parse_args([])
+    assert full.soak == 1_000_000 and "soak" in full.phases
+    assert {"raw", "batch", "single", "noop", "upload"} <= set(full.phases)
+    assert "hostile" not in full.phases
+    assert parse_args(["--quick"]).soak == 20_000
+    alone = parse_args(["--soak", "300000"])
+    assert (alone.phases, alone.soak) == (["soak"], 300_000)
+    chosen = parse_args(["--only", "batch,soak", "--soak", "500"])
+    assert (chosen.phases, chosen.soak) == (["batch", "soak"], 500)
+    assert "soak" not in parse_args(["--only", "raw,batch"]).phases
+
+
+def test_once_every_request_is_answered_the_settle_is_polled_finely(monkeypatch):
+    """The moment the last record settles is known within 50 ms, not within the phase's interval."""
+    import threading
+    import types
+
+    from bench import phases
+
+    producer = threading.Thread(target=lambda: None)
+    producer.start()
+    producer.join()
+    slept: list[float] = []
+    monkeypatch.setattr(phases.time, "sleep", slept.append)
+    left = iter([3, 2, 1, 0])
+    ctx = types.SimpleNamespace(stall_seconds=60)
+    phases.wait_for(ctx, lambda: next(left), 3, "settled", producer, interval=0.25)
+    assert slept == [phases.TAIL_INTERVAL] * 3 and phases.TAIL_INTERVAL <= 0.05

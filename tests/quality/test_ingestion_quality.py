@@ -8,11 +8,14 @@ import io
 import threading
 import uuid
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
+import orjson
 import pytest
 import sqlalchemy as sa
 
-from etl_app.ingest import outbox
+from etl_app.ingest import outbox, progress
+from etl_app.jsonsafe import json_safe
 from etl_app.quality import settle
 from etl_app.record_types import get_registry
 
@@ -239,7 +242,7 @@ def test_two_concurrent_settles_store_one_report_and_announce_it_once(engine, un
 
     def one():
         start.wait()
-        results.append(settle.settle(engine, [accepted.ingestion_id], settings=object()))
+        results.append(settle.settle(engine, [accepted.ingestion_id], settings=LINEAGE_ON))
 
     threads = [threading.Thread(target=one) for _ in range(2)]
     for thread in threads:
@@ -249,6 +252,74 @@ def test_two_concurrent_settles_store_one_report_and_announce_it_once(engine, un
     assert sorted(results) == [[], [accepted.ingestion_id]]
     assert announced == [accepted.ingestion_id]
     assert _quality_column(engine, accepted.ingestion_id)["received"] == 2
+
+
+LINEAGE_ON = SimpleNamespace(openlineage_url="http://lineage.invalid")  # _on_settled is replaced in these tests
+LINEAGE_OFF = SimpleNamespace(openlineage_url=None)
+
+
+def _settled_ingestions(engine, unique, n):
+    ids = []
+    for i in range(n):
+        accepted = store(engine, "students", [student(f"{unique}-{i}")])
+        _status(engine, accepted.ids, "persisted")
+        ids.append(accepted.ingestion_id)
+    return ids
+
+
+def _statements_to_settle(engine, ids, settings):
+    statements = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        assert sorted(settle.settle(engine, ids, settings=settings)) == sorted(ids)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    return len(statements)
+
+
+@pytest.mark.parametrize("lineage", [LINEAGE_OFF, LINEAGE_ON], ids=["lineage off", "lineage on"])
+def test_settling_many_ingestions_takes_as_many_statements_as_settling_one(engine, unique, monkeypatch, lineage):
+    """Single records settle an ingestion each: nothing is read back per ingestion to announce it
+    (with no lineage server, nothing at all; with one, all of them together)."""
+    announced = []
+    monkeypatch.setattr(settle, "_on_settled", lambda settings, report: announced.append(report))
+    one = _statements_to_settle(engine, _settled_ingestions(engine, f"{unique}-a", 1), lineage)
+    five = _settled_ingestions(engine, f"{unique}-b", 5)
+    assert _statements_to_settle(engine, five, lineage) == one
+    if lineage is LINEAGE_OFF:
+        assert announced == []
+    else:
+        assert sorted(r["id"] for r in announced[1:]) == sorted(five)
+        with engine.connect() as conn:  # what is announced is what GET /api/v1/ingestions/{id} shows
+            assert announced[1:] == [progress.read_status(conn, r["id"])[0] for r in announced[1:]]
+        assert {(r["status"], r["counts"]["persisted"], r["quality"]["received"]) for r in announced} == {
+            ("finished", 1, 1)
+        }
+
+
+def test_reading_many_ingestions_reads_each_as_one_would(engine, batch, unique):
+    other = store(engine, "students", [student(unique)]).ingestion_id
+    missing = uuid.uuid4()
+    with engine.connect() as conn:
+        many = progress.read_statuses(conn, [batch.ingestion_id, other, missing])
+        assert set(many) == {batch.ingestion_id, other}
+        for ident in (batch.ingestion_id, other):
+            assert many[ident] == progress.read_status(conn, ident)[0]
+        assert progress.read_status(conn, missing) == (None, False)
+    assert many[batch.ingestion_id]["counts"] == {
+        "received": 3, "in_flight": 3, "persisted": 0, "dead": 0, "rejected": 2, "rejections_not_stored": 0
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("message", ["Bad.", "NUL \x00 inside", "a lone \ud800 surrogate", "a \\u0000 as text"])
+def test_a_report_is_stored_as_json_safe_makes_it(message):
+    report = {**settle.empty_report(), "top_errors": [{"field": "name", "message": message, "count": 1}]}
+    assert settle.stored_form(report) == orjson.dumps(json_safe(report)).decode()
+    assert "\x00" not in orjson.loads(settle.stored_form(report))["top_errors"][0]["message"]
 
 
 # -- uploads ------------------------------------------------------------------------------------
