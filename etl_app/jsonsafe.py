@@ -49,8 +49,19 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> None:
             seen.add(key)
 
 
+# One decoder for every check: ``json.loads(text, object_pairs_hook=...)`` builds a decoder and
+# its scanner at each call, about a fifth of the check's time on a one-record body.
+_PAIRS = json.JSONDecoder(object_pairs_hook=_unique_pairs)
+
+
 def refuse_duplicate_keys(text: bytes | str) -> None:
     """:class:`DuplicateKey` for JSON ``text`` (already parsed, hence valid) that has an object
-    naming a key twice: a JSON parser keeps one of the values silently (orjson the last)."""
-    if b"{" in text if isinstance(text, bytes) else "{" in text:
-        json.loads(text, object_pairs_hook=_unique_pairs)
+    naming a key twice: a JSON parser keeps one of the values silently (orjson the last). Bytes
+    are decoded as ``json.loads`` decodes them."""
+    if isinstance(text, bytes):
+        if b"{" not in text:
+            return
+        text = text.decode(json.detect_encoding(text), "surrogatepass")
+    elif "{" not in text:
+        return
+    _PAIRS.decode(text)

@@ -19,7 +19,8 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
@@ -62,10 +63,15 @@ def bound(**fields: Any) -> Iterator[None]:
         unbind(token)
 
 
+# Whether this process may run a Celery task: not a gunicorn process (GunicornLogger.setup), which
+# only sends them; asking Celery costs an exception caught in every line of a web process.
+tasks_run_here = True
+
+
 def current_fields() -> dict[str, Any]:
     """The context fields of a line logged now: bound ones, and the Celery task being run."""
     fields = dict(_context.get())
-    task = _current_task()
+    task = _current_task() if tasks_run_here else None
     if task is not None:
         request = getattr(task, "request", None)
         task_id = getattr(request, "id", None)
@@ -166,6 +172,24 @@ class SecretFilter(logging.Filter):
 # -- formatters -----------------------------------------------------------------------------------
 
 
+class PerSecond:
+    """``text(second)`` for the whole second of a timestamp, worked out once a second: a log
+    line's time (to the millisecond, the rest added) and an answer's Date are written to the
+    second, and formatting a time costs more than the rest of a short line."""
+
+    def __init__(self, text: Callable[[int], str]) -> None:
+        self._text = text
+        self._cached: tuple[int, str] = (-1, "")  # one tuple: read and replaced whole, by any thread
+
+    def __call__(self, timestamp: float) -> str:
+        second = int(timestamp)
+        cached = self._cached
+        if cached[0] != second:
+            cached = (second, self._text(second))
+            self._cached = cached
+        return cached[1]
+
+
 def _fields_of(record: logging.LogRecord) -> dict[str, Any]:
     fields = current_fields()
     for name in CONTEXT_FIELDS:  # extra={"ingestion_id": ...} wins over the context
@@ -208,6 +232,13 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+        self._seconds = PerSecond(lambda second: time.strftime(self.default_time_format, self.converter(second)))
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """logging's own time (``2026-01-02 03:04:05,678``), its seconds part worked out once a second."""
+        if datefmt:
+            return super().formatTime(record, datefmt)
+        return self.default_msec_format % (self._seconds(record.created), record.msecs)
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -269,16 +300,86 @@ except ImportError:  # pragma: no cover
 
 if glogging is not None:
 
+    def _escaped(value: Any) -> Any:
+        return value.replace('"', '\\"') if isinstance(value, str) else value
+
+    class _SafeOnRead(glogging.SafeAtoms):
+        """gunicorn's SafeAtoms (a missing atom reads ``-``, a ``"`` in a string reads ``\\"``),
+        each atom escaped when the line reads it instead of every atom beforehand."""
+
+        def __init__(self, atoms: Mapping[str, Any]) -> None:
+            dict.__init__(self, atoms)
+
+        def __getitem__(self, key: str) -> Any:
+            return _escaped(super().__getitem__(key))
+
+        def get(self, key: str, default: Any = None) -> Any:
+            return _escaped(dict.get(self, key, default))
+
     class GunicornLogger(glogging.Logger):
         """gunicorn's error and access logs in the same format as the app's, masked.
 
         The access log line is gunicorn's (``access_log_format``); it holds no request header
         but the Referer and User-Agent, so no Authorization value is ever written."""
 
+        atoms_wrapper_class = _SafeOnRead
+
         def setup(self, cfg: Any) -> None:
+            """Also: the web process's log records name no thread (no line of ours shows one):
+            each connection is a greenlet of its own, and naming it made a dummy Thread object
+            for every request's access line; and its lines name no Celery task, as it runs none."""
+            global tasks_run_here
             super().setup(cfg)
+            logging.logThreads = False
+            logging.logMultiprocessing = False
+            tasks_run_here = False
             masker.add(secrets_from_env(os.environ))
             for log in (self.error_log, self.access_log):
-                for handler in log.handlers:
+                for handler in log.handlers:  # no SecretFilter: this formatter masks the whole line
                     handler.setFormatter(formatter())
-                    handler.addFilter(SecretFilter())
+
+        _now = PerSecond(lambda second: time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(second)))
+
+        def now(self) -> str:
+            """gunicorn's ``%(t)s`` (``[02/Jan/2026:03:04:05 +0000]``), worked out once a second."""
+            return self._now(time.time())
+
+        def atoms(self, resp: Any, req: Any, environ: Mapping[str, Any], request_time: Any) -> dict[str, Any]:
+            """gunicorn's atoms; when the format names no header or environ atom (``{name}i``,
+            ``{name}o``, ``{name}e``: the default format names none), computed from the request
+            line, the status, the length and the timing alone. gunicorn adds an atom for every
+            request header, answer header and WSGI environ variable of every request, and its
+            access line then cost more web CPU than a no-op request's view; the atoms the line
+            shows are the same (gunicorn's own code computes them, from these fields)."""
+            if "{" in self.cfg.access_log_format:
+                return super().atoms(resp, req, environ, request_time)
+            light = {k: environ[k] for k in _ACCESS_ENVIRON if k in environ}
+            answer = _AccessAnswer(resp.status, getattr(resp, "sent", None))
+            return super().atoms(answer, _NO_HEADERS, light, request_time)
+
+    class _AccessAnswer:
+        """What gunicorn's access atoms read of an answer, without its headers."""
+
+        __slots__ = ("headers", "sent", "status")
+
+        def __init__(self, status: Any, sent: Any) -> None:
+            self.status, self.sent, self.headers = status, sent, ()
+
+    class _NoHeaders:
+        """A request without headers, for gunicorn's access atoms."""
+
+        headers = ()
+
+    _NO_HEADERS = _NoHeaders()
+    # The WSGI environ variables gunicorn's atoms read (glogging.Logger.atoms and _get_user).
+    _ACCESS_ENVIRON = (
+        "REMOTE_ADDR",
+        "REQUEST_METHOD",
+        "RAW_URI",
+        "SERVER_PROTOCOL",
+        "PATH_INFO",
+        "QUERY_STRING",
+        "HTTP_REFERER",
+        "HTTP_USER_AGENT",
+        "HTTP_AUTHORIZATION",
+    )

@@ -29,6 +29,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 INGEST, READER, OPERATOR, ADMIN = "ingest", "reader", "operator", "admin"
 ROLES = (INGEST, READER, OPERATOR, ADMIN)
@@ -58,8 +59,9 @@ class ApiKey:
     secret: str
     role: str
 
-    @property
+    @cached_property
     def id(self) -> str:
+        """Worked out once per key (a SHA-256): authentication names the key of every request by it."""
         return key_id(self.secret)
 
     def may(self, right: str) -> bool:

@@ -68,7 +68,7 @@ def _forbid_framing(response: Response) -> Response:
 def _refuse_undeclared_query() -> None:
     """A query parameter the operation's OpenAPI document does not name is a 400 naming it, on
     every documented route (a misspelt filter must not widen what a request reads or acts on)."""
-    if not request.args or request.endpoint is None:
+    if not request.environ.get("QUERY_STRING") or not request.args or request.endpoint is None:
         return
     declared = declared_query(request.endpoint, request.view_args or {})
     if declared is None:
@@ -84,5 +84,5 @@ def _refuse_nul() -> None:
     query that uses it: in the path it names nothing (404), in a query value it is a 400."""
     if "\x00" in request.path:
         raise ApiError(404, "not_found", "no such resource: the path contains NUL")
-    if any("\x00" in value for value in request.args.values()):
+    if request.environ.get("QUERY_STRING") and any("\x00" in value for value in request.args.values()):
         raise ApiError(400, "invalid_parameter", "a query parameter contains NUL")

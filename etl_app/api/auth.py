@@ -76,10 +76,11 @@ def init_rights(app: Flask) -> None:
 
     @app.before_request
     def _check_right():
-        if _open() or g.get("api_key_metrics_only"):
-            return None
-        role = g.get("api_key_role")
-        if role is None:  # authentication lets no request through without a key: never open by mistake
+        role = g.get("api_key_role")  # set by authentication only, and never on an open endpoint
+        if role is None:
+            if _open() or g.get("api_key_metrics_only"):
+                return None
+            # authentication lets no request through without a key: never open by mistake
             raise ApiError(401, "unauthorized", "a valid API key is required: Authorization: Bearer <key>")
         right = right_for(request.endpoint)
         if role == ADMIN or (right is not None and right in ROLE_RIGHTS[role]):

@@ -36,27 +36,51 @@ class BodyTimeout(RequestTimeout):
     """408, the body did not arrive in time; the answer closes the connection."""
 
 
+_gevent_timeout: Any = None  # gevent's Timeout, once a read found the socket module patched
+
+
 def _cut_off_after(seconds: float) -> contextlib.AbstractContextManager:
     """Under gevent, a TimeoutError raised into the read after ``seconds`` however much it
     received meanwhile (gunicorn's body reads gather their whole piece); elsewhere nothing, and
-    only the socket's timeout bounds each wait."""
-    if "gevent" in sys.modules:
+    only the socket's timeout bounds each wait. A patched socket module stays patched, so that
+    is found out once per process."""
+    global _gevent_timeout
+    if _gevent_timeout is None and "gevent" in sys.modules:
         from gevent import Timeout, monkey
 
         if monkey.is_module_patched("socket"):
-            return Timeout(seconds, TimeoutError)
-    return contextlib.nullcontext()
+            _gevent_timeout = Timeout
+    return _gevent_timeout(seconds, TimeoutError) if _gevent_timeout is not None else contextlib.nullcontext()
+
+
+def declared_length(environ: dict[str, Any]) -> int | None:
+    """The body's ``Content-Length``; None for a chunked body, or none declared, or a bad one."""
+    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return None
+    try:
+        return int(environ["CONTENT_LENGTH"])
+    except (KeyError, ValueError):
+        return None
 
 
 class DeadlineInput:
     """``wsgi.input`` whose reads wait no longer than the body's deadline allows, counted from
-    its creation; past it, BodyTimeout, with the reason left in ``environ[TIMED_OUT]``."""
+    its creation; past it, BodyTimeout, with the reason left in ``environ[TIMED_OUT]``.
+
+    A body of a declared length read to its end answers further reads with nothing at once, as
+    the server would, without setting up a deadline for them (:attr:`read_to_end`)."""
 
     def __init__(self, stream: Any, sock: Any, environ: dict[str, Any], seconds: float, min_rate: int) -> None:
         self._stream, self._sock, self._environ = stream, sock, environ
         self._seconds, self._min_rate = seconds, min_rate
         self._start = time.monotonic()
         self._received = 0
+        self._declared = declared_length(environ)
+
+    @property
+    def read_to_end(self) -> bool:
+        """Whether the whole body of the declared length has been read."""
+        return self._declared is not None and self._received >= self._declared
 
     def _wait(self) -> float:
         """How long the next read may wait; BodyTimeout if the deadline has passed."""
@@ -75,7 +99,7 @@ class DeadlineInput:
         )
 
     def _call(self, method: Callable[..., bytes], *args: Any) -> bytes:
-        if self._environ.get(TIMED_OUT):
+        if self.read_to_end or self._environ.get(TIMED_OUT):
             return b""
         wait = self._wait()
         prior = self._sock.gettimeout()

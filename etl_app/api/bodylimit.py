@@ -55,14 +55,10 @@ class Request(flask.Request):
 
     @cached_property
     def stream(self) -> Any:
-        limit = self.max_content_length
-        if (
-            limit is not None
-            and self.content_length is None
-            and "wsgi.input_terminated" in self.environ
-            and not self.shallow
-        ):
-            return _LimitedToMax(self.environ["wsgi.input"], limit)
+        if self.content_length is None and "wsgi.input_terminated" in self.environ and not self.shallow:
+            limit = self.max_content_length
+            if limit is not None:
+                return _LimitedToMax(self.environ["wsgi.input"], limit)
         return super().stream
 
 
@@ -101,7 +97,8 @@ class DrainUnreadBody:
     drain to match, also when it refuses a file declared over its limit.
 
     Only where the server hands over its socket (``gunicorn.socket``), which is what bounds the
-    time, and only for HTTP/1.x. A body already read to its end costs one empty read.
+    time, and only for HTTP/1.x. A body of a declared length that the app read to its end costs
+    nothing more.
     """
 
     def __init__(
@@ -130,6 +127,9 @@ class DrainUnreadBody:
     def _drain(self, environ: dict[str, Any], body: Any, sock: Any) -> None:
         if environ.get(bodydeadline.TIMED_OUT):
             self._give_up(environ, "it did not arrive in time")
+            return
+        read = environ.get("wsgi.input")
+        if isinstance(read, bodydeadline.DeadlineInput) and read.read_to_end:
             return
         budget = self._budget(environ)
         declared = _declared_length(environ)
@@ -167,5 +167,8 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _leave_limit_for_the_drain(response):
-        flask.request.environ[_LIMIT_KEY] = flask.request.max_content_length
+        request = flask.request._get_current_object()
+        read = request.environ.get("wsgi.input")
+        if not (isinstance(read, bodydeadline.DeadlineInput) and read.read_to_end):  # else no drain
+            request.environ[_LIMIT_KEY] = request.max_content_length
         return response

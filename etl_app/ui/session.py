@@ -72,7 +72,9 @@ class _SessionInterface(SecureCookieSessionInterface):
         return request.is_secure
 
     def open_session(self, app: Flask, request: Any) -> Any:
-        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
+        # No Cookie header at all (every API request): no parsing of one either.
+        no_cookie = "HTTP_COOKIE" not in request.environ or not request.cookies.get(self.get_cookie_name(app))
+        if app.secret_key and no_cookie:
             return self.session_class()
         return super().open_session(app, request)
 

@@ -3,7 +3,32 @@ worker (``celery -A wsgi:celery``)."""
 
 from __future__ import annotations
 
+from types import FunctionType
 from typing import Any
+
+from flask import Flask
+
+SYNC_REMEMBERED = 10_000  # functions App.ensure_sync remembers at most (hooks and views: a few hundred)
+
+
+class App(Flask):
+    """Flask, remembering for each plain function whether it is a coroutine function: Flask asks
+    (``ensure_sync``) for every hook and view of every request, a dozen times an API request,
+    and the answer never changes. Other callables are asked each time, as Flask does."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._synced: dict[FunctionType, Any] = {}
+
+    def ensure_sync(self, func: Any) -> Any:
+        if type(func) is not FunctionType:
+            return super().ensure_sync(func)
+        synced = self._synced.get(func)
+        if synced is None:
+            synced = super().ensure_sync(func)
+            if len(self._synced) < SYNC_REMEMBERED:
+                self._synced[func] = synced
+        return synced
 
 
 def create_app(config: dict[str, Any] | None = None):
@@ -12,8 +37,6 @@ def create_app(config: dict[str, Any] | None = None):
     ``config`` overrides settings by field name (see :class:`etl_app.config.Settings`) and
     Flask config keys (upper case). Nothing connects here.
     """
-    from flask import Flask
-
     from etl_app import api, logs, ui
     from etl_app.api import requestlog
     from etl_app.config import Settings
@@ -31,7 +54,7 @@ def create_app(config: dict[str, Any] | None = None):
             "DATABASE_URL and REDIS_URL are not set: start the service with `etl-app run` "
             "(which starts an embedded PostgreSQL and Redis) or set them."
         )
-    app = Flask("etl_app")
+    app = App("etl_app")
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
     app.config.update({k: v for k, v in config.items() if k.isupper()})
 

@@ -73,6 +73,8 @@ def client_address() -> str:
 
 def refuse_if_throttled() -> None:
     """:class:`TooManyFailures` when this request's address has no failed authentication left."""
+    if not _seen:  # no failure seen here in any window: nothing to check (the common case, first)
+        return
     limit = _limit()
     if limit <= 0:
         return
