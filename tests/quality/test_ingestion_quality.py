@@ -485,3 +485,30 @@ def test_a_field_counts_as_given_when_it_holds_a_character_other_than_white_spac
         measured = settle._measure(conn, get_registry(), "students", [accepted.ingestion_id])[accepted.ingestion_id]
     assert 0 < given < len(names)
     assert measured["completeness"]["name"] == round(given / len(names), 4)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2001-02-03T09:59:00Z", datetime(2001, 2, 3, 9, 59, tzinfo=UTC)),
+        ("2001-02-03T09:59:00+01:00", datetime(2001, 2, 3, 8, 59, tzinfo=UTC)),
+        ("2001-02-03T09:59:00-08:30", datetime(2001, 2, 3, 18, 29, tzinfo=UTC)),
+        ("2001-02-03 09:59:00z", datetime(2001, 2, 3, 9, 59, tzinfo=UTC)),
+        ("2001-02-03t09:59+0100", datetime(2001, 2, 3, 8, 59, tzinfo=UTC)),
+        ("2001-02-03T09:59:00.25Z", datetime(2001, 2, 3, 9, 59, 0, 250000, tzinfo=UTC)),
+        ("2001-02-03T09:59:00", datetime(2001, 2, 3, 9, 59, tzinfo=UTC)),  # naive: UTC
+        ("2001-02-03T09:59:00+01", datetime(2001, 2, 3, 8, 59, tzinfo=UTC)),
+        ("2001-02-03", None),
+        ("2001-02-03T09:59:00 +01:00", None),
+        ("2001-02-03X09:59:00+01:00", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_an_event_time_is_read_as_the_schema_reads_it_whatever_its_shape(engine, text, expected):
+    """The usual shapes are cast without the regular expressions; every other one goes through
+    them: the same instant either way, and null for what is no timestamp."""
+    from etl_app.quality import _timestamp
+
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(f"SELECT {_timestamp('CAST(:t AS text)')}"), {"t": text}).scalar() == expected
