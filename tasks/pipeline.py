@@ -66,6 +66,14 @@ class StageTask(ChunkTask):
             leased=leased,
         )
 
+    def persist_message(self, record_type: RecordType, items: list[Item], *, leased: float) -> ChunkMessage | None:
+        """The message for persist: the ids, and the key of the chunk's rows as persist reads
+        them (:func:`etl_app.pipeline.persist.rows_document`) put in the stash."""
+        if not items:
+            return None
+        stash = self.runtime.stash.put_encoded(persist_step.rows_document(items))
+        return chunk_message(record_type.name, [one["id"] for one in items], stash=stash, rows=True, leased=leased)
+
     def stashed_items(self, record_type: RecordType, chunk: Chunk) -> list[Item] | None:
         """The chunk's values from the stash; if they are gone, its records go through again."""
         stash = self.runtime.stash
@@ -147,7 +155,7 @@ def enrich(self: StageTask, message: ChunkMessage | None, lookup_throttled: int 
         failures += self.wait_or_give_up(record_type.name, waiting, chunk.parent_retries)
     self.after_commit(partial(self.send_dead_letters, record_type.name, failures))
     self.after_commit(partial(runtime.stash.drop, chunk.stash))
-    return self.next_message(record_type, done, leased=leased)
+    return self.persist_message(record_type, done, leased=leased)
 
 
 def look_up_external(
@@ -205,6 +213,8 @@ def persist(self: StageTask, message: ChunkMessage | None) -> int:
     values = self.stashed_document(record_type, chunk)
     if values is None:
         return 0
+    if not chunk.rows:  # stashed by an enrich that stashed items
+        values = persist_step.rows_from_items(values)
     persisted = persist_step.persist_stashed(self.db, record_type, values)
     keys = persisted.keys
     has_children = any(ref.record_type == record_type.name for other in runtime.registry for ref in other.parents)

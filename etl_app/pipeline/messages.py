@@ -11,6 +11,9 @@ record type. Its message (a JSON object: Celery serializes JSON only) is a
   the outbox;
 - ``validated``: the API validated the values in the stash already; validate passes them on
   instead of running the schema again;
+- ``rows``: the stash holds the chunk's rows as persist reads them
+  (:func:`etl_app.pipeline.persist.rows_document`), not items; enrich sets it for persist (a
+  persist message without it, from an enrich that stashed items, has them converted first);
 - ``parent_retries``: how often the chunk's records have waited for a missing parent (the
   exponent of their next backoff);
 - ``leased``: when the records' lease in the outbox (``raw_records.enqueued_at``) was last set,
@@ -19,7 +22,7 @@ record type. Its message (a JSON object: Celery serializes JSON only) is a
 
 Validate receives bare ids (from the relay, the sweeper, a replay or a split) or validated values
 (from a large API batch), and hands enrich ``{type, ids, stash, parent_retries, leased}``; enrich hands
-persist ``{type, ids, stash, leased}`` with the derived fields in the stash. A stage that has
+persist ``{type, ids, stash, rows, leased}`` with the derived fields in the stash's rows. A stage that has
 nothing left to pass on returns None, and the next stage then does nothing.
 """
 
@@ -50,6 +53,7 @@ class ChunkMessage(TypedDict, total=False):
     ids: Required[list[int]]
     stash: str
     validated: bool
+    rows: bool
     parent_retries: int
     leased: float
 
@@ -62,6 +66,7 @@ class Chunk:
     ids: list[int]
     stash: str | None = None
     validated: bool = False
+    rows: bool = False
     parent_retries: int = 0
     leased: float | None = None
 
@@ -76,6 +81,7 @@ def chunk_message(
     *,
     stash: str | None = None,
     validated: bool = False,
+    rows: bool = False,
     parent_retries: int = 0,
     leased: float | None = None,
 ) -> ChunkMessage:
@@ -90,6 +96,8 @@ def chunk_message(
         message["stash"] = stash
     if validated:
         message["validated"] = True
+    if rows:
+        message["rows"] = True
     if parent_retries:
         message["parent_retries"] = parent_retries
     return message
@@ -111,6 +119,7 @@ def read_chunk(message: Any) -> Chunk:
         ids=ids,
         stash=stash if isinstance(stash, str) else None,
         validated=bool(message.get("validated")),
+        rows=bool(message.get("rows")),
         parent_retries=parent_retries,
         leased=leased,
     )

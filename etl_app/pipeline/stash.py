@@ -90,8 +90,12 @@ class Stash:
         self.client, self.prefix = client, prefix
 
     def put(self, items: Sequence[Item]) -> str:
+        return self.put_encoded(encode(items))
+
+    def put_encoded(self, document: bytes) -> str:
+        """Keep a chunk's values already encoded (persist's rows: :func:`etl_app.pipeline.persist.rows_document`)."""
         key = f"{self.prefix}etl:chunk:{uuid.uuid4().hex}"
-        self.client.set(key, encode(items), ex=STASH_TTL_SECONDS)
+        self.client.set(key, document, ex=STASH_TTL_SECONDS)
         return key
 
     def get(self, record_type: RecordType, key: str) -> list[Item] | None:

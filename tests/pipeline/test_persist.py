@@ -1,13 +1,16 @@
-"""persist_chunk on the real database: idempotent, last record wins, survives a rolled-back first use."""
+"""persist_chunk on the real database: idempotent, last record wins, survives a rolled-back first use;
+the rows document enrich stashes for persist."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
+import orjson
 import sqlalchemy as sa
 
 from etl_app.db import make_engine
-from etl_app.pipeline.persist import persist_chunk
+from etl_app.pipeline.messages import chunk_message
+from etl_app.pipeline.persist import persist_chunk, rows_document
 from etl_app.record_types import get_registry
 
 from tests.helpers.dead_letters import enriched_chunk, land, store
@@ -114,3 +117,63 @@ def test_a_persisted_row_holds_every_value_of_its_record_exactly(engine, unique)
     assert (row["received_at"], row["enriched_at"]) == (item["received_at"], item["enriched_at"])
     assert row["schema_version"] == get_registry()["sessions"].schema_version and row["persisted_at"] is not None
     assert tuple(name) == ('Zoë "Q" O\'Brien \\ 東京\n🙂', date(2026, 2, 3))
+
+
+def test_enrich_stashes_for_persist_the_rows_it_reads(make_app, engine, unique):
+    """enrich hands persist flat rows (values and lineage in one object each, ``rows`` set), which
+    persist reads as they are."""
+    app = make_app()
+    runtime, tasks = app.extensions["etl"], app.extensions["celery"].tasks
+    accepted = store(engine, "students", [student(unique, name="rows")])
+    validated = tasks["etl.validate"].apply(args=(chunk_message("students", accepted.ids),)).get()
+    enriched = tasks["etl.enrich"].apply(args=(validated,)).get()
+    assert enriched["rows"] is True
+    (row,) = orjson.loads(runtime.cache.get(enriched["stash"]))
+    assert (row["raw_record_id"], row["student_id"], row["name"]) == (accepted.ids[0], unique, "rows")
+    assert "data" not in row and row["enriched_at"] is not None
+    assert tasks["etl.persist"].apply(args=(enriched,)).get() == 1
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT name, raw_record_id FROM students WHERE student_id = :k"), {"k": unique})
+        assert tuple(stored.one()) == ("rows", accepted.ids[0])
+
+
+def test_a_persist_message_whose_stash_holds_items_is_persisted(make_app, engine, unique):
+    """A persist message without ``rows`` (its enrich stashed items, as before rows) is converted
+    and persisted all the same."""
+    app = make_app()
+    runtime = app.extensions["etl"]
+    accepted = store(engine, "students", [student(unique, name="items")])
+    chunk = enriched_chunk(engine, "students", accepted.ids, stash=runtime.stash)
+    message = {k: chunk[k] for k in ("type", "ids", "stash")}
+    assert "rows" not in message and "data" in orjson.loads(runtime.cache.get(chunk["stash"]))[0]
+    assert app.extensions["celery"].tasks["etl.persist"].apply(args=(message,)).get() == 1
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT name, raw_record_id FROM students WHERE student_id = :k"), {"k": unique})
+        assert tuple(stored.one()) == ("items", accepted.ids[0])
+
+
+def test_a_row_takes_its_lineage_from_its_item_over_values_of_the_same_name():
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    item = {"id": 7, "ingestion_id": "i", "received_at": at, "waiting_since": None, "enriched_at": at,
+            "data": {"name": "n", "raw_record_id": 99, "ingestion_id": "other", "received_at": None}}  # fmt: skip
+    (row,) = orjson.loads(rows_document([item]))
+    assert row == {"name": "n", "raw_record_id": 7, "ingestion_id": "i", "received_at": at.isoformat(),
+                   "enriched_at": at.isoformat()}  # fmt: skip
+
+
+def test_settling_a_record_writes_its_new_version_on_the_same_page(engine, unique):
+    """raw_records leaves half of each page free (migration 0021), so persisting a chunk keeps
+    each record's settled version on the page of the version it replaces."""
+    with engine.connect() as conn:
+        options = conn.execute(sa.text("SELECT reloptions FROM pg_class WHERE relname = 'raw_records'")).scalar()
+    assert options == ["fillfactor=50"]
+    accepted = store(engine, "students", [student(f"{unique}-{n:02}", name="x" * 200) for n in range(40)])
+    blocks = sa.text("SELECT id, (ctid::text::point)[0] FROM raw_records WHERE id = ANY(:ids) ORDER BY id")
+    with engine.connect() as conn:
+        before = conn.execute(blocks, {"ids": accepted.ids}).all()
+    assert len({page for _, page in before}) > 1  # more than one page's worth
+    land_chunk = enriched_chunk(engine, "students", accepted.ids)["items"]
+    with engine.begin() as conn:
+        assert len(persist_chunk(conn, get_registry()["students"], land_chunk)) == 40
+    with engine.connect() as conn:
+        assert conn.execute(blocks, {"ids": accepted.ids}).all() == before

@@ -521,3 +521,65 @@ def test_reading_a_settled_unmeasured_ingestion_shows_it_finished_and_writes_not
     assert _quality_column(engine, batch.ingestion_id) == BATCH_QUALITY
     stored = client.get(url, headers=auth).get_json()
     assert stored == shown
+
+
+def test_a_field_counts_as_given_when_it_holds_a_character_other_than_white_space(engine, unique):
+    """Whatever its first character (ASCII, a space, a tab, a no-break or ideographic space, a
+    letter beyond ASCII), a value counts as given exactly when PostgreSQL's ``\\S`` finds a
+    character in it, as in the definition (docs/quality.md)."""
+    names = [
+        "Ann",
+        " Ann",
+        "\tAnn",
+        "   ",
+        "\t\n",
+        "",
+        "\u00a0",
+        "\u00a0Ann",
+        "\u3000",
+        "\u3000Ann",
+        "Émile",
+        "~",
+        "\x7f",
+    ]
+    with engine.begin() as conn:
+        accepted = outbox.store(
+            conn,
+            get_registry()["students"],
+            [{"student_id": f"{unique}-{n}", "name": name} for n, name in enumerate(names)],
+            source="batch",
+            received_at=RECEIVED_AT,
+            rejections=[],
+        )
+        given = conn.execute(sa.text("SELECT count(*) FROM unnest(CAST(:v AS text[])) AS v WHERE v ~ '\\S'"),
+                             {"v": names}).scalar()  # fmt: skip
+        measured = settle._measure(conn, get_registry(), "students", [accepted.ingestion_id])[accepted.ingestion_id]
+    assert 0 < given < len(names)
+    assert measured["completeness"]["name"] == round(given / len(names), 4)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2001-02-03T09:59:00Z", datetime(2001, 2, 3, 9, 59, tzinfo=UTC)),
+        ("2001-02-03T09:59:00+01:00", datetime(2001, 2, 3, 8, 59, tzinfo=UTC)),
+        ("2001-02-03T09:59:00-08:30", datetime(2001, 2, 3, 18, 29, tzinfo=UTC)),
+        ("2001-02-03 09:59:00z", datetime(2001, 2, 3, 9, 59, tzinfo=UTC)),
+        ("2001-02-03t09:59+0100", datetime(2001, 2, 3, 8, 59, tzinfo=UTC)),
+        ("2001-02-03T09:59:00.25Z", datetime(2001, 2, 3, 9, 59, 0, 250000, tzinfo=UTC)),
+        ("2001-02-03T09:59:00", datetime(2001, 2, 3, 9, 59, tzinfo=UTC)),  # naive: UTC
+        ("2001-02-03T09:59:00+01", datetime(2001, 2, 3, 8, 59, tzinfo=UTC)),
+        ("2001-02-03", None),
+        ("2001-02-03T09:59:00 +01:00", None),
+        ("2001-02-03X09:59:00+01:00", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_an_event_time_is_read_as_the_schema_reads_it_whatever_its_shape(engine, text, expected):
+    """The usual shapes are cast without the regular expressions; every other one goes through
+    them: the same instant either way, and null for what is no timestamp."""
+    from etl_app.quality import _timestamp
+
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(f"SELECT {_timestamp('CAST(:t AS text)')}"), {"t": text}).scalar() == expected
