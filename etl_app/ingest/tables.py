@@ -52,11 +52,7 @@ class Ingestion(Base):
 
 
 class RawRecord(Base):
-    """The outbox: every accepted record as received, committed before the API answers.
-
-    Its pages are half filled (``fillfactor`` 50, migration 0021): the one update that settles a
-    record writes its new version on the same page, where PostgreSQL logs only the changed bytes
-    (``status`` is indexed, so the update is not HOT)."""
+    """The outbox: every accepted record as received, committed before the API answers."""
 
     __tablename__ = "raw_records"
     __table_args__ = (
@@ -74,7 +70,6 @@ class RawRecord(Base):
             "waiting_on",
             postgresql_where=sa.text(f"status = '{DEAD}' AND waiting_on IS NOT NULL"),
         ),
-        {"postgresql_with": {"fillfactor": 50}},
     )
 
     id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)

@@ -159,21 +159,3 @@ def test_a_row_takes_its_lineage_from_its_item_over_values_of_the_same_name():
     (row,) = orjson.loads(rows_document([item]))
     assert row == {"name": "n", "raw_record_id": 7, "ingestion_id": "i", "received_at": at.isoformat(),
                    "enriched_at": at.isoformat()}  # fmt: skip
-
-
-def test_settling_a_record_writes_its_new_version_on_the_same_page(engine, unique):
-    """raw_records leaves half of each page free (migration 0021), so persisting a chunk keeps
-    each record's settled version on the page of the version it replaces."""
-    with engine.connect() as conn:
-        options = conn.execute(sa.text("SELECT reloptions FROM pg_class WHERE relname = 'raw_records'")).scalar()
-    assert options == ["fillfactor=50"]
-    accepted = store(engine, "students", [student(f"{unique}-{n:02}", name="x" * 200) for n in range(40)])
-    blocks = sa.text("SELECT id, (ctid::text::point)[0] FROM raw_records WHERE id = ANY(:ids) ORDER BY id")
-    with engine.connect() as conn:
-        before = conn.execute(blocks, {"ids": accepted.ids}).all()
-    assert len({page for _, page in before}) > 1  # more than one page's worth
-    land_chunk = enriched_chunk(engine, "students", accepted.ids)["items"]
-    with engine.begin() as conn:
-        assert len(persist_chunk(conn, get_registry()["students"], land_chunk)) == 40
-    with engine.connect() as conn:
-        assert conn.execute(blocks, {"ids": accepted.ids}).all() == before
