@@ -114,3 +114,10 @@ def test_ids_payloads_and_source_rows_of_different_lengths_are_refused(engine, u
     rt = get_registry()["students"]
     with engine.begin() as conn, pytest.raises(ValueError):
         outbox.copy_records(conn, [1, 2], uuid.uuid4(), rt, [student(unique)], received_at=AT, enqueued_at=None)
+
+
+def test_new_ids_are_distinct_and_ascending_and_none_are_asked_for_nothing(engine):
+    with engine.begin() as conn:
+        first, second = outbox.new_ids(conn, 500), outbox.new_ids(conn, 3)
+        assert outbox.new_ids(conn, 0) == []
+    assert len(first) == 500 and first == sorted(set(first)) and first[-1] < second[0] < second[1] < second[2]
