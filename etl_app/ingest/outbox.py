@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import struct
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import orjson
@@ -54,7 +55,12 @@ _RAW_SMALL = (
     "FROM unnest(CAST(:keys AS text[]), CAST(:payloads AS jsonb[])) WITH ORDINALITY AS r(key, payload, n) "
     "ORDER BY r.n RETURNING id"
 )
-_IDS = "SELECT nextval(pg_get_serial_sequence('raw_records', 'id')) FROM generate_series(1, :accepted)"
+# The new ids as one array, in ascending order: one value to read instead of a row per id (about
+# 0.7 ms of the web's CPU for 1,000 ids as rows, 0.2 as an array).
+_IDS = (
+    "SELECT array_agg(n.id ORDER BY n.id) FROM (SELECT nextval(pg_get_serial_sequence('raw_records', 'id')) AS id "
+    "FROM generate_series(1, :accepted)) AS n"
+)
 # The ingestion's row and its records in one statement; with rejections its row comes first, alone.
 _STORE_SMALL = sql(f"WITH ingestion AS ({_INGESTION}) {_RAW_SMALL}")
 _STORE_IDS = sa.text(f"WITH ingestion AS ({_INGESTION}) {_IDS}")
@@ -265,18 +271,15 @@ def store(
         statement = _ONLY_RAW_SMALL if rejections else _STORE_SMALL
         result.ids = [r[0] for r in conn.execute(statement, params)]
         return result
-    ids = [r[0] for r in conn.execute(_ONLY_IDS if rejections else _STORE_IDS, params)]
+    ids = conn.execute(_ONLY_IDS if rejections else _STORE_IDS, params).scalar_one()
     copy_records(conn, ids, ingestion_id, record_type, payloads, received_at=received_at, enqueued_at=enqueued_at)
     result.ids = ids
     return result
 
 
-_NEW_IDS = sa.text("SELECT nextval(pg_get_serial_sequence('raw_records', 'id')) FROM generate_series(1, :n)")
-
-
 def new_ids(conn: sa.Connection, n: int) -> list[int]:
     """``n`` raw-record ids, in order, for :func:`copy_records`."""
-    return [r[0] for r in conn.execute(_NEW_IDS, {"n": n})]
+    return conn.execute(_ONLY_IDS, {"accepted": n}).scalar_one() or []
 
 
 def copy_records(
@@ -291,25 +294,90 @@ def copy_records(
     source_rows: Sequence[int] | None = None,
 ) -> None:
     """COPY accepted payloads into the outbox under the given ids, in the caller's transaction
-    (``source_rows``: their rows in an uploaded file)."""
-    rows = source_rows if source_rows is not None else [None] * len(ids)
+    (``source_rows``: their rows in an uploaded file).
+
+    The rows go in PostgreSQL's binary COPY format, built here as whole blocks of bytes
+    (:func:`_binary_rows`): PostgreSQL then neither splits and unescapes text lines nor parses
+    three timestamps, a uuid and an id per row, and the web process dumps the columns common to
+    the batch once instead of once per row through the driver's per-row adaptation."""
     cursor = conn.connection.driver_connection.cursor()
-    with cursor.copy(
-        "COPY raw_records (id, ingestion_id, record_type, natural_key, payload, status, received_at, updated_at, "
-        "enqueued_at, source_row) FROM STDIN"
-    ) as copy:
-        for raw_id, payload, row in zip(ids, payloads, rows, strict=True):
-            copy.write_row(
-                (
-                    raw_id,
-                    ingestion_id,
-                    record_type.name,
-                    record_type.natural_key(payload),
-                    _jsonb(payload),
-                    RECEIVED,
-                    received_at,
-                    received_at,
-                    enqueued_at,
-                    row,
-                )
-            )
+    with cursor.copy(_COPY) as copy:
+        common = _common_fields(ingestion_id, record_type, received_at, enqueued_at)
+        for block in _binary_rows(ids, payloads, record_type.natural_key, common, source_rows, _COPY_BLOCK):
+            copy.write(block)
+
+
+_COPY = (
+    "COPY raw_records (id, natural_key, payload, ingestion_id, record_type, status, received_at, updated_at, "
+    "enqueued_at, source_row) FROM STDIN (FORMAT BINARY)"
+)
+# Rows per block handed to the driver: bounds the memory a large upload's batch holds twice.
+_COPY_BLOCK = 1000
+_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # the signature, no flags, no header extension
+_TRAILER = b"\xff\xff"
+_NULL = b"\xff\xff\xff\xff"
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # PostgreSQL's timestamps count microseconds from it
+_ROW_HEAD = struct.Struct("!hiqi").pack  # 10 fields; the id (8 bytes); the natural key's length
+_JSONB_HEAD = struct.Struct("!ib").pack  # the payload's length; jsonb's binary version, 1: its text follows
+_INT8 = struct.Struct("!iq").pack  # an 8-byte field: its length, then a bigint (or a timestamp's microseconds)
+_FIELD = struct.Struct("!i").pack
+
+
+def _timestamptz(value: datetime | None) -> bytes:
+    """A binary timestamptz field (a naive datetime is taken as UTC)."""
+    if value is None:
+        return _NULL
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return _INT8(8, (value - _EPOCH) // timedelta(microseconds=1))
+
+
+def _text(value: str) -> bytes:
+    data = value.encode()
+    return _FIELD(len(data)) + data
+
+
+def _common_fields(
+    ingestion_id: uuid.UUID, record_type: RecordType, received_at: datetime, enqueued_at: datetime | None
+) -> bytes:
+    """The binary fields every row of a batch shares, encoded once: ingestion, record type,
+    status, received_at, updated_at (the same time) and enqueued_at."""
+    at = _timestamptz(received_at)
+    return b"".join(
+        (_FIELD(16) + ingestion_id.bytes, _text(record_type.name), _text(RECEIVED), at, at, _timestamptz(enqueued_at))
+    )
+
+
+def _binary_rows(
+    ids: Sequence[int],
+    payloads: Sequence[Any],
+    natural_key: Callable[[Any], str | None],
+    common: bytes,
+    source_rows: Sequence[int] | None,
+    block_rows: int,
+) -> Iterator[bytes]:
+    """The binary COPY stream of :data:`_COPY`, in blocks of ``block_rows`` rows: the signature
+    first, the trailer last; each row its id, natural key and payload, then ``common``
+    (:func:`_common_fields`), then its source row."""
+    if len(ids) != len(payloads) or (source_rows is not None and len(source_rows) != len(ids)):
+        raise ValueError("copy_records: ids, payloads and source_rows differ in length")
+    dumps = orjson.dumps
+    parts: list[bytes] = [_SIGNATURE]
+    for n, (raw_id, payload) in enumerate(zip(ids, payloads, strict=True)):
+        key = natural_key(payload)
+        body = dumps(payload)
+        if key is None:
+            parts.append(_ROW_HEAD(10, 8, raw_id, -1))
+        else:
+            data = key.encode()
+            parts.append(_ROW_HEAD(10, 8, raw_id, len(data)))
+            parts.append(data)
+        parts.append(_JSONB_HEAD(len(body) + 1, 1))
+        parts.append(body)
+        parts.append(common)
+        parts.append(_NULL if source_rows is None else _INT8(8, source_rows[n]))
+        if len(parts) >= 6 * block_rows:
+            yield b"".join(parts)
+            parts = []
+    parts.append(_TRAILER)
+    yield b"".join(parts)
