@@ -51,6 +51,7 @@ _FLOAT_RE = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _TRUE = frozenset({"true", "yes", "1"})
 _FALSE = frozenset({"false", "no", "0"})
+_BOOL_TEXT = {**dict.fromkeys(_TRUE, True), **dict.fromkeys(_FALSE, False)}
 
 
 def normalise(name: str) -> str:
@@ -88,6 +89,8 @@ def _to_number(value: Any) -> Any:
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, str):
         text = value.strip()
+        if text.isascii() and text.isdigit():  # the usual cell: ascii digits, no sign
+            return int(text) if len(text) <= 20 else value
         if _INT_RE.fullmatch(text):
             return int(text) if len(text) <= 20 else value
         if _FLOAT_RE.fullmatch(text):
@@ -102,6 +105,9 @@ def _to_bool(value: Any) -> Any:
     if isinstance(value, (int, float)) and value in (0, 1):
         return bool(value)
     if isinstance(value, str):
+        exact = _BOOL_TEXT.get(value)  # the usual cell, written as the bench and exports write it
+        if exact is not None:
+            return exact
         text = value.strip().casefold()
         if text in _TRUE:
             return True
@@ -180,9 +186,13 @@ def _converter(field: ma_fields.Field | None) -> Any:
     return _OTHER
 
 
-# A column of a header: its field name, its conversion, and whether a cell of it with nothing in
-# it is dropped (an unknown column) rather than kept as null; None for a column that is skipped.
-_Column = tuple[str, Any, bool] | None
+# The conversions that leave text as it is: a text cell of their fields is kept without a call.
+_KEEPS_TEXT = frozenset({_TEXT, _OTHER, _to_day})
+
+# A column of a header: its field name, its conversion, the conversion of a text cell (None when
+# the text is kept as it is), and whether a cell of it with nothing in it is dropped (an unknown
+# column) rather than kept as null; None for a column that is skipped.
+_Column = tuple[str, Any, Any, bool] | None
 # keyed by the schema's fields' id and the header; each entry holds the fields themselves, so the
 # id is not reused while the entry lives
 _PLANS: dict[tuple[int, tuple], tuple[dict, tuple[_Column, ...]]] = {}
@@ -205,7 +215,8 @@ def _plan(record_type: RecordType, columns: tuple) -> tuple[_Column, ...]:
             continue
         name = normalise(name)
         field = load_fields.get(name)
-        out.append((name, _converter(field), field is None))
+        convert = _converter(field)
+        out.append((name, convert, None if convert in _KEEPS_TEXT else convert, field is None))
     plan = tuple(out)
     if len(_PLANS) >= _MAX_PLANS:
         _PLANS.clear()
@@ -219,7 +230,7 @@ def coerce(record_type: RecordType, values: dict[str, Any]) -> dict[str, Any]:
     for column, value in zip(_plan(record_type, tuple(values)), values.values(), strict=True):
         if column is None:
             continue
-        key, convert, unknown = column
+        key, convert, convert_text, unknown = column
         if value.__class__ is str:  # most cells (csv, tsv: all): _blank and _unquote inlined
             if not value or value.isspace():
                 if not unknown:
@@ -230,7 +241,7 @@ def coerce(record_type: RecordType, values: dict[str, Any]) -> dict[str, Any]:
                 if value.isspace():
                     payload[key] = None
                     continue
-            payload[key] = convert(value)
+            payload[key] = value if convert_text is None else convert_text(value)
             continue
         if unknown and value is None:
             continue

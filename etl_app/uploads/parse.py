@@ -244,8 +244,9 @@ def _store_chunk(
         conn.execute(_COUNT, {"accepted": len(accepted), "rejected": len(refused), "id": upload.id})
     upload.rows_read, upload.checkpoint = rows_read, checkpoint
     if accepted:
+        ingestion = str(upload.id)  # once, not once per record
         items: list[Item] = [
-            item(raw_id, upload.id, upload.received_at, None, data)
+            item(raw_id, ingestion, upload.received_at, None, data)
             for raw_id, (_, _, data) in zip(ids, accepted, strict=True)
         ]
         after_commit(lambda: _send(publisher, record_type, ids, items))

@@ -925,3 +925,64 @@ def test_a_50_mb_csv_streams_in_bounded_memory(tmp_path):
     assert last["offset"] == size
     assert last["progress"] == 1.0
     assert peak < 20 * 1024 * 1024
+
+
+def test_coerce_text_cells_at_the_edges_of_the_usual_forms():
+    """Digits, booleans and text fields: the usual cells and the ones beside them."""
+    rt = record_type("sessions")
+    base = {"session_id": "007", "tutor_id": " t1 ", "student_id": "'=st1", "scheduled_start": "2026-06-10T15:00:00Z"}
+    cases = {
+        "42": 42,
+        " 42 ": 42,
+        "+7": 7,
+        "-3": -3,
+        "0042": 42,
+        "1e3": 1000.0,
+        "١٢": "١٢",  # Arabic-Indic digits are not numeric text here: the schema names them
+        "²": "²",
+        "1" * 21: "1" * 21,
+    }
+    for text, expected in cases.items():
+        payload = coerce(rt, {**base, "session_number": text})
+        assert payload["session_number"] == expected, text
+        assert type(payload["session_number"]) is type(expected), text
+    bools = {"true": True, "false": False, "1": True, "0": False, " Yes ": True, "NO": False, "TRUE": True}
+    for text, expected in bools.items():
+        assert coerce(rt, {**base, "no_show": text})["no_show"] is expected, text
+    assert coerce(rt, {**base, "no_show": "maybe"})["no_show"] == "maybe"
+    payload = coerce(rt, base)
+    # text fields keep their text as it is (trimmed only by the schema), a quoted formula unquoted
+    assert (payload["session_id"], payload["tutor_id"], payload["student_id"]) == ("007", " t1 ", "=st1")
+    assert payload["scheduled_start"] == "2026-06-10T15:00:00Z"
+    data, errors = rt.validate(coerce(rt, {**base, "session_number": "١٢"}), AS_OF)
+    assert data is None and "session_number" in errors
+
+
+@pytest.mark.parametrize("fmt", ["csv", "ndjson", "json", "xlsx", "parquet"])
+def test_every_row_has_its_own_checkpoint(fmt):
+    """The caps' counts are written into each row's checkpoint: no two rows share one."""
+    records = [{"a": str(i), "b": f"x{i}"} for i in range(5)]
+    if fmt == "csv":
+        data = b"a,b\n" + b"".join(f"{r['a']},{r['b']}\n".encode() for r in records)
+    elif fmt == "ndjson":
+        data = b"".join(json.dumps(r).encode() + b"\n" for r in records)
+    elif fmt == "json":
+        data = json.dumps(records).encode()
+    elif fmt == "xlsx":
+        data = xlsx_bytes([["a", "b"]] + [[r["a"], r["b"]] for r in records])
+    else:
+        data = parquet_bytes(pa.Table.from_pylist(records), row_group_size=2)
+    rows = rows_of(data, fmt)
+    assert [cp["count"] for _, cp in rows] == [1, 2, 3, 4, 5]
+    assert len({id(cp) for _, cp in rows}) == 5
+    assert [cp["decoded"] for _, cp in rows] == sorted(cp["decoded"] for _, cp in rows)
+
+
+def test_csv_row_raw_is_its_values_and_an_empty_record_is_skipped():
+    data = b"a,b\n1,x\n,\n\xff2,y\n3,z\n"
+    rows = rows_of(data, "csv")
+    assert [r.number for r, _ in rows] == [2, 4, 5]
+    assert rows[0][0].raw == rows[0][0].values == {"a": "1", "b": "x"}
+    assert rows[0][0].size == 2
+    assert rows[1][0].values is None and rows[1][0].raw == {"a": "\ufffd2", "b": "y"}
+    assert rows[1][0].size == 3

@@ -202,7 +202,9 @@ def _detail(exc: BaseException) -> str:
 def _progress(done: int, total: int) -> float:
     if total <= 0:
         return 1.0
-    return round(min(1.0, max(0.0, done / total)), 6)
+    if 0 <= done <= total:  # always, for a reader's own offsets: no clamping
+        return round(done / total, 6)
+    return 0.0 if done < 0 else 1.0
 
 
 def _jsonable(value: Any) -> Any:

@@ -208,14 +208,14 @@ def _csv_rows(f: BinaryIO, fmt: str, cp: dict, limits: Limits, size: int) -> Ite
             csv.field_size_limit(old_limit)
         number += 1
         if cells is not None:
+            joined = "".join(cells)
+            if not joined.strip():
+                continue  # a wholly empty record
+            row_size = len(joined)
             if plain_header and not feed.dirty and len(cells) == width:
-                values = dict(zip(header, cells, strict=True))
-                if not "".join(cells).strip():
-                    continue  # a wholly empty record
-                raw = dict(values)
+                # the usual row: raw is its values, one dict (no reader or caller changes either)
+                values = raw = dict(zip(header, cells, strict=False))  # the lengths match
             else:
-                if not "".join(cells).strip():
-                    continue  # a wholly empty record
                 raw = {
                     (header[i] if i < width and header[i] else f"column {i + 1}"): _readable(c)
                     for i, c in enumerate(cells)
@@ -223,7 +223,6 @@ def _csv_rows(f: BinaryIO, fmt: str, cp: dict, limits: Limits, size: int) -> Ite
                 errors = _csv_row_errors(header, cells, feed.dirty)
                 if errors is None:
                     values = {name: cells[i] for i, name in enumerate(header) if name and i < len(cells)}
-            row_size = sum(map(len, cells))
             if row_size > limits.max_row_bytes:  # a record may span many lines
                 values, errors = None, {"_row": [row_too_large(row_size, limits)]}
                 raw = capped_raw(raw, {name: value_size(v) for name, v in raw.items()}, limits)

@@ -140,7 +140,8 @@ def _upload_caps(
                 f"binary values: reading stopped at row {row.number}, the rows before it are kept; upload the "
                 "rest as another file.",
             )
-        yield row, {**cp, "count": count, "decoded": decoded}
+        cp["count"], cp["decoded"] = count, decoded  # each reader yields a new dict per row
+        yield row, cp
 
 
 def _unsupported(fmt: str) -> FileRefused:
