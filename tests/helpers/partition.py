@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -266,6 +268,8 @@ class MultiHost:
                 break
         if fig.settled_after_cut_s is not None:
             fig.settled_after_restore_s = round(fig.settled_after_cut_s - fig.cut_s, 1)
+        if fig.rejoined_after_restore_s is None:
+            self._dump_stacks(w2)
 
         self._settle(timeout=max(30, deadline - time.monotonic()))
         fig.settle_s = round(time.monotonic() - started, 1)
@@ -276,6 +280,14 @@ class MultiHost:
         fig.submitted, fig.persisted, fig.dead = o.accepted, o.persisted, o.dead
         self._count(fig, held_at_cut, h3_before)
         return fig
+
+    @staticmethod
+    def _dump_stacks(worker) -> None:
+        """Have a worker that did not come back log where each of its main process's threads
+        stands (Celery's SIGUSR1 handler), for :meth:`tails` to show."""
+        with contextlib.suppress(OSError):
+            os.kill(worker.pid, signal.SIGUSR1)
+            time.sleep(2)
 
     def _settle(self, timeout: float) -> None:
         wait_until(
@@ -327,11 +339,13 @@ class MultiHost:
         fig.runs_of_one_send = sum(1 for t, n in per_task.items() if n > 1 and t not in again)
 
     def tails(self, lines: int = 40) -> str:
+        """The end of every process's log; more of the cut host's worker (its stack dump, if any)."""
         out = []
         for stack in self.stacks.values():
             for proc in stack.procs:
+                n = lines * 5 if proc is self.workers[2] else lines
                 text = proc.log().splitlines()
-                out.append(f"----- {proc.name} (last {lines} lines)\n" + "\n".join(text[-lines:]))
+                out.append(f"----- {proc.name} (last {n} lines)\n" + "\n".join(text[-n:]))
         return "\n".join(out)
 
 
