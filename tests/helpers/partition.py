@@ -345,7 +345,8 @@ class MultiHost:
             for proc in stack.procs:
                 n = lines * 5 if proc is self.workers[2] else lines
                 text = proc.log().splitlines()
-                out.append(f"----- {proc.name} (last {n} lines)\n" + "\n".join(text[-n:]))
+                state = "running" if proc.alive() else f"exited with {proc.popen.returncode}"
+                out.append(f"----- {proc.name} ({state}; last {n} lines)\n" + "\n".join(text[-n:]))
         return "\n".join(out)
 
 
