@@ -27,6 +27,10 @@ pytestmark = pytest.mark.slow
 CHUNK = 50
 LEASE = 3  # seconds; the queue below waits several leases
 DEPTH = 400  # messages the load keeps queued, at least (the sweeper used to wait above 200)
+# ... and more while the oldest has waited less than this: a worker that drains 600 messages in
+# a few seconds would otherwise never let the queue wait several leases (up to MAX_DEPTH)
+OLDEST = 2 * LEASE + 1
+MAX_DEPTH = 6_000
 LOAD_BATCH = 1_000
 VICTIMS = 200  # tutors: 4 chains, taken out of the queue
 
@@ -44,7 +48,8 @@ def message_type(raw: bytes) -> str | None:
 
 
 class Load(threading.Thread):
-    """Keeps at least DEPTH messages queued by submitting student batches; samples the queue."""
+    """Keeps at least DEPTH messages queued by submitting student batches, and more until the
+    oldest has waited OLDEST seconds, however fast the worker drains them; samples the queue."""
 
     def __init__(self, api, broker, env: dict[str, str], cache, unique: str) -> None:
         super().__init__(name="load", daemon=True)
@@ -67,9 +72,9 @@ class Load(threading.Thread):
             n = 0
             while not self.halt.is_set():
                 with self.gate:
-                    depth = self.depth()
-                    self.samples.append((time.monotonic(), depth, self.wait()))
-                    if depth < DEPTH + 200:
+                    depth, oldest = self.depth(), self.wait()
+                    self.samples.append((time.monotonic(), depth, oldest))
+                    if depth < DEPTH + 200 or (oldest < OLDEST and depth < MAX_DEPTH):
                         batch = [student(f"{self.unique}-L{n}-{i}", grade_level=1 + i % 16) for i in range(LOAD_BATCH)]
                         body = self.api.submit("students/batch", batch)
                         self.ingestions.append(body["ingestion_id"])
