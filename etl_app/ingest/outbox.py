@@ -165,7 +165,7 @@ def _on_driver(engine: sa.Engine, work: Callable[[psycopg.Connection], _T]) -> _
 
 
 # Several single records (of any record types), each with its ingestion row, in one statement:
-# the arrays hold one element per record, in order, and the ids come back in that order.
+# the arrays hold one element per record; each id comes back beside its record's ingestion id.
 _STORE_GROUP = (
     "WITH ingestion AS (INSERT INTO ingestions (id, record_type, source, accepted, rejected, created_at) "
     "SELECT r.id, r.t, r.source, 1, 0, r.at FROM unnest(%(id)s::uuid[], %(t)s::text[], %(source)s::text[], "
@@ -376,7 +376,7 @@ def _binary_rows(
         parts.append(body)
         parts.append(common)
         parts.append(_NULL if source_rows is None else _INT8(8, source_rows[n]))
-        if len(parts) >= 6 * block_rows:
+        if (n + 1) % block_rows == 0:
             yield b"".join(parts)
             parts = []
     parts.append(_TRAILER)
