@@ -38,6 +38,14 @@ class DuplicateKey(ValueError):
         self.key = key
 
 
+class NestedTooDeep(ValueError):
+    """JSON that orjson parsed (up to 1,024 levels) but nested deeper than Python's own decoder,
+    which checks for duplicate keys, can walk: refused as such rather than failing the request."""
+
+    def __init__(self) -> None:
+        super().__init__("it is nested too deeply to be checked (arrays and objects within each other)")
+
+
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> None:
     """``json.loads``' object hook: refuse an object that names a key twice (the values are not
     kept: orjson has parsed them already)."""
@@ -56,12 +64,16 @@ _PAIRS = json.JSONDecoder(object_pairs_hook=_unique_pairs)
 
 def refuse_duplicate_keys(text: bytes | str) -> None:
     """:class:`DuplicateKey` for JSON ``text`` (already parsed, hence valid) that has an object
-    naming a key twice: a JSON parser keeps one of the values silently (orjson the last). Bytes
-    are decoded as ``json.loads`` decodes them."""
+    naming a key twice: a JSON parser keeps one of the values silently (orjson the last);
+    :class:`NestedTooDeep` for text nested deeper than the check can walk. Bytes are decoded as
+    ``json.loads`` decodes them."""
     if isinstance(text, bytes):
         if b"{" not in text:
             return
         text = text.decode(json.detect_encoding(text), "surrogatepass")
     elif "{" not in text:
         return
-    _PAIRS.decode(text)
+    try:
+        _PAIRS.decode(text)
+    except RecursionError:
+        raise NestedTooDeep() from None

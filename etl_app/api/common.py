@@ -11,7 +11,7 @@ import orjson
 from flask import request
 
 from etl_app.dead_letters.filters import parse_moment
-from etl_app.jsonsafe import DuplicateKey, refuse_duplicate_keys
+from etl_app.jsonsafe import DuplicateKey, NestedTooDeep, refuse_duplicate_keys
 from etl_app.record_types import RecordType
 from etl_app.web.context import ApiError, current_runtime
 
@@ -46,8 +46,8 @@ def refuse_while_backlog_full() -> None:
 
 
 def parse_json(body: bytes | str, what: str = "the body") -> Any:
-    """``body`` parsed (orjson); a 400 ``invalid_json`` for invalid JSON or an object with a
-    duplicate key (``key`` names it)."""
+    """``body`` parsed (orjson); a 400 ``invalid_json`` for invalid JSON, an object with a
+    duplicate key (``key`` names it) or nesting too deep to check for one."""
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -58,6 +58,8 @@ def parse_json(body: bytes | str, what: str = "the body") -> Any:
         raise ApiError(
             400, "invalid_json", f"{what} has the key {exc.key!r} twice in one object", key=exc.key
         ) from None
+    except NestedTooDeep as exc:
+        raise ApiError(400, "invalid_json", f"{what}: {exc}") from None
     return value
 
 

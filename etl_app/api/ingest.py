@@ -35,7 +35,7 @@ from etl_app.ingest.idempotency import KeyTaken
 from etl_app.ingest.rejections import Refused, RejectionLimits, public
 from etl_app.ingest.relay import goes_through_relay
 from etl_app.ingest.send import send_after_commit
-from etl_app.jsonsafe import DuplicateKey, refuse_duplicate_keys
+from etl_app.jsonsafe import DuplicateKey, NestedTooDeep, refuse_duplicate_keys
 from etl_app.lineage import openlineage
 from etl_app.pipeline.stash import item
 from etl_app.record_types import RecordType
@@ -263,6 +263,8 @@ def _ndjson(body: bytes) -> tuple[list[Any], list[Refused], list[int]]:
             _refuse_line(rejections, index, line, f"not valid JSON: {exc}")
         except DuplicateKey as exc:
             _refuse_line(rejections, index, line, f"has the key {exc.key!r} twice in one object")
+        except NestedTooDeep as exc:
+            _refuse_line(rejections, index, line, str(exc))
         else:
             payloads.append(payload)
             indexes.append(index)

@@ -43,7 +43,7 @@ from etl_app.dead_letters.errors import (
 )
 from etl_app.dead_letters.filters import ALL, FILTERS, Filters, parse_filters, parse_int
 from etl_app.errors import ERROR_TYPES
-from etl_app.jsonsafe import DuplicateKey, json_safe, refuse_duplicate_keys
+from etl_app.jsonsafe import DuplicateKey, NestedTooDeep, json_safe, refuse_duplicate_keys
 from etl_app.models import DEAD_LETTER_STATUSES, OPEN
 from etl_app.ui.blueprint import bp, render
 from etl_app.ui.session import requires_operate
@@ -349,7 +349,7 @@ def dead_letter_edit(dead_letter_id: int):
     try:
         payload = orjson.loads(text)
         refuse_duplicate_keys(text)
-    except (orjson.JSONDecodeError, DuplicateKey) as exc:
+    except (orjson.JSONDecodeError, DuplicateKey, NestedTooDeep) as exc:
         said = f"it has the key {exc.key!r} twice" if isinstance(exc, DuplicateKey) else exc
         message = f"The payload is not valid JSON: {said}. Nothing was changed."
         return _dead_letter_page(dead_letter_id, status=400, edit_text=text, edit_error=message)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from etl_app.jsonsafe import DuplicateKey, refuse_duplicate_keys
+from etl_app.jsonsafe import DuplicateKey, NestedTooDeep, refuse_duplicate_keys
 
 pytestmark = pytest.mark.unit
 
@@ -33,3 +33,11 @@ def test_the_decoder_is_reused_and_stays_correct_after_a_refusal():
     with pytest.raises(DuplicateKey):
         refuse_duplicate_keys(b'{"a": 1, "a": 2}')
     refuse_duplicate_keys(b'{"a": 1}')
+
+
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_nesting_orjson_reads_but_the_check_cannot_walk_is_refused_as_too_deep(as_bytes):
+    body = "[" * 1000 + '{"a": 1}' + "]" * 1000  # orjson reads up to 1,024 levels
+    with pytest.raises(NestedTooDeep):
+        refuse_duplicate_keys(body.encode() if as_bytes else body)
+    refuse_duplicate_keys("[" * 200 + '{"a": 1}' + "]" * 200)

@@ -32,6 +32,15 @@ def test_a_record_naming_a_key_twice_is_refused_with_the_key(client, auth, uniqu
     assert client.get(f"/api/v1/records/students/{unique}", headers=auth).status_code == 404
 
 
+def test_a_body_nested_deeper_than_the_duplicate_key_check_walks_is_a_400_not_a_500(client, auth, unique):
+    deep = "[" * 1000 + "{}" + "]" * 1000  # valid JSON orjson reads, too deep for Python's decoder
+    body = f'{{"student_id": "{unique}", "name": "Sam", "extra": {deep}}}'
+    r = client.post("/api/v1/students", data=body, headers={**auth, **JSON})
+    assert r.status_code == 400, r.get_data(as_text=True)
+    assert r.get_json()["error"] == "invalid_json" and "nested too deeply" in r.get_json()["message"]
+    assert client.get(f"/api/v1/records/students/{unique}", headers=auth).status_code == 404
+
+
 def test_a_batch_with_a_duplicate_key_deep_inside_is_refused(client, auth, unique):
     records = [orjson.dumps(student(f"{unique}-{i}")).decode() for i in range(3)]
     records[2] = records[2][:-1] + ', "extra": {"a": 1, "a": 2}}'
