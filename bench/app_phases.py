@@ -31,7 +31,10 @@ _STATUS = (
     "SELECT count(*) FILTER (WHERE status = 'received'), count(*) FILTER (WHERE status = 'persisted'), "
     "count(*) FILTER (WHERE status = 'dead') FROM raw_records WHERE ingestion_id = ANY(%s)"
 )
-_RECEIVED = "SELECT count(*) FROM raw_records WHERE ingestion_id = ANY(%s) AND status = 'received'"
+_RECEIVED = (
+    "SELECT ingestion_id, count(*) FROM raw_records WHERE ingestion_id = ANY(%s) AND status = 'received' "
+    "GROUP BY ingestion_id"
+)
 
 
 class Submission:
@@ -53,6 +56,8 @@ class Submission:
         self.idempotency_keys = idempotency_keys
         self.accepted = 0
         self.ingestions: list[uuid.UUID] = []
+        self._open: set[uuid.UUID] = set()  # ingestions with records received at the last poll, or new since
+        self._polled = 0  # how many of self.ingestions the polls have seen
         self.result: LoadResult | None = None
         self.started = 0.0
         self._lock = threading.Lock()
@@ -77,13 +82,30 @@ class Submission:
             self.ingestions.append(uuid.UUID(ingestion_id))
 
     def outstanding(self) -> int:
-        """Records not answered yet (while submitting) plus accepted ones still ``received``."""
+        """Records not answered yet (while submitting) plus accepted ones still ``received``.
+
+        A poll counts only the ingestions that had records in flight at the previous poll (and the
+        new ones): counting every ingestion of the phase each time cost PostgreSQL ~6 µs per record
+        of the batch phase (each ingestion's index entries of its settled records are visited again
+        and again), CPU the pipeline under test then lacked. When none is left open, one count over
+        all of them confirms it (a replay may reopen a settled ingestion)."""
         submitting = self.thread.is_alive()
         with self._lock:
             unanswered = self.records - self.accepted if submitting else 0
-            ids = list(self.ingestions)
-        received = self._conn.execute(_RECEIVED, (ids,)).fetchone()[0] if ids else 0
+            self._open.update(self.ingestions[self._polled :])
+            self._polled = len(self.ingestions)
+            everything = list(self.ingestions)
+        received = self._received(self._open)
+        if not received and everything:
+            received = self._received(everything)
         return max(0, unanswered) + received
+
+    def _received(self, ids: Iterable[uuid.UUID]) -> int:
+        """Records still ``received`` of these ingestions; the ones that have some stay open."""
+        ids = list(ids)
+        counts = dict(self._conn.execute(_RECEIVED, (ids,)).fetchall()) if ids else {}
+        self._open = set(counts)
+        return sum(counts.values())
 
     def statuses(self) -> dict[str, int]:
         row = self._conn.execute(_STATUS, (list(self.ingestions),)).fetchone()

@@ -54,8 +54,11 @@ def fetch_parents(
 
 @cache
 def _parents_query(parent: RecordType) -> str:
-    keys = "ARRAY(SELECT json_array_elements_text(CAST(%s AS json)))"  # a json_list
-    return f'SELECT * FROM "{parent.table.name}" WHERE "{parent.key}" = ANY({keys})'
+    # IN (sub-select), not = ANY(ARRAY(...)): PostgreSQL plans a semi-join (a hash of the keys, or an
+    # index probe per key on a large table) rather than testing every row of a sequential scan
+    # against every key of the array: 7–20 ms → 0.3 ms for 1,000 sessions over 1,000 tutors.
+    keys = "SELECT json_array_elements_text(CAST(%s AS json))"  # a json_list
+    return f'SELECT * FROM "{parent.table.name}" WHERE "{parent.key}" IN ({keys})'
 
 
 @dataclass
