@@ -539,6 +539,7 @@ def test_a_field_counts_as_given_when_it_holds_a_character_other_than_white_spac
         "\u3000",
         "\u3000Ann",
         "Émile",
+        "!",
         "~",
         "\x7f",
     ]
@@ -569,6 +570,15 @@ def test_a_field_counts_as_given_when_it_holds_a_character_other_than_white_spac
         ("2001-02-03T09:59:00.25Z", datetime(2001, 2, 3, 9, 59, 0, 250000, tzinfo=UTC)),
         ("2001-02-03T09:59:00", datetime(2001, 2, 3, 9, 59, tzinfo=UTC)),  # naive: UTC
         ("2001-02-03T09:59:00+01", datetime(2001, 2, 3, 8, 59, tzinfo=UTC)),
+        ("2001-02-03T09:59:00.123Z", datetime(2001, 2, 3, 9, 59, 0, 123000, tzinfo=UTC)),
+        ("2001-02-03T09:59:00.123456-02:00", datetime(2001, 2, 3, 11, 59, 0, 123456, tzinfo=UTC)),
+        ("2001-02-03T09:59:00.5", datetime(2001, 2, 3, 9, 59, 0, 500000, tzinfo=UTC)),  # naive: UTC
+        (" 2001-02-03T09:59:00Z\n", datetime(2001, 2, 3, 9, 59, tzinfo=UTC)),  # white space around: trimmed
+        ("2001-02-03T09:59:00-0800", datetime(2001, 2, 3, 17, 59, tzinfo=UTC)),
+        ("2001-02-03T09:59Z", datetime(2001, 2, 3, 9, 59, tzinfo=UTC)),
+        ("2001-2-03T09:59:00Z", None),
+        ("2001-02-03T09:59:0aZ", None),
+        ("2001-02-03T09:59:00+01:00:00", None),
         ("2001-02-03", None),
         ("2001-02-03T09:59:00 +01:00", None),
         ("2001-02-03X09:59:00+01:00", None),
@@ -582,4 +592,19 @@ def test_an_event_time_is_read_as_the_schema_reads_it_whatever_its_shape(engine,
     from etl_app.quality import _timestamp
 
     with engine.connect() as conn:
+        conn.execute(sa.text("SET LOCAL timezone = 'America/Los_Angeles'"))  # naive is UTC whatever the session's
         assert conn.execute(sa.text(f"SELECT {_timestamp('CAST(:t AS text)')}"), {"t": text}).scalar() == expected
+
+
+def test_the_measure_gives_the_same_report_once_its_statement_is_prepared(engine, batch):
+    """The driver prepares a statement run five times on a connection, and measuring asks for a
+    generic plan (etl_app.quality.settle): every run reports the same numbers."""
+    _status(engine, batch.ids, "persisted")
+    registry = get_registry()
+    with engine.connect() as conn:
+        reports = []
+        for _ in range(8):
+            reports.append(settle._measure(conn, registry, "students", [batch.ingestion_id])[batch.ingestion_id])
+            conn.commit()  # a rollback would make the driver forget the prepared statement
+    assert orjson.loads(settle.stored_form(reports[0])) == BATCH_QUALITY
+    assert all(report == reports[0] for report in reports)
