@@ -28,8 +28,10 @@ Rules (docs/record-types.md "General rules", docs/api.md "Errors"):
 - Numbers, booleans and dates given as strings are errors: callers that parse text
   (CSV, XLSX) must convert cells to JSON types before validation.
 - Timestamps: ISO 8601 extended calendar format, ``YYYY-MM-DD[T ]HH:MM[:SS[.fraction]]``
-  with an optional ``Z`` or ``+HH[:MM]`` offset (``T``/``Z`` in either case); a date
-  alone, week dates and the basic format are errors. A naive timestamp is UTC; a given
+  with an optional ``Z`` or ``+HH[:MM]`` offset (``T``/``Z`` in either case) of at most
+  ±15:59, the most PostgreSQL stores (real zones span −12:00..+14:00; ``+20:00``, which
+  Python reads, would fail the record at persist); a date alone, week dates and the basic
+  format are errors. A naive timestamp is UTC; a given
   offset is kept (fixed-offset tzinfo) so calendar fields are read in it. Fractions
   beyond microseconds are truncated. The year, as written, must be 1900..2100.
 - Days: exactly ``YYYY-MM-DD`` (ASCII digits), year 1900..2100, giving a ``date``.
@@ -56,8 +58,8 @@ _ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _TIMESTAMP_RE = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
-    r"([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)?"
-)
+    r"([Zz]|[+-](0[0-9]|1[0-5])(:?[0-5][0-9])?)?"
+)  # offsets to ±15:59, what PostgreSQL's timestamptz takes (Python's go to ±23:59)
 
 TEXT_ERRORS = {
     "invalid": "Not a valid string.",

@@ -213,6 +213,8 @@ def test_json_1e400_is_rejected():
         ("2026-06-01T10:00:00.123456789Z", datetime(2026, 6, 1, 10, 0, 0, 123456, tzinfo=UTC)),
         ("2026-06-01T10:00:00+0530", datetime(2026, 6, 1, 4, 30, tzinfo=UTC)),
         ("2026-06-01T10:00:00-05", datetime(2026, 6, 1, 15, tzinfo=UTC)),
+        ("2026-06-01T10:00:00+15:59", datetime(2026, 5, 31, 18, 1, tzinfo=UTC)),  # PostgreSQL's widest
+        ("2026-06-01T10:00:00-1559", datetime(2026, 6, 2, 1, 59, tzinfo=UTC)),
     ],
 )
 def test_timestamp_formats(text, expected):
@@ -240,6 +242,9 @@ def test_timestamp_keeps_its_offset():
         "2026-06-01T24:00",
         "2026-02-30T10:00",
         "2026-06-01T10:00+24:00",
+        "2026-06-01T10:00+16:00",  # Python reads it; PostgreSQL's timestamptz refuses it
+        "2026-06-01T10:00:00-20",
+        "2026-06-01T10:00+05:60",
         "yesterday",
         "1717236000",
         "２０２６-06-01T10:00",
