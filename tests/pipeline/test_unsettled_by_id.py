@@ -12,7 +12,8 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from etl_app.ingest import claim, listing
+from etl_app.dead_letters import store
+from etl_app.ingest import claim, listing, send
 from etl_app.models import NAMED_VALUES, json_list
 from etl_app.pipeline import persist, validate
 from etl_app.quality import settle
@@ -27,6 +28,12 @@ def _plan(conn: sa.Connection, statement: sa.TextClause, params: dict[str, Any])
     for name in sorted(NAMED_VALUES, key=len, reverse=True):
         text = text.replace(f":{name}", f"'{NAMED_VALUES[name]}'")
     return orjson.dumps(conn.execute(sa.text(f"EXPLAIN (FORMAT JSON) {text}"), params).scalar_one()).decode()
+
+
+def _failures(ids: list[int]) -> dict[str, Any]:
+    n = len(ids)
+    return {"ids": ids, "types": ["validation"] * n, "errs": ["e"] * n, "tbs": [None] * n, "waits": [None] * n,
+            "causes": ["c"] * n, "task_name": "t"}  # fmt: skip
 
 
 def test_a_chunk_is_found_by_its_ids_whatever_the_backlog_and_the_statistics_say(engine):
@@ -48,6 +55,8 @@ def test_a_chunk_is_found_by_its_ids_whatever_the_backlog_and_the_statistics_say
             "validate": _plan(conn, validate._LOAD, {"ids": json_list(chunk)}),
             "persist": _plan(conn, persist._upsert(rt), {"values": rows, "schema_version": rt.schema_version}),
             "lease": _plan(conn, claim._REFRESH, {"ids": chunk, "ahead": 0}),
+            "unpublished": _plan(conn, send._FLAG_UNPUBLISHED, {"ids": chunk}),
+            "dead letter": _plan(conn, store._DEAD_LETTER, _failures(chunk)),
             "settled ingestions": _plan(conn, settle._BY_INGESTION, {"ids": [ingestion]}),
         }
         listed = sa.select(listing.INGESTIONS.c.id).where(listing._settled())
@@ -55,5 +64,7 @@ def test_a_chunk_is_found_by_its_ids_whatever_the_backlog_and_the_statistics_say
         tx.rollback()
     for stage, plan in plans.items():
         assert "ix_raw_records_unsettled" not in plan, stage
-        by_ingestion = stage in ("settled ingestions", "ingestions list")
-        assert ("ix_raw_records_ingestion_id_status" if by_ingestion else "pk_raw_records") in plan, stage
+        # the join of the dead-letter statement may read a small table whole instead
+        if stage != "dead letter":
+            by_ingestion = stage in ("settled ingestions", "ingestions list")
+            assert ("ix_raw_records_ingestion_id_status" if by_ingestion else "pk_raw_records") in plan, stage
