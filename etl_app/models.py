@@ -36,6 +36,8 @@ from etl_app.ingest.tables import (
     Ingestion,
     RawRecord,
     Rejection,
+    unsettled_by_id,
+    unsettled_by_ingestion,
 )
 from etl_app.jobs.tables import FAILED, JOB_RUN_STATUSES, JOB_TRIGGERS, RUNNING, SKIPPED, SUCCEEDED, JobRun
 from etl_app.quality.tables import DailyQuality, TutorDailyMetrics
@@ -83,6 +85,8 @@ __all__ = [
     "Upload",
     "UploadChunk",
     "sql",
+    "unsettled_by_id",
+    "unsettled_by_ingestion",
 ]
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from etl_app.dead_letters.causes import normalise
-from etl_app.models import sql
+from etl_app.models import sql, unsettled_by_id
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Failure:
 
 
 _DEAD_LETTER = sql(
-    """
+    f"""
     WITH f AS (
         SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:types AS text[]), CAST(:errs AS text[]),
                              CAST(:tbs AS text[]), CAST(:waits AS text[]), CAST(:causes AS text[]))
@@ -48,7 +48,7 @@ _DEAD_LETTER = sql(
     ), dead AS (
         UPDATE raw_records r SET status = :DEAD, last_error = f.error, updated_at = now(),
             waiting_on = CASE WHEN f.error_type = :MISSING_PARENT THEN coalesce(f.waiting_on, r.waiting_on) END
-        FROM f WHERE r.id = f.id AND r.status = :RECEIVED
+        FROM f WHERE r.id = f.id AND {unsettled_by_id("r.status")}
         RETURNING r.id, r.ingestion_id, r.record_type, r.natural_key, r.payload, r.attempts,
                   f.error_type, f.error, f.traceback, f.cause
     )

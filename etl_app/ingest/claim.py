@@ -27,7 +27,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from etl_app.models import sql
+from etl_app.models import sql, unsettled_by_id
 
 # Records never published (the broker was down at accept time, or they wait for the relay) are
 # swept only after this grace, so that the sweeper does not race the relay.
@@ -71,9 +71,9 @@ def claim(
 
 
 _REFRESH = sql(
-    """
+    f"""
     UPDATE raw_records SET enqueued_at = now() + make_interval(secs => :ahead)
-    WHERE id = ANY(:ids) AND status = :RECEIVED
+    WHERE id = ANY(:ids) AND {unsettled_by_id()}
       AND (enqueued_at IS NULL OR enqueued_at < now() + make_interval(secs => :ahead))
     """
 )

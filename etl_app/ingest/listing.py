@@ -70,7 +70,11 @@ def _failed_upload() -> sa.Exists:
 def _settled() -> sa.ColumnElement[bool]:
     """Measured, or nothing in flight and the upload (if any) read: what ingestion_status calls
     settled whether or not its quality is stored yet."""
-    in_flight = sa.exists().where(RAW_RECORDS.c.ingestion_id == INGESTIONS.c.id, RAW_RECORDS.c.status == RECEIVED)
+    # status BETWEEN received AND received: by the (ingestion_id, status) index, never by walking the
+    # partial index of unsettled records (etl_app.ingest.tables.unsettled_by_ingestion)
+    in_flight = sa.exists().where(
+        RAW_RECORDS.c.ingestion_id == INGESTIONS.c.id, RAW_RECORDS.c.status.between(RECEIVED, RECEIVED)
+    )
     reading = sa.exists().where(UPLOADS.c.id == INGESTIONS.c.id, UPLOADS.c.status.not_in((PARSED, FAILED)))
     return sa.or_(INGESTIONS.c.quality.is_not(None), sa.and_(~in_flight, ~reading))
 

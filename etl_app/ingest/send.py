@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from celery import Celery
 
-from etl_app.models import sql
+from etl_app.models import sql, unsettled_by_id
 from etl_app.pipeline.messages import publish_chunks, publish_validated
 from etl_app.pipeline.stash import Item, Stash
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 _publisher = ThreadPoolExecutor(max_workers=4, thread_name_prefix="etl-publish")
 
-_FLAG_UNPUBLISHED = sql("UPDATE raw_records SET enqueued_at = NULL WHERE id = ANY(:ids) AND status = :RECEIVED")
+_FLAG_UNPUBLISHED = sql(f"UPDATE raw_records SET enqueued_at = NULL WHERE id = ANY(:ids) AND {unsettled_by_id()}")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from psycopg.rows import dict_row
 from etl_app import errors
 from etl_app.clock import utcnow
 from etl_app.dead_letters.store import Failure
-from etl_app.models import json_list, sql
+from etl_app.models import json_list, sql, unsettled_by_id
 from etl_app.pipeline.stash import Item
 from etl_app.record_types import RecordType, Registry
 
@@ -159,7 +159,7 @@ def mark_waiting(conn: sa.Connection, waiting: Sequence[Waiting], retry_at: date
             "attempts = attempts + 1, "
             "last_error = 'waiting for ' || w.ref, enqueued_at = :retry_at, updated_at = now() "
             "FROM unnest(CAST(:ids AS bigint[]), CAST(:refs AS text[])) AS w(id, ref) "
-            "WHERE raw_records.id = w.id AND raw_records.status = :RECEIVED"
+            f"WHERE raw_records.id = w.id AND {unsettled_by_id('raw_records.status')}"
         ),
         {"ids": [w.item["id"] for w in waiting], "refs": [w.parent_ref for w in waiting], "retry_at": retry_at},
     )

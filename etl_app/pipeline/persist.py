@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from etl_app.models import json_array, json_list, sql
+from etl_app.models import json_array, json_list, sql, unsettled_by_id
 from etl_app.pipeline.enrich import parent_refs
 from etl_app.pipeline.stash import Item
 from etl_app.record_types import RecordType
@@ -117,7 +117,7 @@ def _upsert(record_type: RecordType) -> sa.TextClause:
         ),
         done AS (
             UPDATE raw_records SET status = :PERSISTED, updated_at = now(), waiting_on = NULL, last_error = NULL
-            WHERE id = ANY(ARRAY(SELECT raw_record_id FROM given)) AND status = :RECEIVED
+            WHERE id = ANY(ARRAY(SELECT raw_record_id FROM given)) AND {unsettled_by_id()}
             RETURNING id, ingestion_id
         ),
         latest AS (

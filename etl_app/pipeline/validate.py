@@ -30,13 +30,13 @@ import sqlalchemy as sa
 
 from etl_app import errors
 from etl_app.dead_letters.store import Failure
-from etl_app.models import json_array, json_list, sql
+from etl_app.models import json_array, json_list, sql, unsettled_by_id
 from etl_app.pipeline.stash import Item, item
 from etl_app.record_types import RecordType
 
 _LOAD = sql(
     "SELECT id, ingestion_id, payload, received_at, waiting_since FROM raw_records "
-    f"WHERE id = ANY({json_array('ids', 'bigint')}) AND status = :RECEIVED ORDER BY id"
+    f"WHERE id = ANY({json_array('ids', 'bigint')}) AND {unsettled_by_id()} ORDER BY id"
 )
 
 

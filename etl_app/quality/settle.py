@@ -32,7 +32,7 @@ from etl_app.config import Settings
 from etl_app.ingest.progress import FINISHED, UPLOAD_FAILED, read_status, read_statuses
 from etl_app.jsonsafe import json_safe
 from etl_app.lineage import openlineage
-from etl_app.models import FAILED, sql
+from etl_app.models import FAILED, sql, unsettled_by_ingestion
 from etl_app.quality import METRIC_COLUMNS, SET_ASIDE_COLUMNS, UNUSABLE, as_report, in_schema_order, quality_select
 from etl_app.record_types import Registry, get_registry
 
@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 CATCH_UP_LIMIT = 500  # ingestions the sweeper's catch-up measures a run, at most
 # The upload parse is over (or there is no upload).
 _PARSE_DONE = "NOT EXISTS (SELECT 1 FROM uploads u WHERE u.id = i.id AND u.status NOT IN (:PARSED, :FAILED))"
-_NOTHING_IN_FLIGHT = "NOT EXISTS (SELECT 1 FROM raw_records r WHERE r.ingestion_id = i.id AND r.status = :RECEIVED)"
+_NOTHING_IN_FLIGHT = (
+    f"NOT EXISTS (SELECT 1 FROM raw_records r WHERE r.ingestion_id = i.id AND {unsettled_by_ingestion('r.status')})"
+)
 _SETTLED = f"i.quality IS NULL AND {_NOTHING_IN_FLIGHT} AND {_PARSE_DONE}"
 
 # The fast path: of these ingestions, the settled and unmeasured ones (usually none).
