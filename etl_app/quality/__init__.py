@@ -77,7 +77,8 @@ TOP_ERRORS = 10
 SHARED_FIELDS = ("source", "event_time")
 
 _TIMESTAMP_RE = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?([Zz]|[+-](0[0-9]|1[0-5])(:?[0-5][0-9])?)?$"
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
+    r"([Zz]|[+-](0[0-9]|1[0-5])(:?[0-5][0-9])?)?$"
 )
 
 
@@ -170,7 +171,7 @@ _COMMON_SHAPES = tuple(
     for offset in ("+99:99", "-99:99", "Z", "")
 )
 # Once a text matched _TIMESTAMP_RE it has an offset exactly when it ends with Z or z, or holds a
-# "+" or a third "-" (the date holds two, the time none): what ``([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$``
+# "+" or a third "-" (the date holds two, the time none): what ``([Zz]|[+-](0[0-9]|1[0-5])(:?[0-5][0-9])?)$``
 # says, for a fraction of a regular expression's CPU.
 _OFFSET_LIKE = ("%Z", "%z", "%+%", "%-%-%-%")
 _SPACE = r"E' \t\n\r\f\v'"
