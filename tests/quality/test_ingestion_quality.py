@@ -523,6 +523,36 @@ def test_reading_a_settled_unmeasured_ingestion_shows_it_finished_and_writes_not
     assert stored == shown
 
 
+def test_an_ingestion_being_measured_is_measured_once_and_a_reader_waits_for_its_report(
+    client, auth, engine, batch, monkeypatch
+):
+    """While one settler measures an ingestion (a large upload takes a second or more), another
+    settler skips it and a GET waits for the stored report instead of measuring it again."""
+    measured = []
+    measure = settle._measure
+    monkeypatch.setattr(settle, "_measure", lambda *a, **k: measured.append(a[3]) or measure(*a, **k))
+    _status(engine, batch.ids, "persisted")
+    ident = batch.ingestion_id
+    with engine.connect() as first:
+        candidates = first.execute(settle._BY_INGESTION, {"ids": [ident]}).all()  # the first settler's lock
+        assert [c[0] for c in candidates] == [ident]
+        with engine.connect() as second:
+            assert settle.settle_on(second, get_registry(), [ident]) == []  # skipped, not measured
+        shown = {}
+        reader = threading.Thread(
+            target=lambda: shown.update(client.get(f"/api/v1/ingestions/{ident}", headers=auth).get_json())
+        )
+        reader.start()
+        reader.join(0.5)
+        assert reader.is_alive()  # waiting for the first settler's report
+        assert settle._store(first, get_registry(), candidates) == [ident]
+        first.commit()
+        reader.join(10)
+    assert (shown["status"], shown["quality"]) == ("finished", BATCH_QUALITY)
+    assert _quality_column(engine, ident) == BATCH_QUALITY
+    assert measured == [[ident]]  # by the first settler only
+
+
 def test_a_field_counts_as_given_when_it_holds_a_character_other_than_white_space(engine, unique):
     """Whatever its first character (ASCII, a space, a tab, a no-break or ideographic space, a
     letter beyond ASCII), a value counts as given exactly when PostgreSQL's ``\\S`` finds a
