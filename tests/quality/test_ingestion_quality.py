@@ -553,6 +553,20 @@ def test_an_ingestion_being_measured_is_measured_once_and_a_reader_waits_for_its
     assert measured == [[ident]]  # by the first settler only
 
 
+def test_a_reader_waits_for_a_settler_only_so_long_then_measures_the_ingestion_itself(
+    client, auth, engine, batch, monkeypatch
+):
+    monkeypatch.setattr(settle, "SETTLER_WAIT_MS", 200)
+    _status(engine, batch.ids, "persisted")
+    ident = batch.ingestion_id
+    with engine.connect() as first:
+        assert first.execute(settle._BY_INGESTION, {"ids": [ident]}).all()  # a settler that takes long
+        shown = client.get(f"/api/v1/ingestions/{ident}", headers=auth).get_json()
+        assert (shown["status"], shown["quality"]) == ("finished", BATCH_QUALITY)
+        assert _quality_column(engine, ident) is None  # the reader wrote nothing
+        first.rollback()
+
+
 def test_a_field_counts_as_given_when_it_holds_a_character_other_than_white_space(engine, unique):
     """Whatever its first character (ASCII, a space, a tab, a no-break or ideographic space, a
     letter beyond ASCII), a value counts as given exactly when PostgreSQL's ``\\S`` finds a
