@@ -567,6 +567,25 @@ def test_a_reader_waits_for_a_settler_only_so_long_then_measures_the_ingestion_i
         first.rollback()
 
 
+def test_a_large_running_ingestion_is_counted_again_only_after_a_while_and_settling_shows_at_once(
+    client, auth, engine, batch, monkeypatch
+):
+    """Polling a large upload does not count all its records each time: a running ingestion's
+    counts are kept a moment (here its 3 records stand for many); its settling shows at once."""
+    monkeypatch.setattr(progress, "COUNTS_KEPT_FROM", 3)
+    monkeypatch.setattr(progress, "RECORDS_PER_SECOND_KEPT", 1)  # 3 records: kept MAX_KEPT_SECONDS
+    url = f"/api/v1/ingestions/{batch.ingestion_id}"
+    first = client.get(url, headers=auth).get_json()
+    assert (first["status"], first["counts"]["in_flight"], first["counts"]["persisted"]) == ("running", 3, 0)
+    _status(engine, batch.ids[:1], "persisted")
+    assert client.get(url, headers=auth).get_json()["counts"] == first["counts"]  # kept
+    _status(engine, batch.ids, "persisted")
+    with engine.connect() as conn:
+        assert settle.settle_on(conn, get_registry(), [batch.ingestion_id]) == [batch.ingestion_id]
+    settled = client.get(url, headers=auth).get_json()  # its row says it settled: counted afresh
+    assert (settled["status"], settled["counts"]["in_flight"], settled["counts"]["persisted"]) == ("finished", 0, 3)
+
+
 def test_a_field_counts_as_given_when_it_holds_a_character_other_than_white_space(engine, unique):
     """Whatever its first character (ASCII, a space, a tab, a no-break or ideographic space, a
     letter beyond ASCII), a value counts as given exactly when PostgreSQL's ``\\S`` finds a
