@@ -12,7 +12,9 @@ import uuid
 
 import sqlalchemy as sa
 
-_PIECE = sa.text("SELECT data FROM upload_chunks WHERE upload_id = :id AND seq = :seq")
+# Read in binary: the piece comes as it is, not as hex text (twice its size) made by PostgreSQL
+# and decoded here (1 MiB: ~3 ms less of the worker's CPU, ~5 less of PostgreSQL's).
+_PIECE = "SELECT data FROM upload_chunks WHERE upload_id = %s AND seq = %s"
 
 
 class UploadFile(io.RawIOBase):
@@ -43,10 +45,14 @@ class UploadFile(io.RawIOBase):
     def _piece_at(self, seq: int) -> bytes:
         data = self._cached.get(seq)
         if data is None:
-            data = self._conn.execute(_PIECE, {"id": self._id, "seq": seq}).scalar()
-            if data is None:
+            cursor = self._conn.connection.driver_connection.cursor(binary=True)
+            try:
+                row = cursor.execute(_PIECE, (self._id, seq)).fetchone()
+            finally:
+                cursor.close()
+            if row is None or row[0] is None:
                 raise OSError(f"upload {self._id}: piece {seq} is missing")
-            data = bytes(data)
+            data = bytes(row[0])
             if len(self._cached) >= 2:  # the piece before is often read again (a zip header, a line)
                 self._cached.pop(next(iter(self._cached)))
             self._cached[seq] = data

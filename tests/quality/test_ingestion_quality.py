@@ -523,6 +523,69 @@ def test_reading_a_settled_unmeasured_ingestion_shows_it_finished_and_writes_not
     assert stored == shown
 
 
+def test_an_ingestion_being_measured_is_measured_once_and_a_reader_waits_for_its_report(
+    client, auth, engine, batch, monkeypatch
+):
+    """While one settler measures an ingestion (a large upload takes a second or more), another
+    settler skips it and a GET waits for the stored report instead of measuring it again."""
+    measured = []
+    measure = settle._measure
+    monkeypatch.setattr(settle, "_measure", lambda *a, **k: measured.append(a[3]) or measure(*a, **k))
+    _status(engine, batch.ids, "persisted")
+    ident = batch.ingestion_id
+    with engine.connect() as first:
+        candidates = first.execute(settle._BY_INGESTION, {"ids": [ident]}).all()  # the first settler's lock
+        assert [c[0] for c in candidates] == [ident]
+        with engine.connect() as second:
+            assert settle.settle_on(second, get_registry(), [ident]) == []  # skipped, not measured
+        shown = {}
+        reader = threading.Thread(
+            target=lambda: shown.update(client.get(f"/api/v1/ingestions/{ident}", headers=auth).get_json())
+        )
+        reader.start()
+        reader.join(0.5)
+        assert reader.is_alive()  # waiting for the first settler's report
+        assert settle._store(first, get_registry(), candidates) == [ident]
+        first.commit()
+        reader.join(10)
+    assert (shown["status"], shown["quality"]) == ("finished", BATCH_QUALITY)
+    assert _quality_column(engine, ident) == BATCH_QUALITY
+    assert measured == [[ident]]  # by the first settler only
+
+
+def test_a_reader_waits_for_a_settler_only_so_long_then_measures_the_ingestion_itself(
+    client, auth, engine, batch, monkeypatch
+):
+    monkeypatch.setattr(settle, "SETTLER_WAIT_MS", 200)
+    _status(engine, batch.ids, "persisted")
+    ident = batch.ingestion_id
+    with engine.connect() as first:
+        assert first.execute(settle._BY_INGESTION, {"ids": [ident]}).all()  # a settler that takes long
+        shown = client.get(f"/api/v1/ingestions/{ident}", headers=auth).get_json()
+        assert (shown["status"], shown["quality"]) == ("finished", BATCH_QUALITY)
+        assert _quality_column(engine, ident) is None  # the reader wrote nothing
+        first.rollback()
+
+
+def test_a_large_running_ingestion_is_counted_again_only_after_a_while_and_settling_shows_at_once(
+    client, auth, engine, batch, monkeypatch
+):
+    """Polling a large upload does not count all its records each time: a running ingestion's
+    counts are kept a moment (here its 3 records stand for many); its settling shows at once."""
+    monkeypatch.setattr(progress, "COUNTS_KEPT_FROM", 3)
+    monkeypatch.setattr(progress, "RECORDS_PER_SECOND_KEPT", 1)  # 3 records: kept MAX_KEPT_SECONDS
+    url = f"/api/v1/ingestions/{batch.ingestion_id}"
+    first = client.get(url, headers=auth).get_json()
+    assert (first["status"], first["counts"]["in_flight"], first["counts"]["persisted"]) == ("running", 3, 0)
+    _status(engine, batch.ids[:1], "persisted")
+    assert client.get(url, headers=auth).get_json()["counts"] == first["counts"]  # kept
+    _status(engine, batch.ids, "persisted")
+    with engine.connect() as conn:
+        assert settle.settle_on(conn, get_registry(), [batch.ingestion_id]) == [batch.ingestion_id]
+    settled = client.get(url, headers=auth).get_json()  # its row says it settled: counted afresh
+    assert (settled["status"], settled["counts"]["in_flight"], settled["counts"]["persisted"]) == ("finished", 0, 3)
+
+
 def test_a_field_counts_as_given_when_it_holds_a_character_other_than_white_space(engine, unique):
     """Whatever its first character (ASCII, a space, a tab, a no-break or ideographic space, a
     letter beyond ASCII), a value counts as given exactly when PostgreSQL's ``\\S`` finds a
