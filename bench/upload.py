@@ -6,6 +6,16 @@ phase waits until its ingestion settles. Reported: the seconds from the first by
 last record settled, rows per second, the seconds the API took to store the file, and the
 resident memory of every web and worker process at the start and at its peak (sampled every
 a quarter of a second), to show that neither holds the file.
+
+"The last record settled" is the ingestion's ``finished_at`` (its last record's settling, or the
+end of the parse), read once the phase sees the ingestion finished: the batch phase's measure
+too, every record persisted, whereas the ingestion shows ``finished`` only once its quality is
+also stored, which for one ingestion of 50,000 rows is measured after its last record (0.3 to
+1.7 s here) while the batch path's ingestions are measured as they settle, one after another,
+beside the rest. A record's settling time is its persist transaction's start (``now()``), tens
+of ms before that transaction commits; the batch phase sees its last record up to its polling
+interval late. The seconds until the phase saw the ingestion finished are reported too
+(``finished_seconds``).
 """
 
 from __future__ import annotations
@@ -49,7 +59,7 @@ def run_upload(ctx: Context, rows: int) -> dict[str, Any]:
     peaks: dict[str, dict[str, float]] = {}
     headers = {"Authorization": f"Bearer {ctx.api_key}"}
     say(f"upload: sending {size / 2**20:.0f} MiB")
-    started, client_cpu = time.perf_counter(), time.thread_time()
+    started, started_at, client_cpu = time.perf_counter(), time.time(), time.thread_time()
     with path.open("rb") as f, httpx.Client(timeout=600) as client:
         r = client.post(
             f"http://127.0.0.1:{ctx.port}/api/v1/sessions/upload",
@@ -77,8 +87,12 @@ def run_upload(ctx: Context, rows: int) -> dict[str, Any]:
                 )
                 last_report = now
             time.sleep(POLL_SECONDS)
-    seconds = time.perf_counter() - started
+    finished_seconds = time.perf_counter() - started
     client_cpu = time.thread_time() - client_cpu
+    finished_at = scalar(
+        ctx.database_url, "SELECT extract(epoch FROM finished_at) FROM ingestions WHERE id = %s", (ingestion_id,)
+    )
+    seconds = float(finished_at) - started_at if finished_at is not None else finished_seconds
     _peaks(ctx, peaks)
     counts = body["counts"]
     settled = counts["persisted"] + counts["dead"] + counts["rejected"]
@@ -88,7 +102,8 @@ def run_upload(ctx: Context, rows: int) -> dict[str, Any]:
         "status": body["status"],
         "counts": counts,
         "store_seconds": round(stored, 2),
-        "seconds": round(seconds, 1),
+        "seconds": round(seconds, 2),
+        "finished_seconds": round(finished_seconds, 2),
         "rows_per_s": round(settled / seconds, 1),
         "persisted_rows": scalar(ctx.database_url, *count_prefix("sessions", "session_id", "up-")),
         "quality": body.get("quality"),
