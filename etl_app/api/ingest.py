@@ -134,8 +134,9 @@ def _accept(
     if relayed:
         runtime.relay.notify()
     else:
+        ingestion = str(result.ingestion_id)  # once, not once a record (UUID.__str__)
         items = [
-            item(raw_id, result.ingestion_id, received_at, None, data)
+            item(raw_id, ingestion, received_at, None, data)
             for raw_id, data in zip(result.ids, checked.loaded, strict=True)
         ]
         send_after_commit(

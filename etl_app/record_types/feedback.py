@@ -88,6 +88,7 @@ RECORD_TYPE = RecordType(
             "session_id",
             "sessions",
             must_match=(("tutor_id", "tutor_id"), ("student_id", "student_id")),
+            columns=("scheduled_start", "duration_minutes"),  # session_end()
         ),
     ),
     time_field="submitted_at",

@@ -43,11 +43,16 @@ class ParentRef:
     ``field`` is the child's field holding the parent's natural key; ``record_type``
     the parent's type name; ``must_match`` pairs ``(child_field, parent_field)`` that
     must agree once the parent exists, else the child is a ``parent_mismatch``.
+    ``columns``: the parent's columns the child's ``derive`` reads from the parent row; enrich
+    reads those, the parent's key and the ``must_match`` fields, nothing else. None (the
+    default) reads every column, for a type that does not say: a chunk of 1,000 sessions
+    refers to about 700 parents, and their whole rows cost enrich about 7 µs of CPU a record.
     """
 
     field: str
     record_type: str
     must_match: tuple[tuple[str, str], ...] = ()
+    columns: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,10 @@ RECORD_TYPE = RecordType(
     fast_load=fast_loader(SessionSchema),
     derive=derive,
     table=table,
-    parents=(ParentRef("tutor_id", "tutors"), ParentRef("student_id", "students")),
+    parents=(
+        ParentRef("tutor_id", "tutors", columns=()),
+        ParentRef("student_id", "students", columns=()),
+    ),  # derive reads no parent column
     time_field="scheduled_start",
     # Quality's completeness.overall: how it went. A no-show has no actual_start (it must be null):
     # it counts as given then.

@@ -66,6 +66,42 @@ def test_feedback_matching_its_session_is_enriched(engine, unique, stored_sessio
     assert done[0]["data"]["feedback_delay_hours"] == 0.5
 
 
+def test_enrich_reads_only_the_parent_columns_its_refs_name(engine, unique, stored_session):
+    """A session's parents are read by their key alone (its derive reads none of their columns), a
+    feedback's session by its key, the fields it must match and what its derive reads; derived
+    values are those of the whole rows."""
+    registry = get_registry()
+    sessions, feedback_type = registry["sessions"], registry["feedback"]
+    items = [
+        item(
+            1,
+            "i",
+            clock.utcnow(),
+            None,
+            {"tutor_id": stored_session["tutor_id"], "student_id": stored_session["student_id"]},
+        )
+    ]
+    with engine.connect() as conn:
+        rows = fetch_parents(conn, sessions, registry, items)
+        assert {key: dict(row) for key, row in rows.items()} == {
+            ("tutors", stored_session["tutor_id"]): {"tutor_id": stored_session["tutor_id"]},
+            ("students", stored_session["student_id"]): {"student_id": stored_session["student_id"]},
+        }
+        items = [item(2, "i", clock.utcnow(), None, {"session_id": stored_session["session_id"]})]
+        (row,) = fetch_parents(conn, feedback_type, registry, items).values()
+    assert set(row) == {"session_id", "tutor_id", "student_id", "scheduled_start", "duration_minutes"}
+
+
+def test_every_built_in_parent_ref_names_columns_of_its_parent():
+    registry = get_registry()
+    for record_type in (registry[name] for name in ("tutors", "students", "sessions", "feedback")):
+        for ref in record_type.parents:
+            parent = registry[ref.record_type]
+            columns = enrich.parent_columns(ref, parent)
+            assert columns is not None, f"{record_type.name}: {ref.record_type} read whole"
+            assert set(columns) <= set(parent.table.c.keys()), (record_type.name, ref)
+
+
 @pytest.mark.parametrize("field", ["student_id", "tutor_id"])
 def test_feedback_disagreeing_with_its_session_is_a_parent_mismatch(engine, unique, stored_session, field):
     payload = feedback(f"{unique}-F", **{**stored_session, field: f"{unique}-other"})
