@@ -34,12 +34,17 @@ _COUNTS = sa.text(
 def _read(conn: sa.Connection, ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[sa.RowMapping, dict[str, int]]]:
     """The stored ingestions among ``ids``, each with its raw records counted by status: two
     statements however many ids."""
-    found = {ing["id"]: (ing, {RECEIVED: 0, PERSISTED: 0, DEAD: 0, REJECTED: 0})
-             for ing in conn.execute(_INGESTION, {"ids": ids}).mappings()}  # fmt: skip
-    if found:
-        for ingestion_id, state, n in conn.execute(_COUNTS, {"ids": list(found)}):
-            found[ingestion_id][1][state] = n
-    return found
+    rows = {ing["id"]: ing for ing in conn.execute(_INGESTION, {"ids": ids}).mappings()}
+    counts = _counted(conn, list(rows)) if rows else {}
+    return {ident: (ing, counts[ident]) for ident, ing in rows.items()}
+
+
+def _counted(conn: sa.Connection, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, int]]:
+    """The raw records of each of these ingestions by status (every status, 0 when it has none)."""
+    counts = {ident: {RECEIVED: 0, PERSISTED: 0, DEAD: 0, REJECTED: 0} for ident in ids}
+    for ingestion_id, state, n in conn.execute(_COUNTS, {"ids": ids}):
+        counts[ingestion_id][state] = n
+    return counts
 
 
 def read_statuses(conn: sa.Connection, ingestion_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
@@ -104,9 +109,7 @@ def read_status(conn: sa.Connection, ingestion_id: uuid.UUID) -> tuple[dict[str,
     running = ing["quality"] is None
     counts = _kept_counts(ingestion_id) if running else None
     if counts is None:
-        counts = {RECEIVED: 0, PERSISTED: 0, DEAD: 0, REJECTED: 0}
-        for _, state, n in conn.execute(_COUNTS, {"ids": [ingestion_id]}):
-            counts[state] = n
+        counts = _counted(conn, [ing["id"]])[ing["id"]]
         if running:
             _keep_counts(ingestion_id, counts)
     return _report(ing, counts)
