@@ -32,7 +32,7 @@ def replace_statement(record_type: RecordType) -> sa.TextClause:
     measured = quality_select(
         record_type,
         raw_group=_DAY,
-        raw_filter="r.received_at >= :lo AND r.received_at < :hi",
+        raw_filter="r.record_type = :t AND r.received_at >= :lo AND r.received_at < :hi",
         ing_group=_INGESTION_DAY,
         ing_filter="i.created_at >= :lo AND i.created_at < :hi",
     )

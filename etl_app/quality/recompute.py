@@ -42,7 +42,7 @@ import sqlalchemy as sa
 from etl_app.jobs.context import JobContext, Window
 from etl_app.jobs.days import bounds
 from etl_app.models import sql
-from etl_app.quality import as_report, level_of, quality_select
+from etl_app.quality import BY_INGESTIONS, as_report, level_of, quality_select
 from etl_app.quality.daily import replace_statement
 from etl_app.quality.settle import empty_report, stored_form
 from etl_app.record_types import RecordType, get_registry
@@ -110,10 +110,7 @@ def _measure(conn: sa.Connection, record_type: RecordType, ids: list[uuid.UUID])
     statement = sql(
         quality_select(
             record_type,
-            raw_group="r.ingestion_id",
-            raw_filter="r.ingestion_id = ANY(:ids)",
-            ing_group="i.id",
-            ing_filter="i.id = ANY(:ids)",
+            **BY_INGESTIONS,
         )
     )
     return {row["k"]: row for row in conn.execute(statement, {"t": record_type.name, "ids": ids}).mappings()}

@@ -35,7 +35,15 @@ from etl_app.ingest.progress import FINISHED, UPLOAD_FAILED, read_status, read_s
 from etl_app.jsonsafe import json_safe
 from etl_app.lineage import openlineage
 from etl_app.models import FAILED, sql, unsettled_by_ingestion
-from etl_app.quality import METRIC_COLUMNS, SET_ASIDE_COLUMNS, UNUSABLE, as_report, in_schema_order, quality_select
+from etl_app.quality import (
+    BY_INGESTIONS,
+    METRIC_COLUMNS,
+    SET_ASIDE_COLUMNS,
+    UNUSABLE,
+    as_report,
+    in_schema_order,
+    quality_select,
+)
 from etl_app.record_types import Registry, get_registry
 
 log = logging.getLogger(__name__)
@@ -115,10 +123,7 @@ def _measure(conn: sa.Connection, registry: Registry, type_name: str, ids: list[
     statement = sql(
         quality_select(
             registry[type_name],
-            raw_group="r.ingestion_id",
-            raw_filter="r.ingestion_id = ANY(:ids)",
-            ing_group="i.id",
-            ing_filter="i.id = ANY(:ids)",
+            **BY_INGESTIONS,
         )
     )
     reports = {ident: empty_report() for ident in ids}
