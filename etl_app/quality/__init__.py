@@ -297,13 +297,15 @@ def quality_select(record_type: RecordType, *, raw_group: str, raw_filter: str, 
     # and converts the event time to the lag. OFFSET 0 keeps each of them from being merged into
     # the select above, where every expression would be computed again for each place naming it;
     # and the aggregate sorts these narrow rows (flags and the lag), not the payloads. The dead
-    # letters' errors are read from the group's dead records, by the index on raw_record_id.
+    # letters' errors are read from the group's dead records, by the index on raw_record_id; so is
+    # an orphan's dead letter (a record has one at most): as an EXISTS, it was planned as a hash of
+    # every missing_parent and parent_mismatch dead letter, built on each measure with a dead record.
     return f"""
     WITH m AS (
         SELECT a.k, count(*) AS accepted, count(DISTINCT a.natural_key COLLATE "C") AS keys,
-               count(*) FILTER (WHERE a.status = :DEAD AND EXISTS (
-                   SELECT 1 FROM dead_letters d WHERE d.raw_record_id = a.id
-                   AND d.error_type IN (:MISSING_PARENT, :PARENT_MISMATCH))) AS orphans,
+               count(*) FILTER (WHERE a.status = :DEAD AND (
+                   SELECT d.error_type FROM dead_letters d WHERE d.raw_record_id = a.id
+                   ) IN (:MISSING_PARENT, :PARENT_MISMATCH)) AS orphans,
                percentile_cont(0.5) WITHIN GROUP (ORDER BY a.lag) AS p50,
                percentile_cont(0.95) WITHIN GROUP (ORDER BY a.lag) AS p95,
                max(a.lag) AS lag_max,
