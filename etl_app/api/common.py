@@ -53,7 +53,7 @@ def parse_json(body: bytes | str, what: str = "the body") -> Any:
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "invalid_json", f"{what} is not valid JSON: {exc}") from None
     try:
-        refuse_duplicate_keys(body)
+        refuse_duplicate_keys(body, value)
     except DuplicateKey as exc:
         raise ApiError(
             400, "invalid_json", f"{what} has the key {exc.key!r} twice in one object", key=exc.key

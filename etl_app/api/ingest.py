@@ -259,7 +259,7 @@ def _ndjson(body: bytes) -> tuple[list[Any], list[Refused], list[int]]:
             continue
         try:
             payload = orjson.loads(line)
-            refuse_duplicate_keys(line)
+            refuse_duplicate_keys(line, payload)
         except orjson.JSONDecodeError as exc:
             _refuse_line(rejections, index, line, f"not valid JSON: {exc}")
         except DuplicateKey as exc:

@@ -28,7 +28,7 @@ class OrjsonProvider(JSONProvider):
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         """orjson's value; ValueError (a 400 from ``request.get_json``) for an object with a key twice."""
         value = orjson.loads(s)
-        refuse_duplicate_keys(s)
+        refuse_duplicate_keys(s, value)
         return value
 
     def response(self, *args: Any, **kwargs: Any):
