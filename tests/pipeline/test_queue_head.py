@@ -34,6 +34,17 @@ def test_a_delivery_counts_for_its_queue_when_it_carries_its_send_time(routing_k
 
 
 @pytest.mark.unit
+def test_a_message_delivered_again_counts_for_nothing_whatever_its_send_time():
+    # RabbitMQ gives returned messages back out of their queue's order: a young one would raise
+    # the head past older messages still waiting
+    assert delivered_from({"routing_key": "etl", "redelivered": True}, {SENT_AT_HEADER: 99.0}, PIPELINE) is None
+    assert delivered_from({"routing_key": "etl", "redelivered": False}, {SENT_AT_HEADER: 99.0}, PIPELINE) == (
+        "etl",
+        99.0,
+    )
+
+
+@pytest.mark.unit
 def test_a_delivery_without_delivery_info_or_headers_counts_for_nothing():
     assert delivered_from(None, {SENT_AT_HEADER: 1.0}, PIPELINE) is None
     assert delivered_from({"routing_key": "etl"}, None, PIPELINE) is None
