@@ -445,7 +445,15 @@ class BacklogState(Schema):
 
 class Ready(Schema):
     status = one_of(["ready", "not_ready"])
-    checks = Obj(keys=Text(), values=Text(), **described("{database, broker}: ok, or unavailable: <error>"))
+    checks = Obj(
+        keys=Text(),
+        values=Text(),
+        **described(
+            "{database, broker, cache}: ok, or unavailable: <error>. The status is not_ready when the database "
+            "or the broker is; the cache Redis down leaves it ready (records are still taken; the pipeline "
+            "waits for the cache)"
+        ),
+    )
     backlog = nested(
         BacklogState,
         allow_none=True,

@@ -1,6 +1,11 @@
 """Liveness and readiness. /ready also says whether the backlog is full, and why
 (:mod:`etl_app.ingest.backlog`); a full backlog does not make the service unready: it still
-answers reads and the operator's pages, and refuses submits with 429 until the workers catch up."""
+answers reads and the operator's pages, and refuses submits with 429 until the workers catch up.
+
+The cache Redis (``REDIS_URL``) is checked too, but does not make the web unready either: while
+it is down the API still takes records (202: they are in the outbox) and the pipeline waits for
+it (its stages pass values through it), then settles them within seconds of its return; with a
+Redis broker it is usually the broker's server as well, and ``broker`` says so."""
 
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ def health():
 
 @bp.get("/ready")
 @operation(
-    summary="Readiness: database and broker reachable; whether the backlog is full, and why",
+    summary="Readiness: database and broker reachable (the cache reported); whether the backlog is full, and why",
     open=True,
     responses={200: ("ready", Ready), 503: ("not ready", Ready)},
 )
@@ -41,6 +46,11 @@ def ready():
     except Exception as exc:  # noqa: BLE001
         checks["broker"] = f"unavailable: {type(exc).__name__}"
     ok = all(v == "ok" for v in checks.values())
+    try:
+        runtime.cache.ping()  # gives up within a second (etl_app.runtime._cache_client)
+        checks["cache"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        checks["cache"] = f"unavailable: {type(exc).__name__}"
     backlog = runtime.backlog.read() if checks["database"] == "ok" else None
     shown = None if backlog is None else {**backlog.as_dict(), "message": backlog.message()}
     return reply(

@@ -184,12 +184,17 @@ def test_openapi_is_generated_from_the_schemas(client, auth):
     assert docs.status_code == 200 and b"/openapi.json" in docs.data
 
 
-def test_health_is_open_and_ready_checks_database_and_broker(client, make_app):
+def test_health_is_open_and_ready_checks_database_and_broker_and_reports_the_cache(client, make_app, api_redis_url):
     assert client.get("/health").get_json() == {"status": "ok"}
     ready = client.get("/ready")
-    assert ready.status_code == 200 and ready.get_json()["checks"] == {"database": "ok", "broker": "ok"}
+    assert ready.status_code == 200
+    assert ready.get_json()["checks"] == {"database": "ok", "broker": "ok", "cache": "ok"}
     down = make_app(broker_url="redis://127.0.0.1:1/0").test_client().get("/ready")
     assert down.status_code == 503 and down.get_json()["checks"]["broker"].startswith("unavailable")
+    # the cache down alone: reported, and the web stays ready (records are still taken)
+    no_cache = make_app(broker_url=api_redis_url, redis_url="redis://127.0.0.1:1/0").test_client().get("/ready")
+    assert no_cache.status_code == 200 and no_cache.get_json()["status"] == "ready"
+    assert no_cache.get_json()["checks"]["cache"] == "unavailable: ConnectionError"
 
 
 # -- refused ------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow
 
 COMPARE = ("name", "grade_level")
 DB_OUTAGE_SECONDS = 30
+CACHE_OUTAGE_SECONDS = 30
 # A pipeline task's "retries exhausted" log record (the error in it may span lines, up to the
 # next record: a line that starts with a date, or with "[" in Celery's own layout).
 NEXT_RECORD = r"\n(?:\[|\d{4}-\d\d-\d\d)"
@@ -175,4 +176,45 @@ def test_the_broker_down_while_the_api_takes_records(make_stack, broker, fault_e
         settle_after_broker_back_s=round(settle - back, 1),
         sent_by_relay=by_relay,
         sent_by_sweeper=by_sweeper,
+    )
+
+
+@pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
+def test_the_cache_redis_down_while_a_rabbitmq_broker_takes_records(
+    make_stack, broker, private_redis, fault_engine, registry, unique
+):
+    """With RabbitMQ the broker, Redis is the cache only (the stash of validated values, metrics,
+    rate limits, queue heads). Stopped for CACHE_OUTAGE_SECONDS while the API takes records: every
+    valid POST answers 202 within the request timeout, /ready says the cache is down (and stays
+    200: records are still taken); the pipeline waits for the cache (its stages pass values
+    through it). Started again (empty), every record lands, once, and none is a dead letter."""
+    stack = make_stack()
+    api = stack.up()
+    api.timeout = 20
+    clock = Clock()
+    answers, ready = [], None
+    try:
+        private_redis.stop()
+        for i in range(3):
+            answers.append(api.post("students/batch", students(f"{unique}-c{i}", 500)).status_code)
+            answers.append(api.post("students", student(f"{unique}-c-single-{i}")).status_code)
+        ready = requests.get(f"{api.base}/ready", timeout=10)
+        time.sleep(CACHE_OUTAGE_SECONDS)
+        during = outcome(fault_engine, stack.answers.ingestion_ids)
+    finally:
+        private_redis.start()
+    back = clock()
+    assert answers == [202] * 6, answers
+    assert ready is not None and ready.status_code == 200, ready
+    assert ready.json()["checks"] == {"database": "ok", "broker": "ok", "cache": "unavailable: ConnectionError"}
+    wait_settled(fault_engine, stack.answers.ingestion_ids, 180, what="after the cache is back")
+    o = assert_exactly_once(fault_engine, registry, answers=stack.answers, compare=COMPARE)
+    assert o.persisted == o.accepted == 3 * 501 and o.dead == 0, o
+    report(
+        "cache Redis down (RabbitMQ broker)",
+        o,
+        clock(),
+        persisted_while_down=during.persisted,
+        settled_after_cache_back_s=round(clock() - back, 1),
+        ready_while_down=(ready.status_code, ready.json().get("checks")),
     )
