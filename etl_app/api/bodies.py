@@ -450,8 +450,7 @@ class Ready(Schema):
         values=Text(),
         **described(
             "{database, broker, cache}: ok, or unavailable: <error>. The status is not_ready when the database "
-            "or the broker is; the cache Redis down leaves it ready (records are still taken; the pipeline "
-            "waits for the cache)"
+            "or the broker is; the cache Redis down leaves it ready (records are still taken and processed)"
         ),
     )
     backlog = nested(

@@ -3,9 +3,9 @@
 answers reads and the operator's pages, and refuses submits with 429 until the workers catch up.
 
 The cache Redis (``REDIS_URL``) is checked too, but does not make the web unready either: while
-it is down the API still takes records (202: they are in the outbox) and the pipeline waits for
-it (its stages pass values through it), then settles them within seconds of its return; with a
-Redis broker it is usually the broker's server as well, and ``broker`` says so."""
+it is down the API still takes records (202: they are in the outbox) and the pipeline goes on
+(a chunk's values travel in its messages, :mod:`etl_app.pipeline.stash`); with a Redis broker
+it is usually the broker's server as well, and ``broker`` says so."""
 
 from __future__ import annotations
 

@@ -7,10 +7,17 @@ JSON serializer and the worker's parent process three times. Dates and timestamp
 as ``date`` / aware ``datetime`` (the offset kept) by the column types of the record type's
 table. If the values are gone (Redis lost them, or they expired), the stage sends the ids
 through the pipeline again, from the outbox.
+
+When Redis does not take them (down, unreachable: with a RabbitMQ broker it is the cache only),
+the values travel in the message instead: the "key" is then ``inline:`` and the document in
+base64, which :meth:`Stash.get` reads back without Redis. Larger messages (about 1 MB for a
+chunk of 2,000 sessions), but the pipeline goes on while the cache is down.
 """
 
 from __future__ import annotations
 
+import base64
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
@@ -24,6 +31,9 @@ import sqlalchemy as sa
 from etl_app.record_types import RecordType
 
 STASH_TTL_SECONDS = 86_400
+INLINE = "inline:"  # a stash "key" that is the document itself (base64), see the module
+
+log = logging.getLogger(__name__)
 
 
 class Item(TypedDict):
@@ -93,22 +103,31 @@ class Stash:
         return self.put_encoded(encode(items))
 
     def put_encoded(self, document: bytes) -> str:
-        """Keep a chunk's values already encoded (persist's rows: :func:`etl_app.pipeline.persist.rows_document`)."""
+        """Keep a chunk's values already encoded (persist's rows: :func:`etl_app.pipeline.persist.rows_document`);
+        their key, or the values themselves (:data:`INLINE`) when Redis does not take them."""
         key = f"{self.prefix}etl:chunk:{uuid.uuid4().hex}"
-        self.client.set(key, document, ex=STASH_TTL_SECONDS)
+        try:
+            self.client.set(key, document, ex=STASH_TTL_SECONDS)
+        except redis.RedisError as exc:
+            log.warning("stash: Redis did not take a chunk's values (%s); they go in the message", exc)
+            return INLINE + base64.b64encode(document).decode("ascii")
         return key
 
     def get(self, record_type: RecordType, key: str) -> list[Item] | None:
-        blob = self.client.get(key)
+        blob = self.get_encoded(key)
         return None if blob is None else decode(record_type, blob)
 
     def get_encoded(self, key: str) -> bytes | None:
         """The chunk's values as stored (one JSON array of items), for a reader that hands them
         on undecoded (persist gives them to PostgreSQL)."""
+        if key.startswith(INLINE):
+            return base64.b64decode(key[len(INLINE) :])
         return self.client.get(key)
 
     def drop(self, key: str) -> None:
         """Best effort: what is not dropped expires."""
+        if key.startswith(INLINE):
+            return
         try:
             self.client.delete(key)
         except redis.RedisError:
