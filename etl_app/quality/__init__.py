@@ -237,6 +237,13 @@ BY_INGESTIONS = {
 }
 
 
+# A validation dead letter's error is "<field>: <message>" parts joined by "; "
+# (etl_app.pipeline.validate.format_field_errors): split only where "; " is followed by the next
+# "<field>: ", so that a message holding "; " stays whole; a part with no ": " counts under _schema
+# (the schema's own errors) with the whole part as its message.
+_ERROR_PARTS = "'; (?=[^;: ]+: )'"
+
+
 def quality_select(record_type: RecordType, *, raw_group: str, raw_filter: str, ing_group: str, ing_filter: str) -> str:
     """The SELECT measuring ``record_type``'s records in groups: ``raw_group``/``raw_filter`` over
     ``raw_records r``, ``ing_group``/``ing_filter`` over ``ingestions i`` (SQL text; the
@@ -337,11 +344,13 @@ def quality_select(record_type: RecordType, *, raw_group: str, raw_filter: str, 
                                                           THEN e.value ELSE '[]' END) AS msg(value)
         WHERE i.record_type = :t AND i.rejected > 0 AND {ing_filter}
         UNION ALL
-        SELECT {raw_group}, split_part(p.part, ': ', 1), substr(p.part, strpos(p.part, ': ') + 2)
+        SELECT {raw_group},
+               CASE WHEN strpos(p.part, ': ') > 0 THEN split_part(p.part, ': ', 1) ELSE '_schema' END,
+               CASE WHEN strpos(p.part, ': ') > 0 THEN substr(p.part, strpos(p.part, ': ') + 2) ELSE p.part END
         FROM raw_records r
         CROSS JOIN LATERAL (SELECT d.error FROM dead_letters d WHERE d.raw_record_id = r.id
                             AND d.error_type = :VALIDATION OFFSET 0) AS d
-        CROSS JOIN LATERAL regexp_split_to_table(d.error, '; ') AS p(part)
+        CROSS JOIN LATERAL regexp_split_to_table(d.error, {_ERROR_PARTS}) AS p(part)
         WHERE r.status = :DEAD AND {raw_filter}
     ), top AS (
         SELECT k, jsonb_agg(jsonb_build_object('field', field, 'message', message, 'count', n)

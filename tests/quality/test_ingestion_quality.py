@@ -192,6 +192,23 @@ def test_the_dead_letter_task_settles_an_ingestion_whose_last_record_dies(make_a
     assert quality["accepted"] == 2 and quality["top_errors"] == [{"field": "name", "message": "Bad.", "count": 1}]
 
 
+def test_top_errors_keep_a_message_holding_a_semicolon_whole_and_count_a_part_without_a_field(make_app, engine, unique):
+    app = make_app()
+    accepted = store(engine, "students", [student(f"{unique}-{i}") for i in range(3)])
+    errors = ["name: one of: a; b; or c; grade_level: Bad.", "name: one of: a; b; or c", "no field here"]
+    failures = [
+        {"id": raw_id, "error_type": "validation", "error": error, "traceback": None}
+        for raw_id, error in zip(accepted.ids, errors, strict=True)
+    ]
+    app.extensions["celery"].tasks["etl.dead_letter.record"].apply(args=("students", failures, "etl.validate")).get()
+    quality = _quality_column(engine, accepted.ingestion_id)
+    assert quality["top_errors"] == [
+        {"field": "name", "message": "one of: a; b; or c", "count": 2},
+        {"field": "_schema", "message": "no field here", "count": 1},
+        {"field": "grade_level", "message": "Bad.", "count": 1},
+    ]
+
+
 def test_a_failing_settle_never_fails_the_task(make_app, engine, unique, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("measuring broke")
