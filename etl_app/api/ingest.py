@@ -210,11 +210,33 @@ def _batch(ctx: Context) -> dict[str, Any]:
     }
 
 
+def _refuse_or_replay_while_backlog_full() -> Response | None:
+    """:func:`refuse_while_backlog_full`, except for a retry: a request with an idempotency key
+    whose answer is stored gets that answer again (its records were taken before the backlog
+    filled; a client retrying after a lost answer must not be told to wait for what it has).
+    Only then is the body read before the 429."""
+    try:
+        refuse_while_backlog_full()
+    except ApiError as refused:
+        if request.headers.get(idempotency.HEADER) is None:
+            raise
+        try:
+            key = idempotency.of_body(body_or_400())
+        except ApiError:
+            raise refused from None
+        replayed = None if key is None else key.replay_if_stored(utcnow())
+        if replayed is None:
+            raise
+        return replayed
+    return None
+
+
 @bp.post("/<record_type:type_name>")
 @operation(_one, each_record_type=True)
 def post_one(type_name: str):
     record_type = record_type_or_404(type_name)
-    refuse_while_backlog_full()
+    if (replayed := _refuse_or_replay_while_backlog_full()) is not None:
+        return replayed
     if request.mimetype != JSON:
         raise wrong_content_type(JSON)
     body = body_or_400()
@@ -277,7 +299,8 @@ def _ndjson(body: bytes) -> tuple[list[Any], list[Refused], list[int]]:
 @operation(_batch, each_record_type=True)
 def post_batch(type_name: str):
     record_type = record_type_or_404(type_name)
-    refuse_while_backlog_full()
+    if (replayed := _refuse_or_replay_while_backlog_full()) is not None:
+        return replayed
     limit = current_runtime().settings.max_batch_items
     if request.mimetype != JSON and request.mimetype not in NDJSON:
         raise wrong_content_type(f"{JSON} or application/x-ndjson")

@@ -245,3 +245,25 @@ def test_the_drain_rate_counts_the_last_minute_from_when_settling_began(api_redi
     backlog.count_settled(cache, broker_prefix, 1000, now=now)  # this second: not whole yet
     backlog.count_settled(cache, broker_prefix, 1000, now=now - 61)  # out of the window
     assert backlog.drain_rate(cache, broker_prefix, now=now) == 5
+
+
+def test_a_retry_with_the_key_of_a_request_taken_before_the_backlog_filled_gets_its_answer_again(
+    make_app, full_app, auth, engine, unique, settle_afterwards
+):
+    taken_by = make_app()  # bounds off: the request is taken
+    payload = [student(f"{unique}-kept")]
+    headers = {**auth, "Idempotency-Key": f"{unique}-k1"}
+    first = taken_by.test_client().post("/api/v1/students/batch", json=payload, headers=headers)
+    assert first.status_code == 202, first.get_json()
+    settle_afterwards += [r[0] for r in _ids(engine, f"{unique}-kept")]
+    client = full_app.test_client()  # the backlog is full now
+    again = client.post("/api/v1/students/batch", json=payload, headers=headers)
+    assert again.status_code == 202 and again.get_json() == first.get_json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    # a new key, or none, is refused; the same key with another body is the key reused
+    fresh = client.post("/api/v1/students/batch", json=payload, headers={**auth, "Idempotency-Key": f"{unique}-k2"})
+    assert fresh.status_code == 429 and fresh.get_json()["error"] == "backlog_full"
+    assert client.post("/api/v1/students/batch", json=payload, headers=auth).status_code == 429
+    other = client.post("/api/v1/students/batch", json=[student(f"{unique}-other")], headers=headers)
+    assert other.status_code == 422 and other.get_json()["error"] == "idempotency_key_reused"
+    assert stored_keys(engine, [f"{unique}-kept", f"{unique}-other"]) == [f"{unique}-kept"]
