@@ -82,8 +82,14 @@ def broker_settings(url: str, key_prefix: str = "") -> dict:
             "worker_detect_quorum_queues": True,
             "broker_native_delayed_delivery_queue_type": "quorum",
         }
+    visibility_timeout = int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600"))
     options = {
-        "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600")),
+        "visibility_timeout": visibility_timeout,
+        # The lock a worker takes to put such messages back (kombu's default: held up to 300 s). A
+        # worker cut off while it holds it keeps every other worker from restoring anything until
+        # it expires: with a visibility timeout shorter than that, the cut host's messages would
+        # wait for the lock, not for the timeout. Never longer than the visibility timeout.
+        "unacked_mutex_expire": min(300, visibility_timeout),
         "socket_timeout": 10,
         "socket_connect_timeout": 2,
         "retry_on_timeout": False,

@@ -47,6 +47,17 @@ def test_a_redis_url_keeps_the_redis_transport_options_and_plain_queues():
     assert "global_keyprefix" not in make_celery("etl_app", "redis://127.0.0.1:6379/15").conf.broker_transport_options
 
 
+def test_the_restore_lock_of_a_redis_broker_never_outlives_the_visibility_timeout(monkeypatch):
+    # a worker cut off while it holds the lock kept every other worker from restoring messages
+    # until it expired (kombu: 300 s), past a short visibility timeout
+    import celeryconfig
+
+    assert celeryconfig.broker_settings("redis://h/0")["broker_transport_options"]["unacked_mutex_expire"] == 300
+    monkeypatch.setenv("CELERY_VISIBILITY_TIMEOUT", "20")
+    options = celeryconfig.broker_settings("redis://h/0")["broker_transport_options"]
+    assert (options["visibility_timeout"], options["unacked_mutex_expire"]) == (20, 20)
+
+
 def test_is_rabbitmq_tells_the_brokers_apart():
     assert is_rabbitmq(AMQP) and is_rabbitmq("amqps://h/v") and is_rabbitmq("pyamqp://h//")
     assert not is_rabbitmq("redis://h:6379/0") and not is_rabbitmq("rediss://h/0") and not is_rabbitmq("")
