@@ -14,20 +14,18 @@ import sqlalchemy as sa
 
 from etl_app.dead_letters import store
 from etl_app.ingest import claim, listing, send
-from etl_app.models import NAMED_VALUES, json_list
+from etl_app.models import json_list
 from etl_app.pipeline import persist, validate
 from etl_app.quality import settle
 from etl_app.record_types import get_registry
+
+from tests.helpers.plans import json_plan
 
 BACKLOG = 3_000
 
 
 def _plan(conn: sa.Connection, statement: sa.TextClause, params: dict[str, Any]) -> str:
-    """The statement's plan as JSON text, with its named statuses rendered as sql() runs them."""
-    text = statement.text
-    for name in sorted(NAMED_VALUES, key=len, reverse=True):
-        text = text.replace(f":{name}", f"'{NAMED_VALUES[name]}'")
-    return orjson.dumps(conn.execute(sa.text(f"EXPLAIN (FORMAT JSON) {text}"), params).scalar_one()).decode()
+    return json_plan(conn, statement.text, params)
 
 
 def _failures(ids: list[int]) -> dict[str, Any]:

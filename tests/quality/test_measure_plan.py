@@ -12,18 +12,14 @@ import uuid
 import orjson
 import sqlalchemy as sa
 
-from etl_app.models import NAMED_VALUES, sql
+from etl_app.models import sql
 from etl_app.quality import BY_INGESTIONS, quality_select
 from etl_app.record_types import get_registry
 
+from tests.helpers.plans import json_plan
+
 RECORDS = 3_000
 _TYPE_INDEXES = ("ix_raw_records_record_type_natural_key", "ix_raw_records_record_type_received_at")
-
-
-def _plan(conn: sa.Connection, text: str, params: dict) -> str:
-    for name in sorted(NAMED_VALUES, key=len, reverse=True):
-        text = text.replace(f":{name}", f"'{NAMED_VALUES[name]}'")
-    return orjson.dumps(conn.execute(sa.text(f"EXPLAIN (FORMAT JSON) {text}"), params).scalar_one()).decode()
 
 
 def _scans(plan: str) -> set[tuple[str, str]]:
@@ -76,7 +72,7 @@ def test_the_measure_of_an_ingestion_never_reads_every_record_of_its_type(engine
                 {"id": raw_id, "ing": ingestion, "et": error_type},
             )
         statement = quality_select(rt, **BY_INGESTIONS)
-        plan = _plan(conn, statement, {"t": rt.name, "ids": [ingestion]})
+        plan = json_plan(conn, statement, {"t": rt.name, "ids": [ingestion]})
         measured = conn.execute(sql(f"SELECT count(*) FROM ({statement}) q"), {"t": rt.name, "ids": [ingestion]})
         rows = measured.scalar_one()
         integrity = conn.execute(
