@@ -104,7 +104,10 @@ def _upsert(record_type: RecordType) -> sa.TextClause:
     """The record type's persist statement (see :func:`persist_stashed`). Its data-modifying
     parts run to completion whatever the final ``SELECT`` reads; the upsert reads the sorted
     latest rows, so every raw record is locked before the first row is written, and rows are
-    written in key order (two chunks sharing keys wait for each other rather than deadlock)."""
+    written in key order (two chunks sharing keys wait for each other rather than deadlock).
+    The replayed dead letters among the chunk's records are looked for only when there is a
+    replayed dead letter at all (one probe of ``ix_dead_letters_status_id``): otherwise the
+    lookup cost a probe of the dead letters' index per record, about 0.7 µs of PostgreSQL each."""
     table, key = record_type.table.name, record_type.key
     value_columns = [c.name for c in record_type.table.columns if c.name not in _NOT_FROM_VALUES]
     columns = [*_FROM_ITEM, *value_columns]
@@ -135,6 +138,7 @@ def _upsert(record_type: RecordType) -> sa.TextClause:
             SELECT g.raw_record_id, g."{key}" AS key FROM given g
             JOIN done ON done.id = g.raw_record_id
             JOIN dead_letters d ON d.raw_record_id = done.id AND d.status = :REPLAYED
+            WHERE EXISTS (SELECT FROM dead_letters WHERE status = :REPLAYED)
         )
         SELECT CAST(coalesce((SELECT json_agg("{key}") FROM latest), '[]') AS text),
                ARRAY(SELECT DISTINCT ingestion_id FROM done),
