@@ -138,6 +138,9 @@ class Settings:
     retry_budgets: dict[str, int] = field(default_factory=dict)
     max_deliveries: int = 5
     db_pool_size: int = 5
+    # a PostgreSQL connection silent this long is probed, both ways, and ends after about twice
+    # it without an answer (etl_app.db.make_engine); 0: the operating system's defaults (2 hours)
+    db_keepalive_seconds: int = 30
     # backpressure (etl_app.ingest.backlog): 429 on submits while more records than this wait to
     # settle, or while one waits longer than this; 0 turns either off
     backlog_max_records: int = 1_000_000
@@ -210,6 +213,7 @@ class Settings:
             retry_budgets=_budgets(env.get("ETL_RETRY_BUDGETS", "")),
             max_deliveries=_int(env, "ETL_MAX_DELIVERIES", cls.max_deliveries),
             db_pool_size=_int(env, "ETL_DB_POOL_SIZE", cls.db_pool_size),
+            db_keepalive_seconds=_int(env, "ETL_DB_KEEPALIVE_SECONDS", cls.db_keepalive_seconds),
             backlog_max_records=_int(env, "ETL_BACKLOG_MAX_RECORDS", cls.backlog_max_records),
             backlog_max_age_seconds=_int(env, "ETL_BACKLOG_MAX_AGE_SECONDS", cls.backlog_max_age_seconds),
             relay_window_ms=_int(env, "ETL_RELAY_WINDOW_MS", cls.relay_window_ms),
@@ -272,6 +276,8 @@ class Settings:
             raise ValueError(f"ETL_LOOKUP_CACHE_URL must be a redis://, rediss:// or unix:// URL, not {scheme!r}")
         if self.chunk_size < 1:
             raise ValueError("ETL_CHUNK_SIZE must be at least 1")
+        if self.db_keepalive_seconds < 0:
+            raise ValueError("ETL_DB_KEEPALIVE_SECONDS must be at least 0 (0: the system's defaults)")
         if not 0 <= self.relay_max_window_ms <= 4000:  # below the sweeper's grace for unpublished records (5 s)
             raise ValueError("ETL_RELAY_MAX_WINDOW_MS must be between 0 and 4000")
         if self.rejection_raw_bytes < 1024:

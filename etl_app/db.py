@@ -69,24 +69,75 @@ def sqlalchemy_url(url: str) -> str:
 PING_AFTER_IDLE_SECONDS = 0.5
 
 
-def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 5, application_name: str = "etl_app") -> sa.Engine:
+# A PostgreSQL connection silent this long is probed, in both directions (ETL_DB_KEEPALIVE_SECONDS).
+DEFAULT_KEEPALIVE_SECONDS = 30
+KEEPALIVE_PROBES = 3
+
+
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 5,
+    max_overflow: int = 5,
+    application_name: str = "etl_app",
+    keepalive_seconds: int = DEFAULT_KEEPALIVE_SECONDS,
+) -> sa.Engine:
     """Create the engine (no connection is made until first use).
 
     A connection taken from the pool is pinged first (``SELECT 1``; a dead one is replaced, so a
     PostgreSQL restart costs no request) unless it went back to the pool less than
     ``PING_AFTER_IDLE_SECONDS`` ago: under load every connection is that fresh, and the ping
     was a round trip on every request. A connection that died in that half second fails its
-    statement, which rolls it back, and the pool replaces every connection made before."""
+    statement, which rolls it back, and the pool replaces every connection made before.
+
+    ``keepalive_seconds`` (0: the operating system's defaults, 2 hours before the first probe):
+    TCP keepalives on both ends of every connection, a probe after that many silent seconds, then
+    one every third of it, the connection given up after :data:`KEEPALIVE_PROBES` unanswered (so
+    about twice ``keepalive_seconds`` after the peer went silent); data sent and not acknowledged
+    for twice ``keepalive_seconds`` ends it too (``tcp_user_timeout``: while data is outstanding no
+    keepalive is sent, and the system's retransmissions take about 15 minutes to give up; a peer
+    whose host answers but whose process is stopped is not given up). This end's, as libpq
+    parameters: a process waiting for an answer from a server whose host is cut off gets an error
+    instead of waiting for good. The server's end, set on each new connection (``SET
+    tcp_keepalives_*``, one round trip; a connection through a Unix socket ignores them): the
+    session of a client whose host is cut off in the middle of a transaction ends, and with it
+    the transaction and its row locks, which the same records' redelivered tasks on other hosts
+    would otherwise wait for until the link is back."""
+    connect_args: dict[str, object] = {"connect_timeout": 5, "application_name": application_name}
+    if keepalive_seconds > 0:
+        interval = max(1, keepalive_seconds // 3)
+        connect_args |= {
+            "keepalives": 1,
+            "keepalives_idle": keepalive_seconds,
+            "keepalives_interval": interval,
+            "keepalives_count": KEEPALIVE_PROBES,
+            "tcp_user_timeout": 2 * keepalive_seconds * 1000,
+        }
     engine = sa.create_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_recycle=1800,
-        connect_args={"connect_timeout": 5, "application_name": application_name},
+        connect_args=connect_args,
     )
     sa.event.listen(engine, "checkin", _note_idle)
     sa.event.listen(engine, "checkout", _ping_if_idle(engine.dialect))
+    if keepalive_seconds > 0:
+        sa.event.listen(engine, "connect", _server_keepalives(keepalive_seconds, interval))
     return engine
+
+
+def _server_keepalives(idle: int, interval: int):
+    statement = (
+        f"SET tcp_keepalives_idle = {int(idle)}; SET tcp_keepalives_interval = {int(interval)}; "
+        f"SET tcp_keepalives_count = {KEEPALIVE_PROBES}; SET tcp_user_timeout = {2 * int(idle) * 1000}"
+    )
+
+    def connect(dbapi_connection, record) -> None:
+        dbapi_connection.execute(statement)  # several statements: psycopg sends them as one query
+        dbapi_connection.commit()
+
+    return connect
 
 
 def _note_idle(dbapi_connection, record) -> None:

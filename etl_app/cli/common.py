@@ -40,7 +40,13 @@ def cli_entry(action: str, target: dict[str, Any], count: int | None = 1) -> aud
 def connect(settings: Settings, *, write: bool = False, audited: audit.Entry | None = None) -> Iterator[sa.Connection]:
     """A connection; ``write``: in a transaction committed at the end; ``audited``: that, and the
     entry written in it (or written ``failed`` if the action fails; etl_app.audit.audited)."""
-    engine = make_engine(settings.database_url, pool_size=1, max_overflow=0, application_name="etl_app-cli")
+    engine = make_engine(
+        settings.database_url,
+        pool_size=1,
+        max_overflow=0,
+        application_name="etl_app-cli",
+        keepalive_seconds=settings.db_keepalive_seconds,
+    )
     try:
         opened: AbstractContextManager[sa.Connection]
         if audited is not None:

@@ -30,6 +30,7 @@ def build_runtime(
         pool_size=settings.db_pool_size if pool_size is None else pool_size,
         max_overflow=max_overflow,
         application_name=application_name,
+        keepalive_seconds=settings.db_keepalive_seconds,
     )
     celery = make_celery("etl_app", settings.broker_url, settings.broker_key_prefix)
     try:

@@ -31,8 +31,24 @@ The fix, applied once when the Celery app is made (:func:`install`):
   by every worker) puts them back in their queue once the visibility timeout has passed; if the
   broker lost them (no persistence), the outbox sweeper sends their records again.
 
-``tests/runtime/test_redis_broker_close.py`` shows both on a real Redis server, and the fault
-test ``tests/faults/test_faults_broker_restart.py`` restarts the broker under load.
+An acknowledgement the broker never gets must not stop a worker either. kombu's Redis
+``QoS.ack`` (and ``reject``) first removes the message from the broker's unacknowledged set, and
+only then releases the message's place in the channel's prefetch window. When the broker cannot
+be reached (its host cut off, a restart), the first step raises; Celery logs "Couldn't ack" and
+goes on, but the place stays taken. A worker whose every place was taken by messages it could not
+acknowledge consumes nothing ever again: its prefetch window is full, so it asks the broker for
+nothing (no BRPOP), so it never sees that the connection is gone or back, and nothing restarts
+its consumer (seen in the hosts fault test: the cut worker ran both its tasks to the end during
+the cut, failed both acknowledgements, and sat idle for minutes after the link came back). So:
+
+- when acknowledging or rejecting raises a connection error, the message's place is released
+  all the same, and the error goes on to Celery, which logs it. The message stays in the broker's
+  unacknowledged set, and the broker gives it to a worker again after its visibility timeout
+  (the stages skip records settled already), as it would for a worker that died.
+
+``tests/runtime/test_redis_broker_close.py`` shows all three on a real Redis server, and the
+fault tests ``tests/faults/test_faults_broker_restart.py`` (the broker restarted under load) and
+``tests/faults/test_faults_hosts.py`` (a worker host cut off) run them in real workers.
 """
 
 from __future__ import annotations
@@ -40,6 +56,7 @@ from __future__ import annotations
 import logging
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +102,25 @@ def _restore_unacked_unless_gone(original):
     return restore_unacked
 
 
+def _release_even_if_unreachable(original):
+    def settle(self, delivery_tag, *args, **kwargs):
+        try:
+            return original(self, delivery_tag, *args, **kwargs)
+        except self.channel.connection_errors:
+            virtual.QoS.ack(self, delivery_tag)  # this worker is done with it: free its place
+            raise
+
+    return settle
+
+
 def install() -> None:
-    """Patch kombu's Redis ``Channel.queue_delete`` and ``QoS.restore_unacked`` (once)."""
+    """Patch kombu's Redis ``Channel.queue_delete`` and ``QoS.restore_unacked``, ``ack`` and
+    ``reject`` (once)."""
     channel, qos = kombu_redis.Channel, kombu_redis.QoS
     if getattr(channel, _INSTALLED, False):
         return
     channel.queue_delete = _queue_delete_while_closing(channel.queue_delete)
     qos.restore_unacked = _restore_unacked_unless_gone(qos.restore_unacked)
+    qos.ack = _release_even_if_unreachable(qos.ack)
+    qos.reject = _release_even_if_unreachable(qos.reject)
     setattr(channel, _INSTALLED, True)

@@ -2,8 +2,9 @@
 namespace, a worker and a beat on two others, PostgreSQL and the broker reached over the links.
 One worker host's link is cut mid-batch for longer than the broker needs to notice, then
 restored, on Redis and on RabbitMQ: every record ends exactly once, the cut host's work is
-delivered again to the other host, the cut host consumes again once it is back, and the two beats
-never run the job at once. Root only (``ip netns``); RabbitMQ: the machine's, on 127.0.0.1:5672."""
+delivered again to the other host, PostgreSQL ends the cut host's sessions (and so its locks)
+during the cut, the cut host consumes again once it is back, and the two beats never run the job
+at once. Root only (``ip netns``); RabbitMQ: the machine's, on 127.0.0.1:5672."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ def check(fig: Figures, o: Outcome) -> None:
     assert fig.moved > 0, "no task the cut host held was received by the other host"
     assert fig.redelivered_after_cut_s is not None and fig.redelivered_after_cut_s < fig.cut_s
     assert fig.redelivered > 0, "the broker delivered nothing again"
+    # PostgreSQL ended the cut host's sessions (keepalives), and with them the locks they held
+    assert fig.cut_host_sessions == 0, "the cut host's sessions outlived the cut"
     assert fig.rejoined_after_restore_s is not None, "the cut host ran nothing it received after the restore"
     assert fig.settled_after_cut_s is not None
     # two beats on two hosts: the job never ran twice at once, and no send ran twice
@@ -73,6 +76,7 @@ def test_a_worker_host_cut_off_mid_batch_and_back(broker, tmp_path, registry):
         redelivered=fig.redelivered,
         duplicates=fig.duplicates,
         moved=fig.moved,
+        cut_host_sessions=fig.cut_host_sessions,
         ran_twice=fig.ran_twice,
         swept=fig.swept,
         beat_back_after_restore_s=fig.beat_back_after_restore_s,

@@ -13,16 +13,20 @@ h2 holds some of it, h2's link is cut for longer than the broker needs to notice
 - RabbitMQ: the broker hears no heartbeat from h2 (``?heartbeat=`` on the broker URL, short here),
   closes its connection and gives its unacknowledged messages to h3 at once.
 
-Either way h2's tasks themselves hang on their sockets to PostgreSQL, holding their transactions
-and row locks, until the link is back. Then h2 goes on (its late writes change nothing: stages skip
-settled records, persist upserts) and consumes again; small batches keep coming until it has run
-one it received after the restore. :meth:`MultiHost.run` returns the :class:`Figures`.
+Either way PostgreSQL hears nothing from h2 either: TCP keepalives (``ETL_DB_KEEPALIVE_SECONDS``,
+short here) end h2's sessions a few seconds after the cut, and with them its open transactions
+and their row locks, so h3 runs the chunks it is given again without waiting for h2. h2's tasks
+get errors from their dead connections. Once the link is back h2 goes on (its late writes change
+nothing: stages skip settled records, persist upserts) and consumes again; small batches keep
+coming until it has run one it received after the restore. :meth:`MultiHost.run` returns the
+:class:`Figures`.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import signal
@@ -55,6 +59,7 @@ RABBITMQ = ("127.0.0.1", 5672)  # the machine's RabbitMQ, reached through a rela
 VISIBILITY_TIMEOUT = 20  # Redis: an unacknowledged message goes back to its queue after this
 RESTORE_EVERY = 5  # Redis: how often a worker looks for such messages (CELERY_UNACKED_RESTORE_SECONDS)
 HEARTBEAT = 10  # RabbitMQ: the broker closes a connection silent for about two heartbeats
+KEEPALIVE = 3  # PostgreSQL: a session silent this long is probed, and ends about twice it after the cut
 # The link stays down longer than the broker needs to give the cut host's messages to another one
 # (measured: Redis 22-25 s, RabbitMQ 22-28 s after the cut).
 CUT_SECONDS = {"redis": VISIBILITY_TIMEOUT + RESTORE_EVERY + 10, "rabbitmq": 3 * HEARTBEAT + 10}
@@ -67,6 +72,7 @@ ENV = {
     "ETL_RETRY_BACKOFF_MAX_SECONDS": "4",
     "ETL_CHUNK_SIZE": "250",
     "ETL_SCHEDULE_RETENTION": "2",  # a job both beats send every 2 seconds: its lock lets one run at a time
+    "ETL_DB_KEEPALIVE_SECONDS": str(KEEPALIVE),
 }
 JOB = "retention"
 
@@ -101,6 +107,7 @@ class Figures:
     cut_s: float = 0.0  # how long the link was down
     held_at_cut: int = 0  # pipeline tasks the cut host had received and not finished at the cut
     redelivered_after_cut_s: float | None = None  # the cut → the other host received the first of them
+    cut_host_sessions: int = -1  # PostgreSQL sessions of the cut host still there when the link came back
     moved: int = 0  # of those, received again by the other host
     settled_after_cut_s: float | None = None  # the cut → the large batch settled
     settled_after_restore_s: float | None = None  # the restore → the large batch settled (< 0: before it)
@@ -222,6 +229,7 @@ class MultiHost:
         h3_before = len(w3.log())
         self.hosts.cut(2)
         cut_at = time.monotonic()
+        self.at_cut = self._snapshot(held_at_cut, h3_before)
         fig.held_at_cut = len(held_at_cut)
         say(f"cut h2's link with {len(held_at_cut)} tasks received and unfinished; down for {cut_for:g} s")
 
@@ -240,6 +248,8 @@ class MultiHost:
                 time.sleep(0.25)
 
         watch(cut_at + cut_for)
+        self.at_restore = self._snapshot(held_at_cut, h3_before)
+        fig.cut_host_sessions = self._sessions_of(self.hosts.address(2))
         self.hosts.restore(2)
         restored_at = time.monotonic()
         fig.cut_s = round(restored_at - cut_at, 1)
@@ -280,6 +290,57 @@ class MultiHost:
         fig.submitted, fig.persisted, fig.dead = o.accepted, o.persisted, o.dead
         self._count(fig, held_at_cut, h3_before)
         return fig
+
+    def _snapshot(self, held_at_cut: set[str], h3_before: int) -> str:
+        """What the broker, PostgreSQL and h3 show at the cut and just before the restore (printed by
+        :meth:`tails` when the test fails): which messages are unacknowledged and how long since
+        they were delivered, the restore lock, the queues, every PostgreSQL session (a redelivered
+        task waiting for a lock the cut host holds) and h3's last lines."""
+        out = []
+        with contextlib.suppress(Exception):
+            if self.broker == "redis":
+                client = redis.Redis(host="127.0.0.1", port=self.redis.port, socket_timeout=5)
+                now = time.time()
+                index = client.zrange(f"{self.prefix}unacked_index", 0, -1, withscores=True)
+                entries = []
+                for t, score in index:
+                    raw = client.hget(f"{self.prefix}unacked", t)
+                    task = json.loads(raw)[0]["headers"].get("id", "?") if raw else "(no hash entry)"
+                    entries.append(f"{task} age {now - score:.1f}s")
+                out.append(f"unacked_index ({len(index)}): " + ", ".join(entries))
+                out.append(f"unacked hash: {client.hlen(f'{self.prefix}unacked')}")
+                mutex = client.get(f"{self.prefix}unacked_mutex")
+                out.append(f"restore mutex: {mutex!r} ttl {client.ttl(f'{self.prefix}unacked_mutex')}")
+                out.append(
+                    "queues: "
+                    + ", ".join(
+                        f"{k.decode()}={client.llen(k)}"
+                        for k in client.scan_iter(f"{self.prefix}etl*")
+                        if client.type(k) == b"list"
+                    )
+                )
+        with contextlib.suppress(Exception), self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT client_addr, state, wait_event_type, wait_event, now() - xact_start AS age, "
+                    "left(query, 90) AS q FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() ORDER BY client_addr"
+                )
+            ).all()
+            out += [f"pg: {r.client_addr} {r.state} {r.wait_event_type}/{r.wait_event} {r.age} {r.q!r}" for r in rows]
+        h3 = self.workers[3].log()[h3_before:]
+        out.append(
+            f"h3 since the cut: received {len(ids(RECEIVED, h3))}, succeeded {len(ids(SUCCEEDED, h3))}; last lines:"
+        )
+        out += h3.splitlines()[-15:]
+        out.append(f"held at cut: {sorted(held_at_cut)}")
+        return "\n".join(out)
+
+    def _sessions_of(self, address: str) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.text("SELECT count(*) FROM pg_stat_activity WHERE host(client_addr) = :a"), {"a": address}
+            ).scalar_one()
 
     @staticmethod
     def _dump_stacks(worker) -> None:
@@ -340,7 +401,10 @@ class MultiHost:
 
     def tails(self, lines: int = 40) -> str:
         """The end of every process's log; more of the cut host's worker (its stack dump, if any)."""
-        out = []
+        out = [
+            f"----- {moment}\n{getattr(self, name, '(not reached)')}"
+            for moment, name in (("at the cut", "at_cut"), ("at the restore", "at_restore"))
+        ]
         for stack in self.stacks.values():
             for proc in stack.procs:
                 n = lines * 5 if proc is self.workers[2] else lines
