@@ -94,9 +94,10 @@ def make_engine(
     TCP keepalives on both ends of every connection, a probe after that many silent seconds, then
     one every third of it, the connection given up after :data:`KEEPALIVE_PROBES` unanswered (so
     about twice ``keepalive_seconds`` after the peer went silent); data sent and not acknowledged
-    for twice ``keepalive_seconds`` ends it too (``tcp_user_timeout``: while data is outstanding no
-    keepalive is sent, and the system's retransmissions take about 15 minutes to give up; a peer
-    whose host answers but whose process is stopped is not given up). This end's, as libpq
+    for twice ``keepalive_seconds`` ends it too (``tcp_user_timeout``, the server's on PostgreSQL 12
+    and later: while data is outstanding no keepalive is sent, and the system's retransmissions
+    take about 15 minutes to give up; a peer whose host answers but whose process is stopped is
+    not given up). This end's, as libpq
     parameters: a process waiting for an answer from a server whose host is cut off gets an error
     instead of waiting for good. The server's end, set on each new connection (``SET
     tcp_keepalives_*``, one round trip; a connection through a Unix socket ignores them): the
@@ -128,13 +129,16 @@ def make_engine(
 
 
 def _server_keepalives(idle: int, interval: int):
-    statement = (
+    keepalives = (
         f"SET tcp_keepalives_idle = {int(idle)}; SET tcp_keepalives_interval = {int(interval)}; "
-        f"SET tcp_keepalives_count = {KEEPALIVE_PROBES}; SET tcp_user_timeout = {2 * int(idle) * 1000}"
+        f"SET tcp_keepalives_count = {KEEPALIVE_PROBES}"
     )
+    user_timeout = f"; SET tcp_user_timeout = {2 * int(idle) * 1000}"  # PostgreSQL 12 and later
 
     def connect(dbapi_connection, record) -> None:
-        dbapi_connection.execute(statement)  # several statements: psycopg sends them as one query
+        newer = dbapi_connection.info.server_version >= 120000  # known from the handshake: no round trip
+        # several statements without parameters: psycopg sends them as one query
+        dbapi_connection.execute(keepalives + (user_timeout if newer else ""))
         dbapi_connection.commit()
 
     return connect
