@@ -36,6 +36,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,11 @@ SUCCEEDED = re.compile(_TASK + r" succeeded in")
 RETRIED = re.compile(_TASK + r" retry:")
 FAILED = re.compile(_TASK + r" raised unexpected")
 BY_BROKER = re.compile(_TASK + r" redelivered by the broker")  # tests/helpers/redelivery_app.py
+STAMP = "%Y-%m-%d %H:%M:%S,%f"  # how a log line begins (local time)
+ENDED = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*?" + _TASK + r" (?:succeeded in|retry:|raised unexpected)", re.M
+)
+CUT_ATTEMPTS = 5
 SENT_BY_BEAT = f"Sending due task {JOB} "
 
 
@@ -90,9 +96,12 @@ def ids(pattern: re.Pattern[str], text: str, names: tuple[str, ...] | None = Non
     return [m.group(2) for m in pattern.finditer(text) if names is None or m.group(1) in names]
 
 
-def held(text: str) -> set[str]:
-    """Pipeline tasks a worker's log shows received and not yet finished (succeeded, retried, failed)."""
-    done = set(ids(SUCCEEDED, text)) | set(ids(RETRIED, text)) | set(ids(FAILED, text))
+def held(text: str, before: float | None = None) -> set[str]:
+    """Pipeline tasks a worker's log shows received and not finished (succeeded, retried, failed).
+    With ``before`` (a ``time.time()``): not finished before that moment; a task whose end the log
+    shows later counts as held, for its acknowledgement went out after that moment too."""
+    cutoff = None if before is None else datetime.fromtimestamp(before)
+    done = {m.group(3) for m in ENDED.finditer(text) if cutoff is None or datetime.strptime(m.group(1), STAMP) < cutoff}
     return set(ids(RECEIVED, text, PIPELINE_TASKS)) - done
 
 
@@ -105,7 +114,7 @@ class Figures:
     persisted: int = 0
     dead: int = 0
     cut_s: float = 0.0  # how long the link was down
-    held_at_cut: int = 0  # pipeline tasks the cut host had received and not finished at the cut
+    held_at_cut: int = 0  # pipeline tasks the cut host had received and not finished when its link went down
     redelivered_after_cut_s: float | None = None  # the cut → the other host received the first of them
     cut_host_sessions: int = -1  # PostgreSQL sessions of the cut host still there when the link came back
     moved: int = 0  # of those, received again by the other host
@@ -225,10 +234,24 @@ class MultiHost:
         big = self.api.submit("students/batch", students(tag, batch))["ingestion_id"]
         say(f"submitted {batch} students to web on h1 ({self.hosts.address(1)})")
 
-        held_at_cut = wait_until(lambda: held(w2.log()), 60, 0.02, what="h2 to hold tasks of the batch")
-        h3_before = len(w3.log())
-        self.hosts.cut(2)
-        cut_at = time.monotonic()
+        # The cut is made while h2's log shows tasks received and unfinished; those it then held are
+        # the ones it had not finished when the link was down. A short task can finish, and its
+        # acknowledgement reach the broker, between the reading of the log and the cut: then h2
+        # held nothing of it, and the broker has nothing to give another host. If h2 held nothing
+        # at all, the link comes back at once (a blip) and is cut again.
+        for _ in range(CUT_ATTEMPTS):
+            wait_until(lambda: held(w2.log()), 60, 0.02, what="h2 to hold tasks of the batch")
+            h3_before = len(w3.log())
+            self.hosts.cut(2)
+            cut_at, down_since = time.monotonic(), time.time()
+            time.sleep(1)  # h2 writes the end of what ended before the cut
+            held_at_cut = held(w2.log(), before=down_since)
+            if held_at_cut:
+                break
+            say("h2 had finished what it held before its link went down: link restored, to be cut again")
+            self.hosts.restore(2)
+        else:
+            raise AssertionError(f"h2 held no task at any of {CUT_ATTEMPTS} cuts")
         self.at_cut = self._snapshot(held_at_cut, h3_before)
         fig.held_at_cut = len(held_at_cut)
         say(f"cut h2's link with {len(held_at_cut)} tasks received and unfinished; down for {cut_for:g} s")
