@@ -103,7 +103,10 @@ def make_engine(
     tcp_keepalives_*``, one round trip; a connection through a Unix socket ignores them): the
     session of a client whose host is cut off in the middle of a transaction ends, and with it
     the transaction and its row locks, which the same records' redelivered tasks on other hosts
-    would otherwise wait for until the link is back."""
+    would otherwise wait for until the link is back. A session busy with a statement (waiting for
+    a lock, say) reads nothing from its client meanwhile; on PostgreSQL 14 and later it also
+    looks whether the client is still there every ``keepalive_seconds``
+    (``client_connection_check_interval``) and stops the statement when it is gone."""
     connect_args: dict[str, object] = {"connect_timeout": 5, "application_name": application_name}
     if keepalive_seconds > 0:
         interval = max(1, keepalive_seconds // 3)
@@ -134,11 +137,12 @@ def _server_keepalives(idle: int, interval: int):
         f"SET tcp_keepalives_count = {KEEPALIVE_PROBES}"
     )
     user_timeout = f"; SET tcp_user_timeout = {2 * int(idle) * 1000}"  # PostgreSQL 12 and later
+    check = f"; SET client_connection_check_interval = {int(idle) * 1000}"  # PostgreSQL 14 and later
 
     def connect(dbapi_connection, record) -> None:
-        newer = dbapi_connection.info.server_version >= 120000  # known from the handshake: no round trip
-        # several statements without parameters: psycopg sends them as one query
-        dbapi_connection.execute(keepalives + (user_timeout if newer else ""))
+        version = dbapi_connection.info.server_version  # known from the handshake: no round trip
+        statement = keepalives + (user_timeout if version >= 120000 else "") + (check if version >= 140000 else "")
+        dbapi_connection.execute(statement)  # several statements without parameters: one query
         dbapi_connection.commit()
 
     return connect

@@ -15,6 +15,7 @@ SHOW = sa.text(
     "SELECT current_setting('tcp_keepalives_idle'), current_setting('tcp_keepalives_interval'), "
     "current_setting('tcp_keepalives_count'), current_setting('tcp_user_timeout')"
 )
+CHECK = sa.text("SELECT current_setting('client_connection_check_interval', true)")
 
 
 def _over_tcp(database_url: str) -> str:
@@ -30,6 +31,8 @@ def test_the_server_probes_a_silent_client_and_the_client_a_silent_server(databa
     try:
         with engine.connect() as conn:
             assert conn.execute(SHOW).one() == ("12", "4", "3", "24000")
+            if conn.connection.dbapi_connection.info.server_version >= 140000:
+                assert conn.execute(CHECK).scalar() == "12s"  # a busy session looks for its client too
             params = conn.connection.dbapi_connection.info.get_parameters()
             # libpq's own: what this end does with a server that went silent
             dsn = conn.connection.dbapi_connection.info.dsn
