@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from urllib.parse import urlsplit
 
+from etl_app.db import DEFAULT_KEEPALIVE_SECONDS
 from etl_app.roles import parse_keys
 
 MIB = 1024 * 1024
@@ -138,9 +139,8 @@ class Settings:
     retry_budgets: dict[str, int] = field(default_factory=dict)
     max_deliveries: int = 5
     db_pool_size: int = 5
-    # a PostgreSQL connection silent this long is probed, both ways, and ends after about twice
-    # it without an answer (etl_app.db.make_engine); 0: the operating system's defaults (2 hours)
-    db_keepalive_seconds: int = 30
+    # TCP keepalives of every PostgreSQL connection (etl_app.db.make_engine); 0: the system's
+    db_keepalive_seconds: int = DEFAULT_KEEPALIVE_SECONDS
     # backpressure (etl_app.ingest.backlog): 429 on submits while more records than this wait to
     # settle, or while one waits longer than this; 0 turns either off
     backlog_max_records: int = 1_000_000

@@ -91,31 +91,32 @@ def make_engine(
     statement, which rolls it back, and the pool replaces every connection made before.
 
     ``keepalive_seconds`` (0: the operating system's defaults, 2 hours before the first probe):
-    TCP keepalives on both ends of every connection, a probe after that many silent seconds, then
-    one every third of it, the connection given up after :data:`KEEPALIVE_PROBES` unanswered (so
-    about twice ``keepalive_seconds`` after the peer went silent); data sent and not acknowledged
-    for twice ``keepalive_seconds`` ends it too (``tcp_user_timeout``, the server's on PostgreSQL 12
-    and later: while data is outstanding no keepalive is sent, and the system's retransmissions
-    take about 15 minutes to give up; a peer whose host answers but whose process is stopped is
-    not given up). This end's, as libpq
-    parameters: a process waiting for an answer from a server whose host is cut off gets an error
-    instead of waiting for good. The server's end, set on each new connection (``SET
-    tcp_keepalives_*``, one round trip; a connection through a Unix socket ignores them): the
-    session of a client whose host is cut off in the middle of a transaction ends, and with it
-    the transaction and its row locks, which the same records' redelivered tasks on other hosts
-    would otherwise wait for until the link is back. A session busy with a statement (waiting for
-    a lock, say) reads nothing from its client meanwhile; on PostgreSQL 14 and later it also
-    looks whether the client is still there every ``keepalive_seconds``
-    (``client_connection_check_interval``) and stops the statement when it is gone."""
+    TCP keepalives on both ends of every connection. A connection silent that long is probed, then
+    probed every third of it, and given up after :data:`KEEPALIVE_PROBES` unanswered probes, about
+    twice ``keepalive_seconds`` after the peer went silent. Data sent and not acknowledged for
+    twice ``keepalive_seconds`` ends it too (``tcp_user_timeout``; while data is outstanding no
+    keepalive is sent, and the system's retransmissions take about 15 minutes to give up); a peer
+    whose host answers but whose process is stopped is not given up.
+
+    This end's settings are libpq parameters: a process waiting for an answer from a server whose
+    host is cut off gets an error instead of waiting for good. The server's end is set on each new
+    connection (``SET tcp_keepalives_*``, one round trip; ignored over a Unix socket): the session
+    of a client whose host is cut off in the middle of a transaction ends, and with it the
+    transaction and its row locks, which the same records' redelivered tasks on other hosts would
+    otherwise wait for until the link is back. The server's ``tcp_user_timeout`` needs PostgreSQL
+    12. A session busy with a statement (waiting for a lock, say) reads nothing from its client
+    meanwhile; on PostgreSQL 14 and later it also looks whether the client is still there every
+    ``keepalive_seconds`` (``client_connection_check_interval``) and stops the statement when it
+    is gone."""
     connect_args: dict[str, object] = {"connect_timeout": 5, "application_name": application_name}
     if keepalive_seconds > 0:
-        interval = max(1, keepalive_seconds // 3)
+        interval, user_timeout_ms = max(1, keepalive_seconds // 3), 2 * keepalive_seconds * 1000
         connect_args |= {
             "keepalives": 1,
             "keepalives_idle": keepalive_seconds,
             "keepalives_interval": interval,
             "keepalives_count": KEEPALIVE_PROBES,
-            "tcp_user_timeout": 2 * keepalive_seconds * 1000,
+            "tcp_user_timeout": user_timeout_ms,
         }
     engine = sa.create_engine(
         sqlalchemy_url(url),
@@ -127,17 +128,18 @@ def make_engine(
     sa.event.listen(engine, "checkin", _note_idle)
     sa.event.listen(engine, "checkout", _ping_if_idle(engine.dialect))
     if keepalive_seconds > 0:
-        sa.event.listen(engine, "connect", _server_keepalives(keepalive_seconds, interval))
+        sa.event.listen(engine, "connect", _server_keepalives(keepalive_seconds, interval, user_timeout_ms))
     return engine
 
 
-def _server_keepalives(idle: int, interval: int):
+def _server_keepalives(idle: int, interval: int, user_timeout_ms: int):
+    """The ``connect`` listener setting the server's end of :func:`make_engine`'s keepalives."""
     keepalives = (
-        f"SET tcp_keepalives_idle = {int(idle)}; SET tcp_keepalives_interval = {int(interval)}; "
+        f"SET tcp_keepalives_idle = {idle}; SET tcp_keepalives_interval = {interval}; "
         f"SET tcp_keepalives_count = {KEEPALIVE_PROBES}"
     )
-    user_timeout = f"; SET tcp_user_timeout = {2 * int(idle) * 1000}"  # PostgreSQL 12 and later
-    check = f"; SET client_connection_check_interval = {int(idle) * 1000}"  # PostgreSQL 14 and later
+    user_timeout = f"; SET tcp_user_timeout = {user_timeout_ms}"  # PostgreSQL 12 and later
+    check = f"; SET client_connection_check_interval = {idle * 1000}"  # PostgreSQL 14 and later
 
     def connect(dbapi_connection, record) -> None:
         version = dbapi_connection.info.server_version  # known from the handshake: no round trip

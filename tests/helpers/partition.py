@@ -41,7 +41,6 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-import redis
 import sqlalchemy as sa
 
 from etl_app.db import make_engine
@@ -79,13 +78,14 @@ JOB = "retention"
 
 _TASK = r"Task (\S+)\[([0-9a-f-]{36})\]"
 RECEIVED = re.compile(_TASK + r" received")
-SUCCEEDED = re.compile(_TASK + r" succeeded in")
-RETRIED = re.compile(_TASK + r" retry:")
-FAILED = re.compile(_TASK + r" raised unexpected")
+_SUCCEEDED, _RETRIED, _FAILED = r" succeeded in", r" retry:", r" raised unexpected"
+SUCCEEDED = re.compile(_TASK + _SUCCEEDED)
+RETRIED = re.compile(_TASK + _RETRIED)
 BY_BROKER = re.compile(_TASK + r" redelivered by the broker")  # tests/helpers/redelivery_app.py
 STAMP = "%Y-%m-%d %H:%M:%S,%f"  # how a log line begins (local time)
+# the line that ends a task (succeeded, retried or failed), with its time
 ENDED = re.compile(
-    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*?" + _TASK + r" (?:succeeded in|retry:|raised unexpected)", re.M
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*?" + _TASK + f"(?:{_SUCCEEDED}|{_RETRIED}|{_FAILED})", re.M
 )
 CUT_ATTEMPTS = 5
 SENT_BY_BEAT = f"Sending due task {JOB} "
@@ -322,7 +322,7 @@ class MultiHost:
         out = []
         with contextlib.suppress(Exception):
             if self.broker == "redis":
-                client = redis.Redis(host="127.0.0.1", port=self.redis.port, socket_timeout=5)
+                client = self.redis.client()
                 now = time.time()
                 index = client.zrange(f"{self.prefix}unacked_index", 0, -1, withscores=True)
                 entries = []
@@ -410,7 +410,7 @@ class MultiHost:
         fig.redelivered = sum(len(ids(BY_BROKER, text)) for text in logs.values())
         fig.moved = len(held_at_cut & set(ids(RECEIVED, logs[3][h3_before:])))
         fig.swept = sum(swept(w) for w in self.workers.values())
-        client = redis.Redis(host="127.0.0.1", port=self.redis.port, socket_timeout=5)
+        client = self.redis.client()
         keys = list(client.scan_iter(f"{self.prefix}etl:deliveries:*", count=1000))
         fig.ran_twice = sum(1 for v in (client.mget(keys) if keys else []) if v is not None and int(v) > 1)
 
