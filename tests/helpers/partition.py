@@ -129,6 +129,8 @@ class Figures:
     beat_back_after_restore_s: float | None = None  # the restore → the cut host's beat sent the job again
     beat_sends: dict[str, int] = field(default_factory=dict)  # host → times its beat sent the job
     job_runs: dict[str, int] = field(default_factory=dict)  # status → job_runs rows of the job
+    abandoned: int = 0  # failed runs of the job closed as "abandoned" that the cut host had started:
+    # PostgreSQL ended its session during the cut, which released its lock, and the next run took over
     overlapping_runs: int = 0  # successful runs of the job that started before the previous one finished
     runs_of_one_send: int = 0  # sends of the job that ran more than once, not counting redeliveries
     settle_s: float = 0.0  # submit → every record settled
@@ -417,6 +419,10 @@ class MultiHost:
         fig.beat_sends = {f"h{h}": beat.log().count(SENT_BY_BEAT) for h, beat in self.beats.items()}
         runs = self._job_runs()
         fig.job_runs = dict(Counter(r.status for r in runs))
+        on_cut_host = set(ids(RECEIVED, logs[2]))
+        fig.abandoned = sum(
+            1 for r in runs if r.status == "failed" and r.error.startswith("abandoned:") and r.task_id in on_cut_host
+        )
         worked = [r for r in runs if r.status == "succeeded"]
         fig.overlapping_runs = sum(1 for a, b in pairwise(worked) if a.finished_at > b.started_at)
         per_task = Counter(r.task_id for r in runs)
