@@ -100,7 +100,8 @@ def make_engine(
 
     This end's settings are libpq parameters: a process waiting for an answer from a server whose
     host is cut off gets an error instead of waiting for good. The server's end is set on each new
-    connection (``SET tcp_keepalives_*``, one round trip; ignored over a Unix socket): the session
+    connection as soon as it is made, before anything else runs on it, SQLAlchemy's own first
+    queries included (``SET tcp_keepalives_*``, one round trip; ignored over a Unix socket): the session
     of a client whose host is cut off in the middle of a transaction ends, and with it the
     transaction and its row locks, which the same records' redelivered tasks on other hosts would
     otherwise wait for until the link is back. The server's ``tcp_user_timeout`` needs PostgreSQL
@@ -128,12 +129,15 @@ def make_engine(
     sa.event.listen(engine, "checkin", _note_idle)
     sa.event.listen(engine, "checkout", _ping_if_idle(engine.dialect))
     if keepalive_seconds > 0:
-        sa.event.listen(engine, "connect", _server_keepalives(keepalive_seconds, interval, user_timeout_ms))
+        sa.event.listen(engine, "do_connect", _server_keepalives(keepalive_seconds, interval, user_timeout_ms))
     return engine
 
 
 def _server_keepalives(idle: int, interval: int, user_timeout_ms: int):
-    """The ``connect`` listener setting the server's end of :func:`make_engine`'s keepalives."""
+    """The ``do_connect`` listener that makes each connection and sets the server's end of
+    :func:`make_engine`'s keepalives on it at once. A ``connect`` listener would run only after
+    the dialect's first queries on the engine's first connection: a host cut off during those left
+    a session "idle in transaction" that the server kept with the system's keepalives (2 hours)."""
     keepalives = (
         f"SET tcp_keepalives_idle = {idle}; SET tcp_keepalives_interval = {interval}; "
         f"SET tcp_keepalives_count = {KEEPALIVE_PROBES}"
@@ -141,13 +145,19 @@ def _server_keepalives(idle: int, interval: int, user_timeout_ms: int):
     user_timeout = f"; SET tcp_user_timeout = {user_timeout_ms}"  # PostgreSQL 12 and later
     check = f"; SET client_connection_check_interval = {idle * 1000}"  # PostgreSQL 14 and later
 
-    def connect(dbapi_connection, record) -> None:
-        version = dbapi_connection.info.server_version  # known from the handshake: no round trip
-        statement = keepalives + (user_timeout if version >= 120000 else "") + (check if version >= 140000 else "")
-        dbapi_connection.execute(statement)  # several statements without parameters: one query
-        dbapi_connection.commit()
+    def do_connect(dialect, record, cargs, cparams):
+        dbapi_connection = dialect.connect(*cargs, **cparams)
+        try:
+            version = dbapi_connection.info.server_version  # known from the handshake: no round trip
+            statement = keepalives + (user_timeout if version >= 120000 else "") + (check if version >= 140000 else "")
+            dbapi_connection.execute(statement)  # several statements without parameters: one query
+            dbapi_connection.commit()
+        except BaseException:
+            dbapi_connection.close()
+            raise
+        return dbapi_connection
 
-    return connect
+    return do_connect
 
 
 def _note_idle(dbapi_connection, record) -> None:

@@ -44,6 +44,26 @@ def test_the_server_probes_a_silent_client_and_the_client_a_silent_server(databa
         engine.dispose()
 
 
+def test_the_server_probes_from_the_first_query_of_a_new_engine(database_url):
+    """SQLAlchemy's own first queries on a new engine's first connection (the dialect's
+    ``first_connect``) run under the keepalives already: a host cut off while they run leaves no
+    session the server keeps for the system's 2 hours."""
+    engine = db.make_engine(_over_tcp(database_url), pool_size=1, max_overflow=0, keepalive_seconds=12)
+    seen = []
+
+    @sa.event.listens_for(engine, "first_connect", insert=True)
+    def first(dbapi_connection, _record) -> None:
+        seen.append(dbapi_connection.execute(SHOW.text).fetchone()[:3])
+        dbapi_connection.rollback()
+
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+        assert seen == [("12", "4", "3")]
+    finally:
+        engine.dispose()
+
+
 def test_zero_keeps_the_systems_defaults(database_url):
     with psycopg.connect(_over_tcp(database_url)) as plain:
         system = plain.execute(SHOW.text).fetchone()  # the server's values: the operating system's
