@@ -30,6 +30,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +42,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import psutil
 import sqlalchemy as sa
 
 from etl_app.db import make_engine
@@ -367,13 +369,29 @@ class MultiHost:
                 sa.text("SELECT count(*) FROM pg_stat_activity WHERE host(client_addr) = :a"), {"a": address}
             ).scalar_one()
 
-    @staticmethod
-    def _dump_stacks(worker) -> None:
+    def _dump_stacks(self, worker) -> None:
         """Have a worker that did not come back log where each of its main process's threads
-        stands (Celery's SIGUSR1 handler), for :meth:`tails` to show."""
+        stands (Celery's SIGUSR1 handler), and keep where its pool processes stand (py-spy, when
+        it is installed and may trace), for :meth:`tails` to show."""
         with contextlib.suppress(OSError):
             os.kill(worker.pid, signal.SIGUSR1)
             time.sleep(2)
+        spy = Path(sys.executable).with_name("py-spy")
+        if not spy.exists():
+            return
+        pids = [worker.pid]
+        with contextlib.suppress(psutil.Error):
+            pids += [c.pid for c in psutil.Process(worker.pid).children(recursive=True)]
+        dumps = []
+        for pid in pids:
+            try:
+                done = subprocess.run(
+                    [str(spy), "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30, check=False
+                )
+                dumps.append(f"py-spy dump of {pid}:\n{done.stdout}{done.stderr}")
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                dumps.append(f"py-spy dump of {pid}: {exc!r}")
+        self.py_spy = "\n".join(dumps)
 
     def _settle(self, timeout: float) -> None:
         wait_until(
@@ -432,7 +450,11 @@ class MultiHost:
         """The end of every process's log; more of the cut host's worker (its stack dump, if any)."""
         out = [
             f"----- {moment}\n{getattr(self, name, '(not reached)')}"
-            for moment, name in (("at the cut", "at_cut"), ("at the restore", "at_restore"))
+            for moment, name in (
+                ("at the cut", "at_cut"),
+                ("at the restore", "at_restore"),
+                ("the cut host's processes", "py_spy"),
+            )
         ]
         for stack in self.stacks.values():
             for proc in stack.procs:
