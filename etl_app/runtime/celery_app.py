@@ -25,7 +25,7 @@ from etl_app.config import ROOT_NOTED_ENV, is_rabbitmq
 from etl_app.names import LOOKUPS_QUEUE, PIPELINE_QUEUE
 from etl_app.pipeline.messages import stamp_sent_at
 from etl_app.pipeline.queue_head import delivered_from
-from etl_app.runtime import redis_broker_close, stage_metrics
+from etl_app.runtime import pool_partial_reads, redis_broker_close, stage_metrics
 
 CELERY_CONFIG_MODULE = "celeryconfig"
 # The task modules, registered by name: a worker imports them at its start (Celery's ``include``),
@@ -38,6 +38,7 @@ def make_celery(name: str, broker_url: str, key_prefix: str = "") -> Celery:
     ``celeryconfig.broker_settings``). ``key_prefix`` (ETL_BROKER_KEY_PREFIX) keeps several
     deployments apart on one Redis; on RabbitMQ the virtual host of the URL does."""
     redis_broker_close.install()  # a broker restart must not stop a worker: see that module
+    pool_partial_reads.install()  # nor a connection lost while a large result is read: see that module
     app = Celery(name, set_as_current=True, include=list(TASK_MODULES))
     app.config_from_object(CELERY_CONFIG_MODULE)
     app.conf.update(broker_url=broker_url, **celeryconfig.broker_settings(broker_url, key_prefix))
