@@ -52,7 +52,13 @@ class Replayed:
 
 def _replay_sql(picked: str) -> sa.TextClause:
     """Replay the dead letters ``picked`` selects (columns id, raw_record_id; open ones whose raw
-    record is dead, locked by this transaction) in one statement."""
+    record is dead, locked by this transaction) in one statement.
+
+    Every ingestion of a replayed record is reopened, whether its report is stored yet or not: the
+    update waits for a settler that holds the ingestion's row (it measured the ingestion while the
+    record was still dead and is storing its report), then clears what that settler stored. Reopening
+    only the ingestions already finished let such a settler finish the ingestion after the replay,
+    with the replayed record in flight, and the replayed record's own settle found it finished."""
     return sql(
         f"""
         WITH picked AS ({picked}),
@@ -68,7 +74,7 @@ def _replay_sql(picked: str) -> sa.TextClause:
             RETURNING r.id, r.record_type, r.ingestion_id
         ), reopened AS (
             UPDATE ingestions i SET finished_at = NULL, quality = NULL
-            WHERE i.id IN (SELECT ingestion_id FROM raw) AND (i.finished_at IS NOT NULL OR i.quality IS NOT NULL)
+            WHERE i.id IN (SELECT ingestion_id FROM raw)
         )
         SELECT dl.id, raw.id AS raw_id, raw.record_type FROM dl JOIN raw ON raw.id = dl.raw_record_id
         ORDER BY raw.id

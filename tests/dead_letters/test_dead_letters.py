@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import timedelta
 
@@ -325,6 +326,42 @@ def test_replay_reopens_a_finished_ingestion(client, auth, engine, unique):
     client.post(f"/api/v1/dead-letters/{dl_id}/replay", headers=auth)
     status = client.get(f"/api/v1/ingestions/{accepted.ingestion_id}", headers=auth).get_json()
     assert status["status"] == "running" and status["finished_at"] is None
+    assert status["counts"]["in_flight"] == 1 and status["counts"]["dead"] == 0
+
+
+# What a settler stores (etl_app.quality.settle): only while nothing of the ingestion is in flight,
+# as its statement's snapshot shows it.
+_SETTLER_STORES = sa.text(
+    "UPDATE ingestions i SET quality = CAST('{}' AS jsonb), finished_at = now() "
+    "WHERE i.id = :id AND i.quality IS NULL AND NOT EXISTS "
+    "(SELECT 1 FROM raw_records r WHERE r.ingestion_id = i.id AND r.status = 'received')"
+)
+
+
+def test_a_replay_while_a_settler_stores_the_report_leaves_the_ingestion_running(client, auth, engine, unique):
+    """The dead letter's settler measured the ingestion (its row held, FOR NO KEY UPDATE) while the
+    record was dead, and stores its report with that view; a replay meanwhile must not leave the
+    ingestion finished with the replayed record in flight. (A REPEATABLE READ settler stands for
+    one whose storing statement began just before the replay committed.)"""
+    accepted, [dl_id] = dead(engine, "students", [student(unique)])
+    ident = accepted.ingestion_id
+    answered = threading.Event()
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as settler:
+        settler.execute(sa.text("SELECT 1 FROM ingestions WHERE id = :id FOR NO KEY UPDATE"), {"id": ident})
+
+        def replay() -> None:
+            assert client.post(f"/api/v1/dead-letters/{dl_id}/replay", headers=auth).status_code == 202
+            answered.set()
+
+        thread = threading.Thread(target=replay)
+        thread.start()
+        answered.wait(2)  # the replay waits for the settler's row now; it used to commit at once
+        settler.execute(_SETTLER_STORES, {"id": ident})
+        settler.commit()
+        thread.join(30)
+    assert answered.is_set()
+    status = client.get(f"/api/v1/ingestions/{ident}", headers=auth).get_json()
+    assert (status["status"], status["finished_at"], status["quality"]) == ("running", None, None)
     assert status["counts"]["in_flight"] == 1 and status["counts"]["dead"] == 0
 
 
