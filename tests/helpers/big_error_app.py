@@ -20,7 +20,6 @@ app.conf.update(
     task_acks_late=True,
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
-    worker_hijack_root_logger=True,
 )
 ERROR_BYTES = 1_000_000  # far more than a pipe holds (64 KiB): the main process reads it in parts
 

@@ -24,7 +24,7 @@ from celery import Celery
 
 from etl_app.runtime.pool_partial_reads import RESUMED
 
-from tests.helpers.hosts import RabbitVhost, _rabbitmqctl
+from tests.helpers.hosts import RabbitVhost
 from tests.helpers.procs import ROOT, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -74,7 +74,7 @@ def test_a_result_read_part_way_when_the_connection_is_lost_is_read_to_its_end(v
             os.kill(worker.pid, signal.SIGCONT)
         time.sleep(1)  # the main process reads what the pipe holds: part of the error
 
-        _rabbitmqctl("close_all_connections", "-p", vhost.name, "test: the broker connection is lost")
+        vhost.close_connections("test: the broker connection is lost")
         wait_until(lambda: log_path.read_text().count(CONNECTED) >= 2, 30, what="the worker to reconnect")
         os.kill(child, signal.SIGCONT)
         child = None
