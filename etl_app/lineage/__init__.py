@@ -68,7 +68,8 @@ _INGESTION = sa.text(
     "SELECT i.source, u.filename FROM ingestions i LEFT JOIN uploads u ON u.id = i.id WHERE i.id = :id"
 )
 
-# Along ix_raw_records_record_type_natural_key, newest first; one more than shown, to tell truncation.
+# Along ix_raw_records_natural_key (a hash index: every raw record of the key, sorted here), newest
+# first; one more than shown, to tell truncation.
 _RAW_HISTORY = sa.text(
     """
     SELECT r.id, r.ingestion_id, i.source, r.status, r.received_at, r.updated_at, r.attempts,

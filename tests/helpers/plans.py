@@ -16,3 +16,18 @@ def json_plan(conn: sa.Connection, text: str, params: dict[str, Any]) -> str:
     for name in sorted(NAMED_VALUES, key=len, reverse=True):
         text = text.replace(f":{name}", f"'{NAMED_VALUES[name]}'")
     return orjson.dumps(conn.execute(sa.text(f"EXPLAIN (FORMAT JSON) {text}"), params).scalar_one()).decode()
+
+
+def scans(plan: str) -> set[tuple[str, str]]:
+    """(node type, relation or index name) of every node of a :func:`json_plan` that reads one."""
+    found: set[tuple[str, str]] = set()
+
+    def walk(node: dict) -> None:
+        for name in ("Relation Name", "Index Name"):
+            if name in node:
+                found.add((node["Node Type"], node[name]))
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(orjson.loads(plan)[0]["Plan"])
+    return found

@@ -9,31 +9,16 @@ from __future__ import annotations
 
 import uuid
 
-import orjson
 import sqlalchemy as sa
 
 from etl_app.models import sql
 from etl_app.quality import BY_INGESTIONS, quality_select
 from etl_app.record_types import get_registry
 
-from tests.helpers.plans import json_plan
+from tests.helpers.plans import json_plan, scans
 
 RECORDS = 3_000
-_TYPE_INDEXES = ("ix_raw_records_record_type_natural_key", "ix_raw_records_record_type_received_at")
-
-
-def _scans(plan: str) -> set[tuple[str, str]]:
-    """(node type, relation) of every node of a JSON plan that reads a relation."""
-    found: set[tuple[str, str]] = set()
-
-    def walk(node: dict) -> None:
-        if "Relation Name" in node:
-            found.add((node["Node Type"], node["Relation Name"]))
-        for child in node.get("Plans", []):
-            walk(child)
-
-    walk(orjson.loads(plan)[0]["Plan"])
-    return found
+_TYPE_INDEXES = ("ix_raw_records_natural_key", "ix_raw_records_received_at")
 
 
 def test_the_measure_of_an_ingestion_never_reads_every_record_of_its_type(engine):
@@ -83,7 +68,7 @@ def test_the_measure_of_an_ingestion_never_reads_every_record_of_its_type(engine
         assert index not in plan
     assert "ix_raw_records_ingestion_id_status" in plan
     # an orphan's dead letter is found by its record, not in a hash of every orphan's dead letter
-    dead_letter_reads = {node for node, relation in _scans(plan) if relation == "dead_letters"}
+    dead_letter_reads = {node for node, relation in scans(plan) if relation == "dead_letters"}
     assert dead_letter_reads and "Seq Scan" not in dead_letter_reads
     assert rows == 1  # the one ingestion, measured
     assert integrity == (0.99, 100)  # one orphan (missing_parent) of 100; a validation dead letter is none
