@@ -21,6 +21,7 @@ Revises: 0020
 Create Date: 2026-12-07 23:30:00
 """
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0021"
@@ -30,10 +31,47 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_raw_records_received_at", "raw_records", ["received_at"], postgresql_using="brin")
-    op.create_index("ix_raw_records_natural_key", "raw_records", ["natural_key"], postgresql_using="hash")
-    op.drop_index("ix_raw_records_record_type_received_at", table_name="raw_records")
-    op.drop_index("ix_raw_records_record_type_natural_key", table_name="raw_records")
+    # Built and dropped CONCURRENTLY, outside the migration's transaction: on a deployment with a
+    # large raw_records, a plain build would hold off every submit for as long as it reads the table.
+    # A build stopped part-way leaves an invalid index of its name: dropped, so that a second run
+    # builds it again rather than keep it.
+    with op.get_context().autocommit_block():
+        invalid = op.get_bind().execute(
+            sa.text(
+                "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE c.relname IN ('ix_raw_records_received_at', 'ix_raw_records_natural_key') AND NOT i.indisvalid"
+            )
+        )
+        for name in invalid.scalars().all():
+            op.drop_index(name, table_name="raw_records", postgresql_concurrently=True)
+        op.create_index(
+            "ix_raw_records_received_at",
+            "raw_records",
+            ["received_at"],
+            postgresql_using="brin",
+            postgresql_concurrently=True,
+            if_not_exists=True,
+        )
+        op.create_index(
+            "ix_raw_records_natural_key",
+            "raw_records",
+            ["natural_key"],
+            postgresql_using="hash",
+            postgresql_concurrently=True,
+            if_not_exists=True,
+        )
+        op.drop_index(
+            "ix_raw_records_record_type_received_at",
+            table_name="raw_records",
+            postgresql_concurrently=True,
+            if_exists=True,
+        )
+        op.drop_index(
+            "ix_raw_records_record_type_natural_key",
+            table_name="raw_records",
+            postgresql_concurrently=True,
+            if_exists=True,
+        )
 
 
 def downgrade() -> None:

@@ -58,3 +58,48 @@ def test_downgrade_to_base_and_back(database_url):
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def test_0021_builds_again_an_index_a_stopped_run_left_invalid(database_url):
+    """0021 builds its indexes CONCURRENTLY, outside a transaction: a run stopped part-way leaves
+    an invalid index of the name, which the next run drops and builds again (not kept as it is)."""
+    import psycopg
+    from alembic import command
+
+    from etl_app.migrate import alembic_config
+
+    base, name = database_url.rsplit("/", 1)
+    name += "_migrations_0021"
+    scratch, admin = f"{base}/{name}", f"{base}/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        cfg = alembic_config(scratch)
+        command.upgrade(cfg, "0020")
+        with psycopg.connect(scratch, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO raw_records (ingestion_id, record_type, natural_key, payload) "
+                "SELECT gen_random_uuid(), 'sessions', 'k-' || n, '{}' FROM generate_series(1, 3) AS n"
+            )
+            # a unique build over duplicates fails and leaves its index invalid
+            try:
+                conn.execute("CREATE UNIQUE INDEX CONCURRENTLY ix_raw_records_natural_key ON raw_records (record_type)")
+            except psycopg.errors.UniqueViolation:
+                pass
+            left = conn.execute(
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE c.relname = 'ix_raw_records_natural_key'"
+            ).fetchall()
+            assert left == [(False,)]
+        command.upgrade(cfg, "heads")
+        with psycopg.connect(scratch) as conn:
+            built = conn.execute(
+                "SELECT c.relname, am.amname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "JOIN pg_am am ON am.oid = c.relam WHERE c.relname LIKE 'ix_raw_records_%' "
+                "AND (c.relname LIKE '%natural_key' OR c.relname LIKE '%received_at') ORDER BY 1"
+            ).fetchall()
+        assert built == [("ix_raw_records_natural_key", "hash", True), ("ix_raw_records_received_at", "brin", True)]
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
