@@ -71,7 +71,7 @@ class StageTask(ChunkTask):
         them (:func:`etl_app.pipeline.persist.rows_document`) put in the stash."""
         if not items:
             return None
-        stash = self.runtime.stash.put_encoded(persist_step.rows_document(items))
+        stash = self.runtime.stash.put_encoded(persist_step.rows_document(record_type, items))
         return chunk_message(record_type.name, [one["id"] for one in items], stash=stash, rows=True, leased=leased)
 
     def stashed_items(self, record_type: RecordType, chunk: Chunk) -> list[Item] | None:
@@ -214,7 +214,7 @@ def persist(self: StageTask, message: ChunkMessage | None) -> int:
     if values is None:
         return 0
     if not chunk.rows:  # stashed by an enrich that stashed items
-        values = persist_step.rows_from_items(values)
+        values = persist_step.rows_from_items(record_type, values)
     persisted = persist_step.persist_stashed(self.db, record_type, values)
     keys = persisted.keys
     has_children = any(ref.record_type == record_type.name for other in runtime.registry for ref in other.parents)

@@ -9,8 +9,9 @@ import orjson
 import sqlalchemy as sa
 
 from etl_app.db import make_engine
+from etl_app.pipeline import persist as persist_module
 from etl_app.pipeline.messages import chunk_message
-from etl_app.pipeline.persist import persist_chunk, rows_document
+from etl_app.pipeline.persist import persist_chunk, row_columns, rows_document
 from etl_app.record_types import get_registry
 
 from tests.helpers.dead_letters import enriched_chunk, land, store
@@ -120,17 +121,18 @@ def test_a_persisted_row_holds_every_value_of_its_record_exactly(engine, unique)
 
 
 def test_enrich_stashes_for_persist_the_rows_it_reads(make_app, engine, unique):
-    """enrich hands persist flat rows (values and lineage in one object each, ``rows`` set), which
-    persist reads as they are."""
+    """enrich hands persist rows (values and lineage in one array each, in the order of
+    ``row_columns``; ``rows`` set), which persist reads as they are."""
     app = make_app()
     runtime, tasks = app.extensions["etl"], app.extensions["celery"].tasks
     accepted = store(engine, "students", [student(unique, name="rows")])
     validated = tasks["etl.validate"].apply(args=(chunk_message("students", accepted.ids),)).get()
     enriched = tasks["etl.enrich"].apply(args=(validated,)).get()
     assert enriched["rows"] is True
-    (row,) = orjson.loads(runtime.cache.get(enriched["stash"]))
+    (values,) = orjson.loads(runtime.cache.get(enriched["stash"]))
+    row = dict(zip(row_columns(get_registry()["students"]), values, strict=True))
     assert (row["raw_record_id"], row["student_id"], row["name"]) == (accepted.ids[0], unique, "rows")
-    assert "data" not in row and row["enriched_at"] is not None
+    assert row["enriched_at"] is not None
     assert tasks["etl.persist"].apply(args=(enriched,)).get() == 1
     with engine.connect() as conn:
         stored = conn.execute(sa.text("SELECT name, raw_record_id FROM students WHERE student_id = :k"), {"k": unique})
@@ -156,6 +158,24 @@ def test_a_row_takes_its_lineage_from_its_item_over_values_of_the_same_name():
     at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     item = {"id": 7, "ingestion_id": "i", "received_at": at, "waiting_since": None, "enriched_at": at,
             "data": {"name": "n", "raw_record_id": 99, "ingestion_id": "other", "received_at": None}}  # fmt: skip
-    (row,) = orjson.loads(rows_document([item]))
+    students = get_registry()["students"]
+    (row,) = orjson.loads(rows_document(students, [item]))
+    row = {c: v for c, v in zip(row_columns(students), row, strict=True) if v is not None}
     assert row == {"name": "n", "raw_record_id": 7, "ingestion_id": "i", "received_at": at.isoformat(),
                    "enriched_at": at.isoformat()}  # fmt: skip
+
+
+def test_a_persist_message_whose_stash_holds_rows_as_objects_is_persisted(make_app, engine, unique):
+    """Rows stashed as objects (by an enrich of an earlier version, during an upgrade) are read
+    as arrays all the same."""
+    app = make_app()
+    runtime = app.extensions["etl"]
+    accepted = store(engine, "students", [student(unique, name="objects")])
+    chunk = enriched_chunk(engine, "students", accepted.ids)
+    stash = runtime.stash.put_encoded(persist_module._objects_document(chunk["items"]))
+    assert "name" in orjson.loads(runtime.cache.get(stash))[0]
+    message = {"type": "students", "ids": chunk["ids"], "stash": stash, "rows": True}
+    assert app.extensions["celery"].tasks["etl.persist"].apply(args=(message,)).get() == 1
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT name, raw_record_id FROM students WHERE student_id = :k"), {"k": unique})
+        assert tuple(stored.one()) == ("objects", accepted.ids[0])
