@@ -192,13 +192,20 @@ def _upsert(record_type: RecordType) -> sa.TextClause:
 def given_rows(record_type: RecordType) -> str:
     """SQL for the rows of the rows document ``:values`` (:func:`rows_document`), one column per
     :func:`row_columns`, typed as the table's."""
-    columns = row_columns(record_type)
     if not _by_position(record_type):
-        table = record_type.table.name
-        quoted = ", ".join(f'"{c}"' for c in columns)
-        return f'SELECT {quoted} FROM json_populate_recordset(CAST(NULL AS "{table}"), CAST(:values AS json))'
+        return objects_rows(record_type)
+    columns = row_columns(record_type)
     read = ", ".join(f'{_element(i, record_type.table.c[c].type)} AS "{c}"' for i, c in enumerate(columns))
     return f"SELECT {read} FROM jsonb_array_elements(CAST(:values AS jsonb)) AS e"
+
+
+def objects_rows(record_type: RecordType) -> str:
+    """:func:`given_rows` for a document of flat objects, read by ``json_populate_recordset``
+    against the table's row type (a type not read by position)."""
+    quoted = ", ".join(f'"{c}"' for c in row_columns(record_type))
+    return (
+        f'SELECT {quoted} FROM json_populate_recordset(CAST(NULL AS "{record_type.table.name}"), CAST(:values AS json))'
+    )
 
 
 @cache

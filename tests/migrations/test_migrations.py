@@ -9,6 +9,8 @@ from etl_app import models  # noqa: F401
 from etl_app.db import metadata
 from etl_app.record_types import get_registry
 
+from tests.helpers.support import RUN_ID, fresh_database
+
 
 def test_models_and_migrations_agree(engine):
     get_registry()
@@ -30,20 +32,14 @@ def test_every_record_type_has_its_table_with_lineage(engine):
         assert {"ingestion_id", "received_at", "enriched_at", "persisted_at", "schema_version", "source"} <= columns
 
 
-def test_downgrade_to_base_and_back(database_url):
+def test_downgrade_to_base_and_back():
     """Run on a scratch database so the shared one stays at head."""
     import psycopg
     from alembic import command
 
     from etl_app.migrate import alembic_config
 
-    base, name = database_url.rsplit("/", 1)
-    name += "_migrations"
-    scratch, admin = f"{base}/{name}", f"{base}/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with fresh_database(f"{RUN_ID}_migrations", migrate=False) as scratch:
         cfg = alembic_config(scratch)
         command.upgrade(cfg, "heads")
         command.downgrade(cfg, "base")
@@ -55,12 +51,9 @@ def test_downgrade_to_base_and_back(database_url):
         command.upgrade(cfg, "heads")
         with psycopg.connect(scratch) as conn:
             assert conn.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'raw_records'").fetchone()[0] == 1
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
-def test_0021_builds_again_an_index_a_stopped_run_left_invalid(database_url):
+def test_0021_builds_again_an_index_a_stopped_run_left_invalid():
     """0021 builds its indexes CONCURRENTLY, outside a transaction: a run stopped part-way leaves
     an invalid index of the name, which the next run drops and builds again (not kept as it is)."""
     import psycopg
@@ -68,13 +61,7 @@ def test_0021_builds_again_an_index_a_stopped_run_left_invalid(database_url):
 
     from etl_app.migrate import alembic_config
 
-    base, name = database_url.rsplit("/", 1)
-    name += "_migrations_0021"
-    scratch, admin = f"{base}/{name}", f"{base}/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with fresh_database(f"{RUN_ID}_migrations_0021", migrate=False) as scratch:
         cfg = alembic_config(scratch)
         command.upgrade(cfg, "0020")
         with psycopg.connect(scratch, autocommit=True) as conn:
@@ -100,6 +87,3 @@ def test_0021_builds_again_an_index_a_stopped_run_left_invalid(database_url):
                 "AND (c.relname LIKE '%natural_key' OR c.relname LIKE '%received_at') ORDER BY 1"
             ).fetchall()
         assert built == [("ix_raw_records_natural_key", "hash", True), ("ix_raw_records_received_at", "brin", True)]
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
